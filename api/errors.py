@@ -1,0 +1,108 @@
+"""Turn pydantic's validation errors into one line per broken field, named by its path.
+
+Every consumer (CLI, operator conditions, the gateway's config loader) shows these lines,
+so a user reads the same `spec.model.vllm.gpu.count: ...` wherever the manifest is checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from aistack.api.rules import Loc, RuleViolation
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken field: where (`spec.model.name`) and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def format_loc(loc: Loc) -> str:
+    """`('spec', 'tools', 0, 'name')` -> `spec.tools[0].name`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<document>"
+
+
+def field_errors(err: ValidationError, *, root: type[BaseModel] | None = None) -> list[FieldError]:
+    """Flatten a ValidationError; cross-field rule violations keep their exact sub-paths."""
+    result: list[FieldError] = []
+    for item in err.errors(include_url=False):
+        loc: Loc = tuple(item["loc"])
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleViolation):
+            result.extend(FieldError(format_loc(loc + sub), msg) for sub, msg in cause.issues)
+            continue
+        result.append(FieldError(format_loc(loc), _message(item, loc, root)))
+    return result
+
+
+def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None) -> str:
+    kind = item["type"]
+    msg: str = item["msg"]
+    if kind == "extra_forbidden":
+        known = _known_fields(root, loc[:-1]) if root else []
+        name = str(loc[-1]) if loc else ""
+        hint = difflib.get_close_matches(name, known, n=1)
+        if hint:
+            return f"unknown field; did you mean {hint[0]!r}?"
+        return f"unknown field; known fields here: {', '.join(known)}" if known else "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if kind == "string_pattern_mismatch" and "pattern" in (item.get("ctx") or {}):
+        msg = f"{item['input']!r} does not match {item['ctx']['pattern']}"
+    return msg
+
+
+def _known_fields(root: type[BaseModel], loc: Loc) -> list[str]:
+    model: Any = root
+    for part in loc:
+        model = _unwrap(model)
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)),
+            None,
+        )
+        if field is None:
+            return []
+        model = field.annotation
+    model = _unwrap(model)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X], list[X], dict[str, X], Annotated[X, ...] -> X (the model inside)."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+            if len(args) != 1:
+                return tp
+        elif origin in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return tp

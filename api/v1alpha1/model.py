@@ -1,0 +1,201 @@
+"""Layer 2, the foundation model: self-hosted on vLLM, or any OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from aistack.api.cel import cel_rules, rule
+from aistack.api.rules import RuleCollector
+from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Storage, Toleration
+
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+
+# Flags the operator sets itself from typed fields; passing them again in extraArgs would
+# silently fight the typed value, and some of them would carry secrets into the pod spec.
+RESERVED_VLLM_FLAGS = {
+    "--model": "name",
+    "--served-model-name": "servedName",
+    "--tensor-parallel-size": "tensorParallelSize",
+    "--max-model-len": "maxModelLen",
+    "--gpu-memory-utilization": "gpuMemoryUtilization",
+    "--port": "(fixed at 8000)",
+    "--host": "(fixed at 0.0.0.0)",
+    "--api-key": "(secrets go in Secrets)",
+    "--hf-token": "hfTokenSecretRef",
+}
+
+
+class OpenAIEndpoint(ApiModel):
+    """An OpenAI-compatible HTTP API: a hosted provider, an existing vLLM, Ollama, TGI..."""
+
+    base_url: HttpUrl
+    """Base URL including the version path, e.g. `https://api.openai.com/v1`."""
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the API key; required for `provider: openai`."""
+    model: str | None = None
+    """Model name at this endpoint; defaults to `model.name` (set it on a fallback)."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Whole-request timeout for one call to this endpoint."""
+
+
+class GpuSpec(ApiModel):
+    """GPUs per model server pod and where such nodes are found."""
+
+    count: Annotated[int, Field(ge=0, le=16)] = 1
+    """`nvidia.com/gpu` per pod."""
+    type: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)] | None = None
+    """GPU type, e.g. `nvidia-l4`, `nvidia-a10g`, `nvidia-h100`; selects nodes labelled
+    `aistack.dev/gpu-type=<type>` (the platform's GPU node groups carry that label)."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Extra node selector labels."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Extra tolerations; the `nvidia.com/gpu` taint is always tolerated."""
+
+
+class ModelCache(ApiModel):
+    """The volume that holds downloaded weights (the Hugging Face cache), kept across restarts."""
+
+    size: Quantity = "100Gi"
+    """Capacity; leave room for the weights plus one upgrade."""
+    storage_class_name: str | None = None
+    """StorageClass; the cluster default when unset."""
+
+
+class VllmSpec(ApiModel):
+    """How the self-hosted model is served by vLLM's OpenAI-compatible server."""
+
+    model_config = cel_rules(
+        rule(
+            '!has(self.gpu) || !has(self.gpu.count) || self.gpu.count >= 1',
+            'vLLM needs at least 1 GPU per pod',
+            '.gpu.count',
+        ),
+        rule(
+            '!has(self.tensorParallelSize) || ((has(self.gpu) && has(self.gpu.count)) ? self.gpu.count : 1) % self.tensorParallelSize == 0',
+            'tensorParallelSize must divide gpu.count',
+            '.tensorParallelSize',
+        ),
+    )
+
+    image: str = DEFAULT_VLLM_IMAGE
+    """vLLM server image."""
+    replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    """Model server pods."""
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    """GPUs per pod and node placement."""
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] | None = None
+    """Tensor-parallel degree; defaults to `gpu.count` and must divide it."""
+    max_model_len: Annotated[int, Field(ge=128, le=10_000_000)] | None = None
+    """Context length cap (`--max-model-len`); the model's own when unset."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Share of GPU memory vLLM may use (`--gpu-memory-utilization`)."""
+    cache: ModelCache = Field(default_factory=ModelCache)
+    """Model cache volume."""
+    hf_token_secret_ref: SecretKeyRef | None = None
+    """Secret key with a Hugging Face token, for gated models."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Further vLLM flags, e.g. `["--enable-prefix-caching"]`."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU and memory of the server container (GPUs come from `gpu.count`)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> VllmSpec:
+        rules = RuleCollector()
+        if self.gpu.count < 1:
+            rules.add(("gpu", "count"), "vLLM needs at least 1 GPU per pod (got 0)")
+        tp = self.tensor_parallel_size
+        if tp is not None and self.gpu.count >= 1 and self.gpu.count % tp:
+            rules.add(
+                ("tensorParallelSize",),
+                f"{tp} must divide gpu.count ({self.gpu.count}); use one of "
+                f"{[d for d in range(1, self.gpu.count + 1) if self.gpu.count % d == 0]}",
+            )
+        for i, arg in enumerate(self.extra_args):
+            flag = arg.split("=", 1)[0]
+            if flag in RESERVED_VLLM_FLAGS:
+                rules.add(
+                    ("extraArgs", i),
+                    f"{flag} is set by aistack from {RESERVED_VLLM_FLAGS[flag]}; remove it here",
+                )
+        rules.raise_if_any()
+        return self
+
+    @property
+    def effective_tensor_parallel_size(self) -> int:
+        return self.tensor_parallel_size or max(self.gpu.count, 1)
+
+
+class GenerationDefaults(ApiModel):
+    """Sampling defaults applied when a request does not set them."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    """Sampling temperature."""
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Cap on generated tokens."""
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Nucleus sampling."""
+
+
+class ModelSpec(ApiModel):
+    """The foundation model: the one layer every stack has."""
+
+    model_config = cel_rules(
+        rule(
+            "self.provider != 'openai' || !has(self.vllm)",
+            "vllm must not be set with provider 'openai' (no GPU settings for an API model)",
+            '.vllm',
+        ),
+        rule(
+            "self.provider != 'openai' || (has(self.openai) && has(self.openai.apiKeySecretRef))",
+            "provider 'openai' needs openai.baseUrl and openai.apiKeySecretRef",
+            '.openai',
+        ),
+        rule(
+            "self.provider != 'vllm' || !has(self.openai)",
+            "openai is only for provider 'openai'",
+            '.openai',
+        ),
+    )
+
+    provider: Literal["vllm", "openai"]
+    """`vllm`: self-hosted open-weight model on GPUs; `openai`: any OpenAI-compatible API."""
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s]+$")]
+    """Model name: a Hugging Face repo id for vLLM (`Qwen/Qwen2.5-7B-Instruct`), the API's
+    model id for `openai` (`gpt-4o-mini`)."""
+    served_name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s]+$")] | None = None
+    """Name clients use in `model`; defaults to `name`."""
+    vllm: VllmSpec | None = None
+    """vLLM serving settings; only with `provider: vllm` (defaults apply when omitted)."""
+    openai: OpenAIEndpoint | None = None
+    """The API endpoint; required with `provider: openai`."""
+    fallback: OpenAIEndpoint | None = None
+    """An OpenAI-compatible endpoint the gateway uses when the primary model fails."""
+    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    """Sampling defaults."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        rules = RuleCollector()
+        if self.provider == "openai":
+            if self.vllm is not None:
+                rules.add(("vllm",), "must not be set with provider 'openai' (no GPU settings for an API model)")
+            if self.openai is None:
+                rules.add(("openai",), "required with provider 'openai': baseUrl and apiKeySecretRef")
+            elif self.openai.api_key_secret_ref is None:
+                rules.add(("openai", "apiKeySecretRef"), "required with provider 'openai' (a Secret name and key)")
+        else:
+            if self.openai is not None:
+                rules.add(("openai",), "only with provider 'openai'; a vLLM model is served in the cluster")
+            if self.vllm is None:
+                self.vllm = VllmSpec()
+        if self.fallback is not None and self.fallback.model is None and self.provider == "vllm":
+            rules.add(("fallback", "model"), "required: the fallback API does not serve the self-hosted model's name")
+        rules.raise_if_any()
+        return self
+
+    @property
+    def public_name(self) -> str:
+        """The name clients put in `model` and that the gateway lists in /v1/models."""
+        return self.served_name or self.name

@@ -1,0 +1,211 @@
+"""Layer 3, retrieval: a Qdrant vector store, one collection, an embedder, and its sources."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from aistack.api.cel import cel_rules, rule
+from aistack.api.rules import RuleCollector, violation
+from aistack.api.types import ApiModel, Resources, SecretKeyRef, Storage
+
+DEFAULT_QDRANT_IMAGE = "qdrant/qdrant:v1.15.4"
+
+# Output sizes of embedders people commonly declare; others must state `dimension`.
+KNOWN_EMBEDDER_DIMENSIONS: dict[str, int] = {
+    "sentence-transformers/all-MiniLM-L6-v2": 384,
+    "all-MiniLM-L6-v2": 384,
+    "sentence-transformers/all-mpnet-base-v2": 768,
+    "BAAI/bge-small-en-v1.5": 384,
+    "BAAI/bge-base-en-v1.5": 768,
+    "BAAI/bge-large-en-v1.5": 1024,
+    "BAAI/bge-m3": 1024,
+    "intfloat/e5-small-v2": 384,
+    "intfloat/e5-base-v2": 768,
+    "intfloat/e5-large-v2": 1024,
+    "nomic-ai/nomic-embed-text-v1.5": 768,
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+QDRANT_NAME = r"^[A-Za-z0-9_-]{1,255}$"
+PAYLOAD_FIELD = r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$"
+
+
+class ManagedQdrant(ApiModel):
+    """A Qdrant StatefulSet run by the operator next to the stack."""
+
+    image: str = DEFAULT_QDRANT_IMAGE
+    """Qdrant server image."""
+    replicas: Annotated[int, Field(ge=1, le=15)] = 1
+    """Qdrant pods."""
+    storage: Storage = Field(default_factory=lambda: Storage(size="10Gi"))
+    """Volume per pod."""
+    resources: Resources = Field(default_factory=Resources)
+    """Container resources."""
+
+
+class ExternalQdrant(ApiModel):
+    """A Qdrant that already runs elsewhere (Qdrant Cloud, another cluster)."""
+
+    url: HttpUrl
+    """HTTP(S) URL of the Qdrant REST API, e.g. `https://xyz.cloud.qdrant.io:6333`."""
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the Qdrant API key."""
+
+
+class VectorStore(ApiModel):
+    """Where vectors live: exactly one of `managed` or `external`; managed by default."""
+
+    model_config = cel_rules(
+        rule(
+            '!(has(self.managed) && has(self.external))',
+            'set either managed or external, not both',
+        ),
+    )
+
+    managed: ManagedQdrant | None = None
+    """Run Qdrant in the cluster."""
+    external: ExternalQdrant | None = None
+    """Use an existing Qdrant."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VectorStore:
+        if self.managed is not None and self.external is not None:
+            raise violation(("external",), "set either managed or external, not both")
+        if self.managed is None and self.external is None:
+            self.managed = ManagedQdrant()
+        return self
+
+
+class PayloadIndex(ApiModel):
+    """A payload field indexed for filtering."""
+
+    field: Annotated[str, Field(pattern=PAYLOAD_FIELD)]
+    """Payload key, e.g. `tenant` or `source`."""
+    type: Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"] = "keyword"
+    """Qdrant index type."""
+
+
+class Collection(ApiModel):
+    """The Qdrant collection holding this stack's chunks."""
+
+    name: Annotated[str, Field(pattern=QDRANT_NAME)] | None = None
+    """Collection name; defaults to the AIStack's name."""
+    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"] = "Cosine"
+    """Vector distance; fixed once the collection exists."""
+    payload_indexes: list[PayloadIndex] = Field(default_factory=list)
+    """Indexed payload fields; the tenant field is always indexed."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """What happens to the collection when the AIStack is deleted: kept unless `Delete`."""
+
+
+class Embedder(ApiModel):
+    """The model that turns text into vectors, for ingestion and queries alike."""
+
+    model_config = cel_rules(
+        rule(
+            "!has(self.provider) || self.provider != 'openai' || has(self.baseUrl)",
+            "baseUrl is required with provider 'openai'",
+            '.baseUrl',
+        ),
+        rule(
+            "(has(self.provider) && self.provider == 'openai') || !has(self.baseUrl)",
+            "baseUrl is only for provider 'openai'",
+            '.baseUrl',
+        ),
+    )
+
+    provider: Literal["local", "openai"] = "local"
+    """`local`: sentence-transformers in the gateway/ingestion process; `openai`: an
+    OpenAI-compatible `/v1/embeddings` endpoint (vLLM, TEI, a hosted API)."""
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    """Embedding model, e.g. `sentence-transformers/all-MiniLM-L6-v2`."""
+    dimension: Annotated[int, Field(ge=1, le=65536)] | None = None
+    """Vector size; derived for known models, required otherwise."""
+    base_url: HttpUrl | None = None
+    """Endpoint for `provider: openai`."""
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key with the endpoint's API key."""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Texts per embedding call."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Embedder:
+        rules = RuleCollector()
+        if self.dimension is None:
+            known = KNOWN_EMBEDDER_DIMENSIONS.get(self.model)
+            if known is None:
+                rules.add(
+                    ("dimension",),
+                    f"required for model {self.model!r}: its size is not known to aistack "
+                    f"(known: {', '.join(sorted(KNOWN_EMBEDDER_DIMENSIONS))})",
+                )
+            else:
+                self.dimension = known
+        if self.provider == "openai" and self.base_url is None:
+            rules.add(("baseUrl",), "required with provider 'openai'")
+        if self.provider == "local" and self.base_url is not None:
+            rules.add(("baseUrl",), "only with provider 'openai'")
+        rules.raise_if_any()
+        return self
+
+
+class Source(ApiModel):
+    """Documents to ingest: a folder/file path (local runs, or a volume) or an `s3://` prefix."""
+
+    uri: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|[^:]+)$")]
+    """`s3://bucket/prefix` or a path."""
+    tenant: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """Tenant stamped on every chunk of this source."""
+    include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"])
+    """Glob patterns of files to take."""
+
+
+class Chunking(ApiModel):
+    """How documents are cut into chunks."""
+
+    model_config = cel_rules(
+        rule(
+            '(has(self.overlap) ? self.overlap : 150) < (has(self.size) ? self.size : 1000)',
+            'overlap must be smaller than size',
+            '.overlap',
+        ),
+    )
+
+    size: Annotated[int, Field(ge=64, le=32768)] = 1000
+    """Target chunk size in characters."""
+    overlap: Annotated[int, Field(ge=0, le=8192)] = 150
+    """Characters shared by consecutive chunks."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Chunking:
+        if self.overlap >= self.size:
+            raise violation(("overlap",), f"{self.overlap} must be smaller than size ({self.size})")
+        return self
+
+
+class RetrievalSpec(ApiModel):
+    """Retrieval-augmented generation: search the collection and put the hits in the prompt."""
+
+    vector_store: VectorStore = Field(default_factory=VectorStore)
+    """The Qdrant to use."""
+    collection: Collection = Field(default_factory=Collection)
+    """The collection and its lifecycle."""
+    embedder: Embedder
+    """The embedding model (required: a collection's vector size comes from it)."""
+    top_k: Annotated[int, Field(ge=1, le=100)] = 4
+    """Chunks retrieved per question."""
+    score_threshold: Annotated[float, Field(ge=-1, le=1e6)] | None = None
+    """Hits scoring below this are dropped."""
+    max_context_tokens: Annotated[int, Field(ge=64, le=1_000_000)] = 2000
+    """Token budget for retrieved context in the prompt."""
+    tenant_field: Annotated[str, Field(pattern=PAYLOAD_FIELD)] | None = None
+    """Payload field holding the tenant; when set, every search is filtered by the caller's
+    tenant and a caller without one sees nothing tenant-scoped."""
+    chunking: Chunking = Field(default_factory=Chunking)
+    """Chunking of ingested documents."""
+    sources: list[Source] = Field(default_factory=list)
+    """Documents to ingest (an ingestion Job in Kubernetes, `aistack ingest` locally)."""

@@ -1,0 +1,3 @@
+from aistack.cli.main import main
+
+main()

@@ -1,0 +1,114 @@
+"""The `aistack` command line: one entry point for every target (validate, crd, ...).
+
+Later commands (`render`, `up`, `ingest`, `eval`, `operator`, `promote`) register here as
+their packages land; each imports its heavy dependencies inside the command, so
+`aistack validate` stays fast and works with only the core install.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aistack.api.crd import crd_yaml
+from aistack.api.manifests import load_documents
+from aistack.api.v1alpha1 import AIStack
+
+app = typer.Typer(
+    name="aistack",
+    help="Declare, run and promote production AI stacks from one AIStack manifest.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def package_version() -> str:
+    try:
+        return version("aistack")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0.0.0+unknown"
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the aistack version."""
+    out.print(package_version())
+
+
+@app.command("crd")
+def crd_cmd() -> None:
+    """Print the AIStack CustomResourceDefinition (YAML), e.g. `aistack crd | kubectl apply -f -`."""
+    out.print(crd_yaml(), end="", markup=False)
+
+
+@app.command("validate")
+def validate_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Manifest files (multi-document YAML).", show_default=False)],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only, no summary.")] = False,
+) -> None:
+    """Check AIStack manifests; print one line per error (file[document]: field: message).
+
+    Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped.
+    """
+    stacks: list[tuple[str, AIStack]] = []
+    failures = 0
+    for path in files:
+        for doc in load_documents(path):
+            for error in doc.errors:
+                failures += 1
+                err.print(f"{doc.where}: {error}", markup=False)
+            if doc.stack is not None:
+                stacks.append((doc.where, doc.stack))
+    if not quiet and stacks:
+        out.print(summary_table(stacks))
+    if failures:
+        err.print(f"{failures} error(s)", style="bold red")
+        raise typer.Exit(1)
+    if not quiet:
+        out.print(f"{len(stacks)} AIStack(s) valid", style="green")
+
+
+def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:
+    """One row per stack: its model and the layers it declares."""
+    table = Table(title="AIStacks")
+    for column in ("document", "name", "stage", "model", "layers"):
+        table.add_column(column, overflow="fold")
+    for where, stack in stacks:
+        table.add_row(where, stack.name, stack.spec.stage, describe_model(stack), ", ".join(describe_layers(stack)))
+    return table
+
+
+def describe_model(stack: AIStack) -> str:
+    model = stack.spec.model
+    text = f"{model.provider}: {model.public_name}"
+    if model.vllm is not None:
+        text += f" ({model.vllm.replicas}x{model.vllm.gpu.count} {model.vllm.gpu.type or 'GPU'})"
+    return text
+
+
+def describe_layers(stack: AIStack) -> list[str]:
+    spec = stack.spec
+    layers = []
+    if spec.retrieval:
+        layers.append(f"retrieval ({spec.retrieval.embedder.dimension}d)")
+    orch = spec.orchestration
+    layers.append(f"agent ({len(orch.tools)} tools)" if orch.mode == "agent" else "pipeline")
+    if spec.guardrails:
+        layers.append(f"guardrails ({len(spec.guardrails.input)} in/{len(spec.guardrails.output)} out)")
+    if spec.observability:
+        layers.append("tracing")
+    if spec.evaluation:
+        layers.append(f"eval ({len(spec.evaluation.thresholds)} gates)")
+    return layers
+
+
+def main() -> None:
+    app()
