@@ -15,6 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from aistack.api.rules import Loc, RuleViolation
+from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from aistack.api.v1alpha1.stack import DNS1035_LABEL
+
+
+_PATTERN_NAMES = {
+    DNS1123_LABEL: "a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)",
+    DNS1123_SUBDOMAIN: "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')",
+    DNS1035_LABEL: "a DNS-1035 label (lower-case letters, digits and '-', starting with a letter)",
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,9 @@ def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None) -> st
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     if kind == "string_pattern_mismatch" and "pattern" in (item.get("ctx") or {}):
-        msg = f"{item['input']!r} does not match {item['ctx']['pattern']}"
+        pattern = item["ctx"]["pattern"]
+        msg = f"{item['input']!r} is not {_PATTERN_NAMES[pattern]}" if pattern in _PATTERN_NAMES \
+            else f"{item['input']!r} does not match {pattern}"
     return msg
 
 

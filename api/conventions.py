@@ -1,0 +1,64 @@
+"""Names shared by the operator, the runtime and the platform: labels, conditions, ports.
+
+They are contracts between packages that must not import each other, so they live here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Labels on every child object (the recommended app.kubernetes.io set).
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+PART_OF: Final = "aistack"
+MANAGED_BY: Final = "aistack-operator"
+
+# Node label carried by GPU nodes (set by the platform's GPU node groups), selected by vLLM pods.
+GPU_TYPE_LABEL: Final = "aistack.dev/gpu-type"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_TAINT_KEY: Final = "nvidia.com/gpu"
+
+# Pod-template annotation: a change of rendered config rolls the pods.
+CONFIG_HASH_ANNOTATION: Final = "aistack.dev/config-hash"
+
+# Components (value of LABEL_COMPONENT) and the layer conditions they feed.
+COMPONENT_MODEL: Final = "model"
+COMPONENT_VECTOR_STORE: Final = "vector-store"
+COMPONENT_GATEWAY: Final = "gateway"
+COMPONENT_TRACKING: Final = "tracking"
+COMPONENT_INGESTION: Final = "ingestion"
+COMPONENT_EVALUATION: Final = "evaluation"
+
+CONDITION_READY: Final = "Ready"
+CONDITION_MODEL: Final = "ModelReady"
+CONDITION_RETRIEVAL: Final = "RetrievalReady"
+CONDITION_GUARDRAILS: Final = "GuardrailsReady"
+CONDITION_TRACKING: Final = "TrackingReady"
+CONDITION_GATEWAY: Final = "GatewayReady"
+LAYER_CONDITIONS: Final = (
+    CONDITION_MODEL,
+    CONDITION_RETRIEVAL,
+    CONDITION_GUARDRAILS,
+    CONDITION_TRACKING,
+    CONDITION_GATEWAY,
+)
+
+# Ports.
+VLLM_PORT: Final = 8000
+GATEWAY_PORT: Final = 8080
+GUARDRAILS_PORT: Final = 8001
+QDRANT_HTTP_PORT: Final = 6333
+QDRANT_GRPC_PORT: Final = 6334
+MLFLOW_PORT: Final = 5000
+
+# Where the gateway finds its config in a pod (ConfigMap mount) and the env var naming it.
+GATEWAY_CONFIG_ENV: Final = "AISTACK_GATEWAY_CONFIG"
+GATEWAY_CONFIG_PATH: Final = "/etc/aistack/gateway/config.yaml"
+
+# Images built by this repo; tagged with the package version unless overridden.
+IMAGE_REGISTRY: Final = "ghcr.io/aistack-dev"
+RUNTIME_IMAGE_NAME: Final = "runtime"
+OPERATOR_IMAGE_NAME: Final = "operator"

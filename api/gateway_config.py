@@ -1,0 +1,229 @@
+"""The gateway's configuration: rendered by the operator into a ConfigMap, built in memory by
+`aistack up`, read and validated by the runtime.
+
+It holds no secret. Each secret appears as the *name of an environment variable*
+(`SecretKeyRef.env_name()`); the operator fills that variable from the Secret with
+`secretKeyRef`, and locally the user exports it. The same config therefore works in a pod
+and on a laptop, and can be shown, logged and diffed freely.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from aistack.api.config_hash import config_hash
+from aistack.api.conventions import GUARDRAILS_PORT
+from aistack.api.types import ApiModel, SecretKeyRef
+from aistack.api.v1alpha1 import AIStack
+from aistack.api.v1alpha1.guardrails import GuardrailsSpec
+from aistack.api.v1alpha1.model import GenerationDefaults
+from aistack.api.v1alpha1.orchestration import Timeouts
+from aistack.api.v1alpha1.retrieval import Chunking
+
+GATEWAY_CONFIG_VERSION = 1
+
+
+class Upstream(ApiModel):
+    """An OpenAI-compatible model endpoint."""
+
+    base_url: str
+    """Base URL including `/v1`."""
+    model: str
+    """Model name sent upstream."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key."""
+    timeout_seconds: float = 60.0
+    """Whole-request timeout."""
+
+
+class ModelConfig(ApiModel):
+    """The model the gateway serves under `public_name`."""
+
+    public_name: str
+    """Name in /v1/models and in requests."""
+    primary: Upstream
+    """Where requests go."""
+    fallback: Upstream | None = None
+    """Where they go when the primary fails before the first byte."""
+    defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    """Sampling defaults."""
+
+
+class EmbedderConfig(ApiModel):
+    """The embedding model."""
+
+    provider: Literal["local", "openai"]
+    model: str
+    dimension: int
+    base_url: str | None = None
+    api_key_env: str | None = None
+    batch_size: int = 64
+
+
+class RetrievalConfig(ApiModel):
+    """Where and how to search."""
+
+    qdrant_url: str | None = None
+    """Qdrant server URL; `None` means embedded storage at `qdrant_path`."""
+    qdrant_path: str | None = None
+    """Embedded Qdrant folder (local runs)."""
+    qdrant_api_key_env: str | None = None
+    collection: str
+    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"]
+    embedder: EmbedderConfig
+    top_k: int
+    score_threshold: float | None = None
+    max_context_tokens: int
+    tenant_field: str | None = None
+    chunking: Chunking = Field(default_factory=Chunking)
+
+
+class ToolConfig(ApiModel):
+    """A tool as the gateway calls it."""
+
+    name: str
+    description: str
+    endpoint: str
+    method: Literal["GET", "POST"]
+    parameters: dict[str, object]
+    auth_env: str | None = None
+    timeout_seconds: float
+
+
+class OrchestrationConfig(ApiModel):
+    mode: Literal["pipeline", "agent"]
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    tools: list[ToolConfig] = Field(default_factory=list)
+    max_steps: int
+    timeouts: Timeouts
+
+
+class GuardrailsConfig(ApiModel):
+    """The rails and where the LLM rails run."""
+
+    rails: GuardrailsSpec
+    """The declared rails and their settings."""
+    engine: Literal["inprocess", "sidecar"]
+    """NeMo Guardrails in the gateway process (local) or the sidecar's HTTP API (pods)."""
+    sidecar_url: str | None = None
+    """Sidecar base URL when engine is `sidecar`."""
+    config_id: str = "aistack"
+    """Config id served by the sidecar."""
+
+
+class TracingConfig(ApiModel):
+    tracking_uri: str
+    experiment: str
+    sampling: Annotated[float, Field(ge=0, le=1)] = 1.0
+    token_env: str | None = None
+    queue_size: Annotated[int, Field(ge=1)] = 1000
+
+
+class ServerConfig(ApiModel):
+    api_keys_env: str | None = None
+    """Environment variable holding the accepted API keys (one per line, `key [tenant]`)."""
+    tenant_header: str = "X-Tenant"
+    max_body_bytes: int = 1024 * 1024
+
+
+class GatewayConfig(ApiModel):
+    """Everything the runtime needs to serve one stack."""
+
+    version: Literal[1] = GATEWAY_CONFIG_VERSION
+    name: str
+    namespace: str
+    stage: str
+    config_hash: str
+    model: ModelConfig
+    retrieval: RetrievalConfig | None = None
+    orchestration: OrchestrationConfig
+    guardrails: GuardrailsConfig | None = None
+    tracing: TracingConfig | None = None
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+
+class Endpoints(ApiModel):
+    """Target-specific addresses: in-cluster Service URLs for pods, loopback/paths locally."""
+
+    model_base_url: str | None = None
+    """Base URL of the self-hosted model (vLLM Service); unused for provider openai."""
+    qdrant_url: str | None = None
+    qdrant_path: str | None = None
+    tracking_uri: str | None = None
+    guardrails_engine: Literal["inprocess", "sidecar"] = "sidecar"
+    guardrails_url: str = f"http://127.0.0.1:{GUARDRAILS_PORT}"
+
+
+def _env(ref: SecretKeyRef | None) -> str | None:
+    return ref.env_name() if ref is not None else None
+
+
+def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
+    """Pure: the gateway config of `stack` wired to `endpoints`."""
+    spec = stack.spec
+    m = spec.model
+    if m.provider == "openai":
+        assert m.openai is not None  # guaranteed by ModelSpec validation
+        primary = Upstream(base_url=str(m.openai.base_url).rstrip("/"), model=m.openai.model or m.name,
+                           api_key_env=_env(m.openai.api_key_secret_ref),
+                           timeout_seconds=m.openai.timeout_seconds)
+    else:
+        if endpoints.model_base_url is None:
+            raise ValueError("a vLLM model needs endpoints.model_base_url")
+        primary = Upstream(base_url=endpoints.model_base_url, model=m.public_name,
+                           timeout_seconds=spec.orchestration.timeouts.model_seconds)
+    fallback = None
+    if m.fallback is not None:
+        fallback = Upstream(base_url=str(m.fallback.base_url).rstrip("/"), model=m.fallback.model or m.name,
+                            api_key_env=_env(m.fallback.api_key_secret_ref),
+                            timeout_seconds=m.fallback.timeout_seconds)
+    retrieval = None
+    if spec.retrieval is not None:
+        r = spec.retrieval
+        e = r.embedder
+        external = r.vector_store.external
+        retrieval = RetrievalConfig(
+            qdrant_url=str(external.url).rstrip("/") if external else endpoints.qdrant_url,
+            qdrant_path=None if external else endpoints.qdrant_path,
+            qdrant_api_key_env=_env(external.api_key_secret_ref) if external else None,
+            collection=r.collection.name or stack.name,
+            distance=r.collection.distance,
+            embedder=EmbedderConfig(provider=e.provider, model=e.model, dimension=e.dimension or 0,
+                                    base_url=str(e.base_url).rstrip("/") if e.base_url else None,
+                                    api_key_env=_env(e.api_key_secret_ref), batch_size=e.batch_size),
+            top_k=r.top_k, score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens,
+            tenant_field=r.tenant_field, chunking=r.chunking,
+        )
+    o = spec.orchestration
+    orchestration = OrchestrationConfig(
+        mode=o.mode, system_prompt=o.system_prompt, prompt_template=o.prompt_template,
+        tools=[ToolConfig(name=t.name, description=t.description, endpoint=str(t.endpoint), method=t.method,
+                          parameters=t.parameters, auth_env=_env(t.auth_secret_ref),
+                          timeout_seconds=t.timeout_seconds) for t in o.tools],
+        max_steps=o.max_steps, timeouts=o.timeouts,
+    )
+    guardrails = None
+    if spec.guardrails is not None:
+        guardrails = GuardrailsConfig(
+            rails=spec.guardrails, engine=endpoints.guardrails_engine,
+            sidecar_url=endpoints.guardrails_url if endpoints.guardrails_engine == "sidecar" else None,
+        )
+    tracing = None
+    if spec.observability is not None:
+        obs = spec.observability
+        ext = obs.mlflow.external
+        uri = ext.tracking_uri if ext else endpoints.tracking_uri
+        if uri is None:
+            raise ValueError("managed MLflow needs endpoints.tracking_uri")
+        tracing = TracingConfig(tracking_uri=uri, experiment=obs.experiment or f"aistack/{stack.namespace}/{stack.name}",
+                                sampling=obs.trace_sampling, token_env=_env(ext.token_secret_ref) if ext else None)
+    return GatewayConfig(
+        name=stack.name, namespace=stack.namespace, stage=spec.stage, config_hash=config_hash(spec),
+        model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults),
+        retrieval=retrieval, orchestration=orchestration, guardrails=guardrails, tracing=tracing,
+        server=ServerConfig(api_keys_env=_env(spec.gateway.api_keys_secret_ref),
+                            tenant_header=spec.gateway.tenant_header, max_body_bytes=spec.gateway.max_body_bytes),
+    )
