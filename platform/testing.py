@@ -103,9 +103,10 @@ def stage_config(stage: str) -> dict[str, Any]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
 
-def run_program(config: dict[str, Any], *, stack: str) -> Run:
-    """Run stacks/__main__.py with `config` and return what it registered and exported."""
-    run = Run()
+def run_program(config: dict[str, Any], *, stack: str, run: Run | None = None) -> Run:
+    """Run stacks/__main__.py with `config` and return what it registered and exported
+    (into `run` if given, so a caller still sees what was registered when the program fails)."""
+    run = run if run is not None else Run()
     pulumi.runtime.set_mocks(RecordingMocks(run), project="aistack", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
     root = settings.get_root_resource()
