@@ -127,6 +127,8 @@ class ClusterConfig(ConfigModel):
         default_factory=lambda: ["api", "audit", "authenticator"]
     )
     """Control-plane logs sent to CloudWatch."""
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653] = 30
+    """How long CloudWatch keeps them (EKS would otherwise keep them forever)."""
     system_nodes: NodeGroupConfig
     """Node group for CoreDNS, the operator, gateways, Qdrant and MLflow."""
     gpu_node_groups: Annotated[list[GpuNodeGroupConfig], Field(min_length=1)]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
+import pulumi_aws.cloudwatch as cloudwatch
 import pulumi_aws.eks as eks
 import pulumi_aws.iam as iam
 import pulumi_aws.kms as kms
@@ -38,11 +39,12 @@ class GpuClusterArgs:
     region: str
     cidr: str
     availability_zones: list[str]
-    nat_gateways: str
+    nat_gateways: Literal["single", "perAz"]
     kubernetes_version: str
     endpoint_public_access: bool
     public_access_cidrs: list[str]
     log_types: list[str]
+    log_retention_days: int
     system_nodes: NodeGroupConfig
     gpu_node_groups: list[GpuNodeGroupConfig]
     device_plugin_version: str
@@ -87,7 +89,7 @@ class GpuCluster(pulumi.ComponentResource):
                 cluster_name=name,
                 cidr=args.cidr,
                 availability_zones=args.availability_zones,
-                nat_gateways=args.nat_gateways,  # type: ignore[arg-type]
+                nat_gateways=args.nat_gateways,
             ),
             opts=child,
         )
@@ -105,6 +107,14 @@ class GpuCluster(pulumi.ComponentResource):
             f"{name}-cluster-policy", role=cluster_role.name, policy_arn=AWS_POLICY + "AmazonEKSClusterPolicy", opts=child
         )
 
+        # Created before the cluster, so EKS writes into it instead of a never-expiring group.
+        logs = cloudwatch.LogGroup(
+            f"{name}-control-plane",
+            name=f"/aws/eks/{name}/cluster",
+            retention_in_days=args.log_retention_days,
+            tags=tags,
+            opts=child,
+        )
         vpc_config: dict[str, Any] = {
             "subnet_ids": self.network.private_subnet_ids,
             "endpoint_private_access": True,
@@ -126,7 +136,7 @@ class GpuCluster(pulumi.ComponentResource):
             },
             deletion_protection=args.deletion_protection,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, logs]),
         )
         issuer = cluster.identities.apply(lambda ids: _field(_field(ids[0], "oidcs")[0], "issuer"))
         oidc = iam.OpenIdConnectProvider(

@@ -40,6 +40,7 @@ cluster = GpuCluster(
         endpoint_public_access=config.cluster.endpoint_public_access,
         public_access_cidrs=config.cluster.public_access_cidrs,
         log_types=config.cluster.log_types,
+        log_retention_days=config.cluster.log_retention_days,
         system_nodes=config.cluster.system_nodes,
         gpu_node_groups=config.cluster.gpu_node_groups,
         device_plugin_version=config.cluster.device_plugin_version,

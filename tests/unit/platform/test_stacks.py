@@ -92,6 +92,8 @@ def test_cluster_is_private_encrypted_logged_and_versioned(stage_runs: dict[str,
     assert secrets_key.inputs["enableKeyRotation"] is True
     assert cluster["encryptionConfig"]["provider"]["keyArn"].endswith(secrets_key.name)
     assert cluster["enabledClusterLogTypes"] == cfg["logTypes"]
+    logs = run.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    assert logs == {**logs, "name": f"/aws/eks/{cluster['name']}/cluster", "retentionInDays": cfg["logRetentionDays"]}
     assert cluster["vpcConfig"]["endpointPrivateAccess"] is True
     assert cluster["vpcConfig"]["publicAccessCidrs"] == cfg["publicAccessCidrs"]
     assert cluster["deletionProtection"] is (stage == "prod")
