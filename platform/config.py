@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -77,8 +79,11 @@ class NodeGroupConfig(ConfigModel):
     instance_types: Annotated[list[str], Field(min_length=1)]
     """EC2 instance types, first preferred."""
     min_size: Annotated[int, Field(ge=0)] = 1
+    """Fewest nodes the group scales to."""
     max_size: Annotated[int, Field(ge=1)] = 2
+    """Most nodes the group scales to."""
     desired_size: Annotated[int, Field(ge=0)] = 1
+    """Nodes started now (no cluster autoscaler is installed: this is what runs and bills)."""
     disk_size_gb: Annotated[int, Field(ge=20, le=16384)] = 50
     """Root volume; GPU nodes need room for multi-GB vLLM images."""
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
@@ -104,7 +109,9 @@ class GpuNodeGroupConfig(NodeGroupConfig):
     ami_type: Literal[GPU_AMI_TYPES] = "AL2023_x86_64_NVIDIA"  # type: ignore[valid-type]
     """An EKS AMI with the NVIDIA driver."""
     min_size: Annotated[int, Field(ge=0)] = 0
+    """Fewest nodes; 0 lets an idle GPU pool cost nothing."""
     disk_size_gb: Annotated[int, Field(ge=100, le=16384)] = 200
+    """Root volume; vLLM images are ~10 GB and pulled per node."""
 
     @model_validator(mode="after")
     def _gpu_instances(self) -> GpuNodeGroupConfig:
@@ -152,13 +159,19 @@ class DatabaseConfig(ConfigModel):
     """RDS PostgreSQL behind MLflow."""
 
     instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = "db.t4g.micro"
+    """RDS instance class."""
     engine_version: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")] = "16"
+    """PostgreSQL major (or major.minor) version; picks the parameter group family."""
     allocated_storage_gb: Annotated[int, Field(ge=20, le=65536)] = 20
+    """Initial storage (gp3, encrypted with the stores' KMS key)."""
     max_allocated_storage_gb: Annotated[int, Field(ge=20, le=65536)] = 100
     """Storage autoscaling ceiling."""
     multi_az: bool = False
+    """A standby in a second AZ (required in prod)."""
     deletion_protection: bool = False
+    """Refuse deletion, and take a final snapshot on destroy (required in prod)."""
     backup_retention_days: Annotated[int, Field(ge=1, le=35)] = 7
+    """Days of automated backups (point-in-time recovery window)."""
 
 
 class StoresConfig(ConfigModel):
@@ -183,6 +196,7 @@ class OperatorConfig(ConfigModel):
     image: Annotated[str, Field(min_length=1)] | None = None
     """Full image reference; overrides `version`."""
     namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "aistack-system"
+    """Namespace of the operator (pod security `restricted`)."""
     replicas: Annotated[int, Field(ge=1, le=3)] = 1
     """More than one runs standby replicas (kopf peering elects one)."""
     args: list[str] = Field(default_factory=list)
@@ -293,3 +307,45 @@ def load_stack_file(path: Path, *, workload_namespace: str) -> AIStack:
              f"({workload_namespace!r}) or change the manifest, so it finds the mlflow-backend Secret"]
         )
     return stack
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """Every config key as `(aistack:path.to.key, default or 'required', description)`, from
+    the models, so the README's key reference can be checked against them."""
+    return list(_walk(PlatformConfig, f"{PROJECT}:"))
+
+
+def _walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+    for name, info in model.model_fields.items():
+        if model is PlatformConfig and name == "region":
+            continue
+        path = f"{prefix}{info.alias or name}" if prefix.endswith(":") else f"{prefix}.{info.alias or name}"
+        inner, is_list = _model_inside(info.annotation)
+        if inner is not None:
+            yield from _walk(inner, path + ("[]" if is_list else ""))
+            continue
+        if info.is_required():
+            default = "required"
+        else:
+            value = info.get_default(call_default_factory=True)
+            default = "unset" if value is None else json.dumps(value)
+        yield path, default, " ".join((info.description or "").split())
+
+
+def _model_inside(tp: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds (directly, optionally or as a list of them), if any."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return None, False
+            tp = args[0]
+        elif origin is list:
+            tp, is_list = typing.get_args(tp)[0], True
+        else:
+            break
+    return (tp, is_list) if isinstance(tp, type) and issubclass(tp, BaseModel) else (None, False)

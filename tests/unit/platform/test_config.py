@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aistack.platform.config import ConfigError, load_stack_file, parse_config
+from aistack.platform.config import ConfigError, config_keys, load_stack_file, parse_config
 from aistack.platform.testing import ROOT, STAGES, Run, run_program, stage_config
 
 
@@ -158,3 +158,11 @@ def test_bad_stack_file_stops_the_program_before_any_resource() -> None:
     with pytest.raises(ConfigError):
         run_program(encoded(data), stack="dev", run=run)
     assert run.resources == []
+
+
+def test_readme_documents_every_config_key_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for key, default, _ in config_keys():
+        shown = default if default in ("required", "unset") else f"`{default}`"
+        assert f"| `{key}` | {shown} |" in readme, f"README lacks the row for {key}"
+    assert "pulumi stack init dev" in readme and "pulumi up" in readme
