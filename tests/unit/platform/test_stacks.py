@@ -261,3 +261,16 @@ def test_nothing_in_the_program_invokes_a_provider_function() -> None:
     source = (ROOT / "stacks" / "__main__.py").read_text() + "".join(p.read_text() for p in (ROOT / "platform").glob("*.py"))
     assert ".get_availability_zones(" not in source and "invoke(" not in source
     assert Path(ROOT / "crds" / "aistack.dev_aistacks.yaml").is_file()
+
+
+def test_program_only_wires_components() -> None:
+    """Resources live in components; the program imports no provider SDK."""
+    source = (ROOT / "stacks" / "__main__.py").read_text()
+    assert "pulumi_aws" not in source and "pulumi_kubernetes" not in source and "pulumi_random" not in source
+
+
+def test_policy_pack_registers_the_tested_checks() -> None:
+    pack = (ROOT / "stacks" / "policy")
+    assert yaml.safe_load((pack / "PulumiPolicy.yaml").read_text())["runtime"]["name"] == "python"
+    source = (pack / "__main__.py").read_text()
+    assert "PolicyPack(" in source and "policies=build_policies()" in source
