@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -13,7 +14,7 @@ from aistack.api.manifests import load_stack
 from aistack.operator.naming import child_name
 from aistack.platform.operator_install import gateway_url, operator_image
 from aistack.platform.operator_rbac import operator_cluster_rules
-from aistack.platform.testing import ROOT, STAGES, Run, run_program, stage_config
+from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
@@ -105,3 +106,23 @@ def test_gateway_url_follows_the_operators_child_naming() -> None:
     assert gateway_url(stack_name="support-copilot", namespace="ai-prod") == (
         f"http://{child_name('support-copilot', 'gateway')}.ai-prod.svc.cluster.local:8080"
     )
+
+
+def as_manifest(inputs: dict) -> dict:
+    """A recorded Kubernetes resource's inputs as the manifest the provider would send
+    (secret values unwrapped)."""
+    return {k: (v["value"] if is_secret_value(v) else v) for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_kubernetes_objects_are_valid_against_the_kubernetes_schema(stage_runs: dict[str, Run], stage: str) -> None:
+    """Every built-in Kubernetes object the program declares passes the API's OpenAPI schema
+    (strict: unknown fields are errors); CRD instances and Helm releases are not built-ins."""
+    checked = 0
+    for r in stage_runs[stage].resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith(("kubernetes:helm.sh", "kubernetes:kopf.dev", "kubernetes:aistack.dev")):
+            continue
+        manifest = as_manifest(r.inputs)
+        assert kubernetes_validate.validate(manifest, "1.32", strict=True), r.name
+        checked += 1
+    assert checked >= 9
