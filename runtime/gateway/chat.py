@@ -26,7 +26,7 @@ from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
 from aistack.runtime.guardrails.fast import RailDecision
-from aistack.runtime.guardrails.guard import StreamGuard
+from aistack.runtime.guardrails.guard import GuardrailsUnavailable, StreamGuard
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
 from aistack.runtime.tracing import NullTrace, RequestTrace
@@ -293,13 +293,20 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         _finish_trace(turn, answer=None, error="request budget exceeded")
         raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s budget",
                            code="request_timeout") from None
+    except GuardrailsUnavailable:
+        _finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise _rails_down() from None
     except GatewayError as err:
         _finish_trace(turn, answer=None, error=err.message)
         raise
     response["model"] = cfg.model.public_name
     choice = response["choices"][0]
     answer = choice["message"].get("content") or ""
-    decision = await _output_rails(turn, _question(turn), answer)
+    try:
+        decision = await _output_rails(turn, _question(turn), answer)
+    except GuardrailsUnavailable:
+        _finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise _rails_down() from None
     if decision.blocked:
         response = _refusal_completion(turn, side="output", rail=decision.rail, usage=response.get("usage"))
     elif decision.status == "modified":
@@ -310,6 +317,11 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     if req.stream:  # an agent's answer, sent as a stream
         return StreamingResponse(_completion_as_stream(response), media_type="text/event-stream", headers=SSE_HEADERS)
     return JSONResponse(response)
+
+
+def _rails_down() -> GatewayError:
+    return GatewayError(503, "the guardrails engine is unavailable, so the request was not served; retry later",
+                        code="guardrails_unavailable")
 
 
 def _question_text(req: ChatRequest) -> str:
@@ -408,6 +420,9 @@ async def _relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: 
     except UpstreamError as err:
         error = err.message
         yield sse(err.body())
+    except GuardrailsUnavailable:
+        error = "guardrails unavailable"
+        yield sse(_rails_down().body())
     finally:
         await upstream.aclose()
         turn.step("generation", time.perf_counter() - started)

@@ -12,11 +12,14 @@ import httpx
 
 from aistack.api.gateway_config import GatewayConfig
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
-from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.guardrails.fast import PII_HOLDBACK_CHARS, FastRails, RailDecision
 from aistack.runtime.guardrails.llm_rails import LlmRails, RailsEngineError, Side, build_llm_rails
 
 log = logging.getLogger("aistack.guardrails")
+
+
+class GuardrailsUnavailable(Exception):
+    """The LLM rails gave no verdict and the spec does not fail open: do not serve."""
 
 
 class Guard:
@@ -54,8 +57,7 @@ class Guard:
             log.error("guardrails engine failed on the %s: %s", side, err)
             if self.spec.fail_open:
                 return RailDecision("passed", answer if side == "output" else question, None), True
-            raise GatewayError(503, "the guardrails engine is unavailable, so the request was not served; "
-                                    "retry later", code="guardrails_unavailable") from err
+            raise GuardrailsUnavailable(str(err)) from err
 
 
 class StreamGuard:
