@@ -389,7 +389,9 @@ async def _relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: 
             if not wants_usage:
                 chunk.pop("usage", None)
             choice = choices[0]
-            delta = choice.get("delta") or {}
+            if not isinstance(choice.get("delta"), dict):
+                choice["delta"] = {}
+            delta = choice["delta"]
             content = delta.get("content")
             if content:
                 answer.append(content)
@@ -434,6 +436,7 @@ async def _relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: 
 
 async def _stream_tail(turn: Turn, sguard: StreamGuard) -> str:
     """The held-back rest of the answer, after the fast rails (and the LLM rail) judged it whole."""
+    already_sent = sguard.sent
     tail = sguard.flush()
     guard = turn.state.guard
     if sguard.decision.blocked or guard is None:
@@ -444,6 +447,7 @@ async def _stream_tail(turn: Turn, sguard: StreamGuard) -> str:
             turn.metrics.rail_errors.labels("output").inc()
         if decision.blocked:
             sguard.decision = decision
+            sguard.sent = already_sent
             return ""
     return tail
 

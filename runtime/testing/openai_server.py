@@ -16,7 +16,8 @@ What it answers (first rule that applies, looking at the **last user message** u
 - `[[tool:NAME {"json": "args"}]]`: calls tool NAME with those arguments when the request
   offers tools and `tool_choice` is not `"none"`, unless the conversation already holds a
   tool result; after a tool result, it answers `Tool NAME said: <result>`.
-- `[[say:TEXT]]`: answers exactly TEXT.
+- `[[say:TEXT]]`: answers exactly TEXT; `[[say-upper:TEXT]]` answers it upper-cased (so an
+  answer can hold an unsafe marker that the question does not, for output-rail tests).
 - otherwise: `Echo: <last user message>`.
 
 Server-wide knobs (constructor or `configure()`): `latency_s` before the first byte,
@@ -61,7 +62,7 @@ JUDGE_MARKER = "(Yes or No)"
 _FAIL = re.compile(r"\[\[fail:(500|429|timeout|reset)\]\]")
 _SLEEP = re.compile(r"\[\[sleep:([0-9.]+)\]\]")
 _TOOL = re.compile(r"\[\[tool:([A-Za-z0-9_-]+)\s*(\{.*?\})?\]\]", re.S)
-_SAY = re.compile(r"\[\[say:(.*?)\]\]", re.S)
+_SAY = re.compile(r"\[\[say(-upper)?:(.*?)\]\]", re.S)
 
 
 @dataclass
@@ -180,7 +181,7 @@ class OpenAIServer:
             if body.get("tools") and body.get("tool_choice") != "none":
                 return failure, "", {"name": name, "arguments": m.group(2) or "{}"}, delay
         if (m := _SAY.search(last)):
-            return failure, m.group(1), None, delay
+            return failure, m.group(2).upper() if m.group(1) else m.group(2), None, delay
         return failure, f"Echo: {last}", None, delay
 
     async def _chat(self, request: Request) -> Response:
