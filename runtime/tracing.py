@@ -89,6 +89,33 @@ class NullTrace:
         return None
 
 
+EXPORT_THREAD = "aistack-trace-export"
+# MLflow's exporter logs a failed export instead of raising; on our export thread we turn that
+# record into a counted failure (and one line of our own) instead of a warning per trace.
+MLFLOW_EXPORT_LOGGER = "mlflow.tracing.export.mlflow_v3"
+
+
+class _ExportFailures(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if threading.current_thread().name.startswith(EXPORT_THREAD) and record.levelno >= logging.WARNING:
+            self.failed.message = record.getMessage()
+            return False
+        return True
+
+    def take(self) -> str | None:
+        message = getattr(self.failed, "message", None)
+        self.failed.message = None
+        return message
+
+
+_FAILURES = _ExportFailures()
+logging.getLogger(MLFLOW_EXPORT_LOGGER).addFilter(_FAILURES)
+
+
 class Tracer:
     """Owns the export queue and thread; one per gateway config."""
 
@@ -104,7 +131,7 @@ class Tracer:
             os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-            self._thread = threading.Thread(target=self._run, name="aistack-trace-export", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=EXPORT_THREAD, daemon=True)
             self._thread.start()
 
     def start(self, *, name: str, inputs: Any) -> RequestTrace | NullTrace:
@@ -139,16 +166,27 @@ class Tracer:
         if self.config.token_env and os.environ.get(self.config.token_env):
             os.environ.setdefault("MLFLOW_TRACKING_TOKEN", os.environ[self.config.token_env])
         mlflow.set_tracking_uri(self.config.tracking_uri)
+        failing = False
         while True:
             trace = self._queue.get()
             if trace is None:
                 return
             try:
                 self._export(mlflow, trace)
-                self.metrics.traces_exported.inc()
+                error = _FAILURES.take()
             except Exception as err:  # MLflow down or slow: count it and go on
-                self.metrics.traces_dropped.labels("export_failed").inc()
-                log.warning("trace export to %s failed: %s", self.config.tracking_uri, err)
+                error = str(err)
+            if error is None:
+                self.metrics.traces_exported.inc()
+                if failing:
+                    log.info("trace export to %s works again", self.config.tracking_uri)
+                failing = False
+                continue
+            self.metrics.traces_dropped.labels("export_failed").inc()
+            if not failing:  # one line per outage, not one per trace
+                log.warning("trace export to %s failed, dropping traces until it works: %s",
+                            self.config.tracking_uri, error[:300])
+            failing = True
 
     def _experiment(self, mlflow: Any) -> str:
         if self._experiment_id is None:
