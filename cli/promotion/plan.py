@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.cli.promotion import git, overlay
@@ -167,7 +165,3 @@ def promote(
     if dry_run or not result.verdict.allowed or result.noop:
         return result, None
     return result, apply(result, root=root)
-
-
-def ops_yaml(ops: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump(ops, sort_keys=False, width=100)
