@@ -102,10 +102,12 @@ def scaffold(*, root: Path, stack_doc: dict[str, Any], stages: list[str]) -> lis
         layout.base / "kustomization.yaml": dump({"resources": ["aistack.yaml"]}),
         layout.base / "aistack.yaml": dump(_clean_doc(stack_doc)),
     }
+    namespace = (stack_doc.get("metadata") or {}).get("namespace")
     for stage in stages:
         patch = stage_patch(stack_doc, stage=stage, name=stack.name)
         files[layout.stage_dir(stage) / STAGE_PATCH] = dump(patch)
-        files[layout.stage_dir(stage) / "kustomization.yaml"] = dump(stage_kustomization(promoted=False))
+        files[layout.stage_dir(stage) / "kustomization.yaml"] = dump(stage_kustomization(promoted=False,
+                                                                                       namespace=namespace))
     existing = [p for p in files if p.exists()]
     if existing:
         raise LayoutError(f"{root} already has {', '.join(map(str, existing))}; "
@@ -116,17 +118,18 @@ def scaffold(*, root: Path, stack_doc: dict[str, Any], stages: list[str]) -> lis
     return list(files)
 
 
-def stage_kustomization(*, promoted: bool) -> dict[str, Any]:
-    """The overlay's kustomization: the base, the stage patch, then the promoted changes."""
+def stage_kustomization(*, promoted: bool, namespace: str | None = None) -> dict[str, Any]:
+    """The overlay's kustomization: the base, the stage patch, then the promoted changes.
+
+    The namespace is the stage's (stages often share a cluster), so it lives here, not in base.
+    """
     patches: list[dict[str, Any]] = [{"path": STAGE_PATCH, "target": {"kind": "AIStack"}}]
     if promoted:
         patches.append({"path": PROMOTED_PATCH, "target": {"kind": "AIStack"}})
-    return {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": ["../../base"],
-        "patches": patches,
-    }
+    out: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+    if namespace:
+        out["namespace"] = namespace
+    return {**out, "resources": ["../../base"], "patches": patches}
 
 
 def stage_patch(stack_doc: dict[str, Any], *, stage: str, name: str) -> dict[str, Any]:
@@ -147,7 +150,7 @@ def _clean_doc(doc: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     out.pop("status", None)
     meta = out.get("metadata") or {}
-    for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"):
+    for key in ("namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"):
         meta.pop(key, None)
     return out
 

@@ -61,15 +61,12 @@ for _, layer in ipairs(LAYERS) do
   end
 end
 
-local shown = broken or waiting
-if broken ~= nil or not converging(ready.reason) then
+local shown = broken or waiting or ready
+if broken ~= nil or not converging(ready.reason) or status.phase == "Degraded" or status.phase == "Failed" then
   hs.status = "Degraded"
   shown = broken or ready
-elseif ready.reason == "" or ready.reason == nil then
-  hs.status = (status.phase == "Degraded" or status.phase == "Failed") and "Degraded" or "Progressing"
 else
   hs.status = "Progressing"
 end
-shown = shown or ready
 hs.message = shown.type .. ": " .. (shown.reason or "") .. ": " .. (shown.message or "")
 return hs

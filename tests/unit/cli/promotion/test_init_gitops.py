@@ -78,3 +78,24 @@ def test_kubectl_renders_the_scaffold(tmp_path: Path, kubectl: str) -> None:
                          check=True, capture_output=True, text=True).stdout
     (doc,) = list(yaml.safe_load_all(out))
     assert doc["kind"] == "AIStack" and doc["spec"]["stage"] == "prod"
+
+
+def test_the_shipped_example_renders_each_stage_and_the_gitops_tools_point_at_it() -> None:
+    layout = Layout(ROOT / "deploy" / "gitops" / "example")
+    assert layout.stages() == ["dev", "prod", "staging"]
+    for stage in layout.stages():
+        for renderer in ("builtin", "auto"):
+            doc, stack = effective_stack(layout, stage, renderer=renderer)  # type: ignore[arg-type]
+            assert stack.spec.stage == stage and stack.namespace == f"ai-{stage}"
+    apps = [d for d in yaml.safe_load_all((ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text())]
+    assert {a["spec"]["source"]["path"] for a in apps} == {f"deploy/gitops/example/stages/{s}" for s in layout.stages()}
+    assert all(a["spec"]["destination"]["namespace"] == f"ai-{a['metadata']['labels']['aistack.dev/stage']}"
+               for a in apps)
+    assert "automated" not in next(a for a in apps if a["metadata"]["name"].endswith("-prod"))["spec"]["syncPolicy"]
+    appset = yaml.safe_load((ROOT / "deploy" / "gitops" / "argocd" / "applicationset.yaml").read_text())
+    elements = appset["spec"]["generators"][0]["list"]["elements"]
+    assert sorted(e["stage"] for e in elements) == layout.stages()
+    flux = [d for d in yaml.safe_load_all((ROOT / "deploy" / "gitops" / "flux" / "kustomizations.yaml").read_text())
+            if d["kind"] == "Kustomization"]
+    assert sorted(k["spec"]["path"] for k in flux) == sorted(f"./deploy/gitops/example/stages/{s}"
+                                                           for s in layout.stages())

@@ -1,4 +1,6 @@
-"""The Argo CD health check (deploy/argocd/health.lua), executed in Lua 5.1 over status fixtures."""
+"""AIStack health for GitOps tools, run over the same status fixtures:
+the Argo CD Lua check (deploy/argocd/health.lua, in Lua 5.1 like Argo CD's gopher-lua) and the
+Flux `healthCheckExprs` (deploy/gitops/flux/kustomizations.yaml, in cel-python)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from aistack.api import conventions
 ROOT = Path(__file__).resolve().parents[4]
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
 ARGOCD_CM = ROOT / "deploy" / "argocd" / "argocd-cm.yaml"
+FLUX = ROOT / "deploy" / "gitops" / "flux" / "kustomizations.yaml"
 
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:
@@ -43,7 +46,7 @@ def cond(type_: str, status: str, reason: str = "", message: str = "", **extra: 
 READY = cond("Ready", "True", "Ready", "serving at http://rag-gateway.ai.svc:8080")
 
 
-@pytest.mark.parametrize(("obj", "expected", "message"), [
+CASES = [
     pytest.param(stack(READY, cond("ModelReady", "True")), "Healthy", "serving at http://rag-gateway.ai.svc:8080",
                  id="ready"),
     pytest.param(stack(cond("Ready", "True")), "Healthy", "Ready", id="ready-without-message"),
@@ -70,7 +73,10 @@ READY = cond("Ready", "True", "Ready", "serving at http://rag-gateway.ai.svc:808
                  id="stale-condition"),
     pytest.param(stack(cond("ModelReady", "True")), "Progressing", "Waiting for the Ready condition",
                  id="no-ready-condition"),
-])
+]
+
+
+@pytest.mark.parametrize(("obj", "expected", "message"), CASES)
 def test_status_maps_to_argocd_health(obj: dict[str, Any], expected: str, message: str) -> None:
     assert health(obj) == (expected, message)
 
@@ -85,3 +91,33 @@ def test_the_argocd_cm_snippet_carries_the_same_lua() -> None:
     cm = yaml.safe_load(ARGOCD_CM.read_text())
     assert cm["kind"] == "ConfigMap" and cm["metadata"]["name"] == "argocd-cm"
     assert cm["data"]["resource.customizations.health.aistack.dev_AIStack"] == HEALTH_LUA.read_text()
+
+
+def flux_exprs() -> list[dict[str, str]]:
+    docs = [d for d in yaml.safe_load_all(FLUX.read_text()) if d["kind"] == "Kustomization"]
+    exprs = [d["spec"]["healthCheckExprs"] for d in docs]
+    assert len(docs) == 3 and all(e == exprs[0] for e in exprs), "every stage uses the same health check"
+    (check,) = exprs[0]
+    assert (check["apiVersion"], check["kind"]) == ("aistack.dev/v1alpha1", "AIStack")
+    return [check]
+
+
+def desugar(expr: str) -> str:
+    """cel-python lacks CEL optionals: `x.?f.orValue(d)` -> `(has(x.f) ? x.f : d)`, same meaning."""
+    return re.sub(r"([A-Za-z_][\w.]*)\.\?(\w+)\.orValue\(([^()]*)\)", r"(has(\1.\2) ? \1.\2 : \3)", expr)
+
+
+@pytest.mark.parametrize(("obj", "expected", "message"), CASES)
+def test_flux_health_expressions_agree_with_the_lua(obj: dict[str, Any], expected: str, message: str) -> None:
+    import celpy
+
+    (check,) = flux_exprs()
+    assert "status.?conditions.orValue([])" in check["current"]
+    env = celpy.Environment()
+    # Flux evaluates the object's fields; an object without status is given an empty one here.
+    activation = {"metadata": celpy.json_to_cel(obj["metadata"]), "status": celpy.json_to_cel(obj.get("status", {}))}
+    results = {key: bool(env.program(env.compile(desugar(check[key]))).evaluate(activation))
+               for key in ("current", "failed")}
+    assert not (results["current"] and results["failed"])
+    flux = "Healthy" if results["current"] else "Degraded" if results["failed"] else "Progressing"
+    assert flux == expected
