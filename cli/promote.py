@@ -4,13 +4,16 @@ its MLflow evaluation run (exit 0 promoted or nothing to do, 1 refused, 2 cannot
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+if TYPE_CHECKING:
+    from aistack.cli.promotion.plan import Plan
 
 
 def promote_cmd(
@@ -36,19 +39,13 @@ def promote_cmd(
     from aistack.cli.promotion.git import GitError
     from aistack.cli.promotion.kustomize import KustomizeError
 
-    uri_holder: dict[str, str] = {}
-
-    def find_run(source_stack, target_stack, config_hash):  # type: ignore[no-untyped-def]
-        uri = uri_holder.setdefault("uri", runs.tracking_uri(explicit=tracking_uri, stack=source_stack))
-        return runs.latest_evaluation_run(uri=uri, experiments=runs.experiments_of(source_stack, target_stack),
-                                          config_hash=config_hash)
-
     max_age = timedelta(hours=max_age_hours) if max_age_hours is not None else None
     if max_age is not None and max_age <= timedelta(0):
         err.print("--max-age-hours must be positive", markup=False)
         raise typer.Exit(2)
     try:
-        plan, commit = promotion.promote(root=repo, source=source, target=target, find_run=find_run,
+        plan, commit = promotion.promote(root=repo, source=source, target=target,
+                                         find_run=runs.mlflow_finder(explicit_uri=tracking_uri),
                                          dry_run=dry_run, max_age=max_age)
     except (promotion.PromotionError, GitError, KustomizeError, runs.TrackingError) as error:
         err.print(f"cannot promote {source} -> {target}: {error}", markup=False)
@@ -67,7 +64,7 @@ def promote_cmd(
     out.print(f"promoted {source} -> {target}: commit {commit[:12] if commit else '?'}", markup=False)
 
 
-def show(plan, *, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+def show(plan: Plan, *, dry_run: bool) -> None:
     """The diff, the re-ingestion flag and the gate checks, as a reviewer reads them."""
     from aistack.cli.promotion.gate import metrics_lines
 

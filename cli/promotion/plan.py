@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +18,10 @@ from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.cli.promotion import git, overlay
 from aistack.cli.promotion.fields import Change, combine
-from aistack.cli.promotion.gate import EvaluationRun, Verdict, judge, metrics_lines
+from aistack.cli.promotion.gate import Verdict, judge, metrics_lines
 from aistack.cli.promotion.kustomize import Renderer
 from aistack.cli.promotion.layout import Layout, LayoutError, effective_stack
+from aistack.cli.promotion.runs import RunFinder
 
 class PromotionError(RuntimeError):
     """The promotion cannot even be planned (layout, manifest, git); nothing was changed."""
@@ -70,7 +70,7 @@ def plan(
     root: Path,
     source: str,
     target: str,
-    find_run: Callable[..., EvaluationRun | None],
+    find_run: RunFinder,
     now: datetime | None = None,
     max_age: timedelta | None = None,
     renderer: Renderer = "auto",
@@ -91,7 +91,7 @@ def plan(
         raise PromotionError(str(err)) from None
 
 
-def _plan(work: Layout, *, source: str, target: str, find_run: Callable[..., EvaluationRun | None],
+def _plan(work: Layout, *, source: str, target: str, find_run: RunFinder,
           now: datetime, max_age: timedelta | None, renderer: Renderer) -> Plan:
     source_doc, source_stack = effective_stack(work, source, renderer=renderer)
     target_doc, target_stack = effective_stack(work, target, renderer=renderer)
@@ -147,7 +147,7 @@ def promote(
     root: Path,
     source: str,
     target: str,
-    find_run: Callable[..., EvaluationRun | None],
+    find_run: RunFinder,
     dry_run: bool = False,
     now: datetime | None = None,
     max_age: timedelta | None = None,

@@ -7,6 +7,7 @@ and `RUN_TAG_CONFIG_HASH=<hash>`; a run counts only for exactly the configuratio
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aistack.api import conventions as c
@@ -66,7 +67,7 @@ def latest_evaluation_run(*, uri: str, experiments: list[str], config_hash: str)
             max_results=1,
         )
     except MlflowException as err:
-        raise TrackingError(f"MLflow at {uri} refused the lookup: {err.message}") from None
+        raise TrackingError(f"asking MLflow at {uri} for evaluation runs failed: {err.message}") from None
     except OSError as err:
         raise TrackingError(f"MLflow at {uri} cannot be reached: {err}") from None
     if not runs:
@@ -80,3 +81,20 @@ def latest_evaluation_run(*, uri: str, experiments: list[str], config_hash: str)
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
     )
+
+
+RunFinder = Callable[[AIStack, AIStack, str], EvaluationRun | None]
+
+
+def mlflow_finder(*, explicit_uri: str | None) -> RunFinder:
+    """`find(source_stack, target_stack, config_hash)` over MLflow, for `plan.promote`.
+
+    The tracking URI is resolved from the source stage only when a run is actually needed, so a
+    no-op promotion never asks for one.
+    """
+
+    def find(source: AIStack, target: AIStack, config_hash: str) -> EvaluationRun | None:
+        uri = tracking_uri(explicit=explicit_uri, stack=source)
+        return latest_evaluation_run(uri=uri, experiments=experiments_of(source, target), config_hash=config_hash)
+
+    return find

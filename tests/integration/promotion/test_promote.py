@@ -50,7 +50,9 @@ NEW_BEHAVIOUR = {
 }
 
 
-def test_promotion_commits_exactly_the_promotable_fields(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
+def test_promotion_commits_exactly_the_promotable_fields(
+    git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str
+) -> None:
     dev_hash = change_dev(git, gitops_repo, **NEW_BEHAVIOUR)
     runs.log(experiment=EXPERIMENT, config_hash="0000000000000000", metrics=GOOD)  # another config
     run_id = runs.log(experiment=EXPERIMENT, config_hash=dev_hash, metrics=GOOD, age=timedelta(hours=2))
@@ -83,8 +85,9 @@ def test_promotion_commits_exactly_the_promotable_fields(git: Any, gitops_repo: 
     assert after.spec.evaluation == before.spec.evaluation
     assert after.spec.observability == before.spec.observability
     assert after.spec.retrieval.sources == before.spec.retrieval.sources
-    unchanged = {k: v for k, v in after_doc["spec"].items() if k not in {"model", "retrieval", "orchestration"}}
-    assert unchanged == {k: v for k, v in before_doc["spec"].items() if k not in {"model", "retrieval", "orchestration"}}
+    moved = {"model", "retrieval", "orchestration"}
+    assert {k: v for k, v in after_doc["spec"].items() if k not in moved} == {
+        k: v for k, v in before_doc["spec"].items() if k not in moved}
 
     # Promoting again is a no-op (no new commit).
     again = promote(gitops_repo, "dev", "staging", uri=mlflow_uri)
@@ -170,8 +173,8 @@ def test_refused_on_a_dirty_working_tree(git: Any, gitops_repo: Path, runs: Any,
     assert git(gitops_repo, "rev-parse", "HEAD").strip() == head
 
 
-def test_dry_run_prints_the_diff_and_verdict_and_changes_nothing(git: Any, 
-    gitops_repo: Path, runs: Any, mlflow_uri: str
+def test_dry_run_prints_the_diff_and_verdict_and_changes_nothing(
+    git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str
 ) -> None:
     dev_hash = change_dev(git, gitops_repo, **NEW_BEHAVIOUR)
     runs.log(experiment=EXPERIMENT, config_hash=dev_hash, metrics=GOOD)

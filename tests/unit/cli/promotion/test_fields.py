@@ -11,7 +11,7 @@ import yaml
 
 from aistack.api.config_hash import config_hash
 from aistack.api.v1alpha1 import AIStackSpec
-from aistack.cli.promotion.fields import PROMOTABLE_PATHS, combine, get, put
+from aistack.cli.promotion.fields import PROMOTABLE_PATHS, combine, put
 from aistack.cli.promotion.kustomize import merge_patch
 
 

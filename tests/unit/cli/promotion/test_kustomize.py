@@ -32,7 +32,8 @@ def test_every_scaffolded_stage_renders_the_same_with_kubectl_and_builtin(
     layout = Layout(tmp_path / "deploy")
     scaffold(root=layout.root, stack_doc=load_stack_doc(example), stages=["dev", "staging", "prod"])
     for stage in layout.stages():
-        assert render(layout.stage_dir(stage), renderer="builtin") == render(layout.stage_dir(stage), renderer="kubectl")
+        folder = layout.stage_dir(stage)
+        assert render(folder, renderer="builtin") == render(folder, renderer="kubectl")
 
 
 def test_promoted_overlays_with_lists_and_removals_render_the_same(tmp_path: Path, kubectl: str) -> None:
