@@ -19,7 +19,7 @@ from aistack.api.manifests import ManifestError, parse_stack
 from aistack.cli.promotion import git, overlay
 from aistack.cli.promotion.fields import Change, combine
 from aistack.cli.promotion.gate import Verdict, judge, metrics_lines
-from aistack.cli.promotion.kustomize import Renderer
+from aistack.cli.promotion.kustomize import KustomizeError, Renderer
 from aistack.cli.promotion.layout import Layout, LayoutError, effective_stack
 from aistack.cli.promotion.runs import RunFinder
 
@@ -85,9 +85,13 @@ def plan(
         with tempfile.TemporaryDirectory(prefix="aistack-promote-") as scratch:
             work = Layout(Path(scratch) / "gitops")
             shutil.copytree(root, work.root, ignore=shutil.ignore_patterns(".git"))
-            return _plan(work, source=source, target=target, find_run=find_run,
-                         now=now or datetime.now(UTC), max_age=max_age, renderer=renderer)
-    except (LayoutError, ManifestError) as err:
+            try:
+                return _plan(work, source=source, target=target, find_run=find_run,
+                             now=now or datetime.now(UTC), max_age=max_age, renderer=renderer)
+            except (LayoutError, ManifestError, PromotionError, KustomizeError) as err:
+                # Name the user's folder, not the scratch copy.
+                raise PromotionError(str(err).replace(str(work.root), str(root))) from None
+    except LayoutError as err:
         raise PromotionError(str(err)) from None
 
 
