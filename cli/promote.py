@@ -20,7 +20,8 @@ def promote_cmd(
     source: Annotated[str, typer.Argument(metavar="FROM", help="Stage whose behaviour is promoted, e.g. dev.")],
     target: Annotated[str, typer.Argument(metavar="TO", help="Stage to promote into, e.g. staging.")],
     repo: Annotated[Path, typer.Option(help="The GitOps folder (with base/ and stages/).")] = Path("deploy"),
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the diff and the verdict; change nothing (also on a dirty tree).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the diff and the verdict; change nothing (also on a dirty tree).")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (else MLFLOW_TRACKING_URI, "
                                                           "else the stage's external MLflow).")] = None,
     max_age_hours: Annotated[float | None, typer.Option(help="Oldest acceptable evaluation run; "
