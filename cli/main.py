@@ -76,6 +76,21 @@ def validate_cmd(
         out.print(f"{len(stacks)} AIStack(s) valid", style="green")
 
 
+@app.command("render")
+def render_cmd(
+    file: Annotated[Path, typer.Argument(help="A manifest with one AIStack.", show_default=False)],
+) -> None:
+    """Print the Kubernetes objects the operator would create for FILE (YAML, like `helm template`)."""
+    from aistack.api.manifests import ManifestError
+    from aistack.cli.render import render_yaml
+
+    try:
+        out.print(render_yaml(file), end="", markup=False)
+    except ManifestError as error:
+        err.print(str(error), markup=False)
+        raise typer.Exit(1) from None
+
+
 def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:
     """One row per stack: its model and the layers it declares."""
     table = Table(title="AIStacks")
