@@ -89,7 +89,10 @@ def render_tracking(ctx: RenderContext) -> list[Manifest]:
     }
     out: list[Manifest] = []
     if needs_volume:
-        out.append(pvc(ctx, name=data_name, component=COMPONENT_TRACKING, size=managed.storage.size,
-                       storage_class=managed.storage.storage_class_name))
+        volume = pvc(ctx, name=data_name, component=COMPONENT_TRACKING, size=managed.storage.size,
+                     storage_class=managed.storage.storage_class_name)
+        # Runs and artifacts outlive the AIStack: no owner, so no garbage collection, no pruning.
+        volume["metadata"].pop("ownerReferences", None)
+        out.append(volume)
     out += [service(ctx, name=name, component=COMPONENT_TRACKING, ports=[("http", MLFLOW_PORT)]), deployment]
     return out
