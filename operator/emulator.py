@@ -87,8 +87,9 @@ class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator with the gaps above filled."""
 
     kubelet_ready: bool = True
-    fail_writes: bool = False
-    """Answer 503 to writes of child objects (an API server outage in the middle of a reconcile)."""
+    fail_writes_after: int | None = None
+    """Answer 503 to writes of child objects once this many more have succeeded (an API server
+    outage in the middle of a reconcile); None: never."""
     log: list[tuple[str, str]] = attrs.field(factory=list)
     rollouts: Counter[tuple[str, str, str]] = attrs.field(factory=Counter)
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
@@ -129,8 +130,11 @@ class Emulator(kmock.KubernetesEmulator):
         self.log.append((method, request.url.path))
         del self._requests[:-HISTORY_WINDOW]
         resource = request.resource
-        if self.fail_writes and method in WRITE_METHODS and resource is not None and resource.plural in CHILD_PLURALS:
-            raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="emulated outage")
+        if method in WRITE_METHODS and resource is not None and resource.plural in CHILD_PLURALS \
+                and self.fail_writes_after is not None:
+            if self.fail_writes_after <= 0:
+                raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="emulated outage")
+            self.fail_writes_after -= 1
         if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
             self._stamp_new(request)
         old = None

@@ -65,10 +65,16 @@ class Runner:
         # lags behind this process's own writes while kopf is busy with the same object.
         self.known_status: dict[StackKey, dict[str, Any]] = {}
         self.generations: dict[StackKey, int] = {}
+        # Stacks being deleted, by uid: a cached body may not show the deletion yet, and a
+        # reconcile then would recreate children or the collection the finalizer just removed.
+        self.deleting: set[str] = set()
 
     async def run(self, key: StackKey, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Outcome:
         async with self.locks.setdefault(key, asyncio.Lock()):
-            generation = int(body.get("metadata", {}).get("generation") or 0)
+            meta = body.get("metadata", {})
+            if meta.get("uid") in self.deleting or meta.get("deletionTimestamp"):
+                return Outcome()
+            generation = int(meta.get("generation") or 0)
             if generation < self.generations.get(key, 0):
                 return Outcome()  # a stale cached body: a newer spec was already applied
             self.generations[key] = generation
@@ -189,13 +195,15 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
         runner.schedule((namespace, name), kwargs)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, retries=10)
-    async def delete(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-        try:
-            message = await asyncio.to_thread(finalize, _plain(body), kube=runner.kube,
-                                              qdrant=options.qdrant_factory, version=options.version)
-        except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
-            raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
-        for table in (runner.locks, runner.known_status, runner.generations):
+    async def delete(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> None:
+        runner.deleting.add(uid)
+        async with runner.locks.setdefault((namespace, name), asyncio.Lock()):  # let a running reconcile end
+            try:
+                message = await asyncio.to_thread(finalize, _plain(body), kube=runner.kube,
+                                                  qdrant=options.qdrant_factory, version=options.version)
+            except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
+                raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
+        for table in (runner.known_status, runner.generations):
             table.pop((namespace, name), None)
         log.info("AIStack %s/%s deleted: %s", namespace, name, message)
 

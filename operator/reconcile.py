@@ -71,6 +71,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     `known_status` is the status this process last wrote, fresher than a cached body's.
     """
     meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return Outcome()  # being deleted: the finalizer and garbage collection take over
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
     generation = meta.get("generation")
     previous = known_status if known_status is not None else (body.get("status") or {})

@@ -6,9 +6,12 @@ What the emulation does not cover is listed in `aistack.operator.emulator`'s doc
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.testing import Cluster, OperatorThread, QdrantPool
@@ -38,3 +41,20 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> str:
     name = request.node.name.replace("_", "-").lower()[:50].strip("-")
     cluster.add_namespace(name)
     return name
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+@pytest.fixture
+def stack_doc() -> Callable[..., dict[str, Any]]:
+    """An example manifest placed in a namespace: `stack_doc("rag", namespace)`."""
+
+    def build(example: str, namespace: str, *, name: str | None = None) -> dict[str, Any]:
+        data = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text(encoding="utf-8"))
+        data["metadata"]["namespace"] = namespace
+        if name:
+            data["metadata"]["name"] = name
+        return data
+
+    return build
