@@ -16,7 +16,8 @@ this subclass fills them, each the simple way:
   `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
   is counted whenever the pod template changes;
 - the request history that kmock keeps (and scans on every request) is cut to a short live
-  window; `log` keeps every (method, path) for assertions and counting.
+  window; `log` keeps every (method, path) for assertions and counting (method `WATCH` for
+  watch requests).
 
 Not emulated (untested here): strategic-merge list semantics (patches merge dicts and replace
 lists), server-side apply, admission and schema validation/defaulting (the CRD's OpenAPI and
@@ -127,7 +128,8 @@ class Emulator(kmock.KubernetesEmulator):
     # -- request handling ------------------------------------------------------------------
     async def _handle(self, request: Any) -> Any:
         method = str(getattr(request.method, "value", request.method)).upper()
-        self.log.append((method, request.url.path))
+        watch = method == "GET" and request.params.get("watch") in ("true", "1")
+        self.log.append(("WATCH" if watch else method, request.url.path))
         del self._requests[:-HISTORY_WINDOW]
         resource = request.resource
         if method in WRITE_METHODS and resource is not None and resource.plural in CHILD_PLURALS \
