@@ -95,7 +95,8 @@ class OperatorThread:
     does, so that it never shares an event loop with the test."""
 
     def __init__(self, cluster: Cluster, qdrant: Callable[[str, str | None], QdrantClient], *,
-                 drift_interval: float = 1.0, retry_delay: float = 0.3) -> None:
+                 drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = ()) -> None:
+        self.namespaces = namespaces
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
                                        version="0.0.0-e2e", drift_interval=drift_interval, retry_delay=retry_delay)
         self.runner: Runner | None = None
@@ -109,7 +110,8 @@ class OperatorThread:
         settings = build_settings()
         settings.networking.error_backoffs = [0.2, 0.5, 1]
         try:
-            asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True,
+            asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True,
+                                      clusterwide=not self.namespaces, namespaces=list(self.namespaces),
                                       stop_flag=self.stop_flag, ready_flag=self.ready_flag))
         except BaseException as err:  # surfaced by start()/stop()
             self.error = err
