@@ -12,6 +12,7 @@ this subclass fills them, each the simple way:
   with the `default` namespace seeded;
 - owner-reference garbage collection (foreground, immediate) when an owner goes away;
 - label selectors on list (equality terms only);
+- list responses carry `kind`/`apiVersion` (kubectl decodes them by it);
 - a simulated kubelet + controllers: Deployments/StatefulSets get `status` replicas equal to
   `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
   is counted whenever the pod template changes;
@@ -160,7 +161,14 @@ class Emulator(kmock.KubernetesEmulator):
         """As kmock's, but with a real resourceVersion, so a following watch can resume from it."""
         payload = await super()._serve_list(request)
         payload["metadata"] = {"resourceVersion": str(next(self._versions))}
-        return payload
+        return {**self._list_type(request), **payload}
+
+    def _list_type(self, request: Any) -> dict[str, str]:
+        """`kind`/`apiVersion` of a list (kubectl needs them to decode it)."""
+        resource = request.resource
+        info = self.resources[resource] if resource in self.resources else None
+        api_version = resource.version if not resource.group else f"{resource.group}/{resource.version}"
+        return {"kind": f"{info.kind if info else 'Object'}List", "apiVersion": api_version}
 
     async def _serve_watch(self, request: Any) -> Any:
         """kmock replays every existing object as ADDED on each watch; a real server sends only
@@ -242,7 +250,7 @@ class Emulator(kmock.KubernetesEmulator):
                 items.append(obj.raw)
         import aiohttp.web
 
-        return aiohttp.web.json_response({"kind": "List", "apiVersion": "v1",
+        return aiohttp.web.json_response({**self._list_type(request),
                                           "metadata": {"resourceVersion": str(next(self._versions))},
                                           "items": items})
 
