@@ -80,6 +80,16 @@ def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any], live: Mappi
     return patch
 
 
+def _keep_autoscaled_replicas(patch: dict[str, Any]) -> None:
+    """When autoscaling is switched on, `replicas` leaves the rendered Deployment; removing it
+    would reset the live count to 1 until the HPA scales back up. Leave it to the HPA."""
+    spec = patch.get("spec")
+    if isinstance(spec, dict) and "replicas" in spec and spec["replicas"] is None:
+        del spec["replicas"]
+        if not spec:
+            del patch["spec"]
+
+
 def last_applied(live: Mapping[str, Any]) -> dict[str, Any]:
     text = (live.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
     try:
@@ -146,6 +156,7 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
                     if current is None:
                         raise
             patch = merge_patch(last_applied(current), body, current)
+            _keep_autoscaled_replicas(patch)
             if patch:
                 result.live[key] = kube.patch(kind, namespace, key[1], patch)
                 result.patched.append(key)

@@ -9,6 +9,7 @@ serialised and coalesced: a burst of child events gives one more reconcile, not 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,6 +228,4 @@ def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """A detached deep copy: kopf bodies are live views that change under a worker thread."""
-    import copy
-
     return copy.deepcopy(dict(body))

@@ -153,3 +153,16 @@ def test_transient_errors_propagate_for_a_retry(status: int) -> None:
         kube.fail[("get", "a")] = ApiError(503, "down")
     with pytest.raises(ApiError):
         apply_children(kube, namespace="ns", desired=[cm("a", {})], live={}, owner_uid=UID)
+
+
+def test_switching_on_autoscaling_leaves_replicas_to_the_hpa() -> None:
+    def deployment(spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "gw", "namespace": "ns", "ownerReferences": [{"uid": UID}]}, "spec": spec}
+
+    fixed = with_last_applied(deployment({"replicas": 2, "paused": False}))
+    kube = FakeKube({"gw": fixed})
+    result = apply_children(kube, namespace="ns", desired=[deployment({"paused": False})],
+                            live={("Deployment", "gw"): fixed}, owner_uid=UID)
+    assert result.patched == [("Deployment", "gw")]  # the last-applied record changed
+    assert kube.objects["gw"]["spec"]["replicas"] == 2
