@@ -207,14 +207,3 @@ def test_restart_mid_reconcile_converges_without_duplicates(cluster, qdrant, nam
     assert set(children) == rendered_keys(cluster, namespace, "restarted")  # nothing extra, nothing missing
     assert {k: children[k]["metadata"]["uid"] for k in partial} == partial  # adopted, not recreated
 
-
-def test_namespace_scoped_operator_ignores_other_namespaces(cluster, qdrant, stack_doc) -> None:
-    for ns in ("scoped-in", "scoped-out"):
-        cluster.add_namespace(ns)
-    with OperatorThread(cluster, qdrant, namespaces=("scoped-in",)):
-        cluster.apply_stack(stack_doc("quickstart", "scoped-out"))
-        cluster.apply_stack(stack_doc("quickstart", "scoped-in"))
-        cluster.wait_phase("scoped-in", "quickstart", "Ready")
-        time.sleep(0.3)
-        assert cluster.children("scoped-out", "quickstart") == {}
-        assert "status" not in cluster.stack("scoped-out", "quickstart")
