@@ -65,6 +65,15 @@ def start_operator(url: str, folder: Path) -> subprocess.Popen[bytes]:
         env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "operator.log", "wb"))
 
 
+def stop(operator: subprocess.Popen[bytes]) -> None:
+    operator.terminate()
+    try:
+        operator.wait(15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        operator.wait(15)
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -123,8 +132,7 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
                     "writes_per_stack": len(writes) / n, "quiet_writes": quiet_writes, "rss_mib": rss,
                     "peak_rss_mib": peak}
         finally:
-            operator.terminate()
-            operator.wait(30)
+            stop(operator)
 
 
 def run_latency(samples: int) -> list[float]:
@@ -147,8 +155,7 @@ def run_latency(samples: int) -> list[float]:
                 out.append(time.monotonic() - start)
             return out
         finally:
-            operator.terminate()
-            operator.wait(30)
+            stop(operator)
 
 
 def main() -> None:
@@ -157,13 +164,13 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    rows = [run_size(int(n), args.timeout) for n in args.sizes.split(",")]
     print(f"{'N':>5} {'converged s':>12} {'req/stack':>10} {'writes/stack':>13} {'quiet writes':>13} "
-          f"{'RSS MiB':>8} {'peak MiB':>9}")
-    for r in rows:
+          f"{'RSS MiB':>8} {'peak MiB':>9}", flush=True)
+    for n in args.sizes.split(","):
+        r = run_size(int(n), args.timeout)
         converged = f"{r['converged_s']:.2f}" if r["converged_s"] is not None else "timeout"
         print(f"{r['n']:>5} {converged:>12} {r['requests_per_stack']:>10.1f} {r['writes_per_stack']:>13.1f} "
-              f"{r['quiet_writes']:>13} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}")
+              f"{r['quiet_writes']:>13} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
     if args.latency_samples:
         lat = sorted(run_latency(args.latency_samples))
         p50 = statistics.median(lat)

@@ -10,6 +10,7 @@ an HPA's replica count, `kubectl rollout restart` annotations) are left alone.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,34 @@ class ApplyResult:
         return len(self.created) + len(self.patched) + len(self.deleted)
 
 
+SUMMARY = "aistack.summary"
+"""Key of the digest in a child summary (see `summarize`)."""
+
+
+def record_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def summarize(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a watch cache needs to keep of a child: identity, ownership, readiness, and a
+    digest saying whether it still holds what was last applied. A few hundred bytes instead
+    of the whole object (which carries its last-applied copy), so thousands of stacks fit in
+    the operator's memory; a child that needs a patch is read in full then."""
+    meta = obj.get("metadata") or {}
+    record = (meta.get("annotations") or {}).get(LAST_APPLIED)
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "generation",
+                                          "labels", "ownerReferences") if k in meta},
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": {k: v for k, v in (obj.get("status") or {}).items() if k in (
+            "replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "observedGeneration")},
+        SUMMARY: {"applied": record_hash(record) if record else None,
+                  "intact": bool(record) and is_subset(last_applied(obj), obj)},
+    }
+
+
 def key_of(manifest: Mapping[str, Any]) -> ChildKey:
     return manifest["kind"], manifest["metadata"]["name"]
 
@@ -46,7 +75,7 @@ def is_subset(want: Any, have: Any) -> bool:
     """Whether every field of `want` has the same value in `have` (which may hold more:
     server defaults, status, fields of other managers)."""
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
     return bool(want == have)
@@ -131,6 +160,8 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
                    live: Mapping[ChildKey, Mapping[str, Any]], owner_uid: str | None) -> ApplyResult:
     """Create missing children, patch drifted ones, delete the ones no longer rendered.
 
+    `live` holds full objects or `summarize`d ones (from a watch cache).
+
     A child the server refuses (e.g. an immutable field changed, 422) is recorded in `failed`
     and the rest still converge; connection and server errors (0, 409 races aside, 5xx)
     propagate so that the caller retries the whole reconcile.
@@ -144,6 +175,12 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
         body = with_last_applied(manifest)
         current = live.get(key)
         try:
+            if current is not None and SUMMARY in current:
+                digest = current[SUMMARY]
+                if digest["intact"] and digest["applied"] == record_hash(body["metadata"]["annotations"][LAST_APPLIED]):
+                    result.live[key] = dict(current)  # holds what is desired: nothing to write
+                    continue
+                current = kube.get(kind, namespace, key[1])  # drifted or outdated: diff the full object
             if current is None:
                 try:
                     result.live[key] = kube.create(kind, namespace, body)

@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
-from aistack.operator.apply import ChildKey
+from aistack.operator.apply import ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
 from aistack.operator.reconcile import Outcome, finalize, reconcile
@@ -167,7 +167,7 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
         group, version = (kind.group, kind.api_version.rpartition("/")[2])
 
         def child_index(body: kopf.Body, namespace: str, labels: Mapping[str, str], **_: Any) -> dict[StackKey, Any]:
-            return {(namespace, labels[LABEL_INSTANCE]): _plain(body)} if LABEL_INSTANCE in labels else {}
+            return {(namespace, labels[LABEL_INSTANCE]): summarize(body)} if LABEL_INSTANCE in labels else {}
 
         async def child_changed(namespace: str, labels: Mapping[str, str], **kwargs: Any) -> None:
             if LABEL_INSTANCE in labels:

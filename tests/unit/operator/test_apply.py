@@ -166,3 +166,23 @@ def test_switching_on_autoscaling_leaves_replicas_to_the_hpa() -> None:
                             live={("Deployment", "gw"): fixed}, owner_uid=UID)
     assert result.patched == [("Deployment", "gw")]  # the last-applied record changed
     assert kube.objects["gw"]["spec"]["replicas"] == 2
+
+
+def test_summaries_skip_intact_children_and_read_drifted_ones_in_full() -> None:
+    from aistack.operator.apply import SUMMARY, summarize
+
+    desired = cm("a", {"k": "v"})
+    stored = {**with_last_applied(desired), "metadata": {**with_last_applied(desired)["metadata"], "uid": "1"}}
+    summary = summarize(stored)
+    assert summary[SUMMARY]["intact"] and "data" not in summary
+    kube = FakeKube({"a": stored})
+    assert apply_children(kube, namespace="ns", desired=[desired], live={("ConfigMap", "a"): summary},
+                          owner_uid=UID).writes == 0
+    assert kube.calls == []
+    edited = copy.deepcopy(stored)
+    edited["data"]["k"] = "hand-edited"
+    kube = FakeKube({"a": edited})
+    result = apply_children(kube, namespace="ns", desired=[desired], live={("ConfigMap", "a"): summarize(edited)},
+                            owner_uid=UID)
+    assert kube.calls == [("get", "a"), ("patch", "a")] and result.patched == [("ConfigMap", "a")]
+    assert kube.objects["a"]["data"] == {"k": "v"}
