@@ -74,6 +74,11 @@ def stop(operator: subprocess.Popen[bytes]) -> None:
         operator.wait(15)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -111,6 +116,7 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
             cluster.add_namespace(namespace)
             docs = [bench_stack(f"s{i:04d}", namespace) for i in range(n)]
             since = len(cluster.emulator.log)
+            cpu_before = cpu_seconds(operator.pid)
             start = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(cluster.apply_stack, docs))
@@ -120,6 +126,7 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
                     converged = time.monotonic() - start
                     break
                 time.sleep(0.05)
+            cpu = cpu_seconds(operator.pid) - cpu_before
             time.sleep(0.5)
             log = cluster.emulator.log[since:]
             ours = [(m, p) for m, p in log if not (m == "POST" and p.endswith("/aistacks"))]
@@ -128,7 +135,7 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
             time.sleep(2 * DRIFT + 1)
             quiet_writes = len(cluster.emulator.writes(quiet_since))
             rss, peak = rss_mib(operator.pid)
-            return {"n": n, "converged_s": converged, "requests_per_stack": len(ours) / n,
+            return {"n": n, "converged_s": converged, "cpu_ms_per_stack": 1000 * cpu / n, "requests_per_stack": len(ours) / n,
                     "writes_per_stack": len(writes) / n, "quiet_writes": quiet_writes, "rss_mib": rss,
                     "peak_rss_mib": peak}
         finally:
@@ -164,12 +171,13 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    print(f"{'N':>5} {'converged s':>12} {'req/stack':>10} {'writes/stack':>13} {'quiet writes':>13} "
-          f"{'RSS MiB':>8} {'peak MiB':>9}", flush=True)
+    print(f"{'N':>5} {'converged s':>12} {'op CPU ms/stack':>16} {'req/stack':>10} {'writes/stack':>13} "
+          f"{'quiet writes':>13} {'RSS MiB':>8} {'peak MiB':>9}", flush=True)
     for n in args.sizes.split(","):
         r = run_size(int(n), args.timeout)
         converged = f"{r['converged_s']:.2f}" if r["converged_s"] is not None else "timeout"
-        print(f"{r['n']:>5} {converged:>12} {r['requests_per_stack']:>10.1f} {r['writes_per_stack']:>13.1f} "
+        print(f"{r['n']:>5} {converged:>12} {r['cpu_ms_per_stack']:>16.0f} {r['requests_per_stack']:>10.1f} "
+              f"{r['writes_per_stack']:>13.1f} "
               f"{r['quiet_writes']:>13} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
     if args.latency_samples:
         lat = sorted(run_latency(args.latency_samples))

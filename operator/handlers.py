@@ -42,6 +42,8 @@ class OperatorOptions:
     """Seconds between full re-checks of a stack (child changes are handled at once)."""
     retry_delay: float = 10.0
     """Seconds before retrying a reconcile that could not finish (API or Qdrant down)."""
+    debounce: float = 0.1
+    """Seconds to gather a burst of child events into one reconcile."""
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Runner:
         # Stacks being deleted, by uid: a cached body may not show the deletion yet, and a
         # reconcile then would recreate children or the collection the finalizer just removed.
         self.deleting: set[str] = set()
+        # resourceVersions of this process's own writes to children: their watch events are
+        # echoes of what a reconcile already accounted for, not a reason for another one.
+        self.echoes: dict[tuple[str, str, str], str] = {}
 
     async def run(self, key: StackKey, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Outcome:
         async with self.locks.setdefault(key, asyncio.Lock()):
@@ -90,10 +95,18 @@ class Runner:
                 raise
             if outcome.status:
                 self.known_status[key] = outcome.status
+            if outcome.applied is not None:
+                for kind, child in (*outcome.applied.created, *outcome.applied.patched):
+                    version = (outcome.applied.live.get((kind, child)) or {}).get("metadata", {}).get("resourceVersion")
+                    if version:
+                        self.echoes[(key[0], kind, child)] = version
         self.counters.writes += outcome.writes
         for kind, reason, message in outcome.events:
             kopf.event(dict(body), type=kind, reason=reason, message=message)
         return outcome
+
+    def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
+        return version is not None and self.echoes.get((namespace, kind, name)) == version
 
     def schedule(self, key: StackKey, indexes: Mapping[str, Any], *, delay: float = 0) -> None:
         if key in self.pending:
@@ -169,9 +182,14 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
         def child_index(body: kopf.Body, namespace: str, labels: Mapping[str, str], **_: Any) -> dict[StackKey, Any]:
             return {(namespace, labels[LABEL_INSTANCE]): summarize(body)} if LABEL_INSTANCE in labels else {}
 
-        async def child_changed(namespace: str, labels: Mapping[str, str], **kwargs: Any) -> None:
-            if LABEL_INSTANCE in labels:
-                runner.schedule((namespace, labels[LABEL_INSTANCE]), kwargs)
+        async def child_changed(body: kopf.Body, namespace: str, name: str, type: str | None,
+                                labels: Mapping[str, str], **kwargs: Any) -> None:
+            if LABEL_INSTANCE not in labels:
+                return
+            if type != "DELETED" and runner.is_echo(namespace, body.get("kind", ""), name,
+                                                     body.get("metadata", {}).get("resourceVersion")):
+                return
+            runner.schedule((namespace, labels[LABEL_INSTANCE]), kwargs, delay=options.debounce)
 
         kopf.index(group, version, kind.plural, id=_index_id(kind.plural), labels=managed,
                    registry=registry)(child_index)
@@ -206,6 +224,8 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
                 raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
         for table in (runner.known_status, runner.generations):
             table.pop((namespace, name), None)
+        for echo in [e for e in runner.echoes if e[0] == namespace and e[2].startswith(f"{name}-")]:
+            runner.echoes.pop(echo, None)
         log.info("AIStack %s/%s deleted: %s", namespace, name, message)
 
     @kopf.on.probe(id="reconciles", registry=registry)

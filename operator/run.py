@@ -37,6 +37,8 @@ def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: s
     `aistack` peering pause all but the highest priority one (kopf peering)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one INFO line per handler call and object adds up to real CPU at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry, _ = build_registry(options)
     kopf.run(
         registry=registry, settings=build_settings(), clusterwide=not namespaces, namespaces=list(namespaces),

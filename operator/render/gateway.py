@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from aistack.api.conventions import (
     COMPONENT_GATEWAY,
     CONFIG_HASH_ANNOTATION,
@@ -26,6 +24,7 @@ from aistack.operator.render import model as model_render
 from aistack.operator.render.common import (
     Manifest,
     RenderContext,
+    config_file,
     container_security,
     content_hash,
     http_probe,
@@ -89,7 +88,7 @@ def render_gateway(ctx: RenderContext) -> list[Manifest]:
     config_map = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": metadata(ctx, name=ctx.name("gateway-config"), component=COMPONENT_GATEWAY),
-        "data": {CONFIG_FILE: yaml.safe_dump(config.to_wire(), sort_keys=True, width=100)},
+        "data": {CONFIG_FILE: config_file(config.to_wire())},
     }
     container = {
         "name": "gateway",

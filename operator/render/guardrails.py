@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from aistack.api.conventions import COMPONENT_GATEWAY, GUARDRAILS_PORT
 from aistack.api.v1alpha1 import GuardrailsSpec
 from aistack.operator.render import model as model_render
 from aistack.operator.render.common import (
     Manifest,
     RenderContext,
+    config_file,
     container_security,
     http_probe,
     metadata,
@@ -81,7 +80,7 @@ def nemo_config(ctx: RenderContext, guardrails: GuardrailsSpec) -> dict[str, str
         "rails": rails,
         "prompts": prompts,
     }
-    return {"config.yml": yaml.safe_dump(config, sort_keys=True, width=100)}
+    return {"config.yml": config_file(config)}
 
 
 def render_guardrails(ctx: RenderContext) -> list[Manifest]:
