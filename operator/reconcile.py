@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator import collection, status
@@ -119,6 +117,8 @@ def _collection(stack: AIStack, *, kube: Kube, qdrant: QdrantFactory, version: s
         store = status.workload_check(live, "StatefulSet", child_name(stack.name, "vector-store"))
         if not store.ok:
             return None  # layer_checks reports the StatefulSet's progress
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
     try:
         client = collection.connect(stack, kube=kube, factory=qdrant, version=version)
         return collection.ensure_collection(client, stack)
