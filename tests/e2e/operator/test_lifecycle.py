@@ -180,7 +180,7 @@ def test_delete_with_delete_policy_drops_the_collection(cluster, operator, qdran
 def test_noop_resync_writes_nothing(cluster, operator, namespace, stack_doc) -> None:
     cluster.apply_stack(stack_doc("production", namespace))
     cluster.wait_phase(namespace, "support-copilot", "Ready")
-    time.sleep(0.5)  # let the last child events settle
+    time.sleep(1.0)  # let the last child events settle
     assert operator.runner is not None
     runs = operator.runner.counters.runs
     since = len(cluster.emulator.log)
