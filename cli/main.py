@@ -110,5 +110,10 @@ def describe_layers(stack: AIStack) -> list[str]:
     return layers
 
 
+from aistack.cli.ingest import ingest_cmd  # noqa: E402  (light: heavy imports live inside the command)
+
+app.command("ingest")(ingest_cmd)
+
+
 def main() -> None:
     app()
