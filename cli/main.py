@@ -110,9 +110,11 @@ def describe_layers(stack: AIStack) -> list[str]:
     return layers
 
 
-from aistack.cli.ingest import ingest_cmd  # noqa: E402  (light: heavy imports live inside the command)
+from aistack.cli.eval import eval_cmd  # noqa: E402  (light: heavy imports live inside the commands)
+from aistack.cli.ingest import ingest_cmd  # noqa: E402
 
 app.command("ingest")(ingest_cmd)
+app.command("eval")(eval_cmd)
 
 
 def main() -> None:
