@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
@@ -69,6 +71,7 @@ class Status:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -180,9 +183,6 @@ class LocalStack:
         return embedder
 
     async def _start_gateway(self, config: GatewayConfig, embedder: Any) -> None:
-        from fastapi import Request
-        from fastapi.responses import JSONResponse
-
         from aistack.runtime.gateway.app import create_app
 
         app = await asyncio.to_thread(create_app, config, retriever=self._retriever, embedder=embedder)
