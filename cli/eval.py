@@ -56,6 +56,10 @@ def eval_cmd(
         err.print("no gateway to evaluate: start `aistack up` for this manifest, or pass --endpoint URL")
         raise typer.Exit(2)
     base_url = endpoint.rstrip("/") if endpoint.rstrip("/").endswith("/v1") else endpoint.rstrip("/") + "/v1"
+    # a local stack on the offline model serves it under its own name: ask for that, and say so in the run
+    served = running if running is not None and base_url == running.gateway_url.rstrip("/") + "/v1" else None
+    model = served.model if served else spec.model.public_name
+    offline_model = bool(served and served.offline_model)
     if tracking_uri is None and spec.observability is not None and spec.observability.mlflow.external is not None:
         tracking_uri = spec.observability.mlflow.external.tracking_uri
     tracking_uri = tracking_uri or (running.mlflow_url if running else None)
@@ -64,8 +68,9 @@ def eval_cmd(
         raise typer.Exit(2)
     try:
         values, outcomes, verdict, run_url = asyncio.run(_evaluate(
-            stack=stack, manifest=manifest, folder=folder, questions=questions, base_url=base_url,
-            api_key=os.environ.get(api_key_env), tracking_uri=tracking_uri, dataset=str(dataset)))
+            stack=stack, folder=folder, questions=questions, base_url=base_url, model=model,
+            offline_model=offline_model, api_key=os.environ.get(api_key_env), tracking_uri=tracking_uri,
+            dataset=str(dataset)))
     except _Unavailable as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
@@ -83,13 +88,13 @@ class _Unavailable(RuntimeError):
     pass
 
 
-async def _evaluate(*, stack, manifest, folder, questions, base_url, api_key, tracking_uri, dataset):  # type: ignore[no-untyped-def]
+async def _evaluate(*, stack, folder, questions, base_url, model, offline_model, api_key, tracking_uri, dataset):  # type: ignore[no-untyped-def]
     from aistack.runtime.evaluation.runner import check_thresholds, openai_asker, run_questions, score
     from aistack.runtime.evaluation.tracking import log_run
     from aistack.runtime.retrieval.embedders import LocalEmbedder
 
     spec = stack.spec
-    ask = openai_asker(base_url=base_url, model=spec.model.public_name, api_key=api_key)
+    ask = openai_asker(base_url=base_url, model=model, api_key=api_key)
     outcomes = await run_questions(questions, ask=ask)
     if all(o.error for o in outcomes):
         raise _Unavailable(f"every question failed against {base_url}; first error: {outcomes[0].error}")
@@ -103,7 +108,7 @@ async def _evaluate(*, stack, manifest, folder, questions, base_url, api_key, tr
     try:
         _, run_url = await asyncio.to_thread(
             log_run, tracking_uri=tracking_uri, stack=stack, values=values, outcomes=outcomes, verdict=verdict,
-            dataset=dataset, endpoint=base_url)
+            dataset=dataset, endpoint=base_url, served_model=model, offline_model=offline_model)
     except Exception as exc:  # MLflow raises many types; the run is the point of `eval`
         raise _Unavailable(f"could not log the run to MLflow at {tracking_uri}: {exc}") from exc
     return values, outcomes, verdict, run_url
@@ -127,8 +132,8 @@ def _context_source(stack, folder, base_url):  # type: ignore[no-untyped-def]
     client = httpx.AsyncClient(timeout=30)
     retriever = None
     try:
-        probe = httpx.post(f"{root}/aistack/retrieve", json={"query": "ping"}, timeout=5)
-        remote = probe.status_code == 200
+        with httpx.Client(timeout=5) as probe_client:  # once, before the questions: blocking is fine here
+            remote = probe_client.post(f"{root}/aistack/retrieve", json={"query": "ping"}).status_code == 200
     except httpx.HTTPError:
         remote = False
     if not remote:

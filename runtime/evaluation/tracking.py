@@ -16,11 +16,17 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.evaluation.runner import Outcome, Verdict
 
 TABLE_ARTIFACT = "eval/questions.json"
+OFFLINE_MODEL_TAG = "aistack.offline_model"
 
 
 def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outcomes: Sequence[Outcome],
-            verdict: Verdict, dataset: str, endpoint: str) -> tuple[str, str]:
-    """Log one run; returns (run id, run URL in the MLflow UI)."""
+            verdict: Verdict, dataset: str, endpoint: str, served_model: str | None = None,
+            offline_model: bool = False) -> tuple[str, str]:
+    """Log one run; returns (run id, run URL in the MLflow UI).
+
+    `served_model` is what answered (the offline model of `aistack up` serves under its own
+    name); such a run is tagged `aistack.offline_model=true` so promotion can refuse it.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -36,9 +42,10 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
         c.RUN_TAG_KIND: c.RUN_KIND_EVALUATION, c.RUN_TAG_CONFIG_HASH: digest, c.RUN_TAG_STAGE: spec.stage,
         c.RUN_TAG_STACK: f"{stack.namespace}/{stack.name}", c.RUN_TAG_MODEL: spec.model.public_name,
         c.RUN_TAG_VERDICT: "passed" if verdict.passed else "failed",
+        OFFLINE_MODEL_TAG: "true" if offline_model else "false",
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{spec.stage}-{digest}", tags=tags) as run:
-        mlflow.log_params({"model": spec.model.public_name, "config_hash": digest, "stage": spec.stage,
+        mlflow.log_params({"model": served_model or spec.model.public_name, "config_hash": digest, "stage": spec.stage,
                            "dataset": dataset, "endpoint": endpoint, "questions": len(outcomes)})
         mlflow.log_metrics(values)
         columns: dict[str, list[Any]] = {}

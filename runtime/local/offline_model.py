@@ -9,6 +9,7 @@ every answer starts with a label saying so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import threading
@@ -59,7 +60,9 @@ class OfflineModel:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF converter draws its own bar
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)  # it draws a bar of its own
         folder = str(gguf_folder())
         self.tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
         self.model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE)

@@ -33,6 +33,9 @@ from aistack.runtime.local.serve import free_port
 from aistack.runtime.local.state import RUNNING_FILE, RunningStack, local_gateway_config, state_dir
 
 
+LLM_RAILS = frozenset({"self_check_input", "self_check_output"})
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn without its signal handlers: `aistack up` owns Ctrl-C for all its parts."""
 
@@ -151,7 +154,16 @@ class LocalStack:
         url = await self._serve(offline_app(model, instead_of=spec_model), port=free_port())
         self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
         self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"
-        return config.model_copy(update={"model": ModelConfig(
+        guardrails = config.guardrails
+        if guardrails is not None and guardrails.rails.model is None and guardrails.rails.uses_llm:
+            # a 135M model judging safety would refuse or pass at random: keep only the rails that need no LLM
+            rails = guardrails.rails.model_copy(update={
+                "input": [r for r in guardrails.rails.input if r not in LLM_RAILS],
+                "output": [r for r in guardrails.rails.output if r not in LLM_RAILS]})
+            guardrails = guardrails.model_copy(update={"rails": rails})
+            self.status.notes.append("self-check rails are off: the offline model cannot judge safety "
+                                     "(fast rails still run)")
+        return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
             public_name=OFFLINE_MODEL_NAME, defaults=config.model.defaults,
             primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
 
