@@ -29,7 +29,6 @@ from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.local.mlflow_server import MlflowServer
 from aistack.runtime.local.model_probe import choose_model
-from aistack.runtime.local.serve import free_port
 from aistack.runtime.local.state import RUNNING_FILE, RunningStack, local_gateway_config, state_dir
 
 
@@ -70,6 +69,12 @@ class Status:
     ingest_note: str = ""
     guardrails: str = "off"
     notes: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from aistack.runtime.local.serve import free_port
 from aistack.runtime.retrieval.embedders import LocalEmbedder
+from aistack.runtime.testing.openai_server import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

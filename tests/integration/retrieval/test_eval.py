@@ -16,7 +16,7 @@ from aistack.api import conventions as c
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import load_stack
 from aistack.cli.main import app
-from aistack.runtime.local.serve import BackgroundServer
+from aistack.runtime.testing.openai_server import serve_in_thread
 
 CONTEXT = "Qdrant stores vectors on disk."
 SCRIPT = {
@@ -57,8 +57,8 @@ def scripted_gateway() -> Iterator[str]:
     async def retrieve() -> JSONResponse:
         return JSONResponse({"passages": [{"text": CONTEXT, "source": "docs/a.md"}]})
 
-    with BackgroundServer(gateway) as server:
-        yield server.url
+    with serve_in_thread(gateway) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def eval_stack(stack_factory, tmp_path: Path, thresholds: dict) -> Path:  # type: ignore[no-untyped-def]

@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from aistack.runtime.local.serve import BackgroundServer
 from aistack.runtime.retrieval.embedders import LocalEmbedder
+from aistack.runtime.testing.openai_server import serve_in_thread
 
 
 @pytest.fixture(scope="session")
@@ -37,5 +37,5 @@ def embeddings_server(minilm: LocalEmbedder) -> Iterator[dict]:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return JSONResponse({"object": "list", "data": list(reversed(data)), "model": body["model"]})
 
-    with BackgroundServer(app) as server:
-        yield {"url": server.url + "/v1", "state": state}
+    with serve_in_thread(app) as port:
+        yield {"url": f"http://127.0.0.1:{port}/v1", "state": state}
