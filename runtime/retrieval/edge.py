@@ -71,7 +71,7 @@ def _lock_folder(folder: Path) -> int:
         os.close(fd)
         raise StoreError(
             f"the embedded vector store {folder} is open in another process (is `aistack up` running?): "
-            "stop it, or send the work to the running stack"
+            "stop it (Ctrl-C) and ingest then; `aistack up` itself ingests retrieval.sources when it starts"
         ) from exc
     return fd
 

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import boto3
-import pytest
 from typer.testing import CliRunner
 
 from aistack.api.manifests import load_stack
