@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -26,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -135,10 +137,14 @@ async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...
 
     def run(store: EdgeStore, tenant: str | None, n: int) -> list[float]:
         it = iter(qs * 10)
-        return timed(lambda: store.search_sync(next(it), limit=10, tenant=tenant), n)
+        with tenancy(store, tenant):
+            return timed(lambda: store.search_sync(next(it), limit=10, tenant=tenant), n)
 
     n = len(qs)
     exact_ids = [[h.id for h in edge.search_sync(q, limit=10, tenant="t3")] for q in qs[:100]]
+    assert all(len(ids) == 10 for ids in exact_ids)
+    with tenancy(edge, None):
+        assert len(edge.search_sync(qs[0], limit=10, tenant=None)) == 10
     plain, plain_t = run(edge, None, n), run(edge, "t3", n)
     t0 = time.perf_counter()
     await edge.optimize()
@@ -164,11 +170,25 @@ async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...
         upsert_c = await fill(local, vectors)
         m = max(10, n // 10) if size > 20_000 else n
         it = iter(qs * 10)
-        c_plain = await atimed(lambda: local.search(next(it), limit=10, tenant=None), m)
+        with tenancy(local, None):
+            c_plain = await atimed(lambda: local.search(next(it), limit=10, tenant=None), m)
         c_ten = await atimed(lambda: local.search(next(it), limit=10, tenant="t3"), m)
         await local.close()
         rows.append((f"{size:,}", f"qdrant-client local ({m} queries)", f"{upsert_c:.1f}", f"{pct(c_plain, 50):.2f}",
                      f"{pct(c_plain, 99):.2f}", f"{pct(c_ten, 50):.2f}", f"{pct(c_ten, 99):.2f}", ""))
+
+
+@contextlib.contextmanager
+def tenancy(store: VectorStore, tenant: str | None) -> Iterator[None]:
+    """Without a tenant, search as a collection with no tenant field (no filter at all): in a
+    multi-tenant collection a tenantless caller is filtered to shared chunks, which here are none."""
+    spec = store.spec
+    if tenant is None:
+        store.spec = dataclasses.replace(spec, tenant_field=None)
+    try:
+        yield
+    finally:
+        store.spec = spec
 
 
 class FixedEmbedder:
