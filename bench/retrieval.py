@@ -209,9 +209,9 @@ async def bench_pipeline(embedder: LocalEmbedder, rows: list[tuple[str, str, str
     spec = CollectionSpec(name="bench", dimension=DIM, tenant_field="tenant")
     store = EdgeStore(spec=spec, path=folder)
     rng = random.Random(2)
-    texts = [sample_text(rng, 120) for _ in range(2000)]
+    texts = [sample_text(rng, 120) for _ in range(400)]
     vectors = np.asarray(await embedder.embed(texts), dtype=np.float32)
-    await fill(store, np.concatenate([vectors] * 5))
+    await fill(store, np.concatenate([vectors] * 25))  # 10k chunks
     await store.optimize()
     question = "how does the gateway keep tenants apart in the vector store?"
     [qv] = await embedder.embed([question])
