@@ -58,7 +58,8 @@ def ask(port: int, key: str, question: str, **headers: str):  # type: ignore[no-
 
 
 def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, example_docs: Path, tmp_path: Path,
-                                                                 fake_model: str, mlflow_server: str) -> None:
+                                                                 fake_model: str, mlflow_server: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = stack_factory(tenant_field="tenant", extra={
         "gateway": {"apiKeysSecretRef": {"name": "gw-keys", "key": "keys"}},
         "evaluation": {"dataset": {"path": "eval.jsonl"},
@@ -116,11 +117,8 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
              "sources": ["ingestion.md"]},
             {"question": "Which embedding model is the default?", "sources": ["retrieval.md"]},
         ]) + "\n")
-        os.environ["AISTACK_API_KEY"] = "key-anon"
-        try:
-            result = CliRunner().invoke(app, ["eval", str(manifest)])
-        finally:
-            del os.environ["AISTACK_API_KEY"]
+        monkeypatch.setenv("AISTACK_API_KEY", "key-anon")
+        result = CliRunner().invoke(app, ["eval", str(manifest)])
         assert result.exit_code == 0, result.output
         assert "retrieval_hit_rate │ 1" in result.output and mlflow_server in result.output
     finally:
