@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -210,17 +211,20 @@ def main() -> None:
         if Path(args.litellm).exists():
             cfg = {"model_list": [{"model_name": "demo-model", "litellm_params": {
                 "model": "openai/test-model", "api_base": upstream, "api_key": "unused"}}],
-                   "litellm_settings": {"telemetry": False}}
+                   }
             path = tmp / "litellm.yaml"
             path.write_text(yaml.safe_dump(cfg))
             port = free_port()
+            master_key = f"sk-bench-{secrets.token_hex(16)}"  # LiteLLM refuses to start without one
             proxy = start([args.litellm, "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
                            "--num_workers", "1"], health=f"http://127.0.0.1:{port}/health/liveliness",
-                          env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, timeout=180)
+                          env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                               "LITELLM_MASTER_KEY": master_key}, timeout=180)
             print("litellm proxy", flush=True)
             try:
                 results += measure("litellm proxy", f"http://127.0.0.1:{port}/v1/chat/completions", model="demo-model",
-                                   total=args.requests, levels=levels)
+                                   total=args.requests, levels=levels,
+                                   headers={"Authorization": f"Bearer {master_key}"})
             finally:
                 stop(proxy)
         else:
