@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -70,27 +71,37 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str]) -> tuple[list[float], float, int]:
-    body = {**BODY, "model": model}
+    """`total` requests from `concurrency` workers; aiohttp as the client (httpx's own pool costs
+    several ms of CPU per request at c=64, which would steal CPU from the servers measured)."""
+    import aiohttp
+
+    payload = json.dumps({**BODY, "model": model}).encode()
+    hdrs = {"Content-Type": "application/json", **headers}
     latencies: list[float] = []
     errors = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(total):
-        queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
-        async def worker() -> None:
-            nonlocal errors
-            while not queue.empty():
-                queue.get_nowait()
-                t0 = time.perf_counter()
-                resp = await client.post(url, json=body)
-                dt = time.perf_counter() - t0
-                if resp.status_code != 200:
-                    errors += 1
-                latencies.append(dt)
+    remaining = total
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def call() -> bool:
+            async with session.post(url, data=payload, headers=hdrs) as resp:
+                await resp.read()
+                return resp.status == 200
 
         for _ in range(min(20, total)):  # warm the pools
-            await client.post(url, json=body)
+            await call()
+
+        async def worker() -> None:
+            nonlocal errors, remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                try:
+                    ok = await call()
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -181,17 +192,21 @@ def main() -> None:
         print("direct upstream", flush=True)
         results += measure("direct", f"{upstream}/chat/completions", model="test-model", total=args.requests, levels=levels)
 
-        tracking = None
+        variants = [("gateway", False, False), ("gateway+fast rails", True, False)]
         if not args.no_mlflow:
-            ml_port = free_port()
-            procs.append(start([py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-                                "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1",
-                                "--port", str(ml_port), "--workers", "1"], health=f"http://127.0.0.1:{ml_port}/health"))
-            tracking = f"http://127.0.0.1:{ml_port}"
-        variants = [("gateway", False, None), ("gateway+fast rails", True, None)]
-        if tracking:
-            variants.append(("gateway+rails+tracing", True, tracking))
-        for name, rails, trace_uri in variants:
+            variants.append(("gateway+rails+tracing", True, True))
+        for name, rails, traced in variants:
+            trace_uri = None
+            mlflow_proc = None
+            if traced:  # started only now: its background work must not disturb the other variants
+                ml_port = free_port()
+                mlflow_proc = start([py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+                                     "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1",
+                                     "--port", str(ml_port), "--workers", "1"],
+                                    health=f"http://127.0.0.1:{ml_port}/health", timeout=240)
+                procs.append(mlflow_proc)
+                trace_uri = f"http://127.0.0.1:{ml_port}"
+                time.sleep(5)
             path = tmp / f"{name.replace(' ', '_').replace('+', '_')}.yaml"
             path.write_text(yaml.safe_dump(gateway_config(upstream, rails=rails, tracing=trace_uri)))
             port = free_port()
@@ -207,6 +222,9 @@ def main() -> None:
                     print("   ", "; ".join(dropped), flush=True)
             finally:
                 stop(gw)
+                if mlflow_proc is not None:
+                    stop(mlflow_proc)
+                    procs.remove(mlflow_proc)
 
         if Path(args.litellm).exists():
             cfg = {"model_list": [{"model_name": "demo-model", "litellm_params": {
