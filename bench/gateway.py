@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -156,7 +157,8 @@ def micro_costs() -> dict[str, float]:
 
     rails = per_call(lambda: (fin.check(text), fout.check(answer)))
     tracer = Tracer(config=None, tags={"aistack.stack": "bench"}, metrics=GatewayMetrics())
-    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=10**6)  # no exporter
+    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=10**6)
+    tracer._queue = multiprocessing.get_context("spawn").Queue(maxsize=10**6)  # the real queue, no exporter
 
     def one_trace() -> None:
         trace = tracer.start(name="chat.completions", inputs={"question": text})

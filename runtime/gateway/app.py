@@ -238,6 +238,7 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        holder.current.tracer.sync_metrics()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(EdgeMiddleware, holder=holder, metrics=metrics)
