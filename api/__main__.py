@@ -1,4 +1,4 @@
-"""`python -m aistack.api [DIR]`: write the generated CRD (default: ./crds)."""
+"""`python -m aistack.api`: write the generated CRD (crds/) and API reference (docs/)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import sys
 from pathlib import Path
 
 from aistack.api.crd import CRD_FILE, crd_yaml
+from aistack.api.reference import REFERENCE_FILE, build_reference
 
 
 def main(argv: list[str]) -> int:
-    target = Path(argv[0] if argv else "crds")
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / CRD_FILE
-    path.write_text(crd_yaml(), encoding="utf-8")
-    print(f"wrote {path}")
+    root = Path(argv[0] if argv else ".")
+    for path, text in ((root / "crds" / CRD_FILE, crd_yaml()), (root / "docs" / REFERENCE_FILE, build_reference() + "\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 

@@ -62,3 +62,20 @@ GATEWAY_CONFIG_PATH: Final = "/etc/aistack/gateway/config.yaml"
 IMAGE_REGISTRY: Final = "ghcr.io/aistack-dev"
 RUNTIME_IMAGE_NAME: Final = "runtime"
 OPERATOR_IMAGE_NAME: Final = "operator"
+
+# MLflow evaluation runs: how `aistack eval` logs a run and `aistack promote` finds it.
+# A run belongs to the experiment of the stack (`observability.experiment`, else
+# `aistack/<namespace>/<name>`), carries these tags, and logs the metrics named in
+# `aistack.api.v1alpha1.mlops.EVAL_METRICS`.
+RUN_TAG_KIND: Final = "aistack.run_kind"  # value: RUN_KIND_EVALUATION
+RUN_KIND_EVALUATION: Final = "evaluation"
+RUN_TAG_CONFIG_HASH: Final = "aistack.config_hash"
+RUN_TAG_STAGE: Final = "aistack.stage"
+RUN_TAG_STACK: Final = "aistack.stack"  # "<namespace>/<name>"
+RUN_TAG_MODEL: Final = "aistack.model"
+RUN_TAG_VERDICT: Final = "aistack.verdict"  # "passed" | "failed" against the spec's thresholds
+
+
+def experiment_name(*, namespace: str, name: str, configured: str | None = None) -> str:
+    """The MLflow experiment of a stack: the configured one, else `aistack/<namespace>/<name>`."""
+    return configured or f"aistack/{namespace}/{name}"

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from aistack.api.config_hash import config_hash
-from aistack.api.conventions import GUARDRAILS_PORT
+from aistack.api.conventions import GUARDRAILS_PORT, experiment_name
 from aistack.api.types import ApiModel, SecretKeyRef
 from aistack.api.v1alpha1 import AIStack
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
@@ -218,7 +218,7 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
         uri = ext.tracking_uri if ext else endpoints.tracking_uri
         if uri is None:
             raise ValueError("managed MLflow needs endpoints.tracking_uri")
-        tracing = TracingConfig(tracking_uri=uri, experiment=obs.experiment or f"aistack/{stack.namespace}/{stack.name}",
+        tracing = TracingConfig(tracking_uri=uri, experiment=experiment_name(namespace=stack.namespace, name=stack.name, configured=obs.experiment),
                                 sampling=obs.trace_sampling, token_env=_env(ext.token_secret_ref) if ext else None)
     return GatewayConfig(
         name=stack.name, namespace=stack.namespace, stage=spec.stage, config_hash=config_hash(spec),

@@ -18,6 +18,7 @@ from rich.table import Table
 from aistack.api.crd import crd_yaml
 from aistack.api.manifests import load_documents
 from aistack.api.v1alpha1 import AIStack
+from aistack.cli import gitops, promote
 
 app = typer.Typer(
     name="aistack",
@@ -108,6 +109,10 @@ def describe_layers(stack: AIStack) -> list[str]:
     if spec.evaluation:
         layers.append(f"eval ({len(spec.evaluation.thresholds)} gates)")
     return layers
+
+
+app.command("init-gitops")(gitops.init_gitops_cmd)
+app.command("promote")(promote.promote_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine (see README.md):
+#   make demo   installs into .venv and runs aistack on the embedded defaults
+#   make test   installs into .venv and runs the whole test suite
+# Both create the virtualenv themselves; reinstalling is skipped while pyproject.toml and
+# constraints.txt are unchanged.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
+
+.PHONY: demo test install crd clean
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q pip==26.3
+	# CPU torch first, from the local wheel: a plain `torch` would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aistack validate examples/*.yaml
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+crd: $(STAMP)
+	$(BIN)/python -m aistack.api
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

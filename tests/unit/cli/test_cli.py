@@ -1,0 +1,67 @@
+"""`aistack validate | crd | version` as a user runs them (real process, real exit codes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from aistack.api.crd import build_crd
+
+ROOT = Path(__file__).resolve().parents[3]
+INVALID = ROOT / "tests" / "unit" / "api" / "invalid"
+
+
+def aistack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aistack.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_validate_examples_exits_zero_with_a_summary() -> None:
+    result = aistack("validate", *sorted(str(p) for p in (ROOT / "examples").glob("*.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert "3 AIStack(s) valid" in result.stdout
+    for name in ("quickstart", "docs-assistant", "support-copilot"):
+        assert name in result.stdout
+
+
+def test_validate_prints_one_line_per_error_and_exits_one() -> None:
+    files = [INVALID / "vllm-tp-not-dividing.yaml", INVALID / "inline-api-key.yaml"]
+    result = aistack("validate", "--quiet", *map(str, files))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[:2] == [
+        f"{files[0]}[0]: spec.model.vllm.tensorParallelSize: 3 must divide gpu.count (4); use one of [1, 2, 4]",
+        f"{files[1]}[0]: spec.model.openai.apiKey: inline secrets are not accepted; store it in a Secret "
+        "and reference it with apiKeySecretRef: {name, key}",
+    ]
+    assert lines[2] == "2 error(s)"
+    assert "sk-live" not in result.stdout + result.stderr  # the secret itself is never echoed
+
+
+def test_validate_a_mix_reports_errors_and_still_fails(tmp_path: Path) -> None:
+    result = aistack("validate", str(ROOT / "examples" / "quickstart.yaml"), str(INVALID / "missing-model.yaml"))
+    assert result.returncode == 1
+    assert "spec.model: required field is missing" in result.stderr
+
+
+def test_validate_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    result = aistack("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_crd_prints_the_generated_crd() -> None:
+    result = aistack("crd")
+    assert result.returncode == 0
+    assert yaml.safe_load(result.stdout) == build_crd()
+
+
+def test_version_prints_the_package_version() -> None:
+    from importlib.metadata import version
+
+    result = aistack("version")
+    assert result.stdout.strip() == version("aistack")
