@@ -70,7 +70,7 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
                                             messages=[{"role": "user", "content": "[[say:streamed trace]]"}]))
         mlf = mlflow.MlflowClient(tracking_uri=url)
         experiment = wait_for(lambda: mlf.get_experiment_by_name("aistack-test"))
-        traces = wait_for(lambda: (t := mlf.search_traces(locations=[experiment.experiment_id])) and len(t) >= 2 and t)
+        traces = wait_for(lambda: _complete(mlf.search_traces(locations=[experiment.experiment_id])))
         assert traces, "no traces arrived"
         by_question = {_root(t).inputs["question"]: t for t in traces}
         trace = by_question["trace me"]
@@ -100,6 +100,13 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
 
 def _root(trace):
     return next(s for s in trace.data.spans if s.parent_id is None)
+
+
+def _complete(traces):
+    """Both traces with all their spans (the server may list a trace before its spans land)."""
+    done = [t for t in traces if any(s.parent_id is None for s in t.data.spans)
+            and any(s.name == "generation" for s in t.data.spans)]
+    return done if len(done) >= 2 else None
 
 
 def _dropped(metrics_text: str) -> float:
