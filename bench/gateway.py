@@ -50,7 +50,8 @@ class Result:
 
 
 def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group: stop() ends its children too
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -61,16 +62,21 @@ def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None, tim
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    proc.kill()
+    stop(proc)
     raise RuntimeError(f"{cmd[:4]} did not become healthy")
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    """End the server and whatever it started (mlflow's huey consumers ignore SIGTERM)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str]) -> tuple[list[float], float, int]:
@@ -166,6 +172,7 @@ def micro_costs() -> dict[str, float]:
         tracer.submit(trace)
 
     traces = per_call(one_trace)
+    tracer._queue.cancel_join_thread()  # nobody reads it: do not wait at exit to flush it
     return {"fast_rails_p50_us": statistics.median(rails), "fast_rails_p99_us": rails[int(len(rails) * 0.99)],
             "tracing_p50_us": statistics.median(traces), "tracing_p99_us": traces[int(len(traces) * 0.99)]}
 

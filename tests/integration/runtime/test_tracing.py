@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +26,7 @@ def mlflow_server(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
          "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180  # first start migrates the sqlite store; slow on a busy machine
     while time.monotonic() < deadline:
@@ -35,12 +38,24 @@ def mlflow_server(tmp_path):
         except httpx.HTTPError:
             time.sleep(0.3)
     else:
-        proc.kill()
+        stop_group(proc)
         raise RuntimeError("mlflow server did not become healthy in 180 s")
-    yield url, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
+    try:
+        yield url, proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc):
+    """Stop `mlflow server` and every process it started: its uvicorn, job runner and huey
+    consumers outlive a plain terminate of the parent (huey ignores SIGTERM)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
 
 
 def wait_for(predicate, timeout=60.0):
@@ -86,8 +101,7 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
         streamed = by_question["[[say:streamed trace]]"]
         assert _root(streamed).outputs == {"answer": "streamed trace"}
 
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_group(proc)
         started = time.perf_counter()
         for i in range(30):
             out = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": f"down {i}"}])
