@@ -61,10 +61,33 @@ def summarize(obj: Mapping[str, Any]) -> dict[str, Any]:
                                           "labels", "ownerReferences") if k in meta},
         "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
         "status": {k: v for k, v in (obj.get("status") or {}).items() if k in (
-            "replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "observedGeneration")},
+            "replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "observedGeneration")}
+        | _job_outcome(obj),
         SUMMARY: {"applied": record_hash(record) if record else None,
                   "intact": bool(record) and is_subset(last_applied(obj), obj)},
     }
+
+
+def _job_outcome(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Job's terminal conditions (Complete/Failed), which `status.evaluation` is read from."""
+    if obj.get("kind") != "Job":
+        return {}
+    done = [{k: str(c.get(k, ""))[:300] for k in ("type", "status", "reason", "message")}
+            for c in (obj.get("status") or {}).get("conditions") or []
+            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"]
+    return {"conditions": done} if done else {}
+
+
+def in_sync(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """Whether `live` (a full object or a summary) holds exactly what `desired` would apply."""
+    if live is None:
+        return False
+    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    digest = live.get(SUMMARY)
+    if digest is not None:
+        return bool(digest["intact"]) and digest["applied"] == record_hash(record)
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(LAST_APPLIED) == record and is_subset(desired, live)
 
 
 def key_of(manifest: Mapping[str, Any]) -> ChildKey:

@@ -49,6 +49,7 @@ CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind(api_version="apps/v1", kind="StatefulSet", plural="statefulsets"),
     Kind(api_version="apps/v1", kind="Deployment", plural="deployments"),
     Kind(api_version="autoscaling/v2", kind="HorizontalPodAutoscaler", plural="horizontalpodautoscalers"),
+    Kind(api_version="batch/v1", kind="Job", plural="jobs"),
 )}
 
 # (kind, verb) pairs this module's callers use; the RBAC test checks the ClusterRole covers them.

@@ -13,14 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aistack.api.config_hash import config_hash
+from aistack.api.conventions import COMPONENT_EVALUATION, LABEL_COMPONENT
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator import collection, status
-from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children
+from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync, key_of
 from aistack.operator.collection import QdrantFactory
 from aistack.operator.kube import AISTACK, ApiError, Kube
 from aistack.operator.naming import child_name
-from aistack.operator.render import RenderContext, render
+from aistack.operator.render import Manifest, RenderContext, render
 from aistack.operator.render.gateway import endpoint
 
 log = logging.getLogger("aistack.operator")
@@ -84,9 +86,12 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
             outcome.events.append(("Warning", "InvalidSpec", message[:1000]))
         return outcome
 
-    desired = render(stack, version=version)
     if live is None:
         live = fetch_children(kube, name=name, namespace=namespace)
+    desired = render(stack, version=version)
+    evaluation_job = next((m for m in desired if _is_evaluation_job(m)), None)
+    if evaluation_job is not None and not _may_evaluate(desired, live, key_of(evaluation_job), name):
+        desired = [m for m in desired if m is not evaluation_job]
     applied = apply_children(kube, namespace=namespace, desired=desired, live=live, owner_uid=stack.metadata.uid)
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
@@ -98,6 +103,9 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
         stack, generation=generation, checks=checks, endpoint=endpoint(RenderContext(stack=stack, version=version)),
         gateway_ready_replicas=int((gateway.get("status") or {}).get("availableReplicas") or 0),
         previous=previous, now=now(),
+        evaluation=status.evaluation_status(
+            applied.live.get(key_of(evaluation_job)) if evaluation_job is not None else None,
+            config_hash=config_hash(stack.spec), previous=previous),
     )
     outcome.status_written = _write_status(kube, namespace, name, new, previous)
     outcome.status = new
@@ -106,6 +114,23 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
         if old.get("RetrievalReady") != "CollectionMismatch":
             outcome.events.append(("Warning", "CollectionMismatch", collection_check.message))
     return outcome
+
+
+def _is_evaluation_job(manifest: Manifest) -> bool:
+    return manifest["kind"] == "Job" and manifest["metadata"]["labels"].get(LABEL_COMPONENT) == COMPONENT_EVALUATION
+
+
+def _may_evaluate(desired: list[Manifest], live: Mapping[ChildKey, Mapping[str, Any]], job: ChildKey,
+                  name: str) -> bool:
+    """Evaluate only a gateway that serves the current config: its Deployment holds what this
+    render applies and its pods are available. A Job already created stays (it is not pruned
+    when the gateway has a bad moment, nor re-run)."""
+    if job in live:
+        return True
+    key = ("Deployment", child_name(name, "gateway"))
+    gateway = next((m for m in desired if key_of(m) == key), None)
+    return gateway is not None and in_sync(live.get(key), gateway) and \
+        status.workload_check(live, *key).ok
 
 
 def _collection(stack: AIStack, *, kube: Kube, qdrant: QdrantFactory, version: str,

@@ -8,6 +8,7 @@ changed (and then nothing is written).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,9 @@ from aistack.operator.apply import ChildKey
 from aistack.operator.naming import child_name
 from aistack.operator.render.common import selector_labels
 
-OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector")
+OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
+              "evaluation")
+_EXIT_CODE = re.compile(r"exit code (\d+)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,8 +98,35 @@ def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
     return checks
 
 
+def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
+                      previous: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`status.evaluation` from the current config's evaluation Job once it has finished; the
+    last finished one (kept in the status) until then.
+
+    Complete -> Passed. Failed -> the Job's podFailurePolicy ends it on the container's first
+    exit code and names that code in the condition message: 1 (thresholds not met) -> Failed,
+    any other code, or a failure without one (deadline, pod deleted) -> Error. The MLflow
+    run id is not read: it would take reading the pod (its termination message), an extra
+    watched kind and RBAC for pods; `aistack promote` finds the run by config hash anyway.
+    """
+    kept = (previous or {}).get("evaluation")
+    if job is None:
+        return kept
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return {"configHash": config_hash, "verdict": "Passed"}
+        if cond.get("type") == "Failed":
+            code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
+            verdict = "Failed" if code is not None and int(code.group(1)) == 1 else "Error"
+            return {"configHash": config_hash, "verdict": verdict}
+    return kept
+
+
 def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str, Check], endpoint: str,
-                 gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+                 gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str,
+                 evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The status the operator owns (the keys in OWNED_KEYS)."""
     not_ready = [t for t, c in checks.items() if not c.ok]
     ready = Check(ok=True, reason="AllLayersReady", message="every declared layer is ready") if not not_ready else \
@@ -113,6 +143,7 @@ def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str,
         "configHash": config_hash(stack.spec),
         "replicas": gateway_ready_replicas,
         "selector": ",".join(f"{k}={v}" for k, v in selector_labels(stack, COMPONENT_GATEWAY).items()),
+        "evaluation": dict(evaluation) if evaluation else None,
     }
 
 
@@ -124,6 +155,7 @@ def invalid_status(*, generation: int | None, message: str, previous: Mapping[st
         "conditions": [condition(CONDITION_READY, check, generation=generation, previous=previous, now=now)],
         "observedGeneration": generation,
         "phase": "Failed",
+        "evaluation": (previous or {}).get("evaluation"),
     }
 
 
@@ -148,7 +180,7 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
     if name.endswith(("-model", "-model-cache")):
         return CONDITION_MODEL
-    if name.endswith("-vector-store"):
+    if name.endswith("-vector-store") or name.startswith(f"{stack.name}-ingest-"):
         return CONDITION_RETRIEVAL
     if name.endswith(("-mlflow", "-mlflow-data")):
         return CONDITION_TRACKING

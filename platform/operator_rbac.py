@@ -33,6 +33,7 @@ CHILD_RESOURCES: dict[str, list[str]] = {
     "apps": ["deployments", "statefulsets"],
     "": ["services", "configmaps", "persistentvolumeclaims"],
     "autoscaling": ["horizontalpodautoscalers"],
+    "batch": ["jobs"],
 }
 
 

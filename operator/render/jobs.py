@@ -1,0 +1,208 @@
+"""Run-to-completion work of a stack: the ingestion Job (`aistack ingest` of
+`retrieval.sources` into the in-cluster Qdrant) and the evaluation Job (`aistack eval` against
+the gateway Service), plus the ConfigMap holding the stack's manifest that both read.
+
+Both Jobs are named by a short hash of what they depend on, so a change of their inputs is a
+new Job (a new run) and an unchanged stack keeps its finished Job (no re-run on resync). Their
+pod templates are immutable in Kubernetes; a name per content hash means the operator never
+has to patch one.
+
+Left unset on purpose, so that the server's defaults stay out of the operator's three-way
+diff and a finished Job stays what the operator rendered:
+- `ttlSecondsAfterFinished`: the TTL controller would delete the finished Job, the operator
+  (which still renders it) would create it again, and it would re-run on every expiry. The
+  finished Job is the record that this input was processed; it is pruned with its hash.
+- `backoffLimit`: the API default (6) retries ingestion on transient failures (Qdrant still
+  starting); the evaluation Job ends on its first exit code through `podFailurePolicy`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aistack.api.config_hash import config_hash
+from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, CONFIG_HASH_ANNOTATION
+from aistack.api.types import SecretKeyRef
+from aistack.operator.render.common import (
+    Manifest,
+    RenderContext,
+    config_file,
+    container_security,
+    content_hash,
+    labels,
+    metadata,
+    pod_security,
+    secret_env,
+)
+from aistack.operator.render.gateway import endpoint
+from aistack.operator.render.retrieval import qdrant_url
+from aistack.operator.render.tracking import tracking_uri
+
+MANIFEST_SUFFIX = "manifest"
+MANIFEST_COMPONENT = "manifest"
+MANIFEST_DIR = "/etc/aistack/manifest"
+MANIFEST_FILE = "aistack.yaml"
+DATASET_DIR = "/etc/aistack/dataset"
+DATASET_FILE = "dataset.jsonl"
+STATE_DIR = "/tmp/aistack"
+INGEST_CONTAINER = "ingest"
+EVAL_CONTAINER = "eval"
+SUFFIX_LENGTH = 10
+# `aistack eval` exit codes: 0 thresholds met, 1 not met, anything else: could not run.
+EVAL_FAILED_EXIT = 1
+FAILED_RULE = 0
+"""Index of the podFailurePolicy rule that fails the Job on exit code 1 (thresholds not met):
+the Job's Failed condition names the rule it matched, which is how the operator tells a
+Failed verdict from an Error."""
+
+
+def ingestion_job_name(ctx: RenderContext, suffix: str) -> str:
+    return ctx.name(f"ingest-{suffix}")
+
+
+def evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
+    return ctx.name(f"eval-{suffix}")
+
+
+def wants_ingestion(ctx: RenderContext) -> bool:
+    retrieval = ctx.stack.spec.retrieval
+    return retrieval is not None and bool(retrieval.sources)
+
+
+def wants_evaluation(ctx: RenderContext) -> bool:
+    """Only a ConfigMap dataset can be mounted into the Job; a `path` dataset is for `aistack eval`."""
+    evaluation = ctx.stack.spec.evaluation
+    return evaluation is not None and evaluation.dataset.config_map_key_ref is not None
+
+
+def render_jobs(ctx: RenderContext, *, evaluate: bool = True) -> list[Manifest]:
+    """The manifest ConfigMap and the Jobs the stack declares; `evaluate=False` leaves the
+    evaluation Job out (the reconciler's choice while the gateway is not ready yet)."""
+    out: list[Manifest] = []
+    if wants_ingestion(ctx) or wants_evaluation(ctx):
+        out.append(manifest_config_map(ctx))
+    if wants_ingestion(ctx):
+        out.append(ingestion_job(ctx))
+    if wants_evaluation(ctx) and evaluate:
+        out.append(evaluation_job(ctx))
+    return out
+
+
+def manifest_document(ctx: RenderContext) -> dict[str, Any]:
+    """The stack as an AIStack manifest, as `aistack ingest/eval` read it: the spec in wire form
+    (it holds Secret references only: the API refuses inline secrets), no status, no uid."""
+    stack = ctx.stack
+    return {
+        "apiVersion": stack.apiVersion, "kind": stack.kind,
+        "metadata": {"name": stack.name, "namespace": stack.namespace},
+        "spec": stack.spec.to_wire(),
+    }
+
+
+def manifest_config_map(ctx: RenderContext) -> Manifest:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": metadata(ctx, name=ctx.name(MANIFEST_SUFFIX), component=MANIFEST_COMPONENT),
+        "data": {MANIFEST_FILE: config_file(manifest_document(ctx))},
+    }
+
+
+def ingestion_job(ctx: RenderContext) -> Manifest:
+    retrieval = ctx.stack.spec.retrieval
+    assert retrieval is not None
+    secrets: list[SecretKeyRef | None] = [retrieval.embedder.api_key_secret_ref]
+    if retrieval.vector_store.external is not None:
+        secrets.append(retrieval.vector_store.external.api_key_secret_ref)
+    args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR]
+    spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
+        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=[]), volumes=[])
+    # the Job re-runs when the sources or how they are chunked, embedded or stored change
+    suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
+    return _job(ctx, name=ingestion_job_name(ctx, suffix), component=COMPONENT_INGESTION, spec=spec,
+                annotations={})
+
+
+def evaluation_job(ctx: RenderContext) -> Manifest:
+    spec_model = ctx.stack.spec
+    evaluation, observability = spec_model.evaluation, spec_model.observability
+    assert evaluation is not None and evaluation.dataset.config_map_key_ref is not None
+    dataset = evaluation.dataset.config_map_key_ref
+    secrets: list[SecretKeyRef | None] = [spec_model.gateway.api_keys_secret_ref]
+    external = observability.mlflow.external if observability is not None else None
+    token = external.token_secret_ref if external is not None else None
+    secrets.append(token)
+    env = _secret_envs(secrets)
+    if token is not None:
+        # MLflow reads the token from this variable; $(VAR) is expanded by the kubelet, so the
+        # value never appears in the Job.
+        env.append({"name": "MLFLOW_TRACKING_TOKEN", "value": f"$({token.env_name()})"})
+    uri = tracking_uri(ctx) or (external.tracking_uri if external is not None else None)
+    args = ["eval", f"{MANIFEST_DIR}/{MANIFEST_FILE}", f"{DATASET_DIR}/{DATASET_FILE}",
+            "--endpoint", endpoint(ctx), "--state", STATE_DIR]
+    if uri is not None:
+        args += ["--tracking-uri", uri]
+    if spec_model.gateway.api_keys_secret_ref is not None:
+        args += ["--api-key-env", spec_model.gateway.api_keys_secret_ref.env_name()]
+    container = _container(ctx, name=EVAL_CONTAINER, args=args, env=env,
+                           mounts=[{"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True}])
+    volumes = [{"name": "dataset", "configMap": {"name": dataset.name,
+                                                 "items": [{"key": dataset.key, "path": DATASET_FILE}]}}]
+    spec = _job_spec(ctx, component=COMPONENT_EVALUATION, container=container, volumes=volumes)
+    spec["podFailurePolicy"] = {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "In",
+                                              "values": [EVAL_FAILED_EXIT]}},
+        {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "NotIn",
+                                              "values": [0, EVAL_FAILED_EXIT]}},
+    ]}
+    hash_ = config_hash(spec_model)
+    # a new run per promotable config, and when the thresholds, the experiment or how the run
+    # is done (image, dataset, endpoints) change
+    suffix = content_hash(hash_, evaluation.to_wire(), observability.to_wire() if observability else None,
+                          spec_model.stage, spec)[:SUFFIX_LENGTH]
+    return _job(ctx, name=evaluation_job_name(ctx, suffix), component=COMPONENT_EVALUATION, spec=spec,
+                annotations={CONFIG_HASH_ANNOTATION: hash_})
+
+
+def _secret_envs(refs: list[SecretKeyRef | None]) -> list[dict[str, Any]]:
+    unique = {ref.env_name(): ref for ref in refs if ref is not None}
+    return [secret_env(name, unique[name]) for name in sorted(unique)]
+
+
+def _container(ctx: RenderContext, *, name: str, args: list[str], env: list[dict[str, Any]],
+               mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": ctx.runtime_image,
+        "command": ["python", "-m", "aistack.cli"],
+        "args": args,
+        # the root filesystem is read-only: home, caches and the state folder live in /tmp
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}, *env],
+        "volumeMounts": [{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "securityContext": container_security(),
+    }
+
+
+def _job_spec(ctx: RenderContext, *, component: str, container: dict[str, Any],
+              volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "template": {
+            "metadata": {"labels": labels(ctx.stack, component)},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "securityContext": pod_security(),
+                "containers": [container],
+                "volumes": [{"name": "manifest", "configMap": {"name": ctx.name(MANIFEST_SUFFIX)}},
+                            {"name": "tmp", "emptyDir": {}}, *volumes],
+            },
+        },
+    }
+
+
+def _job(ctx: RenderContext, *, name: str, component: str, spec: dict[str, Any],
+         annotations: dict[str, str]) -> Manifest:
+    meta = metadata(ctx, name=name, component=component)
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
