@@ -15,7 +15,8 @@ this subclass fills them, each the simple way:
 - list responses carry `kind`/`apiVersion` (kubectl decodes them by it);
 - a simulated kubelet + controllers: Deployments/StatefulSets get `status` replicas equal to
   `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
-  is counted whenever the pod template changes;
+  is counted whenever the pod template changes; Jobs finish only when a test calls
+  `finish_job` with the exit code of their pod;
 - the request history that kmock keeps (and scans on every request) is cut to a short live
   window, and objects are looked up by key instead of by a scan of all objects; `log` keeps every (method, path) for assertions and counting (method `WATCH` for
   watch requests).
@@ -70,6 +71,7 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "apps/v1/deployments": ("Deployment", True, {"status"}),
     "apps/v1/statefulsets": ("StatefulSet", True, {"status"}),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+    "batch/v1/jobs": ("Job", True, {"status"}),
     "events.k8s.io/v1/events": ("Event", True, set()),
 }
 WORKLOADS = {"deployments", "statefulsets"}
@@ -77,7 +79,7 @@ STATUS_PLURALS = {key.rsplit("/", 1)[1] for key, (_, _, sub) in RESOURCES.items(
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 HISTORY_WINDOW = 32
 CHILD_PLURALS = {"configmaps", "services", "persistentvolumeclaims", "deployments", "statefulsets",
-                 "horizontalpodautoscalers"}
+                 "horizontalpodautoscalers", "jobs"}
 
 
 def _now() -> str:
@@ -309,6 +311,28 @@ class Emulator(kmock.KubernetesEmulator):
         for (resource, namespace, name), obj in list(self.objects.items()):
             if resource.plural in WORKLOADS and not obj.deleted:
                 asyncio.ensure_future(self._report(resource, namespace, name))
+
+    async def finish_job(self, namespace: str, name: str, exit_code: int) -> None:
+        """What the Job controller reports when the Job's only pod exits with `exit_code`
+        (every non-zero code is matched by a FailJob podFailurePolicy rule, as the operator's
+        evaluation Job declares)."""
+        async with self._lock:
+            key = next((k for k, o in self.objects.items() if k[0].plural == "jobs" and k[1] == namespace
+                        and k[2] == name and not o.deleted), None)
+            if key is None:
+                raise KeyError(f"no Job {namespace}/{name}")
+            obj = self.objects[key]
+            if exit_code == 0:
+                cond = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
+                counts = {"succeeded": 1}
+            else:
+                cond = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                        "message": f"Container eval for pod {namespace}/{name}-x failed with exit code "
+                                   f"{exit_code} matching FailJob rule at index {0 if exit_code == 1 else 1}"}
+                counts = {"failed": 1}
+            status = {"conditions": [{**cond, "lastTransitionTime": _now()}], **counts}
+            obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
+            await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})
 
     async def _collect_garbage(self, uid: str | None) -> None:
         """Delete every object owned by `uid`, then their dependents (background cascade)."""

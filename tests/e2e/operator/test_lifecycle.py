@@ -21,7 +21,7 @@ LAYERS = ["Ready", "ModelReady", "RetrievalReady", "GuardrailsReady", "TrackingR
 
 def rendered_keys(cluster, namespace: str, name: str) -> set[tuple[str, str]]:
     body = cluster.stack(namespace, name)
-    return {(m["kind"], m["metadata"]["name"]) for m in render(parse_stack(stack_document(body)), version="x")}
+    return {(m["kind"], m["metadata"]["name"]) for m in render(parse_stack(stack_document(body)), version="0.0.0-e2e")}
 
 
 def test_create_makes_every_child_and_becomes_ready(cluster, operator, qdrant, namespace, stack_doc) -> None:
@@ -37,7 +37,9 @@ def test_create_makes_every_child_and_becomes_ready(cluster, operator, qdrant, n
     stack = cluster.wait_phase(namespace, "support-copilot", "Ready")
     children = cluster.children(namespace, "support-copilot")
     assert set(children) == rendered_keys(cluster, namespace, "support-copilot")
-    assert len(children) == 11  # the guardrails sidecar reads the gateway ConfigMap: no ConfigMap of its own
+    # the guardrails sidecar reads the gateway ConfigMap: no ConfigMap of its own; + the manifest
+    # ConfigMap and the ingestion and evaluation Jobs
+    assert len(children) == 14
     status = stack["status"]
     assert [c["type"] for c in status["conditions"]] == LAYERS
     assert all(c["status"] == "True" and c["observedGeneration"] == 1 for c in status["conditions"])
