@@ -31,7 +31,7 @@ def by_kind_name(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[
 
 
 def pod_specs(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m["spec"]["template"]["spec"] for m in manifests if m["kind"] in ("Deployment", "StatefulSet")]
+    return [m["spec"]["template"]["spec"] for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")]
 
 
 def containers(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,6 +231,8 @@ def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack) -> Non
                 refs[(ref["name"], ref["key"])] = e["name"]
             elif e["name"] == "OPENAI_API_KEY":
                 assert e["value"] == "EMPTY"  # vLLM in the cluster takes no key
+            elif e["name"] == "MLFLOW_TRACKING_TOKEN":
+                assert e["value"] == "$(AISTACK_SECRET_ML_K5)"  # expanded by the kubelet
             else:
                 assert e["name"] in LITERAL_ENV_ALLOWED, e
     expected = {("fb", "k1"), ("qd", "k2"), ("emb", "k3"), ("tool", "k4"), ("ml", "k5"), ("hf-token", "token"),
@@ -245,6 +247,15 @@ def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack) -> Non
     for m in manifests:
         if m["kind"] == "ConfigMap":
             assert "secretKeyRef" not in str(m["data"])
+    # The Jobs get exactly the secrets they use, by the same env names, and never as args.
+    jobs = {m["metadata"]["labels"][LABEL_COMPONENT]: m["spec"]["template"]["spec"]["containers"][0]
+            for m in manifests if m["kind"] == "Job"}
+    secret_envs = {k: {e["name"] for e in c["env"] if "valueFrom" in e} for k, c in jobs.items()}
+    assert secret_envs == {"ingestion": {"AISTACK_SECRET_EMB_K3", "AISTACK_SECRET_QD_K2"},
+                           "evaluation": {"AISTACK_SECRET_ML_K5", "AISTACK_SECRET_SUPPORT_COPILOT_KEYS_KEYS"}}
+    # The manifest ConfigMap holds Secret references (names), nothing read from a Secret.
+    manifest = by_kind_name(manifests)[("ConfigMap", "support-copilot-manifest")]["data"]["aistack.yaml"]
+    assert "tokenSecretRef" in manifest and "valueFrom" not in manifest
 
 
 def test_mlflow_secret_backend_is_expanded_by_kubelet_not_rendered(make_stack) -> None:
