@@ -1,0 +1,60 @@
+"""The ingestion and evaluation Jobs end to end: the evaluation Job waits for a gateway that
+serves the current config, one Job per config, and `status.evaluation` follows the Job's end
+(the emulator's Job controller is told the pod's exit code)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aistack.operator.kube import AISTACK
+from aistack.operator.testing import wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
+NAME = "support-copilot"
+
+
+def job_names(cluster, namespace: str, component: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(name for (kind, name), obj in cluster.children(namespace, NAME).items()
+                  if kind == "Job" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+
+
+def evaluation(cluster, namespace: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    return ((cluster.stack(namespace, NAME) or {}).get("status") or {}).get("evaluation")
+
+
+def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(cluster, operator, namespace,
+                                                                          stack_doc) -> None:
+    cluster.emulator.kubelet_ready = False
+    try:
+        cluster.apply_stack(stack_doc("production", namespace))
+        cluster.wait_phase(namespace, NAME, "Progressing")
+        ingest = wait_for(lambda: job_names(cluster, namespace, "ingestion"), what="ingestion Job")
+        assert len(ingest) == 1
+        assert cluster.emulator.find("configmaps", namespace, f"{NAME}-manifest") is not None
+        assert job_names(cluster, namespace, "evaluation") == []  # the gateway is not ready
+    finally:
+        cluster.emulator.kubelet_ready = True
+        cluster.thread.call(cluster.emulator.report_all)
+    stack = cluster.wait_phase(namespace, NAME, "Ready")
+    first_hash = stack["status"]["configHash"]
+    [first] = wait_for(lambda: job_names(cluster, namespace, "evaluation"), what="evaluation Job")
+    assert evaluation(cluster, namespace) is None  # not finished yet
+
+    cluster.thread.call(cluster.emulator.finish_job, namespace, first, 1)  # thresholds not met
+    assert wait_for(lambda: evaluation(cluster, namespace), what="status.evaluation") == {
+        "configHash": first_hash, "verdict": "Failed"}
+
+    # a new prompt is a new config: a new Job once the gateway rolled out, the old one pruned
+    cluster.kube.patch(AISTACK, namespace, NAME, {"spec": {"orchestration": {"systemPrompt": "Be brief."}}})
+    [second] = wait_for(lambda: (names := job_names(cluster, namespace, "evaluation")) != [first] and names,
+                        what="the new config's evaluation Job", timeout=15)
+    new_hash = cluster.stack(namespace, NAME)["status"]["configHash"]
+    assert new_hash != first_hash
+    assert job_names(cluster, namespace, "ingestion") == ingest  # retrieval did not change
+    assert evaluation(cluster, namespace) == {"configHash": first_hash, "verdict": "Failed"}  # the last one
+
+    cluster.thread.call(cluster.emulator.finish_job, namespace, second, 0)
+    assert wait_for(lambda: (e := evaluation(cluster, namespace)) and e["configHash"] == new_hash and e,
+                    what="status.evaluation of the new config") == {"configHash": new_hash, "verdict": "Passed"}
