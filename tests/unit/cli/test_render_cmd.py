@@ -16,9 +16,9 @@ def test_render_prints_every_child_as_yaml() -> None:
     result = CliRunner().invoke(app, ["render", str(EXAMPLES / "production.yaml")])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
-    assert len(docs) == 12
+    assert len(docs) == 14  # 11 serving objects, the manifest ConfigMap, the ingestion and evaluation Jobs
     assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "ConfigMap",
-                                        "PersistentVolumeClaim", "HorizontalPodAutoscaler"}
+                                        "PersistentVolumeClaim", "HorizontalPodAutoscaler", "Job"}
 
 
 def test_render_of_invalid_manifest_names_the_field(tmp_path: Path) -> None:
