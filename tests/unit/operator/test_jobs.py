@@ -151,3 +151,21 @@ def test_unfinished_or_missing_job_keeps_the_last_evaluation() -> None:
     assert evaluation_status(running, config_hash="new", previous=last) == last["evaluation"]
     assert evaluation_status(None, config_hash="new", previous=last) == last["evaluation"]
     assert evaluation_status(None, config_hash="new", previous={}) is None
+
+
+def test_gateway_in_sync_only_when_live_holds_what_this_render_applies(make_stack) -> None:
+    """What decides that the evaluation Job may start: the live gateway (a full object or the
+    watch cache's summary) holds the current render, not the previous config's."""
+    from aistack.operator.apply import in_sync, summarize, with_last_applied
+
+    def gateway(stack) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        return next(m for m in render(stack, version=VERSION)
+                    if (m["kind"], m["metadata"]["name"]) == ("Deployment", "support-copilot-gateway"))
+
+    current = gateway(make_stack("production"))
+    live = {**with_last_applied(current), "status": {"availableReplicas": 2}}
+    live["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "x"  # server-side additions are fine
+    assert in_sync(live, current) and in_sync(summarize(live), current)
+    changed = gateway(make_stack("production", {"spec": {"orchestration": {"systemPrompt": "Be brief."}}}))
+    assert not in_sync(live, changed) and not in_sync(summarize(live), changed)
+    assert not in_sync(None, current)
