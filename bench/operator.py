@@ -38,7 +38,8 @@ DRIFT = 3.0
 
 def bench_stack(name: str, namespace: str) -> dict[str, Any]:
     """The production example without retrieval (no Qdrant here): vLLM, guardrails sidecar,
-    MLflow, gateway with HPA: 10 children."""
+    MLflow, gateway with HPA: 10 children, plus the manifest ConfigMap and the evaluation Job
+    once the gateway is ready: 12."""
     doc = yaml.safe_load((ROOT / "examples" / "production.yaml").read_text())
     doc["metadata"].update(name=name, namespace=namespace)
     doc["spec"].pop("retrieval")
