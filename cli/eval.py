@@ -21,7 +21,7 @@ def eval_cmd(
         help="JSONL questions; the manifest's evaluation.dataset.path when omitted.", show_default=False)] = None,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Gateway base URL (default: the running `aistack up`).")] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server (default: the spec's, else the running `aistack up`'s).")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable with the gateway API key.")] = "AISTACK_API_KEY",
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable with the gateway API key (a keys file `key [tenant]` per line: the first key is used).")] = "AISTACK_API_KEY",
     state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
 ) -> None:
     """Run every question through the gateway, compute the evaluation metrics, log an MLflow run.
@@ -69,7 +69,7 @@ def eval_cmd(
     try:
         values, outcomes, verdict, run_url = asyncio.run(_evaluate(
             stack=stack, folder=folder, questions=questions, base_url=base_url, model=model,
-            offline_model=offline_model, api_key=os.environ.get(api_key_env), tracking_uri=tracking_uri,
+            offline_model=offline_model, api_key=first_api_key(os.environ.get(api_key_env)), tracking_uri=tracking_uri,
             dataset=str(dataset)))
     except _Unavailable as exc:
         err.print(str(exc), markup=False)
@@ -179,3 +179,12 @@ def metrics_table(values: dict[str, float], thresholds: dict[str, Any]) -> Table
             status = "[green]ok[/green]" if ok else "[red]FAIL[/red]"
         table.add_row(name, "-" if value is None else f"{value:.4g}", limit, status)
     return table
+
+
+def first_api_key(value: str | None) -> str | None:
+    """The first key of a gateway keys value (`key [tenant]` per line), so the evaluation Job
+    can take the same Secret the gateway reads; a plain single key passes through."""
+    for line in (value or "").splitlines():
+        if line.split():
+            return line.split()[0]
+    return None
