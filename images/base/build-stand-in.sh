@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds a local stand-in for `python:3.11-slim` when no container registry is reachable
-# (CI here, air-gapped machines): a minimal Debian bookworm root filesystem with Python 3.11,
-# pip and venv, imported into local container storage under the name the Dockerfiles use.
-# Idempotent: does nothing when the image is already present. Needs root, debootstrap, podman.
+# Makes the Dockerfiles' base image `python:3.11-slim` available in local container storage:
+# pulled from the registry when one is reachable, else a local stand-in built with debootstrap
+# (CI here, air-gapped machines): a minimal Debian bookworm root filesystem with Python 3.11
+# and venv, imported under the name the Dockerfiles use. Idempotent: does nothing when the
+# image is already present. Needs root, podman, and for the stand-in debootstrap.
 #
 #   CONTAINERS_CONF=images/containers.conf images/base/build-stand-in.sh [IMAGE]
 set -euo pipefail
@@ -11,7 +12,11 @@ image="${1:-docker.io/library/python:3.11-slim}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 if podman image exists "$image"; then
-    echo "stand-in base image $image already present"
+    echo "base image $image already present"
+    exit 0
+fi
+if [ "${AISTACK_PULL_BASE:-1}" = 1 ] && timeout 120 podman pull -q "$image" >/dev/null 2>&1; then
+    echo "base image $image pulled"
     exit 0
 fi
 
@@ -19,7 +24,7 @@ rootfs="$(mktemp -d /var/tmp/aistack-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
 
 debootstrap --variant=minbase \
-    --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
+    --include=python3,python3-venv,python-is-python3,ca-certificates \
     bookworm "$rootfs" "$mirror" >/dev/null
 # Debian marks its Python as externally managed (PEP 668); the official image is not.
 rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED

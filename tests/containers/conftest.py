@@ -26,9 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# Where the build may reach a CPU torch wheel: PyTorch's index in a release build; here a host's
-# pip configuration may point at a local wheel instead (see `host_pip_volumes`).
-TORCH_INDEX_URL = os.environ.get("AISTACK_TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def missing_tools() -> str | None:
@@ -78,6 +76,21 @@ def host_pip_volumes() -> list[str]:
                 paths.update(_local_paths(parser.get(section, key, fallback="")))
     paths.update(_local_paths(os.environ.get("PIP_FIND_LINKS", "")))
     return volumes + [f"{p}:{p}:ro" for p in sorted(paths)]
+
+
+def torch_index_url() -> str:
+    """Where the runtime build gets its CPU torch: `AISTACK_TORCH_INDEX_URL` if set; PyPI when
+    the host's pip already has the pinned `+cpu` wheel in a local folder (mounted into the build,
+    it wins there, and PyPI serves torch's own dependencies); else PyTorch's CPU index."""
+    if os.environ.get("AISTACK_TORCH_INDEX_URL"):
+        return os.environ["AISTACK_TORCH_INDEX_URL"]
+    pin = next((line.strip().split("==", 1)[1] for line in (REPO / "constraints.txt").read_text().splitlines()
+                if line.startswith("torch==")), None)
+    for volume in host_pip_volumes():
+        folder = Path(volume.split(":", 1)[0])
+        if pin and folder.is_dir() and any(folder.glob(f"torch-{pin}-*.whl")):
+            return "https://pypi.org/simple"
+    return PYTORCH_CPU_INDEX
 
 
 def _local_paths(value: str) -> set[Path]:
@@ -148,7 +161,7 @@ def operator_image(image_args: dict[str, str], build_log: BuildLog) -> str:
 @pytest.fixture(scope="session")
 def runtime_image(image_args: dict[str, str], build_log: BuildLog) -> str:
     return build(component="runtime", build_log=build_log,
-                 build_args={**image_args, "TORCH_INDEX_URL": TORCH_INDEX_URL})
+                 build_args={**image_args, "TORCH_INDEX_URL": torch_index_url()})
 
 
 class Engine:

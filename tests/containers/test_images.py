@@ -22,8 +22,8 @@ OPERATOR_MAX_BYTES = 500_000_000
 NO_BUILD_LEFTOVERS = """
 import json, os, shutil, importlib.util
 print(json.dumps({
-    "tools": [t for t in ("gcc", "cc", "make", "git", "pip") if shutil.which(t)],
-    "pip_module": importlib.util.find_spec("pip") is not None,
+    "tools": [t for t in ("gcc", "cc", "make", "git") if shutil.which(t)],
+    "venv_pip": os.path.exists("/opt/aistack/bin/pip") or importlib.util.find_spec("pip") is not None,
     "paths": [p for p in ("/src", "/root/.cache", "/tmp/requirements.txt") if os.path.exists(p)],
 }))
 """
@@ -48,7 +48,7 @@ def test_images_carry_oci_labels_of_this_build(component, request, engine) -> No
 @pytest.mark.parametrize("component", ["operator", "runtime"])
 def test_final_stage_has_no_build_tools_sources_or_caches(component, request, engine) -> None:
     found = json.loads(engine.python(request.getfixturevalue(f"{component}_image"), NO_BUILD_LEFTOVERS))
-    assert found == {"tools": [], "pip_module": False, "paths": []}
+    assert found == {"tools": [], "venv_pip": False, "paths": []}
 
 
 def test_operator_image_carries_the_operator_extra_only(operator_image, engine) -> None:
