@@ -2,9 +2,10 @@
 guardrails sidecar command serves its config, the operator reconciles a quickstart AIStack
 against the emulated API server; each stops on SIGTERM without being killed.
 
-The gateway and the sidecar run in their own network namespace (slirp4netns) with the port
-published on 127.0.0.1; they reach the test upstream on the host's loopback at 10.0.2.2. The
-operator runs with host networking, as it only dials out (its liveness port is chosen free).
+The gateway runs with its default command in its own network namespace (slirp4netns), its port
+published on 127.0.0.1; it reaches the test upstream on the host's loopback at 10.0.2.2. The
+sidecar (which binds the pod's loopback) and the operator (which only dials out; its liveness
+port is chosen free) run with host networking.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import openai
 import pytest
 import yaml
 
-from aistack.api.conventions import GATEWAY_CONFIG_PATH, GATEWAY_PORT, GUARDRAILS_PORT, LABEL_INSTANCE
+from aistack.api.conventions import GATEWAY_CONFIG_PATH, GATEWAY_PORT, LABEL_INSTANCE
 from aistack.api.gateway_config import Endpoints, build_gateway_config
 from aistack.api.images import package_version, runtime_image as runtime_image_reference
 from aistack.api.manifests import parse_stack
@@ -93,21 +94,35 @@ def test_gateway_container_serves_a_chat_completion(runtime_image, start_contain
         assert_graceful_stop(container)
 
 
-def test_guardrails_sidecar_command_serves_its_config(runtime_image, start_container, free_port, tmp_path) -> None:
-    """The operator runs this image with `nemoguardrails server ...` as the gateway's sidecar."""
-    config_dir = tmp_path / "rails" / "aistack"
-    config_dir.mkdir(parents=True)
-    (config_dir / "config.yml").write_text(yaml.safe_dump({
+SIDECAR_COMMANDS = {
+    # What the operator's render has used so far: NeMo's own server on a config folder.
+    "nemoguardrails-server": ("aistack.runtime", ["nemoguardrails", "server", "--config", "/rails",
+                                                  "--disable-chat-ui", "--port"]),
+    # The runtime's sidecar entry point, serving a complete NeMo config folder.
+    "guardrails-sidecar": ("aistack.runtime.guardrails_sidecar",
+                           ["python", "-m", "aistack.runtime.guardrails_sidecar", "--nemo-config", "/rails/aistack",
+                            "--config-id", "aistack", "--port"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(SIDECAR_COMMANDS))
+def test_guardrails_sidecar_command_serves_its_config(command, runtime_image, start_container, free_port,
+                                                      tmp_path) -> None:
+    """The operator runs this image with a guardrails command as the gateway's sidecar; it
+    listens on the pod's loopback, so here it shares the host's network."""
+    module, argv = SIDECAR_COMMANDS[command]
+    needs_module(module, "runtime")
+    rails = tmp_path / "rails"
+    (rails / "aistack").mkdir(parents=True)
+    (rails / "aistack" / "config.yml").write_text(yaml.safe_dump({
         "models": [{"type": "main", "engine": "openai", "model": "test-model",
-                    "parameters": {"base_url": f"http://{HOST_FROM_CONTAINER}:9/v1"}}]}))
-    for path in (tmp_path / "rails", config_dir, config_dir / "config.yml"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+                    "parameters": {"base_url": "http://127.0.0.1:9/v1"}}]}))
+    for path in (rails, rails / "aistack"):
+        path.chmod(0o755)
+    (rails / "aistack" / "config.yml").chmod(0o644)
     port = free_port()
-    container = start_container(
-        runtime_image, "nemoguardrails", "server", "--config", "/rails", "--port", str(GUARDRAILS_PORT),
-        "--disable-chat-ui",
-        options=(*OWN_NETNS, "-p", f"127.0.0.1:{port}:{GUARDRAILS_PORT}", "-v", f"{tmp_path / 'rails'}:/rails:ro",
-                 "-e", "OPENAI_API_KEY=sk-unused"))
+    container = start_container(runtime_image, *argv, str(port), options=(
+        "--network", "host", "-v", f"{rails}:/rails:ro", "-e", "OPENAI_API_KEY=sk-unused"))
     body = wait_http(f"http://127.0.0.1:{port}/v1/rails/configs", container, timeout=120)
     assert {"id": "aistack"} in json.loads(body)
     assert_graceful_stop(container)
