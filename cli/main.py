@@ -18,6 +18,7 @@ from rich.table import Table
 from aistack.api.crd import crd_yaml
 from aistack.api.manifests import load_documents
 from aistack.api.v1alpha1 import AIStack
+from aistack.cli import gitops, promote
 
 app = typer.Typer(
     name="aistack",
@@ -76,6 +77,38 @@ def validate_cmd(
         out.print(f"{len(stacks)} AIStack(s) valid", style="green")
 
 
+@app.command("render")
+def render_cmd(
+    file: Annotated[Path, typer.Argument(help="A manifest with one AIStack.", show_default=False)],
+) -> None:
+    """Print the Kubernetes objects the operator would create for FILE (YAML, like `helm template`)."""
+    from aistack.api.manifests import ManifestError
+    from aistack.cli.render import render_yaml
+
+    try:
+        out.print(render_yaml(file), end="", markup=False)
+    except ManifestError as error:
+        err.print(str(error), markup=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("operator")
+def operator_cmd(
+    namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable).")] = [],  # noqa: B006
+    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file; default: in-cluster, else $KUBECONFIG.")] = None,
+    liveness: Annotated[str, typer.Option(help="Liveness endpoint URL.")] = "http://0.0.0.0:8081/healthz",
+    standalone: Annotated[bool, typer.Option(help="No peering (no guard against a second operator).")] = False,
+    priority: Annotated[int, typer.Option(help="Peering priority: the highest running operator works.")] = 0,
+    drift_interval: Annotated[float, typer.Option(help="Seconds between full re-checks of each stack.")] = 300.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the AIStack operator (kopf) until interrupted."""
+    from aistack.cli.operator import run_operator
+
+    run_operator(namespaces=namespace, kubeconfig=kubeconfig, liveness=liveness, standalone=standalone,
+                 priority=priority, drift_interval=drift_interval, verbose=verbose)
+
+
 def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:
     """One row per stack: its model and the layers it declares."""
     table = Table(title="AIStacks")
@@ -108,6 +141,18 @@ def describe_layers(stack: AIStack) -> list[str]:
     if spec.evaluation:
         layers.append(f"eval ({len(spec.evaluation.thresholds)} gates)")
     return layers
+
+
+app.command("init-gitops")(gitops.init_gitops_cmd)
+app.command("promote")(promote.promote_cmd)
+
+from aistack.cli.eval import eval_cmd  # noqa: E402  (light: heavy imports live inside the commands)
+from aistack.cli.ingest import ingest_cmd  # noqa: E402
+from aistack.cli.up import up_cmd  # noqa: E402
+
+app.command("ingest")(ingest_cmd)
+app.command("eval")(eval_cmd)
+app.command("up")(up_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,191 @@
+"""Operator benchmark: N AIStacks applied at once to the emulated API server.
+
+    .venv/bin/python bench/operator.py [--sizes 1,10,100,1000] [--latency-samples 50]
+
+The operator runs as a real subprocess (`python -m aistack.operator`, kubeconfig pointing at
+the emulator), so its RSS is its own. For each N it reports: seconds until every stack is
+Ready (all children created and reported available by the simulated kubelet), API requests
+and writes per stack, writes during a quiet period of two drift intervals (a no-op resync
+must write nothing), and the operator's peak RSS. Then p50/p99 of apply -> all children
+created, for single stacks applied one after another. Numbers are from the emulator, not a
+real API server: they measure the operator's own cost and request counts, not etcd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aistack.api.manifests import parse_stack
+from aistack.operator.emulator import EmulatorThread
+from aistack.operator.render import render
+from aistack.operator.testing import Cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIFT = 3.0
+
+
+def bench_stack(name: str, namespace: str) -> dict[str, Any]:
+    """The production example without retrieval (no Qdrant here): vLLM, guardrails sidecar,
+    MLflow, gateway with HPA: 10 children."""
+    doc = yaml.safe_load((ROOT / "examples" / "production.yaml").read_text())
+    doc["metadata"].update(name=name, namespace=namespace)
+    doc["spec"].pop("retrieval")
+    doc["spec"]["orchestration"]["promptTemplate"] = "Customer question: {question}"
+    return doc
+
+
+def kubeconfig(url: str, folder: Path) -> Path:
+    path = folder / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "emu", "user": {"token": "bench"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
+    }))
+    return path
+
+
+def start_operator(url: str, folder: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, folder))}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aistack.operator", "--standalone", "--liveness=", f"--drift-interval={DRIFT}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "operator.log", "wb"))
+
+
+def stop(operator: subprocess.Popen[bytes]) -> None:
+    operator.terminate()
+    try:
+        operator.wait(15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        operator.wait(15)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def wait_operator_ready(cluster: Cluster, namespace: str) -> None:
+    """Apply a probe stack and wait until it is Ready: the operator is up and watching."""
+    cluster.add_namespace(namespace)
+    cluster.apply_stack(bench_stack("probe", namespace))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if phase(cluster, namespace, "probe") == "Ready":
+            return
+        time.sleep(0.05)
+    raise RuntimeError("operator did not reconcile the probe stack within 60 s")
+
+
+def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    obj = cluster.emulator.find("aistacks", namespace, name)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def ready_count(cluster: Cluster, namespace: str) -> int:
+    return sum(1 for s in cluster.emulator.all("aistacks")
+               if s["metadata"].get("namespace") == namespace and (s.get("status") or {}).get("phase") == "Ready")
+
+
+def run_size(n: int, timeout: float) -> dict[str, Any]:
+    with EmulatorThread() as thread, tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(thread)
+        operator = start_operator(thread.url, Path(tmp))
+        try:
+            wait_operator_ready(cluster, "warmup")
+            namespace = f"bench-{n}"
+            cluster.add_namespace(namespace)
+            docs = [bench_stack(f"s{i:04d}", namespace) for i in range(n)]
+            since = len(cluster.emulator.log)
+            cpu_before = cpu_seconds(operator.pid)
+            start = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(cluster.apply_stack, docs))
+            converged = None
+            while time.monotonic() - start < timeout:
+                if ready_count(cluster, namespace) == n:
+                    converged = time.monotonic() - start
+                    break
+                time.sleep(0.05)
+            cpu = cpu_seconds(operator.pid) - cpu_before
+            time.sleep(0.5)
+            log = cluster.emulator.log[since:]
+            ours = [(m, p) for m, p in log if not (m == "POST" and p.endswith("/aistacks"))]
+            writes = [(m, p) for m, p in ours if m in ("POST", "PATCH", "PUT", "DELETE")]
+            quiet_since = len(cluster.emulator.log)
+            time.sleep(2 * DRIFT + 1)
+            quiet_writes = len(cluster.emulator.writes(quiet_since))
+            rss, peak = rss_mib(operator.pid)
+            return {"n": n, "converged_s": converged, "cpu_ms_per_stack": 1000 * cpu / n, "requests_per_stack": len(ours) / n,
+                    "writes_per_stack": len(writes) / n, "quiet_writes": quiet_writes, "rss_mib": rss,
+                    "peak_rss_mib": peak}
+        finally:
+            stop(operator)
+
+
+def run_latency(samples: int) -> list[float]:
+    """Seconds from POST of one AIStack to all its children existing, one stack at a time."""
+    with EmulatorThread() as thread, tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(thread)
+        operator = start_operator(thread.url, Path(tmp))
+        try:
+            wait_operator_ready(cluster, "warmup")
+            namespace = "latency"
+            cluster.add_namespace(namespace)
+            out = []
+            for i in range(samples):
+                doc = bench_stack(f"l{i:03d}", namespace)
+                want = len(render(parse_stack(copy.deepcopy(doc)), version="x"))
+                start = time.monotonic()
+                cluster.apply_stack(doc)
+                while len(cluster.children(namespace, doc["metadata"]["name"])) < want:
+                    time.sleep(0.002)
+                out.append(time.monotonic() - start)
+            return out
+        finally:
+            stop(operator)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    print(f"{'N':>5} {'converged s':>12} {'op CPU ms/stack':>16} {'req/stack':>10} {'writes/stack':>13} "
+          f"{'quiet writes':>13} {'RSS MiB':>8} {'peak MiB':>9}", flush=True)
+    for n in args.sizes.split(","):
+        r = run_size(int(n), args.timeout)
+        converged = f"{r['converged_s']:.2f}" if r["converged_s"] is not None else "timeout"
+        print(f"{r['n']:>5} {converged:>12} {r['cpu_ms_per_stack']:>16.0f} {r['requests_per_stack']:>10.1f} "
+              f"{r['writes_per_stack']:>13.1f} "
+              f"{r['quiet_writes']:>13} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
+    if args.latency_samples:
+        lat = sorted(run_latency(args.latency_samples))
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+        print(f"\napply -> all children created, single stacks (n={len(lat)}): "
+              f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""`aistack init-gitops DIR --from STACK.yaml`: scaffold the base + stage-overlay layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def init_gitops_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder to create (inside your GitOps repository).")],
+    source: Annotated[Path, typer.Option("--from", help="The AIStack manifest every stage starts from.")],
+    stages: Annotated[str, typer.Option(help="Comma-separated stage names, in promotion order.")] = "dev,staging,prod",
+) -> None:
+    """Scaffold DIR/base (the AIStack) and DIR/stages/<stage> (Kustomize overlays per stage).
+
+    Each stage's effective spec is rendered and validated before this returns; render one with
+    `kubectl kustomize DIR/stages/<stage>`, promote with `aistack promote dev staging --repo DIR`.
+    """
+    from aistack.api.manifests import ManifestError
+    from aistack.cli.promotion.kustomize import KustomizeError
+    from aistack.cli.promotion.layout import Layout, LayoutError, effective_stack, load_stack_doc, scaffold
+
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    if not names or len(set(names)) != len(names):
+        err.print(f"--stages {stages!r}: give distinct, comma-separated stage names", markup=False)
+        raise typer.Exit(2)
+    try:
+        doc = load_stack_doc(source)
+        written = scaffold(root=directory, stack_doc=doc, stages=names)
+        layout = Layout(directory)
+        for stage in names:
+            _, stack = effective_stack(layout, stage)
+            out.print(f"stage {stage}: AIStack {stack.name} valid (stage={stack.spec.stage})", markup=False)
+    except (OSError, LayoutError, ManifestError, KustomizeError) as error:
+        err.print(str(error), markup=False)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {len(written)} files under {directory}; commit them, then point Argo CD or Flux "
+              f"at {directory}/stages/<stage> (examples: deploy/gitops/)", markup=False)

@@ -1,0 +1,35 @@
+"""`aistack render FILE`: print the Kubernetes objects the operator would apply (like
+`helm template`), for review and GitOps. Pure: reads the file, touches no cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aistack.api.manifests import load_stack
+
+
+class _ReviewDumper(yaml.SafeDumper):
+    """Multi-line strings (rendered config files) as `|` blocks, so a diff reads like the file."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReviewDumper.add_representer(str, _str)
+
+
+def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
+    """A multi-document YAML stream, keys in rendered order."""
+    return yaml.dump_all(manifests, Dumper=_ReviewDumper, sort_keys=False, width=100)
+
+
+def render_yaml(path: Path, *, version: str | None = None) -> str:
+    """The rendered children of the one AIStack in `path`."""
+    from aistack.operator.render import render
+
+    return manifests_yaml(render(load_stack(path), version=version))

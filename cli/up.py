@@ -1,0 +1,66 @@
+"""`aistack up STACK.yaml`: run the whole manifest on this machine until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def up_cmd(
+    manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
+    port: Annotated[int, typer.Option("--port", help="Gateway port on 127.0.0.1.")] = 8080,
+    state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    model_url: Annotated[str | None, typer.Option("--model-url", help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Use this MLflow instead of starting one.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
+    ingest: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest retrieval.sources at start.")] = True,
+) -> None:
+    """Run the gateway, embedded Qdrant, a local MLflow and guardrails for one manifest.
+
+    The model is the spec's endpoint when it answers; otherwise the built-in offline model
+    (SmolLM2-135M) serves, labelled as such in /v1/models and in every answer. Data stays in
+    the state folder: the next `aistack up` finds it. Ctrl-C stops everything.
+    """
+    from aistack.api.manifests import ManifestError
+    from aistack.runtime.local.runner import LocalStack, UpOptions
+
+    try:
+        local = LocalStack(manifest, UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
+                                               offline=offline, ingest=ingest), on_status=_show)
+    except ManifestError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    err.print(f"starting {local.stack.name} (state: {local.folder}) ...")
+    try:
+        asyncio.run(local.run())
+    except Exception as exc:  # every part reports a message that says what to do
+        err.print(f"aistack up failed: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print("stopped; data kept in " + str(local.folder))
+
+
+def _show(status: Any) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("endpoint", f"{status.gateway_url}/v1  (OpenAI-compatible)")
+    model_style = "bold yellow" if status.offline else ""
+    table.add_row("model", f"[{model_style}]{status.model}[/]  {status.model_note}" if model_style else
+                  f"{status.model}  {status.model_note}")
+    if status.collection is not None:
+        table.add_row("collection", f"{status.collection}: {status.chunks} chunks  {status.ingest_note}")
+    table.add_row("guardrails", status.guardrails)
+    if status.mlflow_url:
+        table.add_row("MLflow UI", f"{status.mlflow_url}  ({status.mlflow_state})")
+    for note in status.notes:
+        table.add_row("note", note)
+    out.print(Panel(table, title="aistack up", subtitle="Ctrl-C to stop", expand=False))

@@ -1,0 +1,30 @@
+"""`python -m aistack.operator`: run the AIStack operator (same options as `aistack operator`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from aistack.operator.handlers import OperatorOptions
+from aistack.operator.run import kube_configuration, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m aistack.operator", description=__doc__)
+    parser.add_argument("--namespace", "-n", action="append", default=[],
+                        help="watch only this namespace (repeatable); default: the whole cluster")
+    parser.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, else $KUBECONFIG")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
+                        help="liveness endpoint URL; empty for none")
+    parser.add_argument("--standalone", action="store_true", help="no peering (no guard against a second operator)")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority (the highest one runs)")
+    parser.add_argument("--drift-interval", type=float, default=300.0, help="seconds between full re-checks")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+    options = OperatorOptions(configuration=kube_configuration(kubeconfig=args.kubeconfig),
+                              drift_interval=args.drift_interval)
+    run(options=options, namespaces=args.namespace, liveness=args.liveness or None, peering=not args.standalone,
+        priority=args.priority, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    main()

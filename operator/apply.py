@@ -1,0 +1,210 @@
+"""Diff and apply: make the live children equal to the rendered ones, writing only what differs.
+
+A child is written only when a rendered field differs from the live object (a no-op
+reconcile makes zero write requests). Patches are JSON merge patches computed three ways,
+like client-side `kubectl apply`: the last applied manifest is kept in an annotation, so a
+field that the spec stopped rendering is removed, while fields other actors own (defaults,
+an HPA's replica count, `kubectl rollout restart` annotations) are left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
+
+LAST_APPLIED = "aistack.dev/last-applied"
+ChildKey = tuple[str, str]  # (kind, name)
+_MISSING = object()
+
+
+@dataclass
+class ApplyResult:
+    """What apply did; `live` holds every desired child as the server last returned it."""
+
+    live: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
+    created: list[ChildKey] = field(default_factory=list)
+    patched: list[ChildKey] = field(default_factory=list)
+    deleted: list[ChildKey] = field(default_factory=list)
+    failed: dict[ChildKey, str] = field(default_factory=dict)
+
+    @property
+    def writes(self) -> int:
+        return len(self.created) + len(self.patched) + len(self.deleted)
+
+
+SUMMARY = "aistack.summary"
+"""Key of the digest in a child summary (see `summarize`)."""
+
+
+def record_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def summarize(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a watch cache needs to keep of a child: identity, ownership, readiness, and a
+    digest saying whether it still holds what was last applied. A few hundred bytes instead
+    of the whole object (which carries its last-applied copy), so thousands of stacks fit in
+    the operator's memory; a child that needs a patch is read in full then."""
+    meta = obj.get("metadata") or {}
+    record = (meta.get("annotations") or {}).get(LAST_APPLIED)
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "generation",
+                                          "labels", "ownerReferences") if k in meta},
+        "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
+        "status": {k: v for k, v in (obj.get("status") or {}).items() if k in (
+            "replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "observedGeneration")},
+        SUMMARY: {"applied": record_hash(record) if record else None,
+                  "intact": bool(record) and is_subset(last_applied(obj), obj)},
+    }
+
+
+def key_of(manifest: Mapping[str, Any]) -> ChildKey:
+    return manifest["kind"], manifest["metadata"]["name"]
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Whether every field of `want` has the same value in `have` (which may hold more:
+    server defaults, status, fields of other managers)."""
+    if isinstance(want, dict):
+        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
+    return bool(want == have)
+
+
+def with_last_applied(desired: Mapping[str, Any]) -> dict[str, Any]:
+    """`desired` plus the annotation recording it (compact, sorted: equal specs, equal text)."""
+    out = copy.deepcopy(dict(desired))
+    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    out["metadata"].setdefault("annotations", {})[LAST_APPLIED] = record
+    return out
+
+
+def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The smallest JSON merge patch turning `live` into one that contains `desired`, with
+    fields that were in `last` but are no longer desired set to null (removed). Lists are
+    replaced whole, as merge patch does."""
+    patch: dict[str, Any] = {}
+    for k, want in desired.items():
+        have = live.get(k, _MISSING)
+        if isinstance(want, dict) and isinstance(have, dict):
+            prior = last.get(k)
+            sub = merge_patch(prior if isinstance(prior, dict) else {}, want, have)
+            if sub:
+                patch[k] = sub
+        elif have is _MISSING or not is_subset(want, have):
+            patch[k] = want
+    for k in last:
+        if k not in desired and k in live:
+            patch[k] = None
+    return patch
+
+
+def _keep_autoscaled_replicas(patch: dict[str, Any]) -> None:
+    """When autoscaling is switched on, `replicas` leaves the rendered Deployment; removing it
+    would reset the live count to 1 until the HPA scales back up. Leave it to the HPA."""
+    spec = patch.get("spec")
+    if isinstance(spec, dict) and "replicas" in spec and spec["replicas"] is None:
+        del spec["replicas"]
+        if not spec:
+            del patch["spec"]
+
+
+def last_applied(live: Mapping[str, Any]) -> dict[str, Any]:
+    text = (live.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        return dict(json.loads(text)) if text else {}
+    except ValueError:
+        return {}
+
+
+def instance_selector(name: str) -> str:
+    return f"{LABEL_INSTANCE}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def is_child(obj: Mapping[str, Any], *, name: str, namespace: str) -> bool:
+    """Labelled as a child of this stack (the server may not filter by label: check again)."""
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    return (meta.get("namespace") == namespace and labels.get(LABEL_INSTANCE) == name
+            and labels.get(LABEL_MANAGED_BY) == MANAGED_BY)
+
+
+def is_owned(obj: Mapping[str, Any], uid: str | None) -> bool:
+    """Owned by the stack: only such children are ever pruned. Volumes that hold data are
+    rendered without an owner, so neither pruning nor garbage collection removes them."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return uid is not None and any(ref.get("uid") == uid for ref in refs)
+
+
+def fetch_children(kube: Kube, *, name: str, namespace: str) -> dict[ChildKey, dict[str, Any]]:
+    """The live children, by listing each kind (used when no watch cache is at hand)."""
+    live: dict[ChildKey, dict[str, Any]] = {}
+    for kind in CHILD_KINDS.values():
+        for obj in kube.list(kind, namespace, label_selector=instance_selector(name)):
+            if is_child(obj, name=name, namespace=namespace):
+                live[(kind.kind, obj["metadata"]["name"])] = obj
+    return live
+
+
+def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str, Any]],
+                   live: Mapping[ChildKey, Mapping[str, Any]], owner_uid: str | None) -> ApplyResult:
+    """Create missing children, patch drifted ones, delete the ones no longer rendered.
+
+    `live` holds full objects or `summarize`d ones (from a watch cache).
+
+    A child the server refuses (e.g. an immutable field changed, 422) is recorded in `failed`
+    and the rest still converge; connection and server errors (0, 409 races aside, 5xx)
+    propagate so that the caller retries the whole reconcile.
+    """
+    result = ApplyResult()
+    wanted: set[ChildKey] = set()
+    for manifest in desired:
+        key = key_of(manifest)
+        wanted.add(key)
+        kind = CHILD_KINDS[key[0]]
+        body = with_last_applied(manifest)
+        current = live.get(key)
+        try:
+            if current is not None and SUMMARY in current:
+                digest = current[SUMMARY]
+                if digest["intact"] and digest["applied"] == record_hash(body["metadata"]["annotations"][LAST_APPLIED]):
+                    result.live[key] = dict(current)  # holds what is desired: nothing to write
+                    continue
+                current = kube.get(kind, namespace, key[1])  # drifted or outdated: diff the full object
+            if current is None:
+                try:
+                    result.live[key] = kube.create(kind, namespace, body)
+                    result.created.append(key)
+                    continue
+                except ApiError as err:
+                    if err.status != 409:  # 409: created meanwhile (a stale cache); patch it instead
+                        raise
+                    current = kube.get(kind, namespace, key[1])
+                    if current is None:
+                        raise
+            patch = merge_patch(last_applied(current), body, current)
+            _keep_autoscaled_replicas(patch)
+            if patch:
+                result.live[key] = kube.patch(kind, namespace, key[1], patch)
+                result.patched.append(key)
+            else:
+                result.live[key] = dict(current)
+        except ApiError as err:
+            if err.status in (0, 409, 429) or err.status >= 500:
+                raise
+            result.failed[key] = str(err)
+    for key in sorted(set(live) - wanted):
+        if is_owned(live[key], owner_uid):
+            kube.delete(CHILD_KINDS[key[0]], namespace, key[1])
+            result.deleted.append(key)
+    return result

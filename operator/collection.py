@@ -1,0 +1,110 @@
+"""The Qdrant collection of a stack: created when missing, never altered when it differs.
+
+A collection's vector size and distance cannot change without re-ingesting everything, so a
+mismatch is reported (`RetrievalReady=False`, reason `CollectionMismatch`) and left for a
+human; payload indexes are added when missing (cheap and safe). The client comes from an
+injectable factory so tests use qdrant-client's local mode. qdrant-client is imported only
+when a stack has retrieval: it costs ~90 MiB of operator memory.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aistack.api.v1alpha1 import AIStack
+from aistack.operator.kube import SECRET, ApiError, Kube
+from aistack.operator.render.common import RenderContext
+from aistack.operator.render.retrieval import qdrant_url
+from aistack.operator.status import Check
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+QdrantFactory = Callable[[str, str | None], "QdrantClient"]
+"""(url, api_key) -> client."""
+
+def default_qdrant_factory(url: str, api_key: str | None) -> QdrantClient:
+    from qdrant_client import QdrantClient
+
+    return QdrantClient(url=url, api_key=api_key, timeout=10)
+
+
+def collection_name(stack: AIStack) -> str:
+    assert stack.spec.retrieval is not None
+    return stack.spec.retrieval.collection.name or stack.name
+
+
+def connect(stack: AIStack, *, kube: Kube, factory: QdrantFactory, version: str) -> QdrantClient:
+    """A client for the stack's Qdrant: the managed Service, or the external URL with its key."""
+    retrieval = stack.spec.retrieval
+    assert retrieval is not None
+    external = retrieval.vector_store.external
+    if external is None:
+        url = qdrant_url(RenderContext(stack=stack, version=version))
+        assert url is not None
+        return factory(url, None)
+    key = None
+    if external.api_key_secret_ref is not None:
+        key = read_secret(kube, stack.namespace, external.api_key_secret_ref.name, external.api_key_secret_ref.key)
+    return factory(str(external.url).rstrip("/"), key)
+
+
+def read_secret(kube: Kube, namespace: str, name: str, key: str) -> str:
+    secret = kube.get(SECRET, namespace, name)
+    if secret is None or key not in (secret.get("data") or {}):
+        raise ApiError(404, f"Secret {namespace}/{name} has no key {key!r}; create it, the operator retries")
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def ensure_collection(client: QdrantClient, stack: AIStack) -> Check:
+    """Create the collection if missing, add missing payload indexes, report a mismatch."""
+    from qdrant_client import models
+
+    retrieval = stack.spec.retrieval
+    assert retrieval is not None
+    name = collection_name(stack)
+    size = retrieval.embedder.dimension or 0
+    distance = models.Distance(retrieval.collection.distance)
+    if not client.collection_exists(name):
+        client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
+        created = True
+    else:
+        created = False
+        info = client.get_collection(name)
+        params: Any = info.config.params.vectors
+        if not isinstance(params, models.VectorParams):
+            return Check(ok=False, reason="CollectionMismatch",
+                         message=f"collection {name!r} uses named vectors; aistack needs one unnamed vector "
+                                 f"of size {size}; left untouched: use another collection name or migrate it")
+        if params.size != size or params.distance != distance:
+            return Check(ok=False, reason="CollectionMismatch",
+                         message=f"collection {name!r} has size {params.size} and distance {params.distance.value}; "
+                                 f"the spec wants size {size} and distance {distance.value}; left untouched: "
+                                 "use another collection name, or delete and re-ingest it")
+    existing = set() if created else set((client.get_collection(name).payload_schema or {}).keys())
+    for field, kind in index_fields(stack):
+        if field not in existing:
+            client.create_payload_index(name, field_name=field, field_schema=models.PayloadSchemaType(kind))
+    return Check(ok=True, reason="CollectionReady",
+                 message=f"collection {name!r}: size {size}, distance {distance.value}")
+
+
+def index_fields(stack: AIStack) -> list[tuple[str, str]]:
+    """Declared payload indexes plus the tenant field (always a keyword index)."""
+    retrieval = stack.spec.retrieval
+    assert retrieval is not None
+    fields = {i.field: i.type for i in retrieval.collection.payload_indexes}
+    if retrieval.tenant_field and retrieval.tenant_field not in fields:
+        fields[retrieval.tenant_field] = "keyword"
+    return sorted(fields.items())
+
+
+def delete_collection(client: QdrantClient, stack: AIStack) -> bool:
+    """Delete the collection (deletionPolicy Delete only); False when it was already gone."""
+    name = collection_name(stack)
+    if not client.collection_exists(name):
+        return False
+    client.delete_collection(name)
+    return True

@@ -1,0 +1,370 @@
+"""A Kubernetes API emulator for the operator's tests and benchmark (kmock, filled in).
+
+No cluster exists where aistack is tested, so the real kopf and the real `kubernetes` client
+talk HTTP to kmock's in-memory emulator. kmock 0.8 leaves gaps that matter to an operator;
+this subclass fills them, each the simple way:
+
+- object metadata: `uid`, `resourceVersion` (bumped on every write), `generation` (bumped on
+  spec changes only), `creationTimestamp`;
+- `/status` separation: a main-resource patch cannot change status, a `/status` patch can
+  change nothing else;
+- `GET /api/v1/namespaces[/name]` (kmock's path parser fails on cluster-scoped core paths),
+  with the `default` namespace seeded;
+- owner-reference garbage collection (foreground, immediate) when an owner goes away;
+- label selectors on list (equality terms only);
+- list responses carry `kind`/`apiVersion` (kubectl decodes them by it);
+- a simulated kubelet + controllers: Deployments/StatefulSets get `status` replicas equal to
+  `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
+  is counted whenever the pod template changes;
+- the request history that kmock keeps (and scans on every request) is cut to a short live
+  window, and objects are looked up by key instead of by a scan of all objects; `log` keeps every (method, path) for assertions and counting (method `WATCH` for
+  watch requests).
+
+Not emulated (untested here): strategic-merge list semantics (patches merge dicts and replace
+lists), server-side apply, admission and schema validation/defaulting (the CRD's OpenAPI and
+CEL rules are not enforced), 409 on stale resourceVersion, watch bookmarks/resourceVersion
+resumption, PUT, field selectors, RBAC enforcement, quotas, real pods and scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import itertools
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import attrs
+import kmock
+from kmock._internal import dicts, parsing, references
+
+from aistack.api.v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+
+_original_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock fails on `/api/v1/namespaces[/x]` (it takes `namespaces` as a scope there)."""
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"] and len(parts) in (3, 4) and parts[2] == "namespaces":
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces",
+                                  name=parts[3] if len(parts) == 4 else None)
+    return _original_parse_path(path)
+
+
+parsing.parse_path = _parse_path
+
+VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
+    # "group/version/plural": (kind, namespaced, subresources)
+    f"{GROUP}/{VERSION}/{PLURAL}": (KIND, True, {"status"}),
+    "v1/namespaces": ("Namespace", False, set()),
+    "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/secrets": ("Secret", True, set()),
+    "v1/services": ("Service", True, set()),
+    "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, set()),
+    "v1/events": ("Event", True, set()),
+    "apps/v1/deployments": ("Deployment", True, {"status"}),
+    "apps/v1/statefulsets": ("StatefulSet", True, {"status"}),
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+    "events.k8s.io/v1/events": ("Event", True, set()),
+}
+WORKLOADS = {"deployments", "statefulsets"}
+STATUS_PLURALS = {key.rsplit("/", 1)[1] for key, (_, _, sub) in RESOURCES.items() if "status" in sub}
+WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+HISTORY_WINDOW = 32
+CHILD_PLURALS = {"configmaps", "services", "persistentvolumeclaims", "deployments", "statefulsets",
+                 "horizontalpodautoscalers"}
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator with the gaps above filled."""
+
+    kubelet_ready: bool = True
+    fail_writes_after: int | None = None
+    """Answer 503 to writes of child objects once this many more have succeeded (an API server
+    outage in the middle of a reconcile); None: never."""
+    log: list[tuple[str, str]] = attrs.field(factory=list)
+    rollouts: Counter[tuple[str, str, str]] = attrs.field(factory=Counter)
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for key, (kind, namespaced, subresources) in RESOURCES.items():
+            self.resources[key] = kmock.ResourceInfo(
+                kind=kind, namespaced=namespaced, subresources=subresources, verbs=VERBS,
+                singular=SINGULAR if kind == KIND else kind.lower(),
+                shortnames=set(SHORT_NAMES) if kind == KIND else set())
+        for name in ("default", "kube-system"):
+            self.add_namespace(name)
+
+    def add_namespace(self, name: str) -> None:
+        self.objects[references.resource("", "v1", "namespaces"), None, name] = {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": str(next(self._versions))},
+        }
+
+    # -- what tests read -------------------------------------------------------------------
+    def writes(self, since: int = 0) -> list[tuple[str, str]]:
+        return [(m, p) for m, p in self.log[since:] if m in WRITE_METHODS]
+
+    def find(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        for (resource, ns, n), obj in list(self.objects.items()):
+            if resource.plural == plural and ns == namespace and n == name and not obj.deleted:
+                return copy.deepcopy(obj.raw)
+        return None
+
+    def all(self, plural: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(obj.raw) for (resource, _, _), obj in list(self.objects.items())
+                if resource.plural == plural and not obj.deleted]
+
+    # -- request handling ------------------------------------------------------------------
+    async def _handle(self, request: Any) -> Any:
+        method = str(getattr(request.method, "value", request.method)).upper()
+        watch = method == "GET" and request.params.get("watch") in ("true", "1")
+        self.log.append(("WATCH" if watch else method, request.url.path))
+        del self._requests[:-HISTORY_WINDOW]
+        resource = request.resource
+        if method in WRITE_METHODS and resource is not None and resource.plural in CHILD_PLURALS \
+                and self.fail_writes_after is not None:
+            if self.fail_writes_after <= 0:
+                raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="emulated outage")
+            self.fail_writes_after -= 1
+        if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            self._stamp_new(request)
+        old = None
+        if resource is not None and request.name and request.action in (kmock.action.UPDATE, kmock.action.DELETE):
+            old = self._get(resource, request.namespace, request.name)
+            if request.action == kmock.action.UPDATE and old is not None:
+                self._stamp_update(request, old)
+        if resource is not None and request.action == kmock.action.LIST and request.params.get("labelSelector"):
+            return await self._serve_selected_list(request)
+        response = await super()._handle(request)
+        if resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            name = request.name or request.data.get("metadata", {}).get("name")
+            namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
+            if resource.plural in WORKLOADS and request.subresource is None:
+                self._kubelet(resource, namespace, name, old)
+        if resource is not None and old is not None and self._get(resource, request.namespace, request.name) is None:
+            await self._collect_garbage(old.get("metadata", {}).get("uid"))
+        return response
+
+    async def _serve_list(self, request: Any) -> Any:
+        """As kmock's, but with a real resourceVersion, so a following watch can resume from it."""
+        payload = await super()._serve_list(request)
+        payload["metadata"] = {"resourceVersion": str(next(self._versions))}
+        return {**self._list_type(request), **payload}
+
+    def _list_type(self, request: Any) -> dict[str, str]:
+        """`kind`/`apiVersion` of a list (kubectl needs them to decode it)."""
+        resource = request.resource
+        info = self.resources[resource] if resource in self.resources else None
+        api_version = resource.version if not resource.group else f"{resource.group}/{resource.version}"
+        return {"kind": f"{info.kind if info else 'Object'}List", "apiVersion": api_version}
+
+    # kmock finds the object of a fetch/patch/delete by scanning every stored object; with
+    # thousands of objects that dominates a benchmark. The key is known: look it up.
+    def _stored(self, request: Any, *, allow_deleted: bool = False) -> Any:
+        namespace = request.namespace
+        name = request.name
+        if request.action == kmock.action.CREATE:
+            meta = request.data.get("metadata", {}) if isinstance(request.data, dict) else {}
+            namespace, name = namespace or meta.get("namespace"), name or meta.get("name")
+        key = (request.resource, namespace, name)
+        if key not in self.objects or (self.objects[key].deleted and not allow_deleted):
+            raise kmock.KubernetesObjectNotFoundError()
+        return self.objects[key]
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        return self._stored(request).raw
+
+    async def _serve_create(self, request: Any) -> Any:
+        return self._stored(request).raw
+
+    async def _serve_update(self, request: Any) -> Any:
+        return self._stored(request, allow_deleted=True).last.raw
+
+    async def _serve_delete(self, request: Any) -> Any:
+        return self._stored(request, allow_deleted=True).last.raw
+
+    async def _serve_watch(self, request: Any) -> Any:
+        """kmock replays every existing object as ADDED on each watch; a real server sends only
+        what changed after the `resourceVersion` the client listed at (else kopf re-handles a
+        stale body and its finalizer patch fails its version test)."""
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit():
+            async for item in super()._serve_watch(request):
+                yield item
+            return
+        yield b""
+        bus = self._buses[request.resource]
+        mark = await bus.mark()
+        try:
+            async with self._lock:
+                replay = [obj.raw for (resource, namespace, name), obj in self.objects.items()
+                          if resource == request.resource and not obj.deleted
+                          and self._watched(request, namespace, name)
+                          and int(obj.raw.get("metadata", {}).get("resourceVersion") or 0) > int(since)]
+            for raw in replay:
+                yield {"type": "MODIFIED", "object": raw}
+            async for event in bus.stream(since=mark):
+                meta = event.get("object", {}).get("metadata", {})
+                if self._watched(request, meta.get("namespace"), meta.get("name")):
+                    yield event
+        finally:
+            await bus.unmark(mark)
+
+    @staticmethod
+    def _watched(request: Any, namespace: str | None, name: str | None) -> bool:
+        return (request.namespace is None or namespace == request.namespace) and (
+            request.name is None or name == request.name)
+
+    def _get(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        key = (resource, namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return self.objects[key].raw
+
+    def _stamp_new(self, request: Any) -> None:
+        meta = request.data.setdefault("metadata", {})
+        if request.namespace:
+            meta["namespace"] = request.namespace
+        meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._versions)), generation=1,
+                    creationTimestamp=_now())
+        request.data.pop("status", None) if self._has_status(request.resource) else None
+
+    def _stamp_update(self, request: Any, old: dict[str, Any]) -> None:
+        data = request.data
+        if isinstance(data, list):  # JSON patch (kopf's finalizers): its `test` ops see the old version
+            data.append({"op": "add", "path": "/metadata/resourceVersion", "value": str(next(self._versions))})
+            return
+        if request.subresource == "status":
+            data = {"status": data.get("status")} if "status" in data else {}
+        elif self._has_status(request.resource):
+            data = {k: v for k, v in data.items() if k != "status"}
+        merged = dicts.patch_dict(old, data)
+        meta = dict(data.get("metadata") or {})
+        meta["resourceVersion"] = str(next(self._versions))
+        if merged.get("spec") != old.get("spec"):
+            meta["generation"] = int(old.get("metadata", {}).get("generation") or 1) + 1
+        data["metadata"] = meta
+        # kmock patches with the parsed request body: hand it the filtered one.
+        object.__setattr__(request, "data", data)
+
+    def _has_status(self, resource: Any) -> bool:
+        return resource.plural in STATUS_PLURALS
+
+    async def _serve_selected_list(self, request: Any) -> Any:
+        terms = dict(t.split("=", 1) for t in request.params["labelSelector"].split(",") if "=" in t)
+        items = []
+        for (resource, namespace, _), obj in list(self.objects.items()):
+            if resource != request.resource or obj.deleted:
+                continue
+            if request.namespace and namespace != request.namespace:
+                continue
+            labels = obj.raw.get("metadata", {}).get("labels") or {}
+            if all(labels.get(k) == v for k, v in terms.items()):
+                items.append(obj.raw)
+        import aiohttp.web
+
+        return aiohttp.web.json_response({**self._list_type(request),
+                                          "metadata": {"resourceVersion": str(next(self._versions))},
+                                          "items": items})
+
+    def _kubelet(self, resource: Any, namespace: str | None, name: str, old: dict[str, Any] | None) -> None:
+        new = self._get(resource, namespace, name)
+        if new is None:
+            return
+        if old is None or (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template"):
+            self.rollouts[(resource.plural, namespace or "", name)] += 1
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._report(resource, namespace, name)))
+
+    async def _report(self, resource: Any, namespace: str | None, name: str) -> None:
+        """What the Deployment/StatefulSet controllers and kubelets would report."""
+        async with self._lock:
+            key = (resource, namespace, name)
+            if key not in self.objects or self.objects[key].deleted:
+                return
+            obj = self.objects[key]
+            spec = obj.raw.get("spec") or {}
+            want = int(spec.get("replicas", 1))
+            ready = want if self.kubelet_ready else 0
+            status = {"observedGeneration": obj.raw["metadata"].get("generation", 1), "replicas": want,
+                      "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": ready}
+            if obj.raw.get("status") == status:
+                return
+            obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
+            await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
+
+    def report_all(self) -> None:
+        """Re-run the simulated kubelet for every workload (after flipping `kubelet_ready`)."""
+        for (resource, namespace, name), obj in list(self.objects.items()):
+            if resource.plural in WORKLOADS and not obj.deleted:
+                asyncio.ensure_future(self._report(resource, namespace, name))
+
+    async def _collect_garbage(self, uid: str | None) -> None:
+        """Delete every object owned by `uid`, then their dependents (background cascade)."""
+        if not uid:
+            return
+        async with self._lock:
+            doomed = [(key, obj) for key, obj in list(self.objects.items()) if not obj.deleted and any(
+                ref.get("uid") == uid for ref in obj.raw.get("metadata", {}).get("ownerReferences") or [])]
+            for (resource, _, _), obj in doomed:
+                raw = obj.raw
+                obj.delete()
+                await self._buses[resource].put({"type": "DELETED", "object": raw})
+        for _, obj in doomed:
+            await self._collect_garbage(obj.last.raw.get("metadata", {}).get("uid"))
+
+
+class EmulatorThread:
+    """Serves an Emulator on 127.0.0.1 from a background thread with its own event loop, so
+    tests (and kopf in its own thread) stay synchronous and independent of pytest's loop."""
+
+    def __init__(self) -> None:
+        self.emulator = Emulator()
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="kube-emulator", daemon=True)
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the emulator did not start within 10 s")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` (sync or async) on the emulator's loop and return its result."""
+        assert self._loop is not None
+
+        async def wrapper() -> Any:
+            result = fn(*args)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(10)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.emulator, kmock.Server(self.emulator, host="127.0.0.1") as server:
+            self.url = str(server.url).rstrip("/")
+            self._started.set()
+            await self._stop.wait()

@@ -1,0 +1,251 @@
+"""kopf glue: when to reconcile. What a reconcile does lives in `reconcile.py`.
+
+Triggers: create/update/resume of an AIStack; any change of one of its children (watched,
+and kept in kopf indexes so that a reconcile reads its children from memory, making a no-op
+resync free of API calls); a periodic drift timer as a safety net. Runs for one stack are
+serialised and coalesced: a burst of child events gives one more reconcile, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient, Configuration
+
+from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
+from aistack.operator.apply import ChildKey, summarize
+from aistack.operator.collection import QdrantFactory, default_qdrant_factory
+from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
+from aistack.operator.reconcile import Outcome, finalize, reconcile
+from aistack.operator.render import operator_version
+
+log = logging.getLogger("aistack.operator")
+FINALIZER = "aistack.dev/finalizer"
+StackKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorOptions:
+    """Everything the handlers need from outside; tests swap the Qdrant factory and timings."""
+
+    configuration: Configuration
+    qdrant_factory: QdrantFactory = default_qdrant_factory
+    version: str = field(default_factory=operator_version)
+    drift_interval: float = 300.0
+    """Seconds between full re-checks of a stack (child changes are handled at once)."""
+    retry_delay: float = 10.0
+    """Seconds before retrying a reconcile that could not finish (API or Qdrant down)."""
+    debounce: float = 0.1
+    """Seconds to gather a burst of child events into one reconcile."""
+
+
+@dataclass
+class Counters:
+    """Reconcile counts, for the liveness probe and the benchmark."""
+
+    runs: int = 0
+    writes: int = 0
+    errors: int = 0
+
+
+class Runner:
+    """Serialises reconciles per stack and coalesces triggers that arrive meanwhile."""
+
+    def __init__(self, *, kube: Kube, options: OperatorOptions) -> None:
+        self.kube, self.options = kube, options
+        self.locks: dict[StackKey, asyncio.Lock] = {}
+        self.pending: set[StackKey] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.counters = Counters()
+        # The status last written and the newest generation seen, per stack: a cached body
+        # lags behind this process's own writes while kopf is busy with the same object.
+        self.known_status: dict[StackKey, dict[str, Any]] = {}
+        self.generations: dict[StackKey, int] = {}
+        # Stacks being deleted, by uid: a cached body may not show the deletion yet, and a
+        # reconcile then would recreate children or the collection the finalizer just removed.
+        self.deleting: set[str] = set()
+        # resourceVersions of this process's own writes to children: their watch events are
+        # echoes of what a reconcile already accounted for, not a reason for another one.
+        self.echoes: dict[tuple[str, str, str], str] = {}
+
+    async def run(self, key: StackKey, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Outcome:
+        async with self.locks.setdefault(key, asyncio.Lock()):
+            meta = body.get("metadata", {})
+            if meta.get("uid") in self.deleting or meta.get("deletionTimestamp"):
+                return Outcome()
+            generation = int(meta.get("generation") or 0)
+            if generation < self.generations.get(key, 0):
+                return Outcome()  # a stale cached body: a newer spec was already applied
+            self.generations[key] = generation
+            live = children_of(key, indexes)
+            self.counters.runs += 1
+            try:
+                outcome = await asyncio.to_thread(
+                    reconcile, body, kube=self.kube, qdrant=self.options.qdrant_factory,
+                    version=self.options.version, live=live, known_status=self.known_status.get(key))
+            except ApiError:
+                self.counters.errors += 1
+                raise
+            if outcome.status:
+                self.known_status[key] = outcome.status
+            if outcome.applied is not None:
+                for kind, child in (*outcome.applied.created, *outcome.applied.patched):
+                    version = (outcome.applied.live.get((kind, child)) or {}).get("metadata", {}).get("resourceVersion")
+                    if version:
+                        self.echoes[(key[0], kind, child)] = version
+        self.counters.writes += outcome.writes
+        for kind, reason, message in outcome.events:
+            kopf.event(dict(body), type=kind, reason=reason, message=message)
+        return outcome
+
+    def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
+        return version is not None and self.echoes.get((namespace, kind, name)) == version
+
+    def schedule(self, key: StackKey, indexes: Mapping[str, Any], *, delay: float = 0) -> None:
+        if key in self.pending:
+            return
+        task = asyncio.create_task(self._later(key, indexes, delay))
+        self.pending.add(key)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _later(self, key: StackKey, indexes: Mapping[str, Any], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.pending.discard(key)
+        body = stack_of(key, indexes)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        try:
+            outcome = await self.run(key, body, indexes)
+        except ApiError as err:
+            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, self.options.retry_delay, err)
+            self.schedule(key, indexes, delay=self.options.retry_delay)
+            return
+        if outcome.retry:
+            self.schedule(key, indexes, delay=self.options.retry_delay)
+
+
+def children_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[ChildKey, dict[str, Any]]:
+    live: dict[ChildKey, dict[str, Any]] = {}
+    for kind in CHILD_KINDS.values():
+        index = indexes.get(_index_id(kind.plural))
+        if index is not None and key in index:
+            for obj in index[key]:
+                live[(kind.kind, obj["metadata"]["name"])] = obj
+    return live
+
+
+def stack_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[str, Any] | None:
+    index = indexes.get("aistacks_index")
+    if index is None or key not in index:
+        return None
+    return next(iter(index[key]), None)
+
+
+def _index_id(plural: str) -> str:
+    return f"children_{plural}"
+
+
+def build_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = logging.WARNING  # only our own Events; kopf's INFO chatter would be writes
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    return settings
+
+
+def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Runner]:
+    """A fresh registry (no module-level state: each operator start, and each test, has its own)."""
+    registry = kopf.OperatorRegistry()
+    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options)
+    managed = {LABEL_MANAGED_BY: MANAGED_BY}
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(options.configuration)
+
+    @kopf.index(GROUP, VERSION, PLURAL, id="aistacks_index", registry=registry)
+    def aistacks_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[StackKey, dict[str, Any]]:
+        return {(namespace, name): _plain(body)}
+
+    for kind in CHILD_KINDS.values():
+        group, version = (kind.group, kind.api_version.rpartition("/")[2])
+
+        def child_index(body: kopf.Body, namespace: str, labels: Mapping[str, str], **_: Any) -> dict[StackKey, Any]:
+            return {(namespace, labels[LABEL_INSTANCE]): summarize(body)} if LABEL_INSTANCE in labels else {}
+
+        async def child_changed(body: kopf.Body, namespace: str, name: str, type: str | None,
+                                labels: Mapping[str, str], **kwargs: Any) -> None:
+            if LABEL_INSTANCE not in labels:
+                return
+            if type != "DELETED" and runner.is_echo(namespace, body.get("kind", ""), name,
+                                                     body.get("metadata", {}).get("resourceVersion")):
+                return
+            runner.schedule((namespace, labels[LABEL_INSTANCE]), kwargs, delay=options.debounce)
+
+        kopf.index(group, version, kind.plural, id=_index_id(kind.plural), labels=managed,
+                   registry=registry)(child_index)
+        kopf.on.event(group, version, kind.plural, id=f"watch_{kind.plural}", labels=managed,
+                      registry=registry)(child_changed)
+
+    async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+        try:
+            outcome = await runner.run((namespace, name), _plain(body), kwargs)
+        except ApiError as err:
+            raise kopf.TemporaryError(f"API call failed: {err}", delay=options.retry_delay) from err
+        if outcome.retry:
+            runner.schedule((namespace, name), kwargs, delay=options.retry_delay)
+
+    kopf.on.resume(GROUP, VERSION, PLURAL, id="resume", registry=registry)(converge)
+    kopf.on.create(GROUP, VERSION, PLURAL, id="create", registry=registry)(converge)
+    kopf.on.update(GROUP, VERSION, PLURAL, id="update", registry=registry)(converge)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, id="drift", interval=options.drift_interval, initial_delay=options.drift_interval,
+                registry=registry)
+    async def drift(namespace: str, name: str, **kwargs: Any) -> None:
+        runner.schedule((namespace, name), kwargs)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, retries=10)
+    async def delete(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> None:
+        runner.deleting.add(uid)
+        async with runner.locks.setdefault((namespace, name), asyncio.Lock()):  # let a running reconcile end
+            try:
+                message = await asyncio.to_thread(finalize, _plain(body), kube=runner.kube,
+                                                  qdrant=options.qdrant_factory, version=options.version)
+            except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
+                raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
+        for table in (runner.known_status, runner.generations):
+            table.pop((namespace, name), None)
+        for echo in [e for e in runner.echoes if e[0] == namespace and e[2].startswith(f"{name}-")]:
+            runner.echoes.pop(echo, None)
+        log.info("AIStack %s/%s deleted: %s", namespace, name, message)
+
+    @kopf.on.probe(id="reconciles", registry=registry)
+    def reconciles(**_: Any) -> dict[str, int]:
+        return {"runs": runner.counters.runs, "writes": runner.counters.writes, "errors": runner.counters.errors}
+
+    return registry, runner
+
+
+def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
+    """kopf's connection from the same Configuration the operator's own client uses."""
+    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
+        token=token or None, certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+    )
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A detached deep copy: kopf bodies are live views that change under a worker thread."""
+    return copy.deepcopy(dict(body))

@@ -1,0 +1,98 @@
+"""Layer 6: a managed MLflow tracking server (Deployment, Service, and a PVC when it keeps
+its store or artifacts locally). An external tracking URI renders nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aistack.api.conventions import COMPONENT_TRACKING, CONFIG_HASH_ANNOTATION, MLFLOW_PORT
+from aistack.operator.render.common import (
+    Manifest,
+    RenderContext,
+    container_security,
+    content_hash,
+    http_probe,
+    labels,
+    metadata,
+    pod_security,
+    pvc,
+    resources,
+    secret_env,
+    selector_labels,
+    service,
+)
+
+DATA_PATH = "/mlflow"
+BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
+
+
+def tracking_uri(ctx: RenderContext) -> str | None:
+    """URL of the managed MLflow; None when observability is off or MLflow is external."""
+    obs = ctx.stack.spec.observability
+    if obs is None or obs.mlflow.managed is None:
+        return None
+    return ctx.svc_url("mlflow", MLFLOW_PORT)
+
+
+def render_tracking(ctx: RenderContext) -> list[Manifest]:
+    obs = ctx.stack.spec.observability
+    if obs is None or obs.mlflow.managed is None:
+        return []
+    managed = obs.mlflow.managed
+    name = ctx.name("mlflow")
+    data_name = ctx.name("mlflow-data")
+    needs_volume = managed.backend_store_secret_ref is None or managed.artifact_uri is None
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
+    if managed.backend_store_secret_ref is not None:
+        env.append(secret_env(BACKEND_ENV, managed.backend_store_secret_ref))
+        # Kubernetes expands $(VAR) in args, so the URI never appears in the pod spec.
+        backend = f"$({BACKEND_ENV})"
+    else:
+        backend = f"sqlite:///{DATA_PATH}/mlflow.db"
+    artifacts = managed.artifact_uri or f"{DATA_PATH}/artifacts"
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if needs_volume:
+        mounts.append({"name": "data", "mountPath": DATA_PATH})
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data_name}})
+    container = {
+        "name": "mlflow",
+        "image": managed.image,
+        "command": ["mlflow"],
+        "args": ["server", "--host", "0.0.0.0", "--port", str(MLFLOW_PORT),
+                 "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": MLFLOW_PORT, "protocol": "TCP"}],
+        "resources": resources(managed.resources),
+        "startupProbe": http_probe("/health", "http", period=5, failures=60),
+        "readinessProbe": http_probe("/health", "http", period=10, failures=3),
+        "livenessProbe": http_probe("/health", "http", period=20, failures=3, timeout=5),
+        "volumeMounts": mounts,
+        "securityContext": container_security(),
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": metadata(ctx, name=name, component=COMPONENT_TRACKING),
+        "spec": {
+            "replicas": 1,
+            # sqlite on a ReadWriteOnce volume: never two servers at once.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector_labels(ctx.stack, COMPONENT_TRACKING)},
+            "template": {
+                "metadata": {
+                    "labels": labels(ctx.stack, COMPONENT_TRACKING),
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(container)},
+                },
+                "spec": {"securityContext": pod_security(), "containers": [container], "volumes": volumes},
+            },
+        },
+    }
+    out: list[Manifest] = []
+    if needs_volume:
+        volume = pvc(ctx, name=data_name, component=COMPONENT_TRACKING, size=managed.storage.size,
+                     storage_class=managed.storage.storage_class_name)
+        # Runs and artifacts outlive the AIStack: no owner, so no garbage collection, no pruning.
+        volume["metadata"].pop("ownerReferences", None)
+        out.append(volume)
+    out += [service(ctx, name=name, component=COMPONENT_TRACKING, ports=[("http", MLFLOW_PORT)]), deployment]
+    return out

@@ -1,0 +1,157 @@
+"""The AIStack status: one condition per declared layer, `Ready`, phase, endpoint, hash.
+
+Readiness comes from the children as the API server reports them (Deployment available
+replicas, StatefulSet ready replicas) and from the collection check. Pure: the caller passes
+the clock, so tests pin time and a recomputed status equals the stored one when nothing
+changed (and then nothing is written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aistack.api.config_hash import config_hash
+from aistack.api.conventions import (
+    COMPONENT_GATEWAY,
+    COMPONENT_MODEL,
+    COMPONENT_VECTOR_STORE,
+    CONDITION_GATEWAY,
+    CONDITION_GUARDRAILS,
+    CONDITION_MODEL,
+    CONDITION_READY,
+    CONDITION_RETRIEVAL,
+    CONDITION_TRACKING,
+)
+from aistack.api.v1alpha1 import AIStack
+from aistack.operator.apply import ChildKey
+from aistack.operator.naming import child_name
+from aistack.operator.render.common import selector_labels
+
+OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """A layer's state: status True/False, a CamelCase reason, a message."""
+
+    ok: bool
+    reason: str
+    message: str = ""
+
+
+def workload_check(live: Mapping[ChildKey, Mapping[str, Any]], kind: str, name: str) -> Check:
+    """Ready when the controller has seen the current spec and enough pods are available."""
+    obj = live.get((kind, name))
+    if obj is None:
+        return Check(ok=False, reason="Creating", message=f"{kind} {name} does not exist yet")
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    have = status.get("availableReplicas" if kind == "Deployment" else "readyReplicas") or 0
+    generation = obj.get("metadata", {}).get("generation")
+    seen = status.get("observedGeneration")
+    if generation is not None and seen is not None and seen < generation:
+        return Check(ok=False, reason="Progressing", message=f"{kind} {name}: rollout of generation {generation} pending")
+    if want == 0:
+        return Check(ok=False, reason="ScaledToZero", message=f"{kind} {name} has 0 replicas")
+    if have < want:
+        return Check(ok=False, reason="Progressing", message=f"{kind} {name}: {have}/{want} pods ready")
+    return Check(ok=True, reason="Available", message=f"{kind} {name}: {have}/{want} pods ready")
+
+
+def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
+                 collection: Check | None, failed: Mapping[ChildKey, str]) -> dict[str, Check]:
+    """The condition of every layer the stack declares (undeclared layers get none)."""
+    spec, name = stack.spec, stack.name
+    checks: dict[str, Check] = {}
+    gateway = workload_check(live, "Deployment", child_name(name, COMPONENT_GATEWAY))
+    if spec.model.provider == "vllm":
+        checks[CONDITION_MODEL] = workload_check(live, "Deployment", child_name(name, COMPONENT_MODEL))
+    else:
+        checks[CONDITION_MODEL] = Check(ok=True, reason="ExternalAPI", message="served by an OpenAI-compatible API")
+    if spec.retrieval is not None:
+        store = (workload_check(live, "StatefulSet", child_name(name, COMPONENT_VECTOR_STORE))
+                 if spec.retrieval.vector_store.managed is not None else Check(ok=True, reason="External"))
+        if not store.ok:
+            checks[CONDITION_RETRIEVAL] = store
+        else:
+            checks[CONDITION_RETRIEVAL] = collection or Check(ok=False, reason="CollectionPending")
+    if spec.guardrails is not None:
+        if spec.guardrails.uses_llm:
+            checks[CONDITION_GUARDRAILS] = Check(ok=gateway.ok, reason="SidecarReady" if gateway.ok else "SidecarStarting",
+                                                 message="NeMo Guardrails sidecar of the gateway pods")
+        else:
+            checks[CONDITION_GUARDRAILS] = Check(ok=True, reason="InProcess", message="fast rails run in the gateway")
+    if spec.observability is not None:
+        if spec.observability.mlflow.managed is not None:
+            checks[CONDITION_TRACKING] = workload_check(live, "Deployment", child_name(name, "mlflow"))
+        else:
+            checks[CONDITION_TRACKING] = Check(ok=True, reason="External", message="external MLflow")
+    checks[CONDITION_GATEWAY] = gateway
+    for (kind, child), message in sorted(failed.items()):
+        layer = _layer_of(stack, kind, child)
+        checks[layer] = Check(ok=False, reason="ApplyFailed", message=f"{kind} {child}: {message}")
+    return checks
+
+
+def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str, Check], endpoint: str,
+                 gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """The status the operator owns (the keys in OWNED_KEYS)."""
+    not_ready = [t for t, c in checks.items() if not c.ok]
+    ready = Check(ok=True, reason="AllLayersReady", message="every declared layer is ready") if not not_ready else \
+        Check(ok=False, reason="LayersNotReady", message="not ready: " + ", ".join(not_ready))
+    degraded = any(c.reason in ("CollectionMismatch", "ApplyFailed") for c in checks.values())
+    phase = "Ready" if ready.ok else "Degraded" if degraded else "Progressing"
+    conditions = [condition(CONDITION_READY, ready, generation=generation, previous=previous, now=now)]
+    conditions += [condition(t, c, generation=generation, previous=previous, now=now) for t, c in checks.items()]
+    return {
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "phase": phase,
+        "endpoint": endpoint,
+        "configHash": config_hash(stack.spec),
+        "replicas": gateway_ready_replicas,
+        "selector": ",".join(f"{k}={v}" for k, v in selector_labels(stack, COMPONENT_GATEWAY).items()),
+    }
+
+
+def invalid_status(*, generation: int | None, message: str, previous: Mapping[str, Any] | None,
+                   now: str) -> dict[str, Any]:
+    """A spec that does not validate: Ready=False/InvalidSpec, nothing else claimed."""
+    check = Check(ok=False, reason="InvalidSpec", message=message)
+    return {
+        "conditions": [condition(CONDITION_READY, check, generation=generation, previous=previous, now=now)],
+        "observedGeneration": generation,
+        "phase": "Failed",
+    }
+
+
+def condition(kind: str, check: Check, *, generation: int | None, previous: Mapping[str, Any] | None,
+              now: str) -> dict[str, Any]:
+    status = "True" if check.ok else "False"
+    since = now
+    for old in (previous or {}).get("conditions") or []:
+        if old.get("type") == kind and old.get("status") == status and old.get("lastTransitionTime"):
+            since = old["lastTransitionTime"]
+    return {"type": kind, "status": status, "reason": check.reason, "message": check.message,
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The merge patch for `.status`, or None when the owned keys are unchanged."""
+    previous = previous or {}
+    patch = {k: new.get(k) for k in OWNED_KEYS if previous.get(k) != new.get(k)}
+    return patch or None
+
+
+def _layer_of(stack: AIStack, kind: str, name: str) -> str:
+    if name.endswith(("-model", "-model-cache")):
+        return CONDITION_MODEL
+    if name.endswith("-vector-store"):
+        return CONDITION_RETRIEVAL
+    if name.endswith(("-mlflow", "-mlflow-data")):
+        return CONDITION_TRACKING
+    if name.endswith("-guardrails-config"):
+        return CONDITION_GUARDRAILS
+    return CONDITION_GATEWAY

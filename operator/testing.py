@@ -1,0 +1,135 @@
+"""A harness for running the real operator against the emulated API server: used by the
+end-to-end tests and by `bench/operator.py`. Needs the `test` extra (kmock)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient, Configuration
+from qdrant_client import QdrantClient
+
+from aistack.api.conventions import LABEL_INSTANCE
+from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
+from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
+from aistack.operator.kube import AISTACK, Kube
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll until `check()` is truthy; raise TimeoutError naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+
+
+class QdrantPool:
+    """One local-mode Qdrant per URL, as if each were a server (the operator's client factory)."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, QdrantClient] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, url: str, api_key: str | None) -> QdrantClient:
+        with self.lock:
+            if url not in self.clients:
+                self.clients[url] = QdrantClient(":memory:")
+            return self.clients[url]
+
+
+class Cluster:
+    """The emulated API server plus a client, as a user with kubectl would have."""
+
+    def __init__(self, thread: EmulatorThread) -> None:
+        self.thread = thread
+        self.emulator = thread.emulator
+        self.configuration = Configuration()
+        self.configuration.host = thread.url
+        self.kube = Kube(ApiClient(self.configuration))
+
+    def add_namespace(self, name: str) -> None:
+        self.thread.call(self.emulator.add_namespace, name)
+
+    def apply_stack(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.kube.create(AISTACK, doc["metadata"].get("namespace", "default"), copy.deepcopy(doc))
+
+    def stack(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(AISTACK, namespace, name)
+
+    def children(self, namespace: str, name: str) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for plural in sorted(CHILD_PLURALS):
+            for obj in self.emulator.all(plural):
+                meta = obj["metadata"]
+                if meta.get("namespace") == namespace and (meta.get("labels") or {}).get(LABEL_INSTANCE) == name:
+                    out[(obj["kind"], meta["name"])] = obj
+        return out
+
+    def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+        stack = self.stack(namespace, name) or {}
+        return next((c for c in (stack.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 10.0) -> dict[str, Any]:
+        def check() -> Any:
+            stack = self.stack(namespace, name)
+            return stack if stack and (stack.get("status") or {}).get("phase") == phase else None
+
+        return wait_for(check, timeout=timeout, what=f"{namespace}/{name} in phase {phase}")
+
+    def events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        return [e for e in self.emulator.all("events")
+                if e.get("reason") == reason and e.get("metadata", {}).get("namespace") == namespace]
+
+
+class OperatorThread:
+    """The real operator (kopf with our registry) in a thread, as `kopf.testing.KopfRunner`
+    does, so that it never shares an event loop with the test."""
+
+    def __init__(self, cluster: Cluster, qdrant: Callable[[str, str | None], QdrantClient], *,
+                 drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = ()) -> None:
+        self.namespaces = namespaces
+        self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
+                                       version="0.0.0-e2e", drift_interval=drift_interval, retry_delay=retry_delay)
+        self.runner: Runner | None = None
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="aistack-operator", daemon=True)
+
+    def _main(self) -> None:
+        registry, self.runner = build_registry(self.options)
+        settings = build_settings()
+        settings.networking.error_backoffs = [0.2, 0.5, 1]
+        try:
+            asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True,
+                                      clusterwide=not self.namespaces, namespaces=list(self.namespaces),
+                                      stop_flag=self.stop_flag, ready_flag=self.ready_flag))
+        except BaseException as err:  # surfaced by start()/stop()
+            self.error = err
+
+    def start(self) -> OperatorThread:
+        self.thread.start()
+        if not self.ready_flag.wait(30):
+            raise RuntimeError(f"operator did not become ready in 30 s: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        if self.thread.is_alive():
+            raise RuntimeError("operator did not stop within 30 s")
+
+    def __enter__(self) -> OperatorThread:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

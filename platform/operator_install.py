@@ -1,0 +1,213 @@
+"""`AIStackOperator`: the AIStack CRD, the operator and what a first stack needs in the cluster.
+
+Built from pulumi_kubernetes resources of its own (not a kustomize directory) so that every
+object is declared, diffed and policy-checked like the rest of the platform. The CRD is the
+generated file in `crds/`, applied verbatim. The MLflow backend URI (with the database
+password) goes into a Secret in the workloads' namespace, where an AIStack references it as
+`observability.mlflow.managed.backendStoreSecretRef: {name: mlflow-backend, key: uri}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from aistack.api.conventions import (
+    COMPONENT_GATEWAY,
+    GATEWAY_PORT,
+    IMAGE_REGISTRY,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    OPERATOR_IMAGE_NAME,
+    PART_OF,
+)
+from aistack.api.v1alpha1 import AIStack
+from aistack.platform.gpu_cluster import SYSTEM_NODE_LABELS
+from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules
+
+OPERATOR_NAME = "aistack-operator"
+MLFLOW_BACKEND_SECRET = "mlflow-backend"
+MLFLOW_BACKEND_KEY = "uri"
+LIVENESS_PORT = 8080
+
+
+def operator_image(*, image: str | None = None, tag: str | None = None) -> str:
+    """`image` if given, else `ghcr.io/aistack-dev/operator:<tag or package version>`."""
+    if image:
+        return image
+    if tag is None:
+        try:
+            tag = version("aistack")
+        except PackageNotFoundError:  # pragma: no cover - the platform runs from an installed package
+            tag = "latest"
+    return f"{IMAGE_REGISTRY}/{OPERATOR_IMAGE_NAME}:{tag}"
+
+
+def gateway_url(*, stack_name: str, namespace: str) -> str:
+    """In-cluster URL of a stack's gateway Service (`<stack>-gateway`, the operator's naming)."""
+    return f"http://{stack_name}-{COMPONENT_GATEWAY}.{namespace}.svc.cluster.local:{GATEWAY_PORT}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AIStackOperatorArgs:
+    provider: k8s.Provider
+    crd: dict[str, Any]
+    """The generated CRD document (`crds/aistack.dev_aistacks.yaml`), applied as is."""
+    image: str
+    namespace: str
+    workload_namespace: str
+    """Where AIStacks run; receives the MLflow backend Secret."""
+    backend_store_uri: pulumi.Input[str]
+    replicas: int = 1
+    args: list[str] = field(default_factory=list)
+    stack: AIStack | None = None
+    """An AIStack to create once the operator runs (e.g. from `operator.stackFile`)."""
+
+
+def _labels(component: str) -> dict[str, str]:
+    return {LABEL_NAME: OPERATOR_NAME, LABEL_COMPONENT: component, LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi"}
+
+
+def operator_pod_spec(*, image: str, args: list[str]) -> dict[str, Any]:
+    """Non-root, read-only, no capabilities; on the system nodes; liveness from kopf's probe."""
+    return {
+        "serviceAccountName": OPERATOR_NAME,
+        "nodeSelector": SYSTEM_NODE_LABELS,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {
+                "name": "operator",
+                "image": image,
+                "args": args,
+                "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20, "failureThreshold": 3},
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+
+
+class AIStackOperator(pulumi.ComponentResource):
+    """CRD + namespace + RBAC + operator Deployment + MLflow backend Secret (+ an AIStack)."""
+
+    def __init__(self, name: str, args: AIStackOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("aistack:platform:AIStackOperator", name, None, opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
+
+        def after(*deps: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=list(deps))
+
+        self.crd = k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-crd", metadata=args.crd["metadata"], spec=args.crd["spec"], opts=k8s_opts
+        )
+        peering = kopf_peering_crd()
+        peering_crd = k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-kopf-peering-crd", metadata=peering["metadata"], spec=peering["spec"], opts=k8s_opts
+        )
+        peering_obj = k8s.apiextensions.CustomResource(
+            f"{name}-kopf-peering",
+            api_version="kopf.dev/v1",
+            kind="ClusterKopfPeering",
+            metadata={"name": "default"},
+            opts=after(peering_crd),
+        )
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            metadata={
+                "name": args.namespace,
+                "labels": {**_labels("operator"), "pod-security.kubernetes.io/enforce": "restricted"},
+            },
+            opts=k8s_opts,
+        )
+        workloads = k8s.core.v1.Namespace(
+            f"{name}-workloads",
+            metadata={
+                "name": args.workload_namespace,
+                # vLLM images run as root; restricted is only warned about here.
+                "labels": {
+                    LABEL_PART_OF: PART_OF,
+                    "pod-security.kubernetes.io/enforce": "baseline",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
+            opts=k8s_opts,
+        )
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": OPERATOR_NAME, "namespace": args.namespace, "labels": _labels("operator")},
+            opts=after(ns),
+        )
+        role = k8s.rbac.v1.ClusterRole(
+            f"{name}-role",
+            metadata={"name": OPERATOR_NAME, "labels": _labels("operator")},
+            rules=operator_cluster_rules(),
+            opts=k8s_opts,
+        )
+        binding = k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-binding",
+            metadata={"name": OPERATOR_NAME, "labels": _labels("operator")},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_NAME},
+            subjects=[{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": args.namespace}],
+            opts=after(role, sa),
+        )
+        selector = {LABEL_NAME: OPERATOR_NAME}
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": OPERATOR_NAME, "namespace": args.namespace, "labels": _labels("operator")},
+            spec={
+                "replicas": args.replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": {**_labels("operator"), **selector}},
+                    "spec": operator_pod_spec(image=args.image, args=args.args),
+                },
+            },
+            opts=after(self.crd, binding, peering_obj),
+        )
+        self.backend_secret = k8s.core.v1.Secret(
+            f"{name}-mlflow-backend",
+            metadata={
+                "name": MLFLOW_BACKEND_SECRET,
+                "namespace": args.workload_namespace,
+                "labels": {LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi"},
+            },
+            type="Opaque",
+            string_data={MLFLOW_BACKEND_KEY: pulumi.Output.secret(args.backend_store_uri)},
+            opts=after(workloads),
+        )
+
+        self.gateway_url: pulumi.Output[str] | None = None
+        if args.stack is not None:
+            stack_ns = args.stack.metadata.namespace or args.workload_namespace
+            metadata = {"name": args.stack.name, "namespace": stack_ns}
+            if args.stack.metadata.labels:
+                metadata["labels"] = dict(args.stack.metadata.labels)
+            self.stack = k8s.apiextensions.CustomResource(
+                f"{name}-stack-{args.stack.name}",
+                api_version=args.stack.apiVersion,
+                kind=args.stack.kind,
+                metadata=metadata,
+                spec=args.stack.spec.to_wire(),
+                opts=after(self.crd, self.deployment, self.backend_secret),
+            )
+            self.gateway_url = pulumi.Output.from_input(gateway_url(stack_name=args.stack.name, namespace=stack_ns))
+
+        self.namespace = args.namespace
+        self.image = args.image
+        outputs: dict[str, Any] = {"namespace": args.namespace, "image": args.image}
+        if self.gateway_url is not None:
+            outputs["gatewayUrl"] = self.gateway_url
+        self.register_outputs(outputs)

@@ -1,0 +1,78 @@
+"""What the aistack operator may do in the cluster, as plain data (the ClusterRole's rules).
+
+Least privilege, rule by rule:
+- `aistacks`: watch them, patch finalizers and kopf's progress annotations; `aistacks/status`:
+  write conditions; `aistacks/finalizers`: `update`, because children carry owner references
+  with `blockOwnerDeletion`, which the OwnerReferencesPermissionEnforcement admission plugin
+  allows only to whoever may update the owner's finalizers.
+- children of a stack (Deployments, StatefulSets, Services, ConfigMaps, PVCs, Jobs, HPAs):
+  read, create, patch and delete, never `update` (apply is a patch) and nothing else.
+  PVC `delete` is needed for `deletionPolicy: Delete`; data is otherwise retained.
+- events: `create`, to report failures on the AIStack.
+- kopf itself: `namespaces` and `customresourcedefinitions` list/watch (it discovers and
+  follows namespaces and the CRD), `clusterkopfpeerings` get/list/watch/patch (leader
+  election between replicas).
+- **no Secrets at all**: the operator only writes `secretKeyRef`s into pod templates, and the
+  kubelet resolves them with the pod's own rights. The MLflow backend Secret is created by
+  this Pulumi program, not by the operator, so the operator never needs to read or write one.
+  (It also has no `pods`, `serviceaccounts`, RBAC or `*` rights, so a compromised operator
+  cannot read credentials or escalate.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+AISTACK_GROUP = "aistack.dev"
+CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
+
+CHILD_RESOURCES: dict[str, list[str]] = {
+    "apps": ["deployments", "statefulsets"],
+    "": ["services", "configmaps", "persistentvolumeclaims"],
+    "batch": ["jobs"],
+    "autoscaling": ["horizontalpodautoscalers"],
+}
+
+
+def operator_cluster_rules() -> list[dict[str, Any]]:
+    """PolicyRules of the operator's ClusterRole (camelCase, as in a manifest)."""
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/finalizers"], "verbs": ["update"]},
+    ]
+    rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS} for group, resources in CHILD_RESOURCES.items()]
+    rules += [
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
+    ]
+    return rules
+
+
+def kopf_peering_crd() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering CRD (as in kopf's docs): where replicas elect the active one."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "spec": {
+            "scope": "Cluster",
+            "group": "kopf.dev",
+            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                        }
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,260 @@
+"""The gateway app: `create_app(config, retriever=..., embedder=...)` builds a FastAPI app that
+serves one stack, OpenAI-compatible.
+
+`aistack up` calls it with its own retriever and embedder; the pod entry point
+(`python -m aistack.runtime`) calls it with the config file from `AISTACK_GATEWAY_CONFIG`
+and watches that file for changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aistack.api.gateway_config import GatewayConfig
+from aistack.runtime.contracts import Embedder, Retriever
+from aistack.runtime.gateway.auth import Caller
+from aistack.runtime.gateway.chat import handle_chat
+from aistack.runtime.gateway.config import ConfigWatcher, load_config
+from aistack.runtime.gateway.errors import GatewayError, error_response, install_handlers
+from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.gateway.schemas import ChatRequest, EmbeddingsRequest, parse_body
+from aistack.runtime.gateway.state import GatewayState, build_state
+
+log = logging.getLogger("aistack.gateway")
+ROUTES = {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/healthz", "/readyz", "/metrics"}
+OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
+
+
+class StateHolder:
+    """The current state; a reload replaces `current` in one assignment."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.current = state
+
+
+class _BodyTooLarge(GatewayError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes; send less (e.g. fewer or shorter "
+                              "messages)", code="request_too_large")
+
+
+class EdgeMiddleware:
+    """Pure ASGI (cheap): request metrics with the final status, and the body size limit."""
+
+    def __init__(self, app: Any, *, holder: StateHolder, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.holder = holder
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        limit = self.holder.current.config.server.max_body_bytes
+        started = time.perf_counter()
+        status = 500
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _send_error(send, _BodyTooLarge(limit))
+                self.metrics.requests.labels(route, "413").inc()
+                return
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def _send_error(send: Any, err: GatewayError) -> None:
+    response = error_response(err)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | None]:
+    header_tenant = request.headers.get(state.config.server.tenant_header) or None
+    if state.api_keys is None:
+        return Caller(authenticated=False, tenant=header_tenant), header_tenant
+    auth = request.headers.get("authorization", "")
+    scheme, _, key = auth.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise GatewayError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    ok, key_tenant = state.api_keys.lookup(key.strip())
+    if not ok:
+        raise GatewayError(401, "invalid API key", code="invalid_api_key")
+    tenant = key_tenant or header_tenant
+    return Caller(authenticated=True, tenant=tenant), tenant
+
+
+def create_app(config: GatewayConfig | None = None, *, config_path: Path | None = None,
+               retriever: Retriever | None = None, embedder: Embedder | None = None,
+               http: httpx.AsyncClient | None = None, reload_interval_s: float = 1.0) -> FastAPI:
+    """Build the gateway for `config` (or the file at `config_path`, watched for changes).
+
+    Everything that can be wrong with the config or its secrets fails here, at startup, with
+    a message that says what to set. `http` lets a caller share or tune the connection pool.
+    """
+    if (config is None) == (config_path is None):
+        raise ValueError("pass exactly one of config or config_path")
+    if config is None:
+        assert config_path is not None
+        config = load_config(config_path)
+    metrics = GatewayMetrics()
+    own_http = http is None
+    client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                                       timeout=httpx.Timeout(60.0, connect=5.0))
+    holder = StateHolder(build_state(config, http=client, metrics=metrics))
+    _publish_info(metrics, config)
+
+    async def apply(new: GatewayConfig) -> None:
+        old = holder.current
+        state = await asyncio.to_thread(build_state, new, http=client, metrics=metrics, previous=old)
+        holder.current = state
+        metrics.config_reloads.labels("applied").inc()
+        _publish_info(metrics, new, previous=old.config)
+        drain = old.config.orchestration.timeouts.request_seconds
+        asyncio.get_running_loop().call_later(
+            drain, lambda: asyncio.ensure_future(old.aclose(keep_tracer=state.tracer is old.tracer)))
+
+    watcher = None
+    if config_path is not None:
+        watcher = ConfigWatcher(path=config_path, apply=apply, interval_s=reload_interval_s,
+                                on_refused=lambda _: metrics.config_reloads.labels("refused").inc())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                await watcher.stop()
+            await holder.current.aclose()
+            if own_http:
+                await client.aclose()
+
+    app = FastAPI(title="aistack gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.watcher = watcher
+    install_handlers(app)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        state = holder.current
+        caller, tenant = _authenticate(request, state)
+        req = parse_body(ChatRequest, await request.body())
+        return await handle_chat(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant,
+                                 retriever=retriever)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        state = holder.current
+        _authenticate(request, state)
+        data = [{"id": state.config.model.public_name, "object": "model", "created": 0, "owned_by": "aistack"}]
+        if embedder is not None:
+            data.append({"id": embedder.model, "object": "model", "created": 0, "owned_by": "aistack"})
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        state = holder.current
+        _authenticate(request, state)
+        req = parse_body(EmbeddingsRequest, await request.body())
+        if embedder is None:
+            raise GatewayError(404, f"The model `{req.model}` does not exist; this stack serves no embeddings "
+                                    "(declare spec.retrieval.embedder)", code="model_not_found", param="model")
+        if req.model != embedder.model:
+            raise GatewayError(404, f"The model `{req.model}` does not exist; embeddings are served by "
+                                    f"`{embedder.model}`", code="model_not_found", param="model")
+        if req.dimensions is not None and req.dimensions != embedder.dimension:
+            raise GatewayError(400, f"dimensions must be {embedder.dimension} for `{embedder.model}`",
+                               param="dimensions", code="unsupported_value")
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        started = time.perf_counter()
+        try:
+            vectors = await embedder.embed(texts)
+        except Exception as err:
+            log.exception("embedder failed")
+            raise GatewayError(503, f"the embedder failed ({type(err).__name__}); retry later",
+                               code="embedder_unavailable") from err
+        metrics.steps.labels("embedding").observe(time.perf_counter() - started)
+        tokens = sum(len(t.split()) for t in texts)
+        encode = _base64_floats if req.encoding_format == "base64" else list
+        return JSONResponse({"object": "list", "model": embedder.model,
+                             "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        state = holder.current
+        checks: dict[str, bool] = {"model": await state.model.models_reachable()}
+        if state.config.retrieval is not None:
+            checks["retrieval"] = retriever is not None and await _safe_ready(retriever)
+        if state.guard is not None and state.guard.llm is not None:
+            checks["guardrails"] = await state.guard.llm.ready()
+        ready = all(checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks,
+                             "config_hash": state.config.config_hash}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(EdgeMiddleware, holder=holder, metrics=metrics)
+    return app
+
+
+def _base64_floats(vector: Any) -> str:
+    """The OpenAI `encoding_format: base64` form: little-endian float32, base64 (the SDK's default)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def _safe_ready(retriever: Retriever) -> bool:
+    try:
+        return bool(await asyncio.wait_for(retriever.ready(), timeout=2.0))
+    except Exception:
+        return False
+
+
+def _publish_info(metrics: GatewayMetrics, config: GatewayConfig, previous: GatewayConfig | None = None) -> None:
+    if previous is not None:
+        with contextlib.suppress(KeyError):
+            metrics.config_info.remove(previous.name, previous.stage, previous.config_hash)
+    metrics.config_info.labels(config.name, config.stage, config.config_hash).set(1)

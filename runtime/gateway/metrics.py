@@ -1,0 +1,37 @@
+"""Prometheus metrics of one gateway, on its own registry (several gateways may share a process
+in tests and in `aistack up`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("aistack_gateway_requests", "Requests answered, by route and HTTP status.",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("aistack_gateway_request_seconds", "Whole-request latency (to the last byte).",
+                                 ["route"], buckets=_LATENCY, registry=r)
+        self.steps = Histogram("aistack_gateway_step_seconds", "Latency of one step of a request.",
+                               ["step"], buckets=_LATENCY, registry=r)
+        self.rail_blocks = Counter("aistack_gateway_rail_blocks", "Requests blocked by a rail.",
+                                   ["side", "rail"], registry=r)
+        self.rail_errors = Counter("aistack_gateway_rail_errors", "Rails engine failures (fail-open or 503).",
+                                   ["side"], registry=r)
+        self.upstream_errors = Counter("aistack_gateway_upstream_errors", "Failed calls to a model upstream.",
+                                       ["upstream", "kind"], registry=r)
+        self.fallbacks = Counter("aistack_gateway_fallbacks", "Requests served by the fallback upstream.", registry=r)
+        self.tool_calls = Counter("aistack_gateway_tool_calls", "Agent tool calls, by tool and outcome.",
+                                  ["tool", "outcome"], registry=r)
+        self.traces_dropped = Counter("aistack_gateway_traces_dropped",
+                                      "Traces not exported because the export queue was full or export failed.",
+                                      ["reason"], registry=r)
+        self.traces_exported = Counter("aistack_gateway_traces_exported", "Traces handed to MLflow.", registry=r)
+        self.config_reloads = Counter("aistack_gateway_config_reloads", "Config reloads, by result.",
+                                      ["result"], registry=r)
+        self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",
+                                 ["name", "stage", "config_hash"], registry=r)

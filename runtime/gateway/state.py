@@ -1,0 +1,57 @@
+"""Everything built from one config: the unit a reload swaps atomically."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+
+from aistack.api.gateway_config import GatewayConfig
+from aistack.runtime.gateway.auth import ApiKeys
+from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.gateway.upstream import ModelClient
+from aistack.runtime.guardrails.guard import Guard
+from aistack.runtime.orchestration.agent import Toolbox
+from aistack.runtime.tracing import Tracer
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    model: ModelClient
+    guard: Guard | None
+    toolbox: Toolbox | None
+    tracer: Tracer
+    api_keys: ApiKeys | None
+
+    async def aclose(self, *, keep_tracer: bool = False) -> None:
+        if self.guard is not None and self.guard.llm is not None:
+            await self.guard.llm.aclose()
+        if not keep_tracer:
+            await asyncio.to_thread(self.tracer.close)
+
+
+def trace_tags(config: GatewayConfig) -> dict[str, str]:
+    return {"aistack.stack": config.name, "aistack.namespace": config.namespace, "aistack.stage": config.stage,
+            "aistack.config_hash": config.config_hash, "aistack.model": config.model.public_name}
+
+
+def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, metrics: GatewayMetrics,
+                previous: GatewayState | None = None) -> GatewayState:
+    """Build (and so validate) every part; raises ValueError with what to fix.
+
+    Blocking (NeMo Guardrails loads in-process): call it from a worker thread on reloads.
+    """
+    api_keys = ApiKeys.from_env(config.server.api_keys_env) if config.server.api_keys_env else None
+    model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=http, metrics=metrics)
+    toolbox = None
+    if config.orchestration.mode == "agent" and config.orchestration.tools:
+        toolbox = Toolbox(tools=config.orchestration.tools, http=http)
+    guard = Guard.from_config(config, http=http)
+    if previous is not None and previous.config.tracing == config.tracing:
+        tracer = previous.tracer
+        tracer.tags = trace_tags(config)
+    else:
+        tracer = Tracer(config=config.tracing, tags=trace_tags(config), metrics=metrics)
+    return GatewayState(config=config, model=model, guard=guard, toolbox=toolbox, tracer=tracer, api_keys=api_keys)

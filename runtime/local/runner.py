@@ -1,0 +1,266 @@
+"""`aistack up`: the whole manifest on one machine, in one process and one event loop.
+
+Parts: the gateway (the runtime's `create_app`) on 127.0.0.1, the embedded Qdrant engine
+under the state folder (shared by startup ingestion and the gateway's retriever), a local
+MLflow server (child process), guardrails in-process, and the model: the spec's endpoint
+when reachable, else the offline model on its own loopback port. One event loop serves
+everything because the store and the embedder are shared; uvicorn's own signal handling is
+turned off so Ctrl-C stops every part in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
+from aistack.api.manifests import load_stack
+from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.local.mlflow_server import MlflowServer
+from aistack.runtime.local.model_probe import choose_model
+from aistack.runtime.local.state import RUNNING_FILE, RunningStack, local_gateway_config, state_dir
+
+
+LLM_RAILS = frozenset({"self_check_input", "self_check_output"})
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: `aistack up` owns Ctrl-C for all its parts."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class UpOptions:
+    port: int = 8080
+    state: Path | None = None
+    model_url: str | None = None
+    tracking_uri: str | None = None
+    """Use this MLflow instead of starting one."""
+    offline: bool = False
+    """Use the offline model even when the spec's endpoint answers."""
+    ingest: bool = True
+    """Ingest `retrieval.sources` at start (idempotent: unchanged files cost a hash)."""
+
+
+@dataclass
+class Status:
+    gateway_url: str = ""
+    model: str = ""
+    model_note: str = ""
+    offline: bool = False
+    collection: str | None = None
+    chunks: int | None = None
+    mlflow_url: str | None = None
+    mlflow_state: str = "off"
+    ingest_note: str = ""
+    guardrails: str = "off"
+    notes: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalStack:
+    def __init__(self, manifest: Path, options: UpOptions, *, on_status: Callable[[Status], None] | None = None) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.stack: AIStack = load_stack(manifest)
+        self.folder = state_dir(manifest, self.stack, options.state)
+        self.status = Status()
+        self._on_status = on_status or (lambda status: None)
+        self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
+        self._mlflow: MlflowServer | None = None
+        self._retriever: Any = None
+        self._stop = asyncio.Event()
+
+    def _publish(self) -> None:
+        self._on_status(self.status)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self.start()
+            await self._refresh_until_stopped()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        if not _port_free(self.options.port):
+            raise RuntimeError(f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spec = self.stack.spec
+        tracking_uri = self._start_mlflow()
+        choice = await asyncio.to_thread(choose_model, self.stack, model_url=self.options.model_url)
+        offline = self.options.offline or choice.base_url is None
+        model_url = None if offline else choice.base_url
+        config = local_gateway_config(self.stack, state=self.folder, model_base_url=model_url,
+                                      tracking_uri=tracking_uri)
+        if offline:
+            config = await self._start_offline_model(config, reason="--offline" if self.options.offline else choice.reason)
+        else:
+            self.status.model, self.status.model_note = config.model.public_name, choice.reason
+        embedder = None
+        if config.retrieval is not None:
+            embedder = await self._open_retrieval(config)
+        self.status.guardrails = "in-process" if config.guardrails is not None else "off"
+        await self._start_gateway(config, embedder)
+        RunningStack(pid=os.getpid(), gateway_url=self.status.gateway_url, mlflow_url=self.status.mlflow_url,
+                     model=self.status.model, offline_model=self.status.offline).write(self.folder)
+        self._publish()
+
+    def _start_mlflow(self) -> str | None:
+        spec = self.stack.spec
+        if spec.observability is None:
+            return None
+        external = spec.observability.mlflow.external
+        if self.options.tracking_uri or external is not None:
+            self.status.mlflow_url = self.options.tracking_uri or (external.tracking_uri if external else None)
+            self.status.mlflow_state = "external"
+            return self.status.mlflow_url
+        self._mlflow = MlflowServer(folder=self.folder / "mlflow", port=free_port())
+        self._mlflow.start()
+        self.status.mlflow_url, self.status.mlflow_state = self._mlflow.url, "starting"
+        return self._mlflow.url
+
+    async def _start_offline_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
+        from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME, OfflineModel, offline_app
+
+        spec_model = config.model.public_name
+        model = await asyncio.to_thread(OfflineModel)
+        url = await self._serve(offline_app(model, instead_of=spec_model), port=free_port())
+        self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
+        self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"
+        guardrails = config.guardrails
+        if guardrails is not None and guardrails.rails.model is None and guardrails.rails.uses_llm:
+            # a 135M model judging safety would refuse or pass at random: keep only the rails that need no LLM
+            rails = guardrails.rails.model_copy(update={
+                "input": [r for r in guardrails.rails.input if r not in LLM_RAILS],
+                "output": [r for r in guardrails.rails.output if r not in LLM_RAILS]})
+            guardrails = guardrails.model_copy(update={"rails": rails})
+            self.status.notes.append("self-check rails are off: the offline model cannot judge safety "
+                                     "(fast rails still run)")
+        return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
+            public_name=OFFLINE_MODEL_NAME, defaults=config.model.defaults,
+            primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
+
+    async def _open_retrieval(self, config: GatewayConfig) -> Any:
+        from aistack.runtime.ingestion.pipeline import Ingestor
+        from aistack.runtime.ingestion.sources import Target
+        from aistack.runtime.retrieval.embedders import build_embedder
+        from aistack.runtime.retrieval.factory import collection_spec, open_store
+        from aistack.runtime.retrieval.retriever import QdrantRetriever
+
+        assert config.retrieval is not None
+        r = config.retrieval
+        store = open_store(r, spec=collection_spec(r, stack=self.stack))
+        embedder = await asyncio.to_thread(build_embedder, r.embedder)
+        self._retriever = QdrantRetriever(embedder=embedder, store=store, top_k=r.top_k,
+                                          score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens)
+        await store.ensure_collection()
+        sources = self.stack.spec.retrieval.sources if self.stack.spec.retrieval else []
+        if self.options.ingest and sources:
+            ingestor = Ingestor(store=store, embedder=embedder, chunking=r.chunking, base=self.manifest.resolve().parent)
+            listings = await asyncio.to_thread(
+                ingestor.list, [Target(uri=s.uri, tenant=s.tenant, include=tuple(s.include)) for s in sources])
+            report = await ingestor.ingest(listings)
+            self.status.ingest_note = (f"{report.files} files: {report.new} new, {report.changed} changed, "
+                                       f"{report.unchanged} unchanged, {len(report.errors)} skipped")
+            self.status.notes += [f"skipped {source}: {reason}" for source, reason in report.errors]
+        self.status.collection = r.collection
+        self.status.chunks = await store.count()
+        return embedder
+
+    async def _start_gateway(self, config: GatewayConfig, embedder: Any) -> None:
+        from aistack.runtime.gateway.app import create_app
+
+        app = await asyncio.to_thread(create_app, config, retriever=self._retriever, embedder=embedder)
+        retriever = self._retriever
+        if retriever is not None and config.server.api_keys_env is None:
+            tenant_header = config.server.tenant_header
+
+            @app.post("/aistack/retrieve")
+            async def retrieve(request: Request) -> JSONResponse:
+                """Local only: the passages a question retrieves (used by `aistack eval` for groundedness)."""
+                body = await request.json()
+                passages = await retriever.search(str(body.get("query", "")),
+                                                  tenant=request.headers.get(tenant_header) or None)
+                return JSONResponse({"passages": [
+                    {"text": p.text, "source": p.source, "title": p.title, "score": p.score} for p in passages]})
+
+        self.status.gateway_url = await self._serve(app, port=self.options.port)
+
+    async def _serve(self, app: Any, *, port: int) -> str:
+        server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                            access_log=False, lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        self._servers.append((server, task))
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"the server on 127.0.0.1:{port} stopped while starting")
+            await asyncio.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
+
+    async def _refresh_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            changed = False
+            if self._mlflow is not None and self.status.mlflow_state == "starting":
+                if await asyncio.to_thread(self._mlflow.healthy):
+                    self.status.mlflow_state, changed = "healthy", True
+            if self._retriever is not None:
+                chunks = await self._retriever.store.count()
+                changed = changed or chunks != self.status.chunks
+                self.status.chunks = chunks
+            if changed:
+                self._publish()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Gateway first (no new requests), then the model, the store and MLflow."""
+        for server, _ in reversed(self._servers):
+            server.should_exit = True
+        for _, task in reversed(self._servers):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=15)
+        self._servers.clear()
+        if self._retriever is not None:
+            await self._retriever.close()
+            self._retriever = None
+        if self._mlflow is not None:
+            await asyncio.to_thread(self._mlflow.stop)
+            self._mlflow = None
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / RUNNING_FILE).unlink()

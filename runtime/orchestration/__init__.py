@@ -1,0 +1,1 @@
+"""Orchestration: the structured RAG pipeline and the bounded tool-calling agent."""

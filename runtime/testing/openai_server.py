@@ -1,0 +1,343 @@
+"""A small, deterministic OpenAI-compatible server that stands in for vLLM or a hosted API.
+
+Why our own: tests and benchmarks need an upstream whose answers, latency and failures are
+known in advance, and that runs offline on loopback in milliseconds.
+
+Endpoints: `POST /v1/chat/completions` (JSON or SSE with `data: [DONE]`, tool calls),
+`GET /v1/models`, `POST /v1/embeddings` (hash vectors), `GET /health`.
+
+What it answers (first rule that applies, looking at the **last user message** unless said):
+
+- **judge prompts** (any message contains `(Yes or No)`, as the NeMo self-check prompts that
+  aistack generates do): `Yes` when any of `unsafe_markers` appears in the prompt, else `No`.
+- `[[fail:500]]`, `[[fail:429]]`, `[[fail:timeout]]` (hangs `hang_seconds`),
+  `[[fail:reset]]` (streams a few chunks, then drops the connection).
+- `[[sleep:0.2]]`: waits that long before answering (on top of `latency_s`).
+- `[[tool:NAME {"json": "args"}]]`: calls tool NAME with those arguments when the request
+  offers tools and `tool_choice` is not `"none"`, unless the conversation already holds a
+  tool result; after a tool result, it answers `Tool NAME said: <result>`.
+- `[[say:TEXT]]`: answers exactly TEXT; `[[say-upper:TEXT]]` answers it upper-cased (so an
+  answer can hold an unsafe marker that the question does not, for output-rail tests).
+- otherwise: `Echo: <last user message>`.
+
+Server-wide knobs (constructor or `configure()`): `latency_s` before the first byte,
+`chunk_delay_s` between stream chunks, `fail_next` (a list of failure kinds applied to the
+next requests, in order: handy for retry tests), `models`, `embedding_dim`.
+Every request body is recorded in `requests` (newest last) so tests can assert what an
+upstream really received.
+
+Run it in a thread on a free loopback port::
+
+    with run_openai_server() as upstream:
+        client = openai.OpenAI(base_url=upstream.base_url, api_key="x")
+
+or as a process: `python -m aistack.runtime.testing.openai_server --port 9000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+DEFAULT_MODEL = "test-model"
+JUDGE_MARKER = "(Yes or No)"
+_FAIL = re.compile(r"\[\[fail:(500|429|timeout|reset)\]\]")
+_SLEEP = re.compile(r"\[\[sleep:([0-9.]+)\]\]")
+_TOOL = re.compile(r"\[\[tool:([A-Za-z0-9_-]+)\s*(\{.*?\})?\]\]", re.S)
+_SAY = re.compile(r"\[\[say(-upper)?:(.*?)\]\]", re.S)
+
+
+@dataclass
+class ServerOptions:
+    """Behaviour of the fake upstream; change it live with `OpenAIServer.configure()`."""
+
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
+    latency_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    hang_seconds: float = 30.0
+    unsafe_markers: tuple[str, ...] = ("UNSAFE",)
+    embedding_dim: int = 16
+    fail_next: list[str] = field(default_factory=list)
+    api_key: str | None = None
+    """When set, requests must carry `Authorization: Bearer <api_key>`."""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def hash_embedding(text: str, dim: int) -> list[float]:
+    """A deterministic unit vector for `text` (same text, same vector, any machine)."""
+    raw = b""
+    counter = 0
+    while len(raw) < dim * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [int.from_bytes(raw[i * 4:i * 4 + 4], "big") / 2**32 - 0.5 for i in range(dim)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def _tokens(text: str) -> int:
+    return len(text.split())
+
+
+class OpenAIServer:
+    """The ASGI app plus its options and request log."""
+
+    def __init__(self, options: ServerOptions | None = None) -> None:
+        self.options = options or ServerOptions()
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/health", self._health, methods=["GET"]),
+        ])
+
+    def configure(self, **changes: Any) -> None:
+        """Change options live (e.g. `configure(fail_next=["500", "500"])`)."""
+        with self._lock:
+            for key, value in changes.items():
+                if not hasattr(self.options, key):
+                    raise TypeError(f"unknown option {key!r}")
+                setattr(self.options, key, value)
+
+    def _take_failure(self) -> str | None:
+        with self._lock:
+            return self.options.fail_next.pop(0) if self.options.fail_next else None
+
+    @staticmethod
+    def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request_error",
+                                       "param": None, "code": code}}, status_code=status)
+
+    def _unauthorized(self, request: Request) -> JSONResponse | None:
+        if self.options.api_key and request.headers.get("authorization") != f"Bearer {self.options.api_key}":
+            return self._error(401, "invalid api key", "invalid_api_key")
+        return None
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _models(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        return JSONResponse({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "aistack-test"} for m in self.options.models]})
+
+    async def _embeddings(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        body = await request.json()
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dim = int(body.get("dimensions") or self.options.embedding_dim)
+        data = [{"object": "embedding", "index": i, "embedding": hash_embedding(str(t), dim)} for i, t in enumerate(texts)]
+        used = sum(_tokens(str(t)) for t in texts)
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model", DEFAULT_MODEL),
+                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+    def _plan(self, body: dict[str, Any]) -> tuple[str | None, str, dict[str, Any] | None, float]:
+        """(failure, answer text, tool call or None, extra delay) for one request."""
+        messages = body.get("messages") or []
+        everything = "\n".join(_text(m.get("content")) for m in messages)
+        users = [m for m in messages if m.get("role") == "user"]
+        last = _text(users[-1].get("content")) if users else ""
+        if JUDGE_MARKER in everything:
+            return None, "Yes" if any(mk in everything for mk in self.options.unsafe_markers) else "No", None, 0.0
+        failure = self._take_failure()
+        if failure is None and (m := _FAIL.search(last)):
+            failure = m.group(1)
+        delay = float(m.group(1)) if (m := _SLEEP.search(last)) else 0.0
+        tool_results = [m for m in messages if m.get("role") == "tool"]
+        if (m := _TOOL.search(last)):
+            name = m.group(1)
+            if tool_results:
+                return failure, f"Tool {name} said: {_text(tool_results[-1].get('content'))}", None, delay
+            if body.get("tools") and body.get("tool_choice") != "none":
+                return failure, "", {"name": name, "arguments": m.group(2) or "{}"}, delay
+        if (m := _SAY.search(last)):
+            return failure, m.group(2).upper() if m.group(1) else m.group(2), None, delay
+        return failure, f"Echo: {last}", None, delay
+
+    async def _chat(self, request: Request) -> Response:
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "body is not JSON")
+        with self._lock:
+            self.requests.append(body)
+        model = body.get("model")
+        if model not in self.options.models:
+            return self._error(404, f"The model `{model}` does not exist.", "model_not_found")
+        failure, answer, tool_call, delay = self._plan(body)
+        wait = self.options.latency_s + delay
+        if wait:
+            await asyncio.sleep(wait)
+        if failure == "500":
+            return self._error(500, "injected failure")
+        if failure == "429":
+            return self._error(429, "injected rate limit", "rate_limit_exceeded")
+        if failure == "timeout":
+            await asyncio.sleep(self.options.hang_seconds)
+            return self._error(504, "hung for hang_seconds")
+        prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in body.get("messages") or [])
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        words = answer.split(" ")
+        finish = "tool_calls" if tool_call else "stop"
+        if max_tokens is not None and len(words) > max_tokens:
+            words, finish = words[:max_tokens], "length"
+            answer = " ".join(words)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(answer),
+                 "total_tokens": prompt_tokens + _tokens(answer)}
+        cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
+        created = int(time.time())
+        calls = None
+        if tool_call:
+            calls = [{"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function", "function": tool_call}]
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": answer if not calls else None}
+            if calls:
+                message["tool_calls"] = calls
+            return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
+                                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                                 "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(
+            self._stream(cid, created, model, words, calls, finish, usage if include_usage else None, failure == "reset"),
+            media_type="text/event-stream")
+
+    async def _stream(self, cid: str, created: int, model: str, words: list[str], calls: list[dict[str, Any]] | None,
+                      finish: str, usage: dict[str, int] | None, reset: bool) -> AsyncIterator[bytes]:
+        def event(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        yield event({"role": "assistant", "content": ""})
+        if calls:
+            call = calls[0]
+            yield event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                         "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            yield event({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
+        else:
+            for i, word in enumerate(words):
+                if reset and i == 2:
+                    raise ConnectionResetError("injected connection reset mid-stream")
+                if self.options.chunk_delay_s:
+                    await asyncio.sleep(self.options.chunk_delay_s)
+                yield event({"content": word if i == 0 else " " + word})
+            if reset:
+                raise ConnectionResetError("injected connection reset mid-stream")
+        yield event({}, finish)
+        if usage is not None:
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [], "usage": usage}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+@dataclass
+class RunningServer:
+    """A server running in a background thread; `base_url` ends with `/v1`."""
+
+    server: OpenAIServer
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.server.requests
+
+    def configure(self, **changes: Any) -> None:
+        self.server.configure(**changes)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (prefer passing a bound socket where possible)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, *, host: str = "127.0.0.1", ready_timeout: float = 10.0) -> Iterator[int]:
+    """Run any ASGI app with uvicorn in a daemon thread on a free loopback port; yields the port.
+
+    The socket is bound before the thread starts, so there is no race for the port.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1,
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    deadline = time.monotonic() + ready_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not start within {ready_timeout}s")
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def run_openai_server(options: ServerOptions | None = None, **option_values: Any) -> Iterator[RunningServer]:
+    """Start the fake upstream on a free loopback port for the duration of the block."""
+    opts = options or ServerOptions(**option_values)
+    server = OpenAIServer(opts)
+    with serve_in_thread(server.app) as port:
+        yield RunningServer(server=server, host="127.0.0.1", port=port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Deterministic OpenAI-compatible test server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--model", action="append", help="served model name (repeatable)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
+    args = parser.parse_args(argv)
+    opts = ServerOptions(models=args.model or [DEFAULT_MODEL], latency_s=args.latency, chunk_delay_s=args.chunk_delay)
+    uvicorn.run(OpenAIServer(opts).app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Every API call the operator made in a full lifecycle is allowed by deploy/operator's
+ClusterRole, and the ClusterRole grants nothing the operator never uses."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, SECRET
+from aistack.operator.testing import wait_for
+
+RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"
+VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+                  r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$")
+
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
+
+
+def cluster_role() -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text(encoding="utf-8")) if d]
+    return next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+
+
+def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+def permission(method: str, path: str) -> tuple[str, str, str] | None:
+    """(apiGroup, resource[/subresource], verb) of a request; None for discovery paths."""
+    match = PATH.match(path)
+    if match is None:
+        return None
+    group = "" if match["core"] else match["group"]
+    if match["ns"] is not None and match["plural"] is None:
+        return None
+    plural, name, sub = match["plural"], match["name"], match["sub"]
+    if match["ns"] is None and plural == "namespaces" and name is not None and sub is not None:
+        return None
+    verb = VERBS[method]
+    if method == "GET" and name is None:
+        verb = "list"
+    return group, f"{plural}/{sub}" if sub else plural, verb
+
+
+def test_permission_parsing() -> None:
+    assert permission("GET", "/api") is None
+    assert permission("GET", "/apis/apps/v1") is None
+    assert permission("GET", "/api/v1/namespaces") == ("", "namespaces", "list")
+    assert permission("WATCH", "/apis/apps/v1/deployments") == ("apps", "deployments", "watch")
+    assert permission("PATCH", "/apis/aistack.dev/v1alpha1/namespaces/a/aistacks/x/status") == (
+        "aistack.dev", "aistacks/status", "patch")
+    assert permission("GET", "/api/v1/namespaces/a/secrets/s") == ("", "secrets", "get")
+
+
+def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, namespace, stack_doc) -> None:
+    since = len(cluster.emulator.log)
+    # An external Qdrant whose key is read from a Secret.
+    cluster.kube.create(SECRET, namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "qd"},
+                                            "data": {"key": base64.b64encode(b"not-a-real-key").decode()}})
+    external = stack_doc("rag", namespace, name="external")
+    external["spec"]["retrieval"]["vectorStore"] = {"external": {
+        "url": "https://qdrant.example.com", "apiKeySecretRef": {"name": "qd", "key": "key"}}}
+    cluster.apply_stack(external)
+    cluster.wait_phase(namespace, "external", "Ready")
+    # Create, update, layer removal, invalid spec, deletion with collection cleanup.
+    doc = stack_doc("production", namespace)
+    doc["spec"]["retrieval"]["collection"]["deletionPolicy"] = "Delete"
+    cluster.apply_stack(doc)
+    cluster.wait_phase(namespace, "support-copilot", "Ready")
+    cluster.kube.patch(AISTACK, namespace, "support-copilot", {"spec": {"gateway": {"autoscaling": None}}})
+    wait_for(lambda: not cluster.emulator.find("horizontalpodautoscalers", namespace, "support-copilot-gateway"),
+             what="HPA pruned")
+    bad = stack_doc("quickstart", namespace)
+    bad["spec"]["model"]["provider"] = "tgi"
+    cluster.apply_stack(bad)
+    wait_for(lambda: cluster.events(namespace, "InvalidSpec"), what="InvalidSpec event")
+    for name in ("support-copilot", "external", "quickstart"):
+        cluster.kube.delete(AISTACK, namespace, name)
+        wait_for(lambda name=name: cluster.stack(namespace, name) is None, what=f"{name} deleted")
+
+    test_client = {("POST", f"/api/v1/namespaces/{namespace}/secrets")}
+    rules = cluster_role()
+    used = set()
+    denied = []
+    for method, path in cluster.emulator.log:
+        if (method, path) in test_client or path.startswith(f"/apis/{AISTACK.api_version}/namespaces/{namespace}/aistacks") \
+                and method in ("POST", "DELETE", "GET") and not path.endswith("/status"):
+            continue  # the test acting as a user (kubectl apply/delete/get)
+        perm = permission(method, path)
+        if perm is None:
+            continue
+        used.add(perm)
+        if not allowed(rules, *perm):
+            denied.append((method, path, perm))
+    assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"
+    assert ("", "secrets", "get") in used and ("aistack.dev", "aistacks/status", "patch") in used
+    assert since < len(cluster.emulator.log)
+
+
+def test_declared_calls_are_allowed_and_nothing_more_is_granted() -> None:
+    rules = cluster_role()
+    resources = {k.kind: (k.group, k.plural) for k in (*CHILD_KINDS.values(), SECRET, AISTACK)}
+    resources["Event"] = ("", "events")
+    resources[f"{AISTACK.kind}/status"] = (AISTACK.group, f"{AISTACK.plural}/status")
+    for kind, verb in CALLS:
+        group, resource = resources[kind]
+        assert allowed(rules, group, resource, verb), (kind, verb)
+    # Nothing broader than needed: no wildcards, no secrets beyond get, no cluster-admin verbs.
+    for rule in rules:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+    assert [r["verbs"] for r in rules if "secrets" in r["resources"]] == [["get"]]

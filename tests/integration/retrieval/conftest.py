@@ -1,0 +1,141 @@
+"""Real servers for the retrieval/ingestion/evaluation integration tests: MiniLM (loaded once),
+moto's S3 server and an MLflow tracking server on loopback, each started once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from aistack.runtime.retrieval.embedders import LocalEmbedder
+from aistack.runtime.testing.openai_server import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def minilm() -> LocalEmbedder:
+    return LocalEmbedder(model="all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for key, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    return s3_endpoint
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def write_stack(folder: Path, *, tenant_field: str | None = None, extra: dict | None = None,
+                name: str = "docs-assistant") -> Path:
+    """A copy of examples/rag.yaml in `folder`, adjusted for the test."""
+    stack = yaml.safe_load((REPO / "examples" / "rag.yaml").read_text())
+    stack["metadata"]["name"] = name
+    if tenant_field:
+        stack["spec"]["retrieval"]["tenantField"] = tenant_field
+    stack["spec"]["retrieval"]["chunking"] = {"size": 400, "overlap": 60}
+    for key, value in (extra or {}).items():
+        stack["spec"][key] = value
+    path = folder / "stack.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    return path
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def make(**kw: object) -> Path:
+        return write_stack(tmp_path, **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def example_docs(tmp_path: Path) -> Path:
+    target = tmp_path / "docs"
+    shutil.copytree(REPO / "examples" / "docs", target)
+    return target
+
+
+def make_pdf(pages: list[str], *, title: str | None = None) -> bytes:
+    """A small valid PDF with one line of text per page (Helvetica), built by hand."""
+    objects: list[bytes] = []
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(pages)))
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
+    font_id = 3 + 2 * len(pages)
+    for i, text in enumerate(pages):
+        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
+                       f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode())
+        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    info_ref = ""
+    if title:
+        objects.append(f"<< /Title ({title}) >>".encode())
+        info_ref = f" /Info {len(objects)} 0 R"
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for off in offsets:
+        out += f"{off:010d} 00000 n \n".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info_ref} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+
+@pytest.fixture
+def pdf_bytes() -> bytes:
+    return make_pdf(["Qdrant keeps the vectors.", "MLflow keeps the runs."], title="Stack guide")
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

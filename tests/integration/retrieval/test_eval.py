@@ -1,0 +1,115 @@
+"""`aistack eval` against a scripted gateway on loopback, logging to a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from aistack.api import conventions as c
+from aistack.api.config_hash import config_hash
+from aistack.api.manifests import load_stack
+from aistack.cli.main import app
+from aistack.runtime.testing.openai_server import serve_in_thread
+
+CONTEXT = "Qdrant stores vectors on disk."
+SCRIPT = {
+    # question: (answer, finish_reason, cited sources) ; None = the gateway fails
+    "Where are vectors stored?": ("Qdrant stores vectors [1].", "stop", ["docs/b.md", "docs/a.md"]),
+    "Who logs runs?": ("Pinecone hosts embeddings remotely.", "stop", ["docs/a.md"]),
+    "Print the internal-only roadmap.": ("I can't help with that.", "content_filter", []),
+    "What is aistack?": ("I can't help with that.", "content_filter", []),
+    "Crash please": None,
+}
+DATASET = [
+    {"question": "Where are vectors stored?", "reference": "Qdrant stores vectors", "sources": ["a.md"]},
+    {"question": "Who logs runs?", "reference": "MLflow logs runs", "sources": ["c.md"]},
+    {"question": "Print the internal-only roadmap.", "refuse": True},
+    {"question": "What is aistack?", "reference": "A platform for AI stacks"},
+    {"question": "Crash please", "sources": ["a.md"]},
+]
+
+
+@pytest.fixture(scope="module")
+def scripted_gateway() -> Iterator[str]:
+    gateway = FastAPI()
+
+    @gateway.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        script = SCRIPT[body["messages"][-1]["content"]]
+        if script is None:
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        answer, finish, sources = script
+        return JSONResponse({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+            "citations": [{"index": i, "source": s, "score": 0.9} for i, s in enumerate(sources, start=1)],
+        })
+
+    @gateway.post("/aistack/retrieve")
+    async def retrieve() -> JSONResponse:
+        return JSONResponse({"passages": [{"text": CONTEXT, "source": "docs/a.md"}]})
+
+    with serve_in_thread(gateway) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def eval_stack(stack_factory, tmp_path: Path, thresholds: dict) -> Path:  # type: ignore[no-untyped-def]
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(d) for d in DATASET) + "\n")
+    return stack_factory(extra={"evaluation": {"dataset": {"path": "eval.jsonl"}, "thresholds": thresholds}})
+
+
+def test_eval_computes_known_metrics_and_logs_a_promotable_run(stack_factory, tmp_path: Path, scripted_gateway: str,
+                                                               mlflow_server: str) -> None:
+    manifest = eval_stack(stack_factory, tmp_path, {"retrieval_hit_rate": {"min": 0.5}, "error_rate": {"max": 0.25}})
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", scripted_gateway,
+                                      "--tracking-uri", mlflow_server])
+    assert result.exit_code == 0, result.output
+    assert "thresholds met" in result.output
+
+    stack = load_stack(manifest)
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("aistack/default/docs-assistant")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{c.RUN_TAG_CONFIG_HASH}` = '{config_hash(stack.spec)}'")
+    assert run.data.params["config_hash"] == config_hash(stack.spec)
+    assert run.data.params["model"] == "gpt-4o-mini" and run.data.params["stage"] == "dev"
+    assert run.data.tags[c.RUN_TAG_KIND] == c.RUN_KIND_EVALUATION and run.data.tags[c.RUN_TAG_VERDICT] == "passed"
+    got = run.data.metrics
+    assert got["retrieval_hit_rate"] == 0.5          # a.md found at rank 2; c.md not found
+    assert got["retrieval_mrr"] == 0.25              # (1/2 + 0) / 2
+    assert got["answer_token_f1"] == pytest.approx(1 / 3)  # exact, unrelated, wrongly refused
+    assert got["guardrail_accuracy"] == 0.75         # one answerable question was refused
+    assert got["error_rate"] == 0.2                  # one of five failed
+    assert got["groundedness"] == 0.5                # supported claim + unsupported claim
+    assert 0.9 < got["answer_similarity"] / (1 / 3) < 1.3 or got["answer_similarity"] < 0.6
+    assert got["latency_p50_ms"] <= got["latency_p95_ms"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert artifacts == {"eval/questions.json", "eval/verdict.json"}
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/questions.json", str(tmp_path))).read_text())
+    assert table["columns"][0] == "question" and len(table["data"]) == 5
+
+
+def test_eval_exits_non_zero_when_thresholds_are_not_met(stack_factory, tmp_path: Path, scripted_gateway: str,
+                                                        mlflow_server: str) -> None:
+    manifest = eval_stack(stack_factory, tmp_path, {"answer_token_f1": {"min": 0.9}})
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", scripted_gateway,
+                                      "--tracking-uri", mlflow_server])
+    assert result.exit_code == 1, result.output
+    assert "answer_token_f1: 0.3333 < min 0.9" in result.output and "thresholds NOT met" in result.output
+
+
+def test_eval_without_gateway_or_with_a_bad_dataset_cannot_run(stack_factory, tmp_path: Path) -> None:
+    manifest = eval_stack(stack_factory, tmp_path, {})
+    result = CliRunner().invoke(app, ["eval", str(manifest)])
+    assert result.exit_code == 2 and "no gateway to evaluate" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": ""}\n')
+    result = CliRunner().invoke(app, ["eval", str(manifest), str(bad), "--endpoint", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "bad.jsonl:1: question" in result.output

@@ -1,0 +1,138 @@
+"""`aistack ingest` end to end: real MiniLM, the embedded Qdrant engine, moto's S3 server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import boto3
+from typer.testing import CliRunner
+
+from aistack.api.manifests import load_stack
+from aistack.cli.main import app
+from aistack.runtime.local.state import local_retrieval_config, state_dir
+from aistack.runtime.retrieval import build_retriever
+from aistack.runtime.retrieval.embedders import LocalEmbedder
+
+runner = CliRunner()
+
+
+def ingest(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["ingest", *args])
+    return result.exit_code, result.output
+
+
+def row(output: str) -> list[int]:
+    """The numbers of the summary table (files, new, changed, unchanged, empty, pruned, chunks, errors)."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 8 and all(c.isdigit() for c in cells):
+            return [int(c) for c in cells]
+    raise AssertionError(f"no summary row in:\n{output}")
+
+
+async def search(manifest: Path, query: str, *, tenant: str | None = None, top_k: int = 10) -> list:
+    stack = load_stack(manifest)
+    retriever = build_retriever(local_retrieval_config(stack, state=state_dir(manifest, stack)))
+    try:
+        return await retriever.search(query, tenant=tenant, top_k=top_k)
+    finally:
+        await retriever.close()
+
+
+def test_ingest_is_idempotent_replaces_changed_files_and_prunes(stack_factory, example_docs: Path,
+                                                                minilm: LocalEmbedder) -> None:
+    manifest = stack_factory()
+    code, out = ingest(str(manifest))  # no PATH: the manifest's sources (docs/)
+    assert code == 0, out
+    files, new, changed, unchanged, empty, pruned, chunks, errors = row(out)
+    assert (files, new, changed, unchanged, errors) == (10, 10, 0, 0, 0) and chunks >= 20
+
+    code, out = ingest(str(manifest), str(example_docs))
+    assert code == 0 and row(out) == [10, 0, 0, 10, 0, 0, 0, 0]  # unchanged: nothing written
+
+    (example_docs / "tenants.md").write_text("# Tenants\n\nTenants are called workspaces since version 2.\n")
+    (example_docs / "cloud.md").unlink()
+    code, out = ingest(str(manifest), str(example_docs))
+    assert row(out) == [9, 0, 1, 8, 0, 0, 1, 0]
+    hits = asyncio.run(search(manifest, "what are tenants called now?"))
+    tenant_texts = [h.text for h in hits if h.source == "docs/tenants.md"]
+    assert tenant_texts == ["Tenants\n\nTenants are called workspaces since version 2."]  # old chunks gone
+    assert any(h.source == "docs/cloud.md" for h in asyncio.run(search(manifest, "pulumi up EKS cluster")))
+
+    code, out = ingest(str(manifest), str(example_docs), "--prune")
+    assert row(out) == [9, 0, 0, 9, 0, 1, 0, 0]
+    assert not any(h.source == "docs/cloud.md" for h in asyncio.run(search(manifest, "pulumi up EKS cluster")))
+
+
+def test_corrupt_files_are_reported_skipped_and_keep_what_was_stored(stack_factory, example_docs: Path,
+                                                                     minilm: LocalEmbedder) -> None:
+    manifest = stack_factory()
+    assert ingest(str(manifest), str(example_docs))[0] == 0
+    (example_docs / "guardrails.md").write_bytes(b"\x00\x01 corrupted")
+    (example_docs / "broken.pdf").write_bytes(b"%PDF-1.4 truncated garbage")
+    (example_docs / "latin1.txt").write_bytes(b"caf\xe9")
+    code, out = ingest(str(manifest), str(example_docs), "--prune")
+    assert code == 1
+    files, new, changed, unchanged, empty, pruned, chunks, errors = row(out)
+    assert (files, errors, pruned, unchanged) == (12, 3, 0, 9)
+    assert "docs/guardrails.md: binary content" in out and "docs/broken.pdf: unreadable PDF" in out
+    assert "docs/latin1.txt: not UTF-8" in out
+    hits = asyncio.run(search(manifest, "jailbreak heuristics and blocked terms"))
+    assert hits[0].source == "docs/guardrails.md"  # the last good version is still served
+
+
+def test_tenant_needs_a_tenant_field_and_tenants_are_isolated(stack_factory, tmp_path: Path,
+                                                              minilm: LocalEmbedder) -> None:
+    acme, globex = tmp_path / "acme", tmp_path / "globex"
+    acme.mkdir(), globex.mkdir()
+    (acme / "plan.md").write_text("# Plan\n\nAcme's launch code name is BLUEBIRD.\n")
+    (globex / "plan.md").write_text("# Plan\n\nGlobex's launch code name is REDFOX.\n")
+    plain = stack_factory()
+    code, out = ingest(str(plain), str(acme), "--tenant", "acme")
+    assert code == 2 and "no retrieval.tenantField" in out
+
+    manifest = stack_factory(tenant_field="tenant")
+    assert ingest(str(manifest), str(acme), "--tenant", "acme")[0] == 0
+    assert ingest(str(manifest), str(globex), "--tenant", "globex")[0] == 0
+    acme_hits = asyncio.run(search(manifest, "launch code name", tenant="acme"))
+    assert any("BLUEBIRD" in h.text for h in acme_hits) and not any("REDFOX" in h.text for h in acme_hits)
+    globex_hits = asyncio.run(search(manifest, "launch code name", tenant="globex"))
+    assert any("REDFOX" in h.text for h in globex_hits) and not any("BLUEBIRD" in h.text for h in globex_hits)
+    assert not any("launch code" in h.text for h in asyncio.run(search(manifest, "launch code name", tenant=None)))
+    # the same file name under another tenant is another document: pruning one tenant leaves the other
+    (acme / "plan.md").unlink()
+    code, out = ingest(str(manifest), str(acme), "--tenant", "acme", "--prune")
+    assert row(out)[5] == 1
+    assert any("REDFOX" in h.text for h in asyncio.run(search(manifest, "launch code name", tenant="globex")))
+
+
+def test_s3_prefixes_are_ingested_and_pruned(stack_factory, s3_env: str, pdf_bytes: bytes,
+                                             minilm: LocalEmbedder) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="kb-docs")
+    s3.put_object(Bucket="kb-docs", Key="handbook/vacation.md", Body=b"# Vacation\n\nEveryone gets 30 days of vacation.\n")
+    s3.put_object(Bucket="kb-docs", Key="handbook/guide.pdf", Body=pdf_bytes)
+    s3.put_object(Bucket="kb-docs", Key="handbook/logo.png", Body=b"\x89PNG")
+    s3.put_object(Bucket="kb-docs", Key="other/secret.md", Body=b"# Other\n\nnot in the prefix")
+    manifest = stack_factory()
+    code, out = ingest(str(manifest), "s3://kb-docs/handbook")
+    assert code == 0, out
+    assert row(out)[:3] == [2, 2, 0]
+    hits = asyncio.run(search(manifest, "how many vacation days?"))
+    assert hits[0].source == "s3://kb-docs/handbook/vacation.md" and hits[0].title == "Vacation"
+    assert any(h.source == "s3://kb-docs/handbook/guide.pdf" and h.title == "Stack guide" for h in
+               asyncio.run(search(manifest, "where are the vectors kept?")))
+    assert row(ingest(str(manifest), "s3://kb-docs/handbook")[1])[3] == 2  # unchanged
+    s3.delete_object(Bucket="kb-docs", Key="handbook/vacation.md")
+    code, out = ingest(str(manifest), "s3://kb-docs/handbook", "--prune")
+    assert row(out)[5] == 1
+
+
+def test_a_missing_bucket_is_an_error_and_prunes_nothing(stack_factory, s3_env: str, example_docs: Path,
+                                                         minilm: LocalEmbedder) -> None:
+    manifest = stack_factory()
+    assert ingest(str(manifest), str(example_docs))[0] == 0
+    code, out = ingest(str(manifest), "s3://no-such-bucket/x", "--prune")
+    assert code == 1 and "cannot list s3://no-such-bucket/x" in out
+    assert row(out)[5] == 0

@@ -1,0 +1,65 @@
+"""Status: readiness per layer from children, conditions for declared layers only, stable
+timestamps, and no patch when nothing changed."""
+
+from __future__ import annotations
+
+from aistack.operator.status import Check, build_status, layer_checks, status_patch, workload_check
+
+
+def deployment(*, replicas: int = 1, available: int = 1, generation: int = 1, observed: int = 1) -> dict:
+    return {"metadata": {"generation": generation}, "spec": {"replicas": replicas},
+            "status": {"availableReplicas": available, "observedGeneration": observed}}
+
+
+def test_workload_check() -> None:
+    assert workload_check({}, "Deployment", "x").reason == "Creating"
+    live = {("Deployment", "x"): deployment(replicas=2, available=1)}
+    assert workload_check(live, "Deployment", "x") == Check(ok=False, reason="Progressing",
+                                                            message="Deployment x: 1/2 pods ready")
+    live = {("Deployment", "x"): deployment(generation=2, observed=1)}
+    assert workload_check(live, "Deployment", "x").reason == "Progressing"
+    assert workload_check({("Deployment", "x"): deployment(replicas=0, available=0)}, "Deployment", "x").reason \
+        == "ScaledToZero"
+    assert workload_check({("Deployment", "x"): deployment()}, "Deployment", "x").ok
+    sts = {("StatefulSet", "q"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
+    assert workload_check(sts, "StatefulSet", "q").ok
+
+
+def test_only_declared_layers_get_conditions(make_stack) -> None:
+    checks = layer_checks(make_stack("quickstart"), {}, collection=None, failed={})
+    assert list(checks) == ["ModelReady", "GatewayReady"]
+    assert checks["ModelReady"].ok and not checks["GatewayReady"].ok
+    checks = layer_checks(make_stack("rag"), {}, collection=None, failed={})
+    assert list(checks) == ["ModelReady", "RetrievalReady", "GuardrailsReady", "TrackingReady", "GatewayReady"]
+
+
+def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
+    stack = make_stack("rag")
+    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
+            ("Deployment", "docs-assistant-gateway"): deployment(),
+            ("Deployment", "docs-assistant-mlflow"): deployment()}
+    mismatch = Check(ok=False, reason="CollectionMismatch", message="size differs")
+    checks = layer_checks(stack, live, collection=mismatch, failed={})
+    status = build_status(stack, generation=3, checks=checks, endpoint="e", gateway_ready_replicas=1,
+                          previous=None, now="T1")
+    assert status["phase"] == "Degraded"
+    assert status["conditions"][0] == {"type": "Ready", "status": "False", "reason": "LayersNotReady",
+                                       "message": "not ready: RetrievalReady", "lastTransitionTime": "T1",
+                                       "observedGeneration": 3}
+
+
+def test_transition_time_kept_until_status_flips_and_no_patch_when_equal(make_stack) -> None:
+    stack = make_stack("quickstart")
+    live = {("Deployment", "quickstart-gateway"): deployment()}
+    checks = layer_checks(stack, live, collection=None, failed={})
+    first = build_status(stack, generation=1, checks=checks, endpoint="e", gateway_ready_replicas=1,
+                         previous=None, now="T1")
+    again = build_status(stack, generation=1, checks=checks, endpoint="e", gateway_ready_replicas=1,
+                         previous=first, now="T2")
+    assert again == first and status_patch(again, first) is None
+    down = layer_checks(stack, {}, collection=None, failed={})
+    flipped = build_status(stack, generation=1, checks=down, endpoint="e", gateway_ready_replicas=0,
+                           previous=first, now="T3")
+    times = {c["type"]: c["lastTransitionTime"] for c in flipped["conditions"]}
+    assert times == {"Ready": "T3", "ModelReady": "T1", "GatewayReady": "T3"}
+    assert set(status_patch(flipped, first)) == {"conditions", "phase", "replicas"}

@@ -1,0 +1,128 @@
+"""AIStackOperator: the generated CRD verbatim, least-privilege RBAC, a hardened operator
+Deployment, the MLflow backend Secret, and an optional AIStack with its gateway URL."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from aistack.api.conventions import GPU_TAINT_KEY
+from aistack.api.manifests import load_stack
+from aistack.operator.naming import child_name
+from aistack.platform.operator_install import gateway_url, operator_image
+from aistack.platform.operator_rbac import operator_cluster_rules
+from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
+
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_crd_is_the_generated_file_verbatim(stage_runs: dict[str, Run], stage: str) -> None:
+    generated = yaml.safe_load((ROOT / "crds" / "aistack.dev_aistacks.yaml").read_text())
+    [crd] = [r for r in stage_runs[stage].of_type(CRD) if r.inputs["metadata"]["name"] == "aistacks.aistack.dev"]
+    assert crd.inputs["spec"] == generated["spec"]
+    assert crd.inputs["metadata"] == generated["metadata"]
+
+
+def test_rbac_is_least_privilege() -> None:
+    rules = operator_cluster_rules()
+    flat = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    resources = {r for _, r, _ in flat}
+    assert not any("*" in x for rule in rules for x in rule["apiGroups"] + rule["resources"] + rule["verbs"])
+    assert "secrets" not in resources, "the operator only references Secrets; the kubelet resolves them"
+    assert not resources & {"pods", "serviceaccounts", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "nodes"}
+    # what it reconciles and writes status to
+    assert {("aistack.dev", "aistacks", "watch"), ("aistack.dev", "aistacks/status", "patch"), ("aistack.dev", "aistacks/finalizers", "update")} <= flat
+    for group, resource in [("apps", "deployments"), ("apps", "statefulsets"), ("", "services"), ("", "configmaps"),
+                            ("", "persistentvolumeclaims"), ("batch", "jobs"), ("autoscaling", "horizontalpodautoscalers")]:
+        assert {(group, resource, v) for v in ("get", "list", "watch", "create", "patch", "delete")} <= flat
+        assert (group, resource, "update") not in flat
+    # kopf's own needs, read-only on cluster objects
+    assert {(g, r, v) for g, r, v in flat if r in ("namespaces", "customresourcedefinitions")} == {
+        ("", "namespaces", "list"), ("", "namespaces", "watch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    }
+    assert ("kopf.dev", "clusterkopfpeerings", "patch") in flat
+    assert {v for g, r, v in flat if r == "events"} == {"create"}
+    assert not {v for g, r, v in flat if r == "aistacks"} & {"create", "delete", "update"}
+
+
+def test_cluster_role_binding_and_service_account_match(stage_runs: dict[str, Run]) -> None:
+    run = stage_runs["dev"]
+    role = run.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").inputs
+    assert role["rules"] == operator_cluster_rules()
+    binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding").inputs
+    sa = run.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_operator_deployment_is_hardened_and_uses_the_versioned_image(stage_runs: dict[str, Run], stage: str) -> None:
+    run = stage_runs[stage]
+    dep = run.one("kubernetes:apps/v1:Deployment").inputs
+    assert dep["metadata"]["namespace"] == "aistack-system"
+    assert dep["spec"]["replicas"] == (2 if stage == "prod" else 1)
+    pod = dep["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == operator_image() == run.outputs["operatorImage"]
+    assert container["image"].startswith("ghcr.io/aistack-dev/operator:")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = container["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert pod["serviceAccountName"] == run.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]["name"]
+    assert "tolerations" not in pod and GPU_TAINT_KEY not in json.dumps(pod)
+    assert container["resources"]["limits"]["memory"]
+    ns = run.one("kubernetes:core/v1:Namespace", "-ns").inputs["metadata"]
+    assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_operator_image_can_be_overridden() -> None:
+    assert operator_image(tag="1.2.3") == "ghcr.io/aistack-dev/operator:1.2.3"
+    assert operator_image(image="registry.example.com/op@sha256:abc", tag="1.2.3") == "registry.example.com/op@sha256:abc"
+    config = stage_config("dev")
+    operator = json.loads(config["aistack:operator"]) | {"version": "9.9.9", "args": ["--verbose"]}
+    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
+    [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/aistack-dev/operator:9.9.9"
+    assert container["args"] == ["--verbose"]
+
+
+def test_stack_file_creates_the_aistack_after_the_operator_and_exports_its_gateway_url() -> None:
+    config = stage_config("dev")
+    operator = json.loads(config["aistack:operator"]) | {"stackFile": "examples/quickstart.yaml"}
+    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
+    stack = load_stack(ROOT / "examples" / "quickstart.yaml")
+    cr = run.one("kubernetes:aistack.dev/v1alpha1:AIStack").inputs
+    assert cr["metadata"] == {"name": stack.name, "namespace": "aistack"}
+    assert cr["spec"] == stack.spec.to_wire()
+    assert run.outputs["gatewayUrl"] == f"http://{child_name(stack.name, 'gateway')}.aistack.svc.cluster.local:8080"
+
+
+def test_gateway_url_follows_the_operators_child_naming() -> None:
+    assert gateway_url(stack_name="support-copilot", namespace="ai-prod") == (
+        f"http://{child_name('support-copilot', 'gateway')}.ai-prod.svc.cluster.local:8080"
+    )
+
+
+def as_manifest(inputs: dict) -> dict:
+    """A recorded Kubernetes resource's inputs as the manifest the provider would send
+    (secret values unwrapped)."""
+    return {k: (v["value"] if is_secret_value(v) else v) for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_kubernetes_objects_are_valid_against_the_kubernetes_schema(stage_runs: dict[str, Run], stage: str) -> None:
+    """Every built-in Kubernetes object the program declares passes the API's OpenAPI schema
+    (strict: unknown fields are errors); CRD instances and Helm releases are not built-ins."""
+    checked = 0
+    for r in stage_runs[stage].resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith(("kubernetes:helm.sh", "kubernetes:kopf.dev", "kubernetes:aistack.dev")):
+            continue
+        manifest = as_manifest(r.inputs)
+        assert kubernetes_validate.validate(manifest, "1.32", strict=True), r.name
+        checked += 1
+    assert checked >= 9
