@@ -75,6 +75,7 @@ def test_gateway_container_serves_a_chat_completion(runtime_image, start_contain
     with run_openai_server() as upstream:
         stack = parse_stack(quickstart(f"http://{HOST_FROM_CONTAINER}:{upstream.port}/v1"))
         config = build_gateway_config(stack, Endpoints())
+        upstream.configure(models=[config.model.primary.model])
         config_file = tmp_path / "gateway.yaml"
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
         config_file.chmod(0o644)
