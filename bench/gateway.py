@@ -2,7 +2,8 @@
 upstream, through the aistack gateway (no rails; fast rails; fast rails + tracing to a real
 MLflow server), and through the LiteLLM proxy as the peer, at concurrency 1, 16 and 64.
 
-Every server is its own process on loopback (upstream, then one gateway variant at a time).
+Every server is its own process on loopback, all started first; the targets then take turns
+in interleaved rounds at each concurrency level, so drifting background load hits all alike.
 Prints p50/p99 latency, added latency against the direct path, throughput ratio, and
 in-process micro-costs of the fast rails and of tracing on the request path.
 
@@ -15,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
 import os
+import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,7 +50,8 @@ class Result:
 
 
 def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group: stop() ends its children too
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -56,55 +62,65 @@ def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None, tim
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    proc.kill()
+    stop(proc)
     raise RuntimeError(f"{cmd[:4]} did not become healthy")
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    """End the server and whatever it started (mlflow's huey consumers ignore SIGTERM)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str]) -> tuple[list[float], float, int]:
-    body = {**BODY, "model": model}
+    """`total` requests from `concurrency` workers; aiohttp as the client (httpx's own pool costs
+    several ms of CPU per request at c=64, which would steal CPU from the servers measured)."""
+    import aiohttp
+
+    payload = json.dumps({**BODY, "model": model}).encode()
+    hdrs = {"Content-Type": "application/json", **headers}
     latencies: list[float] = []
     errors = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(total):
-        queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
-        async def worker() -> None:
-            nonlocal errors
-            while not queue.empty():
-                queue.get_nowait()
-                t0 = time.perf_counter()
-                resp = await client.post(url, json=body)
-                dt = time.perf_counter() - t0
-                if resp.status_code != 200:
-                    errors += 1
-                latencies.append(dt)
+    remaining = total
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def call() -> bool:
+            async with session.post(url, data=payload, headers=hdrs) as resp:
+                await resp.read()
+                return resp.status == 200
 
         for _ in range(min(20, total)):  # warm the pools
-            await client.post(url, json=body)
+            await call()
+
+        async def worker() -> None:
+            nonlocal errors, remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                try:
+                    ok = await call()
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return latencies, total / elapsed, errors
 
 
-def measure(name: str, url: str, *, model: str, total: int, levels: list[int], headers: dict[str, str] | None = None) -> list[Result]:
-    out = []
-    for c in levels:
-        lat, rps, errors = asyncio.run(load(url, model=model, concurrency=c, total=total, headers=headers or {}))
-        lat.sort()
-        out.append(Result(name, c, statistics.median(lat) * 1e3, lat[int(len(lat) * 0.99) - 1] * 1e3, rps, errors))
-        print(f"  {name:<22} c={c:<3} p50={out[-1].p50_ms:7.2f} ms  p99={out[-1].p99_ms:7.2f} ms  {rps:7.0f} rps"
-              f"  errors={errors}", flush=True)
-    return out
+def summarize(name: str, concurrency: int, lat: list[float], elapsed: float, errors: int) -> Result:
+    lat = sorted(lat)
+    return Result(name, concurrency, statistics.median(lat) * 1e3, lat[max(int(len(lat) * 0.99) - 1, 0)] * 1e3,
+                  len(lat) / elapsed, errors)
 
 
 def gateway_config(upstream: str, *, rails: bool, tracing: str | None) -> dict:
@@ -144,7 +160,8 @@ def micro_costs() -> dict[str, float]:
 
     rails = per_call(lambda: (fin.check(text), fout.check(answer)))
     tracer = Tracer(config=None, tags={"aistack.stack": "bench"}, metrics=GatewayMetrics())
-    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=10**6)  # no exporter
+    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=10**6)
+    tracer._queue = multiprocessing.get_context("spawn").Queue(maxsize=10**6)  # the real queue, no exporter
 
     def one_trace() -> None:
         trace = tracer.start(name="chat.completions", inputs={"question": text})
@@ -155,76 +172,100 @@ def micro_costs() -> dict[str, float]:
         tracer.submit(trace)
 
     traces = per_call(one_trace)
+    tracer._queue.cancel_join_thread()  # nobody reads it: do not wait at exit to flush it
     return {"fast_rails_p50_us": statistics.median(rails), "fast_rails_p99_us": rails[int(len(rails) * 0.99)],
             "tracing_p50_us": statistics.median(traces), "tracing_p99_us": traces[int(len(traces) * 0.99)]}
 
 
+def _exported(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("aistack_gateway_traces_exported_total"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=400, help="requests per target and concurrency level")
+    parser.add_argument("--requests", type=int, default=600, help="requests per target and concurrency level")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (targets alternate each round)")
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--litellm", default=shutil.which("litellm") or "/tmp/litellm-venv/bin/litellm",
                         help="the litellm CLI (proxy); skipped when missing")
-    parser.add_argument("--no-mlflow", action="store_true", help="skip the tracing variant's MLflow server")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the tracing variant and its MLflow server")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on kill
     levels = [int(x) for x in args.levels.split(",")]
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    results: list[Result] = []
     procs: list[subprocess.Popen] = []
+    targets: list[tuple[str, str, str, dict[str, str]]] = []  # name, url, model, headers
     try:
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
         procs.append(start([py, "-m", "aistack.runtime.testing.openai_server", "--port", str(up_port)],
                            health=f"http://127.0.0.1:{up_port}/health"))
-        print("direct upstream", flush=True)
-        results += measure("direct", f"{upstream}/chat/completions", model="test-model", total=args.requests, levels=levels)
-
+        targets.append(("direct", f"{upstream}/chat/completions", "test-model", {}))
         tracking = None
         if not args.no_mlflow:
             ml_port = free_port()
             procs.append(start([py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
                                 "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1",
-                                "--port", str(ml_port), "--workers", "1"], health=f"http://127.0.0.1:{ml_port}/health"))
+                                "--port", str(ml_port), "--workers", "1"],
+                               health=f"http://127.0.0.1:{ml_port}/health", timeout=240))
             tracking = f"http://127.0.0.1:{ml_port}"
         variants = [("gateway", False, None), ("gateway+fast rails", True, None)]
         if tracking:
             variants.append(("gateway+rails+tracing", True, tracking))
+        traced_port = None
         for name, rails, trace_uri in variants:
-            path = tmp / f"{name.replace(' ', '_').replace('+', '_')}.yaml"
+            path = tmp / f"{len(targets)}.yaml"
             path.write_text(yaml.safe_dump(gateway_config(upstream, rails=rails, tracing=trace_uri)))
             port = free_port()
-            gw = start([py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port), "--config", str(path)],
-                       health=f"http://127.0.0.1:{port}/healthz")
-            print(name, flush=True)
-            try:
-                results += measure(name, f"http://127.0.0.1:{port}/v1/chat/completions", model="demo-model",
-                                   total=args.requests, levels=levels)
-                if trace_uri:
-                    dropped = [line for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
-                               if line.startswith(("aistack_gateway_traces_dropped_total", "aistack_gateway_traces_exported_total"))]
-                    print("   ", "; ".join(dropped), flush=True)
-            finally:
-                stop(gw)
-
+            procs.append(start([py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
+                                "--config", str(path)], health=f"http://127.0.0.1:{port}/healthz"))
+            targets.append((name, f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model", {}))
+            if trace_uri:
+                traced_port = port
         if Path(args.litellm).exists():
             cfg = {"model_list": [{"model_name": "demo-model", "litellm_params": {
-                "model": "openai/test-model", "api_base": upstream, "api_key": "unused"}}],
-                   "litellm_settings": {"telemetry": False}}
+                "model": "openai/test-model", "api_base": upstream, "api_key": "unused"}}]}
             path = tmp / "litellm.yaml"
             path.write_text(yaml.safe_dump(cfg))
             port = free_port()
-            proxy = start([args.litellm, "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
-                           "--num_workers", "1"], health=f"http://127.0.0.1:{port}/health/liveliness",
-                          env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, timeout=180)
-            print("litellm proxy", flush=True)
-            try:
-                results += measure("litellm proxy", f"http://127.0.0.1:{port}/v1/chat/completions", model="demo-model",
-                                   total=args.requests, levels=levels)
-            finally:
-                stop(proxy)
+            master_key = f"sk-bench-{secrets.token_hex(16)}"  # LiteLLM refuses to start without one
+            procs.append(start([args.litellm, "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
+                                "--num_workers", "1"], health=f"http://127.0.0.1:{port}/health/liveliness",
+                               env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                    "LITELLM_MASTER_KEY": master_key}, timeout=240))
+            targets.append(("litellm proxy", f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model",
+                            {"Authorization": f"Bearer {master_key}"}))
         else:
             print(f"litellm CLI not found at {args.litellm}: peer skipped", flush=True)
+        for name, url, model, headers in targets:  # warm every path once
+            asyncio.run(load(url, model=model, concurrency=1, total=20, headers=headers))
+        if traced_port is not None:  # the exporter process has imported MLflow and exported once
+            deadline = time.monotonic() + 180
+            while _exported(traced_port) < 1 and time.monotonic() < deadline:
+                time.sleep(1)
+        results: list[Result] = []
+        per_round = max(args.requests // args.rounds, 1)
+        for c in levels:
+            samples: dict[str, tuple[list[float], float, int]] = {t[0]: ([], 0.0, 0) for t in targets}
+            for _ in range(args.rounds):
+                for name, url, model, headers in targets:
+                    t0 = time.perf_counter()
+                    lat, _, errors = asyncio.run(load(url, model=model, concurrency=c, total=per_round, headers=headers))
+                    acc = samples[name]
+                    samples[name] = (acc[0] + lat, acc[1] + time.perf_counter() - t0, acc[2] + errors)
+            for name, _, _, _ in targets:
+                lat, elapsed, errors = samples[name]
+                r = summarize(name, c, lat, elapsed, errors)
+                results.append(r)
+                print(f"  {name:<22} c={c:<3} p50={r.p50_ms:7.2f} ms  p99={r.p99_ms:7.2f} ms  {r.rps:7.0f} rps"
+                      f"  errors={errors}", flush=True)
+        if traced_port is not None:
+            text = httpx.get(f"http://127.0.0.1:{traced_port}/metrics").text
+            print("   tracing:", "; ".join(line for line in text.splitlines() if line.startswith(
+                ("aistack_gateway_traces_dropped_total", "aistack_gateway_traces_exported_total"))), flush=True)
     finally:
         for p in reversed(procs):
             stop(p)

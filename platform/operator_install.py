@@ -34,7 +34,7 @@ from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_ru
 OPERATOR_NAME = "aistack-operator"
 MLFLOW_BACKEND_SECRET = "mlflow-backend"
 MLFLOW_BACKEND_KEY = "uri"
-LIVENESS_PORT = 8080
+LIVENESS_PORT = 8081  # `python -m aistack.operator` serves kopf's probe at :8081/healthz by default
 
 
 def operator_image(*, image: str | None = None, tag: str | None = None) -> str:

@@ -5,18 +5,21 @@ Least privilege, rule by rule:
   write conditions; `aistacks/finalizers`: `update`, because children carry owner references
   with `blockOwnerDeletion`, which the OwnerReferencesPermissionEnforcement admission plugin
   allows only to whoever may update the owner's finalizers.
-- children of a stack (Deployments, StatefulSets, Services, ConfigMaps, PVCs, Jobs, HPAs):
+- children of a stack (Deployments, StatefulSets, Services, ConfigMaps, PVCs, HPAs):
   read, create, patch and delete, never `update` (apply is a patch) and nothing else.
   PVC `delete` is needed for `deletionPolicy: Delete`; data is otherwise retained.
-- events: `create`, to report failures on the AIStack.
+- events (core and events.k8s.io): `create`, to report failures on the AIStack.
 - kopf itself: `namespaces` and `customresourcedefinitions` list/watch (it discovers and
-  follows namespaces and the CRD), `clusterkopfpeerings` get/list/watch/patch (leader
-  election between replicas).
-- **no Secrets at all**: the operator only writes `secretKeyRef`s into pod templates, and the
-  kubelet resolves them with the pod's own rights. The MLflow backend Secret is created by
-  this Pulumi program, not by the operator, so the operator never needs to read or write one.
-  (It also has no `pods`, `serviceaccounts`, RBAC or `*` rights, so a compromised operator
-  cannot read credentials or escalate.)
+  follows namespaces and the CRD), `clusterkopfpeerings`/`kopfpeerings` get/list/watch/patch
+  (leader election between replicas).
+- Secrets: `get` by name only (no list, no watch, no write): the operator reads one Secret,
+  the API key of an *external* Qdrant, to manage the collection there. Every other secret is
+  only referenced (`secretKeyRef`) and resolved by the kubelet; the MLflow backend Secret is
+  created by this Pulumi program. (No `pods`, `serviceaccounts`, RBAC or `*` rights, so a
+  compromised operator cannot enumerate credentials or escalate.)
+
+These rules are the same as `deploy/operator/rbac.yaml` (the kustomize install); a test keeps
+the two equal, and the operator's e2e RBAC test replays its API calls against that file.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
 CHILD_RESOURCES: dict[str, list[str]] = {
     "apps": ["deployments", "statefulsets"],
     "": ["services", "configmaps", "persistentvolumeclaims"],
-    "batch": ["jobs"],
     "autoscaling": ["horizontalpodautoscalers"],
 }
 
@@ -37,16 +39,18 @@ CHILD_RESOURCES: dict[str, list[str]] = {
 def operator_cluster_rules() -> list[dict[str, Any]]:
     """PolicyRules of the operator's ClusterRole (camelCase, as in a manifest)."""
     rules: list[dict[str, Any]] = [
-        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks"], "verbs": ["get", "list", "watch", "patch"]},
-        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks"], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/status"], "verbs": ["patch"]},
         {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/finalizers"], "verbs": ["update"]},
     ]
     rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS} for group, resources in CHILD_RESOURCES.items()]
     rules += [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
     ]
     return rules
 

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=GUARDRAILS_PORT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call is a hot-path cost
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("NEMO_GUARDRAILS_DISABLE_CHAT_UI", "true")
     if args.nemo_config is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from aistack.api.conventions import RUN_TAG_MODEL, RUN_TAG_OFFLINE_MODEL
 from aistack.api.v1alpha1.mlops import EvaluationSpec
 
 
@@ -82,6 +83,10 @@ def judge(
         MetricCheck(name, run.metrics.get(name), bound.min, bound.max)
         for name, bound in sorted(evaluation.thresholds.items())
     ]
+    if run.tags.get(RUN_TAG_OFFLINE_MODEL) == "true":
+        return Verdict(False, f"the latest evaluation run {run.run_id} was answered by the offline local model "
+                              f"({run.tags.get(RUN_TAG_MODEL, 'unknown')}), not the stack's model: evaluate "
+                              f"against the real model endpoint", run, checks)
     age = now - run.finished
     if age > limit:
         return Verdict(False, f"the latest evaluation run {run.run_id} is {_hours(age)} old; stage {stage!r} "

@@ -117,9 +117,9 @@ def render_gateway(ctx: RenderContext) -> list[Manifest]:
     ]
     rendered_guardrails = guardrails_render.render_guardrails(ctx)
     if guardrails_render.needs_sidecar(ctx):
-        sidecar, volume = guardrails_render.sidecar(ctx)
+        sidecar, extra_volumes = guardrails_render.sidecar(ctx, gateway_volume="config", gateway_mount=CONFIG_DIR)
         containers.append(sidecar)
-        volumes.append(volume)
+        volumes.extend(extra_volumes)
     config_data = [config_map["data"], *[g["data"] for g in rendered_guardrails]]
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(ctx.stack, COMPONENT_GATEWAY)},

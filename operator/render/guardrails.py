@@ -1,50 +1,34 @@
-"""Layer 5: the NeMo Guardrails config (a ConfigMap) and the sidecar that serves it.
+"""Layer 5: the guardrails sidecar of the gateway pod.
 
 Only the self-check rails need an LLM and so NeMo Guardrails; the fast rails run inside the
-gateway. A stack whose rails are all fast gets no sidecar and no ConfigMap.
+gateway. A stack whose rails are all fast gets no sidecar. The sidecar runs the runtime
+image's `python -m aistack.runtime.guardrails_sidecar`, which generates the NeMo config from
+the gateway's own ConfigMap (one generator for pods and `aistack up`, with NeMo's embeddings
+pinned to the model shipped in the image, so it never reaches for a model hub) — or serves the
+user's complete NeMo config from `guardrails.configMapRef`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aistack.api.conventions import COMPONENT_GATEWAY, GUARDRAILS_PORT
+from aistack.api.conventions import GATEWAY_CONFIG_ENV, GATEWAY_CONFIG_PATH, GUARDRAILS_PORT
 from aistack.api.v1alpha1 import GuardrailsSpec
-from aistack.operator.render import model as model_render
 from aistack.operator.render.common import (
     Manifest,
     RenderContext,
-    config_file,
     container_security,
-    http_probe,
-    metadata,
     resources,
     secret_env,
 )
 
 CONFIG_ID = "aistack"
-CONFIG_ROOT = "/etc/guardrails"
+USER_CONFIG_ROOT = "/etc/aistack/nemo"
 VOLUME = "guardrails-config"
-# vLLM in the cluster takes no key, but the OpenAI client NeMo uses refuses to start without one.
-NO_KEY_PLACEHOLDER = "EMPTY"
-
-SELF_CHECK_INPUT = """Your task is to check whether the user message below complies with the policy.
-
-Policy: {policy}
-
-User message: "{{{{ user_input }}}}"
-
-Question: Should the user message be blocked (Yes or No)?
-Answer:"""
-
-SELF_CHECK_OUTPUT = """Your task is to check whether the bot message below complies with the policy.
-
-Policy: {policy}
-
-Bot message: "{{{{ bot_response }}}}"
-
-Question: Should the message be blocked (Yes or No)?
-Answer:"""
+# NeMo listens on the pod's loopback only (never on the Service), so the kubelet cannot reach
+# it over HTTP: the probe runs inside the container.
+PROBE = ["python", "-c", "import urllib.request as u; "
+         f"u.urlopen('http://127.0.0.1:{GUARDRAILS_PORT}/v1/rails/configs', timeout=4)"]
 
 
 def needs_sidecar(ctx: RenderContext) -> bool:
@@ -52,88 +36,48 @@ def needs_sidecar(ctx: RenderContext) -> bool:
     return guardrails is not None and guardrails.uses_llm
 
 
-def config_map_name(ctx: RenderContext) -> str:
-    """The ConfigMap mounted into the sidecar: the user's, or the one rendered here."""
-    guardrails = ctx.stack.spec.guardrails
-    assert guardrails is not None
-    if guardrails.config_map_ref is not None:
-        return guardrails.config_map_ref.name
-    return ctx.name("guardrails-config")
-
-
-def nemo_config(ctx: RenderContext, guardrails: GuardrailsSpec) -> dict[str, str]:
-    """The files of the NeMo Guardrails config folder, generated from the spec."""
-    model_name, base_url = _rails_model(ctx, guardrails)
-    rails: dict[str, Any] = {}
-    if "self_check_input" in guardrails.input:
-        rails["input"] = {"flows": ["self check input"]}
-    if "self_check_output" in guardrails.output:
-        rails["output"] = {"flows": ["self check output"]}
-    prompts = []
-    if "input" in rails:
-        prompts.append({"task": "self_check_input", "content": SELF_CHECK_INPUT.format(policy=guardrails.policy)})
-    if "output" in rails:
-        prompts.append({"task": "self_check_output", "content": SELF_CHECK_OUTPUT.format(policy=guardrails.policy)})
-    config = {
-        "models": [{"type": "main", "engine": "openai", "model": model_name,
-                    "parameters": {"base_url": base_url, "temperature": 0}}],
-        "rails": rails,
-        "prompts": prompts,
-    }
-    return {"config.yml": config_file(config)}
-
-
 def render_guardrails(ctx: RenderContext) -> list[Manifest]:
-    guardrails = ctx.stack.spec.guardrails
-    if guardrails is None or not needs_sidecar(ctx) or guardrails.config_map_ref is not None:
-        return []
-    return [{
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": metadata(ctx, name=config_map_name(ctx), component=COMPONENT_GATEWAY),
-        "data": nemo_config(ctx, guardrails),
-    }]
+    """No objects of its own: the sidecar reads the gateway ConfigMap (or the user's)."""
+    return []
 
 
-def sidecar(ctx: RenderContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The sidecar container of the gateway pod and the volume it mounts."""
+def sidecar(ctx: RenderContext, *, gateway_volume: str, gateway_mount: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The sidecar container of the gateway pod and the volumes it adds."""
     guardrails = ctx.stack.spec.guardrails
     assert guardrails is not None
+    args = ["--port", str(GUARDRAILS_PORT)]
+    mounts = [{"name": gateway_volume, "mountPath": gateway_mount, "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = []
+    if guardrails.config_map_ref is not None:
+        args += ["--nemo-config", USER_CONFIG_ROOT, "--config-id", CONFIG_ID]
+        mounts.append({"name": VOLUME, "mountPath": f"{USER_CONFIG_ROOT}/{CONFIG_ID}", "readOnly": True})
+        volumes.append({"name": VOLUME, "configMap": {"name": guardrails.config_map_ref.name}})
     container = {
         "name": "guardrails",
         "image": guardrails.image or ctx.runtime_image,
-        "command": ["nemoguardrails"],
-        "args": ["server", "--config", CONFIG_ROOT, "--default-config-id", CONFIG_ID,
-                 "--port", str(GUARDRAILS_PORT), "--disable-chat-ui"],
-        "env": [_key_env(ctx, guardrails), {"name": "HOME", "value": "/tmp"}],
-        "ports": [{"name": "guardrails", "containerPort": GUARDRAILS_PORT, "protocol": "TCP"}],
-        "resources": resources(guardrails.resources),
-        "readinessProbe": {"tcpSocket": {"port": "guardrails"}, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": http_probe("/v1/rails/configs", "guardrails", period=15, failures=4, timeout=5),
-        "volumeMounts": [
-            {"name": VOLUME, "mountPath": f"{CONFIG_ROOT}/{CONFIG_ID}", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
+        "command": ["python", "-m", "aistack.runtime.guardrails_sidecar"],
+        "args": args,
+        "env": [
+            {"name": GATEWAY_CONFIG_ENV, "value": GATEWAY_CONFIG_PATH},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            *_key_env(ctx, guardrails),
         ],
+        "resources": resources(guardrails.resources),
+        "startupProbe": {"exec": {"command": PROBE}, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60},
+        "livenessProbe": {"exec": {"command": PROBE}, "periodSeconds": 30, "timeoutSeconds": 5, "failureThreshold": 4},
+        "volumeMounts": mounts,
         "securityContext": container_security(),
     }
-    volume = {"name": VOLUME, "configMap": {"name": config_map_name(ctx)}}
-    return container, volume
+    return container, volumes
 
 
-def _rails_model(ctx: RenderContext, guardrails: GuardrailsSpec) -> tuple[str, str]:
-    model = ctx.stack.spec.model
-    name = guardrails.model.name if guardrails.model else model.public_name
-    if guardrails.model and guardrails.model.base_url:
-        return name, guardrails.model.base_url.rstrip("/")
-    if model.provider == "openai":
-        assert model.openai is not None
-        return (guardrails.model.name if guardrails.model else (model.openai.model or model.name),
-                str(model.openai.base_url).rstrip("/"))
-    return name, model_render.base_url(ctx)
-
-
-def _key_env(ctx: RenderContext, guardrails: GuardrailsSpec) -> dict[str, Any]:
+def _key_env(ctx: RenderContext, guardrails: GuardrailsSpec) -> list[dict[str, Any]]:
+    """The model key, under the env name the gateway config gives it (NeMo reads that name)."""
     model = ctx.stack.spec.model
     uses_stack_endpoint = guardrails.model is None or guardrails.model.base_url is None
     if uses_stack_endpoint and model.openai is not None and model.openai.api_key_secret_ref is not None:
-        return secret_env("OPENAI_API_KEY", model.openai.api_key_secret_ref)
-    return {"name": "OPENAI_API_KEY", "value": NO_KEY_PLACEHOLDER}
+        ref = model.openai.api_key_secret_ref
+        return [secret_env(ref.env_name(), ref)]
+    return []

@@ -16,7 +16,7 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.evaluation.runner import Outcome, Verdict
 
 TABLE_ARTIFACT = "eval/questions.json"
-OFFLINE_MODEL_TAG = "aistack.offline_model"
+OFFLINE_MODEL_TAG = c.RUN_TAG_OFFLINE_MODEL
 
 
 def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outcomes: Sequence[Outcome],

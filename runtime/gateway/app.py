@@ -32,6 +32,7 @@ from aistack.runtime.gateway.errors import GatewayError, error_response, install
 from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.schemas import ChatRequest, EmbeddingsRequest, parse_body
 from aistack.runtime.gateway.state import GatewayState, build_state
+from aistack.runtime.gateway.upstream import HttpPool
 
 log = logging.getLogger("aistack.gateway")
 ROUTES = {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/healthz", "/readyz", "/metrics"}
@@ -134,12 +135,13 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     own_http = http is None
     client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
                                        timeout=httpx.Timeout(60.0, connect=5.0))
-    holder = StateHolder(build_state(config, http=client, metrics=metrics))
+    pool = HttpPool()
+    holder = StateHolder(build_state(config, http=client, pool=pool, metrics=metrics))
     _publish_info(metrics, config)
 
     async def apply(new: GatewayConfig) -> None:
         old = holder.current
-        state = await asyncio.to_thread(build_state, new, http=client, metrics=metrics, previous=old)
+        state = await asyncio.to_thread(build_state, new, http=client, pool=pool, metrics=metrics, previous=old)
         holder.current = state
         metrics.config_reloads.labels("applied").inc()
         _publish_info(metrics, new, previous=old.config)
@@ -162,6 +164,7 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
             if watcher is not None:
                 await watcher.stop()
             await holder.current.aclose()
+            await pool.aclose()
             if own_http:
                 await client.aclose()
 
@@ -235,6 +238,7 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        holder.current.tracer.sync_metrics()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(EdgeMiddleware, holder=holder, metrics=metrics)

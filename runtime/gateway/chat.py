@@ -1,19 +1,11 @@
 """`POST /v1/chat/completions`: rails -> (retrieval || LLM input rail) -> prompt -> model ->
-output rails -> answer, each step timed and traced.
-
-Upstream failures before the first byte become JSON errors with a fitting status; the SSE
-response starts only once the first upstream event is in hand. After that, a failure ends the
-stream with an OpenAI error event (the SDK raises it), never a hung connection.
+output rails -> answer, each step timed and traced. The SSE path is in `streaming.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,46 +16,12 @@ from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
-from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
+from aistack.runtime.gateway.streaming import completion_as_stream, refusal_stream, start_stream
+from aistack.runtime.gateway.turn import SSE_HEADERS, Turn, finish_trace, question_of, rails_down, refusal_completion
 from aistack.runtime.guardrails.fast import RailDecision
-from aistack.runtime.guardrails.guard import GuardrailsUnavailable, StreamGuard
+from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
-from aistack.runtime.tracing import NullTrace, RequestTrace
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def sse(obj: Any) -> bytes:
-    return f"data: {_dumps(obj)}\n\n".encode()
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-@dataclass
-class Turn:
-    """One request in flight, with everything the steps share."""
-
-    state: GatewayState
-    metrics: GatewayMetrics
-    req: ChatRequest
-    caller: Caller
-    tenant: str | None
-    trace: RequestTrace | NullTrace
-    started: float = field(default_factory=time.perf_counter)
-    citations: list[dict[str, Any]] | None = None
-
-    def step(self, name: str, seconds: float) -> None:
-        self.metrics.steps.labels(name).observe(seconds)
-
-    def blocked(self, side: str, decision: RailDecision) -> None:
-        self.metrics.rail_blocks.labels(side, decision.rail or "unknown").inc()
-
 
 def _check_messages(req: ChatRequest) -> None:
     for i, m in enumerate(req.messages):
@@ -73,31 +31,6 @@ def _check_messages(req: ChatRequest) -> None:
             raise GatewayError(400, f"messages[{i}]: a 'user' message needs content", param=f"messages.{i}.content")
     if not any(m.role == "user" for m in req.messages):
         raise GatewayError(400, "messages must contain at least one 'user' message", param="messages")
-
-
-def _refusal_completion(turn: Turn, *, side: str, rail: str | None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": turn.state.config.model.public_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.state.guard.refusal if turn.state.guard else ""},
-                     "finish_reason": "content_filter"}],
-        "aistack": {"blocked_by": rail, "side": side},
-    }
-    if usage:
-        out["usage"] = usage
-    if turn.citations is not None:
-        out["citations"] = []
-    return out
-
-
-async def _refusal_stream(turn: Turn, completion: dict[str, Any]) -> AsyncIterator[bytes]:
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-            "model": completion["model"]}
-    content = completion["choices"][0]["message"]["content"]
-    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": None}]})
-    yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
-               "aistack": completion["aistack"]})
-    yield DONE
 
 
 async def _retrieve(turn: Turn, retriever: Retriever, question: str) -> list[Passage]:
@@ -138,7 +71,7 @@ async def _input_stage(turn: Turn, retriever: Retriever | None) -> tuple[list[di
         turn.step("rails_input_fast", time.perf_counter() - started)
         if decision.blocked:
             turn.blocked("input", decision)
-            return [], _refusal_completion(turn, side="input", rail=decision.rail)
+            return [], refusal_completion(turn, side="input", rail=decision.rail)
         if decision.status == "modified":
             question = decision.text
             messages[q_index] = {**messages[q_index], "content": question}
@@ -159,7 +92,7 @@ async def _input_stage(turn: Turn, retriever: Retriever | None) -> tuple[list[di
                 turn.metrics.rail_errors.labels("input").inc()
             if decision.blocked:
                 turn.blocked("input", decision)
-                return [], _refusal_completion(turn, side="input", rail=decision.rail)
+                return [], refusal_completion(turn, side="input", rail=decision.rail)
         passages = await retrieval if retrieval is not None else None
     finally:
         if retrieval is not None and not retrieval.done():
@@ -255,15 +188,6 @@ async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
     return decision
 
 
-def _question(turn: Turn) -> str:
-    return [m for m in turn.req.messages if m.role == "user"][-1].text()
-
-
-def _finish_trace(turn: Turn, *, answer: str | None, error: str | None, usage: Any = None) -> None:
-    turn.trace.finish(outputs={"answer": answer}, error=error, usage=usage)
-    turn.state.tracer.submit(turn.trace)
-
-
 async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatRequest, caller: Caller,
                       tenant: str | None, retriever: Retriever | None) -> Response:
     cfg = state.config
@@ -280,48 +204,43 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
             messages, refusal = await _input_stage(turn, retriever)
             if refusal is not None:
-                _finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
+                finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
                 if req.stream:
-                    return StreamingResponse(_refusal_stream(turn, refusal), media_type="text/event-stream",
+                    return StreamingResponse(refusal_stream(turn, refusal), media_type="text/event-stream",
                                              headers=SSE_HEADERS)
                 return JSONResponse(refusal)
             payload = _payload(turn, messages)
             if req.stream and not (cfg.orchestration.mode == "agent" and state.toolbox is not None):
-                return await _start_stream(turn, payload)
+                return await start_stream(turn, payload)
             response = await _generate(turn, payload)
     except TimeoutError:
-        _finish_trace(turn, answer=None, error="request budget exceeded")
+        finish_trace(turn, answer=None, error="request budget exceeded")
         raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s budget",
                            code="request_timeout") from None
     except GuardrailsUnavailable:
-        _finish_trace(turn, answer=None, error="guardrails unavailable")
-        raise _rails_down() from None
+        finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise rails_down() from None
     except GatewayError as err:
-        _finish_trace(turn, answer=None, error=err.message)
+        finish_trace(turn, answer=None, error=err.message)
         raise
     response["model"] = cfg.model.public_name
     choice = response["choices"][0]
     answer = choice["message"].get("content") or ""
     try:
-        decision = await _output_rails(turn, _question(turn), answer)
+        decision = await _output_rails(turn, question_of(turn), answer)
     except GuardrailsUnavailable:
-        _finish_trace(turn, answer=None, error="guardrails unavailable")
-        raise _rails_down() from None
+        finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise rails_down() from None
     if decision.blocked:
-        response = _refusal_completion(turn, side="output", rail=decision.rail, usage=response.get("usage"))
+        response = refusal_completion(turn, side="output", rail=decision.rail, usage=response.get("usage"))
     elif decision.status == "modified":
         choice["message"]["content"] = decision.text
     if turn.citations is not None and not decision.blocked:
         response["citations"] = turn.citations
-    _finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None, usage=response.get("usage"))
+    finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None, usage=response.get("usage"))
     if req.stream:  # an agent's answer, sent as a stream
-        return StreamingResponse(_completion_as_stream(response), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(completion_as_stream(response), media_type="text/event-stream", headers=SSE_HEADERS)
     return JSONResponse(response)
-
-
-def _rails_down() -> GatewayError:
-    return GatewayError(503, "the guardrails engine is unavailable, so the request was not served; retry later",
-                        code="guardrails_unavailable")
 
 
 def _question_text(req: ChatRequest) -> str:
@@ -329,132 +248,3 @@ def _question_text(req: ChatRequest) -> str:
     return users[-1].text()[:4000] if users else ""
 
 
-async def _completion_as_stream(response: dict[str, Any]) -> AsyncIterator[bytes]:
-    base = {"id": response.get("id"), "object": "chat.completion.chunk", "created": response.get("created"),
-            "model": response.get("model")}
-    choice = response["choices"][0]
-    extra = {k: response[k] for k in ("citations", "aistack") if k in response}
-    yield sse({**base, **extra, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                   "content": choice["message"].get("content") or ""},
-                                             "finish_reason": None}]})
-    yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop"}]})
-    yield DONE
-
-
-async def _start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
-    wants_usage = bool((turn.req.stream_options or {}).get("include_usage"))
-    payload = {**payload, "stream_options": {"include_usage": True}}
-    started = time.perf_counter()
-    span_cm = turn.trace.span("generation", "LLM", inputs={"messages": len(payload["messages"])})
-    span = span_cm.__enter__()
-    try:
-        upstream = await turn.state.model.stream(payload)
-    except BaseException as err:
-        span_cm.__exit__(type(err), err, err.__traceback__)
-        raise
-    turn.step("first_byte", time.perf_counter() - started)
-    span.attributes["upstream"] = upstream.target.role
-    return StreamingResponse(_relay(turn, upstream, wants_usage, span, span_cm, started),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-async def _relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: Any, span_cm: Any,
-                 started: float) -> AsyncIterator[bytes]:
-    """Pass the upstream stream through, event by event, with the output rails in between."""
-    state = turn.state
-    public = state.config.model.public_name
-    guard = state.guard
-    sguard = StreamGuard(guard) if guard is not None and (guard.fast_output or guard.llm_output) else None
-    answer: list[str] = []
-    usage = None
-    error: str | None = None
-    first = True
-    finished = False
-    meta: dict[str, Any] = {}
-    try:
-        async for chunk in upstream:
-            chunk["model"] = public
-            meta = {"id": chunk.get("id"), "object": "chat.completion.chunk", "created": chunk.get("created"), "model": public}
-            if first:
-                first = False
-                if turn.citations is not None:
-                    chunk["citations"] = turn.citations
-            choices = chunk.get("choices") or []
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            if not choices:
-                if wants_usage:
-                    yield sse(chunk)
-                continue
-            if not wants_usage:
-                chunk.pop("usage", None)
-            choice = choices[0]
-            if not isinstance(choice.get("delta"), dict):
-                choice["delta"] = {}
-            delta = choice["delta"]
-            content = delta.get("content")
-            if content:
-                answer.append(content)
-            if sguard is None:
-                yield sse(chunk)
-                continue
-            if content:
-                delta["content"] = sguard.feed(content)
-                if sguard.decision.blocked:
-                    yield _filtered(turn, meta, sguard)
-                    return
-            if choice.get("finish_reason"):
-                finished = True
-                tail = await _stream_tail(turn, sguard)
-                if sguard.decision.blocked:
-                    yield _filtered(turn, meta, sguard)
-                    return
-                delta["content"] = (delta.get("content") or "") + tail
-            if delta.get("content") or set(delta) - {"content"} or choice.get("finish_reason") or "citations" in chunk:
-                yield sse(chunk)
-        if sguard is not None and not finished:  # the upstream ended without a finish_reason
-            tail = await _stream_tail(turn, sguard)
-            if sguard.decision.blocked:
-                yield _filtered(turn, meta, sguard)
-                return
-            yield sse({**meta, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": "stop"}]})
-        yield DONE
-    except UpstreamError as err:
-        error = err.message
-        yield sse(err.body())
-    except GuardrailsUnavailable:
-        error = "guardrails unavailable"
-        yield sse(_rails_down().body())
-    finally:
-        await upstream.aclose()
-        turn.step("generation", time.perf_counter() - started)
-        span.attributes["usage"] = usage
-        span.outputs = {"chars": sum(len(a) for a in answer)}
-        span_cm.__exit__(None, None, None)
-        _finish_trace(turn, answer="".join(answer)[:4000], error=error, usage=usage)
-
-
-async def _stream_tail(turn: Turn, sguard: StreamGuard) -> str:
-    """The held-back rest of the answer, after the fast rails (and the LLM rail) judged it whole."""
-    already_sent = sguard.sent
-    tail = sguard.flush()
-    guard = turn.state.guard
-    if sguard.decision.blocked or guard is None:
-        return ""
-    if sguard.hold_all:
-        decision, failed = await guard.check_llm(side="output", question=_question(turn), answer=tail)
-        if failed:
-            turn.metrics.rail_errors.labels("output").inc()
-        if decision.blocked:
-            sguard.decision = decision
-            sguard.sent = already_sent
-            return ""
-    return tail
-
-
-def _filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard) -> bytes:
-    turn.blocked("output", sguard.decision)
-    refusal = turn.state.guard.refusal if turn.state.guard else ""
-    text = ("\n\n" + refusal) if sguard.sent else refusal
-    return sse({**meta, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "content_filter"}],
-                "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}) + DONE

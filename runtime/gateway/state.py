@@ -10,7 +10,7 @@ import httpx
 from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.gateway.auth import ApiKeys
 from aistack.runtime.gateway.metrics import GatewayMetrics
-from aistack.runtime.gateway.upstream import ModelClient
+from aistack.runtime.gateway.upstream import HttpPool, ModelClient
 from aistack.runtime.guardrails.guard import Guard
 from aistack.runtime.orchestration.agent import Toolbox
 from aistack.runtime.tracing import Tracer
@@ -37,14 +37,14 @@ def trace_tags(config: GatewayConfig) -> dict[str, str]:
             "aistack.config_hash": config.config_hash, "aistack.model": config.model.public_name}
 
 
-def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, metrics: GatewayMetrics,
+def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPool, metrics: GatewayMetrics,
                 previous: GatewayState | None = None) -> GatewayState:
     """Build (and so validate) every part; raises ValueError with what to fix.
 
     Blocking (NeMo Guardrails loads in-process): call it from a worker thread on reloads.
     """
     api_keys = ApiKeys.from_env(config.server.api_keys_env) if config.server.api_keys_env else None
-    model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=http, metrics=metrics)
+    model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool, metrics=metrics)
     toolbox = None
     if config.orchestration.mode == "agent" and config.orchestration.tools:
         toolbox = Toolbox(tools=config.orchestration.tools, http=http)

@@ -3,6 +3,9 @@
 Retries with backoff happen only before the first byte of an answer reaches the client
 (a retried stream after that would send text twice); then the fallback upstream, when the
 spec declares one, gets the same request. Streams are passed through event by event.
+
+It uses aiohttp, not httpx: at 64 concurrent requests httpx's pool cost 3.7-6.7 ms of CPU per
+request against aiohttp's 0.3 ms on the same machine, and this is the gateway's hot path.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aistack.api.gateway_config import Upstream
 from aistack.runtime.gateway.errors import GatewayError
@@ -50,15 +53,38 @@ class Target:
             headers["Authorization"] = f"Bearer {key}"
         return cls(role=role, upstream=upstream, headers=headers)
 
-    def timeout(self) -> httpx.Timeout:
-        total = self.upstream.timeout_seconds
-        return httpx.Timeout(total, connect=min(5.0, total))
+    def timeout(self, *, stream: bool) -> aiohttp.ClientTimeout:
+        """The whole call for JSON answers; for streams, the wait for each next piece."""
+        t = self.upstream.timeout_seconds
+        if stream:
+            return aiohttp.ClientTimeout(total=None, connect=min(5.0, t), sock_read=t)
+        return aiohttp.ClientTimeout(total=t, connect=min(5.0, t))
+
+
+class HttpPool:
+    """One aiohttp session per event loop, created on first use (sessions are loop-bound)."""
+
+    def __init__(self, *, limit: int = 1000) -> None:
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, keepalive_timeout=30,
+                                             enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
 
 class UpstreamStream:
     """An open SSE stream whose first event already arrived; iterate it for parsed chunks."""
 
-    def __init__(self, response: httpx.Response, lines: AsyncIterator[str], first: dict[str, Any], target: Target) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, lines: AsyncIterator[bytes], first: dict[str, Any],
+                 target: Target) -> None:
         self.response = response
         self._lines = lines
         self._first: dict[str, Any] | None = first
@@ -75,20 +101,20 @@ class UpstreamStream:
                     return
                 yield event
         finally:
-            await self.response.aclose()
+            self.response.release()
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        self.response.release()
 
 
-async def _next_event(lines: AsyncIterator[str], target: Target) -> dict[str, Any] | None:
+async def _next_event(lines: AsyncIterator[bytes], target: Target) -> dict[str, Any] | None:
     """The next `data:` event as a dict; None at `[DONE]` or a clean end of stream."""
     try:
         async for line in lines:
-            if not line.startswith("data:"):
+            if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 return None
             try:
                 event = json.loads(data)
@@ -100,10 +126,10 @@ async def _next_event(lines: AsyncIterator[str], target: Target) -> dict[str, An
                 raise UpstreamError(502, f"the {target.role} model failed mid-stream: {message}",
                                     code="upstream_error", retryable=False)
             return event
-    except httpx.TimeoutException:
+    except TimeoutError:
         raise UpstreamError(504, f"the {target.role} model stopped sending within {target.upstream.timeout_seconds}s",
                             code="upstream_timeout", retryable=True) from None
-    except httpx.TransportError as err:
+    except aiohttp.ClientError as err:
         raise UpstreamError(502, f"the {target.role} model's connection broke mid-stream ({type(err).__name__})",
                             code="upstream_error", retryable=True) from None
     return None
@@ -112,7 +138,7 @@ async def _next_event(lines: AsyncIterator[str], target: Target) -> dict[str, An
 class ModelClient:
     """Chat completions against the primary upstream, then the fallback."""
 
-    def __init__(self, *, primary: Upstream, fallback: Upstream | None, http: httpx.AsyncClient,
+    def __init__(self, *, primary: Upstream, fallback: Upstream | None, http: HttpPool,
                  metrics: GatewayMetrics, retries: int = 2, backoff_s: float = 0.05) -> None:
         self.targets = [Target.of("primary", primary)] + ([Target.of("fallback", fallback)] if fallback else [])
         self.http = http
@@ -156,40 +182,51 @@ class ModelClient:
     async def _post(self, target: Target, payload: dict[str, Any]) -> dict[str, Any]:
         url = f"{target.upstream.base_url}/chat/completions"
         try:
-            resp = await self.http.post(url, content=self._body(target, payload), headers=target.headers,
-                                        timeout=target.timeout())
-        except httpx.TimeoutException:
+            async with self.http.session().post(url, data=self._body(target, payload), headers=target.headers,
+                                                timeout=target.timeout(stream=False)) as resp:
+                content = await resp.read()
+                status = resp.status
+        except TimeoutError:
             raise _timeout(target) from None
-        except httpx.TransportError as err:
+        except aiohttp.ClientConnectorError as err:
             raise _unreachable(target, err) from None
-        if resp.status_code != 200:
-            raise _status_error(target, resp.status_code, resp.content)
+        except aiohttp.ClientError as err:
+            raise UpstreamError(502, f"the {target.role} model's connection broke ({type(err).__name__})",
+                                code="upstream_error", retryable=True) from None
+        if status != 200:
+            raise _status_error(target, status, content)
         try:
-            return resp.json()
+            return json.loads(content)
         except ValueError:
             raise UpstreamError(502, f"the {target.role} model answered with a body that is not JSON",
                                 code="upstream_error", retryable=True) from None
 
     async def _open_stream(self, target: Target, payload: dict[str, Any]) -> UpstreamStream:
         url = f"{target.upstream.base_url}/chat/completions"
-        request = self.http.build_request("POST", url, content=self._body(target, payload), headers=target.headers,
-                                          timeout=target.timeout())
         try:
-            resp = await self.http.send(request, stream=True)
-        except httpx.TimeoutException:
+            resp = await self.http.session().post(url, data=self._body(target, payload), headers=target.headers,
+                                                  timeout=target.timeout(stream=True))
+        except TimeoutError:
             raise _timeout(target) from None
-        except httpx.TransportError as err:
+        except aiohttp.ClientConnectorError as err:
             raise _unreachable(target, err) from None
+        except aiohttp.ClientError as err:
+            raise UpstreamError(502, f"the {target.role} model's connection broke ({type(err).__name__})",
+                                code="upstream_error", retryable=True) from None
         try:
-            if resp.status_code != 200:
-                raise _status_error(target, resp.status_code, await resp.aread())
-            lines = resp.aiter_lines()
+            if resp.status != 200:
+                try:
+                    content = await resp.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    content = b""
+                raise _status_error(target, resp.status, content)
+            lines = aiter(resp.content)
             first = await _next_event(lines, target)
             if first is None:
                 raise UpstreamError(502, f"the {target.role} model ended the stream without an event",
                                     code="upstream_error", retryable=True)
         except BaseException:
-            await resp.aclose()
+            resp.release()
             raise
         return UpstreamStream(resp, lines, first, target)
 
@@ -197,11 +234,11 @@ class ModelClient:
         """Readiness: the primary (or else the fallback) answers `GET /models`."""
         for target in self.targets:
             try:
-                resp = await self.http.get(f"{target.upstream.base_url}/models", headers=target.headers,
-                                           timeout=timeout_s)
-                if resp.status_code == 200:
-                    return True
-            except httpx.HTTPError:
+                async with self.http.session().get(f"{target.upstream.base_url}/models", headers=target.headers,
+                                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
                 continue
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 
 import httpx
@@ -86,16 +87,23 @@ def test_bad_config_files_are_refused_with_the_field(tmp_path, text, fragment):
         load_config(tmp_path / "missing.yaml")
 
 
+def write_atomic(path, text):
+    """Replace the file in one step, as a ConfigMap update does (a symlink swap)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def test_reload_applies_good_configs_and_keeps_the_old_one_on_bad(upstream, tmp_path):
     path = tmp_path / "config.yaml"
     cfg = base_config(upstream.base_url)
-    path.write_text(yaml.safe_dump(cfg))
+    write_atomic(path, yaml.safe_dump(cfg))
     app = create_app(config_path=path, reload_interval_s=0.05)
     with serve_in_thread(app) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
 
         def wait_for(predicate):
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 20  # generous: the reload builds state on a worker thread
             while time.monotonic() < deadline:
                 if predicate():
                     return True
@@ -103,15 +111,15 @@ def test_reload_applies_good_configs_and_keeps_the_old_one_on_bad(upstream, tmp_
             return False
 
         renamed = {**cfg, "configHash": "ffffffffffffffff", "model": {**cfg["model"], "publicName": "renamed"}}
-        path.write_text(yaml.safe_dump(renamed))
+        write_atomic(path, yaml.safe_dump(renamed))
         assert wait_for(lambda: [m.id for m in client.models.list()] == ["renamed"])
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert 'aistack_gateway_config_reloads_total{result="applied"} 1.0' in metrics
         assert 'config_hash="ffffffffffffffff"' in metrics and 'config_hash="0123456789abcdef"' not in metrics
 
-        path.write_text("model: {publicName: [broken")
+        write_atomic(path, "model: {publicName: [broken")
         assert wait_for(lambda: 'result="refused"} 1.0' in httpx.get(f"http://127.0.0.1:{port}/metrics").text)
-        path.write_text(yaml.safe_dump({**renamed, "server": {"apiKeysEnv": "NOT_SET_ANYWHERE"}}))
+        write_atomic(path, yaml.safe_dump({**renamed, "server": {"apiKeysEnv": "NOT_SET_ANYWHERE"}}))
         assert wait_for(lambda: 'result="refused"} 2.0' in httpx.get(f"http://127.0.0.1:{port}/metrics").text)
         out = client.chat.completions.create(model="renamed", messages=[{"role": "user", "content": "still"}])
         assert out.choices[0].message.content == "Echo: still"
@@ -120,20 +128,20 @@ def test_reload_applies_good_configs_and_keeps_the_old_one_on_bad(upstream, tmp_
 def test_in_flight_requests_finish_on_the_old_config(upstream, tmp_path):
     path = tmp_path / "config.yaml"
     cfg = base_config(upstream.base_url)
-    path.write_text(yaml.safe_dump(cfg))
+    write_atomic(path, yaml.safe_dump(cfg))
     app = create_app(config_path=path, reload_interval_s=0.05)
     with serve_in_thread(app) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(client.chat.completions.create, model="demo-model",
-                               messages=[{"role": "user", "content": "[[sleep:0.6]]slow"}])
+                               messages=[{"role": "user", "content": "[[sleep:4]]slow"}])
             time.sleep(0.15)
-            path.write_text(yaml.safe_dump({**cfg, "model": {**cfg["model"], "publicName": "next"}}))
-            deadline = time.monotonic() + 5
+            write_atomic(path, yaml.safe_dump({**cfg, "model": {**cfg["model"], "publicName": "next"}}))
+            deadline = time.monotonic() + 20
             while [m.id for m in client.models.list()] != ["next"] and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not slow.done()
             result = slow.result()
-        assert result.model == "demo-model" and result.choices[0].message.content == "Echo: [[sleep:0.6]]slow"
+        assert result.model == "demo-model" and result.choices[0].message.content == "Echo: [[sleep:4]]slow"
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "x"}])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,9 +26,9 @@ def mlflow_server(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
          "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # first start migrates the sqlite store; slow on a busy machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mlflow server exited: {proc.stderr.read().decode()[-2000:]}")
@@ -35,12 +38,24 @@ def mlflow_server(tmp_path):
         except httpx.HTTPError:
             time.sleep(0.3)
     else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not become healthy in 90 s")
-    yield url, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_group(proc)
+        raise RuntimeError("mlflow server did not become healthy in 180 s")
+    try:
+        yield url, proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc):
+    """Stop `mlflow server` and every process it started: its uvicorn, job runner and huey
+    consumers outlive a plain terminate of the parent (huey ignores SIGTERM)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
 
 
 def wait_for(predicate, timeout=60.0):
@@ -70,24 +85,23 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
                                             messages=[{"role": "user", "content": "[[say:streamed trace]]"}]))
         mlf = mlflow.MlflowClient(tracking_uri=url)
         experiment = wait_for(lambda: mlf.get_experiment_by_name("aistack-test"))
-        traces = wait_for(lambda: (t := mlf.search_traces(locations=[experiment.experiment_id])) and len(t) >= 2 and t)
+        traces = wait_for(lambda: _complete(mlf.search_traces(locations=[experiment.experiment_id])))
         assert traces, "no traces arrived"
-        by_question = {t.data.spans[0].inputs["question"]: t for t in traces}
+        by_question = {_root(t).inputs["question"]: t for t in traces}
         trace = by_question["trace me"]
         tags = trace.info.tags
         assert (tags["aistack.stack"], tags["aistack.stage"], tags["aistack.config_hash"], tags["aistack.model"]) == (
             "demo", "staging", "0123456789abcdef", "demo-model")
         names = [s.name for s in trace.data.spans]
-        assert names[0] == "chat.completions"
+        assert _root(trace).name == "chat.completions"
         assert {"rails.input.fast", "retrieval", "prompt", "generation", "rails.output.fast"} <= set(names)
         generation = next(s for s in trace.data.spans if s.name == "generation")
         assert generation.attributes["usage"]["completion_tokens"] > 0
         assert next(s for s in trace.data.spans if s.name == "retrieval").outputs == [{"source": "obs.md", "score": 0.7}]
         streamed = by_question["[[say:streamed trace]]"]
-        assert streamed.data.spans[0].outputs == {"answer": "streamed trace"}
+        assert _root(streamed).outputs == {"answer": "streamed trace"}
 
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_group(proc)
         started = time.perf_counter()
         for i in range(30):
             out = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": f"down {i}"}])
@@ -96,6 +110,17 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
         assert wait_for(lambda: "aistack_gateway_traces_dropped_total" in gw.metrics()
                         and _dropped(gw.metrics()) > 0)
         assert httpx.get(f"{gw.url}/readyz").status_code == 200  # MLflow is not a readiness dependency
+
+
+def _root(trace):
+    return next(s for s in trace.data.spans if s.parent_id is None)
+
+
+def _complete(traces):
+    """Both traces with all their spans (the server may list a trace before its spans land)."""
+    done = [t for t in traces if any(s.parent_id is None for s in t.data.spans)
+            and any(s.name == "generation" for s in t.data.spans)]
+    return done if len(done) >= 2 else None
 
 
 def _dropped(metrics_text: str) -> float:

@@ -53,7 +53,7 @@ ALL_SECRETS = {
             "trackingUri": "https://mlflow.example.com", "tokenSecretRef": {"name": "ml", "key": "k5"}}}},
     },
 }
-LITERAL_ENV_ALLOWED = {"HOME", "HF_HOME", "AISTACK_GATEWAY_CONFIG", "QDRANT__TELEMETRY_DISABLED"}
+LITERAL_ENV_ALLOWED = {"HOME", "HF_HOME", "AISTACK_GATEWAY_CONFIG", "QDRANT__TELEMETRY_DISABLED", "HF_HUB_OFFLINE"}
 
 
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
@@ -281,28 +281,47 @@ def test_guardrails_sidecar_only_for_llm_rails(make_stack) -> None:
     manifests = by_kind_name(render(fast))
     gateway = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
     assert [c["name"] for c in gateway["containers"]] == ["gateway"]
-    assert ("ConfigMap", "docs-assistant-guardrails-config") not in manifests
 
     manifests = by_kind_name(render(make_stack("rag")))
     gateway = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
     sidecar = gateway["containers"][1]
     assert sidecar["name"] == "guardrails"
-    assert "--port" in sidecar["args"] and "8001" in sidecar["args"]
-    assert {e["name"]: e for e in sidecar["env"]}["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {
-        "name": "openai", "key": "api-key"}
-    nemo = yaml.safe_load(manifests[("ConfigMap", "docs-assistant-guardrails-config")]["data"]["config.yml"])
+    assert sidecar["command"] == ["python", "-m", "aistack.runtime.guardrails_sidecar"]
+    assert sidecar["args"] == ["--port", "8001"]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["AISTACK_SECRET_OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key"}
+    assert env["AISTACK_GATEWAY_CONFIG"]["value"] == "/etc/aistack/gateway/config.yaml"
+    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+    assert {"name": "config", "mountPath": "/etc/aistack/gateway", "readOnly": True} in sidecar["volumeMounts"]
+    assert "exec" in sidecar["livenessProbe"] and "ports" not in sidecar  # loopback only, off the Service
+
+
+def test_sidecar_builds_an_offline_nemo_config_from_the_rendered_gateway_config(make_stack) -> None:
+    """What the sidecar will serve, computed from exactly what the operator renders."""
+    from aistack.api.gateway_config import GatewayConfig
+    from aistack.runtime.guardrails.nemo_config import nemo_config
+
+    manifests = by_kind_name(render(make_stack("rag")))
+    data = manifests[("ConfigMap", "docs-assistant-gateway-config")]["data"]
+    config = GatewayConfig.model_validate(yaml.safe_load(next(iter(data.values()))))
+    nemo = nemo_config(config)
     assert nemo["rails"] == {"input": {"flows": ["self check input"]}, "output": {"flows": ["self check output"]}}
-    assert nemo["models"][0]["parameters"]["base_url"] == "https://api.openai.com/v1"
+    main, embeddings = nemo["models"]
+    assert main["parameters"]["base_url"] == "https://api.openai.com/v1"
+    assert main["api_key_env_var"] == "AISTACK_SECRET_OPENAI_API_KEY"
+    assert embeddings["engine"] == "SentenceTransformers"  # never a hub download in the pod
     assert {p["task"] for p in nemo["prompts"]} == {"self_check_input", "self_check_output"}
-    assert any(v.get("configMap", {}).get("name") == "docs-assistant-guardrails-config" for v in gateway["volumes"])
 
 
 def test_guardrails_user_config_map_is_mounted_not_generated(make_stack) -> None:
     stack = make_stack("rag", {"spec": {"guardrails": {"configMapRef": {"name": "my-rails"}}}})
     manifests = by_kind_name(render(stack))
-    assert ("ConfigMap", "docs-assistant-guardrails-config") not in manifests
-    volumes = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]["volumes"]
-    assert {"name": "guardrails-config", "configMap": {"name": "my-rails"}} in volumes
+    spec = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
+    assert {"name": "guardrails-config", "configMap": {"name": "my-rails"}} in spec["volumes"]
+    sidecar = spec["containers"][1]
+    assert sidecar["args"][-4:] == ["--nemo-config", "/etc/aistack/nemo", "--config-id", "aistack"]
+    assert {"name": "guardrails-config", "mountPath": "/etc/aistack/nemo/aistack", "readOnly": True} in \
+        sidecar["volumeMounts"]
 
 
 def _hash(manifests: list[dict[str, Any]], name: str) -> str:

@@ -32,12 +32,13 @@ def test_rbac_is_least_privilege() -> None:
     flat = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     resources = {r for _, r, _ in flat}
     assert not any("*" in x for rule in rules for x in rule["apiGroups"] + rule["resources"] + rule["verbs"])
-    assert "secrets" not in resources, "the operator only references Secrets; the kubelet resolves them"
+    assert {(g, r, v) for g, r, v in flat if r == "secrets"} == {("", "secrets", "get")}, \
+        "Secrets: get by name only (the external Qdrant key); never list, watch or write"
     assert not resources & {"pods", "serviceaccounts", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "nodes"}
     # what it reconciles and writes status to
     assert {("aistack.dev", "aistacks", "watch"), ("aistack.dev", "aistacks/status", "patch"), ("aistack.dev", "aistacks/finalizers", "update")} <= flat
     for group, resource in [("apps", "deployments"), ("apps", "statefulsets"), ("", "services"), ("", "configmaps"),
-                            ("", "persistentvolumeclaims"), ("batch", "jobs"), ("autoscaling", "horizontalpodautoscalers")]:
+                            ("", "persistentvolumeclaims"), ("autoscaling", "horizontalpodautoscalers")]:
         assert {(group, resource, v) for v in ("get", "list", "watch", "create", "patch", "delete")} <= flat
         assert (group, resource, "update") not in flat
     # kopf's own needs, read-only on cluster objects
@@ -126,3 +127,15 @@ def test_kubernetes_objects_are_valid_against_the_kubernetes_schema(stage_runs: 
         assert kubernetes_validate.validate(manifest, "1.32", strict=True), r.name
         checked += 1
     assert checked >= 9
+
+
+def _flat(rules: list[dict]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_pulumi_install_grants_exactly_what_the_kustomize_install_grants() -> None:
+    """One set of rights whichever way the operator is installed; the operator's e2e test
+    replays its real API calls against deploy/operator/rbac.yaml."""
+    docs = yaml.safe_load_all((ROOT / "deploy" / "operator" / "rbac.yaml").read_text())
+    (role,) = [d for d in docs if d and d["kind"] == "ClusterRole"]
+    assert _flat(operator_cluster_rules()) == _flat(role["rules"])

@@ -64,3 +64,13 @@ def test_bounds_are_inclusive() -> None:
     verdict = judge(run=run(answer_token_f1=0.6, latency_p95_ms=3000.0, groundedness=1.0),
                     config_hash="h", stage="prod", evaluation=GATE, now=NOW)
     assert verdict.allowed
+
+
+def test_a_run_answered_by_the_offline_local_model_does_not_count() -> None:
+    offline = EvaluationRun("r3", "exp", NOW - timedelta(hours=1), run().metrics,
+                            tags={"aistack.offline_model": "true", "aistack.model": "aistack-offline-smollm2-135m"})
+    verdict = judge(run=offline, config_hash="h", stage="prod", evaluation=GATE, now=NOW)
+    assert not verdict.allowed
+    assert "offline local model (aistack-offline-smollm2-135m)" in verdict.reason
+    real = EvaluationRun("r4", "exp", NOW - timedelta(hours=1), run().metrics, tags={"aistack.offline_model": "false"})
+    assert judge(run=real, config_hash="h", stage="prod", evaluation=GATE, now=NOW).allowed
