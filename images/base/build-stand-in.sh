@@ -23,11 +23,31 @@ fi
 rootfs="$(mktemp -d /var/tmp/aistack-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
 
-debootstrap --variant=minbase \
-    --include=python3,python3-venv,python-is-python3,ca-certificates \
-    bookworm "$rootfs" "$mirror" >/dev/null
-# Debian marks its Python as externally managed (PEP 668); the official image is not.
-rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+# The Python: the official image has the newest 3.11 (some pinned packages need >= 3.11.5), while
+# bookworm's is 3.11.2. So when this host has a CPython 3.11 of its own outside /usr (pyenv, a
+# /usr/local build), that one is copied to the same path (no relocation) and linked from
+# /usr/local/bin like the official image's; else Debian's python3 is used.
+host_python="$(command -v python3.11 || true)"
+prefix=""
+if [ -n "$host_python" ]; then
+    prefix="$("$host_python" -c 'import sys; print(sys.base_prefix if sys.version_info >= (3, 11, 5) else "")')"
+fi
+[ "$prefix" = /usr ] && prefix=""
+libs=ca-certificates,libssl3,libffi8,libsqlite3-0,libreadline8,libexpat1,libbz2-1.0,liblzma5,libncursesw6,libuuid1,zlib1g,libcrypt1,libnsl2,libtirpc3,libgdbm6
+if [ -n "$prefix" ]; then
+    debootstrap --variant=minbase --include="$libs" bookworm "$rootfs" "$mirror" >/dev/null
+    mkdir -p "$rootfs$prefix/bin" "$rootfs$prefix/lib/python3.11/site-packages"
+    cp -a "$prefix/bin/python3.11" "$rootfs$prefix/bin/"
+    cp -a "$prefix"/lib/libpython3.11.so* "$rootfs$prefix/lib/"
+    tar -C "$prefix/lib/python3.11" --exclude=./site-packages --exclude=./test --exclude='./config-3.11*' \
+        --exclude='./idlelib' --exclude='./tkinter' -c . | tar -C "$rootfs$prefix/lib/python3.11" -x
+    for name in python3.11 python3 python; do ln -sf "$prefix/bin/python3.11" "$rootfs/usr/local/bin/$name"; done
+else
+    debootstrap --variant=minbase --include="$libs,python3,python3-venv,python-is-python3" \
+        bookworm "$rootfs" "$mirror" >/dev/null
+    # Debian marks its Python as externally managed (PEP 668); the official image is not.
+    rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+fi
 # Same trimming the official slim image does: no apt lists, docs or caches.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* \
     "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
