@@ -42,6 +42,9 @@ if [ -n "$prefix" ]; then
     tar -C "$prefix/lib/python3.11" --exclude=./site-packages --exclude=./test --exclude='./config-3.11*' \
         --exclude='./idlelib' --exclude='./tkinter' -c . | tar -C "$rootfs$prefix/lib/python3.11" -x
     for name in python3.11 python3 python; do ln -sf "$prefix/bin/python3.11" "$rootfs/usr/local/bin/$name"; done
+    # The non-root image users must reach the interpreter (e.g. under /root/.pyenv): traverse only.
+    d="$prefix"
+    while [ "$d" != / ]; do chmod o+x "$rootfs$d"; d="$(dirname "$d")"; done
 else
     debootstrap --variant=minbase --include="$libs,python3,python3-venv,python-is-python3" \
         bookworm "$rootfs" "$mirror" >/dev/null
@@ -55,5 +58,6 @@ rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* \
 tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["python3"]' \
     --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     - "$image" >/dev/null
 echo "stand-in base image $image built from Debian bookworm"
