@@ -62,6 +62,11 @@ GATEWAY_CONFIG_PATH: Final = "/etc/aistack/gateway/config.yaml"
 IMAGE_REGISTRY: Final = "ghcr.io/aistack-dev"
 RUNTIME_IMAGE_NAME: Final = "runtime"
 OPERATOR_IMAGE_NAME: Final = "operator"
+# Per-install override of the runtime image (env of the operator Deployment); a stack's own
+# `spec.gateway.image` wins over it.
+RUNTIME_IMAGE_ENV: Final = "AISTACK_RUNTIME_IMAGE"
+# The non-root user (and group) the images run as; pods set it as runAsUser/fsGroup.
+IMAGE_UID: Final = 10001
 
 # MLflow evaluation runs: how `aistack eval` logs a run and `aistack promote` finds it.
 # A run belongs to the experiment of the stack (`observability.experiment`, else
