@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from aistack.api.conventions import (
+    IMAGE_UID,
     IMAGE_REGISTRY,
     LABEL_COMPONENT,
     LABEL_INSTANCE,
@@ -31,7 +32,7 @@ from aistack.operator.naming import child_name
 Manifest = dict[str, Any]
 
 # Unprivileged user of the images we run; also the fsGroup so volumes are writable by it.
-NON_ROOT_UID = 1000
+NON_ROOT_UID = IMAGE_UID  # the UID our images are built with (images/*/Dockerfile)
 
 
 @dataclass(frozen=True, kw_only=True)
