@@ -13,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from aistack.runtime.testing.documents import make_pdf
 import yaml
 
+from aistack.runtime.testing.documents import make_pdf
 from aistack.runtime.retrieval.embedders import LocalEmbedder
 from aistack.runtime.testing.openai_server import free_port
 
