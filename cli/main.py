@@ -7,7 +7,6 @@ their packages land; each imports its heavy dependencies inside the command, so
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aistack.api.crd import crd_yaml
+from aistack.api.images import package_version
 from aistack.api.manifests import load_documents
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli import gitops, promote
@@ -29,13 +29,6 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def package_version() -> str:
-    try:
-        return version("aistack")
-    except PackageNotFoundError:  # running from a source tree without an install
-        return "0.0.0+unknown"
 
 
 @app.command("version")

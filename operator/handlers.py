@@ -24,7 +24,7 @@ from aistack.operator.apply import ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
 from aistack.operator.reconcile import Outcome, finalize, reconcile
-from aistack.operator.render import operator_version
+from aistack.api.images import package_version
 
 log = logging.getLogger("aistack.operator")
 FINALIZER = "aistack.dev/finalizer"
@@ -37,7 +37,7 @@ class OperatorOptions:
 
     configuration: Configuration
     qdrant_factory: QdrantFactory = default_qdrant_factory
-    version: str = field(default_factory=operator_version)
+    version: str = field(default_factory=package_version)
     drift_interval: float = 300.0
     """Seconds between full re-checks of a stack (child changes are handled at once)."""
     retry_delay: float = 10.0

@@ -10,7 +10,6 @@ password) goes into a Secret in the workloads' namespace, where an AIStack refer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pulumi
@@ -19,14 +18,13 @@ import pulumi_kubernetes as k8s
 from aistack.api.conventions import (
     COMPONENT_GATEWAY,
     GATEWAY_PORT,
-    IMAGE_REGISTRY,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_PART_OF,
-    OPERATOR_IMAGE_NAME,
     PART_OF,
 )
+from aistack.api import images
 from aistack.api.v1alpha1 import AIStack
 from aistack.platform.gpu_cluster import SYSTEM_NODE_LABELS
 from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules
@@ -41,12 +39,7 @@ def operator_image(*, image: str | None = None, tag: str | None = None) -> str:
     """`image` if given, else `ghcr.io/aistack-dev/operator:<tag or package version>`."""
     if image:
         return image
-    if tag is None:
-        try:
-            tag = version("aistack")
-        except PackageNotFoundError:  # pragma: no cover - the platform runs from an installed package
-            tag = "latest"
-    return f"{IMAGE_REGISTRY}/{OPERATOR_IMAGE_NAME}:{tag}"
+    return images.operator_image(version=tag)
 
 
 def gateway_url(*, stack_name: str, namespace: str) -> str:

@@ -6,8 +6,7 @@ I/O and reads no clock, so the same stack always gives the same list, in the sam
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from aistack.api.images import package_version
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render.common import Manifest, RenderContext
 from aistack.operator.render.gateway import render_gateway
@@ -20,15 +19,7 @@ from aistack.operator.render.tracking import render_tracking
 KIND_ORDER = ("ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment",
               "HorizontalPodAutoscaler", "Job")
 
-__all__ = ["KIND_ORDER", "Manifest", "RenderContext", "operator_version", "render"]
-
-
-def operator_version() -> str:
-    """The installed aistack version: the tag of the default runtime image."""
-    try:
-        return version("aistack")
-    except PackageNotFoundError:  # a source tree without an install
-        return "0.0.0"
+__all__ = ["KIND_ORDER", "Manifest", "RenderContext", "render"]
 
 
 def render(stack: AIStack, *, version: str | None = None, evaluate: bool = True) -> list[Manifest]:
@@ -36,7 +27,7 @@ def render(stack: AIStack, *, version: str | None = None, evaluate: bool = True)
 
     `evaluate=False` leaves out the evaluation Job: the reconciler renders it only once the
     gateway serves the current config (render itself cannot see readiness)."""
-    ctx = RenderContext(stack=stack, version=version or operator_version())
+    ctx = RenderContext(stack=stack, version=version or package_version())
     manifests = [
         *render_model(ctx), *render_retrieval(ctx), *render_tracking(ctx), *render_gateway(ctx),
         *render_jobs(ctx, evaluate=evaluate),

@@ -15,7 +15,6 @@ import yaml
 
 from aistack.api.conventions import (
     IMAGE_UID,
-    IMAGE_REGISTRY,
     LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -25,6 +24,7 @@ from aistack.api.conventions import (
     PART_OF,
     RUNTIME_IMAGE_NAME,
 )
+from aistack.api.images import image_reference
 from aistack.api.types import Resources, SecretKeyRef
 from aistack.api.v1alpha1 import API_VERSION, KIND, AIStack
 from aistack.operator.naming import child_name
@@ -44,7 +44,7 @@ class RenderContext:
 
     @property
     def runtime_image(self) -> str:
-        return self.stack.spec.gateway.image or f"{IMAGE_REGISTRY}/{RUNTIME_IMAGE_NAME}:{self.version}"
+        return self.stack.spec.gateway.image or image_reference(name=RUNTIME_IMAGE_NAME, version=self.version)
 
     def name(self, component: str) -> str:
         return child_name(self.stack.name, component)

@@ -19,6 +19,7 @@ from aistack.api.conventions import (
     LABEL_PART_OF,
 )
 from aistack.api.gateway_config import GatewayConfig
+from aistack.api.images import package_version
 from aistack.api.v1alpha1.stack import _SECRET_VALUES
 from aistack.operator.render import KIND_ORDER, render
 
@@ -193,8 +194,7 @@ def test_gateway_config_map_holds_the_gateway_config(make_stack) -> None:
     assert config.guardrails is not None and config.guardrails.sidecar_url == "http://127.0.0.1:8001"
     gateway = manifests[("Deployment", "support-copilot-gateway")]["spec"]["template"]["spec"]
     c = gateway["containers"][0]
-    assert c["image"] == "ghcr.io/aistack-dev/runtime:" + __import__("aistack.operator.render",
-                                                                      fromlist=["x"]).operator_version()
+    assert c["image"] == "ghcr.io/aistack-dev/runtime:" + package_version()
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {"name": "AISTACK_GATEWAY_CONFIG", "value": "/etc/aistack/gateway/config.yaml"} in c["env"]
