@@ -7,15 +7,13 @@ so a user reads the same `spec.model.vllm.gpu.count: ...` wherever the manifest 
 from __future__ import annotations
 
 import difflib
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from aistack.api.rules import Loc, RuleViolation
-from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, models_in
 from aistack.api.v1alpha1.stack import DNS1035_LABEL
 
 
@@ -84,36 +82,13 @@ def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None) -> st
 
 
 def _known_fields(root: type[BaseModel], loc: Loc) -> list[str]:
-    model: Any = root
+    model: type[BaseModel] | None = root
     for part in loc:
-        model = _unwrap(model)
-        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if isinstance(part, int) or model is None:
             continue
-        field = next(
-            (f for n, f in model.model_fields.items() if part in (n, f.alias)),
-            None,
-        )
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return []
-        model = field.annotation
-    model = _unwrap(model)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return [f.alias or n for n, f in model.model_fields.items()]
-    return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """Optional[X], list[X], dict[str, X], Annotated[X, ...] -> X (the model inside)."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else tp
-            if len(args) != 1:
-                return tp
-        elif origin in (list, dict):
-            tp = typing.get_args(tp)[-1]
-        else:
-            return tp
+        inner = models_in(field.annotation)
+        model = inner[0] if len(inner) == 1 else None
+    return [f.alias or n for n, f in model.model_fields.items()] if model is not None else []

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from aistack.api.types import models_in
 from aistack.api.v1alpha1 import AIStackSpec
 
 REFERENCE_FILE = "api-reference.md"
@@ -46,14 +47,8 @@ def _collect(model: type[BaseModel], order: list[type[BaseModel]]) -> None:
         return
     order.append(model)
     for field in model.model_fields.values():
-        for inner in _models_in(field.annotation):
+        for inner in models_in(field.annotation):
             _collect(inner, order)
-
-
-def _models_in(tp: Any) -> list[type[BaseModel]]:
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [tp]
-    return [m for arg in typing.get_args(tp) for m in _models_in(arg)]
 
 
 def _type(tp: Any) -> str:

@@ -8,6 +8,7 @@ schema that the API server enforces the same way pydantic does.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -41,6 +42,14 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The manifest form: camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field annotation holds: `X`, `X | None`, `list[X]`, `dict[str, X]`,
+    `Annotated[X, ...]` -> [X]; unions of several models give all of them."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
 
 
 def _quantity(value: Any) -> str:
