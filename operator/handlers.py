@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
-from aistack.operator.apply import ChildKey, summarize
+from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
 from aistack.operator.reconcile import Outcome, finalize, reconcile
@@ -74,6 +74,11 @@ class Runner:
         # resourceVersions of this process's own writes to children: their watch events are
         # echoes of what a reconcile already accounted for, not a reason for another one.
         self.echoes: dict[tuple[str, str, str], str] = {}
+        # Children as this process last wrote them, until the watch cache catches up: with
+        # thousands of children the watch lags behind, and a reconcile reading the cache alone
+        # would create again what it just created (a 409 and a GET each) or patch it again.
+        # Per child: (the resourceVersion the cache held when we wrote, our written summary).
+        self.written: dict[StackKey, dict[ChildKey, tuple[str | None, dict[str, Any]]]] = {}
 
     async def run(self, key: StackKey, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Outcome:
         async with self.locks.setdefault(key, asyncio.Lock()):
@@ -84,7 +89,8 @@ class Runner:
             if generation < self.generations.get(key, 0):
                 return Outcome()  # a stale cached body: a newer spec was already applied
             self.generations[key] = generation
-            live = children_of(key, indexes)
+            cached = children_of(key, indexes)
+            live = self.with_own_writes(key, cached)
             self.counters.runs += 1
             try:
                 outcome = await asyncio.to_thread(
@@ -96,14 +102,43 @@ class Runner:
             if outcome.status:
                 self.known_status[key] = outcome.status
             if outcome.applied is not None:
-                for kind, child in (*outcome.applied.created, *outcome.applied.patched):
-                    version = (outcome.applied.live.get((kind, child)) or {}).get("metadata", {}).get("resourceVersion")
-                    if version:
-                        self.echoes[(key[0], kind, child)] = version
+                self.remember_writes(key, cached, outcome.applied)
         self.counters.writes += outcome.writes
         for kind, reason, message in outcome.events:
             kopf.event(dict(body), type=kind, reason=reason, message=message)
         return outcome
+
+    def with_own_writes(self, key: StackKey, cached: dict[ChildKey, dict[str, Any]]) -> dict[ChildKey, dict[str, Any]]:
+        """The watch cache, with this process's newer writes laid over it. A written child
+        leaves the overlay as soon as the cache holds any other version than it held at the
+        write (our write's echo, or a later change by someone else: the cache is then newer)."""
+        written = self.written.get(key)
+        if not written:
+            return cached
+        live = dict(cached)
+        for child, (base, summary) in list(written.items()):
+            seen = (cached.get(child) or {}).get("metadata", {}).get("resourceVersion")
+            if seen != base:
+                del written[child]
+            else:
+                live[child] = summary
+        return live
+
+    def remember_writes(self, key: StackKey, cached: Mapping[ChildKey, Mapping[str, Any]], applied: ApplyResult) -> None:
+        written = self.written.setdefault(key, {})
+        for child in (*applied.created, *applied.patched):
+            body = applied.live.get(child) or {}
+            version = body.get("metadata", {}).get("resourceVersion")
+            if version:
+                self.echoes[(key[0], child[0], child[1])] = version
+                base = (cached.get(child) or {}).get("metadata", {}).get("resourceVersion")
+                written[child] = (base, summarize(body))
+        for child in applied.deleted:
+            written.pop(child, None)
+
+    def forget_write(self, namespace: str, kind: str, name: str, stack: str) -> None:
+        """A child was deleted: what we wrote of it no longer stands."""
+        (self.written.get((namespace, stack)) or {}).pop((kind, name), None)
 
     def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
         return version is not None and self.echoes.get((namespace, kind, name)) == version
@@ -186,8 +221,10 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
                                 labels: Mapping[str, str], **kwargs: Any) -> None:
             if LABEL_INSTANCE not in labels:
                 return
-            if type != "DELETED" and runner.is_echo(namespace, body.get("kind", ""), name,
-                                                     body.get("metadata", {}).get("resourceVersion")):
+            if type == "DELETED":
+                runner.forget_write(namespace, body.get("kind", ""), name, labels[LABEL_INSTANCE])
+            elif runner.is_echo(namespace, body.get("kind", ""), name,
+                                   body.get("metadata", {}).get("resourceVersion")):
                 return
             runner.schedule((namespace, labels[LABEL_INSTANCE]), kwargs, delay=options.debounce)
 
@@ -222,7 +259,7 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
                                                   qdrant=options.qdrant_factory, version=options.version)
             except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
                 raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
-        for table in (runner.known_status, runner.generations):
+        for table in (runner.known_status, runner.generations, runner.written):
             table.pop((namespace, name), None)
         for echo in [e for e in runner.echoes if e[0] == namespace and e[2].startswith(f"{name}-")]:
             runner.echoes.pop(echo, None)
