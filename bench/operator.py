@@ -5,8 +5,9 @@
 The operator runs as a real subprocess (`python -m aistack.operator`, kubeconfig pointing at
 the emulator), so its RSS is its own. For each N it reports: seconds until every stack is
 Ready (all children created and reported available by the simulated kubelet), API requests
-and writes per stack, writes during a quiet period of two drift intervals (a no-op resync
-must write nothing), and the operator's peak RSS. Then p50/p99 of apply -> all children
+and writes per stack, the operator's CPU and peak RSS, and the writes of a full no-op resync:
+the operator is restarted, and its resume pass reconciles every converged stack again (it
+must write nothing; the drift timer does the same pass every 5 minutes). Then p50/p99 of apply -> all children
 created, for single stacks applied one after another. Numbers are from the emulator, not a
 real API server: they measure the operator's own cost and request counts, not etcd.
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,9 @@ from aistack.api.manifests import parse_stack
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.render import render
 from aistack.operator.testing import Cluster
+from aistack.runtime.testing.openai_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIFT = 3.0
 
 
 def bench_stack(name: str, namespace: str) -> dict[str, Any]:
@@ -58,12 +61,22 @@ def kubeconfig(url: str, folder: Path) -> Path:
     return path
 
 
-def start_operator(url: str, folder: Path) -> subprocess.Popen[bytes]:
+def start_operator(url: str, folder: Path, *, liveness_port: int | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, folder))}
     env.pop("KUBERNETES_SERVICE_HOST", None)
+    liveness = f"http://127.0.0.1:{liveness_port}/healthz" if liveness_port else ""
     return subprocess.Popen(
-        [sys.executable, "-m", "aistack.operator", "--standalone", "--liveness=", f"--drift-interval={DRIFT}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "operator.log", "wb"))
+        [sys.executable, "-m", "aistack.operator", "--standalone", f"--liveness={liveness}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "operator.log", "ab"))
+
+
+def reconcile_runs(port: int) -> int:
+    """Reconciles the operator has run, from its liveness endpoint (kopf probe results)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(json.load(response)["reconciles"]["runs"])
+    except (OSError, ValueError, KeyError):
+        return -1
 
 
 def stop(operator: subprocess.Popen[bytes]) -> None:
@@ -104,7 +117,7 @@ def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
 
 def ready_count(cluster: Cluster, namespace: str) -> int:
     """Stacks with phase Ready, read in place (no copies: polling shares the CPUs being measured)."""
-    return sum(1 for (resource, ns, _), obj in list(cluster.emulator.objects.items())
+    return sum(1 for (resource, ns, _), obj in cluster.emulator.snapshot()
                if resource.plural == "aistacks" and ns == namespace and not obj.deleted
                and (obj.raw.get("status") or {}).get("phase") == "Ready")
 
@@ -135,12 +148,20 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
             log = cluster.emulator.log[since:]
             ours = [(m, p) for m, p in log if not (m == "POST" and p.endswith("/aistacks"))]
             writes = [(m, p) for m, p in ours if m in ("POST", "PATCH", "PUT", "DELETE")]
-            quiet_since = len(cluster.emulator.log)
-            time.sleep(2 * DRIFT + 1)
-            quiet_writes = len(cluster.emulator.writes(quiet_since))
             rss, peak = rss_mib(operator.pid)
+            # The no-op resync: a restarted operator reconciles every stack once more (resume).
+            stop(operator)
+            resync_since = len(cluster.emulator.log)
+            port = free_port()
+            operator = start_operator(thread.url, Path(tmp), liveness_port=port)
+            deadline = time.monotonic() + timeout
+            while reconcile_runs(port) < n + 1 and time.monotonic() < deadline:  # + the probe stack
+                time.sleep(0.5)
+            resynced = reconcile_runs(port) >= n + 1
+            time.sleep(1)
+            resync_writes = len(cluster.emulator.writes(resync_since)) if resynced else None
             return {"n": n, "converged_s": converged, "cpu_ms_per_stack": 1000 * cpu / n, "requests_per_stack": len(ours) / n,
-                    "writes_per_stack": len(writes) / n, "quiet_writes": quiet_writes, "rss_mib": rss,
+                    "writes_per_stack": len(writes) / n, "resync_writes": resync_writes, "rss_mib": rss,
                     "peak_rss_mib": peak}
         finally:
             stop(operator)
@@ -176,13 +197,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     print(f"{'N':>5} {'converged s':>12} {'op CPU ms/stack':>16} {'req/stack':>10} {'writes/stack':>13} "
-          f"{'quiet writes':>13} {'RSS MiB':>8} {'peak MiB':>9}", flush=True)
+          f"{'resync writes':>14} {'RSS MiB':>8} {'peak MiB':>9}", flush=True)
     for n in args.sizes.split(","):
         r = run_size(int(n), args.timeout)
         converged = f"{r['converged_s']:.2f}" if r["converged_s"] is not None else "timeout"
+        resync = str(r["resync_writes"]) if r["resync_writes"] is not None else "timeout"
         print(f"{r['n']:>5} {converged:>12} {r['cpu_ms_per_stack']:>16.0f} {r['requests_per_stack']:>10.1f} "
               f"{r['writes_per_stack']:>13.1f} "
-              f"{r['quiet_writes']:>13} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
+              f"{resync:>14} {r['rss_mib']:>8.0f} {r['peak_rss_mib']:>9.0f}", flush=True)
     if args.latency_samples:
         lat = sorted(run_latency(args.latency_samples))
         p50 = statistics.median(lat)

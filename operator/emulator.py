@@ -147,14 +147,25 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
     def writes(self, since: int = 0) -> list[tuple[str, str]]:
         return [(m, p) for m, p in self.log[since:] if m in WRITE_METHODS]
 
+    def snapshot(self) -> list[tuple[Any, Any]]:
+        """(key, stored object) pairs, safe to call from another thread: kmock's `items()` is a
+        generator the server thread changes under; a dict copy is one C call (retried in the
+        rare case a garbage collection run lets the server thread in meanwhile)."""
+        for _ in range(100):
+            try:
+                return list(self.objects._objects.copy().items())
+            except RuntimeError:
+                continue
+        raise RuntimeError("the emulator's store kept changing during a snapshot")
+
     def find(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        for (resource, ns, n), obj in list(self.objects.items()):
+        for (resource, ns, n), obj in self.snapshot():
             if resource.plural == plural and ns == namespace and n == name and not obj.deleted:
                 return copy.deepcopy(obj.raw)
         return None
 
     def all(self, plural: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(obj.raw) for (resource, _, _), obj in list(self.objects.items())
+        return [copy.deepcopy(obj.raw) for (resource, _, _), obj in self.snapshot()
                 if resource.plural == plural and not obj.deleted]
 
     # -- request handling ------------------------------------------------------------------

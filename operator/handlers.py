@@ -1,29 +1,31 @@
 """kopf glue: when to reconcile. What a reconcile does lives in `reconcile.py`.
 
-Triggers: create/update/resume of an AIStack; any change of one of its children (watched,
-and kept in kopf indexes so that a reconcile reads its children from memory, making a no-op
-resync free of API calls); a periodic drift timer as a safety net. Runs for one stack are
-serialised and coalesced: a burst of child events gives one more reconcile, not one each.
+Triggers: create/update/resume of an AIStack; any change of one of its children (watched by
+the light `watch.ChildCache`, one stream per kind, so that a reconcile reads its children from
+memory and a no-op resync makes no API call); a periodic drift timer as a safety net. Runs for
+one stack are serialised and coalesced: a burst of child events gives one more reconcile, not
+one each. AIStacks themselves go through kopf (handlers, finalizer, index of bodies).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from kubernetes.client import ApiClient, Configuration
 
-from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
 from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
-from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
+from aistack.operator.kube import ApiError, Kube
 from aistack.operator.reconcile import Outcome, finalize, reconcile
+from aistack.operator.watch import Change, ChildCache
 from aistack.api.images import package_version
 
 log = logging.getLogger("aistack.operator")
@@ -44,6 +46,8 @@ class OperatorOptions:
     """Seconds before retrying a reconcile that could not finish (API or Qdrant down)."""
     debounce: float = 0.1
     """Seconds to gather a burst of child events into one reconcile."""
+    sync_timeout: float = 60.0
+    """Seconds the startup waits for the first listing of the children before retrying."""
 
 
 @dataclass
@@ -58,8 +62,13 @@ class Counters:
 class Runner:
     """Serialises reconciles per stack and coalesces triggers that arrive meanwhile."""
 
-    def __init__(self, *, kube: Kube, options: OperatorOptions) -> None:
-        self.kube, self.options = kube, options
+    def __init__(self, *, kube: Kube, options: OperatorOptions, cache: ChildCache) -> None:
+        self.kube, self.options, self.cache = kube, options, cache
+        self.indexes: Mapping[str, Any] = {}
+        """kopf's indexes (live views), handed over by the startup handler."""
+        self.context: contextvars.Context | None = None
+        """The context of a kopf handler: reconciles started by child changes run in it, so that
+        `kopf.event` finds kopf's event queue there too."""
         self.locks: dict[StackKey, asyncio.Lock] = {}
         self.pending: set[StackKey] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -89,7 +98,7 @@ class Runner:
             if generation < self.generations.get(key, 0):
                 return Outcome()  # a stale cached body: a newer spec was already applied
             self.generations[key] = generation
-            cached = children_of(key, indexes)
+            cached = self.cache.children(key)
             live = self.with_own_writes(key, cached)
             self.counters.runs += 1
             try:
@@ -105,7 +114,10 @@ class Runner:
                 self.remember_writes(key, cached, outcome.applied)
         self.counters.writes += outcome.writes
         for kind, reason, message in outcome.events:
-            kopf.event(dict(body), type=kind, reason=reason, message=message)
+            try:
+                kopf.event(dict(body), type=kind, reason=reason, message=message)
+            except LookupError:  # no kopf handler has run yet in this process: log it instead
+                log.warning("%s %s on %s/%s: %s", kind, reason, *key, message)
         return outcome
 
     def with_own_writes(self, key: StackKey, cached: dict[ChildKey, dict[str, Any]]) -> dict[ChildKey, dict[str, Any]]:
@@ -143,10 +155,21 @@ class Runner:
     def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
         return version is not None and self.echoes.get((namespace, kind, name)) == version
 
+    def child_changed(self, change: Change) -> None:
+        """A child was added, changed or deleted: reconcile its stack soon, unless the change is
+        the echo of this process's own write."""
+        namespace, stack = change.stack
+        if change.version is None:
+            self.forget_write(namespace, change.kind, change.name, stack)
+        elif self.is_echo(namespace, change.kind, change.name, change.version):
+            return
+        if stack_of(change.stack, self.indexes) is not None:
+            self.schedule(change.stack, self.indexes, delay=self.options.debounce)
+
     def schedule(self, key: StackKey, indexes: Mapping[str, Any], *, delay: float = 0) -> None:
         if key in self.pending:
             return
-        task = asyncio.create_task(self._later(key, indexes, delay))
+        task = asyncio.create_task(self._later(key, indexes, delay), context=self.context)
         self.pending.add(key)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -167,25 +190,11 @@ class Runner:
             self.schedule(key, indexes, delay=self.options.retry_delay)
 
 
-def children_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[ChildKey, dict[str, Any]]:
-    live: dict[ChildKey, dict[str, Any]] = {}
-    for kind in CHILD_KINDS.values():
-        index = indexes.get(_index_id(kind.plural))
-        if index is not None and key in index:
-            for obj in index[key]:
-                live[(kind.kind, obj["metadata"]["name"])] = obj
-    return live
-
-
 def stack_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[str, Any] | None:
     index = indexes.get("aistacks_index")
     if index is None or key not in index:
         return None
     return next(iter(index[key]), None)
-
-
-def _index_id(plural: str) -> str:
-    return f"children_{plural}"
 
 
 def build_settings() -> kopf.OperatorSettings:
@@ -197,11 +206,13 @@ def build_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Runner]:
-    """A fresh registry (no module-level state: each operator start, and each test, has its own)."""
+def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) -> tuple[kopf.OperatorRegistry, Runner]:
+    """A fresh registry (no module-level state: each operator start, and each test, has its own).
+    `namespaces`: the ones the operator watches (all when empty), for the children's streams too."""
     registry = kopf.OperatorRegistry()
-    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options)
-    managed = {LABEL_MANAGED_BY: MANAGED_BY}
+    cache = ChildCache(configuration=options.configuration, namespaces=namespaces)
+    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache)
+    cache.on_change = runner.child_changed
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -211,29 +222,24 @@ def build_registry(options: OperatorOptions) -> tuple[kopf.OperatorRegistry, Run
     def aistacks_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[StackKey, dict[str, Any]]:
         return {(namespace, name): _plain(body)}
 
-    for kind in CHILD_KINDS.values():
-        group, version = (kind.group, kind.api_version.rpartition("/")[2])
+    @kopf.on.startup(id="children", registry=registry)
+    async def watch_children(**kwargs: Any) -> None:
+        """Before any AIStack handler runs: the children's cache is listed, so that the first
+        reconcile of each stack sees what exists (and creates nothing twice)."""
+        runner.indexes = kwargs
+        if not cache.started:
+            await cache.start()
+        try:
+            await cache.wait_synced(options.sync_timeout)
+        except TimeoutError as err:
+            raise kopf.TemporaryError("listing the children timed out; retrying", delay=options.retry_delay) from err
 
-        def child_index(body: kopf.Body, namespace: str, labels: Mapping[str, str], **_: Any) -> dict[StackKey, Any]:
-            return {(namespace, labels[LABEL_INSTANCE]): summarize(body)} if LABEL_INSTANCE in labels else {}
-
-        async def child_changed(body: kopf.Body, namespace: str, name: str, type: str | None,
-                                labels: Mapping[str, str], **kwargs: Any) -> None:
-            if LABEL_INSTANCE not in labels:
-                return
-            if type == "DELETED":
-                runner.forget_write(namespace, body.get("kind", ""), name, labels[LABEL_INSTANCE])
-            elif runner.is_echo(namespace, body.get("kind", ""), name,
-                                   body.get("metadata", {}).get("resourceVersion")):
-                return
-            runner.schedule((namespace, labels[LABEL_INSTANCE]), kwargs, delay=options.debounce)
-
-        kopf.index(group, version, kind.plural, id=_index_id(kind.plural), labels=managed,
-                   registry=registry)(child_index)
-        kopf.on.event(group, version, kind.plural, id=f"watch_{kind.plural}", labels=managed,
-                      registry=registry)(child_changed)
+    @kopf.on.cleanup(id="children", registry=registry)
+    async def stop_children(**_: Any) -> None:
+        await cache.stop()
 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+        runner.context = contextvars.copy_context()
         try:
             outcome = await runner.run((namespace, name), _plain(body), kwargs)
         except ApiError as err:

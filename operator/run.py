@@ -39,7 +39,7 @@ def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: s
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # one INFO line per handler call and object adds up to real CPU at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    registry, _ = build_registry(options)
+    registry, _ = build_registry(options, namespaces=namespaces)
     kopf.run(
         registry=registry, settings=build_settings(), clusterwide=not namespaces, namespaces=list(namespaces),
         liveness_endpoint=liveness, standalone=not peering, peering_name=PEERING_NAME if peering else None,

@@ -106,7 +106,7 @@ class OperatorThread:
         self.thread = threading.Thread(target=self._main, name="aistack-operator", daemon=True)
 
     def _main(self) -> None:
-        registry, self.runner = build_registry(self.options)
+        registry, self.runner = build_registry(self.options, namespaces=self.namespaces)
         settings = build_settings()
         settings.networking.error_backoffs = [0.2, 0.5, 1]
         try:

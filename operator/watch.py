@@ -1,0 +1,229 @@
+"""A light watch cache of the operator's children: one list+watch stream per child kind.
+
+kopf gives every watched object its own worker task, memory and handler bookkeeping; that is
+right for AIStacks (they carry the handlers) but costs CPU and memory per child, and a stack
+has a dozen children. Here each kind has one stream (per watched namespace, or cluster-wide),
+filtered to objects labelled as managed by aistack, and the cache keeps only `summarize()`d
+children grouped by stack: identity, readiness and a digest of what was applied.
+
+The protocol is the API server's: list (resourceVersion R), then watch from R with bookmarks;
+`410 Gone` (R compacted away) or a broken stream means list again, which also notices what was
+deleted meanwhile. Credentials come from the same `Configuration` as the operator's client
+(a rotating service-account token is re-read on every connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes.client import Configuration
+
+from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from aistack.operator.apply import ChildKey, summarize
+from aistack.operator.kube import CHILD_KINDS, Kind
+
+log = logging.getLogger("aistack.operator.watch")
+StackKey = tuple[str, str]  # (namespace, name)
+SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+WATCH_TIMEOUT = 300
+"""Seconds the server keeps one watch open; the stream is then resumed from the last version."""
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A child that changed: `version` None when it was deleted."""
+
+    stack: StackKey
+    kind: str
+    name: str
+    version: str | None
+
+
+class ChildCache:
+    """Summaries of the managed children, by stack; `on_change` hears of every change."""
+
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str] = (),
+                 on_change: Callable[[Change], None] = lambda change: None,
+                 kinds: Sequence[Kind] = tuple(CHILD_KINDS.values())) -> None:
+        self.configuration, self.on_change = configuration, on_change
+        self.streams = [(kind, ns) for kind in kinds for ns in (namespaces or [None])]
+        self.by_stack: dict[StackKey, dict[ChildKey, dict[str, Any]]] = {}
+        self.synced = asyncio.Event()
+        self._listed: set[tuple[str, str | None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    def children(self, key: StackKey) -> dict[ChildKey, dict[str, Any]]:
+        return dict(self.by_stack.get(key) or {})
+
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=WATCH_TIMEOUT + 30)
+        # Large objects (a ConfigMap with its last-applied copy) are one line each in a watch stream.
+        self._session = aiohttp.ClientSession(timeout=timeout, read_bufsize=2 ** 22,
+                                              connector=aiohttp.TCPConnector(ssl=self._ssl()))
+        self._tasks = [asyncio.create_task(self._run(kind, ns), name=f"watch {kind.plural} {ns or '*'}")
+                       for kind, ns in self.streams]
+
+    async def wait_synced(self, timeout: float) -> None:
+        await asyncio.wait_for(self.synced.wait(), timeout)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- one stream ------------------------------------------------------------------------
+    async def _run(self, kind: Kind, namespace: str | None) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._list(kind, namespace)
+                failures = 0
+                while version is not None:
+                    version = await self._watch(kind, namespace, version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # connection refused, 5xx, a broken stream: list again later
+                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                failures += 1
+                log.warning("watch of %s in %s failed (%s); listing again in %ss", kind.plural,
+                            namespace or "all namespaces", err, delay)
+                await asyncio.sleep(delay)
+
+    async def _list(self, kind: Kind, namespace: str | None) -> str:
+        seen: dict[tuple[StackKey, ChildKey], dict[str, Any]] = {}
+        params = {"labelSelector": SELECTOR, "limit": "500"}
+        while True:
+            body = await self._get(kind, namespace, params)
+            for obj in body.get("items") or []:
+                obj.setdefault("kind", kind.kind)
+                obj.setdefault("apiVersion", kind.api_version)
+                located = _locate(obj)
+                if located is not None:
+                    seen[located] = obj
+            meta = body.get("metadata") or {}
+            if not meta.get("continue"):
+                break
+            params = {**params, "continue": meta["continue"]}
+        # Replace this stream's share of the cache; a child gone since the last listing is a change.
+        for stack, children in list(self.by_stack.items()):
+            for child in [c for c in children if c[0] == kind.kind and (namespace is None or stack[0] == namespace)]:
+                if (stack, child) not in seen:
+                    self._forget(stack, child)
+        for (stack, child), obj in seen.items():
+            self._store(stack, child, obj)
+        self._listed.add((kind.plural, namespace))
+        if len(self._listed) == len(self.streams):
+            self.synced.set()
+        return str(meta.get("resourceVersion") or "")
+
+    async def _watch(self, kind: Kind, namespace: str | None, version: str) -> str | None:
+        """Follow the stream from `version`; the version to resume from, or None to list again."""
+        params = {"labelSelector": SELECTOR, "watch": "true", "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(WATCH_TIMEOUT)}
+        if version:
+            params["resourceVersion"] = version
+        assert self._session is not None
+        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
+            if response.status == 410:
+                return None
+            if response.status >= 300:
+                raise RuntimeError(f"{response.status}: {(await response.text())[:200]}")
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind_of_event, obj = event.get("type"), event.get("object") or {}
+                if kind_of_event == "ERROR":
+                    if obj.get("code") == 410:
+                        return None
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind_of_event == "BOOKMARK":
+                    continue
+                obj.setdefault("kind", kind.kind)
+                obj.setdefault("apiVersion", kind.api_version)
+                located = _locate(obj)
+                if located is None:
+                    continue
+                if kind_of_event == "DELETED":
+                    self._forget(*located)
+                else:
+                    self._store(*located, obj)
+        return version
+
+    # -- the cache -------------------------------------------------------------------------
+    def _store(self, stack: StackKey, child: ChildKey, obj: Mapping[str, Any]) -> None:
+        summary = summarize(obj)
+        children = self.by_stack.setdefault(stack, {})
+        old = children.get(child)
+        version = summary["metadata"].get("resourceVersion")
+        children[child] = summary
+        if old is None or old["metadata"].get("resourceVersion") != version:
+            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=version))
+
+    def _forget(self, stack: StackKey, child: ChildKey) -> None:
+        children = self.by_stack.get(stack) or {}
+        if children.pop(child, None) is not None:
+            if not children:
+                self.by_stack.pop(stack, None)
+            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=None))
+
+    # -- HTTP ------------------------------------------------------------------------------
+    async def _get(self, kind: Kind, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
+        assert self._session is not None
+        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
+            if response.status >= 300:
+                raise RuntimeError(f"list {kind.plural}: {response.status}: {(await response.text())[:200]}")
+            return dict(await response.json(content_type=None))
+
+    def _url(self, kind: Kind, namespace: str | None) -> str:
+        host = self.configuration.host.rstrip("/")
+        if namespace is not None:
+            return host + kind.path(namespace)
+        base = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
+        return f"{host}{base}/{kind.plural}"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self.configuration.get_api_key_with_prefix("BearerToken") or \
+            self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
+        return headers
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        c = self.configuration
+        if not c.host.startswith("https"):
+            return False
+        context = ssl.create_default_context(cafile=c.ssl_ca_cert) if c.ssl_ca_cert else ssl.create_default_context()
+        if c.cert_file:
+            context.load_cert_chain(c.cert_file, c.key_file)
+        if not c.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def _locate(obj: Mapping[str, Any]) -> tuple[StackKey, ChildKey] | None:
+    """(stack, child) of an object labelled as a child of a stack; None for anything else."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    instance = labels.get(LABEL_INSTANCE)
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or not instance or not meta.get("name"):
+        return None
+    return (meta.get("namespace") or "default", instance), (str(obj.get("kind")), meta["name"])
