@@ -137,6 +137,12 @@ class ChildCache:
                   "timeoutSeconds": str(WATCH_TIMEOUT)}
         if version:
             params["resourceVersion"] = version
+        try:
+            return await self._follow(kind, namespace, version, params)
+        except TimeoutError:  # nothing changed for longer than the server's own timeout: resume
+            return version
+
+    async def _follow(self, kind: Kind, namespace: str | None, version: str, params: Mapping[str, str]) -> str | None:
         assert self._session is not None
         async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
             if response.status == 410:
