@@ -95,15 +95,20 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str], suffix: str = "",
-               cpu: Callable[[], float] = lambda: 0.0) -> tuple[list[float], float, int, float]:
+async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str],
+               latency_s: float = 0.0, cpu: Callable[[], float] = lambda: 0.0) -> tuple[list[float], float, int, float]:
     """`total` requests from `concurrency` workers, after one warm-up call per worker (so the pool
     holds its connections): (latencies, elapsed s, errors, CPU s that `cpu()` counted meanwhile).
-    aiohttp as the client (httpx's own pool costs several ms of CPU per request at c=64, which
-    would steal CPU from the servers measured). `suffix` is appended to the user message (the
-    upstream's `[[sleep:S]]` latency marker)."""
+
+    `latency_s` asks the upstream to wait that long (its `[[sleep:S]]` marker). The workers then
+    start spread over one such period, so requests arrive as a steady stream with `concurrency`
+    in flight: started together, with a constant model latency they would stay in lockstep and
+    every answer would reach the gateway in a burst of `concurrency`, measuring the burst's queue
+    rather than a request's cost. aiohttp as the client (httpx's own pool costs several ms of CPU
+    per request at c=64, which would steal CPU from the servers measured)."""
     import aiohttp
 
+    suffix = f" [[sleep:{latency_s}]]" if latency_s else ""
     message = {**BODY["messages"][0], "content": BODY["messages"][0]["content"] + suffix}
     payload = json.dumps({**BODY, "model": model, "messages": [message]}).encode()
     hdrs = {"Content-Type": "application/json", **headers}
@@ -119,8 +124,9 @@ async def load(url: str, *, model: str, concurrency: int, total: int, headers: d
 
         await asyncio.gather(*(call() for _ in range(concurrency)))
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
             nonlocal errors, remaining
+            await asyncio.sleep(index * latency_s / concurrency)
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
@@ -132,7 +138,7 @@ async def load(url: str, *, model: str, concurrency: int, total: int, headers: d
                 errors += not ok
 
         cpu0, started = cpu(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed, used = time.perf_counter() - started, cpu() - cpu0
     return latencies, elapsed, errors, used
 
@@ -234,7 +240,6 @@ class Target:
 def measure(targets: list[Target], *, latency_ms: int, levels: list[int], requests: int, rounds: int) -> list[Result]:
     """Every target at every level, in interleaved rounds; upstream latency via the test server's
     `[[sleep:S]]` marker, so one upstream (and one set of gateways) serves every latency."""
-    suffix = f" [[sleep:{latency_ms / 1000}]]" if latency_ms else ""
     results: list[Result] = []
     per_round = max(requests // rounds, 1)
     for c in levels:
@@ -242,7 +247,7 @@ def measure(targets: list[Target], *, latency_ms: int, levels: list[int], reques
         for _ in range(rounds):
             for t in targets:
                 lat, took, errors, used = asyncio.run(load(
-                    t.url, model=t.model, concurrency=c, total=per_round, headers=t.headers, suffix=suffix,
+                    t.url, model=t.model, concurrency=c, total=per_round, headers=t.headers, latency_s=latency_ms / 1000,
                     cpu=lambda pid=t.proc.pid: process_cpu_s(pid)))
                 lats, elapsed, errs, cpu = samples[t.name]
                 samples[t.name] = (lats + lat, elapsed + took, errs + errors, cpu + used)
