@@ -55,9 +55,10 @@ def test_several_workers_serve_the_same_config(upstream, tmp_path):
         proc.wait(timeout=40)
 
 
-@pytest.mark.parametrize("value", ["0", "two"])
-def test_bad_worker_count_is_refused(value):
-    bad = subprocess.run([sys.executable, "-m", "aistack.runtime", "--workers", value],
+@pytest.mark.parametrize(("flag", "env"), [(["--workers", "0"], {}), (["--workers", "two"], {}),
+                                          ([], {"AISTACK_GATEWAY_WORKERS": "-1"})])
+def test_bad_worker_count_is_refused(flag, env):
+    bad = subprocess.run([sys.executable, "-m", "aistack.runtime", *flag], env={**os.environ, **env},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "must be a whole number >= 1" in bad.stderr
 
