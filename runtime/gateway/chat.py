@@ -8,11 +8,12 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from aistack.runtime.contracts import Passage, Retriever
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
+from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
@@ -208,7 +209,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                 if req.stream:
                     return StreamingResponse(refusal_stream(turn, refusal), media_type="text/event-stream",
                                              headers=SSE_HEADERS)
-                return JSONResponse(refusal)
+                return json_response(refusal)
             payload = _payload(turn, messages)
             if req.stream and not (cfg.orchestration.mode == "agent" and state.toolbox is not None):
                 return await start_stream(turn, payload)
@@ -240,7 +241,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None, usage=response.get("usage"))
     if req.stream:  # an agent's answer, sent as a stream
         return StreamingResponse(completion_as_stream(response), media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(response)
+    return json_response(response)
 
 
 def _question_text(req: ChatRequest) -> str:

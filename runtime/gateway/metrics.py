@@ -1,7 +1,13 @@
 """Prometheus metrics of one gateway, on its own registry (several gateways may share a process
-in tests and in `aistack up`)."""
+in tests and in `aistack up`).
+
+The per-request series are looked up once per label set and kept: `labels()` takes a lock and
+builds a key each call, and every request touches three of them.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -35,3 +41,21 @@ class GatewayMetrics:
                                       ["result"], registry=r)
         self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",
                                  ["name", "stage", "config_hash"], registry=r)
+        self._series: dict[tuple[str, ...], Any] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """One answered request: its count by route and status, and its latency by route."""
+        count = self._series.get(("requests", route, status))
+        if count is None:
+            count = self._series[("requests", route, status)] = self.requests.labels(route, str(status))
+        latency = self._series.get(("latency", route))
+        if latency is None:
+            latency = self._series[("latency", route)] = self.latency.labels(route)
+        count.inc()
+        latency.observe(seconds)
+
+    def observe_step(self, step: str, seconds: float) -> None:
+        series = self._series.get(("step", step))
+        if series is None:
+            series = self._series[("step", step)] = self.steps.labels(step)
+        series.observe(seconds)

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
 
-from aistack.runtime.gateway.turn import DONE, SSE_HEADERS, Turn, finish_trace, question_of, rails_down, sse
+from aistack.runtime.gateway.jsonio import sse
+from aistack.runtime.gateway.turn import DONE, SSE_HEADERS, Turn, finish_trace, question_of, rails_down
 from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable, StreamGuard
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,16 +16,6 @@ from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def sse(obj: Any) -> bytes:
-    return f"data: {dumps(obj)}\n\n".encode()
-
-
 DONE = b"data: [DONE]\n\n"
 
 
@@ -44,7 +33,7 @@ class Turn:
     citations: list[dict[str, Any]] | None = None
 
     def step(self, name: str, seconds: float) -> None:
-        self.metrics.steps.labels(name).observe(seconds)
+        self.metrics.observe_step(name, seconds)
 
     def blocked(self, side: str, decision: RailDecision) -> None:
         self.metrics.rail_blocks.labels(side, decision.rail or "unknown").inc()

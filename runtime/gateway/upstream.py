@@ -11,7 +11,6 @@ request against aiohttp's 0.3 ms on the same machine, and this is the gateway's 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from aistack.api.gateway_config import Upstream
+from aistack.runtime.gateway import jsonio
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.metrics import GatewayMetrics
 
@@ -117,7 +117,7 @@ async def _next_event(lines: AsyncIterator[bytes], target: Target) -> dict[str, 
             if data == b"[DONE]":
                 return None
             try:
-                event = json.loads(data)
+                event = jsonio.loads(data)
             except ValueError:
                 raise UpstreamError(502, f"the {target.role} model sent a malformed stream event",
                                     code="upstream_error", retryable=False) from None
@@ -177,7 +177,7 @@ class ModelClient:
         raise last
 
     def _body(self, target: Target, payload: dict[str, Any]) -> bytes:
-        return json.dumps({**payload, "model": target.upstream.model}).encode()
+        return jsonio.dumps({**payload, "model": target.upstream.model})
 
     async def _post(self, target: Target, payload: dict[str, Any]) -> dict[str, Any]:
         url = f"{target.upstream.base_url}/chat/completions"
@@ -196,7 +196,7 @@ class ModelClient:
         if status != 200:
             raise _status_error(target, status, content)
         try:
-            return json.loads(content)
+            return jsonio.loads(content)
         except ValueError:
             raise UpstreamError(502, f"the {target.role} model answered with a body that is not JSON",
                                 code="upstream_error", retryable=True) from None
@@ -255,7 +255,7 @@ def _unreachable(target: Target, err: Exception) -> UpstreamError:
 
 def _status_error(target: Target, status: int, content: bytes) -> UpstreamError:
     try:
-        detail = json.loads(content)["error"]["message"]
+        detail = jsonio.loads(content)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         detail = content[:200].decode(errors="replace")
     if status == 400:
