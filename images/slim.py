@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ELF_MAGIC = b"\x7fELF"
@@ -81,11 +82,13 @@ def compile_imports(modules: list[str]) -> None:
     """Import `modules` in a fresh interpreter that writes bytecode for everything it loads."""
     if not modules:
         return
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HOME", "/tmp")
     code = "\n".join(f"import {m}" for m in modules)
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    # Some imports write caches or telemetry ids under HOME (onnxruntime: ~/.cache/Microsoft):
+    # a throwaway HOME keeps them out of the image.
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "XDG_CACHE_HOME")}
+        env.update(HOME=home, HF_HUB_OFFLINE="1")
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=home)
 
 
 def main(argv: list[str] | None = None) -> None:
