@@ -121,17 +121,26 @@ class BuildLog:
                 + "\nimage sizes: " + ", ".join(sizes))
 
 
+BUILD_LOG = pytest.StashKey[BuildLog]()
+
+
 def image_size(image: str) -> int:
     return int(run("podman", "image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
 
 
 @pytest.fixture(scope="session")
-def build_log(pytestconfig: pytest.Config) -> Iterator[BuildLog]:
+def build_log(pytestconfig: pytest.Config) -> BuildLog:
     log = BuildLog()
-    yield log
-    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if log.seconds and terminal is not None:  # past the output capture, shown in every run
-        terminal.write_line("\n" + log.report())
+    pytestconfig.stash[BUILD_LOG] = log
+    return log
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Build times and image sizes in every run's summary (fixture output would be captured)."""
+    log = config.stash.get(BUILD_LOG, None)
+    if log is not None and log.seconds:
+        terminalreporter.write_sep("-", "container images")
+        terminalreporter.write_line(log.report())
 
 
 @pytest.fixture(scope="session")
