@@ -163,6 +163,13 @@ def build_command(*, component: str, tag: str, build_args: dict[str, str]) -> li
         args += ["-v", volume]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
+    # buildah (1.28) keys a cached LABEL layer by the instruction's unexpanded text, so a new
+    # REVISION alone would keep the previous build's label: the per-build labels are set on
+    # the command line too, as CI's metadata actions do (test_lint checks the Dockerfiles' LABELs
+    # take them from the build args, which BuildKit expands into its cache key).
+    for key in ("VERSION", "REVISION"):
+        if key in build_args:
+            args += ["--label", f"org.opencontainers.image.{key.lower()}={build_args[key]}"]
     return [*args, str(REPO)]
 
 

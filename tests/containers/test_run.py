@@ -135,10 +135,11 @@ def test_gateway_container_exports_traces_to_mlflow(runtime_image, start_contain
             deadline, traces = time.monotonic() + 90, []
             while time.monotonic() < deadline and not traces:
                 experiment = tracking.get_experiment_by_name(config.tracing.experiment)
+                # The server may list a trace before its spans and tags have landed: wait for both.
                 traces = [t for t in (tracking.search_traces(locations=[experiment.experiment_id]) if experiment else [])
-                          if any(s.name == "generation" for s in t.data.spans)]
+                          if any(s.name == "generation" for s in t.data.spans) and "aistack.stack" in t.info.tags]
                 time.sleep(0.5)
-            assert traces, f"no trace arrived:\n{container.logs()[-3000:]}"
+            assert traces, f"no complete trace arrived:\n{container.logs()[-3000:]}"
             root = next(s for s in traces[0].data.spans if s.parent_id is None)
             assert root.outputs == {"answer": "traced in a container"}
             tags = traces[0].info.tags
