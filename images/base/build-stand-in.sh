@@ -39,8 +39,13 @@ if [ -n "$prefix" ]; then
     mkdir -p "$rootfs$prefix/bin" "$rootfs$prefix/lib/python3.11/site-packages"
     cp -a "$prefix/bin/python3.11" "$rootfs$prefix/bin/"
     cp -a "$prefix"/lib/libpython3.11.so* "$rootfs$prefix/lib/"
+    # Like the official image: no debug symbols, no test suite, no -O/-OO bytecode (37 MB).
+    if command -v strip >/dev/null; then
+        find "$rootfs$prefix" -type f -name 'libpython3.11.so*' -exec strip --strip-unneeded {} +
+    fi
     tar -C "$prefix/lib/python3.11" --exclude=./site-packages --exclude=./test --exclude='./config-3.11*' \
-        --exclude='./idlelib' --exclude='./tkinter' -c . | tar -C "$rootfs$prefix/lib/python3.11" -x
+        --exclude='./idlelib' --exclude='./tkinter' --exclude='*.opt-1.pyc' --exclude='*.opt-2.pyc' \
+        -c . | tar -C "$rootfs$prefix/lib/python3.11" -x
     for name in python3.11 python3 python; do ln -sf "$prefix/bin/python3.11" "$rootfs/usr/local/bin/$name"; done
     # The non-root image users must reach the interpreter (e.g. under /root/.pyenv): traverse only.
     d="$prefix"

@@ -6,6 +6,7 @@ healthy are dropped by the tracer, never waited for (observability never blocks 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +15,17 @@ import time
 from pathlib import Path
 
 import httpx
+
+
+# Packages of the full `mlflow` server (Flask app, SQL store) that `mlflow-skinny`, the tracing
+# client in the `runtime` extra and the runtime image, does not carry.
+SERVER_PACKAGES = ("flask", "sqlalchemy", "alembic")
+INSTALL_HINT = "pip install 'aistack[local]'"
+
+
+def missing_server_packages() -> list[str]:
+    """The full MLflow server's packages absent here (empty when `mlflow server` can run)."""
+    return [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 class MlflowServer:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
-from aistack.runtime.local.mlflow_server import MlflowServer
+from aistack.runtime.local.mlflow_server import INSTALL_HINT, MlflowServer, missing_server_packages
 from aistack.runtime.local.model_probe import choose_model
 from aistack.runtime.local.state import RUNNING_FILE, RunningStack, local_gateway_config, state_dir
 
@@ -146,6 +146,13 @@ class LocalStack:
             self.status.mlflow_url = self.options.tracking_uri or (external.tracking_uri if external else None)
             self.status.mlflow_state = "external"
             return self.status.mlflow_url
+        missing = missing_server_packages()
+        if missing:
+            # Serving goes on without traces rather than failing on a child process that exits.
+            self.status.mlflow_state = "not installed"
+            self.status.notes.append(f"no local MLflow server: {', '.join(missing)} missing (the runtime extra "
+                                     f"carries the tracing client only); traces are off. {INSTALL_HINT}")
+            return None
         self._mlflow = MlflowServer(folder=self.folder / "mlflow", port=free_port())
         self._mlflow.start()
         self.status.mlflow_url, self.status.mlflow_state = self._mlflow.url, "starting"

@@ -45,3 +45,15 @@ def test_hadolint_reports_a_known_bad_dockerfile(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     codes = {f["code"] for f in json.loads(proc.stdout)}
     assert {"DL3008", "DL3015"} <= codes
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_oci_labels_come_from_the_build_args(dockerfile: Path) -> None:
+    """The release passes VERSION, REVISION and SOURCE as build args; the final stage's LABEL
+    must use them (the container tests cannot see this on a cached buildah LABEL layer)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM "):]
+    label = next(line for line in final.splitlines() if line.startswith("LABEL "))
+    for arg, key in (("VERSION", "version"), ("REVISION", "revision"), ("SOURCE", "source")):
+        assert f"ARG {arg}" in final, f"the final stage does not declare ARG {arg}"
+        assert f'org.opencontainers.image.{key}="${{{arg}}}"' in label

@@ -95,6 +95,60 @@ def test_gateway_container_serves_a_chat_completion(runtime_image, start_contain
         assert_graceful_stop(container)
 
 
+def test_gateway_container_exports_traces_to_mlflow(runtime_image, start_container, free_port, tmp_path,
+                                                    monkeypatch) -> None:
+    """The image's MLflow client (mlflow-skinny, no server stack) exports a request's trace to
+    a real tracking server: here the full MLflow of the test environment on the host."""
+    needs_module("aistack.runtime.testing.openai_server", "runtime")
+    import mlflow
+
+    from aistack.runtime.local.mlflow_server import MlflowServer
+    from aistack.runtime.testing.openai_server import run_openai_server
+
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # starts in ~20 s instead of 40-110 s
+    server = MlflowServer(folder=tmp_path / "mlflow", port=free_port())
+    server.start()
+    try:
+        with run_openai_server() as upstream:
+            doc = quickstart(f"http://{HOST_FROM_CONTAINER}:{upstream.port}/v1")
+            doc["spec"]["observability"] = {"mlflow": {"managed": {}}, "traceSampling": 1.0}
+            stack = parse_stack(doc)
+            config = build_gateway_config(stack, Endpoints(
+                tracking_uri=f"http://{HOST_FROM_CONTAINER}:{server.port}"))
+            upstream.configure(models=[config.model.primary.model])
+            config_file = tmp_path / "gateway.yaml"
+            config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+            config_file.chmod(0o644)
+            port = free_port()
+            container = start_container(runtime_image, options=(
+                *OWN_NETNS, "-p", f"127.0.0.1:{port}:{GATEWAY_PORT}",
+                "-v", f"{config_file}:{GATEWAY_CONFIG_PATH}:ro",
+                "-e", f"{config.model.primary.api_key_env}=sk-test-upstream"))
+            wait_http(f"http://127.0.0.1:{port}/v1/models", container)
+            # Traces sent before the tracking server is healthy are dropped by design.
+            assert server.wait(timeout_seconds=180), (tmp_path / "mlflow" / "server.log").read_text()[-3000:]
+
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+            client.chat.completions.create(model=config.model.public_name,
+                                           messages=[{"role": "user", "content": "[[say:traced in a container]]"}])
+            tracking = mlflow.MlflowClient(tracking_uri=server.url)
+            deadline, traces = time.monotonic() + 90, []
+            while time.monotonic() < deadline and not traces:
+                experiment = tracking.get_experiment_by_name(config.tracing.experiment)
+                # The server may list a trace before its spans and tags have landed: wait for both.
+                traces = [t for t in (tracking.search_traces(locations=[experiment.experiment_id]) if experiment else [])
+                          if any(s.name == "generation" for s in t.data.spans) and "aistack.stack" in t.info.tags]
+                time.sleep(0.5)
+            assert traces, f"no complete trace arrived:\n{container.logs()[-3000:]}"
+            root = next(s for s in traces[0].data.spans if s.parent_id is None)
+            assert root.outputs == {"answer": "traced in a container"}
+            tags = traces[0].info.tags
+            assert (tags["aistack.stack"], tags["aistack.config_hash"]) == (stack.name, config.config_hash)
+            assert_graceful_stop(container)
+    finally:
+        server.stop()
+
+
 SIDECAR_COMMANDS = {
     # What the operator's render has used so far: NeMo's own server on a config folder.
     "nemoguardrails-server": ("aistack.runtime", ["nemoguardrails", "server", "--config", "/rails",
