@@ -30,6 +30,7 @@ from aistack.api.images import package_version
 
 log = logging.getLogger("aistack.operator")
 FINALIZER = "aistack.dev/finalizer"
+KOPF_ANNOTATIONS = "kopf.zalando.org/"
 StackKey = tuple[str, str]  # (namespace, name)
 
 
@@ -148,10 +149,6 @@ class Runner:
         for child in applied.deleted:
             written.pop(child, None)
 
-    def forget_write(self, namespace: str, kind: str, name: str, stack: str) -> None:
-        """A child was deleted: what we wrote of it no longer stands."""
-        (self.written.get((namespace, stack)) or {}).pop((kind, name), None)
-
     def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
         return version is not None and self.echoes.get((namespace, kind, name)) == version
 
@@ -159,9 +156,14 @@ class Runner:
         """A child was added, changed or deleted: reconcile its stack soon, unless the change is
         the echo of this process's own write."""
         namespace, stack = change.stack
-        if change.version is None:
-            self.forget_write(namespace, change.kind, change.name, stack)
-        elif self.is_echo(namespace, change.kind, change.name, change.version):
+        written = self.written.get(change.stack)
+        if written:
+            entry = written.get((change.kind, change.name))
+            if change.version is None or (entry is not None and entry[0] != change.version):
+                written.pop((change.kind, change.name), None)  # the cache caught up (see with_own_writes)
+            if not written:
+                del self.written[change.stack]
+        if change.version is not None and self.is_echo(namespace, change.kind, change.name, change.version):
             return
         if stack_of(change.stack, self.indexes) is not None:
             self.schedule(change.stack, self.indexes, delay=self.options.debounce)
@@ -290,5 +292,14 @@ def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A detached deep copy: kopf bodies are live views that change under a worker thread."""
-    return copy.deepcopy(dict(body))
+    """A detached deep copy of what a reconcile reads: kopf bodies are live views that change
+    under a worker thread. kopf's own annotations (a full copy of the spec) and the server's
+    managedFields are left out: the index holds one of these per stack."""
+    meta = body.get("metadata") or {}
+    slim = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(KOPF_ANNOTATIONS)}
+    if annotations:
+        slim["annotations"] = annotations
+    else:
+        slim.pop("annotations", None)
+    return copy.deepcopy({**{k: v for k, v in body.items() if k != "metadata"}, "metadata": slim})
