@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import functools
 import subprocess
 import time
 from collections.abc import Iterator
@@ -173,7 +174,10 @@ def build_command(*, component: str, tag: str, build_args: dict[str, str]) -> li
     return [*args, str(REPO)]
 
 
+@functools.cache
 def git_revision() -> str:
+    """The commit the images are built from, read once: a commit made while the suite runs
+    must not make the label test compare against a newer revision."""
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True, capture_output=True)
     return proc.stdout.strip() or "unknown"
 
