@@ -10,11 +10,11 @@ Every test here is marked `containers` and skipped with the reason when the tool
 from __future__ import annotations
 
 import configparser
+import functools
 import json
 import os
 import shutil
 import socket
-import functools
 import subprocess
 import time
 from collections.abc import Iterator
