@@ -8,6 +8,7 @@ because mocks echo inputs but invent nothing. Each stage runs with its own `Pulu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ def run_program(config: dict[str, Any], *, stack: str, run: Run | None = None) -
     """Run stacks/__main__.py with `config` and return what it registered and exported
     (into `run` if given, so a caller still sees what was registered when the program fails)."""
     run = run if run is not None else Run()
+    _ensure_event_loop()
     pulumi.runtime.set_mocks(RecordingMocks(run), project="aistack", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
     root = settings.get_root_resource()
@@ -121,6 +123,18 @@ def run_program(config: dict[str, Any], *, stack: str, run: Run | None = None) -
         if _sync_await(out.is_secret()):
             run.secret_outputs.add(key)
     return run
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's mocks run on the thread's current event loop; a caller (e.g. a test runner that
+    closed the loop of an async test before) may have left none set."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        loop = policy.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        policy.set_event_loop(policy.new_event_loop())
 
 
 def is_secret_value(value: Any) -> bool:
