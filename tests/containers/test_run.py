@@ -67,6 +67,20 @@ def quickstart(base_url: str) -> dict:
     return doc
 
 
+def start_gateway(image: str, config, *, start_container, free_port, folder: Path):
+    """The gateway container serving `config` (mounted read-only) on a host port, once it answers."""
+    config_file = folder / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+    config_file.chmod(0o644)
+    port = free_port()
+    container = start_container(image, options=(
+        *OWN_NETNS, "-p", f"127.0.0.1:{port}:{GATEWAY_PORT}",
+        "-v", f"{config_file}:{GATEWAY_CONFIG_PATH}:ro",
+        "-e", f"{config.model.primary.api_key_env}=sk-test-upstream"))
+    wait_http(f"http://127.0.0.1:{port}/v1/models", container)
+    return container, port
+
+
 def test_gateway_container_serves_a_chat_completion(runtime_image, start_container, free_port, tmp_path) -> None:
     needs_module("aistack.runtime.__main__", "runtime")
     needs_module("aistack.runtime.testing.openai_server", "runtime")
@@ -76,15 +90,8 @@ def test_gateway_container_serves_a_chat_completion(runtime_image, start_contain
         stack = parse_stack(quickstart(f"http://{HOST_FROM_CONTAINER}:{upstream.port}/v1"))
         config = build_gateway_config(stack, Endpoints())
         upstream.configure(models=[config.model.primary.model])
-        config_file = tmp_path / "gateway.yaml"
-        config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
-        config_file.chmod(0o644)
-        port = free_port()
-        container = start_container(runtime_image, options=(
-            *OWN_NETNS, "-p", f"127.0.0.1:{port}:{GATEWAY_PORT}",
-            "-v", f"{config_file}:{GATEWAY_CONFIG_PATH}:ro",
-            "-e", f"{config.model.primary.api_key_env}=sk-test-upstream"))
-        wait_http(f"http://127.0.0.1:{port}/v1/models", container)
+        container, port = start_gateway(runtime_image, config, start_container=start_container,
+                                        free_port=free_port, folder=tmp_path)
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(
@@ -116,15 +123,8 @@ def test_gateway_container_exports_traces_to_mlflow(runtime_image, start_contain
             config = build_gateway_config(stack, Endpoints(
                 tracking_uri=f"http://{HOST_FROM_CONTAINER}:{server.port}"))
             upstream.configure(models=[config.model.primary.model])
-            config_file = tmp_path / "gateway.yaml"
-            config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
-            config_file.chmod(0o644)
-            port = free_port()
-            container = start_container(runtime_image, options=(
-                *OWN_NETNS, "-p", f"127.0.0.1:{port}:{GATEWAY_PORT}",
-                "-v", f"{config_file}:{GATEWAY_CONFIG_PATH}:ro",
-                "-e", f"{config.model.primary.api_key_env}=sk-test-upstream"))
-            wait_http(f"http://127.0.0.1:{port}/v1/models", container)
+            container, port = start_gateway(runtime_image, config, start_container=start_container,
+                                            free_port=free_port, folder=tmp_path)
             # Traces sent before the tracking server is healthy are dropped by design.
             assert server.wait(timeout_seconds=180), (tmp_path / "mlflow" / "server.log").read_text()[-3000:]
 
