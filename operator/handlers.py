@@ -90,7 +90,7 @@ class Runner:
         # Per child: (the resourceVersion the cache held when we wrote, our written summary).
         self.written: dict[StackKey, dict[ChildKey, tuple[str | None, dict[str, Any]]]] = {}
 
-    async def run(self, key: StackKey, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> Outcome:
+    async def run(self, key: StackKey, body: Mapping[str, Any]) -> Outcome:
         async with self.locks.setdefault(key, asyncio.Lock()):
             meta = body.get("metadata", {})
             if meta.get("uid") in self.deleting or meta.get("deletionTimestamp"):
@@ -125,29 +125,35 @@ class Runner:
         """The watch cache, with this process's newer writes laid over it. A written child
         leaves the overlay as soon as the cache holds any other version than it held at the
         write (our write's echo, or a later change by someone else: the cache is then newer)."""
-        written = self.written.get(key)
-        if not written:
+        if key not in self.written:
             return cached
-        live = dict(cached)
-        for child, (base, summary) in list(written.items()):
-            seen = (cached.get(child) or {}).get("metadata", {}).get("resourceVersion")
-            if seen != base:
-                del written[child]
-            else:
-                live[child] = summary
-        return live
+        for child in list(self.written[key]):
+            self._cache_holds(key, child, (cached.get(child) or {}).get("metadata", {}).get("resourceVersion"))
+        return {**cached, **{child: summary for child, (_, summary) in self.written.get(key, {}).items()}}
+
+    def _cache_holds(self, key: StackKey, child: ChildKey, version: str | None) -> None:
+        """The cache holds `version` of `child` (None: none): the overlay entry goes once that
+        differs from what the cache held at our write (see `with_own_writes`)."""
+        entry = (self.written.get(key) or {}).get(child)
+        if entry is not None and entry[0] != version:
+            self._forget_write(key, child)
+
+    def _forget_write(self, key: StackKey, child: ChildKey) -> None:
+        written = self.written.get(key) or {}
+        written.pop(child, None)
+        if not written:
+            self.written.pop(key, None)
 
     def remember_writes(self, key: StackKey, cached: Mapping[ChildKey, Mapping[str, Any]], applied: ApplyResult) -> None:
-        written = self.written.setdefault(key, {})
         for child in (*applied.created, *applied.patched):
             body = applied.live.get(child) or {}
             version = body.get("metadata", {}).get("resourceVersion")
             if version:
                 self.echoes[(key[0], child[0], child[1])] = version
                 base = (cached.get(child) or {}).get("metadata", {}).get("resourceVersion")
-                written[child] = (base, summarize(body))
+                self.written.setdefault(key, {})[child] = (base, summarize(body))
         for child in applied.deleted:
-            written.pop(child, None)
+            self._forget_write(key, child)
 
     def is_echo(self, namespace: str, kind: str, name: str, version: str | None) -> bool:
         return version is not None and self.echoes.get((namespace, kind, name)) == version
@@ -156,40 +162,38 @@ class Runner:
         """A child was added, changed or deleted: reconcile its stack soon, unless the change is
         the echo of this process's own write."""
         namespace, stack = change.stack
-        written = self.written.get(change.stack)
-        if written:
-            entry = written.get((change.kind, change.name))
-            if change.version is None or (entry is not None and entry[0] != change.version):
-                written.pop((change.kind, change.name), None)  # the cache caught up (see with_own_writes)
-            if not written:
-                del self.written[change.stack]
+        child = (change.kind, change.name)
+        if change.version is None:  # deleted: whatever we wrote of it no longer stands
+            self._forget_write(change.stack, child)
+        else:
+            self._cache_holds(change.stack, child, change.version)
         if change.version is not None and self.is_echo(namespace, change.kind, change.name, change.version):
             return
         if stack_of(change.stack, self.indexes) is not None:
-            self.schedule(change.stack, self.indexes, delay=self.options.debounce)
+            self.schedule(change.stack, delay=self.options.debounce)
 
-    def schedule(self, key: StackKey, indexes: Mapping[str, Any], *, delay: float = 0) -> None:
+    def schedule(self, key: StackKey, *, delay: float = 0) -> None:
         if key in self.pending:
             return
-        task = asyncio.create_task(self._later(key, indexes, delay), context=self.context)
+        task = asyncio.create_task(self._later(key, delay), context=self.context)
         self.pending.add(key)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _later(self, key: StackKey, indexes: Mapping[str, Any], delay: float) -> None:
+    async def _later(self, key: StackKey, delay: float) -> None:
         await asyncio.sleep(delay)
         self.pending.discard(key)
-        body = stack_of(key, indexes)
+        body = stack_of(key, self.indexes)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
         try:
-            outcome = await self.run(key, body, indexes)
+            outcome = await self.run(key, body)
         except ApiError as err:
             log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, self.options.retry_delay, err)
-            self.schedule(key, indexes, delay=self.options.retry_delay)
+            self.schedule(key, delay=self.options.retry_delay)
             return
         if outcome.retry:
-            self.schedule(key, indexes, delay=self.options.retry_delay)
+            self.schedule(key, delay=self.options.retry_delay)
 
 
 def stack_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -243,11 +247,11 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
         runner.context = contextvars.copy_context()
         try:
-            outcome = await runner.run((namespace, name), _plain(body), kwargs)
+            outcome = await runner.run((namespace, name), _plain(body))
         except ApiError as err:
             raise kopf.TemporaryError(f"API call failed: {err}", delay=options.retry_delay) from err
         if outcome.retry:
-            runner.schedule((namespace, name), kwargs, delay=options.retry_delay)
+            runner.schedule((namespace, name), delay=options.retry_delay)
 
     kopf.on.resume(GROUP, VERSION, PLURAL, id="resume", registry=registry)(converge)
     kopf.on.create(GROUP, VERSION, PLURAL, id="create", registry=registry)(converge)
@@ -256,7 +260,7 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     @kopf.timer(GROUP, VERSION, PLURAL, id="drift", interval=options.drift_interval, initial_delay=options.drift_interval,
                 registry=registry)
     async def drift(namespace: str, name: str, **kwargs: Any) -> None:
-        runner.schedule((namespace, name), kwargs)
+        runner.schedule((namespace, name))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, retries=10)
     async def delete(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> None:
