@@ -15,9 +15,12 @@ from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
 
 from aistack.api.conventions import LABEL_INSTANCE
+from aistack.api.manifests import parse_stack
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
 from aistack.operator.kube import AISTACK, Kube
+from aistack.operator.reconcile import stack_document
+from aistack.operator.render import render
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -30,6 +33,10 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "co
             return value
         time.sleep(0.02)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+
+
+E2E_VERSION = "0.0.0-e2e"
+"""The operator version of the test harness (the image tag its renders carry)."""
 
 
 class QdrantPool:
@@ -74,6 +81,12 @@ class Cluster:
                     out[(obj["kind"], meta["name"])] = obj
         return out
 
+    def rendered_keys(self, namespace: str, name: str, *, version: str = E2E_VERSION) -> set[tuple[str, str]]:
+        """(kind, name) of every child the operator renders for the stack as it is stored now."""
+        body = self.stack(namespace, name)
+        return {(m["kind"], m["metadata"]["name"])
+                for m in render(parse_stack(stack_document(body or {})), version=version)}
+
     def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
         stack = self.stack(namespace, name) or {}
         return next((c for c in (stack.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
@@ -98,7 +111,7 @@ class OperatorThread:
                  drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = ()) -> None:
         self.namespaces = namespaces
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
-                                       version="0.0.0-e2e", drift_interval=drift_interval, retry_delay=retry_delay)
+                                       version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay)
         self.runner: Runner | None = None
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
