@@ -1,5 +1,5 @@
 """The operator end to end against the emulated API server: create, update, layer removal,
-drift repair, invalid specs, deletion policies, a restart mid-reconcile, and a no-op resync."""
+drift repair, invalid specs, deletion policies and a no-op resync (a restart: test_restart.py)."""
 
 from __future__ import annotations
 
