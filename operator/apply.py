@@ -82,7 +82,7 @@ def in_sync(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
     """Whether `live` (a full object or a summary) holds exactly what `desired` would apply."""
     if live is None:
         return False
-    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    record = applied_record(desired)
     digest = live.get(SUMMARY)
     if digest is not None:
         return bool(digest["intact"]) and digest["applied"] == record_hash(record)
@@ -104,11 +104,15 @@ def is_subset(want: Any, have: Any) -> bool:
     return bool(want == have)
 
 
-def with_last_applied(desired: Mapping[str, Any]) -> dict[str, Any]:
-    """`desired` plus the annotation recording it (compact, sorted: equal specs, equal text)."""
+def applied_record(desired: Mapping[str, Any]) -> str:
+    """The text recorded in the last-applied annotation (compact, sorted: equal specs, equal text)."""
+    return json.dumps(desired, sort_keys=True, separators=(",", ":"))
+
+
+def with_last_applied(desired: Mapping[str, Any], record: str | None = None) -> dict[str, Any]:
+    """A copy of `desired` plus the annotation recording it (`record`, when already computed)."""
     out = copy.deepcopy(dict(desired))
-    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
-    out["metadata"].setdefault("annotations", {})[LAST_APPLIED] = record
+    out["metadata"].setdefault("annotations", {})[LAST_APPLIED] = record if record is not None else applied_record(desired)
     return out
 
 
@@ -195,15 +199,16 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
         key = key_of(manifest)
         wanted.add(key)
         kind = CHILD_KINDS[key[0]]
-        body = with_last_applied(manifest)
+        record = applied_record(manifest)
         current = live.get(key)
         try:
             if current is not None and SUMMARY in current:
                 digest = current[SUMMARY]
-                if digest["intact"] and digest["applied"] == record_hash(body["metadata"]["annotations"][LAST_APPLIED]):
+                if digest["intact"] and digest["applied"] == record_hash(record):
                     result.live[key] = dict(current)  # holds what is desired: nothing to write
                     continue
                 current = kube.get(kind, namespace, key[1])  # drifted or outdated: diff the full object
+            body = with_last_applied(manifest, record)  # a copy: `desired` may be shared (see RenderMemo)
             if current is None:
                 try:
                     result.live[key] = kube.create(kind, namespace, body)

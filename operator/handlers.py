@@ -4,14 +4,15 @@ Triggers: create/update/resume of an AIStack; any change of one of its children 
 the light `watch.ChildCache`, one stream per kind, so that a reconcile reads its children from
 memory and a no-op resync makes no API call); a periodic drift timer as a safety net. Runs for
 one stack are serialised and coalesced: a burst of child events gives one more reconcile, not
-one each. AIStacks themselves go through kopf (handlers, finalizer, index of bodies).
+one each. AIStacks themselves go through kopf (handlers, finalizer), with a bounded pool of
+per-object workers; reconciles that kopf did not start read the stack's body from
+`watch.StackCache` (not a kopf index: see there why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +25,14 @@ from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
 from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import ApiError, Kube
-from aistack.operator.reconcile import Outcome, finalize, reconcile
-from aistack.operator.watch import Change, ChildCache
+from aistack.operator.reconcile import Outcome, RenderMemo, finalize, reconcile
+from aistack.operator.watch import Change, ChildCache, StackCache, plain_stack
 from aistack.api.images import package_version
 
 log = logging.getLogger("aistack.operator")
 FINALIZER = "aistack.dev/finalizer"
-KOPF_ANNOTATIONS = "kopf.zalando.org/"
 StackKey = tuple[str, str]  # (namespace, name)
+WORKER_LIMIT = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +64,8 @@ class Counters:
 class Runner:
     """Serialises reconciles per stack and coalesces triggers that arrive meanwhile."""
 
-    def __init__(self, *, kube: Kube, options: OperatorOptions, cache: ChildCache) -> None:
-        self.kube, self.options, self.cache = kube, options, cache
-        self.indexes: Mapping[str, Any] = {}
-        """kopf's indexes (live views), handed over by the startup handler."""
+    def __init__(self, *, kube: Kube, options: OperatorOptions, cache: ChildCache, stacks: StackCache) -> None:
+        self.kube, self.options, self.cache, self.stacks = kube, options, cache, stacks
         self.context: contextvars.Context | None = None
         """The context of a kopf handler: reconciles started by child changes run in it, so that
         `kopf.event` finds kopf's event queue there too."""
@@ -74,6 +73,7 @@ class Runner:
         self.pending: set[StackKey] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.counters = Counters()
+        self.renders = RenderMemo()
         # The status last written and the newest generation seen, per stack: a cached body
         # lags behind this process's own writes while kopf is busy with the same object.
         self.known_status: dict[StackKey, dict[str, Any]] = {}
@@ -105,7 +105,8 @@ class Runner:
             try:
                 outcome = await asyncio.to_thread(
                     reconcile, body, kube=self.kube, qdrant=self.options.qdrant_factory,
-                    version=self.options.version, live=live, known_status=self.known_status.get(key))
+                    version=self.options.version, live=live, known_status=self.known_status.get(key),
+                    renderer=self.renders)
             except ApiError:
                 self.counters.errors += 1
                 raise
@@ -169,7 +170,7 @@ class Runner:
             self._cache_holds(change.stack, child, change.version)
         if change.version is not None and self.is_echo(namespace, change.kind, change.name, change.version):
             return
-        if stack_of(change.stack, self.indexes) is not None:
+        if self.stacks.get(change.stack) is not None:
             self.schedule(change.stack, delay=self.options.debounce)
 
     def schedule(self, key: StackKey, *, delay: float = 0) -> None:
@@ -183,7 +184,7 @@ class Runner:
     async def _later(self, key: StackKey, delay: float) -> None:
         await asyncio.sleep(delay)
         self.pending.discard(key)
-        body = stack_of(key, self.indexes)
+        body = self.stacks.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
         try:
@@ -196,19 +197,17 @@ class Runner:
             self.schedule(key, delay=self.options.retry_delay)
 
 
-def stack_of(key: StackKey, indexes: Mapping[str, Any]) -> dict[str, Any] | None:
-    index = indexes.get("aistacks_index")
-    if index is None or key not in index:
-        return None
-    return next(iter(index[key]), None)
-
-
 def build_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING  # only our own Events; kopf's INFO chatter would be writes
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # A bounded pool of per-object workers, each gone soon after its object's last event: a
+    # burst of a thousand new stacks neither holds a thousand tasks nor more reconciles in
+    # flight than the threads can run (which is why no kopf index is used: see watch.py).
+    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.idle_timeout = 0.5
     return settings
 
 
@@ -217,37 +216,35 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     `namespaces`: the ones the operator watches (all when empty), for the children's streams too."""
     registry = kopf.OperatorRegistry()
     cache = ChildCache(configuration=options.configuration, namespaces=namespaces)
-    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache)
+    stacks = StackCache(configuration=options.configuration, namespaces=namespaces)
+    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache, stacks=stacks)
     cache.on_change = runner.child_changed
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(options.configuration)
 
-    @kopf.index(GROUP, VERSION, PLURAL, id="aistacks_index", registry=registry)
-    def aistacks_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[StackKey, dict[str, Any]]:
-        return {(namespace, name): _plain(body)}
-
     @kopf.on.startup(id="children", registry=registry)
-    async def watch_children(**kwargs: Any) -> None:
-        """Before any AIStack handler runs: the children's cache is listed, so that the first
-        reconcile of each stack sees what exists (and creates nothing twice)."""
-        runner.indexes = kwargs
-        if not cache.started:
-            await cache.start()
+    async def watch_children(**_: Any) -> None:
+        """Before any AIStack handler runs: the caches are listed, so that the first reconcile
+        of each stack sees what exists (and creates nothing twice)."""
+        for watched in (cache, stacks):
+            if not watched.started:
+                await watched.start()
         try:
-            await cache.wait_synced(options.sync_timeout)
+            for watched in (cache, stacks):
+                await watched.wait_synced(options.sync_timeout)
         except TimeoutError as err:
-            raise kopf.TemporaryError("listing the children timed out; retrying", delay=options.retry_delay) from err
+            raise kopf.TemporaryError("listing the children and stacks timed out; retrying", delay=options.retry_delay) from err
 
     @kopf.on.cleanup(id="children", registry=registry)
     async def stop_children(**_: Any) -> None:
-        await cache.stop()
+        await asyncio.gather(cache.stop(), stacks.stop())
 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
         runner.context = contextvars.copy_context()
         try:
-            outcome = await runner.run((namespace, name), _plain(body))
+            outcome = await runner.run((namespace, name), plain_stack(body))
         except ApiError as err:
             raise kopf.TemporaryError(f"API call failed: {err}", delay=options.retry_delay) from err
         if outcome.retry:
@@ -267,19 +264,21 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
         runner.deleting.add(uid)
         async with runner.locks.setdefault((namespace, name), asyncio.Lock()):  # let a running reconcile end
             try:
-                message = await asyncio.to_thread(finalize, _plain(body), kube=runner.kube,
+                message = await asyncio.to_thread(finalize, plain_stack(body), kube=runner.kube,
                                                   qdrant=options.qdrant_factory, version=options.version)
             except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
                 raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
         for table in (runner.known_status, runner.generations, runner.written):
             table.pop((namespace, name), None)
+        runner.renders.forget((namespace, name))
         for echo in [e for e in runner.echoes if e[0] == namespace and e[2].startswith(f"{name}-")]:
             runner.echoes.pop(echo, None)
         log.info("AIStack %s/%s deleted: %s", namespace, name, message)
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def reconciles(**_: Any) -> dict[str, int]:
-        return {"runs": runner.counters.runs, "writes": runner.counters.writes, "errors": runner.counters.errors}
+        return {"runs": runner.counters.runs, "writes": runner.counters.writes, "errors": runner.counters.errors,
+                "renders": runner.renders.misses, "renders_reused": runner.renders.hits}
 
     return registry, runner
 
@@ -294,16 +293,3 @@ def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
         token=token or None, certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
     )
 
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A detached deep copy of what a reconcile reads: kopf bodies are live views that change
-    under a worker thread. kopf's own annotations (a full copy of the spec) and the server's
-    managedFields are left out: the index holds one of these per stack."""
-    meta = body.get("metadata") or {}
-    slim = {k: v for k, v in meta.items() if k != "managedFields"}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(KOPF_ANNOTATIONS)}
-    if annotations:
-        slim["annotations"] = annotations
-    else:
-        slim.pop("annotations", None)
-    return copy.deepcopy({**{k: v for k, v in body.items() if k != "metadata"}, "metadata": slim})

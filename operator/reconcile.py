@@ -8,7 +8,9 @@ kopf handlers only decide *when* it runs. What it cannot finish it reports in `O
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,13 +64,62 @@ def stack_document(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+Renderer = Callable[[dict[str, Any], str], tuple[AIStack, list[Manifest]]]
+
+
+def parse_and_render(document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
+    """The validated stack and its children; raises `ManifestError` for an invalid spec."""
+    meta = document.get("metadata") or {}
+    stack = parse_stack(document, source=f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}")
+    return stack, render(stack, version=version)
+
+
+class RenderMemo:
+    """`parse_and_render` remembered for the stacks reconciled most recently.
+
+    A stack is reconciled a few times while it converges (created, then each time its children
+    report progress), and every drift check again, each time from the same spec: validating and
+    rendering it is most of a reconcile's CPU. The memo holds the result per stack for as long as
+    the document is unchanged, for the `size` stacks used last (a bound on memory: the result is
+    about 75 KB per stack). Callers treat what it returns as read-only; apply copies before it
+    writes. An invalid spec is not remembered (it is cheap to refuse again and rare).
+    """
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, str], tuple[str, AIStack, list[Manifest]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __call__(self, document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
+        meta = document.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        fingerprint = version + json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] == fingerprint:
+            self.hits += 1
+            self.entries.move_to_end(key)
+            return entry[1], entry[2]
+        self.misses += 1
+        stack, desired = parse_and_render(document, version)
+        self.entries[key] = (fingerprint, stack, desired)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return stack, desired
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.entries.pop(key, None)
+
+
 def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, version: str,
               live: Mapping[ChildKey, Mapping[str, Any]] | None = None,
-              known_status: Mapping[str, Any] | None = None, now: Callable[[], str] = utc_now) -> Outcome:
+              known_status: Mapping[str, Any] | None = None, now: Callable[[], str] = utc_now,
+              renderer: Renderer = parse_and_render) -> Outcome:
     """Converge the children of `body` and write its status.
 
     `live` is a watch cache of its children (listed from the API server when None);
-    `known_status` is the status this process last wrote, fresher than a cached body's.
+    `known_status` is the status this process last wrote, fresher than a cached body's;
+    `renderer` validates and renders (a `RenderMemo` in the operator).
     """
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
@@ -77,7 +128,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     generation = meta.get("generation")
     previous = known_status if known_status is not None else (body.get("status") or {})
     try:
-        stack = parse_stack(stack_document(body), source=f"{namespace}/{name}")
+        stack, desired = renderer(stack_document(body), version)
     except ManifestError as err:
         message = "; ".join(str(e) for e in err.errors)
         new = status.invalid_status(generation=generation, message=message, previous=previous, now=now())
@@ -88,7 +139,6 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
 
     if live is None:
         live = fetch_children(kube, name=name, namespace=namespace)
-    desired = render(stack, version=version)
     evaluation_job = next((m for m in desired if _is_evaluation_job(m)), None)
     if evaluation_job is not None and not _may_evaluate(desired, live, key_of(evaluation_job), name):
         desired = [m for m in desired if m is not evaluation_job]

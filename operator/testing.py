@@ -108,8 +108,9 @@ class OperatorThread:
     does, so that it never shares an event loop with the test."""
 
     def __init__(self, cluster: Cluster, qdrant: Callable[[str, str | None], QdrantClient], *,
-                 drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = ()) -> None:
-        self.namespaces = namespaces
+                 drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = (),
+                 worker_limit: int | None = None) -> None:
+        self.namespaces, self.worker_limit = namespaces, worker_limit
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
                                        version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay)
         self.runner: Runner | None = None
@@ -122,6 +123,8 @@ class OperatorThread:
         registry, self.runner = build_registry(self.options, namespaces=self.namespaces)
         settings = build_settings()
         settings.networking.error_backoffs = [0.2, 0.5, 1]
+        if self.worker_limit is not None:
+            settings.queueing.worker_limit = self.worker_limit
         try:
             asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True,
                                       clusterwide=not self.namespaces, namespaces=list(self.namespaces),

@@ -1,10 +1,17 @@
-"""A light watch cache of the operator's children: one list+watch stream per child kind.
+"""Light watch caches: one list+watch stream per kind, kept in memory for reconciles to read.
 
-kopf gives every watched object its own worker task, memory and handler bookkeeping; that is
-right for AIStacks (they carry the handlers) but costs CPU and memory per child, and a stack
-has a dozen children. Here each kind has one stream (per watched namespace, or cluster-wide),
-filtered to objects labelled as managed by aistack, and the cache keeps only `summarize()`d
-children grouped by stack: identity, readiness and a digest of what was applied.
+`ChildCache`: the operator's children. kopf gives every watched object its own worker task,
+memory and handler bookkeeping; that is right for AIStacks (they carry the handlers) but costs
+CPU and memory per child, and a stack has a dozen children. Here each kind has one stream (per
+watched namespace, or cluster-wide), filtered to objects labelled as managed by aistack, and
+the cache keeps only `summarize()`d children grouped by stack: identity, readiness and a
+digest of what was applied.
+
+`StackCache`: the AIStack bodies (slimmed by `plain_stack`), which reconciles started by a
+child change or the drift timer read. It stands in for a kopf index: kopf holds every object's
+handlers back until all objects of an indexed kind are indexed, and with a bounded worker pool
+(`settings.queueing.worker_limit`) the first workers would then wait, holding their slots, for
+objects that can never get one: a deadlock at start-up with more stacks than workers.
 
 The protocol is the API server's: list (resourceVersion R), then watch from R with bookmarks;
 `410 Gone` (R compacted away) or a broken stream means list again, which also notices what was
@@ -15,10 +22,11 @@ deleted meanwhile. Credentials come from the same `Configuration` as the operato
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +35,12 @@ from kubernetes.client import Configuration
 
 from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from aistack.operator.apply import ChildKey, summarize
-from aistack.operator.kube import CHILD_KINDS, Kind
+from aistack.operator.kube import AISTACK, CHILD_KINDS, Kind
 
 log = logging.getLogger("aistack.operator.watch")
 StackKey = tuple[str, str]  # (namespace, name)
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+KOPF_ANNOTATIONS = "kopf.zalando.org/"
 WATCH_TIMEOUT = 300
 """Seconds the server keeps one watch open; the stream is then resumed from the last version."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -47,22 +56,35 @@ class Change:
     version: str | None
 
 
-class ChildCache:
-    """Summaries of the managed children, by stack; `on_change` hears of every change."""
+class ListWatch:
+    """List+watch streams for `kinds` (per namespace, or cluster-wide); subclasses keep what
+    they need of each object (`_keep`, `_drop`) under the key `_key` gives it."""
 
-    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str] = (),
-                 on_change: Callable[[Change], None] = lambda change: None,
-                 kinds: Sequence[Kind] = tuple(CHILD_KINDS.values())) -> None:
-        self.configuration, self.on_change = configuration, on_change
+    selector: str | None = None
+    """A label selector every list and watch carries (None: every object)."""
+
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str], kinds: Sequence[Kind]) -> None:
+        self.configuration = configuration
         self.streams = [(kind, ns) for kind in kinds for ns in (namespaces or [None])]
-        self.by_stack: dict[StackKey, dict[ChildKey, dict[str, Any]]] = {}
         self.synced = asyncio.Event()
         self._listed: set[tuple[str, str | None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
-    def children(self, key: StackKey) -> dict[ChildKey, dict[str, Any]]:
-        return dict(self.by_stack.get(key) or {})
+    # -- what a subclass keeps -------------------------------------------------------------
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
+        """The key of an object in this cache; None: not one of ours, ignored."""
+        raise NotImplementedError
+
+    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+        """The keys this cache holds from the stream of (kind, namespace)."""
+        raise NotImplementedError
+
+    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _drop(self, key: Hashable) -> None:
+        raise NotImplementedError
 
     @property
     def started(self) -> bool:
@@ -104,28 +126,30 @@ class ChildCache:
                             namespace or "all namespaces", err, delay)
                 await asyncio.sleep(delay)
 
+    def _params(self, **params: str) -> dict[str, str]:
+        return {"labelSelector": self.selector, **params} if self.selector else params
+
     async def _list(self, kind: Kind, namespace: str | None) -> str:
-        seen: dict[tuple[StackKey, ChildKey], dict[str, Any]] = {}
-        params = {"labelSelector": SELECTOR, "limit": "500"}
+        seen: dict[Hashable, dict[str, Any]] = {}
+        params = self._params(limit="500")
         while True:
             body = await self._get(kind, namespace, params)
             for obj in body.get("items") or []:
                 obj.setdefault("kind", kind.kind)
                 obj.setdefault("apiVersion", kind.api_version)
-                located = _locate(obj)
-                if located is not None:
-                    seen[located] = obj
+                key = self._key(kind, obj)
+                if key is not None:
+                    seen[key] = obj
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
                 break
             params = {**params, "continue": meta["continue"]}
-        # Replace this stream's share of the cache; a child gone since the last listing is a change.
-        for stack, children in list(self.by_stack.items()):
-            for child in [c for c in children if c[0] == kind.kind and (namespace is None or stack[0] == namespace)]:
-                if (stack, child) not in seen:
-                    self._forget(stack, child)
-        for (stack, child), obj in seen.items():
-            self._store(stack, child, obj)
+        # Replace this stream's share of the cache: what is gone since the last listing is dropped.
+        for key in self._held(kind, namespace):
+            if key not in seen:
+                self._drop(key)
+        for key, obj in seen.items():
+            self._keep(key, obj)
         self._listed.add((kind.plural, namespace))
         if len(self._listed) == len(self.streams):
             self.synced.set()
@@ -133,8 +157,7 @@ class ChildCache:
 
     async def _watch(self, kind: Kind, namespace: str | None, version: str) -> str | None:
         """Follow the stream from `version`; the version to resume from, or None to list again."""
-        params = {"labelSelector": SELECTOR, "watch": "true", "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(WATCH_TIMEOUT)}
+        params = self._params(watch="true", allowWatchBookmarks="true", timeoutSeconds=str(WATCH_TIMEOUT))
         if version:
             params["resourceVersion"] = version
         try:
@@ -163,31 +186,14 @@ class ChildCache:
                     continue
                 obj.setdefault("kind", kind.kind)
                 obj.setdefault("apiVersion", kind.api_version)
-                located = _locate(obj)
-                if located is None:
+                key = self._key(kind, obj)
+                if key is None:
                     continue
                 if kind_of_event == "DELETED":
-                    self._forget(*located)
+                    self._drop(key)
                 else:
-                    self._store(*located, obj)
+                    self._keep(key, obj)
         return version
-
-    # -- the cache -------------------------------------------------------------------------
-    def _store(self, stack: StackKey, child: ChildKey, obj: Mapping[str, Any]) -> None:
-        summary = summarize(obj)
-        children = self.by_stack.setdefault(stack, {})
-        old = children.get(child)
-        version = summary["metadata"].get("resourceVersion")
-        children[child] = summary
-        if old is None or old["metadata"].get("resourceVersion") != version:
-            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=version))
-
-    def _forget(self, stack: StackKey, child: ChildKey) -> None:
-        children = self.by_stack.get(stack) or {}
-        if children.pop(child, None) is not None:
-            if not children:
-                self.by_stack.pop(stack, None)
-            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=None))
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _get(self, kind: Kind, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
@@ -223,6 +229,90 @@ class ChildCache:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+class ChildCache(ListWatch):
+    """Summaries of the managed children, by stack; `on_change` hears of every change."""
+
+    selector = SELECTOR
+
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str] = (),
+                 on_change: Callable[[Change], None] = lambda change: None,
+                 kinds: Sequence[Kind] = tuple(CHILD_KINDS.values())) -> None:
+        super().__init__(configuration=configuration, namespaces=namespaces, kinds=kinds)
+        self.on_change = on_change
+        self.by_stack: dict[StackKey, dict[ChildKey, dict[str, Any]]] = {}
+
+    def children(self, key: StackKey) -> dict[ChildKey, dict[str, Any]]:
+        return dict(self.by_stack.get(key) or {})
+
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> tuple[StackKey, ChildKey] | None:
+        return _locate(obj)
+
+    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+        return [(stack, child) for stack, children in self.by_stack.items()
+                if namespace is None or stack[0] == namespace for child in children if child[0] == kind.kind]
+
+    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+        self._store(*key, obj)  # type: ignore[misc]
+
+    def _drop(self, key: Hashable) -> None:
+        self._forget(*key)  # type: ignore[misc]
+
+    def _store(self, stack: StackKey, child: ChildKey, obj: Mapping[str, Any]) -> None:
+        summary = summarize(obj)
+        children = self.by_stack.setdefault(stack, {})
+        old = children.get(child)
+        version = summary["metadata"].get("resourceVersion")
+        children[child] = summary
+        if old is None or old["metadata"].get("resourceVersion") != version:
+            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=version))
+
+    def _forget(self, stack: StackKey, child: ChildKey) -> None:
+        children = self.by_stack.get(stack) or {}
+        if children.pop(child, None) is not None:
+            if not children:
+                self.by_stack.pop(stack, None)
+            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=None))
+
+
+
+class StackCache(ListWatch):
+    """The AIStacks, as `plain_stack` bodies by (namespace, name)."""
+
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str] = ()) -> None:
+        super().__init__(configuration=configuration, namespaces=namespaces, kinds=[AISTACK])
+        self.bodies: dict[StackKey, dict[str, Any]] = {}
+
+    def get(self, key: StackKey) -> dict[str, Any] | None:
+        return self.bodies.get(key)
+
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> StackKey | None:
+        meta = obj.get("metadata") or {}
+        return (meta.get("namespace") or "default", meta["name"]) if meta.get("name") else None
+
+    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+        return [key for key in self.bodies if namespace is None or key[0] == namespace]
+
+    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+        self.bodies[key] = plain_stack(obj, detach=False)  # type: ignore[index]  # parsed here: no one else holds it
+
+    def _drop(self, key: Hashable) -> None:
+        self.bodies.pop(key, None)  # type: ignore[call-overload]
+
+
+def plain_stack(body: Mapping[str, Any], *, detach: bool = True) -> dict[str, Any]:
+    """A detached deep copy of what a reconcile reads: kopf bodies are live views that change
+    under a worker thread. kopf's own annotations (a full copy of the spec) and the server's
+    managedFields are left out: the cache holds one of these per stack."""
+    meta = body.get("metadata") or {}
+    slim = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(KOPF_ANNOTATIONS)}
+    if annotations:
+        slim["annotations"] = annotations
+    else:
+        slim.pop("annotations", None)
+    plain = {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": slim}
+    return copy.deepcopy(plain) if detach else plain
 
 
 def _locate(obj: Mapping[str, Any]) -> tuple[StackKey, ChildKey] | None:

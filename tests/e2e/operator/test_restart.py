@@ -24,3 +24,17 @@ def test_restart_mid_reconcile_converges_without_duplicates(cluster, qdrant, nam
     children = cluster.children(namespace, "restarted")
     assert set(children) == cluster.rendered_keys(namespace, "restarted")  # nothing extra, nothing missing
     assert {k: children[k]["metadata"]["uid"] for k in partial} == partial  # adopted, not recreated
+
+
+def test_start_with_more_stacks_than_workers_converges_them_all(cluster, qdrant, namespace, stack_doc) -> None:
+    """Stacks that exist before the operator starts, more of them than kopf has workers: each
+    gets its turn (kopf holds every handler back until an indexed kind is fully indexed, so a
+    kopf index here would let the first workers wait forever for objects with no worker)."""
+    names = [f"queued-{i}" for i in range(5)]
+    for name in names:
+        cluster.apply_stack(stack_doc("quickstart", namespace, name=name))
+    with OperatorThread(cluster, qdrant, worker_limit=2):
+        for name in names:
+            cluster.wait_phase(namespace, name, "Ready")
+    for name in names:
+        assert set(cluster.children(namespace, name)) == cluster.rendered_keys(namespace, name)

@@ -8,7 +8,7 @@ from kubernetes.client import Configuration
 
 from aistack.operator.apply import ApplyResult
 from aistack.operator.handlers import OperatorOptions, Runner
-from aistack.operator.watch import Change, ChildCache
+from aistack.operator.watch import Change, ChildCache, StackCache
 
 STACK = ("apps", "shop")
 CHILD = ("Service", "shop-gateway")
@@ -24,7 +24,8 @@ def obj(version: str, *, ready: int | None = None) -> dict[str, Any]:
 
 def runner() -> Runner:
     options = OperatorOptions(configuration=Configuration(host="http://127.0.0.1:1"))
-    return Runner(kube=None, options=options, cache=ChildCache(configuration=options.configuration))  # type: ignore[arg-type]
+    return Runner(kube=None, options=options, cache=ChildCache(configuration=options.configuration),  # type: ignore[arg-type]
+                  stacks=StackCache(configuration=options.configuration))
 
 
 def test_a_created_child_counts_as_live_until_the_cache_shows_it() -> None:

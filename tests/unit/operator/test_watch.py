@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from kubernetes.client import Configuration
 
-from aistack.operator.kube import CHILD_KINDS
-from aistack.operator.watch import SELECTOR, Change, ChildCache
+from aistack.operator.kube import AISTACK, CHILD_KINDS
+from aistack.operator.watch import SELECTOR, Change, ChildCache, StackCache
 
 SERVICES = CHILD_KINDS["Service"]
 LABELS = {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/managed-by": "aistack-operator"}
@@ -65,6 +65,7 @@ class ScriptedServer:
 async def start(server: ScriptedServer) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/api/v1/services", server.handle)
+    app.router.add_get(f"/apis/{AISTACK.api_version}/{AISTACK.plural}", server.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -146,4 +147,37 @@ async def test_without_credentials_it_never_reports_synced() -> None:
         assert cache.children(("apps", "shop")) == {}
     finally:
         await cache.stop()
+        await runner.cleanup()
+
+
+def aistack(name: str, version: int, *, image: str = "v1") -> dict[str, Any]:
+    return {"apiVersion": AISTACK.api_version, "kind": AISTACK.kind,
+            "metadata": {"name": name, "namespace": "apps", "resourceVersion": str(version), "managedFields": [{}],
+                         "annotations": {"kopf.zalando.org/last-handled-configuration": "{...}", "team": "search"}},
+            "spec": {"image": image}}
+
+
+async def test_stack_cache_keeps_slim_bodies_unfiltered_and_drops_deleted_stacks() -> None:
+    server = ScriptedServer(
+        lists=[[aistack("shop", 5), aistack("blog", 6)]],
+        watches=[[{"type": "MODIFIED", "object": aistack("shop", 7, image="v2")},
+                  {"type": "DELETED", "object": aistack("blog", 8)}]])
+    runner, host = await start(server)
+    stacks = StackCache(configuration=configuration(host))
+    try:
+        await stacks.start()
+        await stacks.wait_synced(5)
+        for _ in range(200):
+            if stacks.get(("apps", "blog")) is None and server.watch_count >= 1:
+                break
+            await asyncio.sleep(0.02)
+        shop = stacks.get(("apps", "shop"))
+        assert shop is not None and shop["spec"] == {"image": "v2"}
+        assert shop["metadata"]["annotations"] == {"team": "search"}  # kopf's copy of the spec left out
+        assert "managedFields" not in shop["metadata"]
+        assert stacks.get(("apps", "blog")) is None
+        assert "labelSelector" not in server.requests[0]  # every AIStack, not only labelled ones
+    finally:
+        await stacks.stop()
+        server.closing.set()
         await runner.cleanup()
