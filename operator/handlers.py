@@ -2,7 +2,8 @@
 
 Triggers: create/update/resume of an AIStack; any change of one of its children (watched by
 the light `watch.ChildCache`, one stream per kind, so that a reconcile reads its children from
-memory and a no-op resync makes no API call); a periodic drift timer as a safety net. Runs for
+memory and a no-op resync makes no API call); a periodic drift check as a safety net (one task
+for all stacks). Runs for
 one stack are serialised and coalesced: a burst of child events gives one more reconcile, not
 one each. AIStacks themselves go through kopf (handlers, finalizer), with a bounded pool of
 per-object workers; reconciles that kopf did not start read the stack's body from
@@ -74,6 +75,7 @@ class Runner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.counters = Counters()
         self.renders = RenderMemo()
+        self.drift_task: asyncio.Task[None] | None = None
         # The status last written and the newest generation seen, per stack: a cached body
         # lags behind this process's own writes while kopf is busy with the same object.
         self.known_status: dict[StackKey, dict[str, Any]] = {}
@@ -173,6 +175,20 @@ class Runner:
         if self.stacks.get(change.stack) is not None:
             self.schedule(change.stack, delay=self.options.debounce)
 
+    async def drift(self) -> None:
+        """Every stack re-checked once per drift interval, the checks spread evenly over it: one
+        task for all stacks, where a kopf timer would hold a daemon task per stack."""
+        while True:
+            keys = list(self.stacks.bodies)
+            if not keys:
+                await asyncio.sleep(self.options.drift_interval)
+                continue
+            step = self.options.drift_interval / len(keys)
+            for key in keys:
+                await asyncio.sleep(step)
+                if self.stacks.get(key) is not None:
+                    self.schedule(key)
+
     def schedule(self, key: StackKey, *, delay: float = 0) -> None:
         if key in self.pending:
             return
@@ -236,9 +252,13 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
                 await watched.wait_synced(options.sync_timeout)
         except TimeoutError as err:
             raise kopf.TemporaryError("listing the children and stacks timed out; retrying", delay=options.retry_delay) from err
+        if runner.drift_task is None:
+            runner.drift_task = asyncio.create_task(runner.drift(), name="drift checks")
 
     @kopf.on.cleanup(id="children", registry=registry)
     async def stop_children(**_: Any) -> None:
+        if runner.drift_task is not None:
+            runner.drift_task.cancel()
         await asyncio.gather(cache.stop(), stacks.stop())
 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
@@ -253,11 +273,6 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     kopf.on.resume(GROUP, VERSION, PLURAL, id="resume", registry=registry)(converge)
     kopf.on.create(GROUP, VERSION, PLURAL, id="create", registry=registry)(converge)
     kopf.on.update(GROUP, VERSION, PLURAL, id="update", registry=registry)(converge)
-
-    @kopf.timer(GROUP, VERSION, PLURAL, id="drift", interval=options.drift_interval, initial_delay=options.drift_interval,
-                registry=registry)
-    async def drift(namespace: str, name: str, **kwargs: Any) -> None:
-        runner.schedule((namespace, name))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, retries=10)
     async def delete(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> None:
