@@ -112,7 +112,8 @@ def applied_record(desired: Mapping[str, Any]) -> str:
 def with_last_applied(desired: Mapping[str, Any], record: str | None = None) -> dict[str, Any]:
     """A copy of `desired` plus the annotation recording it (`record`, when already computed)."""
     out = copy.deepcopy(dict(desired))
-    out["metadata"].setdefault("annotations", {})[LAST_APPLIED] = record if record is not None else applied_record(desired)
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[LAST_APPLIED] = record if record is not None else applied_record(desired)
     return out
 
 

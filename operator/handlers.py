@@ -3,9 +3,8 @@
 Triggers: create/update/resume of an AIStack; any change of one of its children (watched by
 the light `watch.ChildCache`, one stream per kind, so that a reconcile reads its children from
 memory and a no-op resync makes no API call); a periodic drift check as a safety net (one task
-for all stacks). Runs for
-one stack are serialised and coalesced: a burst of child events gives one more reconcile, not
-one each. AIStacks themselves go through kopf (handlers, finalizer), with a bounded pool of
+for all stacks). Runs for one stack are serialised and coalesced: a burst of child events
+gives one more reconcile, not one each. AIStacks themselves go through kopf (handlers, finalizer), with a bounded pool of
 per-object workers; reconciles that kopf did not start read the stack's body from
 `watch.StackCache` (not a kopf index: see there why).
 """
@@ -186,8 +185,7 @@ class Runner:
             step = self.options.drift_interval / len(keys)
             for key in keys:
                 await asyncio.sleep(step)
-                if self.stacks.get(key) is not None:
-                    self.schedule(key)
+                self.schedule(key)  # a stack deleted meanwhile is skipped when its turn comes
 
     def schedule(self, key: StackKey, *, delay: float = 0) -> None:
         if key in self.pending:
@@ -251,7 +249,8 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
             for watched in (cache, stacks):
                 await watched.wait_synced(options.sync_timeout)
         except TimeoutError as err:
-            raise kopf.TemporaryError("listing the children and stacks timed out; retrying", delay=options.retry_delay) from err
+            raise kopf.TemporaryError("listing the children and stacks timed out; retrying",
+                                      delay=options.retry_delay) from err
         if runner.drift_task is None:
             runner.drift_task = asyncio.create_task(runner.drift(), name="drift checks")
 

@@ -67,10 +67,15 @@ def stack_document(body: Mapping[str, Any]) -> dict[str, Any]:
 Renderer = Callable[[dict[str, Any], str], tuple[AIStack, list[Manifest]]]
 
 
+def document_key(document: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a stack document."""
+    meta = document.get("metadata") or {}
+    return meta.get("namespace") or "default", meta.get("name", "")
+
+
 def parse_and_render(document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
     """The validated stack and its children; raises `ManifestError` for an invalid spec."""
-    meta = document.get("metadata") or {}
-    stack = parse_stack(document, source=f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}")
+    stack = parse_stack(document, source="/".join(document_key(document)))
     return stack, render(stack, version=version)
 
 
@@ -91,8 +96,7 @@ class RenderMemo:
         self.hits = self.misses = 0
 
     def __call__(self, document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
-        meta = document.get("metadata") or {}
-        key = (str(meta.get("namespace")), str(meta.get("name")))
+        key = document_key(document)
         fingerprint = version + json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
         entry = self.entries.get(key)
         if entry is not None and entry[0] == fingerprint:

@@ -15,12 +15,10 @@ from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
 
 from aistack.api.conventions import LABEL_INSTANCE
-from aistack.api.manifests import parse_stack
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
 from aistack.operator.kube import AISTACK, Kube
-from aistack.operator.reconcile import stack_document
-from aistack.operator.render import render
+from aistack.operator.reconcile import parse_and_render, stack_document
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -84,8 +82,7 @@ class Cluster:
     def rendered_keys(self, namespace: str, name: str, *, version: str = E2E_VERSION) -> set[tuple[str, str]]:
         """(kind, name) of every child the operator renders for the stack as it is stored now."""
         body = self.stack(namespace, name)
-        return {(m["kind"], m["metadata"]["name"])
-                for m in render(parse_stack(stack_document(body or {})), version=version)}
+        return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version)[1]}
 
     def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
         stack = self.stack(namespace, name) or {}

@@ -230,6 +230,7 @@ class ListWatch:
             context.verify_mode = ssl.CERT_NONE
         return context
 
+
 class ChildCache(ListWatch):
     """Summaries of the managed children, by stack; `on_change` hears of every change."""
 
@@ -253,12 +254,7 @@ class ChildCache(ListWatch):
                 if namespace is None or stack[0] == namespace for child in children if child[0] == kind.kind]
 
     def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
-        self._store(*key, obj)  # type: ignore[misc]
-
-    def _drop(self, key: Hashable) -> None:
-        self._forget(*key)  # type: ignore[misc]
-
-    def _store(self, stack: StackKey, child: ChildKey, obj: Mapping[str, Any]) -> None:
+        stack, child = key  # type: ignore[misc]
         summary = summarize(obj)
         children = self.by_stack.setdefault(stack, {})
         old = children.get(child)
@@ -267,13 +263,13 @@ class ChildCache(ListWatch):
         if old is None or old["metadata"].get("resourceVersion") != version:
             self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=version))
 
-    def _forget(self, stack: StackKey, child: ChildKey) -> None:
+    def _drop(self, key: Hashable) -> None:
+        stack, child = key  # type: ignore[misc]
         children = self.by_stack.get(stack) or {}
         if children.pop(child, None) is not None:
             if not children:
                 self.by_stack.pop(stack, None)
             self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=None))
-
 
 
 class StackCache(ListWatch):
