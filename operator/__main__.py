@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from aistack.operator.handlers import OperatorOptions
+from aistack.operator.peering import PeeringOptions
 from aistack.operator.run import kube_configuration, run
 
 
@@ -21,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     options = OperatorOptions(configuration=kube_configuration(kubeconfig=args.kubeconfig),
-                              drift_interval=args.drift_interval)
-    run(options=options, namespaces=args.namespace, liveness=args.liveness or None, peering=not args.standalone,
-        priority=args.priority, verbose=args.verbose)
+                              drift_interval=args.drift_interval,
+                              peering=None if args.standalone else PeeringOptions(priority=args.priority))
+    run(options=options, namespaces=args.namespace, liveness=args.liveness or None, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     "batch/v1/jobs": ("Job", True, {"status"}),
     "events.k8s.io/v1/events": ("Event", True, set()),
+    # kopf peering (deploy/operator/peering.yaml): the status is written with the main resource.
+    "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False, set()),
+    "kopf.dev/v1/kopfpeerings": ("KopfPeering", True, set()),
 }
 SERVED = {references.resource(*key.rsplit("/", 2)) if key.count("/") == 2
           else references.resource("", *key.split("/")) for key in RESOURCES}

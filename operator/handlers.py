@@ -25,6 +25,7 @@ from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
 from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import ApiError, Kube
+from aistack.operator.peering import PeeringOptions, PeeringWatch
 from aistack.operator.reconcile import Outcome, RenderMemo, finalize, reconcile
 from aistack.operator.watch import Change, ChildCache, StackCache, plain_stack
 from aistack.api.images import package_version
@@ -50,6 +51,9 @@ class OperatorOptions:
     """Seconds to gather a burst of child events into one reconcile."""
     sync_timeout: float = 60.0
     """Seconds the startup waits for the first listing of the children before retrying."""
+    peering: PeeringOptions | None = None
+    """kopf peering (name, priority, identity); None: standalone, no guard against a second
+    operator."""
 
 
 @dataclass
@@ -64,8 +68,9 @@ class Counters:
 class Runner:
     """Serialises reconciles per stack and coalesces triggers that arrive meanwhile."""
 
-    def __init__(self, *, kube: Kube, options: OperatorOptions, cache: ChildCache, stacks: StackCache) -> None:
-        self.kube, self.options, self.cache, self.stacks = kube, options, cache, stacks
+    def __init__(self, *, kube: Kube, options: OperatorOptions, cache: ChildCache, stacks: StackCache,
+                 peering: PeeringWatch | None = None) -> None:
+        self.kube, self.options, self.cache, self.stacks, self.peering = kube, options, cache, stacks, peering
         self.context: contextvars.Context | None = None
         """The context of a kopf handler: reconciles started by child changes run in it, so that
         `kopf.event` finds kopf's event queue there too."""
@@ -185,6 +190,7 @@ class Runner:
             step = self.options.drift_interval / len(keys)
             for key in keys:
                 await asyncio.sleep(step)
+                await self.unpaused()
                 self.schedule(key)  # a stack deleted meanwhile is skipped when its turn comes
 
     def schedule(self, key: StackKey, *, delay: float = 0) -> None:
@@ -195,8 +201,19 @@ class Runner:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def unpaused(self) -> None:
+        """Return once peering lets this operator work (at once when standalone)."""
+        if self.peering is not None:
+            await self.peering.active.wait()
+
+    def resumed(self) -> None:
+        """Back from a pause: another operator may have written statuses meanwhile, so the
+        status this process last wrote is no longer known to stand."""
+        self.known_status.clear()
+
     async def _later(self, key: StackKey, delay: float) -> None:
         await asyncio.sleep(delay)
+        await self.unpaused()  # held while paused, still pending: a burst stays one reconcile
         self.pending.discard(key)
         body = self.stacks.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -231,8 +248,13 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     registry = kopf.OperatorRegistry()
     cache = ChildCache(configuration=options.configuration, namespaces=namespaces)
     stacks = StackCache(configuration=options.configuration, namespaces=namespaces)
-    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache, stacks=stacks)
+    peering = None if options.peering is None else PeeringWatch(
+        configuration=options.configuration, namespaces=namespaces, options=options.peering)
+    runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache, stacks=stacks,
+                    peering=peering)
     cache.on_change = runner.child_changed
+    if peering is not None:
+        peering.on_resume = runner.resumed
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -241,8 +263,9 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     @kopf.on.startup(id="children", registry=registry)
     async def watch_children(**_: Any) -> None:
         """Before any AIStack handler runs: the caches are listed, so that the first reconcile
-        of each stack sees what exists (and creates nothing twice)."""
-        for watched in (cache, stacks):
+        of each stack sees what exists (and creates nothing twice). The peering watch starts
+        too, but is not waited for: until it has read the peering, reconciles are held."""
+        for watched in (cache, stacks, *([peering] if peering else [])):
             if not watched.started:
                 await watched.start()
         try:
@@ -258,7 +281,7 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     async def stop_children(**_: Any) -> None:
         if runner.drift_task is not None:
             runner.drift_task.cancel()
-        await asyncio.gather(cache.stop(), stacks.stop())
+        await asyncio.gather(cache.stop(), stacks.stop(), *([peering.stop()] if peering else []))
 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
         runner.context = contextvars.copy_context()

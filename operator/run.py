@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
 from aistack.operator.handlers import OperatorOptions, build_registry, build_settings
-
-PEERING_NAME = "aistack"
 
 
 def kube_configuration(*, kubeconfig: str | None = None, context: str | None = None) -> Configuration:
@@ -31,10 +30,11 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
 
 
 def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: str | None = None,
-        peering: bool = True, priority: int = 0, verbose: bool = False) -> None:
+        verbose: bool = False) -> None:
     """Run until SIGTERM. With `namespaces`, only those are watched (a Role per namespace
-    suffices); otherwise the whole cluster. With `peering`, operators that share the
-    `aistack` peering pause all but the highest priority one (kopf peering)."""
+    suffices); otherwise the whole cluster. With `options.peering`, operators that share the
+    peering pause all but the highest priority one (kopf peering, which also gates the
+    operator's own triggers: see peering.py)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # one INFO line per handler call and object adds up to real CPU at scale
@@ -42,6 +42,15 @@ def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: s
     registry, _ = build_registry(options, namespaces=namespaces)
     kopf.run(
         registry=registry, settings=build_settings(), clusterwide=not namespaces, namespaces=list(namespaces),
-        liveness_endpoint=liveness, standalone=not peering, peering_name=PEERING_NAME if peering else None,
-        priority=priority,
+        liveness_endpoint=liveness, **kopf_peering(options),
     )
+
+
+def kopf_peering(options: OperatorOptions) -> dict[str, Any]:
+    """kopf's peering arguments, from the same options the operator's own peering watch uses
+    (one identity for both, so neither takes the other's keep-alive for a peer)."""
+    peering = options.peering
+    if peering is None:
+        return {"standalone": True}
+    return {"standalone": False, "peering_name": peering.name, "priority": peering.priority,
+            "identity": peering.identity}

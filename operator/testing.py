@@ -17,7 +17,9 @@ from qdrant_client import QdrantClient
 from aistack.api.conventions import LABEL_INSTANCE
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
-from aistack.operator.kube import AISTACK, Kube
+from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
+from aistack.operator.peering import CLUSTER_PEERING, PeeringOptions
+from aistack.operator.run import kopf_peering
 from aistack.operator.reconcile import parse_and_render, stack_document
 
 
@@ -84,6 +86,20 @@ class Cluster:
         body = self.stack(namespace, name)
         return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version)[1]}
 
+    def peering(self, name: str = "aistack") -> dict[str, Any] | None:
+        return self.emulator.find(CLUSTER_PEERING.plural, None, name)  # type: ignore[arg-type]
+
+    def add_peering(self, name: str = "aistack", status: dict[str, Any] | None = None) -> None:
+        """The cluster-wide peering object (as `deploy/operator/peering.yaml` installs it)."""
+        body = {"apiVersion": CLUSTER_PEERING.api_version, "kind": CLUSTER_PEERING.kind, "metadata": {"name": name}}
+        self.kube.request("POST", f"/apis/{CLUSTER_PEERING.api_version}/{CLUSTER_PEERING.plural}",
+                          body={**body, **({"status": status} if status else {})})
+
+    def patch_peering(self, status: dict[str, Any], name: str = "aistack") -> None:
+        """A merge patch of its status (None removes a peer), as a peer's keep-alive writes it."""
+        self.kube.request("PATCH", f"/apis/{CLUSTER_PEERING.api_version}/{CLUSTER_PEERING.plural}/{name}",
+                          body={"status": status}, content_type=MERGE_PATCH)
+
     def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
         stack = self.stack(namespace, name) or {}
         return next((c for c in (stack.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
@@ -106,10 +122,13 @@ class OperatorThread:
 
     def __init__(self, cluster: Cluster, qdrant: Callable[[str, str | None], QdrantClient], *,
                  drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = (),
-                 worker_limit: int | None = None) -> None:
+                 worker_limit: int | None = None, peering: PeeringOptions | None = None) -> None:
+        """`peering`: take part in kopf peering (the cluster needs the peering object); None:
+        standalone."""
         self.namespaces, self.worker_limit = namespaces, worker_limit
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
-                                       version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay)
+                                       version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay,
+                                       peering=peering)
         self.runner: Runner | None = None
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
@@ -123,7 +142,7 @@ class OperatorThread:
         if self.worker_limit is not None:
             settings.queueing.worker_limit = self.worker_limit
         try:
-            asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True,
+            asyncio.run(kopf.operator(registry=registry, settings=settings, **kopf_peering(self.options),
                                       clusterwide=not self.namespaces, namespaces=list(self.namespaces),
                                       stop_flag=self.stop_flag, ready_flag=self.ready_flag))
         except BaseException as err:  # surfaced by start()/stop()

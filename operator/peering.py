@@ -1,0 +1,162 @@
+"""Peering for the operator's own triggers: pause them whenever kopf pauses.
+
+kopf peering keeps one operator working when several run (say, the in-cluster one and a
+developer's on a laptop): each writes a keep-alive into the status of a `ClusterKopfPeering`
+(or, for an operator scoped to namespaces, a `KopfPeering` in each) named `aistack`, and an
+operator that sees a live peer of higher priority pauses; peers of equal priority all pause.
+kopf pauses only its own watchers, though. Reconciles that a child change or the drift pass
+starts are this operator's, so `PeeringWatch` reads the same object and applies the same rule
+(`blocking_peers`) to gate them. It shares kopf's identity (passed to kopf explicitly), so it
+never mistakes its own keep-alive for a peer.
+
+Like kopf with a named (mandatory) peering, the operator stays paused until the peering object
+has been read, and while it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import getpass
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client import Configuration
+
+from aistack.operator.kube import Kind
+from aistack.operator.watch import ListWatch
+
+log = logging.getLogger("aistack.operator.peering")
+PEERING_NAME = "aistack"
+CLUSTER_PEERING = Kind(api_version="kopf.dev/v1", kind="ClusterKopfPeering", plural="clusterkopfpeerings")
+NAMESPACED_PEERING = Kind(api_version="kopf.dev/v1", kind="KopfPeering", plural="kopfpeerings")
+DEFAULT_LIFETIME = 60
+CLUSTER = ""
+"""The scope key of the cluster-wide peering."""
+
+
+def own_identity() -> str:
+    """This operator's name among its peers: the pod's name where the Deployment passes it
+    (`POD_ID`, as kopf reads it), else user@host, the start time and a random suffix."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{getpass.getuser()}@{socket.gethostname()}/{started}/{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeeringOptions:
+    name: str = PEERING_NAME
+    priority: int = 0
+    identity: str = field(default_factory=own_identity)
+
+
+@dataclass(frozen=True)
+class Peer:
+    identity: str
+    priority: int
+    deadline: datetime.datetime
+    """When its keep-alive runs out: it counts as gone from then on."""
+
+
+def peers(status: Mapping[str, Any]) -> list[Peer]:
+    """The peers in a peering object's status (kopf's layout: identity -> priority, lifetime,
+    lastseen). An entry that cannot be read counts as a live peer of priority 0 seen now: it
+    pauses an operator of priority 0 (the safe side), never one above."""
+    now = datetime.datetime.now(datetime.UTC)
+    out = []
+    for identity, info in (status or {}).items():
+        info = info if isinstance(info, Mapping) else {}
+        try:
+            priority = int(info.get("priority") or 0)
+            lifetime = int(info.get("lifetime") if info.get("lifetime") is not None else DEFAULT_LIFETIME)
+            seen = info.get("lastseen")
+            lastseen = datetime.datetime.fromisoformat(seen) if seen else now
+        except (TypeError, ValueError):
+            priority, lifetime, lastseen = 0, DEFAULT_LIFETIME, now
+        if lastseen.tzinfo is None:
+            lastseen = lastseen.replace(tzinfo=datetime.UTC)
+        out.append(Peer(identity=str(identity), priority=priority, deadline=lastseen + datetime.timedelta(seconds=lifetime)))
+    return out
+
+
+def blocking_peers(status: Mapping[str, Any], *, identity: str, priority: int,
+                   now: datetime.datetime | None = None) -> list[Peer]:
+    """The live peers that pause an operator of `priority`: kopf's rule, a higher priority
+    wins and an equal one pauses both (two operators would fight over the same objects)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return [p for p in peers(status) if p.identity != identity and p.deadline > now and p.priority >= priority]
+
+
+class PeeringWatch(ListWatch):
+    """Follows the peering object(s); `active` is set while no peer outranks this operator.
+    `on_resume` is called on each pause -> work transition."""
+
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str], options: PeeringOptions,
+                 on_resume: Callable[[], None] = lambda: None) -> None:
+        kind = NAMESPACED_PEERING if namespaces else CLUSTER_PEERING
+        super().__init__(configuration=configuration, namespaces=namespaces, kinds=[kind])
+        self.options, self.on_resume = options, on_resume
+        self.scopes: list[str] = list(namespaces) or [CLUSTER]
+        self.statuses: dict[str, Mapping[str, Any]] = {}
+        """The peering's status by namespace (`CLUSTER` for the cluster-wide one)."""
+        self.active = asyncio.Event()
+        self._recheck: asyncio.TimerHandle | None = None
+        self._told: str | None = None
+
+    async def stop(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+        await super().stop()
+
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
+        meta = obj.get("metadata") or {}
+        return (meta.get("namespace") or CLUSTER) if meta.get("name") == self.options.name else None
+
+    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+        return [scope for scope in self.statuses if scope == (namespace or CLUSTER)]
+
+    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+        status = obj.get("status")
+        self.statuses[key] = status if isinstance(status, Mapping) else {}  # type: ignore[index]
+        self.evaluate()
+
+    def _drop(self, key: Hashable) -> None:
+        self.statuses.pop(key, None)  # type: ignore[call-overload]
+        self.evaluate()
+
+    def evaluate(self) -> None:
+        """Pause or resume from what the peering objects say now; look again when the first
+        blocking peer's keep-alive runs out (a peer killed without a goodbye)."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        missing = [scope for scope in self.scopes if scope not in self.statuses]
+        blocking = [peer for scope in self.scopes if scope in self.statuses
+                    for peer in blocking_peers(self.statuses[scope], identity=self.options.identity,
+                                               priority=self.options.priority)]
+        if missing:
+            self._pause(f"peering {self.options.name!r} not found in "
+                        f"{', '.join(s or 'the cluster' for s in missing)}")
+        elif blocking:
+            self._pause("peers " + ", ".join(f"{p.identity} (priority {p.priority})" for p in blocking))
+            soonest = min(p.deadline for p in blocking)
+            delay = (soonest - datetime.datetime.now(datetime.UTC)).total_seconds()
+            self._recheck = asyncio.get_running_loop().call_later(max(delay, 0) + 0.05, self.evaluate)
+        elif not self.active.is_set():
+            log.info("peering: no peer outranks this operator (%s); working", self.options.identity)
+            self._told = None
+            self.active.set()
+            self.on_resume()
+
+    def _pause(self, why: str) -> None:
+        if self.active.is_set() or self._told != why:
+            log.warning("peering: paused, %s", why)
+        self._told = why
+        self.active.clear()
