@@ -15,6 +15,10 @@ LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 PART_OF: Final = "aistack"
 MANAGED_BY: Final = "aistack-operator"
+# The operator's kopf peering object (ClusterKopfPeering, or KopfPeering per watched namespace)
+# and its leader-election Lease (in the operator's namespace): every install names them so.
+PEERING_NAME: Final = "aistack"
+LEASE_NAME: Final = "aistack-operator"
 
 # Node label carried by GPU nodes (set by the platform's GPU node groups), selected by vLLM pods.
 GPU_TYPE_LABEL: Final = "aistack.dev/gpu-type"

@@ -93,13 +93,21 @@ def operator_cmd(
     standalone: Annotated[bool, typer.Option(help="No peering (no guard against a second operator).")] = False,
     priority: Annotated[int, typer.Option(help="Peering priority: the highest running operator works.")] = 0,
     drift_interval: Annotated[float, typer.Option(help="Seconds between full re-checks of each stack.")] = 300.0,
+    leader_elect: Annotated[bool, typer.Option(help="Replicas elect one leader through a Lease; the others wait.")] = False,
+    leader_election_namespace: Annotated[str | None, typer.Option(
+        help="Namespace of the Lease; default: the pod's own (POD_NAMESPACE).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the AIStack operator (kopf) until interrupted."""
     from aistack.cli.operator import run_operator
 
-    run_operator(namespaces=namespace, kubeconfig=kubeconfig, liveness=liveness, standalone=standalone,
-                 priority=priority, drift_interval=drift_interval, verbose=verbose)
+    try:
+        run_operator(namespaces=namespace, kubeconfig=kubeconfig, liveness=liveness, standalone=standalone,
+                     priority=priority, drift_interval=drift_interval, leader_elect=leader_elect,
+                     leader_namespace=leader_election_namespace, verbose=verbose)
+    except ValueError as error:
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(2) from None
 
 
 def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 
 def run_operator(*, namespaces: list[str], kubeconfig: str | None, liveness: str, standalone: bool,
-                 priority: int, drift_interval: float, verbose: bool) -> None:
-    from aistack.operator.handlers import OperatorOptions
-    from aistack.operator.peering import PeeringOptions
-    from aistack.operator.run import kube_configuration, run
+                 priority: int, drift_interval: float, leader_elect: bool, leader_namespace: str | None,
+                 verbose: bool) -> None:
+    """Raises ValueError (naming the flag) for options that do not fit together."""
+    from aistack.operator.run import operator_options, run
 
-    options = OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig), drift_interval=drift_interval,
-                              peering=None if standalone else PeeringOptions(priority=priority))
-    run(options=options, namespaces=namespaces, liveness=liveness, verbose=verbose)
+    options = operator_options(kubeconfig=kubeconfig, drift_interval=drift_interval, standalone=standalone,
+                               priority=priority, leader_elect=leader_elect, leader_namespace=leader_namespace)
+    run(options=options, namespaces=namespaces, liveness=liveness or None, verbose=verbose)

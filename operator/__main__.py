@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aistack.operator.handlers import OperatorOptions
-from aistack.operator.peering import PeeringOptions
-from aistack.operator.run import kube_configuration, run
+from aistack.operator.run import operator_options, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,12 +16,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="liveness endpoint URL; empty for none")
     parser.add_argument("--standalone", action="store_true", help="no peering (no guard against a second operator)")
     parser.add_argument("--priority", type=int, default=0, help="peering priority (the highest one runs)")
+    parser.add_argument("--leader-elect", action="store_true",
+                        help="replicas elect one leader through a Lease; the others wait as standbys")
+    parser.add_argument("--leader-election-namespace",
+                        help="namespace of the Lease; default: the pod's own (POD_NAMESPACE)")
     parser.add_argument("--drift-interval", type=float, default=300.0, help="seconds between full re-checks")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
-    options = OperatorOptions(configuration=kube_configuration(kubeconfig=args.kubeconfig),
-                              drift_interval=args.drift_interval,
-                              peering=None if args.standalone else PeeringOptions(priority=args.priority))
+    try:
+        options = operator_options(kubeconfig=args.kubeconfig, drift_interval=args.drift_interval,
+                                   standalone=args.standalone, priority=args.priority, leader_elect=args.leader_elect,
+                                   leader_namespace=args.leader_election_namespace)
+    except ValueError as err:
+        parser.error(str(err))
     run(options=options, namespaces=args.namespace, liveness=args.liveness or None, verbose=args.verbose)
 
 

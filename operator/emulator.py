@@ -24,8 +24,8 @@ this subclass fills them, each the simple way:
 
 Not emulated (untested here): strategic-merge list semantics (patches merge dicts and replace
 lists), server-side apply, admission and schema validation/defaulting (the CRD's OpenAPI and
-CEL rules are not enforced), 409 on stale resourceVersion, watch bookmarks/resourceVersion
-resumption, PUT, field selectors, RBAC enforcement, quotas, real pods and scheduling.
+CEL rules are not enforced), watch bookmarks/resourceVersion
+resumption, PUT (a merge patch naming a resourceVersion does get 409 when it is stale), field selectors, RBAC enforcement, quotas, real pods and scheduling.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     # kopf peering (deploy/operator/peering.yaml): the status is written with the main resource.
     "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False, set()),
     "kopf.dev/v1/kopfpeerings": ("KopfPeering", True, set()),
+    "coordination.k8s.io/v1/leases": ("Lease", True, set()),
 }
 SERVED = {references.resource(*key.rsplit("/", 2)) if key.count("/") == 2
           else references.resource("", *key.split("/")) for key in RESOURCES}
@@ -189,6 +190,7 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
         if resource is not None and request.name and request.action in (kmock.action.UPDATE, kmock.action.DELETE):
             old = self._get(resource, request.namespace, request.name)
             if request.action == kmock.action.UPDATE and old is not None:
+                self._check_version(request, old)
                 self._stamp_update(request, old)
         if resource is not None and request.action == kmock.action.LIST and request.params.get("labelSelector"):
             return await self._serve_selected_list(request)
@@ -285,6 +287,16 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
         meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._versions)), generation=1,
                     creationTimestamp=_now())
         request.data.pop("status", None) if self._has_status(request.resource) else None
+
+    @staticmethod
+    def _check_version(request: Any, old: dict[str, Any]) -> None:
+        """A merge patch that names a resourceVersion is a precondition: 409 when stale."""
+        data = request.data
+        expected = (data.get("metadata") or {}).get("resourceVersion") if isinstance(data, dict) else None
+        if expected is not None and expected != old.get("metadata", {}).get("resourceVersion"):
+            raise kmock.KubernetesError(status=409, reason="Conflict",
+                                        message="the object has been modified; please apply your changes "
+                                                "to the latest version and try again")
 
     def _stamp_update(self, request: Any, old: dict[str, Any]) -> None:
         data = request.data

@@ -25,7 +25,8 @@ from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
 from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.collection import QdrantFactory, default_qdrant_factory
 from aistack.operator.kube import ApiError, Kube
-from aistack.operator.peering import PeeringOptions, PeeringWatch
+from aistack.operator.leader import LeaseOptions
+from aistack.operator.peering import PeeringOptions, PeeringWatch, own_identity
 from aistack.operator.reconcile import Outcome, RenderMemo, finalize, reconcile
 from aistack.operator.watch import Change, ChildCache, StackCache, plain_stack
 from aistack.api.images import package_version
@@ -51,9 +52,12 @@ class OperatorOptions:
     """Seconds to gather a burst of child events into one reconcile."""
     sync_timeout: float = 60.0
     """Seconds the startup waits for the first listing of the children before retrying."""
+    identity: str = field(default_factory=own_identity)
+    """This process among its peers and Lease candidates (the pod's name in a cluster)."""
     peering: PeeringOptions | None = None
-    """kopf peering (name, priority, identity); None: standalone, no guard against a second
-    operator."""
+    """kopf peering (name, priority); None: standalone, no guard against a second operator."""
+    leader: LeaseOptions | None = None
+    """Leader election between replicas (a Lease); None: this process runs at once."""
 
 
 @dataclass
@@ -249,7 +253,8 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
     cache = ChildCache(configuration=options.configuration, namespaces=namespaces)
     stacks = StackCache(configuration=options.configuration, namespaces=namespaces)
     peering = None if options.peering is None else PeeringWatch(
-        configuration=options.configuration, namespaces=namespaces, options=options.peering)
+        configuration=options.configuration, namespaces=namespaces, options=options.peering,
+        identity=options.identity)
     runner = Runner(kube=Kube(ApiClient(options.configuration)), options=options, cache=cache, stacks=stacks,
                     peering=peering)
     cache.on_change = runner.child_changed

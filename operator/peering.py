@@ -23,16 +23,16 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import Configuration
 
+from aistack.api.conventions import PEERING_NAME
 from aistack.operator.kube import Kind
 from aistack.operator.watch import ListWatch
 
 log = logging.getLogger("aistack.operator.peering")
-PEERING_NAME = "aistack"
 CLUSTER_PEERING = Kind(api_version="kopf.dev/v1", kind="ClusterKopfPeering", plural="clusterkopfpeerings")
 NAMESPACED_PEERING = Kind(api_version="kopf.dev/v1", kind="KopfPeering", plural="kopfpeerings")
 DEFAULT_LIFETIME = 60
@@ -54,7 +54,6 @@ def own_identity() -> str:
 class PeeringOptions:
     name: str = PEERING_NAME
     priority: int = 0
-    identity: str = field(default_factory=own_identity)
 
 
 @dataclass(frozen=True)
@@ -99,10 +98,10 @@ class PeeringWatch(ListWatch):
     `on_resume` is called on each pause -> work transition."""
 
     def __init__(self, *, configuration: Configuration, namespaces: Sequence[str], options: PeeringOptions,
-                 on_resume: Callable[[], None] = lambda: None) -> None:
+                 identity: str, on_resume: Callable[[], None] = lambda: None) -> None:
         kind = NAMESPACED_PEERING if namespaces else CLUSTER_PEERING
         super().__init__(configuration=configuration, namespaces=namespaces, kinds=[kind])
-        self.options, self.on_resume = options, on_resume
+        self.options, self.identity, self.on_resume = options, identity, on_resume
         self.scopes: list[str] = list(namespaces) or [CLUSTER]
         self.statuses: dict[str, Mapping[str, Any]] = {}
         """The peering's status by namespace (`CLUSTER` for the cluster-wide one)."""
@@ -139,7 +138,7 @@ class PeeringWatch(ListWatch):
             self._recheck = None
         missing = [scope for scope in self.scopes if scope not in self.statuses]
         blocking = [peer for scope in self.scopes if scope in self.statuses
-                    for peer in blocking_peers(self.statuses[scope], identity=self.options.identity,
+                    for peer in blocking_peers(self.statuses[scope], identity=self.identity,
                                                priority=self.options.priority)]
         if missing:
             self._pause(f"peering {self.options.name!r} not found in "
@@ -150,7 +149,7 @@ class PeeringWatch(ListWatch):
             delay = (soonest - datetime.datetime.now(datetime.UTC)).total_seconds()
             self._recheck = asyncio.get_running_loop().call_later(max(delay, 0) + 0.05, self.evaluate)
         elif not self.active.is_set():
-            log.info("peering: no peer outranks this operator (%s); working", self.options.identity)
+            log.info("peering: no peer outranks this operator (%s); working", self.identity)
             self._told = None
             self.active.set()
             self.on_resume()

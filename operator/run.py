@@ -7,16 +7,27 @@ kopf and the operator's own client, never from import-time globals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import signal
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import kopf
+from aiohttp import web
 from kubernetes import config as kube_config
-from kubernetes.client import Configuration
+from kubernetes.client import ApiClient, Configuration
 
 from aistack.operator.handlers import OperatorOptions, build_registry, build_settings
+from aistack.operator.kube import Kube
+from aistack.operator.leader import LeaderElection, LeaseOptions, lease_namespace
+from aistack.operator.peering import PeeringOptions
+
+log = logging.getLogger("aistack.operator")
 
 
 def kube_configuration(*, kubeconfig: str | None = None, context: str | None = None) -> Configuration:
@@ -29,21 +40,145 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
     return configuration
 
 
+def operator_options(*, kubeconfig: str | None, drift_interval: float, standalone: bool, priority: int,
+                     leader_elect: bool, leader_namespace: str | None) -> OperatorOptions:
+    """The options of `python -m aistack.operator` and `aistack operator` (one set of flags).
+    Raises ValueError, naming the flag, for a leader election without a namespace for its Lease."""
+    leader = None
+    if leader_elect:
+        namespace = lease_namespace(leader_namespace)
+        if not namespace:
+            raise ValueError("--leader-elect: no namespace for the Lease; pass --leader-election-namespace "
+                             "(in a pod it is read from POD_NAMESPACE or the service account)")
+        leader = LeaseOptions(namespace=namespace)
+    if drift_interval <= 0:
+        raise ValueError(f"--drift-interval: must be > 0 seconds, got {drift_interval}")
+    return OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig), drift_interval=drift_interval,
+                           peering=None if standalone else PeeringOptions(priority=priority), leader=leader)
+
+
 def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: str | None = None,
         verbose: bool = False) -> None:
     """Run until SIGTERM. With `namespaces`, only those are watched (a Role per namespace
-    suffices); otherwise the whole cluster. With `options.peering`, operators that share the
-    peering pause all but the highest priority one (kopf peering, which also gates the
-    operator's own triggers: see peering.py)."""
+    suffices); otherwise the whole cluster. With `options.leader`, replicas elect one leader
+    through a Lease and only it runs (leader.py); with `options.peering`, operators that share
+    the peering pause all but the highest priority one (kopf peering, which also gates the
+    operator's own triggers: see peering.py). Exits 1 when leadership is lost."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # one INFO line per handler call and object adds up to real CPU at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    registry, _ = build_registry(options, namespaces=namespaces)
-    kopf.run(
-        registry=registry, settings=build_settings(), clusterwide=not namespaces, namespaces=list(namespaces),
-        liveness_endpoint=liveness, **kopf_peering(options),
-    )
+    try:
+        asyncio.run(serve(options=options, namespaces=namespaces, liveness=liveness))
+    except LeadershipLost as err:
+        log.error("%s; exiting to start over as a follower", err)
+        raise SystemExit(1) from err
+
+
+class LeadershipLost(RuntimeError):
+    pass
+
+
+async def serve(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: str | None = None,
+                registry: kopf.OperatorRegistry | None = None, settings: kopf.OperatorSettings | None = None,
+                stop_flag: threading.Event | None = None, ready_flag: threading.Event | None = None) -> None:
+    """The operator in the running loop: wait for the Lease if leader election is on, then run
+    kopf (with `registry`, else a fresh one) until `stop_flag` is set, SIGTERM, or lost
+    leadership (`LeadershipLost`)."""
+    if registry is None:
+        registry, _ = build_registry(options, namespaces=namespaces)
+    stop = asyncio.Event()
+    bridge = asyncio.create_task(_follow_flag(stop_flag, stop)) if stop_flag is not None else None
+    try:
+        election = None
+        if options.leader is not None:
+            election = LeaderElection(Kube(ApiClient(options.configuration)), options.leader, options.identity)
+            async with _follower_liveness(liveness), _stop_on_signals(stop):
+                if not await _until(election.acquire(), stop):
+                    return
+        await _run_kopf(options, namespaces, liveness, registry, settings or build_settings(), stop, ready_flag,
+                        election)
+    finally:
+        if bridge is not None:
+            bridge.cancel()
+
+
+async def _run_kopf(options: OperatorOptions, namespaces: Sequence[str], liveness: str | None,
+                    registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings, stop: asyncio.Event,
+                    ready_flag: threading.Event | None, election: LeaderElection | None) -> None:
+    operator = asyncio.create_task(kopf.operator(
+        registry=registry, settings=settings, clusterwide=not namespaces, namespaces=list(namespaces),
+        liveness_endpoint=liveness, stop_flag=stop, ready_flag=ready_flag, **kopf_peering(options)))
+    if election is None:
+        await operator
+        return
+    kept = asyncio.create_task(election.keep())
+    try:
+        done, _ = await asyncio.wait({operator, kept}, return_when=asyncio.FIRST_COMPLETED)
+        if kept in done:
+            stop.set()
+            await operator
+            raise LeadershipLost(f"lost the Lease {options.leader.namespace}/{options.leader.name}")  # type: ignore[union-attr]
+        await operator
+    finally:
+        kept.cancel()
+        await asyncio.gather(kept, return_exceptions=True)
+        await asyncio.to_thread(election.release)
+
+
+async def _until(work: Any, stop: asyncio.Event) -> bool:
+    """Await `work` unless `stop` is set first: True when the work finished."""
+    task, stopped = asyncio.ensure_future(work), asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopped):
+        pending.cancel()
+    await asyncio.gather(task, stopped, return_exceptions=True)
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def _follow_flag(flag: threading.Event, stop: asyncio.Event) -> None:
+    while not flag.is_set():
+        await asyncio.sleep(0.05)
+    stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    """SIGTERM/SIGINT while following: stop (kopf installs its own handlers once it runs)."""
+    loop = asyncio.get_running_loop()
+    handled = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _follower_liveness(liveness: str | None) -> AsyncIterator[None]:
+    """A follower is alive while it waits for the Lease: answer the liveness probe until kopf
+    (which serves it once leading) takes the port over."""
+    if not liveness:
+        yield
+        return
+    url = urllib.parse.urlsplit(liveness)
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"leader": False})
+
+    app = web.Application()
+    app.router.add_get(url.path or "/", alive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port or 80, reuse_address=True).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def kopf_peering(options: OperatorOptions) -> dict[str, Any]:
@@ -51,6 +186,6 @@ def kopf_peering(options: OperatorOptions) -> dict[str, Any]:
     (one identity for both, so neither takes the other's keep-alive for a peer)."""
     peering = options.peering
     if peering is None:
-        return {"standalone": True}
+        return {"standalone": True, "identity": options.identity}
     return {"standalone": False, "peering_name": peering.name, "priority": peering.priority,
-            "identity": peering.identity}
+            "identity": options.identity}

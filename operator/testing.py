@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import kopf
 from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
 
@@ -18,8 +17,9 @@ from aistack.api.conventions import LABEL_INSTANCE
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
 from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
+from aistack.operator.leader import LeaseOptions
 from aistack.operator.peering import CLUSTER_PEERING, PeeringOptions
-from aistack.operator.run import kopf_peering
+from aistack.operator.run import serve
 from aistack.operator.reconcile import parse_and_render, stack_document
 
 
@@ -122,13 +122,16 @@ class OperatorThread:
 
     def __init__(self, cluster: Cluster, qdrant: Callable[[str, str | None], QdrantClient], *,
                  drift_interval: float = 1.0, retry_delay: float = 0.3, namespaces: tuple[str, ...] = (),
-                 worker_limit: int | None = None, peering: PeeringOptions | None = None) -> None:
+                 worker_limit: int | None = None, peering: PeeringOptions | None = None,
+                 identity: str | None = None, leader: LeaseOptions | None = None,
+                 liveness: str | None = None) -> None:
         """`peering`: take part in kopf peering (the cluster needs the peering object); None:
-        standalone."""
-        self.namespaces, self.worker_limit = namespaces, worker_limit
+        standalone. `identity`: this operator's name among its peers (default: generated).
+        `leader`: wait for this Lease before running. `liveness`: the probe's URL."""
+        self.namespaces, self.worker_limit, self.liveness = namespaces, worker_limit, liveness
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
                                        version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay,
-                                       peering=peering)
+                                       peering=peering, leader=leader, **({"identity": identity} if identity else {}))
         self.runner: Runner | None = None
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
@@ -142,15 +145,16 @@ class OperatorThread:
         if self.worker_limit is not None:
             settings.queueing.worker_limit = self.worker_limit
         try:
-            asyncio.run(kopf.operator(registry=registry, settings=settings, **kopf_peering(self.options),
-                                      clusterwide=not self.namespaces, namespaces=list(self.namespaces),
-                                      stop_flag=self.stop_flag, ready_flag=self.ready_flag))
+            asyncio.run(serve(options=self.options, namespaces=self.namespaces, liveness=self.liveness,
+                              registry=registry, settings=settings,
+                              stop_flag=self.stop_flag, ready_flag=self.ready_flag))
         except BaseException as err:  # surfaced by start()/stop()
             self.error = err
 
-    def start(self) -> OperatorThread:
+    def start(self, *, wait_ready: bool = True) -> OperatorThread:
+        """Start; with `wait_ready`, return once kopf runs (a Lease follower never gets there)."""
         self.thread.start()
-        if not self.ready_flag.wait(30):
+        if wait_ready and not self.ready_flag.wait(30):
             raise RuntimeError(f"operator did not become ready in 30 s: {self.error!r}")
         return self
 

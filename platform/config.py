@@ -198,7 +198,7 @@ class OperatorConfig(ConfigModel):
     namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "aistack-system"
     """Namespace of the operator (pod security `restricted`)."""
     replicas: Annotated[int, Field(ge=1, le=3)] = 1
-    """More than one runs standby replicas (kopf peering elects one)."""
+    """More than one runs standby replicas (one leader, elected through a Lease)."""
     args: list[str] = Field(default_factory=list)
     """Container args of the operator (its image's entrypoint runs kopf)."""
     stack_file: str | None = None

@@ -23,16 +23,25 @@ from aistack.api.conventions import (
     LABEL_NAME,
     LABEL_PART_OF,
     PART_OF,
+    PEERING_NAME,
 )
 from aistack.api import images
 from aistack.api.v1alpha1 import AIStack
 from aistack.platform.gpu_cluster import SYSTEM_NODE_LABELS
-from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules
+from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules, operator_leader_election_rules
 
 OPERATOR_NAME = "aistack-operator"
 MLFLOW_BACKEND_SECRET = "mlflow-backend"
 MLFLOW_BACKEND_KEY = "uri"
 LIVENESS_PORT = 8081  # `python -m aistack.operator` serves kopf's probe at :8081/healthz by default
+BASE_ARGS = ("--priority=100", "--leader-elect")
+"""Replicas elect a leader through a Lease (standbys wait); priority 100 outranks an operator
+started by hand with the default 0, which then pauses. `args` come after, so they win."""
+POD_ENV = [
+    {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+]
+"""The operator's identity in the Lease and the peering, and the Lease's namespace."""
 
 
 def operator_image(*, image: str | None = None, tag: str | None = None) -> str:
@@ -77,7 +86,8 @@ def operator_pod_spec(*, image: str, args: list[str]) -> dict[str, Any]:
             {
                 "name": "operator",
                 "image": image,
-                "args": args,
+                "args": [*BASE_ARGS, *args],
+                "env": POD_ENV,
                 "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20, "failureThreshold": 3},
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
@@ -114,7 +124,7 @@ class AIStackOperator(pulumi.ComponentResource):
             f"{name}-kopf-peering",
             api_version="kopf.dev/v1",
             kind="ClusterKopfPeering",
-            metadata={"name": "default"},
+            metadata={"name": PEERING_NAME},
             opts=after(peering_crd),
         )
         ns = k8s.core.v1.Namespace(
@@ -156,6 +166,21 @@ class AIStackOperator(pulumi.ComponentResource):
             subjects=[{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": args.namespace}],
             opts=after(role, sa),
         )
+        election_role = k8s.rbac.v1.Role(
+            f"{name}-leader-election-role",
+            metadata={"name": f"{OPERATOR_NAME}-leader-election", "namespace": args.namespace,
+                      "labels": _labels("operator")},
+            rules=operator_leader_election_rules(),
+            opts=after(ns),
+        )
+        election_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-leader-election-binding",
+            metadata={"name": f"{OPERATOR_NAME}-leader-election", "namespace": args.namespace,
+                      "labels": _labels("operator")},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{OPERATOR_NAME}-leader-election"},
+            subjects=[{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": args.namespace}],
+            opts=after(election_role, sa),
+        )
         selector = {LABEL_NAME: OPERATOR_NAME}
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -168,7 +193,7 @@ class AIStackOperator(pulumi.ComponentResource):
                     "spec": operator_pod_spec(image=args.image, args=args.args),
                 },
             },
-            opts=after(self.crd, binding, peering_obj),
+            opts=after(self.crd, binding, election_binding, peering_obj),
         )
         self.backend_secret = k8s.core.v1.Secret(
             f"{name}-mlflow-backend",

@@ -11,7 +11,9 @@ Least privilege, rule by rule:
 - events (core and events.k8s.io): `create`, to report failures on the AIStack.
 - kopf itself: `namespaces` and `customresourcedefinitions` list/watch (it discovers and
   follows namespaces and the CRD), `clusterkopfpeerings`/`kopfpeerings` get/list/watch/patch
-  (leader election between replicas).
+  (peering: a second operator of higher priority, say a developer's, pauses this one).
+- leader election between replicas: `leases` get/create/patch, in a Role of the operator's
+  own namespace only (`operator_leader_election_rules`).
 - Secrets: `get` by name only (no list, no watch, no write): the operator reads one Secret,
   the API key of an *external* Qdrant, to manage the collection there. Every other secret is
   only referenced (`secretKeyRef`) and resolved by the kubelet; the MLflow backend Secret is
@@ -56,8 +58,14 @@ def operator_cluster_rules() -> list[dict[str, Any]]:
     return rules
 
 
+def operator_leader_election_rules() -> list[dict[str, Any]]:
+    """PolicyRules of the Role, in the operator's namespace, for its leader-election Lease."""
+    return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
+
+
 def kopf_peering_crd() -> dict[str, Any]:
-    """kopf's ClusterKopfPeering CRD (as in kopf's docs): where replicas elect the active one."""
+    """kopf's ClusterKopfPeering CRD (as in kopf's docs): where operators find peers that
+    outrank them."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

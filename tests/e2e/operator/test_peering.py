@@ -47,7 +47,7 @@ def test_a_paused_operator_leaves_child_changes_until_its_peer_is_gone(cluster, 
     """A higher-priority peer appears: the operator pauses, and a child deleted meanwhile is
     left alone (by the child watch and the 1 s drift pass alike) until the peer's keep-alive
     runs out; then the operator restores it."""
-    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=10, identity="under-test")) as op:
+    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=10), identity="under-test") as op:
         wait_for(lambda: _working(op), what="the operator working")
         cluster.apply_stack(stack_doc("quickstart", namespace, name="paused"))
         cluster.wait_phase(namespace, "paused", "Ready")
@@ -70,9 +70,9 @@ def test_a_paused_operator_leaves_child_changes_until_its_peer_is_gone(cluster, 
 def test_of_two_operators_only_the_higher_priority_one_works(cluster, qdrant, namespace, stack_doc) -> None:
     """Two real operators share the peering: the lower one stays paused while the higher one
     runs, and takes over when it stops (kopf removes its keep-alive on exit)."""
-    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, identity="primary")) as primary:
+    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100), identity="primary") as primary:
         wait_for(lambda: _working(primary), what="the primary working")
-        standby = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0, identity="standby")).start()
+        standby = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0), identity="standby").start()
         try:
             wait_for(lambda: _paused(standby), what="the standby paused")
             cluster.apply_stack(stack_doc("quickstart", namespace, name="shared"))
@@ -97,7 +97,7 @@ def test_of_two_operators_only_the_higher_priority_one_works(cluster, qdrant, na
 def test_equal_priorities_pause_both(cluster, qdrant, namespace, stack_doc) -> None:
     """kopf's rule: two live operators of the same priority would fight, so both pause."""
     cluster.patch_peering({"twin": {"priority": 0, "lifetime": 60, "lastseen": _now()}})
-    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0, identity="under-test")) as op:
+    with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0), identity="under-test") as op:
         wait_for(lambda: _paused(op), what="the operator paused")
         cluster.apply_stack(stack_doc("quickstart", namespace, name="twins"))
         time.sleep(1.5)

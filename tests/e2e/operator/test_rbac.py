@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from aistack.operator.emulator import EmulatorThread
 from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, SECRET
-from aistack.operator.testing import wait_for
+from aistack.operator.leader import LeaseOptions
+from aistack.operator.peering import PeeringOptions
+from aistack.operator.testing import Cluster, OperatorThread, wait_for
 
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"
 VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
@@ -21,9 +25,9 @@ PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 
 
-def cluster_role() -> list[dict]:
+def cluster_role(kind: str = "ClusterRole") -> list[dict]:
     docs = [d for d in yaml.safe_load_all(RBAC.read_text(encoding="utf-8")) if d]
-    return next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    return next(d for d in docs if d["kind"] == kind)["rules"]
 
 
 def allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
@@ -100,6 +104,41 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
     assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"
     assert ("", "secrets", "get") in used and ("aistack.dev", "aistacks/status", "patch") in used
     assert since < len(cluster.emulator.log)
+
+
+def test_peering_and_leader_election_calls_are_allowed(qdrant, stack_doc) -> None:
+    """As deployed (peering on, --leader-elect): the Lease calls are allowed by the Role in the
+    operator's namespace, the peering calls by the ClusterRole."""
+    system = "aistack-system"
+    with EmulatorThread() as thread:
+        cluster = Cluster(thread)
+        cluster.add_peering()
+        for name in (system, "apps"):
+            cluster.add_namespace(name)
+        since = len(cluster.emulator.log)
+        replica = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100),
+                                 leader=LeaseOptions(namespace=system, duration=3, renew_deadline=2, retry_period=0.2))
+        with replica:
+            cluster.apply_stack(stack_doc("quickstart", "apps"))
+            cluster.wait_phase("apps", "quickstart", "Ready")
+            time.sleep(0.5)  # a few renewals
+        calls = cluster.emulator.log[since:]
+    cluster_rules, lease_rules = cluster_role(), cluster_role("Role")
+    used, denied = set(), []
+    for method, path in calls:
+        if path.startswith(f"/apis/{AISTACK.api_version}/namespaces/apps/aistacks") and method in ("POST", "GET"):
+            continue  # the test acting as a user (kubectl apply/get)
+        perm = permission(method, path)
+        if perm is None:
+            continue
+        used.add(perm)
+        rules = lease_rules if path.startswith(f"/apis/coordination.k8s.io/v1/namespaces/{system}/") else cluster_rules
+        if not allowed(rules, *perm):
+            denied.append((method, path, perm))
+    assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"
+    assert {("coordination.k8s.io", "leases", "get"), ("coordination.k8s.io", "leases", "create"),
+            ("coordination.k8s.io", "leases", "patch"), ("kopf.dev", "clusterkopfpeerings", "watch"),
+            ("kopf.dev", "clusterkopfpeerings", "patch")} <= used
 
 
 def test_declared_calls_are_allowed_and_nothing_more_is_granted() -> None:

@@ -49,3 +49,22 @@ def test_kubectl_kustomize_builds() -> None:
     out = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], check=True, capture_output=True, text=True).stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
     assert kinds.count("CustomResourceDefinition") == 3
+
+
+def test_replicas_elect_a_leader_and_the_peering_object_is_the_one_the_operator_reads() -> None:
+    """Replicas share a priority, which kopf peering answers by pausing them all: the Lease
+    picks one. The peering object must carry the name the operator waits for."""
+    from aistack.api.conventions import PEERING_NAME
+
+    container = docs(DEPLOY / "deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-elect" in container["args"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_ID": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    [peering] = [d for d in docs(DEPLOY / "peering.yaml") if d["kind"] == "ClusterKopfPeering"]
+    assert peering["metadata"]["name"] == PEERING_NAME
+    [role] = [d for d in docs(DEPLOY / "rbac.yaml") if d["kind"] == "Role"]
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "patch"]}]
+    [binding] = [d for d in docs(DEPLOY / "rbac.yaml") if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == "aistack-system"

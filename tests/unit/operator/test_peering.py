@@ -50,7 +50,7 @@ def test_watch_pauses_until_read_and_while_a_peer_outranks_it_then_resumes_on_ex
     async def scenario() -> list[str]:
         seen: list[str] = []
         watch = PeeringWatch(configuration=Configuration(), namespaces=[],
-                             options=PeeringOptions(priority=10, identity="me"), on_resume=lambda: seen.append("resumed"))
+                             options=PeeringOptions(priority=10), identity="me", on_resume=lambda: seen.append("resumed"))
         assert not watch.active.is_set()  # nothing read yet: paused, as kopf is
         watch._keep(CLUSTER, {"metadata": {"name": "aistack"}, "status": {"me": _live(10)}})
         assert watch.active.is_set() and seen == ["resumed"]
@@ -69,7 +69,7 @@ def test_watch_pauses_until_read_and_while_a_peer_outranks_it_then_resumes_on_ex
 def test_namespaced_operator_needs_every_namespace_peering() -> None:
     async def scenario() -> None:
         watch = PeeringWatch(configuration=Configuration(), namespaces=["a", "b"],
-                             options=PeeringOptions(identity="me"))
+                             options=PeeringOptions(), identity="me")
         assert watch._key(None, {"metadata": {"name": "other", "namespace": "a"}}) is None  # type: ignore[arg-type]
         watch._keep("a", {"metadata": {"name": "aistack", "namespace": "a"}, "status": {}})
         assert not watch.active.is_set()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aistack.operator.handlers import connection_info
@@ -29,5 +31,46 @@ def test_kubeconfig_feeds_both_clients(tmp_path: Path) -> None:
 def test_module_entry_point_has_the_documented_options() -> None:
     out = subprocess.run([sys.executable, "-m", "aistack.operator", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for option in ("--namespace", "--kubeconfig", "--liveness", "--standalone", "--priority", "--drift-interval"):
+    for option in ("--namespace", "--kubeconfig", "--liveness", "--standalone", "--priority", "--drift-interval",
+                   "--leader-elect", "--leader-election-namespace"):
         assert option in out
+
+
+def _kubeconfig(tmp_path: Path) -> str:
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "abc"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    return str(path)
+
+
+def test_leader_election_needs_a_namespace_for_its_lease(tmp_path: Path, monkeypatch) -> None:
+    from aistack.operator.leader import LeaseOptions
+    from aistack.operator.run import operator_options
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "standalone": False, "priority": 100}
+    options = operator_options(**common, leader_elect=True, leader_namespace="ops")
+    assert options.leader == LeaseOptions(namespace="ops") and options.peering and options.peering.priority == 100
+    monkeypatch.setenv("POD_NAMESPACE", "aistack-system")
+    assert operator_options(**common, leader_elect=True, leader_namespace=None).leader.namespace == "aistack-system"
+    assert operator_options(**common, leader_elect=False, leader_namespace=None).leader is None
+    monkeypatch.delenv("POD_NAMESPACE")
+    if not Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists():
+        with pytest.raises(ValueError, match="--leader-election-namespace"):
+            operator_options(**common, leader_elect=True, leader_namespace=None)
+    with pytest.raises(ValueError, match="--drift-interval"):
+        operator_options(**{**common, "drift_interval": 0}, leader_elect=False, leader_namespace=None)
+    with pytest.raises(ValueError, match="renew_deadline"):
+        LeaseOptions(namespace="ops", duration=5, renew_deadline=10)
+
+
+def test_cli_reports_a_leader_election_without_namespace(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "POD_NAMESPACE"}
+    result = subprocess.run([sys.executable, "-m", "aistack.operator", "--kubeconfig", _kubeconfig(tmp_path),
+                             "--leader-elect"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "--leader-elect: no namespace for the Lease" in result.stderr

@@ -9,11 +9,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from aistack.api.conventions import GPU_TAINT_KEY
+from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME
 from aistack.api.manifests import load_stack
 from aistack.operator.naming import child_name
 from aistack.platform.operator_install import gateway_url, operator_image
-from aistack.platform.operator_rbac import operator_cluster_rules
+from aistack.platform.operator_rbac import operator_cluster_rules, operator_leader_election_rules
 from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
@@ -81,6 +81,26 @@ def test_operator_deployment_is_hardened_and_uses_the_versioned_image(stage_runs
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_replicas_elect_a_leader_and_join_the_peering_this_program_installs(stage_runs: dict[str, Run], stage: str) -> None:
+    """Replicas share a priority, and kopf peering pauses operators of equal priority: without
+    leader election two replicas would both stop. And the peering object must carry the name
+    the operator looks for, or kopf waits for it forever."""
+    run = stage_runs[stage]
+    [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
+    assert "--leader-elect" in container["args"] and "--standalone" not in container["args"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_ID": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    peering = run.one("kubernetes:kopf.dev/v1:ClusterKopfPeering").inputs
+    assert peering["metadata"]["name"] == PEERING_NAME
+    role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs
+    assert role["metadata"]["namespace"] == "aistack-system"
+    assert _flat(role["rules"]) == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")}
+    binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aistack-operator", "namespace": "aistack-system"}]
+
+
 def test_operator_image_can_be_overridden() -> None:
     assert operator_image(tag="1.2.3") == "ghcr.io/aistack-dev/operator:1.2.3"
     assert operator_image(image="registry.example.com/op@sha256:abc", tag="1.2.3") == "registry.example.com/op@sha256:abc"
@@ -89,7 +109,7 @@ def test_operator_image_can_be_overridden() -> None:
     run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
     [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/aistack-dev/operator:9.9.9"
-    assert container["args"] == ["--verbose"]
+    assert container["args"] == ["--priority=100", "--leader-elect", "--verbose"]  # given args last: they win
 
 
 def test_stack_file_creates_the_aistack_after_the_operator_and_exports_its_gateway_url() -> None:
@@ -137,5 +157,9 @@ def test_pulumi_install_grants_exactly_what_the_kustomize_install_grants() -> No
     """One set of rights whichever way the operator is installed; the operator's e2e test
     replays its real API calls against deploy/operator/rbac.yaml."""
     docs = yaml.safe_load_all((ROOT / "deploy" / "operator" / "rbac.yaml").read_text())
-    (role,) = [d for d in docs if d and d["kind"] == "ClusterRole"]
+    docs = [d for d in docs if d]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     assert _flat(operator_cluster_rules()) == _flat(role["rules"])
+    (election,) = [d for d in docs if d["kind"] == "Role"]
+    assert _flat(operator_leader_election_rules()) == _flat(election["rules"])
+    assert election["metadata"]["namespace"] == "aistack-system"
