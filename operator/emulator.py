@@ -13,19 +13,23 @@ this subclass fills them, each the simple way:
 - owner-reference garbage collection (foreground, immediate) when an owner goes away;
 - label selectors on list (equality terms only);
 - list responses carry `kind`/`apiVersion` (kubectl decodes them by it);
+- optimistic concurrency for merge patches: one that names a `metadata.resourceVersion`
+  gets 409 Conflict when the object has moved on (leader election relies on it);
+- the kinds peering and leader election use: kopf's `ClusterKopfPeering`/`KopfPeering`
+  (status written with the object, as their CRDs have no status subresource) and `Lease`;
 - a simulated kubelet + controllers: Deployments/StatefulSets get `status` replicas equal to
   `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
   is counted whenever the pod template changes; Jobs finish only when a test calls
   `finish_job` with the exit code of their pod;
 - the request history that kmock keeps (and scans on every request) is cut to a short live
   window, the Kubernetes verbs skip kmock's reaction search while no test added a reaction
-  of its own, and objects are looked up by key instead of by a scan of all objects; `log` keeps every (method, path) for assertions and counting (method `WATCH` for
-  watch requests).
+  of its own, and objects are looked up by key instead of by a scan of all objects; `log`
+  keeps every (method, path) for assertions and counting (method `WATCH` for watch requests).
 
 Not emulated (untested here): strategic-merge list semantics (patches merge dicts and replace
 lists), server-side apply, admission and schema validation/defaulting (the CRD's OpenAPI and
-CEL rules are not enforced), watch bookmarks/resourceVersion
-resumption, PUT (a merge patch naming a resourceVersion does get 409 when it is stale), field selectors, RBAC enforcement, quotas, real pods and scheduling.
+CEL rules are not enforced), watch bookmarks/resourceVersion resumption, PUT, field
+selectors, RBAC enforcement, quotas, real pods and scheduling.
 """
 
 from __future__ import annotations

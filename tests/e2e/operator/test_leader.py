@@ -16,7 +16,7 @@ import pytest
 
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.kube import CHILD_KINDS
-from aistack.operator.leader import LEASE, LeaseOptions
+from aistack.operator.leader import LEASE, LeaderElection, LeaseOptions
 from aistack.operator.peering import PeeringOptions
 from aistack.operator.run import LeadershipLost
 from aistack.operator.testing import Cluster, OperatorThread, wait_for
@@ -119,3 +119,16 @@ def test_a_leader_that_cannot_renew_steps_down(cluster, qdrant) -> None:
     finally:
         if leader.thread.is_alive():
             leader.stop()
+
+
+def test_two_candidates_racing_for_the_lease_cannot_both_win(cluster) -> None:
+    """Every write carries what it read: a second create gets 409, and so does a takeover
+    written from a Lease version that has moved on meanwhile."""
+    first, second = LeaderElection(cluster.kube, FAST, "first"), LeaderElection(cluster.kube, FAST, "second")
+    assert first.try_acquire_or_renew()
+    assert not second._create()  # it read "absent" too, but created second
+    read_by_second = cluster.kube.get(LEASE, SYSTEM, FAST.name)
+    assert first.try_acquire_or_renew()  # a renewal moves the version on
+    assert not second._patch(read_by_second, {"holderIdentity": "second"})
+    assert _lease(cluster)["holderIdentity"] == "first"
+    assert not second.try_acquire_or_renew()  # and, read afresh, it is held and renewed
