@@ -114,6 +114,11 @@ class PeeringWatch(ListWatch):
             self._recheck.cancel()
         await super().stop()
 
+    async def _list(self, kind: Kind, namespace: str | None) -> str:
+        version = await super()._list(kind, namespace)
+        self.evaluate()  # also when the listing found no peering object at all
+        return version
+
     def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
         meta = obj.get("metadata") or {}
         return (meta.get("namespace") or CLUSTER) if meta.get("name") == self.options.name else None
@@ -140,9 +145,14 @@ class PeeringWatch(ListWatch):
         blocking = [peer for scope in self.scopes if scope in self.statuses
                     for peer in blocking_peers(self.statuses[scope], identity=self.identity,
                                                priority=self.options.priority)]
-        if missing:
-            self._pause(f"peering {self.options.name!r} not found in "
-                        f"{', '.join(s or 'the cluster' for s in missing)}")
+        listed = {namespace or CLUSTER for _, namespace in self._listed}
+        if not set(missing) <= listed:
+            self.active.clear()  # not read yet: paused, as kopf is, but nothing to say yet
+        elif missing:
+            kind = self.streams[0][0].kind
+            fix = "create it" if kind == NAMESPACED_PEERING.kind else "apply deploy/operator/peering.yaml"
+            self._pause(f"no {kind} {self.options.name!r} in {', '.join(s or 'the cluster' for s in missing)} "
+                        f"({fix}, or run with --standalone)")
         elif blocking:
             self._pause("peers " + ", ".join(f"{p.identity} (priority {p.priority})" for p in blocking))
             soonest = min(p.deadline for p in blocking)

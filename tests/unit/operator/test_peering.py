@@ -81,3 +81,24 @@ def test_namespaced_operator_needs_every_namespace_peering() -> None:
 
 def _live(priority: int, *, lifetime: int = 60) -> dict[str, object]:
     return {"priority": priority, "lifetime": lifetime, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+
+
+def test_a_listing_without_the_peering_object_says_what_to_do(caplog) -> None:
+    """The object is missing (never created): the operator stays paused, as kopf does, and
+    says which object to create, once per listing that finds it missing, not on every event."""
+    async def scenario() -> None:
+        watch = PeeringWatch(configuration=Configuration(), namespaces=[], options=PeeringOptions(), identity="me")
+
+        async def empty(*_: object) -> dict[str, object]:
+            return {"items": [], "metadata": {"resourceVersion": "7"}}
+
+        watch._get = empty  # type: ignore[method-assign]
+        kind = watch.streams[0][0]
+        assert await watch._list(kind, None) == "7"
+        await watch._list(kind, None)
+        assert not watch.active.is_set()
+
+    with caplog.at_level("WARNING", logger="aistack.operator.peering"):
+        asyncio.run(scenario())
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "no ClusterKopfPeering 'aistack' in the cluster" in message and "--standalone" in message
