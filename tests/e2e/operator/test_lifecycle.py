@@ -84,6 +84,10 @@ def test_removing_a_layer_deletes_its_children(cluster, operator, namespace, sta
     assert ("Service", "docs-assistant-vector-store") not in keys
     assert ("ConfigMap", "docs-assistant-guardrails-config") not in keys
     assert keys == cluster.rendered_keys(namespace, "docs-assistant")
+    # The phase was Ready before the change too: wait for the status of the new generation,
+    # which the reconcile writes just after it has pruned the children.
+    wait_for(lambda: (cluster.stack(namespace, "docs-assistant").get("status") or {}).get("observedGeneration") == 2,
+             what="the status of generation 2")
     cluster.wait_phase(namespace, "docs-assistant", "Ready")
     assert cluster.condition(namespace, "docs-assistant", "RetrievalReady") is None
     gateway = cluster.emulator.find("deployments", namespace, "docs-assistant-gateway")
