@@ -183,9 +183,10 @@ class StoresConfig(ConfigModel):
     workload_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "aistack"
     """Namespace of the AIStacks whose gateway and MLflow pods get bucket access (IRSA)."""
     gateway_service_account: Annotated[str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-gateway"
-    """Service account name (glob) of gateway pods in that namespace."""
+    """Service account name (glob) of gateway pods in that namespace; the account created is
+    the name with `*` as `aistack`."""
     mlflow_service_account: Annotated[str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-tracking"
-    """Service account name (glob) of MLflow pods in that namespace."""
+    """Service account name (glob) of MLflow pods in that namespace; created likewise."""
 
 
 class OperatorConfig(ConfigModel):

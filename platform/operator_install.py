@@ -9,6 +9,7 @@ password) goes into a Secret in the workloads' namespace, where an AIStack refer
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ LIVENESS_PORT = 8081  # `python -m aistack.operator` serves kopf's probe at :808
 BASE_ARGS = ("--priority=100", "--leader-elect")
 """Replicas elect a leader through a Lease (standbys wait); priority 100 outranks an operator
 started by hand with the default 0, which then pauses. `args` come after, so they win."""
+IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 POD_ENV = [
     {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -70,6 +72,33 @@ class AIStackOperatorArgs:
     args: list[str] = field(default_factory=list)
     stack: AIStack | None = None
     """An AIStack to create once the operator runs (e.g. from `operator.stackFile`)."""
+    workload_accounts: dict[str, WorkloadAccount] = field(default_factory=dict)
+    """ServiceAccounts to create in the workload namespace, by component (`gateway`,
+    `tracking`), each bound to a cloud role (IRSA); the AIStack from `stack` runs its pods as
+    them unless its manifest names accounts of its own."""
+
+
+@dataclass(frozen=True)
+class WorkloadAccount:
+    name: str
+    role_arn: pulumi.Input[str]
+
+
+def workload_account_name(glob: str) -> str:
+    """The ServiceAccount to create for an IRSA trust pattern (`*-gateway` -> `aistack-gateway`)."""
+    return glob.replace("*", PART_OF)
+
+
+def with_accounts(spec: dict[str, Any], accounts: dict[str, str]) -> dict[str, Any]:
+    """`spec` (wire form) with the workload accounts filled in where it names none: the gateway's
+    (it also runs the ingestion Job) and managed MLflow's."""
+    out = copy.deepcopy(spec)
+    if "gateway" in accounts:
+        out.setdefault("gateway", {}).setdefault("serviceAccountName", accounts["gateway"])
+    managed = ((out.get("observability") or {}).get("mlflow") or {}).get("managed")
+    if "tracking" in accounts and managed is not None:
+        managed.setdefault("serviceAccountName", accounts["tracking"])
+    return out
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -207,6 +236,20 @@ class AIStackOperator(pulumi.ComponentResource):
             opts=after(workloads),
         )
 
+        accounts = [
+            k8s.core.v1.ServiceAccount(
+                f"{name}-account-{component}",
+                metadata={"name": account.name, "namespace": args.workload_namespace,
+                          "labels": {LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi", LABEL_COMPONENT: component},
+                          "annotations": {IRSA_ROLE_ANNOTATION: account.role_arn}},
+                # the pods use it for their cloud role only (its token is projected by EKS's
+                # webhook), never for the Kubernetes API
+                automount_service_account_token=False,
+                opts=after(workloads),
+            )
+            for component, account in sorted(args.workload_accounts.items())
+        ]
+
         self.gateway_url: pulumi.Output[str] | None = None
         if args.stack is not None:
             stack_ns = args.stack.metadata.namespace or args.workload_namespace
@@ -218,8 +261,9 @@ class AIStackOperator(pulumi.ComponentResource):
                 api_version=args.stack.apiVersion,
                 kind=args.stack.kind,
                 metadata=metadata,
-                spec=args.stack.spec.to_wire(),
-                opts=after(self.crd, self.deployment, self.backend_secret),
+                spec=with_accounts(args.stack.spec.to_wire(),
+                                   {c: a.name for c, a in args.workload_accounts.items()}),
+                opts=after(self.crd, self.deployment, self.backend_secret, *accounts),
             )
             self.gateway_url = pulumi.Output.from_input(gateway_url(stack_name=args.stack.name, namespace=stack_ns))
 

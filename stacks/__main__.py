@@ -14,7 +14,14 @@ import yaml
 from aistack.platform.config import load_config, load_stack_file
 from aistack.platform.gpu_cluster import GpuCluster, GpuClusterArgs
 from aistack.platform.managed_stores import ManagedStores, ManagedStoresArgs
-from aistack.platform.operator_install import MLFLOW_BACKEND_SECRET, AIStackOperator, AIStackOperatorArgs, operator_image
+from aistack.platform.operator_install import (
+    MLFLOW_BACKEND_SECRET,
+    AIStackOperator,
+    AIStackOperatorArgs,
+    WorkloadAccount,
+    operator_image,
+    workload_account_name,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CRD_FILE = PROJECT_DIR / "crds" / "aistack.dev_aistacks.yaml"
@@ -75,6 +82,12 @@ operator = AIStackOperator(
         replicas=config.operator.replicas,
         args=config.operator.args,
         stack=stack,
+        workload_accounts={
+            "gateway": WorkloadAccount(workload_account_name(config.stores.gateway_service_account),
+                                       stores.gateway_role.arn),
+            "tracking": WorkloadAccount(workload_account_name(config.stores.mlflow_service_account),
+                                        stores.mlflow_role.arn),
+        },
     ),
 )
 
@@ -87,6 +100,8 @@ pulumi.export("mlflowBackendEndpoint", stores.database_endpoint)
 pulumi.export("mlflowBackendSecret", MLFLOW_BACKEND_SECRET)
 pulumi.export("gatewayRoleArn", stores.gateway_role.arn)
 pulumi.export("mlflowRoleArn", stores.mlflow_role.arn)
+pulumi.export("gatewayServiceAccount", workload_account_name(config.stores.gateway_service_account))
+pulumi.export("trackingServiceAccount", workload_account_name(config.stores.mlflow_service_account))
 pulumi.export("operatorImage", operator.image)
 if operator.gateway_url is not None:
     pulumi.export("gatewayUrl", operator.gateway_url)

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from aistack.api.cel import cel_rules, rule
 from aistack.api.rules import RuleCollector, violation
-from aistack.api.types import ApiModel, ConfigMapKeyRef, Resources, SecretKeyRef, Storage
+from aistack.api.types import ApiModel, ConfigMapKeyRef, DnsSubdomain, Resources, SecretKeyRef, Storage
 
 DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.5.0"
 
@@ -41,6 +41,10 @@ class ManagedMlflow(ApiModel):
     """PVC for sqlite and local artifacts."""
     resources: Resources = Field(default_factory=Resources)
     """Container resources."""
+    service_account_name: DnsSubdomain | None = None
+    """ServiceAccount of the MLflow pods, e.g. one bound to a cloud role that writes the
+    `s3://` artifactUri (EKS IRSA: `pulumi up` creates `aistack-tracking`); the namespace's
+    `default` when unset. No Kubernetes API token is mounted either way."""
 
 
 class ExternalMlflow(ApiModel):

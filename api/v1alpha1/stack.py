@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aistack.api.cel import cel_rules, rule
 from aistack.api.rules import RuleCollector
-from aistack.api.types import DNS1123_LABEL, ApiModel, DnsLabel, Resources, SecretKeyRef
+from aistack.api.types import DNS1123_LABEL, ApiModel, DnsLabel, DnsSubdomain, Resources, SecretKeyRef
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
 from aistack.api.v1alpha1.mlops import EvaluationSpec, ObservabilitySpec
 from aistack.api.v1alpha1.model import ModelSpec
@@ -81,6 +81,10 @@ class GatewaySpec(ApiModel):
     """Largest accepted request body."""
     resources: Resources = Field(default_factory=Resources)
     """Gateway container resources."""
+    service_account_name: DnsSubdomain | None = None
+    """ServiceAccount of the gateway pods and the ingestion Job, e.g. one bound to a cloud role
+    that reads the `s3://` sources (EKS IRSA: `pulumi up` creates `aistack-gateway`); the
+    namespace's `default` when unset. No Kubernetes API token is mounted either way."""
 
 
 class AIStackSpec(ApiModel):

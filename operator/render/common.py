@@ -107,6 +107,12 @@ def resources(spec: Resources, *, extra_limits: dict[str, Any] | None = None) ->
     return out
 
 
+def service_account(name: str | None) -> dict[str, Any]:
+    """The pod spec's `serviceAccountName`, when the spec names one (else the namespace's
+    `default`, by leaving it out)."""
+    return {"serviceAccountName": name} if name else {}
+
+
 def pod_security(*, fs_group: bool = True) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID,

@@ -35,6 +35,7 @@ from aistack.operator.render.common import (
     secret_env,
     selector_labels,
     service,
+    service_account,
 )
 from aistack.operator.render.retrieval import qdrant_url
 from aistack.operator.render.tracking import tracking_uri
@@ -130,6 +131,7 @@ def render_gateway(ctx: RenderContext) -> list[Manifest]:
                 "annotations": {CONFIG_HASH_ANNOTATION: content_hash(config_data, containers)},
             },
             "spec": {
+                **service_account(spec.gateway.service_account_name),
                 "securityContext": pod_security(),
                 "automountServiceAccountToken": False,
                 "containers": containers,

@@ -33,6 +33,7 @@ from aistack.operator.render.common import (
     metadata,
     pod_security,
     secret_env,
+    service_account,
 )
 from aistack.operator.render.gateway import endpoint
 from aistack.operator.render.retrieval import qdrant_url
@@ -115,7 +116,8 @@ def ingestion_job(ctx: RenderContext) -> Manifest:
         secrets.append(retrieval.vector_store.external.api_key_secret_ref)
     args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR]
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
-        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=[]), volumes=[])
+        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=[]), volumes=[],
+        account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
     # the Job re-runs when the sources or how they are chunked, embedded or stored change
     suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
     return _job(ctx, name=ingestion_job_name(ctx, suffix), component=COMPONENT_INGESTION, spec=spec,
@@ -184,12 +186,13 @@ def _container(ctx: RenderContext, *, name: str, args: list[str], env: list[dict
 
 
 def _job_spec(ctx: RenderContext, *, component: str, container: dict[str, Any],
-              volumes: list[dict[str, Any]]) -> dict[str, Any]:
+              volumes: list[dict[str, Any]], account: str | None = None) -> dict[str, Any]:
     return {
         "template": {
             "metadata": {"labels": labels(ctx.stack, component)},
             "spec": {
                 "restartPolicy": "Never",
+                **service_account(account),
                 "automountServiceAccountToken": False,
                 "securityContext": pod_security(),
                 "containers": [container],

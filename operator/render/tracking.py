@@ -20,6 +20,7 @@ from aistack.operator.render.common import (
     secret_env,
     selector_labels,
     service,
+    service_account,
 )
 
 DATA_PATH = "/mlflow"
@@ -83,7 +84,11 @@ def render_tracking(ctx: RenderContext) -> list[Manifest]:
                     "labels": labels(ctx.stack, COMPONENT_TRACKING),
                     "annotations": {CONFIG_HASH_ANNOTATION: content_hash(container)},
                 },
-                "spec": {"securityContext": pod_security(), "containers": [container], "volumes": volumes},
+                "spec": {**service_account(managed.service_account_name), "securityContext": pod_security(),
+                         # MLflow never calls the Kubernetes API (a cloud role's token, IRSA, is
+                         # projected by its own webhook either way)
+                         "automountServiceAccountToken": False,
+                         "containers": [container], "volumes": volumes},
             },
         },
     }

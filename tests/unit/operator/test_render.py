@@ -273,6 +273,25 @@ def test_mlflow_local_store_gets_a_volume(make_stack) -> None:
         "requests": {"storage": "10Gi"}}
 
 
+def test_cloud_roles_come_through_named_service_accounts_and_no_api_token_is_mounted(make_stack) -> None:
+    """IRSA: the gateway and the ingestion Job (which reads the `s3://` sources) run as the
+    gateway's account, MLflow (which writes the `s3://` artifacts) as its own; the evaluation
+    Job needs no cloud access. No pod gets a Kubernetes API token."""
+    plain = render(make_stack("production"))
+    assert all("serviceAccountName" not in pod for pod in pod_specs(plain))
+    manifests = render(make_stack("production", {"spec": {
+        "gateway": {"serviceAccountName": "aistack-gateway"},
+        "observability": {"mlflow": {"managed": {"serviceAccountName": "aistack-tracking"}}}}}))
+    accounts = {(m["kind"], m["metadata"]["labels"][LABEL_COMPONENT]): m["spec"]["template"]["spec"].get(
+        "serviceAccountName") for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")}
+    assert accounts[("Deployment", "gateway")] == "aistack-gateway"
+    assert accounts[("Job", "ingestion")] == "aistack-gateway"
+    assert accounts[("Deployment", "tracking")] == "aistack-tracking"
+    assert accounts[("Job", "evaluation")] is None
+    assert all(pod.get("automountServiceAccountToken") is False for pod in pod_specs(manifests)
+               if "serviceAccountName" in pod)
+
+
 def test_external_stores_render_no_servers(make_stack) -> None:
     manifests = by_kind_name(render(make_stack("production", ALL_SECRETS)))
     assert not [k for k in manifests if k[0] == "StatefulSet" or k[1].endswith("-mlflow")]

@@ -12,7 +12,7 @@ import yaml
 from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME
 from aistack.api.manifests import load_stack
 from aistack.operator.naming import child_name
-from aistack.platform.operator_install import gateway_url, operator_image
+from aistack.platform.operator_install import gateway_url, operator_image, with_accounts, workload_account_name
 from aistack.platform.operator_rbac import operator_cluster_rules, operator_leader_election_rules
 from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
 
@@ -56,7 +56,7 @@ def test_cluster_role_binding_and_service_account_match(stage_runs: dict[str, Ru
     role = run.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").inputs
     assert role["rules"] == operator_cluster_rules()
     binding = run.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding").inputs
-    sa = run.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]
+    sa = run.one("kubernetes:core/v1:ServiceAccount", "-sa").inputs["metadata"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]
 
@@ -74,7 +74,7 @@ def test_operator_deployment_is_hardened_and_uses_the_versioned_image(stage_runs
     assert pod["securityContext"]["runAsNonRoot"] is True
     sc = container["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-    assert pod["serviceAccountName"] == run.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]["name"]
+    assert pod["serviceAccountName"] == run.one("kubernetes:core/v1:ServiceAccount", "-sa").inputs["metadata"]["name"]
     assert "tolerations" not in pod and GPU_TAINT_KEY not in json.dumps(pod)
     assert container["resources"]["limits"]["memory"]
     ns = run.one("kubernetes:core/v1:Namespace", "-ns").inputs["metadata"]
@@ -119,8 +119,37 @@ def test_stack_file_creates_the_aistack_after_the_operator_and_exports_its_gatew
     stack = load_stack(ROOT / "examples" / "quickstart.yaml")
     cr = run.one("kubernetes:aistack.dev/v1alpha1:AIStack").inputs
     assert cr["metadata"] == {"name": stack.name, "namespace": "aistack"}
-    assert cr["spec"] == stack.spec.to_wire()
+    assert cr["spec"] == with_accounts(stack.spec.to_wire(), {"gateway": "aistack-gateway", "tracking": "aistack-tracking"})
+    assert cr["spec"]["gateway"]["serviceAccountName"] == run.outputs["gatewayServiceAccount"] == "aistack-gateway"
     assert run.outputs["gatewayUrl"] == f"http://{child_name(stack.name, 'gateway')}.aistack.svc.cluster.local:8080"
+
+
+def test_workload_accounts_carry_the_irsa_roles_their_trust_policies_name(stage_runs: dict[str, Run]) -> None:
+    """The roles trust `*-gateway` / `*-tracking` accounts of the workload namespace: the
+    accounts created match those patterns and are annotated with their role, and no API token
+    is mounted through them."""
+    run = stage_runs["dev"]
+    roles = {r.name: r for r in run.of_type("aws:iam/role:Role")}
+    for component, role_suffix in (("gateway", "-gateway"), ("tracking", "-mlflow")):
+        account = run.one("kubernetes:core/v1:ServiceAccount", f"-account-{component}").inputs
+        assert account["metadata"]["name"] == f"aistack-{component}"
+        assert account["metadata"]["namespace"] == "aistack"
+        assert account["automountServiceAccountToken"] is False
+        [role] = [r for name, r in roles.items() if name.endswith(role_suffix)]
+        arn = f"arn:aws:iam:us-west-2:123456789012:{role.name}"  # the ARN the mocks give that role
+        assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": arn}
+        trust = json.loads(role.inputs["assumeRolePolicy"])
+        subject = json.dumps(trust)
+        assert f"system:serviceaccount:aistack:*-{component}" in subject
+    assert workload_account_name("*-gateway") == "aistack-gateway" and workload_account_name("rag-gw") == "rag-gw"
+
+
+def test_accounts_a_manifest_names_are_kept() -> None:
+    spec = {"gateway": {"serviceAccountName": "mine"},
+            "observability": {"mlflow": {"managed": {"serviceAccountName": "ours"}}}}
+    assert with_accounts(spec, {"gateway": "aistack-gateway", "tracking": "aistack-tracking"}) == spec
+    external = {"observability": {"mlflow": {"external": {"trackingUri": "https://mlflow.example.com"}}}}
+    assert with_accounts(external, {"tracking": "aistack-tracking"}) == external  # no MLflow pods to run
 
 
 def test_gateway_url_follows_the_operators_child_naming() -> None:
