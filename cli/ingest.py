@@ -24,6 +24,8 @@ def ingest_cmd(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
     state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
     qdrant_url: Annotated[str | None, typer.Option("--qdrant-url", help="A Qdrant server instead of the embedded store.")] = None,
+    base: Annotated[Path | None, typer.Option("--base", help="Folder the sources' relative paths start from "
+                                              "(default: the manifest's folder).")] = None,
 ) -> None:
     """Ingest .md/.txt/.html/.pdf files (local or S3) into the stack's collection.
 
@@ -47,7 +49,10 @@ def ingest_cmd(
     if stack.spec.retrieval is None:
         err.print(f"{manifest}: spec.retrieval: the stack has no retrieval layer, so there is nothing to ingest into")
         raise typer.Exit(2)
-    base = manifest.resolve().parent
+    base = (base or manifest.parent).resolve()
+    if not base.is_dir():
+        err.print(f"--base: {base} is not a folder")
+        raise typer.Exit(2)
     if paths:
         targets = [Target(uri=p if p.startswith("s3://") else str(Path(p).resolve()), tenant=tenant) for p in paths]
     else:

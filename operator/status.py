@@ -29,6 +29,7 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.operator.apply import ChildKey
 from aistack.operator.naming import child_name
 from aistack.operator.render.common import selector_labels
+from aistack.operator.render.jobs import local_only_sources
 
 OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
               "evaluation")
@@ -80,6 +81,11 @@ def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
             checks[CONDITION_RETRIEVAL] = store
         else:
             checks[CONDITION_RETRIEVAL] = collection or Check(ok=False, reason="CollectionPending")
+        if local := local_only_sources(stack):
+            check = checks[CONDITION_RETRIEVAL]
+            note = f"not ingested here, a path with no volume: {', '.join(local)}"
+            checks[CONDITION_RETRIEVAL] = Check(ok=check.ok, reason=check.reason,
+                                                message=f"{check.message}; {note}" if check.message else note)
     if spec.guardrails is not None:
         if spec.guardrails.uses_llm:
             checks[CONDITION_GUARDRAILS] = Check(ok=gateway.ok, reason="SidecarReady" if gateway.ok else "SidecarStarting",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
 from aistack.api.cel import cel_rules, rule
 from aistack.api.rules import RuleCollector, violation
-from aistack.api.types import ApiModel, Resources, SecretKeyRef, Storage
+from aistack.api.types import ApiModel, DnsSubdomain, Resources, SecretKeyRef, Storage
 
 DEFAULT_QDRANT_IMAGE = "qdrant/qdrant:v1.15.4"
 
@@ -153,8 +154,46 @@ class Embedder(ApiModel):
         return self
 
 
+SOURCE_PATH_IN_VOLUME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*/?$"
+"""A relative path whose segments start with no dot (no `..`, no hidden folders)."""
+
+
+class SourceVolume(ApiModel):
+    """Where a path source's files are in Kubernetes: the ingestion Job mounts this volume,
+    read-only, at the source's path. Exactly one of `configMap` or `persistentVolumeClaim`."""
+
+    model_config = cel_rules(
+        rule(
+            'has(self.configMap) != has(self.persistentVolumeClaim)',
+            'set exactly one of configMap or persistentVolumeClaim',
+        ),
+    )
+
+    config_map: DnsSubdomain | None = None
+    """A ConfigMap whose keys are the files (`kubectl create configmap NAME --from-file=DIR`;
+    1 MiB at most, no sub-folders)."""
+    persistent_volume_claim: DnsSubdomain | None = None
+    """A PersistentVolumeClaim holding the files (mounted read-only)."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SourceVolume:
+        if (self.config_map is None) == (self.persistent_volume_claim is None):
+            raise violation(("configMap",), "set exactly one of configMap or persistentVolumeClaim")
+        return self
+
+
 class Source(ApiModel):
-    """Documents to ingest: a folder/file path (local runs, or a volume) or an `s3://` prefix."""
+    """Documents to ingest: a folder/file path or an `s3://` prefix. `aistack up`/`aistack
+    ingest` read a path from disk (relative to the manifest); in Kubernetes a path is read
+    from its `volume`, and a path without one is not ingested there."""
+
+    model_config = cel_rules(
+        rule(
+            f"!has(self.volume) || self.uri.matches('{SOURCE_PATH_IN_VOLUME}')",
+            "with a volume, uri must be a relative path whose parts do not start with '.'",
+            '.uri',
+        ),
+    )
 
     uri: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|[^:]+)$")]
     """`s3://bucket/prefix` or a path."""
@@ -162,6 +201,15 @@ class Source(ApiModel):
     """Tenant stamped on every chunk of this source."""
     include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"])
     """Glob patterns of files to take."""
+    volume: SourceVolume | None = None
+    """For a path: the volume that holds it in Kubernetes (ignored by local runs)."""
+
+    @model_validator(mode="after")
+    def _volume_path(self) -> Source:
+        if self.volume is not None and not re.match(SOURCE_PATH_IN_VOLUME, self.uri):
+            raise violation(("uri",), f"{self.uri!r}: with a volume, uri must be a relative path whose parts "
+                                      "do not start with '.' (it is where the volume is mounted)")
+        return self
 
 
 class Chunking(ApiModel):

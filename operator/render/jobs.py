@@ -23,6 +23,8 @@ from typing import Any
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, CONFIG_HASH_ANNOTATION
 from aistack.api.types import SecretKeyRef
+from aistack.api.v1alpha1 import AIStack
+from aistack.api.v1alpha1.retrieval import Source
 from aistack.operator.render.common import (
     Manifest,
     RenderContext,
@@ -46,6 +48,8 @@ MANIFEST_FILE = "aistack.yaml"
 DATASET_DIR = "/etc/aistack/dataset"
 DATASET_FILE = "dataset.jsonl"
 STATE_DIR = "/tmp/aistack"
+SOURCES_DIR = "/sources"
+"""Where the ingestion Job mounts the sources' volumes, each at its path (`--base`)."""
 INGEST_CONTAINER = "ingest"
 EVAL_CONTAINER = "eval"
 SUFFIX_LENGTH = 10
@@ -65,9 +69,22 @@ def evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
     return ctx.name(f"eval-{suffix}")
 
 
-def wants_ingestion(ctx: RenderContext) -> bool:
+def cluster_sources(ctx: RenderContext) -> list[Source]:
+    """The sources the ingestion Job can read: `s3://` prefixes, and paths with a volume."""
     retrieval = ctx.stack.spec.retrieval
-    return retrieval is not None and bool(retrieval.sources)
+    return [] if retrieval is None else [
+        s for s in retrieval.sources if s.uri.startswith("s3://") or s.volume is not None]
+
+
+def local_only_sources(stack: AIStack) -> list[str]:
+    """Paths without a volume: `aistack ingest` reads them, the cluster cannot."""
+    retrieval = stack.spec.retrieval
+    return [] if retrieval is None else [
+        s.uri for s in retrieval.sources if not s.uri.startswith("s3://") and s.volume is None]
+
+
+def wants_ingestion(ctx: RenderContext) -> bool:
+    return bool(cluster_sources(ctx))
 
 
 def wants_evaluation(ctx: RenderContext) -> bool:
@@ -93,10 +110,13 @@ def manifest_document(ctx: RenderContext) -> dict[str, Any]:
     """The stack as an AIStack manifest, as `aistack ingest/eval` read it: the spec in wire form
     (it holds Secret references only: the API refuses inline secrets), no status, no uid."""
     stack = ctx.stack
+    spec = stack.spec.to_wire()
+    if "retrieval" in spec:  # only what the Job can read: a path with no volume is not there
+        spec["retrieval"]["sources"] = [source.to_wire() for source in cluster_sources(ctx)]
     return {
         "apiVersion": stack.apiVersion, "kind": stack.kind,
         "metadata": {"name": stack.name, "namespace": stack.namespace},
-        "spec": stack.spec.to_wire(),
+        "spec": spec,
     }
 
 
@@ -114,14 +134,35 @@ def ingestion_job(ctx: RenderContext) -> Manifest:
     secrets: list[SecretKeyRef | None] = [retrieval.embedder.api_key_secret_ref]
     if retrieval.vector_store.external is not None:
         secrets.append(retrieval.vector_store.external.api_key_secret_ref)
-    args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR]
+    args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR,
+            "--base", SOURCES_DIR]
+    volumes, mounts = source_volumes(cluster_sources(ctx))
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
-        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=[]), volumes=[],
+        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts), volumes=volumes,
         account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
     # the Job re-runs when the sources or how they are chunked, embedded or stored change
     suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
     return _job(ctx, name=ingestion_job_name(ctx, suffix), component=COMPONENT_INGESTION, spec=spec,
                 annotations={})
+
+
+def source_volumes(sources: list[Source]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and read-only mounts for the path sources: each at `SOURCES_DIR/<uri>`, so the
+    documents keep the names (citations, idempotency keys) that a local `aistack ingest` of
+    the same folder gives them."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, source in enumerate(sources):
+        if source.volume is None:
+            continue
+        name = f"source-{index}"
+        if source.volume.config_map is not None:
+            volumes.append({"name": name, "configMap": {"name": source.volume.config_map}})
+        else:
+            volumes.append({"name": name, "persistentVolumeClaim": {
+                "claimName": source.volume.persistent_volume_claim, "readOnly": True}})
+        mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{source.uri.rstrip('/')}", "readOnly": True})
+    return volumes, mounts
 
 
 def evaluation_job(ctx: RenderContext) -> Manifest:

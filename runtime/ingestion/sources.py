@@ -60,11 +60,14 @@ def _wanted(relative: str, include: tuple[str, ...]) -> bool:
 
 
 def source_name(path: Path, base: Path) -> str:
-    resolved = path.resolve()
+    """`path` relative to `base` (else absolute), made absolute and normalised without following
+    symlinks: a file of a mounted ConfigMap is a symlink into a hidden folder that each update
+    of the ConfigMap renames, and its name must not change with it."""
+    absolute = Path(os.path.abspath(path))
     try:
-        return resolved.relative_to(base.resolve()).as_posix()
+        return absolute.relative_to(os.path.abspath(base)).as_posix()
     except ValueError:
-        return resolved.as_posix()
+        return absolute.as_posix()
 
 
 def list_target(target: Target, *, base: Path) -> Listing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import boto3
@@ -13,6 +14,8 @@ from aistack.cli.main import app
 from aistack.runtime.local.state import local_retrieval_config, state_dir
 from aistack.runtime.retrieval import build_retriever
 from aistack.runtime.retrieval.embedders import LocalEmbedder
+
+REPO = Path(__file__).resolve().parents[3]
 
 runner = CliRunner()
 
@@ -136,3 +139,48 @@ def test_a_missing_bucket_is_an_error_and_prunes_nothing(stack_factory, s3_env: 
     code, out = ingest(str(manifest), "s3://no-such-bucket/x", "--prune")
     assert code == 1 and "cannot list s3://no-such-bucket/x" in out
     assert row(out)[5] == 0
+
+
+def test_the_cluster_job_reads_a_configmap_volume_under_base_with_local_names(stack_factory, tmp_path: Path,
+                                                                              minilm: LocalEmbedder) -> None:
+    """What the ingestion Job does: the manifest in one folder (its ConfigMap), the `docs`
+    source mounted from a ConfigMap under `--base`. A ConfigMap volume is the kubelet's
+    atomic-writer layout: each key a symlink into `..data`, itself a symlink to a hidden,
+    timestamped folder. The documents get the names a local run gives them."""
+    manifest = stack_factory()
+    mounted = tmp_path / "sources" / "docs"
+    revision = mounted / "..2026_11_26_23_00_00.000000001"
+    shutil.copytree(REPO / "examples" / "docs", revision)
+    (mounted / "..data").symlink_to(revision.name)
+    for file in sorted(revision.iterdir()):
+        (mounted / file.name).symlink_to(Path("..data") / file.name)
+    job_folder = tmp_path / "manifest"
+    job_folder.mkdir()
+    job_manifest = job_folder / "aistack.yaml"
+    job_manifest.write_text(manifest.read_text())
+    state = tmp_path / "state"
+    code, out = ingest(str(job_manifest), "--base", str(tmp_path / "sources"), "--state", str(state))
+    assert code == 0, out
+    files, new, *_, errors = row(out)
+    assert (files, new, errors) == (10, 10, 0)  # the hidden revision folder is not read twice
+    stack = load_stack(job_manifest)
+
+    async def sources() -> set[str]:
+        retriever = build_retriever(local_retrieval_config(stack, state=state))
+        try:
+            return {h.source for h in await retriever.search("how are tenants isolated?", tenant=None, top_k=20)}
+        finally:
+            await retriever.close()
+
+    assert "docs/tenants.md" in asyncio.run(sources())
+    # The ConfigMap is updated: the kubelet writes a new hidden folder and repoints `..data`.
+    update = mounted / "..2026_11_27_08_00_00.000000002"
+    shutil.copytree(revision, update)
+    (update / "tenants.md").write_text("# Tenants\n\nTenants are called workspaces since version 2.\n")
+    (mounted / "..data").unlink()
+    (mounted / "..data").symlink_to(update.name)
+    shutil.rmtree(revision)
+    code, out = ingest(str(job_manifest), "--base", str(tmp_path / "sources"), "--state", str(state))
+    assert code == 0 and row(out)[:4] == [10, 0, 1, 9]  # one changed, no new names
+    code, out = ingest(str(job_manifest), "--base", str(tmp_path / "nowhere"))
+    assert code == 2 and "--base" in out

@@ -189,6 +189,8 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
         ("prod-open-gateway", "stage 'prod' needs gateway.apiKeysSecretRef"),
         ("evaluation-without-observability", "evaluation needs observability"),
         ("vectorstore-both", "set either managed or external, not both"),
+        ("source-volume-both", "set exactly one of configMap or persistentVolumeClaim"),
+        ("source-volume-parent-path", "with a volume, uri must be a relative path"),
     ],
 )
 def test_cross_field_rules_are_enforced_by_cel_too(fixture: str, message: str) -> None:

@@ -12,6 +12,7 @@ from aistack.api.config_hash import config_hash
 from aistack.api.conventions import CONFIG_HASH_ANNOTATION
 from aistack.api.manifests import parse_stack
 from aistack.operator.render import render
+from aistack.operator.render.jobs import local_only_sources
 from aistack.operator.status import evaluation_status
 
 VERSION = "9.9.9"
@@ -39,11 +40,34 @@ def test_ingestion_job_runs_ingest_against_the_managed_qdrant(make_stack) -> Non
     assert c["command"] == ["python", "-m", "aistack.cli"]
     assert c["image"] == f"ghcr.io/aistack-dev/runtime:{VERSION}"
     assert c["args"] == ["ingest", "/etc/aistack/manifest/aistack.yaml", "--qdrant-url",
-                         "http://docs-assistant-vector-store.default.svc.cluster.local:6333", "--state", "/tmp/aistack"]
+                         "http://docs-assistant-vector-store.default.svc.cluster.local:6333", "--state", "/tmp/aistack",
+                         "--base", "/sources"]
     # what the Job reads is the stack itself: the ConfigMap parses back to the same spec
     cm = next(m for m in manifests if m["metadata"]["name"] == "docs-assistant-manifest")
     assert parse_stack(yaml.safe_load(cm["data"]["aistack.yaml"])).spec == make_stack("rag").spec
     assert {"name": "manifest", "mountPath": "/etc/aistack/manifest", "readOnly": True} in c["volumeMounts"]
+    # the `docs` folder, from its ConfigMap, where `--base` finds it: the same names as locally
+    assert {"name": "source-0", "mountPath": "/sources/docs", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "source-0", "configMap": {"name": "aistack-docs"}} in job["spec"]["template"]["spec"]["volumes"]
+
+
+def test_a_path_without_a_volume_is_left_to_local_runs(make_stack) -> None:
+    """The cluster cannot read a laptop's folder: such a source is left out of the Job (and
+    said in the RetrievalReady condition); a claim is mounted read-only."""
+    mixed = make_stack("rag", {"spec": {"retrieval": {"sources": [
+        {"uri": "docs"}, {"uri": "s3://bucket/kb/"},
+        {"uri": "handbook/", "volume": {"persistentVolumeClaim": "kb"}}]}}})
+    manifests = render(mixed, version=VERSION)
+    job = jobs(manifests)["ingestion"]
+    cm = next(m for m in manifests if m["metadata"]["name"] == "docs-assistant-manifest")
+    sources = yaml.safe_load(cm["data"]["aistack.yaml"])["spec"]["retrieval"]["sources"]
+    assert [s["uri"] for s in sources] == ["s3://bucket/kb/", "handbook/"]
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "source-1", "persistentVolumeClaim": {"claimName": "kb", "readOnly": True}} in pod["volumes"]
+    assert {"name": "source-1", "mountPath": "/sources/handbook", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert local_only_sources(mixed) == ["docs"]
+    only_local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}]}}})
+    assert "ingestion" not in jobs(render(only_local, version=VERSION))
 
 
 @pytest.mark.parametrize("component", ["ingestion", "evaluation"])

@@ -48,6 +48,17 @@ def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
                                        "observedGeneration": 3}
 
 
+def test_sources_the_cluster_cannot_read_are_named_in_the_retrieval_condition(make_stack) -> None:
+    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
+    ready = Check(ok=True, reason="CollectionReady", message="collection 'docs': size 384, distance Cosine")
+    assert layer_checks(make_stack("rag"), live, collection=ready, failed={})["RetrievalReady"] == ready
+    local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}, {"uri": "notes/"}]}}})
+    check = layer_checks(local, live, collection=ready, failed={})["RetrievalReady"]
+    assert (check.ok, check.reason) == (True, "CollectionReady")  # the collection is fine; ingestion is not here
+    assert check.message == ("collection 'docs': size 384, distance Cosine; "
+                             "not ingested here, a path with no volume: docs, notes/")
+
+
 def test_transition_time_kept_until_status_flips_and_no_patch_when_equal(make_stack) -> None:
     stack = make_stack("quickstart")
     live = {("Deployment", "quickstart-gateway"): deployment()}
