@@ -5,7 +5,8 @@ talk HTTP to kmock's in-memory emulator. kmock 0.8 leaves gaps that matter to an
 this subclass fills them, each the simple way:
 
 - object metadata: `uid`, `resourceVersion` (bumped on every write), `generation` (bumped on
-  spec changes only), `creationTimestamp`;
+  spec changes only), `creationTimestamp`, a `name` from `generateName` (kopf's Events: two
+  without a name would collide);
 - `/status` separation: a main-resource patch cannot change status, a `/status` patch can
   change nothing else;
 - `GET /api/v1/namespaces[/name]` (kmock's path parser fails on cluster-scoped core paths),
@@ -91,6 +92,18 @@ WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 HISTORY_WINDOW = 32
 CHILD_PLURALS = {"configmaps", "services", "persistentvolumeclaims", "deployments", "statefulsets",
                  "horizontalpodautoscalers", "jobs"}
+
+
+def _fail_job_rule(job: dict[str, Any], exit_code: int) -> tuple[int, str] | None:
+    """(index, container) of the first FailJob rule of the Job's podFailurePolicy that an exit
+    with `exit_code` matches; None when none does."""
+    containers = [c["name"] for c in job["spec"]["template"]["spec"]["containers"]]
+    for index, rule in enumerate(((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []):
+        codes = rule.get("onExitCodes") or {}
+        matched = exit_code in codes.get("values", [])
+        if rule.get("action") == "FailJob" and (matched if codes.get("operator") == "In" else not matched):
+            return index, codes.get("containerName") or containers[0]
+    return None
 
 
 def _now() -> str:
@@ -288,6 +301,8 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
         meta = request.data.setdefault("metadata", {})
         if request.namespace:
             meta["namespace"] = request.namespace
+        if not meta.get("name") and meta.get("generateName"):  # as the API server names it
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._versions)), generation=1,
                     creationTimestamp=_now())
         request.data.pop("status", None) if self._has_status(request.resource) else None
@@ -372,9 +387,10 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
                 asyncio.ensure_future(self._report(resource, namespace, name))
 
     async def finish_job(self, namespace: str, name: str, exit_code: int) -> None:
-        """What the Job controller reports when the Job's only pod exits with `exit_code`
-        (every non-zero code is matched by a FailJob podFailurePolicy rule, as the operator's
-        evaluation Job declares)."""
+        """What the Job controller reports when the Job's pod exits with `exit_code`: Complete
+        on 0; Failed by the first FailJob rule of its `podFailurePolicy` that matches the code;
+        else (retried until `backoffLimit`, every try with the same code) Failed with
+        BackoffLimitExceeded."""
         async with self._lock:
             key = next((k for k, o in self.objects.items() if k[0].plural == "jobs" and k[1] == namespace
                         and k[2] == name and not o.deleted), None)
@@ -384,11 +400,16 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
             if exit_code == 0:
                 cond = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
                 counts = {"succeeded": 1}
-            else:
+            elif (rule := _fail_job_rule(obj.raw, exit_code)) is not None:
+                index, container = rule
                 cond = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                        "message": f"Container eval for pod {namespace}/{name}-x failed with exit code "
-                                   f"{exit_code} matching FailJob rule at index {0 if exit_code == 1 else 1}"}
+                        "message": f"Container {container} for pod {namespace}/{name}-x failed with exit code "
+                                   f"{exit_code} matching FailJob rule at index {index}"}
                 counts = {"failed": 1}
+            else:
+                cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit"}
+                counts = {"failed": int((obj.raw.get("spec") or {}).get("backoffLimit", 6)) + 1}
             status = {"conditions": [{**cond, "lastTransitionTime": _now()}], **counts}
             obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
             await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aistack.api.config_hash import config_hash
-from aistack.api.conventions import COMPONENT_EVALUATION, LABEL_COMPONENT
+from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, LABEL_COMPONENT
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator import collection, status
@@ -143,7 +143,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
 
     if live is None:
         live = fetch_children(kube, name=name, namespace=namespace)
-    evaluation_job = next((m for m in desired if _is_evaluation_job(m)), None)
+    ingestion_job = next((m for m in desired if _is_job(m, COMPONENT_INGESTION)), None)
+    evaluation_job = next((m for m in desired if _is_job(m, COMPONENT_EVALUATION)), None)
     if evaluation_job is not None and not _may_evaluate(desired, live, key_of(evaluation_job), name):
         desired = [m for m in desired if m is not evaluation_job]
     applied = apply_children(kube, namespace=namespace, desired=desired, live=live, owner_uid=stack.metadata.uid)
@@ -160,9 +161,15 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
         evaluation=status.evaluation_status(
             applied.live.get(key_of(evaluation_job)) if evaluation_job is not None else None,
             config_hash=config_hash(stack.spec), previous=previous),
+        ingestion=status.ingestion_status(
+            applied.live.get(key_of(ingestion_job)) if ingestion_job is not None else None),
     )
     outcome.status_written = _write_status(kube, namespace, name, new, previous)
     outcome.status = new
+    ingestion = new.get("ingestion") or {}
+    if outcome.status_written and ingestion.get("phase") == "Failed" and \
+            (previous.get("ingestion") or {}).get("phase") != "Failed":
+        outcome.events.append(("Warning", "IngestionFailed", f"Job {ingestion['job']}: {ingestion['message']}"))
     if outcome.status_written and collection_check is not None and collection_check.reason == "CollectionMismatch":
         old = {c.get("type"): c.get("reason") for c in previous.get("conditions") or []}
         if old.get("RetrievalReady") != "CollectionMismatch":
@@ -170,8 +177,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     return outcome
 
 
-def _is_evaluation_job(manifest: Manifest) -> bool:
-    return manifest["kind"] == "Job" and manifest["metadata"]["labels"].get(LABEL_COMPONENT) == COMPONENT_EVALUATION
+def _is_job(manifest: Manifest, component: str) -> bool:
+    return manifest["kind"] == "Job" and manifest["metadata"]["labels"].get(LABEL_COMPONENT) == component
 
 
 def _may_evaluate(desired: list[Manifest], live: Mapping[ChildKey, Mapping[str, Any]], job: ChildKey,

@@ -29,10 +29,10 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.operator.apply import ChildKey
 from aistack.operator.naming import child_name
 from aistack.operator.render.common import selector_labels
-from aistack.operator.render.jobs import local_only_sources
+from aistack.operator.render.jobs import INGEST_SKIPPED_EXIT, local_only_sources
 
 OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
-              "evaluation")
+              "evaluation", "ingestion")
 _EXIT_CODE = re.compile(r"exit code (\d+)")
 
 
@@ -104,6 +104,30 @@ def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
     return checks
 
 
+def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`status.ingestion` from the current sources' Job: Running until it finishes, then
+    Succeeded or Failed. Always the same three keys: a merge patch never leaves one behind. Exit code 1 (documents skipped) fails it at once, by its
+    podFailurePolicy; other failures (store or embedder unavailable) only after the Job's
+    retries. None without a Job (no sources the cluster can read, or not created yet)."""
+    if job is None:
+        return None
+    name = job.get("metadata", {}).get("name")
+    logs = f"`kubectl logs job/{name}`"
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return {"job": name, "phase": "Succeeded", "message": "every document ingested"}
+        if cond.get("type") == "Failed":
+            code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
+            if code is not None and int(code.group(1)) == INGEST_SKIPPED_EXIT:
+                why = "some documents could not be read and were skipped"
+            else:
+                why = f"{cond.get('reason') or 'failed'}: {cond.get('message') or 'no message'}"
+            return {"job": name, "phase": "Failed", "message": f"{why} ({logs} names them)"[:1000]}
+    return {"job": name, "phase": "Running", "message": "ingesting (retried while the store starts)"}
+
+
 def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
                       previous: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """`status.evaluation` from the current config's evaluation Job once it has finished; the
@@ -132,7 +156,8 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
 
 def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str, Check], endpoint: str,
                  gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str,
-                 evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 evaluation: Mapping[str, Any] | None = None,
+                 ingestion: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The status the operator owns (the keys in OWNED_KEYS)."""
     not_ready = [t for t, c in checks.items() if not c.ok]
     ready = Check(ok=True, reason="AllLayersReady", message="every declared layer is ready") if not not_ready else \
@@ -150,6 +175,7 @@ def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str,
         "replicas": gateway_ready_replicas,
         "selector": ",".join(f"{k}={v}" for k, v in selector_labels(stack, COMPONENT_GATEWAY).items()),
         "evaluation": dict(evaluation) if evaluation else None,
+        "ingestion": dict(ingestion) if ingestion else None,
     }
 
 

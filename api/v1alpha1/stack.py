@@ -202,6 +202,19 @@ class EvaluationStatus(BaseModel):
     """MLflow run id."""
 
 
+class IngestionStatus(BaseModel):
+    """The ingestion Job of the current sources (`retrieval.sources` with a volume or `s3://`)."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    job: str | None = None
+    """The Job's name (`kubectl logs job/<name>` tells what it read and skipped)."""
+    phase: Literal["Running", "Succeeded", "Failed"] | None = None
+    """Running (retried on transient failures), Succeeded, or Failed."""
+    message: str | None = None
+    """What it is doing, or why it failed."""
+
+
 class AIStackStatus(BaseModel):
     """Observed state, written by the operator only."""
 
@@ -223,6 +236,8 @@ class AIStackStatus(BaseModel):
     """Label selector of the gateway pods (for `kubectl scale` / HPA)."""
     evaluation: EvaluationStatus | None = None
     """The last in-cluster evaluation."""
+    ingestion: IngestionStatus | None = None
+    """The ingestion of the current sources, while it has a Job."""
 
 
 class ObjectMeta(BaseModel):

@@ -12,8 +12,10 @@ diff and a finished Job stays what the operator rendered:
 - `ttlSecondsAfterFinished`: the TTL controller would delete the finished Job, the operator
   (which still renders it) would create it again, and it would re-run on every expiry. The
   finished Job is the record that this input was processed; it is pruned with its hash.
-- `backoffLimit`: the API default (6) retries ingestion on transient failures (Qdrant still
-  starting); the evaluation Job ends on its first exit code through `podFailurePolicy`.
+- `backoffLimit`: the API default (6) retries ingestion on transient failures (exit code 2:
+  Qdrant still starting); ingestion ends at once on exit code 1 (some documents could not be
+  read: a retry reads the same files), and the evaluation Job on its first exit code, both
+  through `podFailurePolicy`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ SOURCES_DIR = "/sources"
 INGEST_CONTAINER = "ingest"
 EVAL_CONTAINER = "eval"
 SUFFIX_LENGTH = 10
+# `aistack ingest` exit codes: 0 all ingested, 1 some documents skipped, 2 nothing could be done.
+INGEST_SKIPPED_EXIT = 1
 # `aistack eval` exit codes: 0 thresholds met, 1 not met, anything else: could not run.
 EVAL_FAILED_EXIT = 1
 FAILED_RULE = 0
@@ -140,6 +144,10 @@ def ingestion_job(ctx: RenderContext) -> Manifest:
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
         ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts), volumes=volumes,
         account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
+    spec["podFailurePolicy"] = {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": INGEST_CONTAINER, "operator": "In",
+                                              "values": [INGEST_SKIPPED_EXIT]}},
+    ]}
     # the Job re-runs when the sources or how they are chunked, embedded or stored change
     suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
     return _job(ctx, name=ingestion_job_name(ctx, suffix), component=COMPONENT_INGESTION, spec=spec,

@@ -74,3 +74,27 @@ def test_transition_time_kept_until_status_flips_and_no_patch_when_equal(make_st
     times = {c["type"]: c["lastTransitionTime"] for c in flipped["conditions"]}
     assert times == {"Ready": "T3", "ModelReady": "T1", "GatewayReady": "T3"}
     assert set(status_patch(flipped, first)) == {"conditions", "phase", "replicas"}
+
+
+def test_ingestion_status_from_the_job() -> None:
+    from aistack.operator.status import ingestion_status
+
+    def job(*conditions: dict) -> dict:
+        return {"metadata": {"name": "s-ingest-1"}, "status": {"conditions": list(conditions)}}
+
+    assert ingestion_status(None) is None
+    assert ingestion_status(job())["phase"] == "Running"
+    assert ingestion_status(job({"type": "Complete", "status": "True"})) == {
+        "job": "s-ingest-1", "phase": "Succeeded", "message": "every document ingested"}
+    skipped = ingestion_status(job({"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                                    "message": "Container ingest for pod ns/p failed with exit code 1 matching "
+                                               "FailJob rule at index 0"}))
+    assert skipped["phase"] == "Failed" and skipped["message"].startswith("some documents could not be read")
+    gave_up = ingestion_status(job({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                    "message": "Job has reached the specified backoff limit"}))
+    assert gave_up["message"] == ("BackoffLimitExceeded: Job has reached the specified backoff limit "
+                                  "(`kubectl logs job/s-ingest-1` names them)")
+    assert ingestion_status(job({"type": "Failed", "status": "False"}))["phase"] == "Running"
+    # the same keys in every phase: a merge patch leaves nothing of an earlier phase behind
+    assert {frozenset(ingestion_status(j)) for j in (job(), job({"type": "Complete", "status": "True"}))} == {
+        frozenset({"job", "phase", "message"})}
