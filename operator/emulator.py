@@ -18,10 +18,10 @@ this subclass fills them, each the simple way:
   gets 409 Conflict when the object has moved on (leader election relies on it);
 - the kinds peering and leader election use: kopf's `ClusterKopfPeering`/`KopfPeering`
   (status written with the object, as their CRDs have no status subresource) and `Lease`;
-- a simulated kubelet + controllers: Deployments/StatefulSets get `status` replicas equal to
-  `spec.replicas` after each spec change (or 0 when `kubelet_ready` is False), and a rollout
-  is counted whenever the pod template changes; Jobs finish only when a test calls
-  `finish_job` with the exit code of their pod;
+- a simulated kubelet + controllers (`emulator_controllers.py`): Deployments/StatefulSets get
+  `status` replicas equal to `spec.replicas` after each spec change (or 0 when
+  `kubelet_ready` is False), and a rollout is counted whenever the pod template changes; Jobs
+  finish only when a test calls `finish_job` with the exit code of their pod;
 - the request history that kmock keeps (and scans on every request) is cut to a short live
   window, the Kubernetes verbs skip kmock's reaction search while no test added a reaction
   of its own, and objects are looked up by key instead of by a scan of all objects; `log`
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import itertools
 import threading
 import uuid
@@ -49,6 +48,7 @@ import kmock
 from kmock._internal import dicts, parsing, references
 
 from aistack.api.v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from aistack.operator.emulator_controllers import WORKLOADS, SimulatedControllers, _now
 
 _original_parse_path = parsing.parse_path
 
@@ -86,28 +86,11 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
 }
 SERVED = {references.resource(*key.rsplit("/", 2)) if key.count("/") == 2
           else references.resource("", *key.split("/")) for key in RESOURCES}
-WORKLOADS = {"deployments", "statefulsets"}
 STATUS_PLURALS = {key.rsplit("/", 1)[1] for key, (_, _, sub) in RESOURCES.items() if "status" in sub}
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 HISTORY_WINDOW = 32
 CHILD_PLURALS = {"configmaps", "services", "persistentvolumeclaims", "deployments", "statefulsets",
                  "horizontalpodautoscalers", "jobs"}
-
-
-def _fail_job_rule(job: dict[str, Any], exit_code: int) -> tuple[int, str] | None:
-    """(index, container) of the first FailJob rule of the Job's podFailurePolicy that an exit
-    with `exit_code` matches; None when none does."""
-    containers = [c["name"] for c in job["spec"]["template"]["spec"]["containers"]]
-    for index, rule in enumerate(((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []):
-        codes = rule.get("onExitCodes") or {}
-        matched = exit_code in codes.get("values", [])
-        if rule.get("action") == "FailJob" and (matched if codes.get("operator") == "In" else not matched):
-            return index, codes.get("containerName") or containers[0]
-    return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 @attrs.define(kw_only=True)
@@ -130,7 +113,7 @@ class _DirectDispatch(kmock.KubernetesScaffold):
 
 
 @attrs.define(kw_only=True)
-class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
+class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     """kmock's emulator with the gaps above filled."""
 
     kubelet_ready: bool = True
@@ -354,79 +337,6 @@ class Emulator(kmock.KubernetesEmulator, _DirectDispatch):
         return aiohttp.web.json_response({**self._list_type(request),
                                           "metadata": {"resourceVersion": str(next(self._versions))},
                                           "items": items})
-
-    def _kubelet(self, resource: Any, namespace: str | None, name: str, old: dict[str, Any] | None) -> None:
-        new = self._get(resource, namespace, name)
-        if new is None:
-            return
-        if old is None or (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template"):
-            self.rollouts[(resource.plural, namespace or "", name)] += 1
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._report(resource, namespace, name)))
-
-    async def _report(self, resource: Any, namespace: str | None, name: str) -> None:
-        """What the Deployment/StatefulSet controllers and kubelets would report."""
-        async with self._lock:
-            key = (resource, namespace, name)
-            if key not in self.objects or self.objects[key].deleted:
-                return
-            obj = self.objects[key]
-            spec = obj.raw.get("spec") or {}
-            want = int(spec.get("replicas", 1))
-            ready = want if self.kubelet_ready else 0
-            status = {"observedGeneration": obj.raw["metadata"].get("generation", 1), "replicas": want,
-                      "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": ready}
-            if obj.raw.get("status") == status:
-                return
-            obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
-            await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
-
-    def report_all(self) -> None:
-        """Re-run the simulated kubelet for every workload (after flipping `kubelet_ready`)."""
-        for (resource, namespace, name), obj in list(self.objects.items()):
-            if resource.plural in WORKLOADS and not obj.deleted:
-                asyncio.ensure_future(self._report(resource, namespace, name))
-
-    async def finish_job(self, namespace: str, name: str, exit_code: int) -> None:
-        """What the Job controller reports when the Job's pod exits with `exit_code`: Complete
-        on 0; Failed by the first FailJob rule of its `podFailurePolicy` that matches the code;
-        else (retried until `backoffLimit`, every try with the same code) Failed with
-        BackoffLimitExceeded."""
-        async with self._lock:
-            key = next((k for k, o in self.objects.items() if k[0].plural == "jobs" and k[1] == namespace
-                        and k[2] == name and not o.deleted), None)
-            if key is None:
-                raise KeyError(f"no Job {namespace}/{name}")
-            obj = self.objects[key]
-            if exit_code == 0:
-                cond = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
-                counts = {"succeeded": 1}
-            elif (rule := _fail_job_rule(obj.raw, exit_code)) is not None:
-                index, container = rule
-                cond = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                        "message": f"Container {container} for pod {namespace}/{name}-x failed with exit code "
-                                   f"{exit_code} matching FailJob rule at index {index}"}
-                counts = {"failed": 1}
-            else:
-                cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit"}
-                counts = {"failed": int((obj.raw.get("spec") or {}).get("backoffLimit", 6)) + 1}
-            status = {"conditions": [{**cond, "lastTransitionTime": _now()}], **counts}
-            obj.patch({"status": status, "metadata": {"resourceVersion": str(next(self._versions))}})
-            await self._buses[key[0]].put({"type": "MODIFIED", "object": obj.raw})
-
-    async def _collect_garbage(self, uid: str | None) -> None:
-        """Delete every object owned by `uid`, then their dependents (background cascade)."""
-        if not uid:
-            return
-        async with self._lock:
-            doomed = [(key, obj) for key, obj in list(self.objects.items()) if not obj.deleted and any(
-                ref.get("uid") == uid for ref in obj.raw.get("metadata", {}).get("ownerReferences") or [])]
-            for (resource, _, _), obj in doomed:
-                raw = obj.raw
-                obj.delete()
-                await self._buses[resource].put({"type": "DELETED", "object": raw})
-        for _, obj in doomed:
-            await self._collect_garbage(obj.last.raw.get("metadata", {}).get("uid"))
 
 
 class EmulatorThread:
