@@ -37,6 +37,7 @@ CACHE_PATH = "/model-cache"
 # Large weights download on first start: allow 30 minutes before liveness applies.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURES = 180
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 
 def vllm_args(*, name: str, served_name: str, vllm: VllmSpec) -> list[str]:
@@ -93,7 +94,9 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
             "template": {
                 "metadata": {
                     "labels": labels(ctx.stack, COMPONENT_MODEL),
-                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(container)},
+                    # Karpenter would otherwise consolidate a GPU node while the pod still
+                    # pulls a 10 GB image or loads weights (minutes lost per disruption).
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(container), DO_NOT_DISRUPT: "true"},
                 },
                 "spec": pod_spec,
             },

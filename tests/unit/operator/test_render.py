@@ -142,7 +142,9 @@ def test_vllm_gpu_limits_node_selector_tolerations(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {
         "count": 2, "type": "nvidia-h100", "nodeSelector": {"pool": "llm"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}]}}}}})
-    pod = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"]
+    template = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"  # no consolidation mid-load
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["containers"][0]["resources"]["limits"]["memory"] == "32Gi"
     assert pod["nodeSelector"] == {GPU_TYPE_LABEL: "nvidia-h100", "pool": "llm"}
