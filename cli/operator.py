@@ -7,8 +7,9 @@ def run_operator(*, namespaces: list[str], kubeconfig: str | None, liveness: str
                  priority: int, drift_interval: float, leader_elect: bool, leader_namespace: str | None,
                  verbose: bool) -> None:
     """Raises ValueError (naming the flag) for options that do not fit together."""
-    from aistack.operator.run import operator_options, run
+    from aistack.operator.run import check_liveness, check_namespaces, operator_options, run
 
+    namespaces, probe = check_namespaces(namespaces), check_liveness(liveness)
     options = operator_options(kubeconfig=kubeconfig, drift_interval=drift_interval, standalone=standalone,
                                priority=priority, leader_elect=leader_elect, leader_namespace=leader_namespace)
-    run(options=options, namespaces=namespaces, liveness=liveness or None, verbose=verbose)
+    run(options=options, namespaces=namespaces, liveness=probe, verbose=verbose)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aistack.operator.run import operator_options, run
+from aistack.operator.run import check_liveness, check_namespaces, operator_options, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     try:
+        namespaces, liveness = check_namespaces(args.namespace), check_liveness(args.liveness)
         options = operator_options(kubeconfig=args.kubeconfig, drift_interval=args.drift_interval,
                                    standalone=args.standalone, priority=args.priority, leader_elect=args.leader_elect,
                                    leader_namespace=args.leader_election_namespace)
     except ValueError as err:
         parser.error(str(err))
-    run(options=options, namespaces=args.namespace, liveness=args.liveness or None, verbose=args.verbose)
+    run(options=options, namespaces=namespaces, liveness=liveness, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import threading
 import urllib.parse
@@ -22,6 +23,7 @@ from aiohttp import web
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
+from aistack.api.types import DNS1123_LABEL
 from aistack.operator.handlers import OperatorOptions, build_registry, build_settings
 from aistack.operator.kube import Kube
 from aistack.operator.leader import LeaderElection, LeaseOptions, lease_namespace
@@ -55,6 +57,33 @@ def operator_options(*, kubeconfig: str | None, drift_interval: float, standalon
         raise ValueError(f"--drift-interval: must be > 0 seconds, got {drift_interval}")
     return OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig), drift_interval=drift_interval,
                            peering=None if standalone else PeeringOptions(priority=priority), leader=leader)
+
+
+def check_namespaces(namespaces: Sequence[str]) -> list[str]:
+    """The `--namespace` values, each a namespace name (the caches watch each by its URL: kopf's
+    glob patterns are not supported), without repeats. Raises ValueError naming the flag."""
+    out: list[str] = []
+    for namespace in namespaces:
+        if not re.fullmatch(DNS1123_LABEL, namespace) or len(namespace) > 63:
+            raise ValueError(f"--namespace: {namespace!r} is not a namespace name (lower-case letters, digits "
+                             "and '-', at most 63; patterns are not supported)")
+        if namespace not in out:
+            out.append(namespace)
+    return out
+
+
+def check_liveness(url: str | None) -> str | None:
+    """The `--liveness` URL (`http://HOST:PORT/PATH`), or None for none. Raises ValueError."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise ValueError(f"--liveness: {url!r} is not http://HOST:PORT/PATH (or empty for no probe)")
+    return url
 
 
 def run(*, options: OperatorOptions, namespaces: Sequence[str] = (), liveness: str | None = None,

@@ -74,3 +74,28 @@ def test_cli_reports_a_leader_election_without_namespace(tmp_path: Path) -> None
                              "--leader-elect"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2
     assert "--leader-elect: no namespace for the Lease" in result.stderr
+
+
+def test_namespaces_and_the_liveness_url_are_checked() -> None:
+    from aistack.operator.run import check_liveness, check_namespaces
+
+    assert check_namespaces(["team-a", "team-b", "team-a"]) == ["team-a", "team-b"]
+    with pytest.raises(ValueError, match=r"--namespace: 'team-\*' is not a namespace name"):
+        check_namespaces(["team-*"])
+    with pytest.raises(ValueError, match="--namespace"):
+        check_namespaces(["Team"])
+    assert check_liveness("http://0.0.0.0:8081/healthz") == "http://0.0.0.0:8081/healthz"
+    assert check_liveness("") is None
+    for bad in ("0.0.0.0:8081", "http://0.0.0.0/healthz", "https://x:1/h", "http://x:port/h"):
+        with pytest.raises(ValueError, match="--liveness"):
+            check_liveness(bad)
+
+
+def test_typer_cli_reports_bad_options_by_flag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aistack.cli.main import app
+
+    result = CliRunner().invoke(app, ["operator", "--kubeconfig", _kubeconfig(tmp_path), "-n", "team-*"])
+    assert result.exit_code == 2
+    assert "--namespace: 'team-*' is not a namespace name" in result.output
