@@ -4,9 +4,11 @@ Triggers: create/update/resume of an AIStack; any change of one of its children 
 the light `watch.ChildCache`, one stream per kind, so that a reconcile reads its children from
 memory and a no-op resync makes no API call); a periodic drift check as a safety net (one task
 for all stacks). Runs for one stack are serialised and coalesced: a burst of child events
-gives one more reconcile, not one each. AIStacks themselves go through kopf (handlers, finalizer), with a bounded pool of
-per-object workers; reconciles that kopf did not start read the stack's body from
-`watch.StackCache` (not a kopf index: see there why).
+gives one more reconcile, not one each. AIStacks themselves go through kopf (handlers,
+finalizer), with a bounded pool of per-object workers; reconciles that kopf did not start
+read the stack's body from `watch.StackCache` (not a kopf index: see there why). While kopf
+peering pauses the operator, the triggers kopf does not start (child changes, drift checks)
+wait too (`peering.PeeringWatch`).
 """
 
 from __future__ import annotations
