@@ -79,10 +79,13 @@ def render_cmd(
     from aistack.cli.render import render_yaml
 
     try:
-        out.print(render_yaml(file), end="", markup=False)
+        text, warnings = render_yaml(file)
     except ManifestError as error:
         err.print(str(error), markup=False)
         raise typer.Exit(1) from None
+    out.print(text, end="", markup=False)
+    for warning in warnings:  # on stderr: the YAML on stdout stays clean for `| kubectl apply -f -`
+        err.print(f"warning: {warning}", markup=False)
 
 
 @app.command("operator")

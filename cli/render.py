@@ -28,8 +28,13 @@ def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
     return yaml.dump_all(manifests, Dumper=_ReviewDumper, sort_keys=False, width=100)
 
 
-def render_yaml(path: Path, *, version: str | None = None) -> str:
-    """The rendered children of the one AIStack in `path`."""
+def render_yaml(path: Path, *, version: str | None = None) -> tuple[str, list[str]]:
+    """The rendered children of the one AIStack in `path`, and warnings for the reviewer:
+    what the manifest declares that the cluster will not do (a path source with no volume)."""
     from aistack.operator.render import render
+    from aistack.operator.render.jobs import local_only_sources
 
-    return manifests_yaml(render(load_stack(path), version=version))
+    stack = load_stack(path)
+    warnings = [f"retrieval.sources: {uri!r} is a path with no volume: `aistack ingest` reads it, "
+                "the cluster's ingestion Job does not" for uri in local_only_sources(stack)]
+    return manifests_yaml(render(stack, version=version)), warnings

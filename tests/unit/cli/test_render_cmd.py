@@ -27,3 +27,13 @@ def test_render_of_invalid_manifest_names_the_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["render", str(bad)])
     assert result.exit_code == 1
     assert "spec.model.provider" in result.stderr
+
+
+def test_render_warns_on_stderr_of_a_path_the_cluster_cannot_read(tmp_path: Path) -> None:
+    local = tmp_path / "rag.yaml"
+    local.write_text((EXAMPLES / "rag.yaml").read_text().replace("        volume: {configMap: aistack-docs}\n", ""))
+    result = CliRunner().invoke(app, ["render", str(local)])
+    assert result.exit_code == 0, result.output
+    assert "warning: retrieval.sources: 'docs' is a path with no volume" in result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))  # stdout is still only YAML
+    assert "Job" not in {d["kind"] for d in docs}
