@@ -90,6 +90,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Reason", "type": "string", "priority": 1,
          "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+        {"name": "Ingestion", "type": "string", "priority": 1, "jsonPath": ".status.ingestion.phase"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

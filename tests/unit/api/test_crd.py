@@ -104,6 +104,7 @@ def test_names_columns_and_subresources() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert {"Model", "Provider", "Stage", "Ready", "Endpoint", "Age"} <= set(columns)
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["Ingestion"] == ".status.ingestion.phase"  # with -o wide
 
 
 # --- CEL: the API server refuses what pydantic refuses ------------------------------------
