@@ -65,9 +65,9 @@ def lease_namespace(explicit: str | None = None) -> str | None:
         return None
 
 
-def _micro_time(when: datetime.datetime | None = None) -> str:
-    """A Kubernetes MicroTime."""
-    return (when or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _micro_time() -> str:
+    """Now, as a Kubernetes MicroTime."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElection:

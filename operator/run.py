@@ -147,7 +147,7 @@ async def _run_kopf(options: OperatorOptions, namespaces: Sequence[str], livenes
         if kept in done:
             stop.set()
             await operator
-            raise LeadershipLost(f"lost the Lease {options.leader.namespace}/{options.leader.name}")  # type: ignore[union-attr]
+            raise LeadershipLost(f"lost the Lease {election.options.namespace}/{election.options.name}")
         await operator
     finally:
         kept.cancel()

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
 
-from aistack.api.conventions import LABEL_INSTANCE
+from aistack.api.conventions import LABEL_INSTANCE, PEERING_NAME
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
 from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
@@ -86,16 +86,16 @@ class Cluster:
         body = self.stack(namespace, name)
         return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version)[1]}
 
-    def peering(self, name: str = "aistack") -> dict[str, Any] | None:
+    def peering(self, name: str = PEERING_NAME) -> dict[str, Any] | None:
         return self.emulator.find(CLUSTER_PEERING.plural, None, name)  # type: ignore[arg-type]
 
-    def add_peering(self, name: str = "aistack", status: dict[str, Any] | None = None) -> None:
+    def add_peering(self, name: str = PEERING_NAME, status: dict[str, Any] | None = None) -> None:
         """The cluster-wide peering object (as `deploy/operator/peering.yaml` installs it)."""
         body = {"apiVersion": CLUSTER_PEERING.api_version, "kind": CLUSTER_PEERING.kind, "metadata": {"name": name}}
         self.kube.request("POST", f"/apis/{CLUSTER_PEERING.api_version}/{CLUSTER_PEERING.plural}",
                           body={**body, **({"status": status} if status else {})})
 
-    def patch_peering(self, status: dict[str, Any], name: str = "aistack") -> None:
+    def patch_peering(self, status: dict[str, Any], name: str = PEERING_NAME) -> None:
         """A merge patch of its status (None removes a peer), as a peer's keep-alive writes it."""
         self.kube.request("PATCH", f"/apis/{CLUSTER_PEERING.api_version}/{CLUSTER_PEERING.plural}/{name}",
                           body={"status": status}, content_type=MERGE_PATCH)

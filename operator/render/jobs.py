@@ -73,18 +73,20 @@ def evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
     return ctx.name(f"eval-{suffix}")
 
 
+def _in_cluster(source: Source) -> bool:
+    """The ingestion Job can read it: an `s3://` prefix, or a path with a volume."""
+    return source.uri.startswith("s3://") or source.volume is not None
+
+
 def cluster_sources(ctx: RenderContext) -> list[Source]:
-    """The sources the ingestion Job can read: `s3://` prefixes, and paths with a volume."""
     retrieval = ctx.stack.spec.retrieval
-    return [] if retrieval is None else [
-        s for s in retrieval.sources if s.uri.startswith("s3://") or s.volume is not None]
+    return [] if retrieval is None else [s for s in retrieval.sources if _in_cluster(s)]
 
 
 def local_only_sources(stack: AIStack) -> list[str]:
     """Paths without a volume: `aistack ingest` reads them, the cluster cannot."""
     retrieval = stack.spec.retrieval
-    return [] if retrieval is None else [
-        s.uri for s in retrieval.sources if not s.uri.startswith("s3://") and s.volume is None]
+    return [] if retrieval is None else [s.uri for s in retrieval.sources if not _in_cluster(s)]
 
 
 def wants_ingestion(ctx: RenderContext) -> bool:
