@@ -20,10 +20,17 @@ from aistack.api.v1alpha1 import API_VERSION, KIND, AIStack
 class ManifestError(ValueError):
     """A manifest that cannot be used; `errors` holds one FieldError per broken field."""
 
-    def __init__(self, source: str, errors: list[FieldError]) -> None:
+    def __init__(self, source: str, errors: list[FieldError], *, lines: list[str] | None = None) -> None:
         self.source = source
         self.errors = errors
-        super().__init__("\n".join(f"{source}: {e}" for e in errors))
+        super().__init__("\n".join(lines if lines is not None else [f"{source}: {e}" for e in errors]))
+
+    @classmethod
+    def of_documents(cls, source: str, docs: list[Document]) -> ManifestError:
+        """The errors of a file's documents, one line each as `aistack validate` prints them:
+        `file[doc]: field.path: message`."""
+        return cls(source, [e for d in docs for e in d.errors],
+                   lines=[f"{d.where}: {e}" for d in docs for e in d.errors])
 
 
 @dataclass
@@ -86,13 +93,31 @@ def load_documents(path: Path | str, *, text: str | None = None) -> list[Documen
     return docs
 
 
+def holds_no_stack(docs: list[Document]) -> bool:
+    """True when no document of a file is an AIStack (valid or not): only other kinds, or empty."""
+    return all(d.stack is None and not d.errors for d in docs)
+
+
+def no_stack_message(path: Path | str, docs: list[Document]) -> str:
+    """Why a file gave no AIStack, naming what it does hold; the same words for every command."""
+    kinds = sorted({d.skipped for d in docs if d.skipped})
+    found = f"it holds only {', '.join(kinds)}" if kinds else "it has no YAML document"
+    return (f"no AIStack document in {path} ({found}); an AIStack starts with "
+            f"apiVersion: {API_VERSION} and kind: {KIND}")
+
+
 def load_stack(path: Path | str) -> AIStack:
     """The single AIStack of a file (what `aistack up` and `render` take)."""
     docs = load_documents(path)
-    errors = [e for d in docs for e in d.errors]
-    if errors:
-        raise ManifestError(str(path), errors)
+    if any(d.errors for d in docs):
+        raise ManifestError.of_documents(str(path), docs)
+    if holds_no_stack(docs):
+        raise ManifestError(str(path), [FieldError("<file>", "no AIStack document")],
+                            lines=[no_stack_message(path, docs)])
     stacks = [d.stack for d in docs if d.stack is not None]
     if len(stacks) != 1:
-        raise ManifestError(str(path), [FieldError("<file>", f"expected exactly one AIStack, found {len(stacks)}")])
+        where = ", ".join(d.where for d in docs if d.stack is not None)
+        raise ManifestError(str(path), [FieldError("<file>", f"expected exactly one AIStack, found {len(stacks)}")],
+                            lines=[f"{path}: expected exactly one AIStack, found {len(stacks)} ({where}); "
+                                   "put each in a file of its own"])
     return stacks[0]

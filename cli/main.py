@@ -16,7 +16,7 @@ from rich.table import Table
 
 from aistack.api.crd import crd_yaml
 from aistack.api.images import package_version
-from aistack.api.manifests import load_documents
+from aistack.api.manifests import holds_no_stack, load_documents, no_stack_message
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli import gitops, promote
 
@@ -50,12 +50,17 @@ def validate_cmd(
 ) -> None:
     """Check AIStack manifests; print one line per error (file[document]: field: message).
 
-    Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped.
+    Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped,
+    but a file with no AIStack at all is an error.
     """
     stacks: list[tuple[str, AIStack]] = []
     failures = 0
     for path in files:
-        for doc in load_documents(path):
+        docs = load_documents(path)
+        if holds_no_stack(docs):  # "0 AIStack(s) valid" and exit 0 read as a pass
+            failures += 1
+            err.print(no_stack_message(path, docs), markup=False)
+        for doc in docs:
             for error in doc.errors:
                 failures += 1
                 err.print(f"{doc.where}: {error}", markup=False)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from aistack.cli.progress import Stages
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -45,9 +47,10 @@ def promote_cmd(
         err.print("--max-age-hours must be positive", markup=False)
         raise typer.Exit(2)
     try:
-        plan, commit = promotion.promote(root=repo, source=source, target=target,
-                                         find_run=runs.mlflow_finder(explicit_uri=tracking_uri),
-                                         dry_run=dry_run, max_age=max_age)
+        with Stages(err) as stages:
+            plan, commit = promotion.promote(
+                root=repo, source=source, target=target, dry_run=dry_run, max_age=max_age,
+                find_run=runs.mlflow_finder(explicit_uri=tracking_uri, on_stage=stages.begin))
     except (promotion.PromotionError, GitError, KustomizeError, runs.TrackingError) as error:
         err.print(f"cannot promote {source} -> {target}: {error}", markup=False)
         raise typer.Exit(2) from None

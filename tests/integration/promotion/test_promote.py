@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -19,6 +20,13 @@ from aistack.cli.promotion.layout import Layout, effective_stack
 
 EXPERIMENT = "support-copilot"  # the example's observability.experiment
 GOOD = {"retrieval_hit_rate": 0.9, "answer_token_f1": 0.75, "guardrail_accuracy": 0.97, "latency_p95_ms": 2100.0}
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def promote(repo: Path, *args: str, uri: str | None) -> Any:
@@ -201,6 +209,26 @@ def test_bad_invocations_say_what_to_do(git: Any, gitops_repo: Path, mlflow_uri:
     change_dev(git, gitops_repo, model={"name": "Qwen/Qwen2.5-0.5B-Instruct"})
     no_uri = promote(gitops_repo, "dev", "staging", uri=None)  # the example uses a managed MLflow
     assert no_uri.exit_code == 2 and "pass --tracking-uri" in no_uri.output
+
+
+@pytest.mark.parametrize(("uri", "reason"), [
+    (f"http://127.0.0.1:{_closed_port()}", "connection refused"),
+    ("http://mlflow.no-such-host.invalid:5000", "host 'mlflow.no-such-host.invalid' not found"),
+], ids=["refused", "unresolvable"])
+def test_an_unreachable_tracking_server_fails_fast_naming_the_flag(
+    git: Any, gitops_repo: Path, uri: str, reason: str
+) -> None:
+    """MLflow's client retried these with backoff for over 4 minutes, printing nothing."""
+    change_dev(git, gitops_repo, model={"name": "Qwen/Qwen2.5-0.5B-Instruct"})
+    done = subprocess.run(
+        [sys.executable, "-m", "aistack.cli", "promote", "dev", "staging", "--repo", str(gitops_repo / "deploy"),
+         "--tracking-uri", uri], capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (f"cannot promote dev -> staging: cannot reach the MLflow tracking server at {uri}: {reason}"
+            in done.stderr), done.stderr
+    assert done.stderr.rstrip().endswith("; check --tracking-uri")
+    assert "Traceback" not in done.stderr
 
 
 def test_not_a_git_repository(tmp_path: Path, stack_file: Path, mlflow_uri: str) -> None:

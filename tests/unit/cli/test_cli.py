@@ -54,6 +54,30 @@ def test_validate_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> No
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
+CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n"
+
+
+def test_validate_a_file_with_no_aistack_is_an_error_naming_it(tmp_path: Path) -> None:
+    """It printed "0 AIStack(s) valid" and exited 0: a wrong file looked like a pass."""
+    only_configmap, empty = tmp_path / "cm.yaml", tmp_path / "empty.yaml"
+    only_configmap.write_text(CONFIGMAP)
+    empty.write_text("# nothing yet\n")
+    result = aistack("validate", str(only_configmap), str(empty))
+    assert result.returncode == 1
+    assert f"no AIStack document in {only_configmap} (it holds only v1/ConfigMap)" in result.stderr
+    assert f"no AIStack document in {empty} (it has no YAML document)" in result.stderr
+    assert "apiVersion: aistack.dev/v1alpha1 and kind: AIStack" in result.stderr
+    assert "valid" not in result.stdout
+
+
+def test_validate_a_file_mixing_an_aistack_and_other_kinds_passes(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(CONFIGMAP + "---\n" + (ROOT / "examples" / "quickstart.yaml").read_text())
+    result = aistack("validate", str(mixed))
+    assert result.returncode == 0, result.stderr
+    assert "1 AIStack(s) valid" in result.stdout
+
+
 def test_crd_prints_the_generated_crd() -> None:
     result = aistack("crd")
     assert result.returncode == 0

@@ -29,6 +29,35 @@ def test_render_of_invalid_manifest_names_the_field(tmp_path: Path) -> None:
     assert "spec.model.provider" in result.stderr
 
 
+def test_render_errors_name_the_file_and_document_like_validate(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n"
+                   + (EXAMPLES / "quickstart.yaml").read_text().replace("provider: openai", "provider: tgi"))
+    rendered = CliRunner().invoke(app, ["render", str(bad)])
+    validated = CliRunner().invoke(app, ["validate", "--quiet", str(bad)])
+    assert rendered.exit_code == 1
+    line = next(line for line in rendered.stderr.splitlines() if "spec.model.provider" in line)
+    assert line.startswith(f"{bad}[1]: spec.model.provider: ")
+    assert line in validated.stderr.splitlines()
+
+
+def test_render_of_a_file_without_an_aistack_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    result = CliRunner().invoke(app, ["render", str(empty)])
+    assert result.exit_code == 1
+    assert f"no AIStack document in {empty}" in result.stderr
+
+
+def test_render_of_two_stacks_names_both_documents(tmp_path: Path) -> None:
+    two = tmp_path / "two.yaml"
+    quickstart = (EXAMPLES / "quickstart.yaml").read_text()
+    two.write_text(quickstart + "\n---\n" + quickstart)
+    result = CliRunner().invoke(app, ["render", str(two)])
+    assert result.exit_code == 1
+    assert f"expected exactly one AIStack, found 2 ({two}[0], {two}[1])" in result.stderr
+
+
 def test_render_warns_on_stderr_of_a_path_the_cluster_cannot_read(tmp_path: Path) -> None:
     local = tmp_path / "rag.yaml"
     local.write_text((EXAMPLES / "rag.yaml").read_text().replace("        volume: {configMap: aistack-docs}\n", ""))
