@@ -99,6 +99,9 @@ def operator_cmd(
     kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file; default: in-cluster, else $KUBECONFIG.")] = None,
     liveness: Annotated[str, typer.Option(help="Liveness endpoint URL.")] = "http://0.0.0.0:8081/healthz",
     standalone: Annotated[bool, typer.Option(help="No peering (no guard against a second operator).")] = False,
+    peering: Annotated[str | None, typer.Option(
+        metavar="NAME", help="Join this kopf peering and wait (paused) while its object is missing, as the install "
+                             "runs; default: the 'aistack' peering where it exists, else none.")] = None,
     priority: Annotated[int, typer.Option(help="Peering priority: the highest running operator works.")] = 0,
     drift_interval: Annotated[float, typer.Option(help="Seconds between full re-checks of each stack.")] = 300.0,
     leader_elect: Annotated[bool, typer.Option(help="Replicas elect one leader through a Lease; the others wait.")] = False,
@@ -111,7 +114,7 @@ def operator_cmd(
 
     try:
         run_operator(namespaces=namespace, kubeconfig=kubeconfig, liveness=liveness, standalone=standalone,
-                     priority=priority, drift_interval=drift_interval, leader_elect=leader_elect,
+                     peering=peering, priority=priority, drift_interval=drift_interval, leader_elect=leader_elect,
                      leader_namespace=leader_election_namespace, verbose=verbose)
     except ValueError as error:
         err.print(f"error: {error}", markup=False)

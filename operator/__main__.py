@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
                         help="liveness endpoint URL; empty for none")
     parser.add_argument("--standalone", action="store_true", help="no peering (no guard against a second operator)")
+    parser.add_argument("--peering", metavar="NAME",
+                        help="join this kopf peering and wait (paused) while its object is missing, as the "
+                             "install runs; default: the 'aistack' peering where it exists, else none")
     parser.add_argument("--priority", type=int, default=0, help="peering priority (the highest one runs)")
     parser.add_argument("--leader-elect", action="store_true",
                         help="replicas elect one leader through a Lease; the others wait as standbys")
@@ -26,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         namespaces, liveness = check_namespaces(args.namespace), check_liveness(args.liveness)
         options = operator_options(kubeconfig=args.kubeconfig, drift_interval=args.drift_interval,
-                                   standalone=args.standalone, priority=args.priority, leader_elect=args.leader_elect,
+                                   standalone=args.standalone, priority=args.priority, peering=args.peering,
+                                   leader_elect=args.leader_elect,
                                    leader_namespace=args.leader_election_namespace)
     except ValueError as err:
         parser.error(str(err))

@@ -18,6 +18,8 @@ this subclass fills them, each the simple way:
   gets 409 Conflict when the object has moved on (leader election relies on it);
 - the kinds peering and leader election use: kopf's `ClusterKopfPeering`/`KopfPeering`
   (status written with the object, as their CRDs have no status subresource) and `Lease`;
+  `peering_crds=False` is a cluster without kopf's CRDs: discovery leaves `kopf.dev` out and
+  its lists answer 404;
 - a simulated kubelet + controllers (`emulator_controllers.py`): Deployments/StatefulSets get
   `status` replicas equal to `spec.replicas` after each spec change (or 0 when
   `kubelet_ready` is False), and a rollout is counted whenever the pod template changes; Jobs
@@ -117,6 +119,8 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     """kmock's emulator with the gaps above filled."""
 
     kubelet_ready: bool = True
+    peering_crds: bool = True
+    """Serve kopf's peering kinds (`kopf.dev`), as after `kubectl apply -f deploy/operator/peering.yaml`."""
     fail_writes_after: int | None = None
     """Answer 503 to writes of child objects once this many more have succeeded (an API server
     outage in the middle of a reconcile); None: never."""
@@ -129,6 +133,8 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for key, (kind, namespaced, subresources) in RESOURCES.items():
+            if key.startswith("kopf.dev/") and not self.peering_crds:
+                continue
             self.resources[key] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, subresources=subresources, verbs=VERBS,
                 singular=SINGULAR if kind == KIND else kind.lower(),
@@ -343,8 +349,8 @@ class EmulatorThread:
     """Serves an Emulator on 127.0.0.1 from a background thread with its own event loop, so
     tests (and kopf in its own thread) stay synchronous and independent of pytest's loop."""
 
-    def __init__(self) -> None:
-        self.emulator = Emulator()
+    def __init__(self, *, peering_crds: bool = True) -> None:
+        self.emulator = Emulator(peering_crds=peering_crds)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -9,8 +9,12 @@ starts are this operator's, so `PeeringWatch` reads the same object and applies 
 (`blocking_peers`) to gate them. It shares kopf's identity (passed to kopf explicitly), so it
 never mistakes its own keep-alive for a peer.
 
-Like kopf with a named (mandatory) peering, the operator stays paused until the peering object
-has been read, and while it is missing.
+As in kopf, peering is optional unless a name was asked for (`--peering NAME`, kopf's own flag;
+the install passes it). Optional: where the peering CRD or object does not exist, the operator
+works without peering and warns once how to install it (a cluster without kopf's CRDs would
+otherwise pause it forever); once the object exists, its peers count. Named (mandatory): the
+operator stays paused until the object has been read, and while it or its CRD is missing, and
+says which object to create.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from kubernetes.client import Configuration
 
 from aistack.api.conventions import PEERING_NAME
 from aistack.operator.kube import Kind
-from aistack.operator.watch import ListWatch
+from aistack.operator.watch import ListWatch, NotServed
 
 log = logging.getLogger("aistack.operator.peering")
 CLUSTER_PEERING = Kind(api_version="kopf.dev/v1", kind="ClusterKopfPeering", plural="clusterkopfpeerings")
 NAMESPACED_PEERING = Kind(api_version="kopf.dev/v1", kind="KopfPeering", plural="kopfpeerings")
 DEFAULT_LIFETIME = 60
+INSTALL = "kubectl apply -f deploy/operator/peering.yaml"
+"""Installs both peering CRDs and the ClusterKopfPeering `aistack`."""
 CLUSTER = ""
 """The scope key of the cluster-wide peering."""
 
@@ -54,6 +60,11 @@ def own_identity() -> str:
 class PeeringOptions:
     name: str = PEERING_NAME
     priority: int = 0
+    mandatory: bool = False
+    """A named peering was asked for (`--peering NAME`): paused while the peering object is
+    missing. Otherwise a missing object or CRD means working without peering (one warning)."""
+    recheck: float = 10.0
+    """Seconds between listings while the peering CRD is not served (is it installed yet?)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,8 @@ class PeeringWatch(ListWatch):
         self.scopes: list[str] = list(namespaces) or [CLUSTER]
         self.statuses: dict[str, Mapping[str, Any]] = {}
         """The peering's status by namespace (`CLUSTER` for the cluster-wide one)."""
+        self.unserved: set[str] = set()
+        """The scopes whose last listing answered 404: the peering CRD is not installed."""
         self.active = asyncio.Event()
         self._recheck: asyncio.TimerHandle | None = None
         self._told: str | None = None
@@ -115,7 +128,21 @@ class PeeringWatch(ListWatch):
         await super().stop()
 
     async def _list(self, kind: Kind, namespace: str | None) -> str:
-        version = await super()._list(kind, namespace)
+        """List; while the CRD is not served, say so (`evaluate`) and list again every
+        `recheck` seconds, quietly: a missing CRD is a state to report once, not a failure."""
+        scope = namespace or CLUSTER
+        while True:
+            try:
+                version = await super()._list(kind, namespace)
+                break
+            except NotServed:
+                log.debug("peering: %s not served in %s; listing again in %ss", kind.plural,
+                          namespace or "the cluster", self.options.recheck)
+                self.unserved.add(scope)
+                self.statuses.pop(scope, None)
+                self.evaluate()
+                await asyncio.sleep(self.options.recheck)
+        self.unserved.discard(scope)
         self.evaluate()  # also when the listing found no peering object at all
         return version
 
@@ -145,27 +172,62 @@ class PeeringWatch(ListWatch):
         blocking = [peer for scope in self.scopes if scope in self.statuses
                     for peer in blocking_peers(self.statuses[scope], identity=self.identity,
                                                priority=self.options.priority)]
-        listed = {namespace or CLUSTER for _, namespace in self._listed}
-        if not set(missing) <= listed:
+        read = {namespace or CLUSTER for _, namespace in self._listed} | self.unserved
+        if not set(missing) <= read:
             self.active.clear()  # not read yet: paused, as kopf is, but nothing to say yet
-        elif missing:
+        elif missing and self.options.mandatory:
             kind = self.streams[0][0].kind
-            fix = "create it" if kind == NAMESPACED_PEERING.kind else "apply deploy/operator/peering.yaml"
-            self._pause(f"no {kind} {self.options.name!r} in {', '.join(s or 'the cluster' for s in missing)} "
-                        f"({fix}, or run with --standalone)")
+            self._pause(f"{self._missing(missing)}; --peering {self.options.name} waits for the {kind} "
+                        f"{self.options.name!r} ({self._fix(missing)}, or run with --standalone)")
+        elif missing:
+            self._unpeered(f"{self._missing(missing)}: working without peering, so nothing pauses "
+                           f"this operator while another one runs ({self._fix(missing)}, or pass "
+                           f"--standalone to run without peering and without this warning)")
         elif blocking:
             self._pause("peers " + ", ".join(f"{p.identity} (priority {p.priority})" for p in blocking))
             soonest = min(p.deadline for p in blocking)
             delay = (soonest - datetime.datetime.now(datetime.UTC)).total_seconds()
             self._recheck = asyncio.get_running_loop().call_later(max(delay, 0) + 0.05, self.evaluate)
-        elif not self.active.is_set():
-            log.info("peering: no peer outranks this operator (%s); working", self.identity)
+        else:
+            if not self.active.is_set():
+                log.info("peering: no peer outranks this operator (%s); working", self.identity)
+                self._resume()
+            elif self._told is not None:  # was working without peering
+                log.info("peering: %s %r found; peers of higher or equal priority pause this operator "
+                         "from now on", self.streams[0][0].kind, self.options.name)
             self._told = None
-            self.active.set()
-            self.on_resume()
+
+    def _missing(self, scopes: Sequence[str]) -> str:
+        """What is missing: the CRD (which serves every scope), else the object in `scopes`."""
+        kind = self.streams[0][0]
+        if any(scope in self.unserved for scope in scopes):
+            return f"no {kind.kind} CRD ({kind.plural}.{kind.api_version.split('/')[0]}) installed"
+        return f"no {kind.kind} {self.options.name!r} in {', '.join(s or 'the cluster' for s in scopes)}"
+
+    def _fix(self, scopes: Sequence[str]) -> str:
+        """How to make the missing peering exist: `INSTALL` where it installs what is missing."""
+        kind = self.streams[0][0]
+        if kind == CLUSTER_PEERING and self.options.name == PEERING_NAME:
+            return INSTALL
+        create = f"create {kind.kind} {self.options.name!r}" + (" in each namespace" if kind != CLUSTER_PEERING else "")
+        if any(scope in self.unserved for scope in scopes):
+            return f"install its CRD with {INSTALL}, then {create}"
+        return create
 
     def _pause(self, why: str) -> None:
         if self.active.is_set() or self._told != why:
             log.warning("peering: paused, %s", why)
         self._told = why
         self.active.clear()
+
+    def _unpeered(self, why: str) -> None:
+        """Optional peering without a peering object: work, and warn once per reason."""
+        if self._told != why:
+            log.warning("peering: %s", why)
+        self._told = why
+        if not self.active.is_set():
+            self._resume()
+
+    def _resume(self) -> None:
+        self.active.set()
+        self.on_resume()

@@ -23,7 +23,8 @@ from aiohttp import web
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
-from aistack.api.types import DNS1123_LABEL
+from aistack.api.conventions import PEERING_NAME
+from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from aistack.operator.handlers import OperatorOptions, build_registry, build_settings
 from aistack.operator.kube import Kube
 from aistack.operator.leader import LeaderElection, LeaseOptions, lease_namespace
@@ -43,10 +44,15 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
 
 
 def operator_options(*, kubeconfig: str | None, drift_interval: float, standalone: bool, priority: int,
-                     leader_elect: bool, leader_namespace: str | None) -> OperatorOptions:
+                     peering: str | None, leader_elect: bool, leader_namespace: str | None) -> OperatorOptions:
     """The options of `python -m aistack.operator` and `aistack operator` (one set of flags).
-    Raises ValueError, naming the flag, for a leader election without a namespace for its Lease."""
+    Raises ValueError, naming the flag, for options that do not fit together (a named peering and
+    --standalone; a leader election without a namespace for its Lease) or a bad value."""
     leader = None
+    if standalone and peering is not None:
+        raise ValueError(f"--peering {peering}: cannot be combined with --standalone (one asks for a named "
+                         "peering, the other for none); pass one of them")
+    peering_options = None if standalone else peering_of(peering, priority=priority)
     if leader_elect:
         namespace = lease_namespace(leader_namespace)
         if not namespace:
@@ -56,7 +62,19 @@ def operator_options(*, kubeconfig: str | None, drift_interval: float, standalon
     if drift_interval <= 0:
         raise ValueError(f"--drift-interval: must be > 0 seconds, got {drift_interval}")
     return OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig), drift_interval=drift_interval,
-                           peering=None if standalone else PeeringOptions(priority=priority), leader=leader)
+                           peering=peering_options, leader=leader)
+
+
+def peering_of(name: str | None, *, priority: int) -> PeeringOptions:
+    """`--peering NAME` asks for that peering object and waits for it (kopf's mandatory peering,
+    as the install runs); without it, peering is optional: the `aistack` object counts where it
+    exists. Raises ValueError for a NAME that cannot name a Kubernetes object."""
+    if name is None:
+        return PeeringOptions(priority=priority)
+    if not re.fullmatch(DNS1123_SUBDOMAIN, name) or len(name) > 253:
+        raise ValueError(f"--peering: {name!r} is not an object name (lower-case letters, digits, '-' and '.'); "
+                         f"the install's peering object is {PEERING_NAME!r}")
+    return PeeringOptions(name=name, priority=priority, mandatory=True)
 
 
 def check_namespaces(namespaces: Sequence[str]) -> list[str]:
@@ -137,7 +155,7 @@ async def _run_kopf(options: OperatorOptions, namespaces: Sequence[str], livenes
                     ready_flag: threading.Event | None, election: LeaderElection | None) -> None:
     operator = asyncio.create_task(kopf.operator(
         registry=registry, settings=settings, clusterwide=not namespaces, namespaces=list(namespaces),
-        liveness_endpoint=liveness, stop_flag=stop, ready_flag=ready_flag, **kopf_peering(options)))
+        liveness_endpoint=liveness, stop_flag=stop, ready_flag=ready_flag, **kopf_peering(options, settings)))
     if election is None:
         await operator
         return
@@ -210,11 +228,14 @@ async def _follower_liveness(liveness: str | None) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-def kopf_peering(options: OperatorOptions) -> dict[str, Any]:
+def kopf_peering(options: OperatorOptions, settings: kopf.OperatorSettings) -> dict[str, Any]:
     """kopf's peering arguments, from the same options the operator's own peering watch uses
-    (one identity for both, so neither takes the other's keep-alive for a peer)."""
+    (one identity for both, so neither takes the other's keep-alive for a peer). The name goes
+    into `settings`: kopf's `peering_name` argument would also make the peering mandatory, and
+    kopf then pauses while the peering CRD is missing, where optional peering runs without."""
     peering = options.peering
     if peering is None:
         return {"standalone": True, "identity": options.identity}
-    return {"standalone": False, "peering_name": peering.name, "priority": peering.priority,
-            "identity": options.identity}
+    settings.peering.name = peering.name
+    settings.peering.mandatory = peering.mandatory
+    return {"standalone": False, "priority": peering.priority, "identity": options.identity}

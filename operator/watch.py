@@ -46,6 +46,10 @@ WATCH_TIMEOUT = 300
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
+class NotServed(RuntimeError):
+    """A list answered 404: the API server does not serve the kind (its CRD is not installed)."""
+
+
 @dataclass(frozen=True)
 class Change:
     """A child that changed: `version` None when it was deleted."""
@@ -199,6 +203,8 @@ class ListWatch:
     async def _get(self, kind: Kind, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
         assert self._session is not None
         async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
+            if response.status == 404:
+                raise NotServed(f"list {kind.plural}: 404: {(await response.text())[:200]}")
             if response.status >= 300:
                 raise RuntimeError(f"list {kind.plural}: {response.status}: {(await response.text())[:200]}")
             return dict(await response.json(content_type=None))

@@ -35,9 +35,12 @@ OPERATOR_NAME = "aistack-operator"
 MLFLOW_BACKEND_SECRET = "mlflow-backend"
 MLFLOW_BACKEND_KEY = "uri"
 LIVENESS_PORT = 8081  # `python -m aistack.operator` serves kopf's probe at :8081/healthz by default
-BASE_ARGS = ("--priority=100", "--leader-elect")
+BASE_ARGS = ("--priority=100", "--leader-elect", f"--peering={PEERING_NAME}")
 """Replicas elect a leader through a Lease (standbys wait); priority 100 outranks an operator
-started by hand with the default 0, which then pauses. `args` come after, so they win."""
+started by hand with the default 0, which then pauses; the named peering (the object this
+program installs) keeps the operator paused while it is missing, where an operator without
+the flag would work unguarded. The same as deploy/operator/deployment.yaml. `args` come after,
+so they win (`--standalone` drops the peering)."""
 IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 POD_ENV = [
     {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -105,6 +108,13 @@ def _labels(component: str) -> dict[str, str]:
     return {LABEL_NAME: OPERATOR_NAME, LABEL_COMPONENT: component, LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi"}
 
 
+def operator_args(args: list[str]) -> list[str]:
+    """`BASE_ARGS`, then `args`; a `--standalone` there drops the named peering (the operator
+    refuses the two together)."""
+    standalone = "--standalone" in args
+    return [*(a for a in BASE_ARGS if not (standalone and a.startswith("--peering"))), *args]
+
+
 def operator_pod_spec(*, image: str, args: list[str]) -> dict[str, Any]:
     """Non-root, read-only, no capabilities; on the system nodes; liveness from kopf's probe."""
     return {
@@ -115,7 +125,7 @@ def operator_pod_spec(*, image: str, args: list[str]) -> dict[str, Any]:
             {
                 "name": "operator",
                 "image": image,
-                "args": [*BASE_ARGS, *args],
+                "args": operator_args(args),
                 "env": POD_ENV,
                 "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20, "failureThreshold": 3},

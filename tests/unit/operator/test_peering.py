@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 
 from kubernetes.client import Configuration
 
 from aistack.operator.peering import CLUSTER, PeeringOptions, PeeringWatch, blocking_peers, own_identity
+from aistack.operator.watch import NotServed
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
@@ -83,16 +85,32 @@ def _live(priority: int, *, lifetime: int = 60) -> dict[str, object]:
     return {"priority": priority, "lifetime": lifetime, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
 
 
-def test_a_listing_without_the_peering_object_says_what_to_do(caplog) -> None:
-    """The object is missing (never created): the operator stays paused, as kopf does, and
-    says which object to create, once per listing that finds it missing, not on every event."""
+def _listings(watch: PeeringWatch, answers: list[object]) -> None:
+    """Feed the watch's listings: each answer a list body, or an exception to raise."""
+    async def get(*_: object) -> object:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    watch._get = get  # type: ignore[method-assign]
+
+
+EMPTY = {"items": [], "metadata": {"resourceVersion": "7"}}
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "aistack.operator.peering" and r.levelname == "WARNING"]
+
+
+def test_a_named_peering_without_its_object_pauses_and_says_what_to_create(caplog) -> None:
+    """`--peering aistack` and the object is missing (never created): the operator stays
+    paused, as kopf does with a named peering, and says which object to create, once per
+    listing that finds it missing, not on every event."""
     async def scenario() -> None:
-        watch = PeeringWatch(configuration=Configuration(), namespaces=[], options=PeeringOptions(), identity="me")
-
-        async def empty(*_: object) -> dict[str, object]:
-            return {"items": [], "metadata": {"resourceVersion": "7"}}
-
-        watch._get = empty  # type: ignore[method-assign]
+        watch = PeeringWatch(configuration=Configuration(), namespaces=[],
+                             options=PeeringOptions(mandatory=True), identity="me")
+        _listings(watch, [EMPTY])
         kind = watch.streams[0][0]
         assert await watch._list(kind, None) == "7"
         await watch._list(kind, None)
@@ -100,5 +118,53 @@ def test_a_listing_without_the_peering_object_says_what_to_do(caplog) -> None:
 
     with caplog.at_level("WARNING", logger="aistack.operator.peering"):
         asyncio.run(scenario())
-    [message] = [r.getMessage() for r in caplog.records]
-    assert "no ClusterKopfPeering 'aistack' in the cluster" in message and "--standalone" in message
+    [message] = _warnings(caplog)
+    assert "paused, no ClusterKopfPeering 'aistack' in the cluster" in message
+    assert "kubectl apply -f deploy/operator/peering.yaml" in message and "--standalone" in message
+
+
+def test_without_a_named_peering_a_missing_object_or_crd_means_working_with_one_warning_each(caplog) -> None:
+    """No `--peering`: the CRD not served (404, listed again every `recheck`) and then the
+    object missing both let the operator work; each state is told once, however often it is
+    listed; once the object exists its peers count again."""
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        watch = PeeringWatch(configuration=Configuration(), namespaces=[], options=PeeringOptions(recheck=0),
+                             identity="me", on_resume=lambda: seen.append("resumed"))
+        kind = watch.streams[0][0]
+        _listings(watch, [NotServed("404"), NotServed("404"), NotServed("404"), EMPTY])
+        assert await watch._list(kind, None) == "7"  # returns once the CRD is served
+        assert watch.active.is_set() and watch.unserved == set()
+        await watch._list(kind, None)
+        assert watch.active.is_set() and seen == ["resumed"]
+        watch._keep(CLUSTER, {"metadata": {"name": "aistack"}, "status": {"boss": _live(20)}})
+        assert not watch.active.is_set()
+        return seen
+
+    with caplog.at_level("WARNING", logger="aistack.operator.peering"):
+        asyncio.run(scenario())
+    crd, obj, paused = _warnings(caplog)
+    assert crd.startswith("peering: no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev) installed: working")
+    assert obj.startswith("peering: no ClusterKopfPeering 'aistack' in the cluster: working without peering")
+    for message in (crd, obj):
+        assert "kubectl apply -f deploy/operator/peering.yaml" in message and "--standalone" in message
+    assert paused == "peering: paused, peers boss (priority 20)"
+
+
+def test_a_named_peering_without_its_crd_stays_paused_and_names_the_crd_and_the_object(caplog) -> None:
+    async def scenario() -> None:
+        watch = PeeringWatch(configuration=Configuration(), namespaces=["team-a"],
+                             options=PeeringOptions(name="team", mandatory=True, recheck=0), identity="me")
+        _listings(watch, [NotServed("404")])
+        kind = watch.streams[0][0]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch._list(kind, "team-a"), 0.2)  # lists again until the CRD is served
+        assert not watch.active.is_set() and watch.unserved == {"team-a"}
+
+    with caplog.at_level("WARNING", logger="aistack.operator.peering"):
+        asyncio.run(scenario())
+    [message] = _warnings(caplog)
+    assert message == ("peering: paused, no KopfPeering CRD (kopfpeerings.kopf.dev) installed; --peering team waits "
+                       "for the KopfPeering 'team' (install its CRD with kubectl apply -f "
+                       "deploy/operator/peering.yaml, then create KopfPeering 'team' in each namespace, or run "
+                       "with --standalone)")

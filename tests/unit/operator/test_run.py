@@ -31,8 +31,8 @@ def test_kubeconfig_feeds_both_clients(tmp_path: Path) -> None:
 def test_module_entry_point_has_the_documented_options() -> None:
     out = subprocess.run([sys.executable, "-m", "aistack.operator", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for option in ("--namespace", "--kubeconfig", "--liveness", "--standalone", "--priority", "--drift-interval",
-                   "--leader-elect", "--leader-election-namespace"):
+    for option in ("--namespace", "--kubeconfig", "--liveness", "--standalone", "--peering", "--priority",
+                   "--drift-interval", "--leader-elect", "--leader-election-namespace"):
         assert option in out
 
 
@@ -52,7 +52,8 @@ def test_leader_election_needs_a_namespace_for_its_lease(tmp_path: Path, monkeyp
     from aistack.operator.run import operator_options
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
-    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "standalone": False, "priority": 100}
+    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "standalone": False, "priority": 100,
+              "peering": None}
     options = operator_options(**common, leader_elect=True, leader_namespace="ops")
     assert options.leader == LeaseOptions(namespace="ops") and options.peering and options.peering.priority == 100
     monkeypatch.setenv("POD_NAMESPACE", "aistack-system")
@@ -99,3 +100,43 @@ def test_typer_cli_reports_bad_options_by_flag(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["operator", "--kubeconfig", _kubeconfig(tmp_path), "-n", "team-*"])
     assert result.exit_code == 2
     assert "--namespace: 'team-*' is not a namespace name" in result.output
+
+
+def test_peering_is_optional_unless_named(tmp_path: Path) -> None:
+    """kopf's rule: `--peering NAME` makes the peering mandatory (kopf pauses while it is
+    missing); without it, the `aistack` peering counts where it exists, and kopf is told so
+    through its settings, not its `peering_name` argument (which would make it mandatory)."""
+    import kopf
+
+    from aistack.api.conventions import PEERING_NAME
+    from aistack.operator.peering import PeeringOptions
+    from aistack.operator.run import kopf_peering, operator_options
+
+    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "priority": 7, "leader_elect": False,
+              "leader_namespace": None}
+    optional = operator_options(**common, standalone=False, peering=None)
+    assert optional.peering == PeeringOptions(name=PEERING_NAME, priority=7, mandatory=False)
+    named = operator_options(**common, standalone=False, peering="team-a")
+    assert named.peering == PeeringOptions(name="team-a", priority=7, mandatory=True)
+    assert operator_options(**common, standalone=True, peering=None).peering is None
+
+    settings = kopf.OperatorSettings()
+    kwargs = kopf_peering(optional, settings)
+    assert "peering_name" not in kwargs and kwargs["standalone"] is False and kwargs["priority"] == 7
+    assert (settings.peering.name, settings.peering.mandatory) == (PEERING_NAME, False)
+    kopf_peering(named, settings)
+    assert (settings.peering.name, settings.peering.mandatory) == ("team-a", True)
+
+    with pytest.raises(ValueError, match="--peering team-a: cannot be combined with --standalone"):
+        operator_options(**common, standalone=True, peering="team-a")
+    for bad in ("", "Team", "team_a", "-team"):
+        with pytest.raises(ValueError, match="--peering: .* is not an object name"):
+            operator_options(**common, standalone=False, peering=bad)
+
+
+@pytest.mark.parametrize("entry", [["-m", "aistack.operator"], ["-m", "aistack.cli", "operator"]])
+def test_both_entry_points_refuse_a_named_peering_with_standalone(tmp_path: Path, entry: list[str]) -> None:
+    result = subprocess.run([sys.executable, *entry, "--kubeconfig", _kubeconfig(tmp_path), "--standalone",
+                             "--peering", "aistack"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--peering aistack: cannot be combined with --standalone" in result.stderr
