@@ -16,15 +16,22 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 
 OFFLINE_MODEL_NAME = "aistack-offline-smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MAX_NEW_TOKENS = 96
+CONTEXT_TOKENS = 2048
+"""SmolLM2-135M was trained on 2048-token sequences; the GGUF's metadata says 8192 (the family's
+config), but past 2048 this model's output degrades into noise, so prompt plus answer stay within 2048."""
+DEFAULT_MAX_TOKENS = 96
+"""For a request that sets no max_tokens: at ~10 tokens/s on 2 cores an unbounded answer could
+take minutes. The gateway sends the manifest's `model.defaults.maxTokens` when it has one."""
 
 
 def label(instead_of: str | None) -> str:
@@ -48,6 +55,24 @@ def gguf_folder() -> Path:
     return folder
 
 
+class ContextExceeded(ValueError):
+    """The messages alone fill the model's context: nothing is left to answer with."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        super().__init__(f"the messages take {prompt_tokens} tokens, but the offline model's context is "
+                         f"{CONTEXT_TOKENS} tokens: shorten them (in a stack, lower retrieval.maxContextTokens)")
+        self.prompt_tokens = prompt_tokens
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+    """"stop" when the model ended its answer, "length" when max_tokens or the context cut it off."""
+
+
 class OfflineModel:
     """transformers loads the GGUF directly (dequantised to float32 on CPU)."""
 
@@ -69,22 +94,95 @@ class OfflineModel:
         self.model.eval()
         self._lock = threading.Lock()
 
-    def generate(self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float) -> tuple[str, int, int]:
-        """(text, prompt tokens, completion tokens); one generation at a time."""
+    def generate(self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float) -> Generation:
+        """Up to `max_tokens` new tokens, fewer when the context ends first; one generation at a time.
+
+        Raises ContextExceeded when the prompt leaves no room for an answer.
+        """
         import torch
 
-        chat = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+        chat = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages
                 if m.get("role") in ("system", "user", "assistant")]
         ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True)
+        prompt_len = int(ids["input_ids"].shape[1])
+        room = CONTEXT_TOKENS - prompt_len
+        if room < 1:
+            raise ContextExceeded(prompt_len)
         with self._lock, torch.inference_mode():
             out = self.model.generate(
-                **ids, max_new_tokens=max_tokens, do_sample=temperature > 0,
+                **ids, max_new_tokens=min(max_tokens, room), do_sample=temperature > 0,
                 temperature=max(temperature, 1e-3) if temperature > 0 else None, top_p=0.9 if temperature > 0 else None,
                 pad_token_id=self.tokenizer.eos_token_id)
-        prompt_len = ids["input_ids"].shape[1]
-        text = self.tokenizer.decode(out[0][prompt_len:], skip_special_tokens=True).strip()
-        return text, prompt_len, int(out.shape[1] - prompt_len)
+        new = out[0][prompt_len:]
+        ended = len(new) > 0 and int(new[-1]) in self._eos_ids()
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new),
+                          finish_reason="stop" if ended else "length")
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos) if isinstance(eos, list) else {eos} if eos is not None else set()
+        return ids | {self.tokenizer.eos_token_id}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content or ""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _ChatRequest(BaseModel):
+    """What the offline model reads from a chat request; other OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: Annotated[list[_Message], Field(min_length=1)]
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Annotated[StrictFloat, Field(ge=0, le=2)] | None = None
+    stream: StrictBool = False
+
+    def token_limit(self) -> tuple[str, int]:
+        """(parameter name, value): max_completion_tokens wins, as OpenAI's newer name for max_tokens."""
+        if self.max_completion_tokens is not None:
+            return "max_completion_tokens", self.max_completion_tokens
+        if self.max_tokens is not None:
+            return "max_tokens", self.max_tokens
+        return "max_tokens", DEFAULT_MAX_TOKENS
+
+
+def _bad_request(message: str, *, param: str | None, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}},
+                        status_code=400)
+
+
+def _invalid(err: ValidationError) -> JSONResponse:
+    first = err.errors(include_url=False)[0]
+    param = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]).replace(".[", "[")
+    if first["type"] == "missing":
+        return _bad_request(f"{param} is required", param=param)
+    return _bad_request(f"{param}: {first['msg']} (got {first['input']!r})", param=param)
+
+
+async def _parse(request: Request) -> _ChatRequest | JSONResponse:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return _bad_request("the request body is not valid JSON", param=None)
+    if not isinstance(body, dict):
+        return _bad_request("the request body must be a JSON object", param=None)
+    try:
+        return _ChatRequest.model_validate(body)
+    except ValidationError as err:
+        return _invalid(err)
 
 
 def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAPI:
@@ -99,28 +197,38 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        body = await request.json()
-        max_tokens = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or MAX_NEW_TOKENS),
-                         MAX_NEW_TOKENS)
-        text, prompt_tokens, completion_tokens = await asyncio.to_thread(
-            model.generate, body.get("messages", []), max_tokens=max_tokens,
-            temperature=float(body.get("temperature") or 0.0))
-        content = prefix + text
+        body = await _parse(request)
+        if isinstance(body, JSONResponse):
+            return body
+        param, max_tokens = body.token_limit()
+        if max_tokens > CONTEXT_TOKENS:
+            return _bad_request(f"{param} is {max_tokens}, but the offline model's context is {CONTEXT_TOKENS} "
+                                f"tokens: ask for at most {CONTEXT_TOKENS}", param=param,
+                                code="context_length_exceeded")
+        messages = [m.model_dump() for m in body.messages]
+        try:
+            result = await asyncio.to_thread(model.generate, messages, max_tokens=max_tokens,
+                                             temperature=body.temperature or 0.0)
+        except ContextExceeded as err:
+            return _bad_request(str(err), param="messages", code="context_length_exceeded")
+        content = prefix + result.text
         created, cid = int(time.time()), f"chatcmpl-offline-{uuid.uuid4().hex[:16]}"
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
-        if body.get("stream"):
-            return StreamingResponse(_sse(cid, created, content, usage), media_type="text/event-stream")
+        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                 "total_tokens": result.prompt_tokens + result.completion_tokens}
+        if body.stream:
+            return StreamingResponse(_sse(cid, created, content, usage, result.finish_reason),
+                                     media_type="text/event-stream")
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": OFFLINE_MODEL_NAME,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": result.finish_reason}],
             "usage": usage,
         })
 
     return app
 
 
-async def _sse(cid: str, created: int, content: str, usage: dict[str, int]) -> AsyncIterator[bytes]:
+async def _sse(cid: str, created: int, content: str, usage: dict[str, int], finish_reason: str) -> AsyncIterator[bytes]:
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": OFFLINE_MODEL_NAME}
     words = content.split(" ")
     for i, word in enumerate(words):
@@ -128,5 +236,5 @@ async def _sse(cid: str, created: int, content: str, usage: dict[str, int]) -> A
         if i == 0:
             delta["role"] = "assistant"
         yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]})}\n\n".encode()
-    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}], 'usage': usage})}\n\n".encode()
+    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': finish_reason}], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
