@@ -3,12 +3,20 @@
 Sections follow the document's own headings so chunks never straddle two topics. Parsing uses
 well-kept libraries (markdown-it-py for Markdown structure, Beautiful Soup for HTML, pypdf
 for PDF); a file they cannot read raises `DocumentError`, which ingestion reports and skips.
+What the libraries say while they parse (pypdf repairing a damaged file logs and warns) is
+collected on the document instead of reaching the terminal raw, so ingestion can report it
+once, in its own words.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -29,6 +37,8 @@ class Section:
 class Document:
     title: str
     sections: list[Section] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the parser warned about while reading (a damaged PDF it repaired), in its words."""
 
     @property
     def empty(self) -> bool:
@@ -37,6 +47,23 @@ class Document:
 
 def parse_document(data: bytes, *, name: str) -> Document:
     """Parse `data` by the suffix of `name` (a path or an object key)."""
+    with _library_output() as said:
+        document = _parse(data, name=name)
+    document.warnings = said
+    return document
+
+
+def warnings_note(document: Document, *, name: str) -> str:
+    """The parser's warnings about `name`, said once in ingestion's words (the raw text means
+    little to someone ingesting a folder)."""
+    count = len(document.warnings)
+    if PurePosixPath(name).suffix.lower() == ".pdf":
+        return (f"damaged PDF, read after {count} repair(s) by the parser; re-export it if its text "
+                "looks incomplete in answers")
+    return f"read with {count} parser warning(s)"
+
+
+def _parse(data: bytes, *, name: str) -> Document:
     suffix = PurePosixPath(name).suffix.lower()
     stem = PurePosixPath(name).stem
     if suffix == ".pdf":
@@ -49,6 +76,49 @@ def parse_document(data: bytes, *, name: str) -> Document:
     if suffix == ".txt":
         return Document(title=stem, sections=[Section(None, text)])
     raise DocumentError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+_LIBRARY_LOGGERS = ("pypdf",)
+_NOT_ABOUT_THE_DOCUMENT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+_one_parse_at_a_time = threading.Lock()
+
+
+class _Records(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def _library_output() -> Iterator[list[str]]:
+    """Collect the parsers' `logging` records and `warnings` while a document is parsed.
+
+    With no handler configured, Python's last-resort handler prints library records on
+    stderr, so the library loggers stop propagating for the parse. Both the loggers and
+    `warnings.catch_warnings` are process-wide, and overlapping captures would restore each
+    other's state in the wrong order: parses take turns (ingestion reads one file at a time
+    anyway), and a warning another thread raises meanwhile is collected here, not lost.
+    """
+    said: list[str] = []
+    handler = _Records(said)
+    loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    with _one_parse_at_a_time:
+        propagate = [logger.propagate for logger in loggers]
+        for logger in loggers:
+            logger.propagate = False
+            logger.addHandler(handler)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield said
+            said.extend(str(w.message) for w in caught if not issubclass(w.category, _NOT_ABOUT_THE_DOCUMENT))
+        finally:
+            for logger, before in zip(loggers, propagate, strict=True):
+                logger.removeHandler(handler)
+                logger.propagate = before
 
 
 def _decode(data: bytes, name: str) -> str:

@@ -4,6 +4,7 @@ Idempotent by content hash: an unchanged file costs a read and a hash, and write
 changed file's new chunks are written *before* its old ones are deleted (chunk 0, which marks
 a stored version, last), so a crash or an embedding failure leaves the old version searchable.
 A file that cannot be read or parsed is reported and skipped; what was stored for it stays.
+One the parser read with warnings (a damaged PDF it repaired) is written and noted once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from aistack.api.v1alpha1.retrieval import Chunking
 from aistack.runtime.contracts import Embedder
 from aistack.runtime.ingestion.chunking import Chunk, chunk_document
-from aistack.runtime.ingestion.documents import DocumentError, parse_document
+from aistack.runtime.ingestion.documents import DocumentError, parse_document, warnings_note
 from aistack.runtime.ingestion.sources import Listing, SourceFile, Target, list_target
 from aistack.runtime.retrieval.store import (
     CHUNK_INDEX,
@@ -46,6 +47,8 @@ class IngestReport:
     chunks_written: int = 0
     ignored: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(source, note) for files read despite parser warnings (a repaired PDF): written, but worth a look."""
     seconds: float = 0.0
     embed_seconds: float = 0.0
 
@@ -156,6 +159,8 @@ class Ingestor:
             report.errors.append((file.source, str(exc)))
             self._progress(file.source, "error")
             return None
+        if document.warnings:
+            report.warnings.append((file.source, warnings_note(document, name=file.source)))
         chunks = [] if document.empty else chunk_document(document, size=self.chunking.size,
                                                           overlap=self.chunking.overlap)
         return _Pending(file=file, content_hash=content_hash, title=document.title, chunks=chunks,

@@ -31,3 +31,13 @@ def make_pdf(pages: list[str], *, title: str | None = None) -> bytes:
         out += f"{off:010d} 00000 n \n".encode()
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info_ref} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+def make_damaged_pdf(pages: list[str], *, title: str | None = None) -> bytes:
+    """`make_pdf` with every object 9 bytes later than its cross-reference entry says, as a
+    careless edit leaves a file: pypdf still reads the text, but logs what it repairs
+    ("Ignoring wrong pointing object 2 0 (offset 58)", "Object 2 0 found")."""
+    good = make_pdf(pages, title=title)
+    shifted = good.replace(b"%PDF-1.4\n", b"%PDF-1.4\n%damaged\n", 1)
+    head, _, _ = shifted.rpartition(b"startxref\n")
+    return head + b"startxref\n%d\n%%%%EOF\n" % (shifted.rindex(b"\nxref\n") + 1)

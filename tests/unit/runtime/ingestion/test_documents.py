@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from aistack.runtime.ingestion.documents import DocumentError, Section, parse_document
+from aistack.runtime.ingestion.documents import DocumentError, Section, parse_document, warnings_note
+from aistack.runtime.testing.documents import make_damaged_pdf, make_pdf
 
 MARKDOWN = """# Guide
 
@@ -73,3 +78,40 @@ def test_truncated_pdf_is_reported(pdf_bytes: bytes) -> None:
         doc = parse_document(pdf_bytes[: len(pdf_bytes) // 3], name="cut.pdf")
         if doc.empty:  # pypdf may recover nothing without raising: that is still not a document
             raise DocumentError("no text")
+
+
+def test_a_damaged_pdf_is_read_and_its_repairs_are_kept_on_the_document(caplog: pytest.LogCaptureFixture) -> None:
+    doc = parse_document(make_damaged_pdf(["Qdrant keeps the vectors."], title="Guide"), name="docs/guide.pdf")
+    assert doc.title == "Guide" and "Qdrant keeps the vectors." in doc.sections[0].text
+    assert any("wrong pointing object" in w for w in doc.warnings)  # pypdf's words, kept for the report
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]  # nothing reached the handlers
+    assert logging.getLogger("pypdf").propagate  # restored once the parse is over
+    assert "damaged PDF, read after" in warnings_note(doc, name="docs/guide.pdf")
+
+
+def test_a_library_warning_goes_on_the_document_not_to_the_warnings_module() -> None:
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        doc = parse_document(b"https://example.com/page", name="link.html")  # bs4: "looks more like a URL"
+    assert not escaped
+    assert len(doc.warnings) == 1 and "URL" in doc.warnings[0]
+    assert warnings_note(doc, name="link.html") == "read with 1 parser warning(s)"
+
+
+def test_a_clean_document_has_no_warnings(pdf_bytes: bytes) -> None:
+    assert parse_document(pdf_bytes, name="guide.pdf").warnings == []
+    assert parse_document(MARKDOWN.encode(), name="guide.md").warnings == []
+
+
+def test_parses_in_several_threads_each_keep_their_own_warnings_and_leave_logging_and_warnings_as_they_were(
+) -> None:
+    damaged = make_damaged_pdf(["a damaged page"])
+    with ThreadPoolExecutor(4) as pool:
+        docs = list(pool.map(lambda n: parse_document(damaged if n % 2 else make_pdf(["clean"]), name=f"{n}.pdf"),
+                             range(8)))
+    assert [bool(d.warnings) for d in docs] == [n % 2 == 1 for n in range(8)]
+    assert logging.getLogger("pypdf").propagate and not logging.getLogger("pypdf").handlers
+    with warnings.catch_warnings(record=True) as seen:  # the warnings machinery still reports to its caller
+        warnings.simplefilter("always")
+        warnings.warn("after the parses", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["after the parses"]
