@@ -81,7 +81,7 @@ def host_pip_volumes() -> list[str]:
 
 def torch_index_url() -> str:
     """Where the runtime build gets its CPU torch: `AISTACK_TORCH_INDEX_URL` if set; PyPI when
-    the host's pip already has the pinned `+cpu` wheel in a local folder (mounted into the build,
+    the host's pip already has the pinned version's `+cpu` wheel in a local folder (mounted into the build,
     it wins there, and PyPI serves torch's own dependencies); else PyTorch's CPU index."""
     if os.environ.get("AISTACK_TORCH_INDEX_URL"):
         return os.environ["AISTACK_TORCH_INDEX_URL"]
@@ -89,7 +89,7 @@ def torch_index_url() -> str:
                 if line.startswith("torch==")), None)
     for volume in host_pip_volumes():
         folder = Path(volume.split(":", 1)[0])
-        if pin and folder.is_dir() and any(folder.glob(f"torch-{pin}-*.whl")):
+        if pin and folder.is_dir() and any(folder.glob(f"torch-{pin}+cpu-*.whl")):
             return "https://pypi.org/simple"
     return PYTORCH_CPU_INDEX
 
