@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
@@ -40,6 +39,9 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 PATHLIKE = re.compile(r"^[\w.\-]+(?:/[\w.\-]*)+$")
 DOTTED = re.compile(r"^aistack\.(?:api|cli|operator|platform|runtime)(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$")
 CALL = re.compile(r"^(?:([A-Za-z_]\w*)\.)?([A-Za-z_]\w*)\(\)$")
+CAPITALISED = re.compile(r"^[A-Z]\w*(?:\.[A-Za-z_]\w*)?$")
+PYTHON_M = re.compile(r"^python -m (aistack\.[\w.]+)")
+COMMAND = re.compile(r"^aistack ([a-z][\w-]*)")
 
 
 def git(*args: str) -> str:
@@ -51,6 +53,11 @@ def source_files(pattern: str = "*") -> tuple[str, ...]:
     """The files a clone would have: tracked, or new and not ignored (a change not yet committed)."""
     listed = git("ls-files", "--cached", "--others", "--exclude-standard", pattern).split()
     return tuple(sorted({f for f in listed if (ROOT / f).is_file()}))
+
+
+@cache
+def syntax_tree(file: str) -> ast.Module:
+    return ast.parse((ROOT / file).read_text(encoding="utf-8"), filename=file)
 
 
 def markdown_files() -> list[str]:
@@ -201,15 +208,36 @@ def dotted_problem(span: str) -> str | None:
 
 @cache
 def python_definitions() -> frozenset[str]:
-    """Every function and class defined in the tracked Python code (`name`, and `Class.method`)."""
+    """Every function, class and module-level name defined in the Python code (`name`), and
+    every member of a class (`Class.member`)."""
     found: set[str] = set()
     for file in source_files("*.py"):
-        for node in ast.walk(ast.parse((ROOT / file).read_text(encoding="utf-8"))):
+        tree = syntax_tree(file)
+        found |= {n for n, node in defined_names(tree.body).items() if not isinstance(node, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 found.add(node.name)
             if isinstance(node, ast.ClassDef):
                 found |= {f"{node.name}.{n}" for n in defined_names(node.body)}
     return frozenset(found)
+
+
+@cache
+def python_words() -> frozenset[str]:
+    """Identifier-like string constants of the Python code: the Kubernetes kinds, condition
+    types, reasons and phases it writes (`ClusterKopfPeering`, `CollectionMismatch`, ...)."""
+    return frozenset(node.value for file in source_files("*.py")
+                     for node in ast.walk(syntax_tree(file))
+                     if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and re.fullmatch(r"[A-Za-z_]\w*", node.value))
+
+
+def cli_commands() -> set[str]:
+    """The command names registered on the typer app (`app.command("up")`)."""
+    tree = ast.parse((ROOT / "cli" / "main.py").read_text(encoding="utf-8"))
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "command"
+            and node.args and isinstance(node.args[0], ast.Constant)}
 
 
 def architecture_spans() -> list[str]:
@@ -230,9 +258,17 @@ def test_modules_and_functions_named_in_the_architecture_exist() -> None:
     dotted = [s for s in spans if DOTTED.match(s)]
     calls = [s for s in spans if CALL.match(s)]
     assert dotted and len(calls) >= 20, "no module or function references found in docs/architecture.md"
+    assert len([s for s in spans if CAPITALISED.match(s)]) >= 20, "no class or kind names found in docs/architecture.md"
     wrong = [f"`{s}`: {problem}" for s in dotted if (problem := dotted_problem(s)) is not None]
-    wrong += [f"`{s}`: defined nowhere in the tracked Python code" for s in calls
+    wrong += [f"`{s}`: defined nowhere in the Python code" for s in calls
               if s[:-2] not in python_definitions()]
+    modules = [m.group(1) for s in spans if (m := PYTHON_M.match(s))]
+    wrong += [f"`python -m {m}`: {problem}" for m in modules if (problem := dotted_problem(m)) is not None]
+    commands = [m.group(1) for s in spans if (m := COMMAND.match(s))]
+    wrong += [f"`aistack {c}`: no such command in cli/main.py" for c in commands if c not in cli_commands()]
+    names = [s for s in spans if CAPITALISED.match(s)]
+    wrong += [f"`{s}`: neither defined nor written in the Python code" for s in names
+              if s not in python_definitions() and s not in python_words()]
     assert not wrong, "docs/architecture.md names what does not exist:\n" + "\n".join(wrong)
 
 
@@ -254,38 +290,49 @@ def test_a_renamed_module_is_reported() -> None:
 # -- the import direction the document describes ----------------------------------------------
 
 
-def aistack_imports(file: Path) -> Iterator[tuple[int, str]]:
-    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
+def layering_violations(sources: dict[str, ast.Module]) -> list[str]:
+    """`file:line: imports aistack.x` for each import of a package its folder may not import,
+    lazy imports inside functions included; relative imports are violations too."""
+    wrong = []
+    for file, tree in sources.items():
+        folder = file.split("/", 1)[0]
+        if folder not in ALLOWED_IMPORTS:
             continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "aistack" and len(parts) > 1:
-                yield node.lineno, parts[1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                wrong.append(f"{file}:{node.lineno}: relative import (imports are absolute, `aistack.…`)")
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for parts in (name.split(".") for name in names):
+                if parts[0] == "aistack" and len(parts) > 1 and parts[1] != folder \
+                        and parts[1] not in ALLOWED_IMPORTS[folder]:
+                    wrong.append(f"{file}:{node.lineno}: imports aistack.{parts[1]}")
+    return wrong
+
+
+def test_a_layering_violation_is_named() -> None:
+    sources = {
+        "operator/x.py": ast.parse("def f():\n    from aistack.runtime.gateway import create_app\n"),
+        "runtime/y.py": ast.parse("import aistack.operator.kube\nfrom . import z\n"),
+        "api/z.py": ast.parse("from aistack.cli.main import app\n"),
+        "cli/ok.py": ast.parse("import aistack.operator.run, aistack.runtime.tracing, aistack.platform.config\n"),
+        "tests/ok.py": ast.parse("import aistack.operator.run\n"),
+    }
+    assert layering_violations(sources) == [
+        "operator/x.py:2: imports aistack.runtime",
+        "runtime/y.py:1: imports aistack.operator",
+        "runtime/y.py:2: relative import (imports are absolute, `aistack.…`)",
+        "api/z.py:1: imports aistack.cli",
+    ]
 
 
 def test_imports_point_down_to_api() -> None:
     """api/ imports no other package; operator/, runtime/ and platform/ only api/ (operator/ and
-    runtime/ never each other); stacks/ the platform; cli/ anything. Lazy imports count too."""
-    wrong = []
-    for file in source_files("*.py"):
-        folder = file.split("/", 1)[0]
-        if folder not in ALLOWED_IMPORTS:
-            continue
-        for line, package in aistack_imports(ROOT / file):
-            if package != folder and package not in ALLOWED_IMPORTS[folder]:
-                wrong.append(f"{file}:{line}: imports aistack.{package}")
+    runtime/ never each other); stacks/ the platform; cli/ anything."""
+    wrong = layering_violations({file: syntax_tree(file) for file in source_files("*.py")})
     assert not wrong, "imports against the layering of docs/architecture.md:\n" + "\n".join(wrong)
-
-
-def test_no_relative_imports() -> None:
-    """Imports are absolute (`aistack.…`): a relative one reads differently per package-dir."""
-    relative = [f"{file}:{node.lineno}" for file in source_files("*.py")
-                if file.split("/", 1)[0] in ALLOWED_IMPORTS
-                for node in ast.walk(ast.parse((ROOT / file).read_text(encoding="utf-8")))
-                if isinstance(node, ast.ImportFrom) and node.level > 0]
-    assert not relative, "relative imports: " + ", ".join(relative)
