@@ -33,7 +33,8 @@ ALLOWED_IMPORTS = {
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\S\n]*$", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
-INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
+INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text], one level of nested brackets
+                         r"\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")  # (target "title")
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>\n]*>|\S+)", re.MULTILINE)
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 PATHLIKE = re.compile(r"^[\w.\-]+(?:/[\w.\-]*)+$")
@@ -213,7 +214,8 @@ def python_definitions() -> frozenset[str]:
     found: set[str] = set()
     for file in source_files("*.py"):
         tree = syntax_tree(file)
-        found |= {n for n, node in defined_names(tree.body).items() if not isinstance(node, (ast.Import, ast.ImportFrom))}
+        found |= {n for n, node in defined_names(tree.body).items()
+                  if not isinstance(node, (ast.Import, ast.ImportFrom))}
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 found.add(node.name)
