@@ -7,6 +7,7 @@ so a user reads the same `spec.model.vllm.gpu.count: ...` wherever the manifest 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,17 @@ def format_loc(loc: Loc) -> str:
     return out or "<document>"
 
 
-def field_errors(err: ValidationError, *, root: type[BaseModel] | None = None) -> list[FieldError]:
-    """Flatten a ValidationError; cross-field rule violations keep their exact sub-paths."""
+Aliases = Mapping[str, Mapping[str, str]]
+"""Parent path -> {word users type: the field meant}; see `aistack.api.v1alpha1.aliases`."""
+
+
+def field_errors(err: ValidationError, *, root: type[BaseModel] | None = None,
+                 aliases: Aliases | None = None) -> list[FieldError]:
+    """Flatten a ValidationError; cross-field rule violations keep their exact sub-paths.
+
+    With `root`, an unknown field gets a hint: another casing of a real field, then a word from
+    `aliases`, then the closest spelling, else the fields known there.
+    """
     result: list[FieldError] = []
     for item in err.errors(include_url=False):
         loc: Loc = tuple(item["loc"])
@@ -55,20 +65,15 @@ def field_errors(err: ValidationError, *, root: type[BaseModel] | None = None) -
         if isinstance(cause, RuleViolation):
             result.extend(FieldError(format_loc(loc + sub), msg) for sub, msg in cause.issues)
             continue
-        result.append(FieldError(format_loc(loc), _message(item, loc, root)))
+        result.append(FieldError(format_loc(loc), _message(item, loc, root, aliases or {})))
     return result
 
 
-def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None) -> str:
+def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None, aliases: Aliases) -> str:
     kind = item["type"]
     msg: str = item["msg"]
     if kind == "extra_forbidden":
-        known = _known_fields(root, loc[:-1]) if root else []
-        name = str(loc[-1]) if loc else ""
-        hint = difflib.get_close_matches(name, known, n=1)
-        if hint:
-            return f"unknown field; did you mean {hint[0]!r}?"
-        return f"unknown field; known fields here: {', '.join(known)}" if known else "unknown field"
+        return "unknown field" + _unknown_field_hint(loc, root, aliases)
     if kind == "missing":
         return "required field is missing"
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -79,6 +84,33 @@ def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None) -> st
         msg = f"{item['input']!r} is not {_PATTERN_NAMES[pattern]}" if pattern in _PATTERN_NAMES \
             else f"{item['input']!r} does not match {pattern}"
     return msg
+
+
+def _unknown_field_hint(loc: Loc, root: type[BaseModel] | None, aliases: Aliases) -> str:
+    if root is None or not loc:
+        return ""
+    parent, name = loc[:-1], _normal(str(loc[-1]))
+    known = _known_fields(root, parent)
+    same = [field for field in known if _normal(field) == name]
+    if same:
+        return f"; did you mean {same[0]!r}? (fields are camelCase)"
+    schema_parent = ".".join(str(part) for part in parent if not isinstance(part, int))
+    meant = {_normal(word): target for word, target in aliases.get(schema_parent, {}).items()}.get(name)
+    if meant is not None:
+        if meant.startswith("spec."):
+            return f"; did you mean {meant}? it is set there, not under {format_loc(parent)}"
+        if "." in meant:
+            return f"; did you mean {meant!r} ({format_loc(parent)}.{meant})?"
+        return f"; did you mean {meant!r}?"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known fields here: {', '.join(known)}" if known else ""
+
+
+def _normal(word: str) -> str:
+    """`base_url`, `baseURL` and `base-url` all read as `baseurl`."""
+    return word.replace("_", "").replace("-", "").lower()
 
 
 def _known_fields(root: type[BaseModel], loc: Loc) -> list[str]:

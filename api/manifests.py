@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from aistack.api.errors import FieldError, field_errors
 from aistack.api.v1alpha1 import API_VERSION, KIND, AIStack
+from aistack.api.v1alpha1.aliases import FIELD_ALIASES
 
 
 class ManifestError(ValueError):
@@ -53,9 +54,11 @@ def parse_stack(data: Any, *, source: str = "<input>") -> AIStack:
     if not isinstance(data, dict):
         raise ManifestError(source, [FieldError("<document>", f"expected a mapping, got {type(data).__name__}")])
     try:
-        return AIStack.model_validate(data)
+        # camelCase only, as the CRD: the API server drops a `max_model_len` that the models'
+        # Python names would accept, so validate must refuse it too.
+        return AIStack.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as err:
-        raise ManifestError(source, field_errors(err, root=AIStack)) from None
+        raise ManifestError(source, field_errors(err, root=AIStack, aliases=FIELD_ALIASES)) from None
 
 
 def load_documents(path: Path | str, *, text: str | None = None) -> list[Document]:

@@ -54,6 +54,15 @@ def test_validate_missing_file_is_an_error_not_a_traceback(tmp_path: Path) -> No
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_validate_points_a_misplaced_field_to_where_it_lives() -> None:
+    bad = INVALID / "unknown-field-by-meaning.yaml"
+    result = aistack("validate", "--quiet", str(bad))
+    assert result.returncode == 1
+    assert (f"{bad}[0]: spec.model.vllm.model: unknown field; did you mean spec.model.name? "
+            "it is set there, not under spec.model.vllm") in result.stderr.splitlines()
+    assert "maxModelLen" not in result.stderr  # the closest spelling, but not what was meant
+
+
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n"
 
 
