@@ -292,6 +292,9 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
 
     async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
         runner.context = contextvars.copy_context()
+        # kopf with optional peering (no --peering) works until it has read the peering object;
+        # a peer that outranks this operator must not see it reconcile meanwhile.
+        await runner.unpaused()
         try:
             outcome = await runner.run((namespace, name), plain_stack(body))
         except ApiError as err:

@@ -36,8 +36,8 @@ def cluster() -> Iterator[Cluster]:
 
 
 def _replica(cluster: Cluster, qdrant, identity: str, liveness: str | None = None) -> OperatorThread:
-    return OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100), identity=identity, leader=FAST,
-                          liveness=liveness)
+    return OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, mandatory=True), identity=identity,
+                          leader=FAST, liveness=liveness)
 
 
 def _free_port() -> int:

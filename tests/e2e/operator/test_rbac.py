@@ -116,7 +116,7 @@ def test_peering_and_leader_election_calls_are_allowed(qdrant, stack_doc) -> Non
         for name in (system, "apps"):
             cluster.add_namespace(name)
         since = len(cluster.emulator.log)
-        replica = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100),
+        replica = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, mandatory=True),
                                  leader=LeaseOptions(namespace=system, duration=3, renew_deadline=2, retry_period=0.2))
         with replica:
             cluster.apply_stack(stack_doc("quickstart", "apps"))

@@ -12,7 +12,14 @@ import yaml
 from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME
 from aistack.api.manifests import load_stack
 from aistack.operator.naming import child_name
-from aistack.platform.operator_install import gateway_url, operator_image, with_accounts, workload_account_name
+from aistack.platform.operator_install import (
+    BASE_ARGS,
+    gateway_url,
+    operator_args,
+    operator_image,
+    with_accounts,
+    workload_account_name,
+)
 from aistack.platform.operator_rbac import operator_cluster_rules, operator_leader_election_rules
 from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
 
@@ -89,6 +96,7 @@ def test_replicas_elect_a_leader_and_join_the_peering_this_program_installs(stag
     run = stage_runs[stage]
     [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert "--leader-elect" in container["args"] and "--standalone" not in container["args"]
+    assert f"--peering={PEERING_NAME}" in container["args"]  # waits for the object below, never runs unguarded
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"POD_ID": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     peering = run.one("kubernetes:kopf.dev/v1:ClusterKopfPeering").inputs
@@ -109,7 +117,7 @@ def test_operator_image_can_be_overridden() -> None:
     run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
     [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/aistack-dev/operator:9.9.9"
-    assert container["args"] == ["--priority=100", "--leader-elect", "--verbose"]  # given args last: they win
+    assert container["args"] == ["--priority=100", "--leader-elect", f"--peering={PEERING_NAME}", "--verbose"]
 
 
 def test_stack_file_creates_the_aistack_after_the_operator_and_exports_its_gateway_url() -> None:
@@ -192,3 +200,19 @@ def test_pulumi_install_grants_exactly_what_the_kustomize_install_grants() -> No
     (election,) = [d for d in docs if d["kind"] == "Role"]
     assert _flat(operator_leader_election_rules()) == _flat(election["rules"])
     assert election["metadata"]["namespace"] == "aistack-system"
+
+
+def test_pulumi_install_runs_the_operator_with_the_kustomize_installs_flags() -> None:
+    """Both installs run the same operator: leader election, priority and the named peering
+    (which keeps it paused while the peering object is missing); the kustomize Deployment also
+    names kopf's liveness URL, the operator's default."""
+    [deployment] = [d for d in yaml.safe_load_all((ROOT / "deploy" / "operator" / "deployment.yaml").read_text()) if d]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert [a for a in container["args"] if not a.startswith("--liveness=")] == list(BASE_ARGS)
+    assert f"--peering={PEERING_NAME}" in BASE_ARGS
+
+
+def test_standalone_in_the_given_args_drops_the_named_peering() -> None:
+    """The operator refuses --standalone with --peering: given args win, so the base one goes."""
+    assert operator_args(["--standalone"]) == ["--priority=100", "--leader-elect", "--standalone"]
+    assert operator_args(["--peering=team"]) == [*BASE_ARGS, "--peering=team"]  # the last one wins
