@@ -159,10 +159,16 @@ class LocalStack:
         return self._mlflow.url
 
     async def _start_offline_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
-        from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME, OfflineModel, offline_app
+        from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
 
         spec_model = config.model.public_name
         model = await asyncio.to_thread(OfflineModel)
+        defaults = config.model.defaults
+        if defaults.max_tokens is not None and defaults.max_tokens > CONTEXT_TOKENS:
+            # the offline model refuses more than its context; every request would fail on the spec's default
+            self.status.notes.append(f"spec.model.defaults.maxTokens {defaults.max_tokens} is over the offline model's "
+                                     f"{CONTEXT_TOKENS}-token context: it answers with at most {CONTEXT_TOKENS}")
+            defaults = defaults.model_copy(update={"max_tokens": CONTEXT_TOKENS})
         url = await self._serve(offline_app(model, instead_of=spec_model), port=free_port())
         self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
         self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"
@@ -176,7 +182,7 @@ class LocalStack:
             self.status.notes.append("self-check rails are off: the offline model cannot judge safety "
                                      "(fast rails still run)")
         return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
-            public_name=OFFLINE_MODEL_NAME, defaults=config.model.defaults,
+            public_name=OFFLINE_MODEL_NAME, defaults=defaults,
             primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
 
     async def _open_retrieval(self, config: GatewayConfig) -> Any:

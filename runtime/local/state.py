@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aistack.api.gateway_config import Endpoints, GatewayConfig, RetrievalConfig, build_gateway_config
 from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.local.provider_keys import with_provider_keys
 
 STATE_DIR = ".aistack"
 RUNNING_FILE = "up.json"
@@ -30,14 +31,15 @@ def qdrant_path(state: Path) -> Path:
 
 def local_gateway_config(stack: AIStack, *, state: Path, model_base_url: str | None = None,
                          tracking_uri: str | None = None, qdrant_url: str | None = None) -> GatewayConfig:
-    """The gateway config of `stack` wired to this machine: embedded Qdrant, in-process rails."""
-    return build_gateway_config(stack, Endpoints(
+    """The gateway config of `stack` wired to this machine: embedded Qdrant, in-process rails, and a
+    hosted model's key from the provider's own variable when the secret's is unset (`provider_keys`)."""
+    return with_provider_keys(build_gateway_config(stack, Endpoints(
         model_base_url=model_base_url or "http://127.0.0.1:8000/v1",
         qdrant_url=qdrant_url,
         qdrant_path=None if qdrant_url else str(qdrant_path(state)),
         tracking_uri=tracking_uri or "http://127.0.0.1:5000",
         guardrails_engine="inprocess",
-    ))
+    )), environ=os.environ)
 
 
 def local_retrieval_config(stack: AIStack, *, state: Path, qdrant_url: str | None = None) -> RetrievalConfig:

@@ -34,11 +34,41 @@ def test_a_reachable_endpoint_with_a_good_key_is_used(upstream: str) -> None:
 
 @pytest.mark.parametrize(("env", "reason"), [
     ({}, "$AISTACK_SECRET_OPENAI_API_KEY is not set"),
-    ({KEY_ENV: "wrong"}, "refused the API key (401)"),
+    ({KEY_ENV: "wrong"}, "refused the API key from $AISTACK_SECRET_OPENAI_API_KEY (401)"),
 ])
 def test_missing_or_refused_keys_fall_back_to_offline(upstream: str, env: dict, reason: str) -> None:
     choice = choose_model(stack(upstream), env=env)
     assert choice.base_url is None and reason in choice.reason
+
+
+PROVIDER_ENV = "LOOPBACK_PROVIDER_API_KEY"
+PROVIDERS = {"127.0.0.1": PROVIDER_ENV}  # the loopback test server stands in for a provider's public host
+
+
+def test_the_providers_own_variable_supplies_the_key_when_the_secrets_is_unset(upstream: str) -> None:
+    choice = choose_model(stack(upstream), env={PROVIDER_ENV: "right"}, provider_envs=PROVIDERS)
+    assert choice.base_url == upstream
+    assert choice.reason == f"{upstream} is reachable (key from ${PROVIDER_ENV})" and "right" not in choice.reason
+
+
+def test_the_secrets_variable_wins_over_the_providers(upstream: str) -> None:
+    choice = choose_model(stack(upstream), env={KEY_ENV: "right", PROVIDER_ENV: "wrong"}, provider_envs=PROVIDERS)
+    assert choice.base_url == upstream and f"key from ${KEY_ENV}" in choice.reason
+
+
+@pytest.mark.parametrize(("env", "reason"), [
+    ({}, f"neither ${KEY_ENV} nor ${PROVIDER_ENV} is set (the key for http://127.0.0.1:"),
+    ({PROVIDER_ENV: "wrong"}, f"refused the API key from ${PROVIDER_ENV} (401)"),
+])
+def test_without_a_usable_key_the_reason_names_both_variables_or_the_one_used(upstream: str, env: dict,
+                                                                               reason: str) -> None:
+    choice = choose_model(stack(upstream), env=env, provider_envs=PROVIDERS)
+    assert choice.base_url is None and reason in choice.reason
+
+
+def test_a_host_with_no_known_provider_names_only_the_secret(upstream: str) -> None:
+    choice = choose_model(stack(upstream), env={"OPENAI_API_KEY": "right"})
+    assert choice.base_url is None and choice.reason.startswith(f"${KEY_ENV} is not set")
 
 
 def test_unreachable_endpoints_and_cluster_models_fall_back_to_offline() -> None:

@@ -1,0 +1,108 @@
+"""`aistack up` as a subprocess takes a hosted model's key from the provider's own variable
+(`OPENAI_API_KEY`, ...) when the manifest's secret variable is unset, says which variable in its
+panel (never the value), and the gateway really sends that key upstream.
+
+The provider hosts are public; the test server is on loopback. So the launcher adds 127.0.0.1 to
+the host table (data, not behaviour) and then runs the real CLI entry point unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from openai import OpenAI
+
+from aistack.runtime.testing.openai_server import free_port, run_openai_server
+
+SECRET_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
+PROVIDER_ENV = "LOOPBACK_PROVIDER_API_KEY"
+PROVIDER_KEY = "sk-loopback-provider-key"
+LAUNCHER = (
+    "import runpy, sys\n"
+    "from aistack.runtime.local import provider_keys\n"
+    f"provider_keys.PROVIDER_KEY_ENVS['127.0.0.1'] = {PROVIDER_ENV!r}\n"
+    "sys.argv = ['aistack', *sys.argv[1:]]\n"
+    "runpy.run_module('aistack.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[str]:
+    """A hosted provider that refuses every request without its key."""
+    with run_openai_server(models=["gpt-4o-mini"], api_key=PROVIDER_KEY) as server:
+        yield f"http://{server.host}:{server.port}/v1"
+
+
+def manifest(folder: Path, base_url: str, *, max_tokens: int = 256) -> Path:
+    path = folder / "stack.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "keyed"},
+        "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini", "defaults": {"maxTokens": max_tokens},
+                           "openai": {"baseUrl": base_url, "apiKeySecretRef": {"name": "openai", "key": "api-key"}}},
+                 "orchestration": {"mode": "pipeline"}}}))
+    return path
+
+
+def start_up(path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, PROVIDER_ENV)}
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "up", str(path), "--port", str(port)],
+                            env={**clean, "HF_HUB_OFFLINE": "1", **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    running = path.parent / ".aistack" / "keyed" / "up.json"
+    deadline = time.monotonic() + 180
+    while not running.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"aistack up did not start:\n{proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.3)
+    return proc
+
+
+def stop_up(proc: subprocess.Popen[str]) -> str:
+    """What the user saw, with the panel's borders and line wrapping taken out."""
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_path: Path, provider: str) -> None:
+    port = free_port()
+    proc = start_up(manifest(tmp_path, provider), port, {PROVIDER_ENV: PROVIDER_KEY})
+    try:
+        info = json.loads((tmp_path / ".aistack" / "keyed" / "up.json").read_text())
+        assert info["model"] == "gpt-4o-mini" and info["offline_model"] is False
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "Echo: hi"  # the provider refuses a request without the key
+    finally:
+        output = stop_up(proc)
+    assert f"{provider} is reachable (key from ${PROVIDER_ENV})" in output
+    assert PROVIDER_KEY not in output
+
+
+@pytest.mark.slow
+def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_serves(tmp_path: Path,
+                                                                                    provider: str) -> None:
+    port = free_port()
+    proc = start_up(manifest(tmp_path, provider, max_tokens=4096), port, {})
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+        # no max_tokens: the gateway sends the manifest's 4096, capped for the offline model's 2048 context
+        answer = client.chat.completions.create(model="aistack-offline-smollm2-135m",
+                                                messages=[{"role": "user", "content": "Say hello."}])
+        assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content.startswith("[offline")
+    finally:
+        output = stop_up(proc)
+    assert f"neither ${SECRET_ENV} nor ${PROVIDER_ENV} is set (the key for {provider})" in output
+    assert "spec.model.defaults.maxTokens 4096 is over the offline model's 2048-token context" in output
