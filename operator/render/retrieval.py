@@ -1,7 +1,7 @@
 """Layer 3: a managed Qdrant (StatefulSet with a volume per pod, and its Service).
 
 An external Qdrant renders nothing; the collection itself is not a Kubernetes object and is
-created by the operator through qdrant-client (`aistack.operator.collections`).
+created by the operator through qdrant-client (`aistack.operator.collection`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Building the retrieval layer from the gateway config or the AIStack spec.
 
 Entry points for the gateway (`build_retriever`, `build_embedder`) and for ingestion and
-`aistack up` (`collection_spec_for_stack`, `open_store`).
+`aistack up` (`collection_spec`, `open_store`).
 """
 
 from __future__ import annotations
