@@ -125,6 +125,10 @@ class TracingConfig(ApiModel):
 class ServerConfig(ApiModel):
     api_keys_env: str | None = None
     """Environment variable holding the accepted API keys (one per line, `key [tenant]`)."""
+    api_keys_secret_ref: SecretKeyRef | None = None
+    """The manifest's `spec.gateway.apiKeysSecretRef` that fills `api_keys_env` (names only): an
+    error about the variable can then say which Secret and key to fix. Absent in configs
+    rendered before it existed and in hand-written ones."""
     tenant_header: str = "X-Tenant"
     max_body_bytes: int = 1024 * 1024
 
@@ -225,5 +229,6 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
         model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults),
         retrieval=retrieval, orchestration=orchestration, guardrails=guardrails, tracing=tracing,
         server=ServerConfig(api_keys_env=_env(spec.gateway.api_keys_secret_ref),
+                            api_keys_secret_ref=spec.gateway.api_keys_secret_ref,
                             tenant_header=spec.gateway.tenant_header, max_body_bytes=spec.gateway.max_body_bytes),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +39,7 @@ def ingest_cmd(
     from aistack.api.manifests import ManifestError, load_stack
     from aistack.runtime.ingestion.pipeline import IngestionError
     from aistack.runtime.ingestion.sources import Target
-    from aistack.runtime.local.state import local_retrieval_config, state_dir
+    from aistack.runtime.local.state import StateBusy, StateLock, local_retrieval_config, state_dir
     from aistack.runtime.retrieval.embedders import EmbeddingError
     from aistack.runtime.retrieval.store import StoreError
 
@@ -63,8 +65,16 @@ def ingest_cmd(
         targets = [Target(uri=s.uri, tenant=tenant or s.tenant, include=tuple(s.include)) for s in sources]
     folder = state_dir(manifest, stack, state)
     config = local_retrieval_config(stack, state=folder, qdrant_url=qdrant_url)
+    # the embedded store lives in the state folder: a running `aistack up` owns it, so say so
+    # now rather than after loading the embedder
+    owner = contextlib.nullcontext() if qdrant_url else StateLock(folder, command="aistack ingest")
     try:
-        report = asyncio.run(_run(stack=stack, config=config, targets=targets, base=base, prune=prune))
+        with owner:
+            report = asyncio.run(_run(stack=stack, config=config, targets=targets, base=base, prune=prune))
+    except StateBusy as exc:
+        err.print(f"{exc.holder}: ingest when it has stopped (`aistack up` ingests retrieval.sources itself "
+                  "when it starts)", markup=False)
+        raise typer.Exit(2) from None
     except (IngestionError, StoreError, EmbeddingError) as exc:
         err.print(f"ingest failed, nothing more was written: {exc}", markup=False)
         raise typer.Exit(2) from None

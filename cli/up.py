@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+
+from aistack.cli.progress import Stages
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -23,6 +27,7 @@ def up_cmd(
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Use this MLflow instead of starting one.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
     ingest: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest retrieval.sources at start.")] = True,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", help="Port of the local MLflow UI on 127.0.0.1 (a free one if taken); `aistack ui` reopens it there.")] = 5050,
 ) -> None:
     """Run the gateway, embedded Qdrant, a local MLflow and guardrails for one manifest.
 
@@ -31,24 +36,65 @@ def up_cmd(
     the state folder: the next `aistack up` finds it. Ctrl-C stops everything.
     """
     from aistack.api.manifests import ManifestError
-    from aistack.runtime.local.runner import LocalStack, UpOptions
+    from aistack.runtime.local.runner import LocalStack, UpOptions, loads_in_flight
+    from aistack.runtime.local.state import StateBusy
 
+    if not 1 <= mlflow_port <= 65535:
+        err.print(f"--mlflow-port: {mlflow_port} is not a port (1-65535)")
+        raise typer.Exit(2)
+    stages = Stages(err)
+    panel = StatusPanel(stages)
     try:
         local = LocalStack(manifest, UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
-                                               offline=offline, ingest=ingest), on_status=_show)
+                                               offline=offline, ingest=ingest, mlflow_port=mlflow_port),
+                           on_status=panel.show, on_stage=stages.begin)
+        local.lock()
     except ManifestError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
+    except StateBusy as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(1) from None
     err.print(f"starting {local.stack.name} (state: {local.folder}) ...")
     try:
-        asyncio.run(local.run())
+        with stages:
+            asyncio.run(local.run())
+    except KeyboardInterrupt:  # Ctrl-C outside the event loop (its first or last moments): nothing is left to stop
+        pass
     except Exception as exc:  # every part reports a message that says what to do
         err.print(f"aistack up failed: {exc}", markup=False)
         raise typer.Exit(1) from None
     err.print("stopped; data kept in " + str(local.folder))
+    if local.interrupted and loads_in_flight():
+        # a model load abandoned in its daemon thread: do not let the interpreter's shutdown run under it
+        sys.stdout.flush()
+
+        sys.stderr.flush()
+        os._exit(0)
+
+
+class StatusPanel:
+    """The status panel, printed when the stack is ready. Outside a terminal (a log, `make demo`
+    piping it) it is printed once, so it never lands between later output; on a terminal it is
+    printed again only when something in it really changed (MLflow came up, chunks changed)."""
+
+    def __init__(self, stages: Stages) -> None:
+        self.stages = stages
+        self._shown: Table | None = None
+        self._last: tuple[Any, ...] | None = None
+
+    def show(self, status: Any) -> None:
+        key = (status.gateway_url, status.model, status.model_note, status.chunks, status.ingest_note,
+               status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes))
+        if self._last is not None and (key == self._last or not out.is_terminal):
+            return
+        self._last = key
+        self.stages.end()
+        _show(status)
 
 
 def _show(status: Any) -> None:
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()

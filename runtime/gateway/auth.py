@@ -11,6 +11,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from aistack.api.types import SecretKeyRef
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -42,18 +44,31 @@ class ApiKeys:
         return cls(keys)
 
     @classmethod
-    def from_env(cls, name: str) -> ApiKeys:
+    def from_env(cls, name: str, *, secret: SecretKeyRef | None = None) -> ApiKeys:
+        """The keys in variable `name`; `secret` is the manifest's ref that fills it, for the messages."""
         value = os.environ.get(name)
         if not value:
-            raise ValueError(f"API keys are configured in env var {name}, but it is unset or empty; "
-                             "set it (one 'key [tenant]' per line) or remove server.apiKeysEnv")
-        return cls.parse(value, source=f"env var {name}")
+            raise ValueError(_unset_message(name, secret))
+        source = f"${name}" if secret is None else f"${name} (the Secret {secret.name} key {secret.key})"
+        return cls.parse(value, source=source)
 
     def lookup(self, key: str) -> tuple[bool, str | None]:
         digest = _digest(key)
         if digest in self._keys:
             return True, self._keys[digest]
         return False, None
+
+
+def _unset_message(name: str, secret: SecretKeyRef | None) -> str:
+    """Said in the manifest's terms: the field, the variable to export locally, the Secret in a pod."""
+    what = "one 'key' or 'key tenant' per line"
+    if secret is None:  # a hand-written config, or one rendered before it carried the ref
+        return (f"the gateway's API keys are read from ${name}, which is unset or empty: set it ({what}), "
+                "or remove spec.gateway.apiKeysSecretRef from the manifest (server.apiKeysEnv in a "
+                "hand-written gateway config) to serve without keys")
+    return (f"spec.gateway.apiKeysSecretRef asks for API keys, but ${name} is unset or empty. On this machine: "
+            f"export {name} with {what}. In a pod the variable comes from the Secret {secret.name} key "
+            f"{secret.key}: put {what} there. Or remove spec.gateway.apiKeysSecretRef to serve without keys")
 
 
 def _digest(key: str) -> bytes:

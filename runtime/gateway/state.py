@@ -43,7 +43,8 @@ def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPoo
 
     Blocking (NeMo Guardrails loads in-process): call it from a worker thread on reloads.
     """
-    api_keys = ApiKeys.from_env(config.server.api_keys_env) if config.server.api_keys_env else None
+    server = config.server
+    api_keys = ApiKeys.from_env(server.api_keys_env, secret=server.api_keys_secret_ref) if server.api_keys_env else None
     model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool, metrics=metrics)
     toolbox = None
     if config.orchestration.mode == "agent" and config.orchestration.tools:

@@ -6,15 +6,23 @@ MLflow server (child process), guardrails in-process, and the model: the spec's 
 when reachable, else the offline model on its own loopback port. One event loop serves
 everything because the store and the embedder are shared; uvicorn's own signal handling is
 turned off so Ctrl-C stops every part in order.
+
+Who sees what: the state folder's lock is taken before anything slow (a second `up` fails at
+once); each slow stage is reported through `on_stage` (the CLI draws it); the status is
+published when the stack is ready, and again only when it changes. Ctrl-C during the start
+abandons the stage in flight (models load in daemon threads) and stops what has started; a
+second Ctrl-C kills the children instead of waiting for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
-import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +35,19 @@ from fastapi.responses import JSONResponse
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
-from aistack.runtime.local.mlflow_server import INSTALL_HINT, MlflowServer, missing_server_packages
+from aistack.runtime.local.mlflow_server import DEFAULT_PORT, INSTALL_HINT, MlflowServer, missing_server_packages
 from aistack.runtime.local.model_probe import choose_model
-from aistack.runtime.local.state import RUNNING_FILE, RunningStack, local_gateway_config, state_dir
+from aistack.runtime.local.ports import free_port, port_free
+from aistack.runtime.local.state import RUNNING_FILE, RunningStack, StateLock, local_gateway_config, state_dir
 
 
 LLM_RAILS = frozenset({"self_check_input", "self_check_output"})
+MLFLOW_READY_SECONDS = 90.0
+"""How long `up` waits for its MLflow before it reports ready anyway (traces then wait for it)."""
+SERVER_STOP_SECONDS = 2
+"""In-flight requests get this long to finish when the stack stops."""
+LOAD_THREAD_PREFIX = "aistack-up-load-"
+
 
 
 class QuietServer(uvicorn.Server):
@@ -54,6 +69,8 @@ class UpOptions:
     """Use the offline model even when the spec's endpoint answers."""
     ingest: bool = True
     """Ingest `retrieval.sources` at start (idempotent: unchanged files cost a hash)."""
+    mlflow_port: int = DEFAULT_PORT
+    """The local MLflow's port; a free one when it is taken (the status says so)."""
 
 
 @dataclass
@@ -71,54 +88,107 @@ class Status:
     notes: list[str] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`asyncio.to_thread` for a slow load (a model, an embedder) that Ctrl-C may abandon.
 
+    The executor's threads are joined when the process exits, so a cancelled `to_thread`
+    load would still hold the exit until it finished; a daemon thread is not waited for.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is fine
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+            result, error = fn(*args, **kwargs), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    thread = threading.Thread(target=work, name=f"{LOAD_THREAD_PREFIX}{getattr(fn, '__name__', 'load')}", daemon=True)
+    thread.start()
+    return await future
+
+
+def loads_in_flight() -> bool:
+    """Whether a load that `in_daemon_thread` started still runs (Ctrl-C abandoned it)."""
+    return any(t.name.startswith(LOAD_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
 
 
 class LocalStack:
-    def __init__(self, manifest: Path, options: UpOptions, *, on_status: Callable[[Status], None] | None = None) -> None:
+    def __init__(self, manifest: Path, options: UpOptions, *, on_status: Callable[[Status], None] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> None:
         self.manifest = manifest
         self.options = options
         self.stack: AIStack = load_stack(manifest)
         self.folder = state_dir(manifest, self.stack, options.state)
         self.status = Status()
+        self.interrupted = False
+        """Ctrl-C came before the stack was ready: a load may still run in a daemon thread."""
         self._on_status = on_status or (lambda status: None)
+        self._stage = on_stage or (lambda text: None)
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
         self._mlflow: MlflowServer | None = None
         self._retriever: Any = None
+        self._store: Any = None
+        self._lock = StateLock(self.folder, command="aistack up")
         self._stop = asyncio.Event()
 
     def _publish(self) -> None:
         self._on_status(self.status)
 
+    def lock(self) -> None:
+        """Own the state folder, or raise `StateBusy` naming who does; first, before anything slow."""
+        if not self._lock.held:
+            self._lock.acquire()
+
     async def run(self) -> None:
+        self.lock()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_signal)
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(self._stop.wait())
         try:
-            await self.start()
-            await self._refresh_until_stopped()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()
+                await self._refresh_until_stopped()
+            else:
+                self.interrupted = True
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
         finally:
-            await self.stop()
+            stopping.cancel()
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+                self._lock.release()
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            self.force_stop()
+        else:
+            self._stop.set()
 
     async def start(self) -> None:
-        if not _port_free(self.options.port):
+        if not port_free(self.options.port):
             raise RuntimeError(f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
         self.folder.mkdir(parents=True, exist_ok=True)
         spec = self.stack.spec
         tracking_uri = self._start_mlflow()
+        self._stage("checking the model endpoint")
         choice = await asyncio.to_thread(choose_model, self.stack, model_url=self.options.model_url)
         offline = self.options.offline or choice.base_url is None
         model_url = None if offline else choice.base_url
@@ -133,9 +203,10 @@ class LocalStack:
             embedder = await self._open_retrieval(config)
         self.status.guardrails = "in-process" if config.guardrails is not None else "off"
         await self._start_gateway(config, embedder)
+        await self._wait_for_mlflow()
+        self._publish()  # before up.json: whoever waits for up.json prints after the panel
         RunningStack(pid=os.getpid(), gateway_url=self.status.gateway_url, mlflow_url=self.status.mlflow_url,
                      model=self.status.model, offline_model=self.status.offline).write(self.folder)
-        self._publish()
 
     def _start_mlflow(self) -> str | None:
         spec = self.stack.spec
@@ -153,16 +224,52 @@ class LocalStack:
             self.status.notes.append(f"no local MLflow server: {', '.join(missing)} missing (the runtime extra "
                                      f"carries the tracing client only); traces are off. {INSTALL_HINT}")
             return None
-        self._mlflow = MlflowServer(folder=self.folder / "mlflow", port=free_port())
+        self._mlflow = MlflowServer(folder=self.folder / "mlflow", port=self.options.mlflow_port)
         self._mlflow.start()
+        self._stage(f"starting MLflow at {self._mlflow.url} (in the background)")
         self.status.mlflow_url, self.status.mlflow_state = self._mlflow.url, "starting"
+        if self._mlflow.moved_from is not None:
+            self.status.notes.append(f"MLflow's port {self._mlflow.moved_from} is in use: its UI is on "
+                                     f"{self._mlflow.port} instead (--mlflow-port picks another)")
         return self._mlflow.url
+
+    async def _wait_for_mlflow(self) -> None:
+        """Ready means traced: the first requests' traces are not dropped while MLflow starts."""
+        mlflow = self._mlflow
+        if mlflow is None:
+            return
+        deadline = time.monotonic() + MLFLOW_READY_SECONDS
+        waiting = False
+        while time.monotonic() < deadline:
+            if await self._refresh_mlflow():
+                return
+            if not waiting:
+                self._stage(f"waiting for MLflow at {mlflow.url}")
+                waiting = True
+            await asyncio.sleep(0.5)
+        self.status.notes.append(f"MLflow did not answer within {MLFLOW_READY_SECONDS:.0f} s: traces are dropped "
+                                 f"until it does (its log: {mlflow.log})")
+
+    async def _refresh_mlflow(self) -> bool:
+        """Follow the local MLflow (starting, healthy, exited); True once it is healthy or gone."""
+        mlflow = self._mlflow
+        if mlflow is None or self.status.mlflow_state == "exited":
+            return True
+        code = mlflow.exit_code()
+        if code is not None:
+            self.status.mlflow_state = "exited"
+            self.status.notes.append(f"MLflow exited with code {code}: traces are off (its log: {mlflow.log})")
+            return True
+        if self.status.mlflow_state == "starting" and await asyncio.to_thread(mlflow.healthy):
+            self.status.mlflow_state = "healthy"
+        return self.status.mlflow_state == "healthy"
 
     async def _start_offline_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
         from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
 
         spec_model = config.model.public_name
-        model = await asyncio.to_thread(OfflineModel)
+        self._stage("loading the offline model (SmolLM2-135M)")
+        model = await in_daemon_thread(OfflineModel)
         defaults = config.model.defaults
         if defaults.max_tokens is not None and defaults.max_tokens > CONTEXT_TOKENS:
             # the offline model refuses more than its context; every request would fail on the spec's default
@@ -194,8 +301,9 @@ class LocalStack:
 
         assert config.retrieval is not None
         r = config.retrieval
-        store = open_store(r, spec=collection_spec(r, stack=self.stack))
-        embedder = await asyncio.to_thread(build_embedder, r.embedder)
+        store = self._store = open_store(r, spec=collection_spec(r, stack=self.stack))
+        self._stage(f"loading the embedder ({r.embedder.model})")
+        embedder = await in_daemon_thread(build_embedder, r.embedder)
         self._retriever = QdrantRetriever(embedder=embedder, store=store, top_k=r.top_k,
                                           score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens)
         await store.ensure_collection()
@@ -204,6 +312,8 @@ class LocalStack:
             ingestor = Ingestor(store=store, embedder=embedder, chunking=r.chunking, base=self.manifest.resolve().parent)
             listings = await asyncio.to_thread(
                 ingestor.list, [Target(uri=s.uri, tenant=s.tenant, include=tuple(s.include)) for s in sources])
+            self._stage(f"ingesting {sum(len(listing.files) for listing in listings)} files from "
+                        + ", ".join(s.uri for s in sources))
             report = await ingestor.ingest(listings)
             self.status.ingest_note = (f"{report.files} files: {report.new} new, {report.changed} changed, "
                                        f"{report.unchanged} unchanged, {len(report.errors)} skipped")
@@ -215,7 +325,8 @@ class LocalStack:
     async def _start_gateway(self, config: GatewayConfig, embedder: Any) -> None:
         from aistack.runtime.gateway.app import create_app
 
-        app = await asyncio.to_thread(create_app, config, retriever=self._retriever, embedder=embedder)
+        self._stage("starting the gateway")
+        app = await in_daemon_thread(create_app, config, retriever=self._retriever, embedder=embedder)
         retriever = self._retriever
         if retriever is not None and config.server.api_keys_env is None:
             tenant_header = config.server.tenant_header
@@ -233,7 +344,8 @@ class LocalStack:
 
     async def _serve(self, app: Any, *, port: int) -> str:
         server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                            access_log=False, lifespan="on"))
+                                            access_log=False, lifespan="on",
+                                            timeout_graceful_shutdown=SERVER_STOP_SECONDS))
         task = asyncio.create_task(server.serve())
         self._servers.append((server, task))
         while not server.started:
@@ -244,12 +356,13 @@ class LocalStack:
         return f"http://127.0.0.1:{port}"
 
     async def _refresh_until_stopped(self) -> None:
+        """Publish the status again only when it changes (MLflow came up or went, chunks changed)."""
         while not self._stop.is_set():
-            changed = False
-            if self._mlflow is not None and self.status.mlflow_state == "starting":
-                if await asyncio.to_thread(self._mlflow.healthy):
-                    self.status.mlflow_state, changed = "healthy", True
+            state = self.status.mlflow_state
+            await self._refresh_mlflow()
+            changed = state != self.status.mlflow_state
             if self._retriever is not None:
+
                 chunks = await self._retriever.store.count()
                 changed = changed or chunks != self.status.chunks
                 self.status.chunks = chunks
@@ -262,18 +375,41 @@ class LocalStack:
         self._stop.set()
 
     async def stop(self) -> None:
-        """Gateway first (no new requests), then the model, the store and MLflow."""
+        """Gateway first (no new requests; its trace exporter drains), then the model, the store and
+        MLflow, each bounded, so a stop takes seconds and leaves no child process behind."""
+        if self._stop.is_set():
+            self._stage("stopping (Ctrl-C again to force)")
         for server, _ in reversed(self._servers):
             server.should_exit = True
-        for _, task in reversed(self._servers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=15)
+        for server, task in reversed(self._servers):
+            try:  # requests get SERVER_STOP_SECONDS, then the lifespan closes the tracer (bounded too)
+                await asyncio.wait_for(asyncio.shield(task), timeout=SERVER_STOP_SECONDS + 8)
+            except asyncio.TimeoutError:
+                server.force_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, timeout=2)
+            except Exception:  # noqa: BLE001 - a server that failed has nothing left to stop
+                pass
         self._servers.clear()
-        if self._retriever is not None:
-            await self._retriever.close()
-            self._retriever = None
+        for child in multiprocessing.active_children():  # an exporter that outlived its gateway's lifespan
+            child.kill()
+            child.join(2)
+        store, self._store, self._retriever = self._store, None, None
+        if store is not None:
+            with contextlib.suppress(Exception):  # flushes the shard; the data is kept either way
+                await asyncio.wait_for(store.close(), timeout=5)
         if self._mlflow is not None:
             await asyncio.to_thread(self._mlflow.stop)
             self._mlflow = None
         with contextlib.suppress(FileNotFoundError):
             (self.folder / RUNNING_FILE).unlink()
+
+    def force_stop(self) -> None:
+        """A second Ctrl-C: kill the children now instead of letting each finish in order."""
+        for server, _ in self._servers:
+            server.force_exit = True
+        if self._mlflow is not None:
+            self._mlflow.kill()
+        for child in multiprocessing.active_children():
+            child.kill()
+

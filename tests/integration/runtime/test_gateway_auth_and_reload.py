@@ -71,6 +71,39 @@ def test_bad_key_lists_refuse_to_start(upstream, monkeypatch, value, fragment):
         create_app(load_config_from(base_config(upstream.base_url, server={"apiKeysEnv": "GW_KEYS"})))
 
 
+def test_unset_keys_are_named_in_the_manifests_terms(upstream, monkeypatch):
+    """The rendered config carries the manifest's ref, so the message names the field, the variable to
+    export and, for a pod, the Secret and key; never the config's internal server.apiKeysEnv."""
+    monkeypatch.delenv("AISTACK_SECRET_GW_KEYS_KEYS", raising=False)
+    cfg = base_config(upstream.base_url, server={"apiKeysEnv": "AISTACK_SECRET_GW_KEYS_KEYS",
+                                                 "apiKeysSecretRef": {"name": "gw-keys", "key": "keys"}})
+    with pytest.raises(ValueError) as err:
+        create_app(load_config_from(cfg))
+    message = str(err.value)
+    assert "spec.gateway.apiKeysSecretRef" in message and "export AISTACK_SECRET_GW_KEYS_KEYS" in message
+    assert "the Secret gw-keys key keys" in message and "one 'key' or 'key tenant' per line" in message
+    assert "server.apiKeysEnv" not in message
+    monkeypatch.setenv("AISTACK_SECRET_GW_KEYS_KEYS", "a b c")
+    with pytest.raises(ValueError, match=r"\$AISTACK_SECRET_GW_KEYS_KEYS \(the Secret gw-keys key keys\) line 1"):
+        create_app(load_config_from(cfg))
+
+
+def test_the_rendered_config_names_the_keys_secret_but_holds_no_key(monkeypatch):
+    from aistack.api.gateway_config import Endpoints, build_gateway_config
+    from aistack.api.manifests import parse_stack
+
+    monkeypatch.setenv("AISTACK_SECRET_GW_KEYS_KEYS", "key-secret-value")
+    stack = parse_stack({"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+                         "spec": {"model": {"provider": "openai", "name": "m",
+                                            "openai": {"baseUrl": "http://127.0.0.1:9/v1",
+                                                       "apiKeySecretRef": {"name": "o", "key": "k"}}},
+                                  "gateway": {"apiKeysSecretRef": {"name": "gw-keys", "key": "keys"}}}})
+    wire = build_gateway_config(stack, Endpoints()).to_wire()
+    assert wire["server"]["apiKeysEnv"] == "AISTACK_SECRET_GW_KEYS_KEYS"
+    assert wire["server"]["apiKeysSecretRef"] == {"name": "gw-keys", "key": "keys"}
+    assert "key-secret-value" not in str(wire)
+
+
 def load_config_from(data):
     from aistack.api.gateway_config import GatewayConfig
     return GatewayConfig.model_validate(data)

@@ -1,6 +1,7 @@
-"""`aistack up` as a subprocess takes a hosted model's key from the provider's own variable
-(`OPENAI_API_KEY`, ...) when the manifest's secret variable is unset, says which variable in its
-panel (never the value), and the gateway really sends that key upstream.
+"""`aistack up` as a subprocess, and the keys on a laptop: a hosted model's key comes from the
+provider's own variable (`OPENAI_API_KEY`, ...) when the manifest's secret variable is unset, the
+panel says which variable (never the value), and the gateway really sends that key upstream;
+gateway keys that are configured but not set are named in the manifest's terms.
 
 The provider hosts are public; the test server is on loopback. So the launcher adds 127.0.0.1 to
 the host table (data, not behaviour) and then runs the real CLI entry point unchanged.
@@ -27,6 +28,7 @@ from aistack.runtime.testing.openai_server import free_port, run_openai_server
 SECRET_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 PROVIDER_ENV = "LOOPBACK_PROVIDER_API_KEY"
 PROVIDER_KEY = "sk-loopback-provider-key"
+GATEWAY_KEYS_ENV = "AISTACK_SECRET_GW_KEYS_KEYS"
 LAUNCHER = (
     "import runpy, sys\n"
     "from aistack.runtime.local import provider_keys\n"
@@ -43,21 +45,24 @@ def provider() -> Iterator[str]:
         yield f"http://{server.host}:{server.port}/v1"
 
 
-def manifest(folder: Path, base_url: str, *, max_tokens: int = 256) -> Path:
+def manifest(folder: Path, base_url: str, *, max_tokens: int = 256, **spec: object) -> Path:
     path = folder / "stack.yaml"
     path.write_text(yaml.safe_dump({
         "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "keyed"},
         "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini", "defaults": {"maxTokens": max_tokens},
                            "openai": {"baseUrl": base_url, "apiKeySecretRef": {"name": "openai", "key": "api-key"}}},
-                 "orchestration": {"mode": "pipeline"}}}))
+                 "orchestration": {"mode": "pipeline"}, **spec}}))
     return path
 
 
+def clean_env(**env: str) -> dict[str, str]:
+    unset = (SECRET_ENV, PROVIDER_ENV, GATEWAY_KEYS_ENV)
+    return {**{k: v for k, v in os.environ.items() if k not in unset}, "HF_HUB_OFFLINE": "1", **env}
+
+
 def start_up(path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, PROVIDER_ENV)}
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "up", str(path), "--port", str(port)],
-                            env={**clean, "HF_HUB_OFFLINE": "1", **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = path.parent / ".aistack" / "keyed" / "up.json"
     deadline = time.monotonic() + 180
     while not running.exists():
@@ -106,3 +111,14 @@ def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_se
         output = stop_up(proc)
     assert f"neither ${SECRET_ENV} nor ${PROVIDER_ENV} is set (the key for {provider})" in output
     assert "spec.model.defaults.maxTokens 4096 is over the offline model's 2048-token context" in output
+
+
+def test_gateway_keys_configured_but_unset_are_named_in_the_manifests_terms(tmp_path: Path, provider: str) -> None:
+    path = manifest(tmp_path, provider, gateway={"apiKeysSecretRef": {"name": "gw-keys", "key": "keys"}})
+    result = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(path), "--port", str(free_port())],
+                            env=clean_env(**{SECRET_ENV: PROVIDER_KEY}), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "spec.gateway.apiKeysSecretRef" in message and f"export {GATEWAY_KEYS_ENV}" in message
+    assert "one 'key' or 'key tenant' per line" in message and "the Secret gw-keys key keys" in message
+    assert "server.apiKeysEnv" not in message
