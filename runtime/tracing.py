@@ -130,18 +130,24 @@ class Tracer:
             self.metrics.traces_dropped.labels("export_failed").inc(failed - self._synced[1])
         self._synced = [exported, failed]
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the exporter after what is queued (bounded by `timeout_s`)."""
-        if self._process is None:
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Stop the exporter after what is queued, within about `timeout_s`; then terminate it.
+
+        Bounded because a stop must not wait on a slow MLflow; joined, so no zombie is left.
+        """
+        process, self._process = self._process, None
+        if process is None:
             return
         self.sync_metrics()
         try:
-            self._queue.put(None, timeout=timeout_s)
+            self._queue.put(None, timeout=timeout_s / 2)
         except queue.Full:
-            pass
-        self._process.join(timeout=timeout_s)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout=timeout_s)
+            pass  # MLflow is too slow to drain the queue: what is left is dropped
+        process.join(timeout=timeout_s)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=timeout_s)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=timeout_s)
         self._queue.cancel_join_thread()
-        self._process = None

@@ -3,6 +3,10 @@
 Spawned by `Tracer` so MLflow's CPU work never competes with the gateway's event loop for the
 GIL. Counts exported and failed traces in shared memory, which the gateway reads into
 Prometheus.
+
+The exporter ignores SIGINT: a Ctrl-C at a terminal reaches the whole process group, and the
+gateway that owns the exporter stops it in order (`Tracer.close`) after what is queued, so
+the child neither dies mid-export nor prints a KeyboardInterrupt traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from typing import Any
 
@@ -47,11 +52,20 @@ def start_exporter(config: TracingConfig) -> tuple[Any, Any, tuple[Any, Any]]:
         env["MLFLOW_TRACKING_TOKEN"] = os.environ[config.token_env]
     process = ctx.Process(target=export_loop, args=(config.model_dump(), q, exported, failed, env),
                           name="aistack-trace-export", daemon=True)
-    process.start()
+    # The child inherits this thread's signal mask across fork and exec: SIGINT stays blocked
+    # through the interpreter's start until export_loop ignores it (as multiprocessing's own
+    # resource tracker does), so no Ctrl-C window remains.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return q, process, (exported, failed)
 
 
 def export_loop(config_data: dict[str, Any], q: Any, exported: Any, failed: Any, env: dict[str, str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a pending Ctrl-C is discarded, not delivered
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ.update(env)
     # Quick, bounded failures: the queue absorbs an outage, retries would only stall it.
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")

@@ -4,14 +4,22 @@
 `<manifest folder>/.aistack/<stack name>/` unless `--state` says otherwise: the embedded
 Qdrant shard under `qdrant/`, MLflow's sqlite and artifacts under `mlflow/`, and `up.json`
 while `aistack up` runs (its URLs and pid), so the other commands can find it.
+
+A command that owns the folder for its life (`up`, `ui`, an embedded `ingest`) takes the
+folder's lock first, before anything slow, so a second one fails in a second with who holds
+it instead of after loading models.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import TracebackType
 
 from aistack.api.gateway_config import Endpoints, GatewayConfig, RetrievalConfig, build_gateway_config
 from aistack.api.v1alpha1 import AIStack
@@ -19,6 +27,8 @@ from aistack.runtime.local.provider_keys import with_provider_keys
 
 STATE_DIR = ".aistack"
 RUNNING_FILE = "up.json"
+LOCK_FILE = "aistack.lock"
+ACTIVITY = {"aistack up": "running", "aistack ui": "serving the trace UI of", "aistack ingest": "ingesting into"}
 
 
 def state_dir(manifest: Path, stack: AIStack, override: Path | None = None) -> Path:
@@ -79,3 +89,79 @@ def running_stack(state: Path) -> RunningStack | None:
     except PermissionError:
         pass
     return info
+
+
+class StateBusy(RuntimeError):
+    """Another command holds the state folder; the message names it, its pid and what to do."""
+
+    def __init__(self, *, folder: Path, pid: int | None, command: str) -> None:
+        self.folder, self.pid, self.command = folder, pid, command
+        who = f"`{command}` (pid {pid})" if pid is not None else f"`{command}`"
+        self.holder = f"another {who} is {ACTIVITY.get(command, 'using')} this stack (state folder {folder})"
+        """Who holds the folder, for a caller that gives its own advice."""
+        super().__init__(f"{self.holder}: stop it, or use --state for a second copy")
+
+
+class StateLock:
+    """An exclusive `flock` on `<state>/aistack.lock`, holding the owner's pid and command.
+
+    The kernel drops a flock with the last descriptor of its open file, so the lock dies with
+    the process however it ends (kill -9 included): there is no stale lock to clean up. The
+    descriptor is not inherited by child processes (PEP 446), so a surviving child cannot
+    keep it either.
+    """
+
+    def __init__(self, folder: Path, *, command: str) -> None:
+        self.folder = folder
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        """Take the lock at once or raise `StateBusy`; never waits for the holder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid, command = lock_holder(self.folder)
+            raise StateBusy(folder=self.folder, pid=pid, command=command or "aistack up") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def lock_holder(folder: Path) -> tuple[int | None, str | None]:
+    """(pid, command) written by the holder of the folder's lock; (None, None) when unreadable.
+
+    The holder writes them just after it takes the lock, so an empty file is read again briefly.
+    """
+    for _ in range(20):
+        try:
+            data = json.loads((folder / LOCK_FILE).read_text() or "null")
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict):
+            pid, command = data.get("pid"), data.get("command")
+            return (pid if isinstance(pid, int) else None), (command if isinstance(command, str) else None)
+        time.sleep(0.05)
+    return None, None
