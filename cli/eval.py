@@ -18,15 +18,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def eval_cmd(
     manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
     dataset: Annotated[Path | None, typer.Argument(
-        help="JSONL questions; the manifest's evaluation.dataset.path when omitted.", show_default=False)] = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Gateway base URL (default: the running `aistack up`).")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server (default: the spec's, else the running `aistack up`'s).")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable with the gateway API key (a keys file `key [tenant]` per line: the first key is used).")] = "AISTACK_API_KEY",
-    state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+        metavar="DATASET", help="JSONL questions; the manifest's evaluation.dataset.path when omitted.",
+        show_default=False)] = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", metavar="URL", help="Gateway base URL (default: the running `aistack up`).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL", help="MLflow server (default: the spec's, else the running `aistack up`'s).")] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", metavar="VAR", help="Environment variable with the gateway API key (a keys file `key [tenant]` per line: the first key is used).")] = "AISTACK_API_KEY",
+    state: Annotated[Path | None, typer.Option("--state", metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
 ) -> None:
-    """Run every question through the gateway, compute the evaluation metrics, log an MLflow run.
+    """Evaluate the stack on a question set and log an MLflow run.
 
-    Exit code 0: the spec's evaluation.thresholds are met; 1: they are not; 2: the evaluation
+    Runs every question through the gateway and computes the evaluation metrics. Exit code 0: the spec's evaluation.thresholds are met; 1: they are not; 2: the evaluation
     could not run (bad manifest or dataset, no gateway, no MLflow).
     """
     from aistack.api.manifests import ManifestError, load_stack

@@ -20,18 +20,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def ingest_cmd(
     manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
     paths: Annotated[list[str] | None, typer.Argument(
-        help="Files, folders or s3://bucket/prefix URIs; the manifest's retrieval.sources when omitted.",
+        metavar="PATH", help="Files, folders or s3://bucket/prefix URIs; the manifest's retrieval.sources when omitted.",
         show_default=False)] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Delete stored documents that the given paths no longer hold.")] = False,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
-    state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
-    qdrant_url: Annotated[str | None, typer.Option("--qdrant-url", help="A Qdrant server instead of the embedded store.")] = None,
-    base: Annotated[Path | None, typer.Option("--base", help="Folder the sources' relative paths start from "
+    tenant: Annotated[str | None, typer.Option("--tenant", metavar="NAME", help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
+    state: Annotated[Path | None, typer.Option("--state", metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    qdrant_url: Annotated[str | None, typer.Option("--qdrant-url", metavar="URL", help="A Qdrant server instead of the embedded store.")] = None,
+    base: Annotated[Path | None, typer.Option("--base", metavar="DIR", help="Folder the sources' relative paths start from "
                                               "(default: the manifest's folder).")] = None,
 ) -> None:
-    """Ingest .md/.txt/.html/.pdf files (local or S3) into the stack's collection.
+    """Ingest documents into the stack's collection.
 
-    Re-running is cheap: unchanged files write nothing, changed files replace their chunks,
+    Reads .md/.txt/.html/.pdf files, local or on S3. Re-running is cheap: unchanged files write nothing, changed files replace their chunks,
     and --prune removes documents deleted from the given paths. Unreadable files are
     reported and skipped. Exit code 0: all files ingested; 1: some were skipped with errors;
     2: nothing could be done (bad manifest, store or embedder unavailable).

@@ -19,8 +19,9 @@ from aistack.api.images import package_version
 from aistack.api.manifests import holds_no_stack, load_documents, no_stack_message
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli import gitops, promote
+from aistack.cli.help import App
 
-app = typer.Typer(
+app = App(
     name="aistack",
     help="Declare, run and promote production AI stacks from one AIStack manifest.",
     no_args_is_help=True,
@@ -39,18 +40,22 @@ def version_cmd() -> None:
 
 @app.command("crd")
 def crd_cmd() -> None:
-    """Print the AIStack CustomResourceDefinition (YAML), e.g. `aistack crd | kubectl apply -f -`."""
+    """Print the AIStack CustomResourceDefinition (YAML).
+
+    Install it with `aistack crd | kubectl apply -f -`.
+    """
     out.print(crd_yaml(), end="", markup=False)
 
 
 @app.command("validate")
 def validate_cmd(
-    files: Annotated[list[Path], typer.Argument(help="Manifest files (multi-document YAML).", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE", help="Manifest files (multi-document YAML).", show_default=False)],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only, no summary.")] = False,
 ) -> None:
-    """Check AIStack manifests; print one line per error (file[document]: field: message).
+    """Check AIStack manifests, one line per error.
 
-    Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped,
+    Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped,
     but a file with no AIStack at all is an error.
     """
     stacks: list[tuple[str, AIStack]] = []
@@ -77,9 +82,13 @@ def validate_cmd(
 
 @app.command("render")
 def render_cmd(
-    file: Annotated[Path, typer.Argument(help="A manifest with one AIStack.", show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A manifest with one AIStack.", show_default=False)],
 ) -> None:
-    """Print the Kubernetes objects the operator would create for FILE (YAML, like `helm template`)."""
+    """Print the Kubernetes objects the operator would create.
+
+    The children of FILE's AIStack, as YAML (like `helm template`): review them, diff them, or
+    pipe them to `kubectl apply -f -`. Warnings go to stderr, so stdout stays plain YAML.
+    """
     from aistack.api.manifests import ManifestError
     from aistack.cli.render import render_yaml
 

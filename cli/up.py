@@ -21,17 +21,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def up_cmd(
     manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
-    port: Annotated[int, typer.Option("--port", help="Gateway port on 127.0.0.1.")] = 8080,
-    state: Annotated[Path | None, typer.Option("--state", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
-    model_url: Annotated[str | None, typer.Option("--model-url", help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="Use this MLflow instead of starting one.")] = None,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Gateway port on 127.0.0.1.")] = 8080,
+    state: Annotated[Path | None, typer.Option("--state", metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    model_url: Annotated[str | None, typer.Option("--model-url", metavar="URL", help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL", help="Use this MLflow instead of starting one.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
     ingest: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest retrieval.sources at start.")] = True,
     mlflow_port: Annotated[int, typer.Option("--mlflow-port", help="Port of the local MLflow UI on 127.0.0.1 (a free one if taken); `aistack ui` reopens it there.")] = 5050,
 ) -> None:
-    """Run the gateway, embedded Qdrant, a local MLflow and guardrails for one manifest.
+    """Run a manifest's whole stack on this machine until Ctrl-C.
 
-    The model is the spec's endpoint when it answers; otherwise the built-in offline model
+    The gateway, embedded Qdrant, a local MLflow and guardrails. The model is the spec's endpoint when it answers; otherwise the built-in offline model
     (SmolLM2-135M) serves, labelled as such in /v1/models and in every answer. Data stays in
     the state folder: the next `aistack up` finds it. Ctrl-C stops everything.
     """

@@ -179,15 +179,15 @@ class PeeringWatch(ListWatch):
             kind = self.streams[0][0].kind
             self._pause(f"{self._missing(missing)}; --peering {self.options.name} waits for the {kind} "
                         f"{self.options.name!r} ({self._fix(missing)}, or run with --standalone)")
-        elif missing:
-            self._unpeered(f"{self._missing(missing)}: working without peering, so nothing pauses "
-                           f"this operator while another one runs ({self._fix(missing)}, or pass "
-                           f"--standalone to run without peering and without this warning)")
-        elif blocking:
+        elif blocking:  # also where another namespace has no peering object: kopf pauses on any
             self._pause("peers " + ", ".join(f"{p.identity} (priority {p.priority})" for p in blocking))
             soonest = min(p.deadline for p in blocking)
             delay = (soonest - datetime.datetime.now(datetime.UTC)).total_seconds()
             self._recheck = asyncio.get_running_loop().call_later(max(delay, 0) + 0.05, self.evaluate)
+        elif missing:
+            self._unpeered(f"{self._missing(missing)}: working without peering, so nothing pauses "
+                           f"this operator while another one runs ({self._fix(missing)}, or pass "
+                           f"--standalone to run without peering and without this warning)")
         else:
             if not self.active.is_set():
                 log.info("peering: no peer outranks this operator (%s); working", self.identity)

@@ -81,6 +81,21 @@ def test_namespaced_operator_needs_every_namespace_peering() -> None:
     asyncio.run(scenario())
 
 
+def test_without_a_named_peering_a_peer_in_one_namespace_pauses_though_another_has_no_object() -> None:
+    """kopf pauses on a blocking peer in any watched namespace; a namespace without the peering
+    object does not make the operator work past it."""
+    async def scenario() -> None:
+        watch = PeeringWatch(configuration=Configuration(), namespaces=["a", "b"], options=PeeringOptions(),
+                             identity="me")
+        watch._listed.update({("kopfpeerings", "a"), ("kopfpeerings", "b")})
+        watch._keep("a", {"metadata": {"name": "aistack", "namespace": "a"}, "status": {"boss": _live(20)}})
+        assert not watch.active.is_set()
+        watch._keep("a", {"metadata": {"name": "aistack", "namespace": "a"}, "status": {}})
+        assert watch.active.is_set()  # b still has none: working without peering there
+
+    asyncio.run(scenario())
+
+
 def _live(priority: int, *, lifetime: int = 60) -> dict[str, object]:
     return {"priority": priority, "lifetime": lifetime, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
 
