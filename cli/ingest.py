@@ -20,7 +20,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def ingest_cmd(
     manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
     paths: Annotated[list[str] | None, typer.Argument(
-        metavar="PATH", help="Files, folders or s3://bucket/prefix URIs; the manifest's retrieval.sources when omitted.",
+        metavar="PATH", help="Files, folders or s3://bucket/prefix URIs; the manifest's retrieval.sources "
+                             "when omitted.",
         show_default=False)] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Delete stored documents that the given paths no longer hold.")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", metavar="NAME", help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
@@ -31,10 +32,11 @@ def ingest_cmd(
 ) -> None:
     """Ingest documents into the stack's collection.
 
-    Reads .md/.txt/.html/.pdf files, local or on S3. Re-running is cheap: unchanged files write nothing, changed files replace their chunks,
-    and --prune removes documents deleted from the given paths. Unreadable files are
-    reported and skipped. Exit code 0: all files ingested; 1: some were skipped with errors;
-    2: nothing could be done (bad manifest, store or embedder unavailable).
+    Reads .md/.txt/.html/.pdf files, local or on S3. Re-running is cheap: unchanged files
+    write nothing, changed files replace their chunks, and --prune removes documents deleted
+    from the given paths. Unreadable files are reported and skipped. Exit code 0: all files
+    ingested; 1: some were skipped with errors; 2: nothing could be done (bad manifest, store
+    or embedder unavailable).
     """
     from aistack.api.manifests import ManifestError, load_stack
     from aistack.runtime.ingestion.pipeline import IngestionError

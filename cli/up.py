@@ -31,9 +31,10 @@ def up_cmd(
 ) -> None:
     """Run a manifest's whole stack on this machine until Ctrl-C.
 
-    The gateway, embedded Qdrant, a local MLflow and guardrails. The model is the spec's endpoint when it answers; otherwise the built-in offline model
-    (SmolLM2-135M) serves, labelled as such in /v1/models and in every answer. Data stays in
-    the state folder: the next `aistack up` finds it. Ctrl-C stops everything.
+    The gateway, embedded Qdrant, a local MLflow and guardrails. The model is the spec's
+    endpoint when it answers; otherwise the built-in offline model (SmolLM2-135M) serves,
+    labelled as such in /v1/models and in every answer. Data stays in the state folder: the
+    next `aistack up` finds it.
     """
     from aistack.api.manifests import ManifestError
     from aistack.runtime.local.runner import LocalStack, UpOptions, loads_in_flight
