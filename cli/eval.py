@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from aistack.cli.progress import Stages
+
+if TYPE_CHECKING:
+    from aistack.runtime.evaluation.runner import Outcome
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SCORING_EMBEDDER = "all-MiniLM-L6-v2"
+"""Scores answers against references and context, whatever the stack embeds with, so runs compare."""
 
 
 def eval_cmd(
@@ -68,16 +78,21 @@ def eval_cmd(
     if tracking_uri is None:
         err.print("no MLflow to log the run to: start `aistack up` (it runs one), or pass --tracking-uri URL")
         raise typer.Exit(2)
+    thresholds = spec.evaluation.thresholds if spec.evaluation else {}
     try:
-        values, outcomes, verdict, run_url = asyncio.run(_evaluate(
-            stack=stack, folder=folder, questions=questions, base_url=base_url, model=model,
-            offline_model=offline_model, api_key=first_api_key(os.environ.get(api_key_env)), tracking_uri=tracking_uri,
-            dataset=str(dataset)))
+        with Stages(err) as stages:
+            values, outcomes, verdict, run_url = asyncio.run(_evaluate(
+                stack=stack, folder=folder, questions=questions, base_url=base_url, model=model,
+                offline_model=offline_model, api_key=first_api_key(os.environ.get(api_key_env)),
+                tracking_uri=tracking_uri, dataset=str(dataset), stages=stages))
     except _Unavailable as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
-    out.print(metrics_table(values, spec.evaluation.thresholds if spec.evaluation else {}))
+    out.print(metrics_table(values, thresholds))
     out.print(f"{len(outcomes)} questions, MLflow run: {run_url}")
+    if not thresholds:
+        out.print("no thresholds defined (spec.evaluation.thresholds): nothing gated", markup=False)
+        return
     for failure in verdict.failures:
         err.print(f"[red]threshold not met[/red] {failure}")
     out.print("thresholds met" if verdict.passed else "thresholds NOT met",
@@ -90,30 +105,88 @@ class _Unavailable(RuntimeError):
     pass
 
 
-async def _evaluate(*, stack, folder, questions, base_url, model, offline_model, api_key, tracking_uri, dataset):  # type: ignore[no-untyped-def]
-    from aistack.runtime.evaluation.runner import check_thresholds, openai_asker, run_questions, score
+async def _evaluate(*, stack, folder, questions, base_url, model, offline_model, api_key, tracking_uri, dataset,  # type: ignore[no-untyped-def]
+                    stages: Stages):
+    from aistack.runtime.evaluation.runner import aggregate, check_thresholds, openai_asker, run_questions
     from aistack.runtime.evaluation.tracking import log_run
     from aistack.runtime.retrieval.embedders import LocalEmbedder
 
     spec = stack.spec
-    ask = openai_asker(base_url=base_url, model=model, api_key=api_key)
-    outcomes = await run_questions(questions, ask=ask)
-    if all(o.error for o in outcomes):
-        raise _Unavailable(f"every question failed against {base_url}; first error: {outcomes[0].error}")
-    embedder = await asyncio.to_thread(LocalEmbedder, model="all-MiniLM-L6-v2")
+    stages.begin(f"checking the gateway at {base_url}")
+    await asyncio.to_thread(_probe_gateway, base_url)
+    stages.begin(f"loading the embedder that scores answers ({SCORING_EMBEDDER})")
+    embedder = await asyncio.to_thread(LocalEmbedder, model=SCORING_EMBEDDER)
+    if stack.spec.retrieval is not None:
+        stages.begin("finding the stack's passages (for groundedness)")
     context, close = _context_source(stack, folder, base_url)
+    stages.end()
     try:
-        values = await score(outcomes, embedder=embedder, context_source=context)
+        with QuestionProgress(err, total=len(questions)) as progress:
+            outcomes = await run_questions(questions, ask=openai_asker(base_url=base_url, model=model, api_key=api_key),
+                                           embedder=embedder, context_source=context, on_question=progress.done)
     finally:
         await close()
+    if all(o.error for o in outcomes):
+        raise _Unavailable(f"every question failed against {base_url}; first error: {outcomes[0].error}")
+    values = aggregate(outcomes)
     verdict = check_thresholds(values, spec.evaluation.thresholds if spec.evaluation else {})
+    stages.begin(f"logging the run to MLflow at {tracking_uri}")
     try:
         _, run_url = await asyncio.to_thread(
             log_run, tracking_uri=tracking_uri, stack=stack, values=values, outcomes=outcomes, verdict=verdict,
             dataset=dataset, endpoint=base_url, served_model=model, offline_model=offline_model)
     except Exception as exc:  # MLflow raises many types; the run is the point of `eval`
         raise _Unavailable(f"could not log the run to MLflow at {tracking_uri}: {exc}") from exc
+    stages.end()
     return values, outcomes, verdict, run_url
+
+
+def _probe_gateway(base_url: str) -> None:
+    """Fail in a second, before the embedder loads, when nothing answers at the endpoint
+    (any HTTP answer will do: an external endpoint need not serve /healthz)."""
+    import httpx
+
+    root = base_url.removesuffix("/v1")
+    try:
+        httpx.get(f"{root}/healthz", timeout=10)
+    except httpx.HTTPError as exc:
+        raise _Unavailable(f"no gateway answers at {root} ({type(exc).__name__}: {exc}): start `aistack up` "
+                           "for this manifest, or pass --endpoint URL") from exc
+
+
+class QuestionProgress:
+    """The questions as they are asked: a bar (question i/N, elapsed, how the last one went) on
+    a terminal; elsewhere one plain line per question, so a CI log shows each as it ends."""
+
+    def __init__(self, console: Console, *, total: int) -> None:
+        self.console = console
+        self.total = total
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._last = time.monotonic()
+
+    def __enter__(self) -> QuestionProgress:
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("question"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[last]}"), console=self.console)
+            self._progress.start()
+            self._task = self._progress.add_task("questions", total=self.total, last="")
+        self._last = time.monotonic()
+        return self
+
+    def done(self, position: int, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=position, last=outcome.summary())
+        else:
+            self.console.print(f"question {position}/{self.total}: {outcome.summary()} ({now - self._last:.1f} s)",
+                               markup=False, highlight=False)
+        self._last = now
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def _context_source(stack, folder, base_url):  # type: ignore[no-untyped-def]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from aistack.cli.progress import Stages
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,6 +84,8 @@ def ingest_cmd(
         err.print(f"ingest failed, nothing more was written: {exc}", markup=False)
         raise typer.Exit(2) from None
     out.print(summary(report, collection=config.collection))
+    for source, note in report.warnings:
+        err.print(f"[yellow]note[/yellow] {escape(source)}: {escape(note)}")
     for source, reason in report.errors:
         err.print(f"[red]skipped[/red] {source}: {reason}")
     if report.errors:
@@ -93,24 +98,48 @@ async def _run(*, stack, config, targets, base, prune):  # type: ignore[no-untyp
     from aistack.runtime.retrieval.factory import collection_spec, open_store
 
     store = open_store(config, spec=collection_spec(config, stack=stack))
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=err, transient=True)
     try:
-        with progress:
-            task = progress.add_task("loading embedder", total=None, last="")
+        with Stages(err) as stages:
+            stages.begin(f"loading the embedder ({config.embedder.model})")
             embedder = await asyncio.to_thread(build_embedder, config.embedder)
-
-            def advance(source: str, status: str) -> None:
-                progress.update(task, advance=1 if status != "pruned" else 0, last=f"{status}: {source}")
-
+            stages.begin("listing " + ", ".join(t.uri for t in targets))
+            bar = _FileProgress(err)
             ingestor = Ingestor(store=store, embedder=embedder, chunking=config.chunking, base=base,
-                                on_progress=advance)
-            progress.update(task, description="listing")
+                                on_progress=bar.advance)
             listings = await asyncio.to_thread(ingestor.list, targets)
-            progress.update(task, description="ingesting", total=sum(len(x.files) for x in listings))
+            total = sum(len(x.files) for x in listings)
+            if stages.interactive:
+                stages.end()
+                with bar.showing(total):
+                    return await ingestor.ingest(listings, prune=prune)
+            stages.begin(f"ingesting {total} file(s)")
             return await ingestor.ingest(listings, prune=prune)
     finally:
         await store.close()
+
+
+class _FileProgress:
+    """The files as they are ingested: a bar on a terminal (the file count is known after
+    listing); elsewhere nothing per file, since the stage line and the summary say enough."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    @contextlib.contextmanager
+    def showing(self, total: int) -> Iterator[None]:
+        self._progress = Progress(SpinnerColumn(), TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=self.console,
+                                  transient=True)
+        self._task = self._progress.add_task("ingesting", total=total, last="")
+        with self._progress:
+            yield
+        self._progress = None
+
+    def advance(self, source: str, status: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1 if status != "pruned" else 0, last=f"{status}: {source}")
 
 
 def summary(report, *, collection: str) -> Table:  # type: ignore[no-untyped-def]

@@ -1,6 +1,7 @@
 """Running a dataset through a gateway and scoring every answer.
 
-Questions go through the OpenAI SDK, one at a time (so latencies are not queueing time). The
+Questions go through the OpenAI SDK, one at a time (so latencies are not queueing time), and
+each answer is scored as it arrives, so a caller can show progress question by question. The
 gateway's answer carries `citations` (source, title, score) in rank order: they give hit rate
 and MRR. Groundedness needs the passages' text: taken from the citations when they carry it,
 else from a `ContextSource` (the stack's own retriever, asked the same question).
@@ -49,6 +50,24 @@ class Outcome:
         row["retrieved_sources"] = ", ".join(self.retrieved_sources)
         return row
 
+    def summary(self) -> str:
+        """How the question went, in a few words (the progress line of `aistack eval`)."""
+        if self.error is not None:
+            return f"error ({self.error.splitlines()[0][:80]})"
+        if self.expected_refusal:
+            return "refused, as expected" if self.refused else "answered, but a refusal was expected"
+        if self.refused:
+            return "refused, but an answer was expected"
+        parts = ["answered"]
+        if self.reciprocal_rank is not None:
+            parts.append(f"source at rank {round(1 / self.reciprocal_rank)}" if self.reciprocal_rank
+                         else "expected source not cited")
+        if self.token_f1 is not None:
+            parts.append(f"token F1 {self.token_f1:.2f}")
+        if self.groundedness is not None:
+            parts.append(f"grounded {self.groundedness:.0%}")
+        return ", ".join(parts)
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -77,47 +96,65 @@ def openai_asker(*, base_url: str, model: str, api_key: str | None, timeout_seco
     return ask
 
 
-async def run_questions(questions: Sequence[Question], *, ask: Ask) -> list[Outcome]:
+OnQuestion = Callable[[int, Outcome], None]
+"""Called after each question is asked and scored, with its 1-based position and outcome."""
+
+
+async def run_questions(questions: Sequence[Question], *, ask: Ask, embedder: Embedder,
+                        context_source: ContextSource | None = None,
+                        on_question: OnQuestion | None = None) -> list[Outcome]:
+    """Ask each question in turn and score its answer at once, so `on_question` can say how
+    each one went while the rest are still running (an evaluation takes minutes)."""
     outcomes = []
-    for q in questions:
-        outcome = Outcome(question=q.question, reference=q.reference, expected_sources=list(q.sources),
-                          expected_refusal=q.refuse)
-        started = time.perf_counter()
-        try:
-            answer = await ask(q)
-        except Exception as exc:  # any failure of the gateway or the network is a scored error
-            outcome.error = f"{type(exc).__name__}: {exc}"[:500]
-        else:
-            outcome.answer = answer.text
-            outcome.refused = answer.finish_reason == "content_filter"
-            outcome.retrieved_sources = [str(c.get("source")) for c in answer.citations if c.get("source")]
-            outcome.context = [str(c["text"]) for c in answer.citations if c.get("text")]
-        outcome.latency_ms = (time.perf_counter() - started) * 1000
+    for position, q in enumerate(questions, start=1):
+        outcome = await _ask(q, ask=ask)
+        await _score(outcome, embedder=embedder, context_source=context_source)
         outcomes.append(outcome)
+        if on_question is not None:
+            on_question(position, outcome)
     return outcomes
 
 
-async def score(outcomes: Sequence[Outcome], *, embedder: Embedder,
-                context_source: ContextSource | None = None) -> dict[str, float]:
-    """Fill each outcome's scores and return the aggregate metrics (EVAL_METRICS names)."""
-    for o in outcomes:
-        answered = o.error is None and not o.refused
-        if o.expected_sources and o.error is None and not o.expected_refusal:
-            rr = m.reciprocal_rank(o.retrieved_sources, o.expected_sources)
-            o.reciprocal_rank, o.hit = rr, float(rr > 0)
-        if o.reference is not None and not o.expected_refusal:
-            if answered:
-                o.token_f1 = m.token_f1(o.answer, o.reference)
-                [a, r] = await embedder.embed([o.answer or " ", o.reference])
-                o.similarity = max(0.0, m.cosine(a, r))
-            elif o.error is not None or o.refused:
-                o.token_f1, o.similarity = 0.0, 0.0
-        if answered and o.answer.strip():
-            context = o.context
-            if not context and context_source is not None and o.retrieved_sources:
-                context = await context_source(o.question)
-            if context:
-                o.groundedness = await groundedness(o.answer, context, embedder=embedder)
+async def _ask(q: Question, *, ask: Ask) -> Outcome:
+    outcome = Outcome(question=q.question, reference=q.reference, expected_sources=list(q.sources),
+                      expected_refusal=q.refuse)
+    started = time.perf_counter()
+    try:
+        answer = await ask(q)
+    except Exception as exc:  # any failure of the gateway or the network is a scored error
+        outcome.error = f"{type(exc).__name__}: {exc}"[:500]
+    else:
+        outcome.answer = answer.text
+        outcome.refused = answer.finish_reason == "content_filter"
+        outcome.retrieved_sources = [str(c.get("source")) for c in answer.citations if c.get("source")]
+        outcome.context = [str(c["text"]) for c in answer.citations if c.get("text")]
+    outcome.latency_ms = (time.perf_counter() - started) * 1000
+    return outcome
+
+
+async def _score(o: Outcome, *, embedder: Embedder, context_source: ContextSource | None) -> None:
+    answered = o.error is None and not o.refused
+    if o.expected_sources and o.error is None and not o.expected_refusal:
+        rr = m.reciprocal_rank(o.retrieved_sources, o.expected_sources)
+        o.reciprocal_rank, o.hit = rr, float(rr > 0)
+    if o.reference is not None and not o.expected_refusal:
+        if answered:
+            o.token_f1 = m.token_f1(o.answer, o.reference)
+            [a, r] = await embedder.embed([o.answer or " ", o.reference])
+            o.similarity = max(0.0, m.cosine(a, r))
+        elif o.error is not None or o.refused:
+            o.token_f1, o.similarity = 0.0, 0.0
+    if answered and o.answer.strip():
+        context = o.context
+        if not context and context_source is not None and o.retrieved_sources:
+            context = await context_source(o.question)
+        if context:
+            o.groundedness = await groundedness(o.answer, context, embedder=embedder)
+
+
+def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    """The evaluation metrics (EVAL_METRICS names) over scored outcomes; a metric no question
+    applies to is left out."""
     values = {
         "retrieval_hit_rate": m.mean([o.hit for o in outcomes if o.hit is not None]),
         "retrieval_mrr": m.mean([o.reciprocal_rank for o in outcomes if o.reciprocal_rank is not None]),

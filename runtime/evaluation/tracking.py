@@ -28,8 +28,11 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
     name); such a run is tagged `aistack.offline_model=true` so promotion can refuse it.
     """
     import mlflow
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
     from mlflow.tracking import MlflowClient
 
+    # the caller shows the URL returned; MLflow's own "View run" lines would land among its results
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.set("true")
     spec = stack.spec
     experiment = c.experiment_name(namespace=stack.namespace, name=stack.name,
                                    configured=spec.observability.experiment if spec.observability else None)

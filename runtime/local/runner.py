@@ -317,6 +317,7 @@ class LocalStack:
             report = await ingestor.ingest(listings)
             self.status.ingest_note = (f"{report.files} files: {report.new} new, {report.changed} changed, "
                                        f"{report.unchanged} unchanged, {len(report.errors)} skipped")
+            self.status.notes += [f"{source}: {note}" for source, note in report.warnings]
             self.status.notes += [f"skipped {source}: {reason}" for source, reason in report.errors]
         self.status.collection = r.collection
         self.status.chunks = await store.count()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from aistack.api import conventions as c
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import load_stack
 from aistack.cli.main import app
-from aistack.runtime.testing.openai_server import serve_in_thread
+from aistack.runtime.testing.openai_server import free_port, serve_in_thread
 
 CONTEXT = "Qdrant stores vectors on disk."
 SCRIPT = {
@@ -113,3 +117,80 @@ def test_eval_without_gateway_or_with_a_bad_dataset_cannot_run(stack_factory, tm
     bad.write_text('{"question": ""}\n')
     result = CliRunner().invoke(app, ["eval", str(manifest), str(bad), "--endpoint", "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "bad.jsonl:1: question" in result.output
+
+
+def test_eval_shows_its_stages_and_one_line_per_question_on_stderr_outside_a_terminal(
+        stack_factory, tmp_path: Path, scripted_gateway: str, mlflow_server: str) -> None:
+    manifest = eval_stack(stack_factory, tmp_path, {"error_rate": {"max": 0.25}})
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", scripted_gateway,
+                                      "--tracking-uri", mlflow_server])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [f"checking the gateway at {scripted_gateway}/v1 ...",
+                         "loading the embedder that scores answers (all-MiniLM-L6-v2) ..."]
+    assert "finding the stack's passages (for groundedness) ..." in lines
+    questions = [line for line in lines if line.startswith("question ")]
+    assert [q.rsplit(" (", 1)[0] for q in questions[:4]] == [
+        "question 1/5: answered, source at rank 2, token F1 1.00, grounded 100%",
+        "question 2/5: answered, expected source not cited, token F1 0.00, grounded 0%",
+        "question 3/5: refused, as expected",
+        "question 4/5: refused, but an answer was expected",
+    ]
+    assert questions[4].startswith("question 5/5: error (InternalServerError: Error code: 500")
+    assert all(q.endswith(" s)") for q in questions)  # each with the time it took
+    assert lines.index(questions[-1]) < lines.index(f"logging the run to MLflow at {mlflow_server} ...")
+    assert "evaluation" in result.stdout and "5 questions, MLflow run: http" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("question ")]  # progress: stderr
+    assert "View run" not in result.output  # MLflow's own print of the run URL: ours is enough
+    assert "thresholds met" in result.stdout
+
+
+def test_eval_without_thresholds_says_nothing_is_gated(stack_factory, tmp_path: Path, scripted_gateway: str,
+                                                       mlflow_server: str) -> None:
+    (tmp_path / "bare").mkdir()
+    no_layer = stack_factory().rename(tmp_path / "bare" / "stack.yaml")  # no spec.evaluation: DATASET is an argument
+    manifest = eval_stack(stack_factory, tmp_path, {})
+    for args in ([str(manifest)], [str(no_layer), str(tmp_path / "eval.jsonl")]):
+        result = CliRunner().invoke(app, ["eval", *args, "--endpoint", scripted_gateway,
+                                          "--tracking-uri", mlflow_server])
+        assert result.exit_code == 0, result.output
+        assert "no thresholds defined (spec.evaluation.thresholds): nothing gated" in result.stdout
+        assert "thresholds met" not in result.output
+
+
+def test_eval_fails_fast_when_nothing_answers_at_the_endpoint(stack_factory, tmp_path: Path,
+                                                              mlflow_server: str) -> None:
+    manifest = eval_stack(stack_factory, tmp_path, {})
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", endpoint, "--tracking-uri", mlflow_server])
+    assert result.exit_code == 2
+    assert f"no gateway answers at {endpoint} (ConnectError" in result.stderr
+    assert "loading the embedder" not in result.stderr  # it stopped before the slow part
+
+
+def test_on_a_terminal_eval_shows_a_question_bar_instead_of_lines(stack_factory, tmp_path: Path,
+                                                                  scripted_gateway: str, mlflow_server: str) -> None:
+    """A real process with stderr on a pseudo-terminal, as a user at a shell sees it."""
+    manifest = eval_stack(stack_factory, tmp_path, {})
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "aistack.cli", "eval", str(manifest), "--endpoint",
+                             scripted_gateway, "--tracking-uri", mlflow_server],
+                            stdout=subprocess.PIPE, stderr=secondary, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    os.close(secondary)
+    screen = bytearray()
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(primary)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, screen.decode(errors="replace")
+    shown = screen.decode(errors="replace")
+    assert "question" in shown and "5/5" in shown and "error (InternalServerError" in shown  # the bar, the last verdict
+    assert "question 1/5:" not in shown  # no plain per-question lines on a terminal
+    assert "nothing gated" in stdout

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -14,6 +17,7 @@ from aistack.cli.main import app
 from aistack.runtime.local.state import local_retrieval_config, state_dir
 from aistack.runtime.retrieval import build_retriever
 from aistack.runtime.retrieval.embedders import LocalEmbedder
+from aistack.runtime.testing.documents import make_damaged_pdf
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -184,3 +188,27 @@ def test_the_cluster_job_reads_a_configmap_volume_under_base_with_local_names(st
     assert code == 0 and row(out)[:4] == [10, 0, 1, 9]  # one changed, no new names
     code, out = ingest(str(job_manifest), "--base", str(tmp_path / "nowhere"))
     assert code == 2 and "--base" in out
+
+
+def test_outside_a_terminal_ingest_prints_its_stages_and_reports_a_damaged_pdf_in_its_own_words(
+        stack_factory, example_docs: Path) -> None:
+    """A real process, stderr a pipe: pypdf's raw records would reach Python's last-resort
+    handler there (under pytest they would go to its log capture instead)."""
+    manifest = stack_factory()
+    (example_docs / "damaged.pdf").write_bytes(make_damaged_pdf(["Qdrant keeps the vectors on disk."]))
+    (example_docs / "broken.pdf").write_bytes(b"%PDF-1.4 truncated garbage")
+    done = subprocess.run([sys.executable, "-m", "aistack.cli", "ingest", str(manifest)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1, done.stderr  # broken.pdf is skipped, as before
+    lines = done.stderr.splitlines()
+    assert lines[:1] == ["loading the embedder (sentence-transformers/all-MiniLM-L6-v2) ..."]
+    assert "listing docs ..." in lines and "ingesting 12 file(s) ..." in lines
+    [note] = [line for line in lines if "damaged.pdf" in line]
+    assert note.startswith("note docs/damaged.pdf: damaged PDF, read after ") and note.endswith(
+        "repair(s) by the parser; re-export it if its text looks incomplete in answers")
+    assert "skipped docs/broken.pdf: unreadable PDF (PdfStreamError: Stream has ended unexpectedly)" in lines
+    for raw in ("wrong pointing object", "Object 2 0 found", "startxref", "pypdf"):
+        assert raw not in done.stderr and raw not in done.stdout
+    assert row(done.stdout) == [12, 11, 0, 0, 0, 0, row(done.stdout)[6], 1]
+    hits = asyncio.run(search(manifest, "where are the vectors kept?"))
+    assert "docs/damaged.pdf" in {h.source for h in hits}  # the repaired text was ingested
