@@ -38,8 +38,8 @@ def eval_cmd(
     """Evaluate the stack on a question set and log an MLflow run.
 
     Runs every question through the gateway and computes the evaluation metrics. Exit code 0:
-    the spec's evaluation.thresholds are met; 1: they are not; 2: the evaluation could not run
-    (bad manifest or dataset, no gateway, no MLflow).
+    the spec's evaluation.thresholds are met, or it defines none (nothing is gated); 1: they
+    are not; 2: the evaluation could not run (bad manifest or dataset, no gateway, no MLflow).
     """
     from aistack.api.manifests import ManifestError, load_stack
     from aistack.runtime.evaluation.dataset import DatasetError, load_dataset
