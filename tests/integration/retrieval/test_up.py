@@ -18,6 +18,7 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aistack.cli.main import app
+from aistack.runtime.testing.documents import make_damaged_pdf
 from aistack.runtime.testing.openai_server import free_port, run_openai_server
 
 KEYS_ENV = "AISTACK_SECRET_GW_KEYS_KEYS"
@@ -77,6 +78,7 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
         result = CliRunner().invoke(app, ["ingest", str(manifest), str(folder), "--tenant", tenant])
         assert result.exit_code == 0, result.output
 
+    (example_docs / "damaged.pdf").write_bytes(make_damaged_pdf(["Qdrant keeps the vectors on disk."]))
     port = free_port()
     proc = start_up(manifest, port)
     state = manifest.parent / ".aistack" / "docs-assistant"
@@ -104,6 +106,8 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
 
     output = stop_up(proc)
     assert "stopped; data kept" in output
+    assert "docs/damaged.pdf: damaged PDF, read after" in output  # startup ingestion's own words, in the panel
+    assert "wrong pointing object" not in output and "pypdf" not in output
     assert not (state / "up.json").exists()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{own_mlflow}/health", timeout=2)  # the MLflow child went with it
