@@ -69,7 +69,6 @@ def up_cmd(
     if local.interrupted and loads_in_flight():
         # a model load abandoned in its daemon thread: do not let the interpreter's shutdown run under it
         sys.stdout.flush()
-
         sys.stderr.flush()
         os._exit(0)
 
@@ -81,7 +80,6 @@ class StatusPanel:
 
     def __init__(self, stages: Stages) -> None:
         self.stages = stages
-        self._shown: Table | None = None
         self._last: tuple[Any, ...] | None = None
 
     def show(self, status: Any) -> None:

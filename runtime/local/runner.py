@@ -268,14 +268,14 @@ class LocalStack:
         from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
 
         spec_model = config.model.public_name
-        self._stage("loading the offline model (SmolLM2-135M)")
-        model = await in_daemon_thread(OfflineModel)
         defaults = config.model.defaults
         if defaults.max_tokens is not None and defaults.max_tokens > CONTEXT_TOKENS:
             # the offline model refuses more than its context; every request would fail on the spec's default
             self.status.notes.append(f"spec.model.defaults.maxTokens {defaults.max_tokens} is over the offline model's "
                                      f"{CONTEXT_TOKENS}-token context: it answers with at most {CONTEXT_TOKENS}")
             defaults = defaults.model_copy(update={"max_tokens": CONTEXT_TOKENS})
+        self._stage("loading the offline model (SmolLM2-135M)")
+        model = await in_daemon_thread(OfflineModel)
         url = await self._serve(offline_app(model, instead_of=spec_model), port=free_port())
         self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
         self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"

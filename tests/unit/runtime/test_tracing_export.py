@@ -1,0 +1,46 @@
+"""The trace exporter process ignores Ctrl-C: a terminal's SIGINT reaches the whole process
+group, and the exporter must neither die mid-export nor print a KeyboardInterrupt traceback;
+the gateway that owns it stops it in order (`Tracer.close`), bounded and reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from aistack.api.gateway_config import TracingConfig
+from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.testing.openai_server import free_port
+from aistack.runtime.tracing import Tracer
+
+
+def test_exporter_ignores_sigint_from_its_start_and_closes_cleanly(capfd: pytest.CaptureFixture[str]) -> None:
+    config = TracingConfig(tracking_uri=f"http://127.0.0.1:{free_port()}", experiment="x")
+    tracer = Tracer(config=config, tags={}, metrics=GatewayMetrics())
+    process = tracer._process
+    assert process is not None and process.pid is not None
+    os.kill(process.pid, signal.SIGINT)  # while the child interpreter is still starting
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.is_alive() and not _ignores_sigint(process.pid):
+        time.sleep(0.1)  # until export_loop runs: it then ignores SIGINT for good
+    os.kill(process.pid, signal.SIGINT)  # and once it waits on the queue
+    time.sleep(1.0)
+    assert process.is_alive(), "the exporter died of SIGINT"
+
+    started = time.monotonic()
+    tracer.close()
+    assert time.monotonic() - started < 15  # bounded: the old close could wait on a full queue
+    assert process.exitcode == 0  # it left on the queue's sentinel, not by a signal
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """The kernel's view of the process: SigIgn is the mask of ignored signals."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return False
+    ignored = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
