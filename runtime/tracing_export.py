@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import time
 from typing import Any
@@ -24,6 +25,9 @@ log = logging.getLogger("aistack.tracing")
 # MLflow's exporter logs a failed export instead of raising; here that record becomes a counted
 # failure and one line of our own per outage instead of a warning per trace.
 MLFLOW_EXPORT_LOGGER = "mlflow.tracing.export.mlflow_v3"
+PARENT_CHECK_SECONDS = 2.0
+"""How often an idle exporter checks that its gateway still lives (it holds the queue's write end too,
+so a killed gateway does not end its `get`)."""
 
 
 class _ExportFailures(logging.Filter):
@@ -80,8 +84,14 @@ def export_loop(config_data: dict[str, Any], q: Any, exported: Any, failed: Any,
     mlflow.set_tracking_uri(config.tracking_uri)
     exporter = _Exporter(mlflow, config)
     failing = False
+    parent = multiprocessing.parent_process()
     while True:
-        trace = q.get()
+        try:
+            trace = q.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return  # the gateway was killed (kill -9): no sentinel will come, so do not outlive it
+            continue
         if trace is None:
             return
         try:

@@ -1,11 +1,14 @@
 """The trace exporter process ignores Ctrl-C: a terminal's SIGINT reaches the whole process
 group, and the exporter must neither die mid-export nor print a KeyboardInterrupt traceback;
-the gateway that owns it stops it in order (`Tracer.close`), bounded and reaped."""
+the gateway that owns it stops it in order (`Tracer.close`), bounded and reaped. A gateway
+killed outright (kill -9) leaves no exporter behind either."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -44,3 +47,38 @@ def _ignores_sigint(pid: int) -> bool:
         return False
     ignored = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
     return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+GATEWAY = """
+import sys, time
+from aistack.api.gateway_config import TracingConfig
+from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.tracing import Tracer
+
+tracer = Tracer(config=TracingConfig(tracking_uri=sys.argv[1], experiment="x"), tags={}, metrics=GatewayMetrics())
+print(tracer._process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_exporter_does_not_outlive_a_killed_gateway() -> None:
+    gateway = subprocess.Popen([sys.executable, "-c", GATEWAY, f"http://127.0.0.1:{free_port()}"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert gateway.stdout is not None
+        exporter = int(gateway.stdout.readline())
+    finally:
+        gateway.kill()  # as kill -9 does: no Tracer.close, no sentinel on the queue
+        gateway.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(exporter):
+        time.sleep(0.2)
+    assert not _alive(exporter), "the exporter outlived its gateway"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
