@@ -27,7 +27,7 @@ def up_cmd(
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL", help="Use this MLflow instead of starting one.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
     ingest: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest retrieval.sources at start.")] = True,
-    mlflow_port: Annotated[int, typer.Option("--mlflow-port", help="Port of the local MLflow UI on 127.0.0.1 (a free one if taken); `aistack ui` reopens it there.")] = 5050,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", metavar="PORT", help="Port of the local MLflow UI on 127.0.0.1 (a free one if taken); `aistack ui` reopens it there.")] = 5050,
 ) -> None:
     """Run a manifest's whole stack on this machine until Ctrl-C.
 
@@ -93,7 +93,6 @@ class StatusPanel:
 
 
 def _show(status: Any) -> None:
-
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()

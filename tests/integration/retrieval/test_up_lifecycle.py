@@ -1,17 +1,23 @@
 """`aistack up` from the user's seat, as a subprocess of the real entry point: what it shows while
 it starts, how Ctrl-C to its process group stops every part, how a second copy on the same state
 is refused at once (and a kill -9 leaves no stale lock), and how `aistack ui` reopens the traces
-it recorded. The model is the deterministic test server: the model does not matter here."""
+it recorded. Then `make demo` (examples/demo.py): the MLflow link it prints opens; at a terminal
+the stack keeps serving until Ctrl-C, elsewhere it stops and prints the exact command that
+reopens the trace UI. The model is the deterministic test server (the demo runs on a copy of
+rag.yaml pointing at it, `--manifest`): the model does not matter here."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import pty
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +33,12 @@ from aistack.runtime.testing.openai_server import free_port, run_openai_server
 
 MODEL_KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 ENV = {**os.environ, MODEL_KEY_ENV: "test-key", "HF_HUB_OFFLINE": "1"}
-READY_TIMEOUT_S = 300  # a cold start loads MiniLM and migrates MLflow's sqlite; slow on a busy machine
+READY_TIMEOUT_S = 180  # a cold start loads MiniLM and migrates MLflow's sqlite; slow on a busy machine
 STOP_BOUND_S = 20  # generous: the old stop took up to 20 s, with tracebacks
+REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "examples" / "demo.py"
+EXPERIMENT = "aistack/default/docs-assistant"
+pytestmark = pytest.mark.timeout(600)  # some tests start the stack twice
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +277,118 @@ def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(mani
         assert left_behind(children, up.pid) == set()
         assert link.startswith(f"http://127.0.0.1:{mlflow_port}/")
         assert httpx.get(link, timeout=10).status_code == 200
-        assert traces_in(f"http://127.0.0.1:{mlflow_port}", "aistack/default/docs-assistant") >= 1
+        assert traces_in(f"http://127.0.0.1:{mlflow_port}", EXPERIMENT) >= 1
         ui_children = descendants(reopened.pid)
     finally:
         reopened.interrupt()
     assert_stopped_quietly(reopened, state)
     assert left_behind(ui_children | {reopened.pid}, reopened.pid) == set()
+
+
+def processes_naming(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if text in line and "pytest" not in line:
+                    found.append(f"{entry.name}: {line}")
+    return found
+
+
+def wait_for_traces(mlflow_url: str) -> int:
+    """The exporter sends a trace off the request path: give it a moment to land."""
+    deadline = time.monotonic() + 30
+    while (count := traces_in(mlflow_url, EXPERIMENT)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return count
+
+
+def test_demo_outside_a_terminal_stops_the_stack_and_prints_the_command_that_reopens_its_trace(
+        manifest: Path, tmp_path: Path) -> None:
+    mlflow_port = free_port()
+    demo = subprocess.run([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port", str(mlflow_port)],
+                          env=ENV, cwd=REPO, capture_output=True, text=True, timeout=READY_TIMEOUT_S + 60)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "\nA: " in demo.stdout and "docs/ingestion.md" in demo.stdout
+    assert "The stack has stopped; reopen its UI with:" in demo.stdout
+    assert processes_naming(str(state_of(manifest))) == []  # the stack and its MLflow are gone
+
+    command = shlex.split(demo.stdout.strip().splitlines()[-1])
+    assert command[-4:] == ["ui", str(manifest), "--port", str(mlflow_port)]
+    ui = launch(command, logs=tmp_path / "ui", cwd=REPO)
+    try:
+        link = wait_for_line(ui, r"http://127\.0\.0\.1:\d+/#/experiments/\d+")
+        assert link.startswith(f"http://127.0.0.1:{mlflow_port}/")
+        assert httpx.get(link, timeout=10).status_code == 200
+        assert traces_in(f"http://127.0.0.1:{mlflow_port}", EXPERIMENT) >= 1  # the demo's question
+        children = descendants(ui.pid)
+    finally:
+        ui.interrupt()
+    assert_stopped_quietly(ui, state_of(manifest))
+    assert left_behind(children | {ui.pid}, ui.pid) == set()
+
+
+class Terminal:
+    """A pseudo-terminal as the demo's stdin, stdout and stderr, read in the background."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        os.close(self.slave)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: every process holding the other side has exited
+                return
+            if not chunk:
+                return
+            self._chunks.append(chunk)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def wait_for(self, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text)
+            if found:
+                return found
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no {pattern!r} on the terminal:\n{self.text}")
+
+    def close(self) -> None:
+        self._reader.join(timeout=10)
+        os.close(self.master)
+
+
+def test_demo_at_a_terminal_keeps_the_stack_serving_until_ctrl_c(manifest: Path) -> None:
+    terminal = Terminal()
+    demo = subprocess.Popen([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port", str(free_port())],
+                            stdin=terminal.slave, stdout=terminal.slave, stderr=terminal.slave, cwd=REPO,
+                            env={**ENV, "TERM": "xterm"}, start_new_session=True)
+    terminal.start()
+    try:
+        terminal.wait_for(r"The stack keeps running: open the link; Ctrl-C to stop\.", demo, READY_TIMEOUT_S)
+        url = terminal.wait_for(r"Trace: MLflow UI at (http://127\.0\.0\.1:\d+)", demo, 1).group(1)
+        time.sleep(1)
+        assert demo.poll() is None  # still serving after the answer
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # the link opens
+        assert wait_for_traces(url) >= 1
+        children = descendants(demo.pid)
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)  # the terminal's Ctrl-C: the demo's foreground group
+        demo.wait(timeout=STOP_BOUND_S + 10)
+        terminal.close()
+    assert demo.returncode == 0, terminal.text
+    assert "stopped; data kept in" in terminal.text and "Traceback" not in terminal.text, terminal.text
+    assert left_behind(children | {demo.pid}, demo.pid) == set()
