@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from pathlib import Path
@@ -66,6 +67,9 @@ def up_cmd(
         err.print(f"aistack up failed: {exc}", markup=False)
         raise typer.Exit(1) from None
     err.print("stopped; data kept in " + str(local.folder))
+    # Every part is stopped and flushed. The interpreter's exit would still walk the ~500k objects
+    # that torch and its kin allocate, for seconds; frozen, they are left to the OS.
+    gc.freeze()
     if local.interrupted and loads_in_flight():
         # a model load abandoned in its daemon thread: do not let the interpreter's shutdown run under it
         sys.stdout.flush()

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
 from typing import Any
 
@@ -54,7 +55,7 @@ def start_exporter(config: TracingConfig) -> tuple[Any, Any, tuple[Any, Any]]:
     env = {}
     if config.token_env and os.environ.get(config.token_env):
         env["MLFLOW_TRACKING_TOKEN"] = os.environ[config.token_env]
-    process = ctx.Process(target=export_loop, args=(config.model_dump(), q, exported, failed, env),
+    process = ctx.Process(target=_exporter_main, args=(config.model_dump(), q, exported, failed, env),
                           name="aistack-trace-export", daemon=True)
     # The child inherits this thread's signal mask across fork and exec: SIGINT stays blocked
     # through the interpreter's start until export_loop ignores it (as multiprocessing's own
@@ -65,6 +66,17 @@ def start_exporter(config: TracingConfig) -> tuple[Any, Any, tuple[Any, Any]]:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return q, process, (exported, failed)
+
+
+def _exporter_main(*args: Any) -> None:
+    """The process: export until told to stop, then leave at once. Every trace is exported and
+    counted by then; the interpreter's teardown with MLflow loaded (its exit hooks, the modules)
+    would only add a second or two to every stop."""
+    export_loop(*args)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def export_loop(config_data: dict[str, Any], q: Any, exported: Any, failed: Any, env: dict[str, str]) -> None:
