@@ -5,9 +5,9 @@
 Qdrant shard under `qdrant/`, MLflow's sqlite and artifacts under `mlflow/`, and `up.json`
 while `aistack up` runs (its URLs and pid), so the other commands can find it.
 
-A command that owns the folder for its life (`up`, `ui`, an embedded `ingest`) takes the
-folder's lock first, before anything slow, so a second one fails in a second with who holds
-it instead of after loading models.
+A command that owns part of the folder for its life (`up`, `ui`, an embedded `ingest`) locks
+it first, before anything slow, so a second one fails in a second naming who holds it instead
+of after loading models.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from aistack.runtime.local.provider_keys import with_provider_keys
 
 STATE_DIR = ".aistack"
 RUNNING_FILE = "up.json"
-LOCK_FILE = "aistack.lock"
 ACTIVITY = {"aistack up": "running", "aistack ui": "serving the trace UI of", "aistack ingest": "ingesting into"}
+PARTS = {"aistack up": ("store", "mlflow"), "aistack ingest": ("store",), "aistack ui": ("mlflow",)}
+"""The parts of the state folder each command owns for its life (see `StateLock`)."""
 
 
 def state_dir(manifest: Path, stack: AIStack, override: Path | None = None) -> Path:
@@ -103,44 +104,50 @@ class StateBusy(RuntimeError):
 
 
 class StateLock:
-    """An exclusive `flock` on `<state>/aistack.lock`, holding the owner's pid and command.
+    """Exclusive `flock`s on the parts of the state folder a command owns, each holding the
+    owner's pid and command: `store.lock` (the embedded Qdrant shard) and `mlflow.lock` (the
+    MLflow server on its database). `up` owns both, `ingest` the store, `ui` MLflow, so `ui`
+    and `ingest` can run side by side while either refuses a running `up`.
 
     The kernel drops a flock with the last descriptor of its open file, so the lock dies with
     the process however it ends (kill -9 included): there is no stale lock to clean up. The
-    descriptor is not inherited by child processes (PEP 446), so a surviving child cannot
-    keep it either.
+    descriptors are not inherited by child processes (PEP 446), so a surviving child cannot
+    keep them either.
     """
 
     def __init__(self, folder: Path, *, command: str) -> None:
         self.folder = folder
         self.command = command
-        self._fd: int | None = None
+        self.parts = PARTS[command]
+        self._fds: list[int] = []
 
     def acquire(self) -> StateLock:
-        """Take the lock at once or raise `StateBusy`; never waits for the holder."""
+        """Take every part at once or raise `StateBusy` naming the holder; never waits."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            pid, command = lock_holder(self.folder)
-            raise StateBusy(folder=self.folder, pid=pid, command=command or "aistack up") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode(), 0)
-        self._fd = fd
+        for part in self.parts:
+            fd = os.open(self.folder / f"{part}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.release()
+                pid, command = lock_holder(self.folder, part)
+                raise StateBusy(folder=self.folder, pid=pid, command=command or "aistack up") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode(), 0)
+            self._fds.append(fd)
         return self
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return bool(self._fds)
 
     def __enter__(self) -> StateLock:
         return self.acquire()
@@ -150,14 +157,14 @@ class StateLock:
         self.release()
 
 
-def lock_holder(folder: Path) -> tuple[int | None, str | None]:
-    """(pid, command) written by the holder of the folder's lock; (None, None) when unreadable.
+def lock_holder(folder: Path, part: str) -> tuple[int | None, str | None]:
+    """(pid, command) written by the holder of a part's lock; (None, None) when unreadable.
 
     The holder writes them just after it takes the lock, so an empty file is read again briefly.
     """
     for _ in range(20):
         try:
-            data = json.loads((folder / LOCK_FILE).read_text() or "null")
+            data = json.loads((folder / f"{part}.lock").read_text() or "null")
         except (OSError, ValueError):
             data = None
         if isinstance(data, dict):

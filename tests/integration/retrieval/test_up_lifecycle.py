@@ -279,6 +279,15 @@ def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(mani
         assert httpx.get(link, timeout=10).status_code == 200
         assert traces_in(f"http://127.0.0.1:{mlflow_port}", EXPERIMENT) >= 1
         ui_children = descendants(reopened.pid)
+
+        # ui owns MLflow only: the store stays free for ingest, while a whole `up` is refused
+        ingest = subprocess.run([sys.executable, "-m", "aistack.cli", "ingest", str(manifest)],
+                                env=ENV, capture_output=True, text=True, timeout=180)
+        assert ingest.returncode == 0, ingest.stderr
+        second = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(free_port())],
+                                env=ENV, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"another `aistack ui` (pid {reopened.pid}) is serving the trace UI of this stack" in second.stderr
     finally:
         reopened.interrupt()
     assert_stopped_quietly(reopened, state)
