@@ -38,7 +38,8 @@ def up_cmd(
     next `aistack up` finds it.
     """
     from aistack.api.manifests import ManifestError
-    from aistack.runtime.local.runner import LocalStack, UpOptions, loads_in_flight
+    from aistack.runtime.local.loads import loads_in_flight
+    from aistack.runtime.local.runner import LocalStack, UpOptions
     from aistack.runtime.local.state import StateBusy
 
     if not 1 <= mlflow_port <= 65535:

@@ -21,7 +21,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from fastapi.responses import JSONResponse
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.local.loads import in_daemon_thread
 from aistack.runtime.local.mlflow_server import DEFAULT_PORT, INSTALL_HINT, MlflowServer, missing_server_packages
 from aistack.runtime.local.model_probe import choose_model
 from aistack.runtime.local.ports import free_port, port_free
@@ -46,7 +46,6 @@ MLFLOW_READY_SECONDS = 90.0
 """How long `up` waits for its MLflow before it reports ready anyway (traces then wait for it)."""
 SERVER_STOP_SECONDS = 2
 """In-flight requests get this long to finish when the stack stops."""
-LOAD_THREAD_PREFIX = "aistack-up-load-"
 
 
 
@@ -86,41 +85,6 @@ class Status:
     ingest_note: str = ""
     guardrails: str = "off"
     notes: list[str] = field(default_factory=list)
-
-
-async def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`asyncio.to_thread` for a slow load (a model, an embedder) that Ctrl-C may abandon.
-
-    The executor's threads are joined when the process exits, so a cancelled `to_thread`
-    load would still hold the exit until it finished; a daemon thread is not waited for.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def work() -> None:
-        try:
-            result, error = fn(*args, **kwargs), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    thread = threading.Thread(target=work, name=f"{LOAD_THREAD_PREFIX}{getattr(fn, '__name__', 'load')}", daemon=True)
-    thread.start()
-    return await future
-
-
-def loads_in_flight() -> bool:
-    """Whether a load that `in_daemon_thread` started still runs (Ctrl-C abandoned it)."""
-    return any(t.name.startswith(LOAD_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
 
 
 class LocalStack:
