@@ -149,6 +149,7 @@ class LocalStack:
     async def start(self) -> None:
         if not port_free(self.options.port):
             raise RuntimeError(f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
+        self._check_gateway_keys()
         self.folder.mkdir(parents=True, exist_ok=True)
         spec = self.stack.spec
         tracking_uri = self._start_mlflow()
@@ -171,6 +172,18 @@ class LocalStack:
         self._publish()  # before up.json: whoever waits for up.json prints after the panel
         RunningStack(pid=os.getpid(), gateway_url=self.status.gateway_url, mlflow_url=self.status.mlflow_url,
                      model=self.status.model, offline_model=self.status.offline).write(self.folder)
+
+    def _check_gateway_keys(self) -> None:
+        """Unset gateway keys fail before anything slow starts (the gateway would refuse them last)."""
+        from aistack.runtime.gateway.auth import ApiKeys
+
+        gateway = self.stack.spec.gateway
+        ref = gateway.api_keys_secret_ref if gateway is not None else None
+        if ref is not None:
+            try:
+                ApiKeys.from_env(ref.env_name(), secret=ref)
+            except ValueError as error:
+                raise RuntimeError(str(error)) from None
 
     def _start_mlflow(self) -> str | None:
         spec = self.stack.spec

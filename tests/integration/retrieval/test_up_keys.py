@@ -122,3 +122,4 @@ def test_gateway_keys_configured_but_unset_are_named_in_the_manifests_terms(tmp_
     assert "spec.gateway.apiKeysSecretRef" in message and f"export {GATEWAY_KEYS_ENV}" in message
     assert "one 'key' or 'key tenant' per line" in message and "the Secret gw-keys key keys" in message
     assert "server.apiKeysEnv" not in message
+    assert "checking the model endpoint" not in message and "MLflow" not in message  # refused before any slow stage
