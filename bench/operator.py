@@ -188,7 +188,7 @@ def run_latency(samples: int) -> list[float]:
             out = []
             for i in range(samples):
                 doc = bench_stack(f"l{i:03d}", namespace)
-                want = len(render(parse_stack(copy.deepcopy(doc)), version="x"))
+                want = len(render(parse_stack(copy.deepcopy(doc)), version="x").manifests)
                 start = time.monotonic()
                 cluster.apply_stack(doc)
                 while child_count(cluster, namespace, doc["metadata"]["name"]) < want:

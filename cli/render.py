@@ -32,9 +32,8 @@ def render_yaml(path: Path, *, version: str | None = None) -> tuple[str, list[st
     """The rendered children of the one AIStack in `path`, and warnings for the reviewer:
     what the manifest declares that the cluster will not do (a path source with no volume)."""
     from aistack.operator.render import render
-    from aistack.operator.render.jobs import local_only_sources
 
-    stack = load_stack(path)
+    rendered = render(load_stack(path), version=version)
     warnings = [f"retrieval.sources: {uri!r} is a path with no volume: `aistack ingest` reads it, "
-                "the cluster's ingestion Job does not" for uri in local_only_sources(stack)]
-    return manifests_yaml(render(stack, version=version)), warnings
+                "the cluster's ingestion Job does not" for uri in rendered.local_only_sources]
+    return manifests_yaml(rendered.manifests), warnings

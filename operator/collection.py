@@ -14,10 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aistack.api.v1alpha1 import AIStack
+from aistack.operator.check import Check
 from aistack.operator.kube import SECRET, ApiError, Kube
-from aistack.operator.render.common import RenderContext
-from aistack.operator.render.retrieval import qdrant_url
-from aistack.operator.status import Check
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -36,15 +34,15 @@ def collection_name(stack: AIStack) -> str:
     return stack.spec.retrieval.collection.name or stack.name
 
 
-def connect(stack: AIStack, *, kube: Kube, factory: QdrantFactory, version: str) -> QdrantClient:
-    """A client for the stack's Qdrant: the managed Service, or the external URL with its key."""
+def connect(stack: AIStack, *, managed_url: str | None, kube: Kube, factory: QdrantFactory) -> QdrantClient:
+    """A client for the stack's Qdrant: the managed Service at `managed_url` (the render's
+    `qdrant_url`), or the external URL with its key."""
     retrieval = stack.spec.retrieval
     assert retrieval is not None
     external = retrieval.vector_store.external
     if external is None:
-        url = qdrant_url(RenderContext(stack=stack, version=version))
-        assert url is not None
-        return factory(url, None)
+        assert managed_url is not None
+        return factory(managed_url, None)
     key = None
     if external.api_key_secret_ref is not None:
         key = read_secret(kube, stack.namespace, external.api_key_secret_ref.name, external.api_key_secret_ref.key)

@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aistack.api.config_hash import config_hash
-from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, LABEL_COMPONENT
 from aistack.api.manifests import ManifestError, parse_stack
-from aistack.api.v1alpha1 import AIStack
 from aistack.operator import collection, status
-from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync, key_of
+from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync
+from aistack.operator.check import Check
 from aistack.operator.collection import QdrantFactory
 from aistack.operator.kube import AISTACK, ApiError, Kube
-from aistack.operator.naming import child_name
-from aistack.operator.render import Manifest, RenderContext, render
-from aistack.operator.render.gateway import endpoint
+from aistack.operator.render import Manifest, Rendered, render
 
 log = logging.getLogger("aistack.operator")
 
@@ -64,7 +61,7 @@ def stack_document(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-Renderer = Callable[[dict[str, Any], str], tuple[AIStack, list[Manifest]]]
+Renderer = Callable[[dict[str, Any], str], Rendered]
 
 
 def document_key(document: Mapping[str, Any]) -> tuple[str, str]:
@@ -73,10 +70,9 @@ def document_key(document: Mapping[str, Any]) -> tuple[str, str]:
     return meta.get("namespace") or "default", meta.get("name", "")
 
 
-def parse_and_render(document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
-    """The validated stack and its children; raises `ManifestError` for an invalid spec."""
-    stack = parse_stack(document, source="/".join(document_key(document)))
-    return stack, render(stack, version=version)
+def parse_and_render(document: dict[str, Any], version: str) -> Rendered:
+    """The validated stack's render; raises `ManifestError` for an invalid spec."""
+    return render(parse_stack(document, source="/".join(document_key(document))), version=version)
 
 
 class RenderMemo:
@@ -92,24 +88,24 @@ class RenderMemo:
 
     def __init__(self, size: int = 128) -> None:
         self.size = size
-        self.entries: OrderedDict[tuple[str, str], tuple[str, AIStack, list[Manifest]]] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, str], tuple[str, Rendered]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def __call__(self, document: dict[str, Any], version: str) -> tuple[AIStack, list[Manifest]]:
+    def __call__(self, document: dict[str, Any], version: str) -> Rendered:
         key = document_key(document)
         fingerprint = version + json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
         entry = self.entries.get(key)
         if entry is not None and entry[0] == fingerprint:
             self.hits += 1
             self.entries.move_to_end(key)
-            return entry[1], entry[2]
+            return entry[1]
         self.misses += 1
-        stack, desired = parse_and_render(document, version)
-        self.entries[key] = (fingerprint, stack, desired)
+        rendered = parse_and_render(document, version)
+        self.entries[key] = (fingerprint, rendered)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
-        return stack, desired
+        return rendered
 
     def forget(self, key: tuple[str, str]) -> None:
         self.entries.pop(key, None)
@@ -132,7 +128,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     generation = meta.get("generation")
     previous = known_status if known_status is not None else (body.get("status") or {})
     try:
-        stack, desired = renderer(stack_document(body), version)
+        rendered = renderer(stack_document(body), version)
     except ManifestError as err:
         message = "; ".join(str(e) for e in err.errors)
         new = status.invalid_status(generation=generation, message=message, previous=previous, now=now())
@@ -143,26 +139,24 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
 
     if live is None:
         live = fetch_children(kube, name=name, namespace=namespace)
-    ingestion_job = next((m for m in desired if _is_job(m, COMPONENT_INGESTION)), None)
-    evaluation_job = next((m for m in desired if _is_job(m, COMPONENT_EVALUATION)), None)
-    if evaluation_job is not None and not _may_evaluate(desired, live, key_of(evaluation_job), name):
-        desired = [m for m in desired if m is not evaluation_job]
-    applied = apply_children(kube, namespace=namespace, desired=desired, live=live, owner_uid=stack.metadata.uid)
+    stack = rendered.stack
+    applied = apply_children(kube, namespace=namespace, desired=_to_apply(rendered, live), live=live,
+                             owner_uid=stack.metadata.uid)
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
         outcome.events.append(("Warning", "ApplyFailed", f"{key[0]} {key[1]}: {message}"[:1000]))
-    collection_check = _collection(stack, kube=kube, qdrant=qdrant, version=version, live=applied.live, outcome=outcome)
-    checks = status.layer_checks(stack, applied.live, collection=collection_check, failed=applied.failed)
-    gateway = applied.live.get(("Deployment", child_name(name, "gateway"))) or {}
+    collection_check = _collection(rendered, kube=kube, qdrant=qdrant, live=applied.live, outcome=outcome)
+    checks = status.layer_checks(rendered, applied.live, collection=collection_check, failed=applied.failed)
+    gateway = applied.live.get(rendered.gateway) or {}
     new = status.build_status(
-        stack, generation=generation, checks=checks, endpoint=endpoint(RenderContext(stack=stack, version=version)),
+        rendered, generation=generation, checks=checks,
         gateway_ready_replicas=int((gateway.get("status") or {}).get("availableReplicas") or 0),
         previous=previous, now=now(),
         evaluation=status.evaluation_status(
-            applied.live.get(key_of(evaluation_job)) if evaluation_job is not None else None,
+            applied.live.get(rendered.evaluation_job) if rendered.evaluation_job is not None else None,
             config_hash=config_hash(stack.spec), previous=previous),
         ingestion=status.ingestion_status(
-            applied.live.get(key_of(ingestion_job)) if ingestion_job is not None else None),
+            applied.live.get(rendered.ingestion_job) if rendered.ingestion_job is not None else None),
     )
     outcome.status_written = _write_status(kube, namespace, name, new, previous)
     outcome.status = new
@@ -177,40 +171,36 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     return outcome
 
 
-def _is_job(manifest: Manifest, component: str) -> bool:
-    return manifest["kind"] == "Job" and manifest["metadata"]["labels"].get(LABEL_COMPONENT) == component
+def _to_apply(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> list[Manifest]:
+    """The rendered children, less an evaluation Job not created yet while the gateway does not
+    serve the current config (its Deployment holds what this render applies and its pods are
+    available). A Job already created stays (it is not pruned when the gateway has a bad
+    moment, nor re-run)."""
+    job = rendered.evaluation_job
+    if job is None or job in live:
+        return rendered.manifests
+    key = rendered.gateway
+    if in_sync(live.get(key), rendered.manifest(key)) and status.workload_check(live, *key).ok:
+        return rendered.manifests
+    return rendered.without(job)
 
 
-def _may_evaluate(desired: list[Manifest], live: Mapping[ChildKey, Mapping[str, Any]], job: ChildKey,
-                  name: str) -> bool:
-    """Evaluate only a gateway that serves the current config: its Deployment holds what this
-    render applies and its pods are available. A Job already created stays (it is not pruned
-    when the gateway has a bad moment, nor re-run)."""
-    if job in live:
-        return True
-    key = ("Deployment", child_name(name, "gateway"))
-    gateway = next((m for m in desired if key_of(m) == key), None)
-    return gateway is not None and in_sync(live.get(key), gateway) and \
-        status.workload_check(live, *key).ok
-
-
-def _collection(stack: AIStack, *, kube: Kube, qdrant: QdrantFactory, version: str,
-                live: Mapping[ChildKey, Mapping[str, Any]], outcome: Outcome) -> status.Check | None:
+def _collection(rendered: Rendered, *, kube: Kube, qdrant: QdrantFactory,
+                live: Mapping[ChildKey, Mapping[str, Any]], outcome: Outcome) -> Check | None:
     """Check the collection once its Qdrant is up; None when the stack has no retrieval."""
+    stack = rendered.stack
     if stack.spec.retrieval is None:
         return None
-    if stack.spec.retrieval.vector_store.managed is not None:
-        store = status.workload_check(live, "StatefulSet", child_name(stack.name, "vector-store"))
-        if not store.ok:
-            return None  # layer_checks reports the StatefulSet's progress
+    if rendered.store is not None and not status.workload_check(live, *rendered.store).ok:
+        return None  # layer_checks reports the StatefulSet's progress
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     try:
-        client = collection.connect(stack, kube=kube, factory=qdrant, version=version)
+        client = collection.connect(stack, managed_url=rendered.qdrant_url, kube=kube, factory=qdrant)
         return collection.ensure_collection(client, stack)
     except (ResponseHandlingException, UnexpectedResponse, OSError, ApiError) as err:
         outcome.retry = f"Qdrant: {err}"
-        return status.Check(ok=False, reason="VectorStoreUnreachable", message=str(err)[:500])
+        return Check(ok=False, reason="VectorStoreUnreachable", message=str(err)[:500])
 
 
 def _write_status(kube: Kube, namespace: str, name: str, new: Mapping[str, Any],
@@ -225,15 +215,16 @@ def _write_status(kube: Kube, namespace: str, name: str, new: Mapping[str, Any],
 def finalize(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, version: str) -> str:
     """On deletion: drop the collection only under `deletionPolicy: Delete`; say what happened."""
     try:
-        stack: AIStack = parse_stack(stack_document(body))
+        rendered = parse_and_render(stack_document(body), version)
     except ManifestError:
         return "invalid spec: nothing to clean up"
+    stack = rendered.stack
     retrieval = stack.spec.retrieval
     if retrieval is None:
         return "no retrieval layer"
     name = collection.collection_name(stack)
     if retrieval.collection.deletion_policy != "Delete":
         return f"collection {name!r} retained (deletionPolicy Retain)"
-    client = collection.connect(stack, kube=kube, factory=qdrant, version=version)
+    client = collection.connect(stack, managed_url=rendered.qdrant_url, kube=kube, factory=qdrant)
     deleted = collection.delete_collection(client, stack)
     return f"collection {name!r} deleted" if deleted else f"collection {name!r} was already gone"

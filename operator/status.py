@@ -1,8 +1,9 @@
 """The AIStack status: one condition per declared layer, `Ready`, phase, endpoint, hash.
 
 Readiness comes from the children as the API server reports them (Deployment available
-replicas, StatefulSet ready replicas) and from the collection check. Pure: the caller passes
-the clock, so tests pin time and a recomputed status equals the stored one when nothing
+replicas, StatefulSet ready replicas) and from the collection check; which child is which
+layer's, the endpoint and the selector come from the render (`Rendered`). Pure: the caller
+passes the clock, so tests pin time and a recomputed status equals the stored one when nothing
 changed (and then nothing is written).
 """
 
@@ -10,14 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import (
-    COMPONENT_GATEWAY,
-    COMPONENT_MODEL,
-    COMPONENT_VECTOR_STORE,
     CONDITION_GATEWAY,
     CONDITION_GUARDRAILS,
     CONDITION_MODEL,
@@ -27,22 +24,12 @@ from aistack.api.conventions import (
 )
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.apply import ChildKey
-from aistack.operator.naming import child_name
-from aistack.operator.render.common import selector_labels
-from aistack.operator.render.jobs import INGEST_SKIPPED_EXIT, local_only_sources
+from aistack.operator.check import Check
+from aistack.operator.render import EVAL_FAILED_EXIT, INGEST_SKIPPED_EXIT, Rendered
 
 OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
               "evaluation", "ingestion")
 _EXIT_CODE = re.compile(r"exit code (\d+)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    """A layer's state: status True/False, a CamelCase reason, a message."""
-
-    ok: bool
-    reason: str
-    message: str = ""
 
 
 def workload_check(live: Mapping[ChildKey, Mapping[str, Any]], kind: str, name: str) -> Check:
@@ -64,24 +51,25 @@ def workload_check(live: Mapping[ChildKey, Mapping[str, Any]], kind: str, name: 
     return Check(ok=True, reason="Available", message=f"{kind} {name}: {have}/{want} pods ready")
 
 
-def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
+def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]], *,
                  collection: Check | None, failed: Mapping[ChildKey, str]) -> dict[str, Check]:
     """The condition of every layer the stack declares (undeclared layers get none)."""
-    spec, name = stack.spec, stack.name
+    stack = rendered.stack
+    spec = stack.spec
     checks: dict[str, Check] = {}
-    gateway = workload_check(live, "Deployment", child_name(name, COMPONENT_GATEWAY))
-    if spec.model.provider == "vllm":
-        checks[CONDITION_MODEL] = workload_check(live, "Deployment", child_name(name, COMPONENT_MODEL))
+    gateway = workload_check(live, *rendered.gateway)
+    if rendered.model is not None:
+        checks[CONDITION_MODEL] = workload_check(live, *rendered.model)
     else:
         checks[CONDITION_MODEL] = Check(ok=True, reason="ExternalAPI", message="served by an OpenAI-compatible API")
     if spec.retrieval is not None:
-        store = (workload_check(live, "StatefulSet", child_name(name, COMPONENT_VECTOR_STORE))
-                 if spec.retrieval.vector_store.managed is not None else Check(ok=True, reason="External"))
+        store = (workload_check(live, *rendered.store) if rendered.store is not None
+                 else Check(ok=True, reason="External"))
         if not store.ok:
             checks[CONDITION_RETRIEVAL] = store
         else:
             checks[CONDITION_RETRIEVAL] = collection or Check(ok=False, reason="CollectionPending")
-        if local := local_only_sources(stack):
+        if local := rendered.local_only_sources:
             check = checks[CONDITION_RETRIEVAL]
             note = f"not ingested here, a path with no volume: {', '.join(local)}"
             checks[CONDITION_RETRIEVAL] = Check(ok=check.ok, reason=check.reason,
@@ -93,8 +81,8 @@ def layer_checks(stack: AIStack, live: Mapping[ChildKey, Mapping[str, Any]], *,
         else:
             checks[CONDITION_GUARDRAILS] = Check(ok=True, reason="InProcess", message="fast rails run in the gateway")
     if spec.observability is not None:
-        if spec.observability.mlflow.managed is not None:
-            checks[CONDITION_TRACKING] = workload_check(live, "Deployment", child_name(name, "mlflow"))
+        if rendered.tracking is not None:
+            checks[CONDITION_TRACKING] = workload_check(live, *rendered.tracking)
         else:
             checks[CONDITION_TRACKING] = Check(ok=True, reason="External", message="external MLflow")
     checks[CONDITION_GATEWAY] = gateway
@@ -149,12 +137,12 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
             return {"configHash": config_hash, "verdict": "Passed"}
         if cond.get("type") == "Failed":
             code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
-            verdict = "Failed" if code is not None and int(code.group(1)) == 1 else "Error"
+            verdict = "Failed" if code is not None and int(code.group(1)) == EVAL_FAILED_EXIT else "Error"
             return {"configHash": config_hash, "verdict": verdict}
     return kept
 
 
-def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str, Check], endpoint: str,
+def build_status(rendered: Rendered, *, generation: int | None, checks: Mapping[str, Check],
                  gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str,
                  evaluation: Mapping[str, Any] | None = None,
                  ingestion: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -170,10 +158,10 @@ def build_status(stack: AIStack, *, generation: int | None, checks: Mapping[str,
         "conditions": conditions,
         "observedGeneration": generation,
         "phase": phase,
-        "endpoint": endpoint,
-        "configHash": config_hash(stack.spec),
+        "endpoint": rendered.endpoint,
+        "configHash": config_hash(rendered.stack.spec),
         "replicas": gateway_ready_replicas,
-        "selector": ",".join(f"{k}={v}" for k, v in selector_labels(stack, COMPONENT_GATEWAY).items()),
+        "selector": ",".join(f"{k}={v}" for k, v in rendered.gateway_selector.items()),
         "evaluation": dict(evaluation) if evaluation else None,
         "ingestion": dict(ingestion) if ingestion else None,
     }

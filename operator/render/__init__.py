@@ -1,16 +1,23 @@
 """Pure render functions: an AIStack in, the Kubernetes objects of its layers out.
 
 `render(stack)` is what the operator applies and what `aistack render` prints. It does no
-I/O and reads no clock, so the same stack always gives the same list, in the same order.
+I/O and reads no clock, so the same stack always gives the same objects, in the same order.
+Its result also carries what the operator needs to know of those objects (which one is the
+gateway, the store, each Job; the endpoint; the Qdrant URL), so that nothing outside render
+re-derives a child's name or a URL. Each layer module imports only `common` and `endpoints`;
+this module composes them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from aistack.api.conventions import COMPONENT_GATEWAY
 from aistack.api.images import package_version
 from aistack.api.v1alpha1 import AIStack
-from aistack.operator.render.common import Manifest, RenderContext
-from aistack.operator.render.gateway import render_gateway
-from aistack.operator.render.jobs import render_jobs
+from aistack.operator.render import endpoints, gateway, guardrails, jobs
+from aistack.operator.render.common import Manifest, RenderContext, selector_labels
+from aistack.operator.render.jobs import EVAL_FAILED_EXIT, INGEST_SKIPPED_EXIT
 from aistack.operator.render.model import render_model
 from aistack.operator.render.retrieval import render_retrieval
 from aistack.operator.render.tracking import render_tracking
@@ -19,17 +26,79 @@ from aistack.operator.render.tracking import render_tracking
 KIND_ORDER = ("ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment",
               "HorizontalPodAutoscaler", "Job")
 
-__all__ = ["KIND_ORDER", "Manifest", "RenderContext", "render"]
+ChildKey = tuple[str, str]
+"""(kind, name) of a child, as `aistack.operator.apply` keys them."""
+
+__all__ = ["EVAL_FAILED_EXIT", "INGEST_SKIPPED_EXIT", "KIND_ORDER", "ChildKey", "Manifest", "RenderContext",
+           "Rendered", "render"]
 
 
-def render(stack: AIStack, *, version: str | None = None, evaluate: bool = True) -> list[Manifest]:
-    """Every child object of `stack`, sorted by kind then name.
+@dataclass(frozen=True, kw_only=True)
+class Rendered:
+    """A stack's children and what the operator reads about them. Treat as read-only: the
+    operator's memo hands the same object to every reconcile of an unchanged stack."""
 
-    `evaluate=False` leaves out the evaluation Job: the reconciler renders it only once the
-    gateway serves the current config (render itself cannot see readiness)."""
+    stack: AIStack
+    manifests: list[Manifest]
+    """Every child, sorted by kind then name: what `aistack render` prints."""
+    gateway: ChildKey
+    model: ChildKey | None
+    """The vLLM Deployment; None for an API model."""
+    store: ChildKey | None
+    """The managed Qdrant's StatefulSet; None without retrieval or with an external store."""
+    tracking: ChildKey | None
+    """The managed MLflow's Deployment; None without observability or with an external MLflow."""
+    ingestion_job: ChildKey | None
+    evaluation_job: ChildKey | None
+    endpoint: str
+    """The gateway's in-cluster OpenAI-compatible base URL (`status.endpoint`)."""
+    qdrant_url: str | None
+    """The managed Qdrant's in-cluster URL; None as for `store`."""
+    gateway_selector: dict[str, str]
+    """The labels that select the gateway pods (`status.selector`, for `kubectl scale`)."""
+    local_only_sources: tuple[str, ...]
+    """Retrieval sources the cluster cannot read (paths without a volume): left to `aistack ingest`."""
+
+    def without(self, key: ChildKey) -> list[Manifest]:
+        """The manifests less one child (the evaluation Job, until the gateway serves this render)."""
+        return [m for m in self.manifests if (m["kind"], m["metadata"]["name"]) != key]
+
+    def manifest(self, key: ChildKey) -> Manifest:
+        """The child `key`; KeyError when the render has none (as for an API model's Deployment)."""
+        for m in self.manifests:
+            if (m["kind"], m["metadata"]["name"]) == key:
+                return m
+        raise KeyError(key)
+
+
+def render(stack: AIStack, *, version: str | None = None) -> Rendered:
+    """Every child object of `stack`, sorted by kind then name, and the keys and URLs the
+    operator reads (`version` picks the default images; the package's own by default)."""
     ctx = RenderContext(stack=stack, version=version or package_version())
+    sidecar = guardrails.sidecar(ctx, gateway_volume=gateway.CONFIG_VOLUME, gateway_mount=gateway.CONFIG_DIR) \
+        if guardrails.needs_sidecar(ctx) else None
+    ingestion, evaluation = jobs.ingestion_job(ctx), jobs.evaluation_job(ctx)
+    runs = [job for job in (ingestion, evaluation) if job is not None]
     manifests = [
-        *render_model(ctx), *render_retrieval(ctx), *render_tracking(ctx), *render_gateway(ctx),
-        *render_jobs(ctx, evaluate=evaluate),
+        *render_model(ctx), *render_retrieval(ctx), *render_tracking(ctx), *guardrails.render_guardrails(ctx),
+        *gateway.render_gateway(ctx, sidecar=sidecar),
+        *([jobs.manifest_config_map(ctx), *runs] if runs else []),  # the ConfigMap the Jobs read
     ]
-    return sorted(manifests, key=lambda m: (KIND_ORDER.index(m["kind"]), m["metadata"]["name"]))
+    manifests.sort(key=lambda m: (KIND_ORDER.index(m["kind"]), m["metadata"]["name"]))
+    return Rendered(
+        stack=stack, manifests=manifests,
+        gateway=("Deployment", endpoints.gateway_name(ctx)),
+        model=_key("Deployment", endpoints.model_name(ctx)),
+        store=_key("StatefulSet", endpoints.store_name(ctx)),
+        tracking=_key("Deployment", endpoints.tracking_name(ctx)),
+        ingestion_job=_key("Job", ingestion["metadata"]["name"] if ingestion else None),
+        evaluation_job=_key("Job", evaluation["metadata"]["name"] if evaluation else None),
+        endpoint=endpoints.gateway_endpoint(ctx),
+        qdrant_url=endpoints.qdrant_url(ctx),
+        gateway_selector=selector_labels(stack, COMPONENT_GATEWAY),
+        local_only_sources=tuple(jobs.local_only_sources(stack)),
+    )
+
+
+def _key(kind: str, name: str | None) -> ChildKey | None:
+    return None if name is None else (kind, name)

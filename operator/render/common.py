@@ -49,10 +49,6 @@ class RenderContext:
     def name(self, component: str) -> str:
         return child_name(self.stack.name, component)
 
-    def svc_url(self, suffix: str, port: int, *, path: str = "") -> str:
-        """In-cluster URL of a child Service (fully qualified, works across namespaces)."""
-        return f"http://{self.name(suffix)}.{self.stack.namespace}.svc.cluster.local:{port}{path}"
-
 
 def labels(stack: AIStack, component: str) -> dict[str, str]:
     """The common label set; `selector_labels` is the stable subset used by selectors."""

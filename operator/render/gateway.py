@@ -2,7 +2,9 @@
 its config ConfigMap, Service and optional HorizontalPodAutoscaler.
 
 The config is `aistack.api.gateway_config.build_gateway_config` wired to the in-cluster
-Service URLs; it names secrets only as env vars, which the pod fills with `secretKeyRef`.
+Service URLs (`endpoints`); it names secrets only as env vars, which the pod fills with
+`secretKeyRef`. The guardrails sidecar comes in as an argument: `render()` asks the guardrails
+layer for it, so that this module imports no other layer.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from aistack.api.conventions import (
 )
 from aistack.api.gateway_config import Endpoints, GatewayConfig, build_gateway_config
 from aistack.api.types import SecretKeyRef
-from aistack.operator.render import guardrails as guardrails_render
-from aistack.operator.render import model as model_render
 from aistack.operator.render.common import (
     Manifest,
     RenderContext,
@@ -37,22 +37,20 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
-from aistack.operator.render.retrieval import qdrant_url
-from aistack.operator.render.tracking import tracking_uri
+from aistack.operator.render.endpoints import gateway_name, model_base_url, qdrant_url, tracking_uri
 
 CONFIG_FILE = GATEWAY_CONFIG_PATH.rsplit("/", 1)[1]
 CONFIG_DIR = GATEWAY_CONFIG_PATH.rsplit("/", 1)[0]
+CONFIG_VOLUME = "config"
+"""The pod volume of the gateway's ConfigMap, mounted at `CONFIG_DIR` (the sidecar reads it too)."""
 
-
-def endpoint(ctx: RenderContext) -> str:
-    """The stack's OpenAI-compatible base URL inside the cluster (`status.endpoint`)."""
-    return ctx.svc_url(COMPONENT_GATEWAY, GATEWAY_PORT, path="/v1")
+Sidecar = tuple[dict[str, Any], list[dict[str, Any]]]
+"""A container that joins the gateway pod, and the volumes it adds."""
 
 
 def gateway_config(ctx: RenderContext) -> GatewayConfig:
-    model = ctx.stack.spec.model
     return build_gateway_config(ctx.stack, Endpoints(
-        model_base_url=model_render.base_url(ctx) if model.provider == "vllm" else None,
+        model_base_url=model_base_url(ctx),
         qdrant_url=qdrant_url(ctx),
         tracking_uri=tracking_uri(ctx),
         guardrails_engine="sidecar",
@@ -80,9 +78,9 @@ def gateway_secrets(ctx: RenderContext) -> list[SecretKeyRef]:
     return [unique[k] for k in sorted(unique)]
 
 
-def render_gateway(ctx: RenderContext) -> list[Manifest]:
+def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> list[Manifest]:
     spec = ctx.stack.spec
-    name = ctx.name(COMPONENT_GATEWAY)
+    name = gateway_name(ctx)
     config = gateway_config(ctx)
     secrets = gateway_secrets(ctx)
     _check_env_names(config, {ref.env_name() for ref in secrets})
@@ -106,22 +104,20 @@ def render_gateway(ctx: RenderContext) -> list[Manifest]:
         "readinessProbe": http_probe("/readyz", "http", period=5, failures=3),
         "livenessProbe": http_probe("/healthz", "http", period=10, failures=3),
         "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": container_security(),
     }
     containers = [container]
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}},
+        {"name": CONFIG_VOLUME, "configMap": {"name": config_map["metadata"]["name"]}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    rendered_guardrails = guardrails_render.render_guardrails(ctx)
-    if guardrails_render.needs_sidecar(ctx):
-        sidecar, extra_volumes = guardrails_render.sidecar(ctx, gateway_volume="config", gateway_mount=CONFIG_DIR)
-        containers.append(sidecar)
-        volumes.extend(extra_volumes)
-    config_data = [config_map["data"], *[g["data"] for g in rendered_guardrails]]
+    if sidecar is not None:
+        containers.append(sidecar[0])
+        volumes.extend(sidecar[1])
+    config_data = [config_map["data"]]
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(ctx.stack, COMPONENT_GATEWAY)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -147,8 +143,8 @@ def render_gateway(ctx: RenderContext) -> list[Manifest]:
         "metadata": metadata(ctx, name=name, component=COMPONENT_GATEWAY),
         "spec": deployment_spec,
     }
-    out = [config_map, *rendered_guardrails,
-           service(ctx, name=name, component=COMPONENT_GATEWAY, ports=[("http", GATEWAY_PORT)]), deployment]
+    out = [config_map, service(ctx, name=name, component=COMPONENT_GATEWAY, ports=[("http", GATEWAY_PORT)]),
+           deployment]
     if spec.gateway.autoscaling is not None:
         out.append(_hpa(ctx, name))
     return out

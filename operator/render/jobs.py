@@ -39,9 +39,7 @@ from aistack.operator.render.common import (
     secret_env,
     service_account,
 )
-from aistack.operator.render.gateway import endpoint
-from aistack.operator.render.retrieval import qdrant_url
-from aistack.operator.render.tracking import tracking_uri
+from aistack.operator.render.endpoints import gateway_endpoint, qdrant_url, tracking_uri
 
 MANIFEST_SUFFIX = "manifest"
 MANIFEST_COMPONENT = "manifest"
@@ -89,29 +87,6 @@ def local_only_sources(stack: AIStack) -> list[str]:
     return [] if retrieval is None else [s.uri for s in retrieval.sources if not _in_cluster(s)]
 
 
-def wants_ingestion(ctx: RenderContext) -> bool:
-    return bool(cluster_sources(ctx))
-
-
-def wants_evaluation(ctx: RenderContext) -> bool:
-    """Only a ConfigMap dataset can be mounted into the Job; a `path` dataset is for `aistack eval`."""
-    evaluation = ctx.stack.spec.evaluation
-    return evaluation is not None and evaluation.dataset.config_map_key_ref is not None
-
-
-def render_jobs(ctx: RenderContext, *, evaluate: bool = True) -> list[Manifest]:
-    """The manifest ConfigMap and the Jobs the stack declares; `evaluate=False` leaves the
-    evaluation Job out (the reconciler's choice while the gateway is not ready yet)."""
-    out: list[Manifest] = []
-    if wants_ingestion(ctx) or wants_evaluation(ctx):
-        out.append(manifest_config_map(ctx))
-    if wants_ingestion(ctx):
-        out.append(ingestion_job(ctx))
-    if wants_evaluation(ctx) and evaluate:
-        out.append(evaluation_job(ctx))
-    return out
-
-
 def manifest_document(ctx: RenderContext) -> dict[str, Any]:
     """The stack as an AIStack manifest, as `aistack ingest/eval` read it: the spec in wire form
     (it holds Secret references only: the API refuses inline secrets), no status, no uid."""
@@ -134,15 +109,18 @@ def manifest_config_map(ctx: RenderContext) -> Manifest:
     }
 
 
-def ingestion_job(ctx: RenderContext) -> Manifest:
+def ingestion_job(ctx: RenderContext) -> Manifest | None:
+    """None without a source the cluster can read."""
     retrieval = ctx.stack.spec.retrieval
-    assert retrieval is not None
+    sources = cluster_sources(ctx)
+    if retrieval is None or not sources:
+        return None
     secrets: list[SecretKeyRef | None] = [retrieval.embedder.api_key_secret_ref]
     if retrieval.vector_store.external is not None:
         secrets.append(retrieval.vector_store.external.api_key_secret_ref)
     args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR,
             "--base", SOURCES_DIR]
-    volumes, mounts = source_volumes(cluster_sources(ctx))
+    volumes, mounts = source_volumes(sources)
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
         ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts), volumes=volumes,
         account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
@@ -175,10 +153,13 @@ def source_volumes(sources: list[Source]) -> tuple[list[dict[str, Any]], list[di
     return volumes, mounts
 
 
-def evaluation_job(ctx: RenderContext) -> Manifest:
+def evaluation_job(ctx: RenderContext) -> Manifest | None:
+    """None without a ConfigMap dataset: only that can be mounted into the Job; a `path`
+    dataset is for `aistack eval`."""
     spec_model = ctx.stack.spec
     evaluation, observability = spec_model.evaluation, spec_model.observability
-    assert evaluation is not None and evaluation.dataset.config_map_key_ref is not None
+    if evaluation is None or evaluation.dataset.config_map_key_ref is None:
+        return None
     dataset = evaluation.dataset.config_map_key_ref
     secrets: list[SecretKeyRef | None] = [spec_model.gateway.api_keys_secret_ref]
     external = observability.mlflow.external if observability is not None else None
@@ -191,7 +172,7 @@ def evaluation_job(ctx: RenderContext) -> Manifest:
         env.append({"name": "MLFLOW_TRACKING_TOKEN", "value": f"$({token.env_name()})"})
     uri = tracking_uri(ctx) or (external.tracking_uri if external is not None else None)
     args = ["eval", f"{MANIFEST_DIR}/{MANIFEST_FILE}", f"{DATASET_DIR}/{DATASET_FILE}",
-            "--endpoint", endpoint(ctx), "--state", STATE_DIR]
+            "--endpoint", gateway_endpoint(ctx), "--state", STATE_DIR]
     if uri is not None:
         args += ["--tracking-uri", uri]
     if spec_model.gateway.api_keys_secret_ref is not None:

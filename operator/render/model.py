@@ -32,6 +32,7 @@ from aistack.operator.render.common import (
     selector_labels,
     service,
 )
+from aistack.operator.render.endpoints import model_name
 
 CACHE_PATH = "/model-cache"
 # Large weights download on first start: allow 30 minutes before liveness applies.
@@ -55,18 +56,12 @@ def vllm_args(*, name: str, served_name: str, vllm: VllmSpec) -> list[str]:
     return args + list(vllm.extra_args)
 
 
-def base_url(ctx: RenderContext) -> str:
-    """Where the gateway (and the guardrails sidecar) reach the model."""
-    return ctx.svc_url(COMPONENT_MODEL, VLLM_PORT, path="/v1")
-
-
 def render_model(ctx: RenderContext) -> list[Manifest]:
-    model = ctx.stack.spec.model
-    if model.provider != "vllm":
+    name = model_name(ctx)
+    if name is None:
         return []
-    vllm = model.vllm
+    vllm = ctx.stack.spec.model.vllm
     assert vllm is not None  # ModelSpec fills the defaults for provider vllm
-    name = ctx.name(COMPONENT_MODEL)
     cache_name = ctx.name("model-cache")
     container = _container(ctx, vllm)
     pod_spec = {

@@ -27,24 +27,18 @@ from aistack.operator.render.common import (
     selector_labels,
     service,
 )
+from aistack.operator.render.endpoints import store_name
 
 STORAGE_PATH = "/qdrant/storage"
 
 
-def qdrant_url(ctx: RenderContext) -> str | None:
-    """URL of the managed Qdrant; None when retrieval is off or the store is external."""
-    retrieval = ctx.stack.spec.retrieval
-    if retrieval is None or retrieval.vector_store.managed is None:
-        return None
-    return ctx.svc_url(COMPONENT_VECTOR_STORE, QDRANT_HTTP_PORT)
-
-
 def render_retrieval(ctx: RenderContext) -> list[Manifest]:
-    retrieval = ctx.stack.spec.retrieval
-    if retrieval is None or retrieval.vector_store.managed is None:
+    name = store_name(ctx)
+    if name is None:
         return []
-    managed = retrieval.vector_store.managed
-    name = ctx.name(COMPONENT_VECTOR_STORE)
+    retrieval = ctx.stack.spec.retrieval
+    managed = retrieval.vector_store.managed if retrieval is not None else None
+    assert managed is not None  # store_name is None unless the store is managed
     container: dict[str, Any] = {
         "name": "qdrant",
         "image": managed.image,

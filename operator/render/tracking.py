@@ -22,26 +22,20 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
+from aistack.operator.render.endpoints import tracking_name
 
 DATA_PATH = "/mlflow"
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
 
 
-def tracking_uri(ctx: RenderContext) -> str | None:
-    """URL of the managed MLflow; None when observability is off or MLflow is external."""
-    obs = ctx.stack.spec.observability
-    if obs is None or obs.mlflow.managed is None:
-        return None
-    return ctx.svc_url("mlflow", MLFLOW_PORT)
-
-
 def render_tracking(ctx: RenderContext) -> list[Manifest]:
-    obs = ctx.stack.spec.observability
-    if obs is None or obs.mlflow.managed is None:
+    name = tracking_name(ctx)
+    if name is None:
         return []
-    managed = obs.mlflow.managed
-    name = ctx.name("mlflow")
-    data_name = ctx.name("mlflow-data")
+    obs = ctx.stack.spec.observability
+    managed = obs.mlflow.managed if obs is not None else None
+    assert managed is not None  # tracking_name is None unless MLflow is managed
+    data_name = f"{name}-data"
     needs_volume = managed.backend_store_secret_ref is None or managed.artifact_uri is None
     env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
     if managed.backend_store_secret_ref is not None:

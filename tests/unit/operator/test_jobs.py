@@ -29,11 +29,11 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_name(stack, component: str) -> str:  # type: ignore[no-untyped-def]
-    return jobs(render(stack, version=VERSION))[component]["metadata"]["name"]
+    return jobs(render(stack, version=VERSION).manifests)[component]["metadata"]["name"]
 
 
 def test_ingestion_job_runs_ingest_against_the_managed_qdrant(make_stack) -> None:
-    manifests = render(make_stack("rag"), version=VERSION)
+    manifests = render(make_stack("rag"), version=VERSION).manifests
     job = jobs(manifests)["ingestion"]
     assert job["metadata"]["name"].startswith("docs-assistant-ingest-")
     c = container(job)
@@ -57,7 +57,7 @@ def test_a_path_without_a_volume_is_left_to_local_runs(make_stack) -> None:
     mixed = make_stack("rag", {"spec": {"retrieval": {"sources": [
         {"uri": "docs"}, {"uri": "s3://bucket/kb/"},
         {"uri": "handbook/", "volume": {"persistentVolumeClaim": "kb"}}]}}})
-    manifests = render(mixed, version=VERSION)
+    manifests = render(mixed, version=VERSION).manifests
     job = jobs(manifests)["ingestion"]
     cm = next(m for m in manifests if m["metadata"]["name"] == "docs-assistant-manifest")
     sources = yaml.safe_load(cm["data"]["aistack.yaml"])["spec"]["retrieval"]["sources"]
@@ -66,13 +66,14 @@ def test_a_path_without_a_volume_is_left_to_local_runs(make_stack) -> None:
     assert {"name": "source-1", "persistentVolumeClaim": {"claimName": "kb", "readOnly": True}} in pod["volumes"]
     assert {"name": "source-1", "mountPath": "/sources/handbook", "readOnly": True} in pod["containers"][0]["volumeMounts"]
     assert local_only_sources(mixed) == ["docs"]
+    assert render(mixed, version=VERSION).local_only_sources == ("docs",)  # what status and `aistack render` name
     only_local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}]}}})
-    assert "ingestion" not in jobs(render(only_local, version=VERSION))
+    assert "ingestion" not in jobs(render(only_local, version=VERSION).manifests)
 
 
 @pytest.mark.parametrize("component", ["ingestion", "evaluation"])
 def test_jobs_are_non_root_read_only_and_keep_no_server_defaults(make_stack, component: str) -> None:
-    job = jobs(render(make_stack("production"), version=VERSION))[component]
+    job = jobs(render(make_stack("production"), version=VERSION).manifests)[component]
     pod = job["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["automountServiceAccountToken"] is False
@@ -84,8 +85,9 @@ def test_jobs_are_non_root_read_only_and_keep_no_server_defaults(make_stack, com
 
 
 def test_no_sources_no_ingestion_and_no_evaluation_no_jobs(make_stack) -> None:
-    assert "ingestion" not in jobs(render(make_stack("rag", {"spec": {"retrieval": {"sources": []}}}), version=VERSION))
-    manifests = render(make_stack("quickstart"), version=VERSION)
+    no_sources = make_stack("rag", {"spec": {"retrieval": {"sources": []}}})
+    assert "ingestion" not in jobs(render(no_sources, version=VERSION).manifests)
+    manifests = render(make_stack("quickstart"), version=VERSION).manifests
     assert not jobs(manifests)
     assert not [m for m in manifests if m["metadata"]["name"].endswith("-manifest")]
 
@@ -103,7 +105,7 @@ def test_ingestion_job_name_follows_sources_and_retrieval_config_only(make_stack
 
 def test_evaluation_job_runs_eval_against_the_gateway_with_the_mounted_dataset(make_stack) -> None:
     stack = make_stack("production")
-    job = jobs(render(stack, version=VERSION))["evaluation"]
+    job = jobs(render(stack, version=VERSION).manifests)["evaluation"]
     assert job["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] == config_hash(stack.spec)
     c = container(job)
     assert c["args"] == [
@@ -127,7 +129,7 @@ def test_evaluation_job_with_external_mlflow_and_an_open_gateway(make_stack) -> 
     stack = make_stack("rag", {"spec": {**CMREF_DATASET["spec"], "observability": {"mlflow": {
         "managed": None, "external": {"trackingUri": "https://mlflow.example.com",
                                       "tokenSecretRef": {"name": "ml", "key": "tok"}}}}}})
-    c = container(jobs(render(stack, version=VERSION))["evaluation"])
+    c = container(jobs(render(stack, version=VERSION).manifests)["evaluation"])
     assert c["args"][c["args"].index("--tracking-uri") + 1] == "https://mlflow.example.com"
     assert "--api-key-env" not in c["args"]  # no apiKeysSecretRef: the gateway is open
     env = {e["name"]: e for e in c["env"]}
@@ -135,11 +137,17 @@ def test_evaluation_job_with_external_mlflow_and_an_open_gateway(make_stack) -> 
     assert env["MLFLOW_TRACKING_TOKEN"]["value"] == "$(AISTACK_SECRET_ML_TOK)"
 
 
-def test_a_path_dataset_or_evaluate_false_renders_no_evaluation_job(make_stack) -> None:
-    assert "evaluation" not in jobs(render(make_stack("rag"), version=VERSION))  # rag's dataset is a path
-    manifests = render(make_stack("production"), version=VERSION, evaluate=False)
-    assert "evaluation" not in jobs(manifests)
-    assert [m for m in manifests if m["metadata"]["name"] == "support-copilot-manifest"]
+def test_a_path_dataset_renders_no_evaluation_job_and_the_render_names_each_job(make_stack) -> None:
+    rag = render(make_stack("rag"), version=VERSION)
+    assert "evaluation" not in jobs(rag.manifests) and rag.evaluation_job is None  # rag's dataset is a path
+    rendered = render(make_stack("production"), version=VERSION)
+    found = jobs(rendered.manifests)
+    assert rendered.ingestion_job == ("Job", found["ingestion"]["metadata"]["name"])
+    assert rendered.evaluation_job == ("Job", found["evaluation"]["metadata"]["name"])
+    # what the reconciler applies while the gateway does not serve this config yet
+    held_back = rendered.without(rendered.evaluation_job)
+    assert "evaluation" not in jobs(held_back) and "ingestion" in jobs(held_back)
+    assert [m for m in held_back if m["metadata"]["name"] == "support-copilot-manifest"]
 
 
 def test_evaluation_job_name_follows_config_hash_and_thresholds_not_replicas(make_stack) -> None:
@@ -183,7 +191,7 @@ def test_gateway_in_sync_only_when_live_holds_what_this_render_applies(make_stac
     from aistack.operator.apply import in_sync, summarize, with_last_applied
 
     def gateway(stack) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        return next(m for m in render(stack, version=VERSION)
+        return next(m for m in render(stack, version=VERSION).manifests
                     if (m["kind"], m["metadata"]["name"]) == ("Deployment", "support-copilot-gateway"))
 
     current = gateway(make_stack("production"))

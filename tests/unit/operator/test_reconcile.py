@@ -67,3 +67,30 @@ def test_finalize_obeys_deletion_policy(make_stack) -> None:
     assert "deleted" in finalize(delete, kube=RecordingKube(), qdrant=lambda *_: client, version="v")
     assert not client.collection_exists("docs")
     assert "already gone" in finalize(delete, kube=RecordingKube(), qdrant=lambda *_: client, version="v")
+
+
+def test_the_evaluation_job_waits_for_a_gateway_that_serves_this_render(make_stack) -> None:
+    """The Job is applied once the gateway Deployment holds this render and is available; one
+    already created stays when the gateway has a bad moment."""
+    from aistack.operator.apply import with_last_applied
+    from aistack.operator.reconcile import parse_and_render, stack_document
+
+    doc = body(make_stack, "production")
+    rendered = parse_and_render(stack_document(doc), "v")
+    job, gateway = rendered.evaluation_job, rendered.gateway
+    assert job is not None and rendered.ingestion_job is not None
+
+    def run(live: dict[Any, Any]) -> Any:
+        return reconcile(doc, kube=RecordingKube(), qdrant=lambda *_: None, version="v", live=live,
+                         now=lambda: "T").applied
+
+    first = run({})
+    assert job not in first.created and rendered.ingestion_job in first.created
+    serving = {**with_last_applied(rendered.manifest(gateway)), "status": {"availableReplicas": 1}}
+    assert job in run({gateway: serving}).created
+    previous = body(make_stack, "production")
+    previous["spec"]["orchestration"]["systemPrompt"] = "Be brief."  # the config before this one
+    still_old = parse_and_render(stack_document(previous), "v").manifest(gateway)
+    assert job not in run({gateway: {**with_last_applied(still_old), "status": {"availableReplicas": 1}}}).created
+    kept = run({job: with_last_applied(rendered.manifest(job))})
+    assert job in kept.live and job not in kept.deleted

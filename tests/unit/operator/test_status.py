@@ -3,7 +3,9 @@ timestamps, and no patch when nothing changed."""
 
 from __future__ import annotations
 
-from aistack.operator.status import Check, build_status, layer_checks, status_patch, workload_check
+from aistack.operator.check import Check
+from aistack.operator.render import render
+from aistack.operator.status import build_status, layer_checks, status_patch, workload_check
 
 
 def deployment(*, replicas: int = 1, available: int = 1, generation: int = 1, observed: int = 1) -> dict:
@@ -26,21 +28,21 @@ def test_workload_check() -> None:
 
 
 def test_only_declared_layers_get_conditions(make_stack) -> None:
-    checks = layer_checks(make_stack("quickstart"), {}, collection=None, failed={})
+    checks = layer_checks(render(make_stack("quickstart")), {}, collection=None, failed={})
     assert list(checks) == ["ModelReady", "GatewayReady"]
     assert checks["ModelReady"].ok and not checks["GatewayReady"].ok
-    checks = layer_checks(make_stack("rag"), {}, collection=None, failed={})
+    checks = layer_checks(render(make_stack("rag")), {}, collection=None, failed={})
     assert list(checks) == ["ModelReady", "RetrievalReady", "GuardrailsReady", "TrackingReady", "GatewayReady"]
 
 
 def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
-    stack = make_stack("rag")
+    rendered = render(make_stack("rag"))
     live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
             ("Deployment", "docs-assistant-gateway"): deployment(),
             ("Deployment", "docs-assistant-mlflow"): deployment()}
     mismatch = Check(ok=False, reason="CollectionMismatch", message="size differs")
-    checks = layer_checks(stack, live, collection=mismatch, failed={})
-    status = build_status(stack, generation=3, checks=checks, endpoint="e", gateway_ready_replicas=1,
+    checks = layer_checks(rendered, live, collection=mismatch, failed={})
+    status = build_status(rendered, generation=3, checks=checks, gateway_ready_replicas=1,
                           previous=None, now="T1")
     assert status["phase"] == "Degraded"
     assert status["conditions"][0] == {"type": "Ready", "status": "False", "reason": "LayersNotReady",
@@ -51,25 +53,29 @@ def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
 def test_sources_the_cluster_cannot_read_are_named_in_the_retrieval_condition(make_stack) -> None:
     live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
     ready = Check(ok=True, reason="CollectionReady", message="collection 'docs': size 384, distance Cosine")
-    assert layer_checks(make_stack("rag"), live, collection=ready, failed={})["RetrievalReady"] == ready
+    assert layer_checks(render(make_stack("rag")), live, collection=ready, failed={})["RetrievalReady"] == ready
     local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}, {"uri": "notes/"}]}}})
-    check = layer_checks(local, live, collection=ready, failed={})["RetrievalReady"]
+    check = layer_checks(render(local), live, collection=ready, failed={})["RetrievalReady"]
     assert (check.ok, check.reason) == (True, "CollectionReady")  # the collection is fine; ingestion is not here
     assert check.message == ("collection 'docs': size 384, distance Cosine; "
                              "not ingested here, a path with no volume: docs, notes/")
 
 
 def test_transition_time_kept_until_status_flips_and_no_patch_when_equal(make_stack) -> None:
-    stack = make_stack("quickstart")
+    rendered = render(make_stack("quickstart"))
     live = {("Deployment", "quickstart-gateway"): deployment()}
-    checks = layer_checks(stack, live, collection=None, failed={})
-    first = build_status(stack, generation=1, checks=checks, endpoint="e", gateway_ready_replicas=1,
+    checks = layer_checks(rendered, live, collection=None, failed={})
+    first = build_status(rendered, generation=1, checks=checks, gateway_ready_replicas=1,
                          previous=None, now="T1")
-    again = build_status(stack, generation=1, checks=checks, endpoint="e", gateway_ready_replicas=1,
+    again = build_status(rendered, generation=1, checks=checks, gateway_ready_replicas=1,
                          previous=first, now="T2")
     assert again == first and status_patch(again, first) is None
-    down = layer_checks(stack, {}, collection=None, failed={})
-    flipped = build_status(stack, generation=1, checks=down, endpoint="e", gateway_ready_replicas=0,
+    # the endpoint and the scale selector are the render's: the gateway Service and pod labels
+    assert first["endpoint"] == "http://quickstart-gateway.default.svc.cluster.local:8080/v1"
+    assert first["selector"] == ("app.kubernetes.io/name=aistack,app.kubernetes.io/instance=quickstart,"
+                                 "app.kubernetes.io/component=gateway")
+    down = layer_checks(rendered, {}, collection=None, failed={})
+    flipped = build_status(rendered, generation=1, checks=down, gateway_ready_replicas=0,
                            previous=first, now="T3")
     times = {c["type"]: c["lastTransitionTime"] for c in flipped["conditions"]}
     assert times == {"Ready": "T3", "ModelReady": "T1", "GatewayReady": "T3"}

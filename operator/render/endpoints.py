@@ -1,0 +1,76 @@
+"""Where each layer is reached inside the cluster: its Service name and URL.
+
+The one place layers learn of each other: the gateway's config points at the model, the store
+and MLflow; the Jobs at the store, the gateway and MLflow; the operator at the store (the
+collection) and the gateway (`status.endpoint`). A name is None when the stack runs no such
+Service (a layer left out, an API model, an external store or MLflow): each layer module
+renders its workload and Service under this name, or renders nothing.
+"""
+
+from __future__ import annotations
+
+from aistack.api.conventions import (
+    COMPONENT_GATEWAY,
+    COMPONENT_MODEL,
+    COMPONENT_VECTOR_STORE,
+    GATEWAY_PORT,
+    MLFLOW_PORT,
+    QDRANT_HTTP_PORT,
+    VLLM_PORT,
+)
+from aistack.operator.render.common import RenderContext
+
+TRACKING_SUFFIX = "mlflow"
+
+
+def gateway_name(ctx: RenderContext) -> str:
+    return ctx.name(COMPONENT_GATEWAY)
+
+
+def model_name(ctx: RenderContext) -> str | None:
+    """The vLLM Service; None for an OpenAI-compatible API model."""
+    return ctx.name(COMPONENT_MODEL) if ctx.stack.spec.model.provider == "vllm" else None
+
+
+def store_name(ctx: RenderContext) -> str | None:
+    """The managed Qdrant's Service; None when retrieval is off or the store is external."""
+    retrieval = ctx.stack.spec.retrieval
+    if retrieval is None or retrieval.vector_store.managed is None:
+        return None
+    return ctx.name(COMPONENT_VECTOR_STORE)
+
+
+def tracking_name(ctx: RenderContext) -> str | None:
+    """The managed MLflow's Service; None when observability is off or MLflow is external."""
+    observability = ctx.stack.spec.observability
+    if observability is None or observability.mlflow.managed is None:
+        return None
+    return ctx.name(TRACKING_SUFFIX)
+
+
+def gateway_endpoint(ctx: RenderContext) -> str:
+    """The stack's OpenAI-compatible base URL inside the cluster (`status.endpoint`)."""
+    return _url(ctx, gateway_name(ctx), GATEWAY_PORT, path="/v1")
+
+
+def model_base_url(ctx: RenderContext) -> str | None:
+    """Where the gateway (and the guardrails sidecar) reach a self-hosted model."""
+    name = model_name(ctx)
+    return None if name is None else _url(ctx, name, VLLM_PORT, path="/v1")
+
+
+def qdrant_url(ctx: RenderContext) -> str | None:
+    """URL of the managed Qdrant."""
+    name = store_name(ctx)
+    return None if name is None else _url(ctx, name, QDRANT_HTTP_PORT)
+
+
+def tracking_uri(ctx: RenderContext) -> str | None:
+    """URL of the managed MLflow."""
+    name = tracking_name(ctx)
+    return None if name is None else _url(ctx, name, MLFLOW_PORT)
+
+
+def _url(ctx: RenderContext, name: str, port: int, *, path: str = "") -> str:
+    """In-cluster URL of a Service (fully qualified, works across namespaces)."""
+    return f"http://{name}.{ctx.stack.namespace}.svc.cluster.local:{port}{path}"
