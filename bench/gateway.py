@@ -167,7 +167,7 @@ def micro_costs() -> dict[str, float]:
     """Microseconds per call, in-process: fast rails (input + output) and tracing on the request path."""
     from aistack.api.gateway_config import TracingConfig
     from aistack.api.v1alpha1.guardrails import GuardrailsSpec
-    from aistack.runtime.gateway.metrics import GatewayMetrics
+    from aistack.runtime.core.metrics import GatewayMetrics
     from aistack.runtime.guardrails.fast import FastRails
     from aistack.runtime.tracing import Tracer
 

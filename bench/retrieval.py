@@ -38,10 +38,10 @@ from rich.table import Table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from aistack.api.v1alpha1.retrieval import Chunking  # noqa: E402
-from aistack.runtime.contracts import Passage  # noqa: E402
 from aistack.runtime.ingestion.pipeline import Ingestor  # noqa: E402
 from aistack.runtime.ingestion.sources import Target  # noqa: E402
 from aistack.runtime.retrieval.context import format_context  # noqa: E402
+from aistack.runtime.retrieval.contracts import Passage  # noqa: E402
 from aistack.runtime.retrieval.edge import EdgeStore  # noqa: E402
 from aistack.runtime.retrieval.embedders import LocalEmbedder  # noqa: E402
 from aistack.runtime.retrieval.qdrant_server import QdrantClientStore  # noqa: E402

@@ -47,8 +47,8 @@ def _retrieval(config: Any) -> tuple[Any, Any]:
 
 def app_from_env(config_path: Path | None = None) -> Any:
     """The app for the config file (watched for changes), with the retrieval layer wired."""
+    from aistack.runtime.core.config import config_path_from_env, load_config
     from aistack.runtime.gateway import create_app
-    from aistack.runtime.gateway.config import config_path_from_env, load_config
 
     path = config_path or config_path_from_env()
     retriever, embedder = _retrieval(load_config(path))
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call is a hot-path cost
     import uvicorn
 
-    from aistack.runtime.gateway.config import ConfigError
+    from aistack.runtime.core.config import ConfigError
 
     server = {"host": args.host, "port": args.port, "log_level": "info", "access_log": False,
               "loop": "uvloop", "http": "httptools", "timeout_graceful_shutdown": 30}

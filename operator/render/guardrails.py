@@ -2,7 +2,7 @@
 
 Only the self-check rails need an LLM and so NeMo Guardrails; the fast rails run inside the
 gateway. A stack whose rails are all fast gets no sidecar. The sidecar runs the runtime
-image's `python -m aistack.runtime.guardrails_sidecar`, which generates the NeMo config from
+image's `python -m aistack.runtime.guardrails.sidecar`, which generates the NeMo config from
 the gateway's own ConfigMap (one generator for pods and `aistack up`, with NeMo's embeddings
 pinned to the model shipped in the image, so it never reaches for a model hub) — or serves the
 user's complete NeMo config from `guardrails.configMapRef`.
@@ -56,7 +56,7 @@ def sidecar(ctx: RenderContext, *, gateway_volume: str, gateway_mount: str) -> t
     container = {
         "name": "guardrails",
         "image": guardrails.image or ctx.runtime_image,
-        "command": ["python", "-m", "aistack.runtime.guardrails_sidecar"],
+        "command": ["python", "-m", "aistack.runtime.guardrails.sidecar"],
         "args": args,
         "env": [
             {"name": GATEWAY_CONFIG_ENV, "value": GATEWAY_CONFIG_PATH},

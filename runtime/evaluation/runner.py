@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aistack.runtime.contracts import Embedder
 from aistack.runtime.evaluation import metrics as m
 from aistack.runtime.evaluation.dataset import Question
+from aistack.runtime.retrieval.contracts import Embedder
 
 ContextSource = Callable[[str], Awaitable[list[str]]]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -24,20 +25,20 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aistack.api.gateway_config import GatewayConfig
-from aistack.runtime.contracts import Embedder, Retriever
-from aistack.runtime.gateway.auth import Caller
+from aistack.runtime.core.config import load_config
+from aistack.runtime.core.metrics import GatewayMetrics
+from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
-from aistack.runtime.gateway.config import ConfigWatcher, load_config
 from aistack.runtime.gateway.errors import GatewayError, error_response, install_handlers
 from aistack.runtime.gateway.jsonio import json_response
-from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.gateway.reload import ConfigWatcher
 from aistack.runtime.gateway.schemas import ChatRequest, EmbeddingsRequest, parse_body
 from aistack.runtime.gateway.state import GatewayState, build_state
 from aistack.runtime.gateway.upstream import HttpPool
+from aistack.runtime.retrieval.contracts import Embedder, Retriever
 
 log = logging.getLogger("aistack.gateway")
 ROUTES = {"/v1/chat/completions", "/v1/models", "/v1/embeddings", "/healthz", "/readyz", "/metrics"}
-OPEN_ROUTES = {"/healthz", "/readyz", "/metrics"}
 
 
 class StateHolder:
@@ -103,21 +104,6 @@ async def _send_error(send: Any, err: GatewayError) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def _authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | None]:
-    header_tenant = request.headers.get(state.config.server.tenant_header) or None
-    if state.api_keys is None:
-        return Caller(authenticated=False, tenant=header_tenant), header_tenant
-    auth = request.headers.get("authorization", "")
-    scheme, _, key = auth.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise GatewayError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    ok, key_tenant = state.api_keys.lookup(key.strip())
-    if not ok:
-        raise GatewayError(401, "invalid API key", code="invalid_api_key")
-    tenant = key_tenant or header_tenant
-    return Caller(authenticated=True, tenant=tenant), tenant
-
-
 def create_app(config: GatewayConfig | None = None, *, config_path: Path | None = None,
                retriever: Retriever | None = None, embedder: Embedder | None = None,
                http: httpx.AsyncClient | None = None, reload_interval_s: float = 1.0) -> FastAPI:
@@ -125,6 +111,8 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
 
     Everything that can be wrong with the config or its secrets fails here, at startup, with
     a message that says what to set. `http` lets a caller share or tune the connection pool.
+    What the handlers below need lives on `app.state`: the `StateHolder`, the metrics, the
+    retriever and embedder, the HTTP clients, and the config watcher (None without a file).
     """
     if (config is None) == (config_path is None):
         raise ValueError("pass exactly one of config or config_path")
@@ -132,113 +120,30 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
         assert config_path is not None
         config = load_config(config_path)
     metrics = GatewayMetrics()
-    own_http = http is None
     client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
                                        timeout=httpx.Timeout(60.0, connect=5.0))
     pool = HttpPool()
     holder = StateHolder(build_state(config, http=client, pool=pool, metrics=metrics))
     _publish_info(metrics, config)
 
-    async def apply(new: GatewayConfig) -> None:
-        old = holder.current
-        state = await asyncio.to_thread(build_state, new, http=client, pool=pool, metrics=metrics, previous=old)
-        holder.current = state
-        metrics.config_reloads.labels("applied").inc()
-        _publish_info(metrics, new, previous=old.config)
-        drain = old.config.orchestration.timeouts.request_seconds
-        asyncio.get_running_loop().call_later(
-            drain, lambda: asyncio.ensure_future(old.aclose(keep_tracer=state.tracer is old.tracer)))
-
-    watcher = None
-    if config_path is not None:
-        watcher = ConfigWatcher(path=config_path, apply=apply, interval_s=reload_interval_s,
-                                on_refused=lambda _: metrics.config_reloads.labels("refused").inc())
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if watcher is not None:
-            watcher.start()
-        try:
-            yield
-        finally:
-            if watcher is not None:
-                await watcher.stop()
-            await holder.current.aclose()
-            await pool.aclose()
-            if own_http:
-                await client.aclose()
-
     # FastAPI's own OpenTelemetry is off: requests are traced to MLflow and measured in /metrics,
     # and its per-request provider checks (and spans, once any library sets a global provider)
     # would be a second bill on the hot path.
-    app = FastAPI(title="aistack gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="aistack gateway", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.holder = holder
     app.state.metrics = metrics
-    app.state.watcher = watcher
+    app.state.retriever = retriever
+    app.state.embedder = embedder
+    app.state.http = client
+    app.state.own_http = http is None
+    app.state.pool = pool
+    app.state.watcher = None
+    if config_path is not None:
+        app.state.watcher = ConfigWatcher(path=config_path, apply=functools.partial(_apply_config, app),
+                                          interval_s=reload_interval_s,
+                                          on_refused=lambda _: metrics.config_reloads.labels("refused").inc())
     install_handlers(app)
-
-    async def chat_completions(request: Request) -> Response:
-        state = holder.current
-        caller, tenant = _authenticate(request, state)
-        req = parse_body(ChatRequest, await request.body())
-        return await handle_chat(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant,
-                                 retriever=retriever)
-
-    async def models(request: Request) -> Response:
-        state = holder.current
-        _authenticate(request, state)
-        data = [{"id": state.config.model.public_name, "object": "model", "created": 0, "owned_by": "aistack"}]
-        if embedder is not None:
-            data.append({"id": embedder.model, "object": "model", "created": 0, "owned_by": "aistack"})
-        return json_response({"object": "list", "data": data})
-
-    async def embeddings(request: Request) -> Response:
-        state = holder.current
-        _authenticate(request, state)
-        req = parse_body(EmbeddingsRequest, await request.body())
-        if embedder is None:
-            raise GatewayError(404, f"The model `{req.model}` does not exist; this stack serves no embeddings "
-                                    "(declare spec.retrieval.embedder)", code="model_not_found", param="model")
-        if req.model != embedder.model:
-            raise GatewayError(404, f"The model `{req.model}` does not exist; embeddings are served by "
-                                    f"`{embedder.model}`", code="model_not_found", param="model")
-        if req.dimensions is not None and req.dimensions != embedder.dimension:
-            raise GatewayError(400, f"dimensions must be {embedder.dimension} for `{embedder.model}`",
-                               param="dimensions", code="unsupported_value")
-        texts = [req.input] if isinstance(req.input, str) else req.input
-        started = time.perf_counter()
-        try:
-            vectors = await embedder.embed(texts)
-        except Exception as err:
-            log.exception("embedder failed")
-            raise GatewayError(503, f"the embedder failed ({type(err).__name__}); retry later",
-                               code="embedder_unavailable") from err
-        metrics.observe_step("embedding", time.perf_counter() - started)
-        tokens = sum(len(t.split()) for t in texts)
-        encode = _base64_floats if req.encoding_format == "base64" else list
-        return json_response({"object": "list", "model": embedder.model,
-                             "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-
-    async def healthz(request: Request) -> Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        state = holder.current
-        checks: dict[str, bool] = {"model": await state.model.models_reachable()}
-        if state.config.retrieval is not None:
-            checks["retrieval"] = retriever is not None and await _safe_ready(retriever)
-        if state.guard is not None and state.guard.llm is not None:
-            checks["guardrails"] = await state.guard.llm.ready()
-        ready = all(checks.values())
-        return json_response({"status": "ready" if ready else "not ready", "checks": checks,
-                              "config_hash": state.config.config_hash}, status=200 if ready else 503)
-
-    async def prometheus(request: Request) -> Response:
-        holder.current.tracer.sync_metrics()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     # Plain routes, not FastAPI's dependency-injected ones: every handler takes the request and
     # validates its body itself (`parse_body`), so the injection layer was pure per-request cost.
     for path, endpoint, method in (("/v1/chat/completions", chat_completions, "POST"), ("/v1/models", models, "GET"),
@@ -247,6 +152,108 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
         app.add_route(path, endpoint, methods=[method], include_in_schema=False)
     app.add_middleware(EdgeMiddleware, holder=holder, metrics=metrics)
     return app
+
+
+async def _apply_config(app: FastAPI, new: GatewayConfig) -> None:
+    """A reload: build the new state off the event loop, swap it in, close the old one once the
+    requests that hold it have had their time (the request timeout)."""
+    holder: StateHolder = app.state.holder
+    metrics: GatewayMetrics = app.state.metrics
+    old = holder.current
+    state = await asyncio.to_thread(build_state, new, http=app.state.http, pool=app.state.pool, metrics=metrics,
+                                    previous=old)
+    holder.current = state
+    metrics.config_reloads.labels("applied").inc()
+    _publish_info(metrics, new, previous=old.config)
+    drain = old.config.orchestration.timeouts.request_seconds
+    asyncio.get_running_loop().call_later(
+        drain, lambda: asyncio.ensure_future(old.aclose(keep_tracer=state.tracer is old.tracer)))
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    watcher: ConfigWatcher | None = app.state.watcher
+    if watcher is not None:
+        watcher.start()
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            await watcher.stop()
+        await app.state.holder.current.aclose()
+        await app.state.pool.aclose()
+        if app.state.own_http:
+            await app.state.http.aclose()
+
+
+async def chat_completions(request: Request) -> Response:
+    app_state = request.app.state
+    state: GatewayState = app_state.holder.current
+    caller, tenant = authenticate(request, state)
+    req = parse_body(ChatRequest, await request.body())
+    return await handle_chat(state=state, metrics=app_state.metrics, req=req, caller=caller, tenant=tenant,
+                             retriever=app_state.retriever)
+
+
+async def models(request: Request) -> Response:
+    state: GatewayState = request.app.state.holder.current
+    authenticate(request, state)
+    embedder: Embedder | None = request.app.state.embedder
+    data = [{"id": state.config.model.public_name, "object": "model", "created": 0, "owned_by": "aistack"}]
+    if embedder is not None:
+        data.append({"id": embedder.model, "object": "model", "created": 0, "owned_by": "aistack"})
+    return json_response({"object": "list", "data": data})
+
+
+async def embeddings(request: Request) -> Response:
+    authenticate(request, request.app.state.holder.current)
+    embedder: Embedder | None = request.app.state.embedder
+    req = parse_body(EmbeddingsRequest, await request.body())
+    if embedder is None:
+        raise GatewayError(404, f"The model `{req.model}` does not exist; this stack serves no embeddings "
+                                "(declare spec.retrieval.embedder)", code="model_not_found", param="model")
+    if req.model != embedder.model:
+        raise GatewayError(404, f"The model `{req.model}` does not exist; embeddings are served by "
+                                f"`{embedder.model}`", code="model_not_found", param="model")
+    if req.dimensions is not None and req.dimensions != embedder.dimension:
+        raise GatewayError(400, f"dimensions must be {embedder.dimension} for `{embedder.model}`",
+                           param="dimensions", code="unsupported_value")
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    started = time.perf_counter()
+    try:
+        vectors = await embedder.embed(texts)
+    except Exception as err:
+        log.exception("embedder failed")
+        raise GatewayError(503, f"the embedder failed ({type(err).__name__}); retry later",
+                           code="embedder_unavailable") from err
+    request.app.state.metrics.observe_step("embedding", time.perf_counter() - started)
+    tokens = sum(len(t.split()) for t in texts)
+    encode = _base64_floats if req.encoding_format == "base64" else list
+    return json_response({"object": "list", "model": embedder.model,
+                         "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.app.state.holder.current
+    retriever: Retriever | None = request.app.state.retriever
+    checks: dict[str, bool] = {"model": await state.model.models_reachable()}
+    if state.config.retrieval is not None:
+        checks["retrieval"] = retriever is not None and await _safe_ready(retriever)
+    if state.guard is not None and state.guard.llm is not None:
+        checks["guardrails"] = await state.guard.llm.ready()
+    ready = all(checks.values())
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks,
+                          "config_hash": state.config.config_hash}, status=200 if ready else 503)
+
+
+async def prometheus(request: Request) -> Response:
+    request.app.state.holder.current.tracer.sync_metrics()
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _base64_floats(vector: Any) -> str:

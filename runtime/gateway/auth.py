@@ -1,8 +1,9 @@
-"""Bearer API keys, read from the environment variable the config names.
+"""Who is calling: `authenticate()`, which every route but the probes and /metrics calls first.
 
-The variable holds one key per line, `key` or `key tenant`; blank lines and `#` comments are
-ignored. Keys are compared by SHA-256 digest so the lookup time does not depend on how much of
-a guessed key matches.
+Bearer API keys are read from the environment variable the config names. The variable holds
+one key per line, `key` or `key tenant`; blank lines and `#` comments are ignored. Keys are
+compared by SHA-256 digest so the lookup time does not depend on how much of a guessed key
+matches.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
 
 from aistack.api.types import SecretKeyRef
+from aistack.runtime.gateway.errors import GatewayError
+
+if TYPE_CHECKING:  # state.py builds ApiKeys, so it imports this module
+    from aistack.runtime.gateway.state import GatewayState
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,26 @@ class ApiKeys:
         if digest in self._keys:
             return True, self._keys[digest]
         return False, None
+
+
+def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | None]:
+    """The caller and the tenant retrieval is scoped to (the key's tenant, else the tenant header).
+
+    Without keys configured everyone is let in with the header's tenant; with keys, a missing or
+    unknown key is answered 401 before any work is done.
+    """
+    header_tenant = request.headers.get(state.config.server.tenant_header) or None
+    if state.api_keys is None:
+        return Caller(authenticated=False, tenant=header_tenant), header_tenant
+    auth = request.headers.get("authorization", "")
+    scheme, _, key = auth.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise GatewayError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    ok, key_tenant = state.api_keys.lookup(key.strip())
+    if not ok:
+        raise GatewayError(401, "invalid API key", code="invalid_api_key")
+    tenant = key_tenant or header_tenant
+    return Caller(authenticated=True, tenant=tenant), tenant
 
 
 def _unset_message(name: str, secret: SecretKeyRef | None) -> str:

@@ -10,11 +10,10 @@ from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
 
-from aistack.runtime.contracts import Passage, Retriever
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import json_response
-from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.streaming import completion_as_stream, refusal_stream, start_stream
@@ -23,6 +22,7 @@ from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
+from aistack.runtime.retrieval.contracts import Passage, Retriever
 
 def _check_messages(req: ChatRequest) -> None:
     for i, m in enumerate(req.messages):

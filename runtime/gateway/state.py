@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import httpx
 
 from aistack.api.gateway_config import GatewayConfig
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import ApiKeys
-from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.upstream import HttpPool, ModelClient
 from aistack.runtime.guardrails.guard import Guard
 from aistack.runtime.orchestration.agent import Toolbox

@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
-from aistack.runtime.gateway.metrics import GatewayMetrics
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.guardrails.fast import RailDecision

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 
 from aistack.api.gateway_config import Upstream
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway import jsonio
 from aistack.runtime.gateway.errors import GatewayError
-from aistack.runtime.gateway.metrics import GatewayMetrics
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aistack.api.v1alpha1.retrieval import Chunking
-from aistack.runtime.contracts import Embedder
 from aistack.runtime.ingestion.chunking import Chunk, chunk_document
 from aistack.runtime.ingestion.documents import DocumentError, parse_document, warnings_note
 from aistack.runtime.ingestion.sources import Listing, SourceFile, Target, list_target
+from aistack.runtime.retrieval.contracts import Embedder
 from aistack.runtime.retrieval.store import (
     CHUNK_INDEX,
     CONTENT_HASH,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aistack.runtime.contracts import Passage
+from aistack.runtime.retrieval.contracts import Passage
 
 DEFAULT_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}"
 NO_CONTEXT = "(no relevant context was found)"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from aistack.runtime.contracts import Passage
+from aistack.runtime.retrieval.contracts import Passage
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 

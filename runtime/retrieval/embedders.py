@@ -1,6 +1,6 @@
 """Embedders: sentence-transformers in this process, or a remote OpenAI-compatible endpoint.
 
-Both satisfy `aistack.runtime.contracts.Embedder` and are chosen by `retrieval.embedder.provider`.
+Both satisfy `aistack.runtime.retrieval.contracts.Embedder` and are chosen by `retrieval.embedder.provider`.
 The local model is loaded once per process (ingestion, the gateway's queries and its
 `/v1/embeddings` share it) and runs in a worker thread so the event loop keeps serving.
 """

@@ -14,8 +14,8 @@ import httpx
 import openai
 
 from aistack.api.gateway_config import GatewayConfig
-from aistack.runtime.contracts import Passage
 from aistack.runtime.gateway import create_app
+from aistack.runtime.retrieval.contracts import Passage
 from aistack.runtime.testing.openai_server import hash_embedding, serve_in_thread
 
 

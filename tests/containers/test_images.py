@@ -120,11 +120,11 @@ def test_runtime_image_has_cpu_torch_and_the_guardrails_server(runtime_image, en
 
 
 def test_runtime_image_has_the_mlflow_client_not_the_server(runtime_image, engine) -> None:
-    """Pods export traces (aistack.runtime.tracing_export) and evaluation runs (log_table needs
+    """Pods export traces (aistack.runtime.tracing.export) and evaluation runs (log_table needs
     pandas) to a tracking server; the server stack itself stays out."""
     result = json.loads(engine.python(runtime_image, (
         "import json, importlib.util as u, importlib.metadata as m\n"
-        "import mlflow, pandas, aistack.runtime.tracing_export, aistack.runtime.evaluation.tracking\n"
+        "import mlflow, pandas, aistack.runtime.tracing.export, aistack.runtime.evaluation.tracking\n"
         "from mlflow.tracking import MlflowClient\n"
         "dists = {d.metadata['Name'].lower() for d in m.distributions()}\n"
         f"print(json.dumps({{'server': [p for p in {MLFLOW_SERVER_ONLY!r} if u.find_spec(p)],\n"

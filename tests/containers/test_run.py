@@ -154,8 +154,8 @@ SIDECAR_COMMANDS = {
     "nemoguardrails-server": ("aistack.runtime", ["nemoguardrails", "server", "--config", "/rails",
                                                   "--disable-chat-ui", "--port"]),
     # The runtime's sidecar entry point, serving a complete NeMo config folder.
-    "guardrails-sidecar": ("aistack.runtime.guardrails_sidecar",
-                           ["python", "-m", "aistack.runtime.guardrails_sidecar", "--nemo-config", "/rails/aistack",
+    "guardrails-sidecar": ("aistack.runtime.guardrails.sidecar",
+                           ["python", "-m", "aistack.runtime.guardrails.sidecar", "--nemo-config", "/rails/aistack",
                             "--config-id", "aistack", "--port"]),
 }
 

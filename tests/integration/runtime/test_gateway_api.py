@@ -9,7 +9,7 @@ import openai
 import pytest
 from aistack.runtime.testing.gateway import HashEmbedder, ListRetriever, base_config, run_gateway
 
-from aistack.runtime.contracts import Embedder, Passage, Retriever
+from aistack.runtime.retrieval.contracts import Embedder, Passage, Retriever
 
 USER = [{"role": "user", "content": "hello gateway"}]
 

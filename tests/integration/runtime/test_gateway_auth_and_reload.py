@@ -11,8 +11,8 @@ import openai
 import pytest
 import yaml
 
+from aistack.runtime.core.config import ConfigError, load_config
 from aistack.runtime.gateway import create_app
-from aistack.runtime.gateway.config import ConfigError, load_config
 from aistack.runtime.testing.gateway import ListRetriever, base_config, run_gateway
 from aistack.runtime.testing.openai_server import serve_in_thread
 

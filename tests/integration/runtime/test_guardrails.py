@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from aistack.runtime.contracts import Passage
+from aistack.runtime.retrieval.contracts import Passage
 from aistack.runtime.testing.gateway import ListRetriever, base_config, run_gateway
 from aistack.runtime.testing.openai_server import free_port
 
@@ -194,7 +194,7 @@ def sidecar(upstream, tmp_path_factory):
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "AISTACK_GATEWAY_CONFIG": str(path), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime.guardrails_sidecar", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime.guardrails.sidecar", "--port", str(port),
                              "--out", str(tmp / "nemo")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from aistack.api.gateway_config import TracingConfig
-from aistack.runtime.contracts import Passage
-from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.core.metrics import GatewayMetrics
+from aistack.runtime.retrieval.contracts import Passage
 from aistack.runtime.testing.gateway import ListRetriever, base_config, run_gateway
 from aistack.runtime.testing.openai_server import free_port
 from aistack.runtime.tracing import RequestTrace, Tracer

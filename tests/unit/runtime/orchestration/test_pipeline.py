@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aistack.runtime.contracts import Passage
 from aistack.runtime.orchestration.pipeline import NO_CONTEXT, build_prompt, format_context
+from aistack.runtime.retrieval.contracts import Passage
 
 P = [Passage(text="alpha " * 50, source="a.md", score=0.9, title="A", chunk_index=3),
      Passage(text="beta " * 50, source="b.md", score=0.8), Passage(text="gamma", source="c.md", score=0.1)]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from aistack.runtime.contracts import Passage
 from aistack.runtime.retrieval.context import citations, estimate_tokens, fit_to_budget, format_context
+from aistack.runtime.retrieval.contracts import Passage
 
 
 def p(text: str, score: float, source: str = "s.md", title: str | None = "T") -> Passage:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from aistack.api.gateway_config import EmbedderConfig
-from aistack.runtime.contracts import Embedder
+from aistack.runtime.retrieval.contracts import Embedder
 from aistack.runtime.retrieval.embedders import (
     EmbeddingError,
     LocalEmbedder,

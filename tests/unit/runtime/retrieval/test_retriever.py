@@ -4,8 +4,8 @@ import uuid
 from pathlib import Path
 
 from aistack.api.gateway_config import EmbedderConfig, RetrievalConfig
-from aistack.runtime.contracts import Retriever
 from aistack.runtime.retrieval import build_retriever
+from aistack.runtime.retrieval.contracts import Retriever
 from aistack.runtime.retrieval.embedders import LocalEmbedder
 from aistack.runtime.retrieval.store import StoredPoint
 

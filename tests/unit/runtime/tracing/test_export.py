@@ -14,7 +14,7 @@ import time
 import pytest
 
 from aistack.api.gateway_config import TracingConfig
-from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.testing.openai_server import free_port
 from aistack.runtime.tracing import Tracer
 
@@ -52,7 +52,7 @@ def _ignores_sigint(pid: int) -> bool:
 GATEWAY = """
 import sys, time
 from aistack.api.gateway_config import TracingConfig
-from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.tracing import Tracer
 
 tracer = Tracer(config=TracingConfig(tracking_uri=sys.argv[1], experiment="x"), tags={}, metrics=GatewayMetrics())

@@ -1,11 +1,5 @@
-"""MLflow traces of every request, exported off the request path.
-
-The request path only records spans in plain Python objects and hands the finished trace to a
-bounded queue (`put_nowait`, microseconds). A separate exporter process rebuilds each trace
-with MLflow's span API and exports it synchronously, so a slow or down MLflow only fills the
-queue: traces are then dropped and counted (`aistack_gateway_traces_dropped_total`), never
-waited for.
-"""
+"""The request side of tracing: spans recorded in memory, and the `Tracer` that hands each
+finished trace to the exporter process (`aistack.runtime.tracing.export`) without waiting."""
 
 from __future__ import annotations
 
@@ -18,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aistack.api.gateway_config import TracingConfig
-from aistack.runtime.gateway.metrics import GatewayMetrics
+from aistack.runtime.core.metrics import GatewayMetrics
+
 
 @dataclass
 class SpanRecord:
@@ -101,7 +96,7 @@ class Tracer:
         self._counts: tuple[Any, Any] | None = None
         self._synced = [0, 0]
         if config is not None:
-            from aistack.runtime.tracing_export import start_exporter
+            from aistack.runtime.tracing.export import start_exporter
 
             self._queue, self._process, self._counts = start_exporter(config)
 

@@ -2,7 +2,7 @@
 
 The operator runs it next to the gateway in the same pod:
 
-    command: ["python", "-m", "aistack.runtime.guardrails_sidecar"]
+    command: ["python", "-m", "aistack.runtime.guardrails.sidecar"]
     args:    ["--port", "8001"]                 # conventions.GUARDRAILS_PORT
     env:     AISTACK_GATEWAY_CONFIG=/etc/aistack/gateway/config.yaml (the same ConfigMap mount)
              HF_HUB_OFFLINE=1, plus the model API key env var named in the config, if any
@@ -30,7 +30,7 @@ log = logging.getLogger("aistack.guardrails_sidecar")
 
 def prepare(*, config_path: Path, out: Path) -> tuple[Path, str]:
     """Write the NeMo config for the gateway config at `config_path`; (config root, config id)."""
-    from aistack.runtime.gateway.config import load_config
+    from aistack.runtime.core.config import load_config
     from aistack.runtime.guardrails.nemo_config import write_nemo_config
 
     config = load_config(config_path)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.nemo_config is not None:
         root, config_id = args.nemo_config, args.config_id
     else:
-        from aistack.runtime.gateway.config import config_path_from_env
+        from aistack.runtime.core.config import config_path_from_env
 
         root, config_id = prepare(config_path=args.config or config_path_from_env(), out=args.out)
     import uvicorn
