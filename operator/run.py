@@ -25,10 +25,11 @@ from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.conventions import PEERING_NAME
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
-from aistack.operator.handlers import OperatorOptions, build_registry, build_settings
+from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import Kube
-from aistack.operator.leader import LeaderElection, LeaseOptions, lease_namespace
-from aistack.operator.peering import PeeringOptions
+from aistack.operator.machinery.leader import LeaderElection, LeaseOptions, lease_namespace
+from aistack.operator.machinery.peering import PeeringOptions
+from aistack.operator.options import OperatorOptions
 
 log = logging.getLogger("aistack.operator")
 

@@ -15,12 +15,14 @@ from qdrant_client import QdrantClient
 
 from aistack.api.conventions import LABEL_INSTANCE, PEERING_NAME
 from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
-from aistack.operator.handlers import OperatorOptions, Runner, build_registry, build_settings
+from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
-from aistack.operator.leader import LeaseOptions
-from aistack.operator.peering import CLUSTER_PEERING, PeeringOptions
-from aistack.operator.run import serve
+from aistack.operator.machinery.leader import LeaseOptions
+from aistack.operator.machinery.peering import CLUSTER_PEERING, PeeringOptions
+from aistack.operator.options import OperatorOptions
 from aistack.operator.reconcile import parse_and_render, stack_document
+from aistack.operator.run import serve
+from aistack.operator.runner import Runner
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -84,7 +86,7 @@ class Cluster:
     def rendered_keys(self, namespace: str, name: str, *, version: str = E2E_VERSION) -> set[tuple[str, str]]:
         """(kind, name) of every child the operator renders for the stack as it is stored now."""
         body = self.stack(namespace, name)
-        return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version)[1]}
+        return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version).manifests}
 
     def peering(self, name: str = PEERING_NAME) -> dict[str, Any] | None:
         return self.emulator.find(CLUSTER_PEERING.plural, None, name)  # type: ignore[arg-type]

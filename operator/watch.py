@@ -1,53 +1,37 @@
-"""Light watch caches: one list+watch stream per kind, kept in memory for reconciles to read.
+"""The operator's watch caches, kept in memory for reconciles to read (over `ListWatch`).
 
 `ChildCache`: the operator's children. kopf gives every watched object its own worker task,
 memory and handler bookkeeping; that is right for AIStacks (they carry the handlers) but costs
 CPU and memory per child, and a stack has a dozen children. Here each kind has one stream (per
 watched namespace, or cluster-wide), filtered to objects labelled as managed by aistack, and
 the cache keeps only `summarize()`d children grouped by stack: identity, readiness and a
-digest of what was applied.
+digest of what was applied. It also keeps what this process wrote (`record`) until the
+watch shows it, and tells the echoes of those writes from other changes.
 
 `StackCache`: the AIStack bodies (slimmed by `plain_stack`), which reconciles started by a
 child change or the drift timer read. It stands in for a kopf index: kopf holds every object's
 handlers back until all objects of an indexed kind are indexed, and with a bounded worker pool
 (`settings.queueing.worker_limit`) the first workers would then wait, holding their slots, for
 objects that can never get one: a deadlock at start-up with more stacks than workers.
-
-The protocol is the API server's: list (resourceVersion R), then watch from R with bookmarks;
-`410 Gone` (R compacted away) or a broken stream means list again, which also notices what was
-deleted meanwhile. Credentials come from the same `Configuration` as the operator's client
-(a rotating service-account token is re-read on every connect).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
-import logging
-import ssl
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from kubernetes.client import Configuration
 
 from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
-from aistack.operator.apply import ChildKey, summarize
+from aistack.operator.apply import ApplyResult, ChildKey, summarize
 from aistack.operator.kube import AISTACK, CHILD_KINDS, Kind
+from aistack.operator.machinery.listwatch import ListWatch
 
-log = logging.getLogger("aistack.operator.watch")
 StackKey = tuple[str, str]  # (namespace, name)
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 KOPF_ANNOTATIONS = "kopf.zalando.org/"
-WATCH_TIMEOUT = 300
-"""Seconds the server keeps one watch open; the stream is then resumed from the last version."""
-BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-class NotServed(RuntimeError):
-    """A list answered 404: the API server does not serve the kind (its CRD is not installed)."""
 
 
 @dataclass(frozen=True)
@@ -60,185 +44,9 @@ class Change:
     version: str | None
 
 
-class ListWatch:
-    """List+watch streams for `kinds` (per namespace, or cluster-wide); subclasses keep what
-    they need of each object (`_keep`, `_drop`) under the key `_key` gives it."""
-
-    selector: str | None = None
-    """A label selector every list and watch carries (None: every object)."""
-
-    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str], kinds: Sequence[Kind]) -> None:
-        self.configuration = configuration
-        self.streams = [(kind, ns) for kind in kinds for ns in (namespaces or [None])]
-        self.synced = asyncio.Event()
-        self._listed: set[tuple[str, str | None]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
-
-    # -- what a subclass keeps -------------------------------------------------------------
-    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
-        """The key of an object in this cache; None: not one of ours, ignored."""
-        raise NotImplementedError
-
-    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
-        """The keys this cache holds from the stream of (kind, namespace)."""
-        raise NotImplementedError
-
-    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
-        raise NotImplementedError
-
-    def _drop(self, key: Hashable) -> None:
-        raise NotImplementedError
-
-    @property
-    def started(self) -> bool:
-        return bool(self._tasks)
-
-    async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=WATCH_TIMEOUT + 30)
-        # Large objects (a ConfigMap with its last-applied copy) are one line each in a watch stream.
-        self._session = aiohttp.ClientSession(timeout=timeout, read_bufsize=2 ** 22,
-                                              connector=aiohttp.TCPConnector(ssl=self._ssl()))
-        self._tasks = [asyncio.create_task(self._run(kind, ns), name=f"watch {kind.plural} {ns or '*'}")
-                       for kind, ns in self.streams]
-
-    async def wait_synced(self, timeout: float) -> None:
-        await asyncio.wait_for(self.synced.wait(), timeout)
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-
-    # -- one stream ------------------------------------------------------------------------
-    async def _run(self, kind: Kind, namespace: str | None) -> None:
-        failures = 0
-        while True:
-            try:
-                version = await self._list(kind, namespace)
-                failures = 0
-                while version is not None:
-                    version = await self._watch(kind, namespace, version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # connection refused, 5xx, a broken stream: list again later
-                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-                failures += 1
-                log.warning("watch of %s in %s failed (%s); listing again in %ss", kind.plural,
-                            namespace or "all namespaces", err, delay)
-                await asyncio.sleep(delay)
-
-    def _params(self, **params: str) -> dict[str, str]:
-        return {"labelSelector": self.selector, **params} if self.selector else params
-
-    async def _list(self, kind: Kind, namespace: str | None) -> str:
-        seen: dict[Hashable, dict[str, Any]] = {}
-        params = self._params(limit="500")
-        while True:
-            body = await self._get(kind, namespace, params)
-            for obj in body.get("items") or []:
-                obj.setdefault("kind", kind.kind)
-                obj.setdefault("apiVersion", kind.api_version)
-                key = self._key(kind, obj)
-                if key is not None:
-                    seen[key] = obj
-            meta = body.get("metadata") or {}
-            if not meta.get("continue"):
-                break
-            params = {**params, "continue": meta["continue"]}
-        # Replace this stream's share of the cache: what is gone since the last listing is dropped.
-        for key in self._held(kind, namespace):
-            if key not in seen:
-                self._drop(key)
-        for key, obj in seen.items():
-            self._keep(key, obj)
-        self._listed.add((kind.plural, namespace))
-        if len(self._listed) == len(self.streams):
-            self.synced.set()
-        return str(meta.get("resourceVersion") or "")
-
-    async def _watch(self, kind: Kind, namespace: str | None, version: str) -> str | None:
-        """Follow the stream from `version`; the version to resume from, or None to list again."""
-        params = self._params(watch="true", allowWatchBookmarks="true", timeoutSeconds=str(WATCH_TIMEOUT))
-        if version:
-            params["resourceVersion"] = version
-        try:
-            return await self._follow(kind, namespace, version, params)
-        except TimeoutError:  # nothing changed for longer than the server's own timeout: resume
-            return version
-
-    async def _follow(self, kind: Kind, namespace: str | None, version: str, params: Mapping[str, str]) -> str | None:
-        assert self._session is not None
-        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
-            if response.status == 410:
-                return None
-            if response.status >= 300:
-                raise RuntimeError(f"{response.status}: {(await response.text())[:200]}")
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind_of_event, obj = event.get("type"), event.get("object") or {}
-                if kind_of_event == "ERROR":
-                    if obj.get("code") == 410:
-                        return None
-                    raise RuntimeError(f"watch error: {obj.get('message')}")
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind_of_event == "BOOKMARK":
-                    continue
-                obj.setdefault("kind", kind.kind)
-                obj.setdefault("apiVersion", kind.api_version)
-                key = self._key(kind, obj)
-                if key is None:
-                    continue
-                if kind_of_event == "DELETED":
-                    self._drop(key)
-                else:
-                    self._keep(key, obj)
-        return version
-
-    # -- HTTP ------------------------------------------------------------------------------
-    async def _get(self, kind: Kind, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
-        assert self._session is not None
-        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
-            if response.status == 404:
-                raise NotServed(f"list {kind.plural}: 404: {(await response.text())[:200]}")
-            if response.status >= 300:
-                raise RuntimeError(f"list {kind.plural}: {response.status}: {(await response.text())[:200]}")
-            return dict(await response.json(content_type=None))
-
-    def _url(self, kind: Kind, namespace: str | None) -> str:
-        host = self.configuration.host.rstrip("/")
-        if namespace is not None:
-            return host + kind.path(namespace)
-        base = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
-        return f"{host}{base}/{kind.plural}"
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        token = self.configuration.get_api_key_with_prefix("BearerToken") or \
-            self.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
-        return headers
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        c = self.configuration
-        if not c.host.startswith("https"):
-            return False
-        context = ssl.create_default_context(cafile=c.ssl_ca_cert) if c.ssl_ca_cert else ssl.create_default_context()
-        if c.cert_file:
-            context.load_cert_chain(c.cert_file, c.key_file)
-        if not c.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-
 class ChildCache(ListWatch):
-    """Summaries of the managed children, by stack; `on_change` hears of every change."""
+    """Summaries of the managed children, by stack; `on_change` hears of every change but the
+    echoes of this process's own writes."""
 
     selector = SELECTOR
 
@@ -248,9 +56,72 @@ class ChildCache(ListWatch):
         super().__init__(configuration=configuration, namespaces=namespaces, kinds=kinds)
         self.on_change = on_change
         self.by_stack: dict[StackKey, dict[ChildKey, dict[str, Any]]] = {}
+        # resourceVersions of this process's own writes to children: their watch events are
+        # echoes of what a reconcile already accounted for, not a reason for another one.
+        self.echoes: dict[StackKey, dict[ChildKey, str]] = {}
+        # Children as this process last wrote them, until the watch catches up: with thousands
+        # of children the watch lags behind, and a reconcile reading the cache alone would
+        # create again what it just created (a 409 and a GET each) or patch it again. Per
+        # child: (the resourceVersion the cache held when the reconcile read it, our summary).
+        self.written: dict[StackKey, dict[ChildKey, tuple[str | None, dict[str, Any]]]] = {}
 
     def children(self, key: StackKey) -> dict[ChildKey, dict[str, Any]]:
+        """The children of stack `key` as the watch last saw them."""
         return dict(self.by_stack.get(key) or {})
+
+    def with_own_writes(self, key: StackKey, cached: dict[ChildKey, dict[str, Any]]) -> dict[ChildKey, dict[str, Any]]:
+        """`cached` (from `children`), with this process's newer writes laid over it. A written
+        child leaves the overlay as soon as the cache holds any other version than it held when
+        the write's reconcile read it (our write's echo, or a later change by someone else: the
+        cache is then newer)."""
+        if key not in self.written:
+            return cached
+        for child in list(self.written[key]):
+            self._holds(key, child, (cached.get(child) or {}).get("metadata", {}).get("resourceVersion"))
+        return {**cached, **{child: summary for child, (_, summary) in self.written.get(key, {}).items()}}
+
+    def record(self, key: StackKey, applied: ApplyResult, *, read: Mapping[ChildKey, Mapping[str, Any]]) -> None:
+        """A reconcile of stack `key` that read `read` (from `children`) wrote `applied`."""
+        for child in (*applied.created, *applied.patched):
+            body = applied.live.get(child) or {}
+            version = body.get("metadata", {}).get("resourceVersion")
+            if version:
+                self.echoes.setdefault(key, {})[child] = version
+                base = (read.get(child) or {}).get("metadata", {}).get("resourceVersion")
+                self.written.setdefault(key, {})[child] = (base, summarize(body))
+        for child in applied.deleted:
+            self._forget_write(key, child)
+
+    def forget(self, key: StackKey) -> None:
+        """Stack `key` was deleted: what this process wrote of it no longer matters."""
+        self.written.pop(key, None)
+        self.echoes.pop(key, None)
+
+    def is_echo(self, change: Change) -> bool:
+        return change.version is not None and \
+            (self.echoes.get(change.stack) or {}).get((change.kind, change.name)) == change.version
+
+    def _holds(self, key: StackKey, child: ChildKey, version: str | None) -> None:
+        """The cache holds `version` of `child` (None: none): the overlay entry goes once that
+        differs from what the cache held when its reconcile read it (see `with_own_writes`)."""
+        entry = (self.written.get(key) or {}).get(child)
+        if entry is not None and entry[0] != version:
+            self._forget_write(key, child)
+
+    def _forget_write(self, key: StackKey, child: ChildKey) -> None:
+        written = self.written.get(key) or {}
+        written.pop(child, None)
+        if not written:
+            self.written.pop(key, None)
+
+    def _changed(self, change: Change) -> None:
+        child = (change.kind, change.name)
+        if change.version is None:  # deleted: whatever we wrote of it no longer stands
+            self._forget_write(change.stack, child)
+        else:
+            self._holds(change.stack, child, change.version)
+        if not self.is_echo(change):
+            self.on_change(change)
 
     def _key(self, kind: Kind, obj: Mapping[str, Any]) -> tuple[StackKey, ChildKey] | None:
         return _locate(obj)
@@ -267,7 +138,7 @@ class ChildCache(ListWatch):
         version = summary["metadata"].get("resourceVersion")
         children[child] = summary
         if old is None or old["metadata"].get("resourceVersion") != version:
-            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=version))
+            self._changed(Change(stack=stack, kind=child[0], name=child[1], version=version))
 
     def _drop(self, key: Hashable) -> None:
         stack, child = key  # type: ignore[misc]
@@ -275,7 +146,7 @@ class ChildCache(ListWatch):
         if children.pop(child, None) is not None:
             if not children:
                 self.by_stack.pop(stack, None)
-            self.on_change(Change(stack=stack, kind=child[0], name=child[1], version=None))
+            self._changed(Change(stack=stack, kind=child[0], name=child[1], version=None))
 
 
 class StackCache(ListWatch):

@@ -152,7 +152,7 @@ def top_folders() -> frozenset[str]:
 
 
 def repo_paths(spans: list[str]) -> list[str]:
-    """Spans written as a path of the repository (`operator/peering.py`, `deploy/operator/`);
+    """Spans written as a path of the repository (`operator/machinery/peering.py`, `deploy/operator/`);
     templates such as `Pulumi.<stage>.yaml` or `stages/*/` are no path and are left out."""
     return [s for s in spans if PATHLIKE.match(s) and s.split("/", 1)[0] in top_folders()]
 
@@ -281,11 +281,12 @@ def test_the_architecture_covers_every_code_folder() -> None:
 
 
 def test_a_renamed_module_is_reported() -> None:
-    assert dotted_problem("aistack.operator.peering.PeeringWatch") is None
+    assert dotted_problem("aistack.operator.machinery.peering.PeeringWatch") is None
     assert dotted_problem("aistack.runtime.__main__:app_from_env") is None
     assert dotted_problem("aistack.api.v1alpha1.AIStack") is None
     assert dotted_problem("aistack.operator.collections") == "no such module"
-    assert dotted_problem("aistack.operator.peering.NoSuchThing") == "operator/peering.py defines no NoSuchThing"
+    assert dotted_problem("aistack.operator.machinery.peering.NoSuchThing") == \
+        "operator/machinery/peering.py defines no NoSuchThing"
     assert path_problem(ROOT / "operator" / "no_such_module.py") == "does not exist"
 
 

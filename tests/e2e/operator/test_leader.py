@@ -16,8 +16,8 @@ import pytest
 
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.kube import CHILD_KINDS
-from aistack.operator.leader import LEASE, LeaderElection, LeaseOptions
-from aistack.operator.peering import PeeringOptions
+from aistack.operator.machinery.leader import LEASE, LeaderElection, LeaseOptions
+from aistack.operator.machinery.peering import PeeringOptions
 from aistack.operator.run import LeadershipLost
 from aistack.operator.testing import Cluster, OperatorThread, wait_for
 

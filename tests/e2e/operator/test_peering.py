@@ -1,7 +1,7 @@
 """Peering: a paused operator does no work, kopf's nor its own (child changes, drift checks).
 
 kopf pauses only its own watchers; the operator's child watch and drift pass are gated on the
-same peering object by `aistack.operator.peering`. Each test has its own emulated cluster: the
+same peering object by `aistack.operator.machinery.peering`. Each test has its own emulated cluster: the
 peering object is cluster-wide, and a peer left in it would pause the other modules' operators.
 Peering is optional unless named (`--peering NAME`, `PeeringOptions(mandatory=True)`), for
 kopf and the operator's own triggers alike.
@@ -25,7 +25,7 @@ import yaml
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.handlers import FINALIZER
 from aistack.operator.kube import CHILD_KINDS
-from aistack.operator.peering import INSTALL, PeeringOptions
+from aistack.operator.machinery.peering import INSTALL, PeeringOptions
 from aistack.operator.testing import Cluster, OperatorThread, wait_for
 
 SERVICE = CHILD_KINDS["Service"]

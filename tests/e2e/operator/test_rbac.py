@@ -13,8 +13,8 @@ import yaml
 
 from aistack.operator.emulator import EmulatorThread
 from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, SECRET
-from aistack.operator.leader import LeaseOptions
-from aistack.operator.peering import PeeringOptions
+from aistack.operator.machinery.leader import LeaseOptions
+from aistack.operator.machinery.peering import PeeringOptions
 from aistack.operator.testing import Cluster, OperatorThread, wait_for
 
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"

@@ -48,7 +48,7 @@ def _kubeconfig(tmp_path: Path) -> str:
 
 
 def test_leader_election_needs_a_namespace_for_its_lease(tmp_path: Path, monkeypatch) -> None:
-    from aistack.operator.leader import LeaseOptions
+    from aistack.operator.machinery.leader import LeaseOptions
     from aistack.operator.run import operator_options
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
@@ -109,7 +109,7 @@ def test_peering_is_optional_unless_named(tmp_path: Path) -> None:
     import kopf
 
     from aistack.api.conventions import PEERING_NAME
-    from aistack.operator.peering import PeeringOptions
+    from aistack.operator.machinery.peering import PeeringOptions
     from aistack.operator.run import kopf_peering, operator_options
 
     common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "priority": 7, "leader_elect": False,

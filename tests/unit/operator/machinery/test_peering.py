@@ -1,4 +1,4 @@
-"""kopf's peering rule as the operator's own triggers apply it (`aistack.operator.peering`)."""
+"""kopf's peering rule as the operator's own triggers apply it (`aistack.operator.machinery.peering`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import datetime
 
 from kubernetes.client import Configuration
 
-from aistack.operator.peering import CLUSTER, PeeringOptions, PeeringWatch, blocking_peers, own_identity
-from aistack.operator.watch import NotServed
+from aistack.operator.machinery.peering import CLUSTER, PeeringOptions, PeeringWatch, blocking_peers, own_identity
+from aistack.operator.machinery.listwatch import NotServed
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 

@@ -34,7 +34,7 @@ from kubernetes.client import Configuration
 
 from aistack.api.conventions import PEERING_NAME
 from aistack.operator.kube import Kind
-from aistack.operator.watch import ListWatch, NotServed
+from aistack.operator.machinery.listwatch import ListWatch, NotServed
 
 log = logging.getLogger("aistack.operator.peering")
 CLUSTER_PEERING = Kind(api_version="kopf.dev/v1", kind="ClusterKopfPeering", plural="clusterkopfpeerings")
