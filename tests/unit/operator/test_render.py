@@ -60,7 +60,7 @@ LITERAL_ENV_ALLOWED = {"HOME", "HF_HOME", "AISTACK_GATEWAY_CONFIG", "QDRANT__TEL
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
 def test_every_object_has_labels_owner_and_namespace(make_stack, name: str) -> None:
     stack = make_stack(name, uid=UID)
-    for m in render(stack, version=VERSION):
+    for m in render(stack, version=VERSION).manifests:
         meta = m["metadata"]
         assert meta["namespace"] == stack.namespace
         assert meta["labels"][LABEL_NAME] == "aistack"
@@ -77,13 +77,13 @@ def test_every_object_has_labels_owner_and_namespace(make_stack, name: str) -> N
 
 
 def test_without_uid_no_owner_references(make_stack) -> None:
-    assert all("ownerReferences" not in m["metadata"] for m in render(make_stack("production")))
+    assert all("ownerReferences" not in m["metadata"] for m in render(make_stack("production")).manifests)
 
 
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
 def test_render_is_deterministic_and_ordered(make_stack, name: str) -> None:
-    first = render(make_stack(name), version=VERSION)
-    assert first == render(make_stack(name), version=VERSION)
+    first = render(make_stack(name), version=VERSION).manifests
+    assert first == render(make_stack(name), version=VERSION).manifests
     keys = [(KIND_ORDER.index(m["kind"]), m["metadata"]["name"]) for m in first]
     assert keys == sorted(keys)
     assert len({(m["kind"], m["metadata"]["name"]) for m in first}) == len(first)
@@ -91,13 +91,13 @@ def test_render_is_deterministic_and_ordered(make_stack, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
 def test_manifests_pass_kubernetes_schema(make_stack, name: str) -> None:
-    for m in render(make_stack(name, uid=UID), version=VERSION):
+    for m in render(make_stack(name, uid=UID), version=VERSION).manifests:
         kubernetes_validate.validate(m, "1.32", strict=True)
 
 
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
 def test_pods_run_non_root_and_selectors_match(make_stack, name: str) -> None:
-    for m in render(make_stack(name), version=VERSION):
+    for m in render(make_stack(name), version=VERSION).manifests:
         if m["kind"] not in ("Deployment", "StatefulSet"):
             continue
         template = m["spec"]["template"]
@@ -108,9 +108,9 @@ def test_pods_run_non_root_and_selectors_match(make_stack, name: str) -> None:
         for c in template["spec"]["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    for m in render(make_stack(name), version=VERSION):
+    for m in render(make_stack(name), version=VERSION).manifests:
         if m["kind"] == "Service":
-            workload = [w for w in render(make_stack(name), version=VERSION)
+            workload = [w for w in render(make_stack(name), version=VERSION).manifests
                         if w["kind"] in ("Deployment", "StatefulSet") and w["metadata"]["name"] == m["metadata"]["name"]]
             assert workload, f"Service {m['metadata']['name']} selects no workload"
             assert m["spec"]["selector"] == workload[0]["spec"]["selector"]["matchLabels"]
@@ -118,7 +118,7 @@ def test_pods_run_non_root_and_selectors_match(make_stack, name: str) -> None:
 
 def test_vllm_args_from_typed_fields_then_extra_args(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 4}, "tensorParallelSize": 2}}}})
-    vllm = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]
+    vllm = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]
     args = vllm["spec"]["template"]["spec"]["containers"][0]["args"]
     flags = dict(zip(args[:-1:2], args[1::2], strict=False))
     assert flags["--model"] == "Qwen/Qwen2.5-7B-Instruct"
@@ -132,7 +132,7 @@ def test_vllm_args_from_typed_fields_then_extra_args(make_stack) -> None:
 
 def test_vllm_defaults_tp_to_gpu_count_and_omits_unset_max_len(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 2}, "maxModelLen": None}}}})
-    args = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"][
+    args = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"][
         "containers"][0]["args"]
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert "--max-model-len" not in args
@@ -142,7 +142,7 @@ def test_vllm_gpu_limits_node_selector_tolerations(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {
         "count": 2, "type": "nvidia-h100", "nodeSelector": {"pool": "llm"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}]}}}}})
-    template = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]["spec"]["template"]
+    template = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]
     pod = template["spec"]
     assert template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"  # no consolidation mid-load
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -154,12 +154,12 @@ def test_vllm_gpu_limits_node_selector_tolerations(make_stack) -> None:
 
 def test_vllm_without_gpu_type_has_no_node_selector(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 1, "type": None}}}}})
-    pod = by_kind_name(render(stack))[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"]
+    pod = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod
 
 
 def test_vllm_cache_shm_token_and_probes(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("production")))
+    manifests = by_kind_name(render(make_stack("production")).manifests)
     pvc = manifests[("PersistentVolumeClaim", "support-copilot-model-cache")]
     assert pvc["spec"]["resources"]["requests"]["storage"] == "60Gi"
     assert pvc["spec"]["storageClassName"] == "gp3"
@@ -179,13 +179,13 @@ def test_vllm_cache_shm_token_and_probes(make_stack) -> None:
 
 
 def test_openai_provider_renders_no_model_server(make_stack) -> None:
-    kinds = {(m["kind"], m["metadata"]["name"]) for m in render(make_stack("quickstart"))}
+    kinds = {(m["kind"], m["metadata"]["name"]) for m in render(make_stack("quickstart")).manifests}
     assert kinds == {("ConfigMap", "quickstart-gateway-config"), ("Service", "quickstart-gateway"),
                      ("Deployment", "quickstart-gateway")}
 
 
 def test_gateway_config_map_holds_the_gateway_config(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("production")))
+    manifests = by_kind_name(render(make_stack("production")).manifests)
     data = yaml.safe_load(manifests[("ConfigMap", "support-copilot-gateway-config")]["data"]["config.yaml"])
     config = GatewayConfig.model_validate(data)
     assert config.model.primary.base_url == "http://support-copilot-model.ai-prod.svc.cluster.local:8000/v1"
@@ -205,24 +205,24 @@ def test_gateway_config_map_holds_the_gateway_config(make_stack) -> None:
 
 def test_gateway_image_override(make_stack) -> None:
     stack = make_stack("quickstart", {"spec": {"gateway": {"image": "registry.example.com/rt:1"}}})
-    gateway = by_kind_name(render(stack))[("Deployment", "quickstart-gateway")]
+    gateway = by_kind_name(render(stack).manifests)[("Deployment", "quickstart-gateway")]
     assert gateway["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/rt:1"
 
 
 def test_hpa_owns_replicas_when_autoscaling(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("production")))
+    manifests = by_kind_name(render(make_stack("production")).manifests)
     assert "replicas" not in manifests[("Deployment", "support-copilot-gateway")]["spec"]
     hpa = manifests[("HorizontalPodAutoscaler", "support-copilot-gateway")]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
-    fixed = by_kind_name(render(make_stack("production", {"spec": {"gateway": {"autoscaling": None}}})))
+    fixed = by_kind_name(render(make_stack("production", {"spec": {"gateway": {"autoscaling": None}}})).manifests)
     assert fixed[("Deployment", "support-copilot-gateway")]["spec"]["replicas"] == 2
     assert ("HorizontalPodAutoscaler", "support-copilot-gateway") not in fixed
 
 
 def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack) -> None:
     stack = make_stack("production", ALL_SECRETS)
-    manifests = render(stack)
+    manifests = render(stack).manifests
     text = yaml.safe_dump_all(manifests)
     assert not _SECRET_VALUES.search(text)
     refs = {}
@@ -261,14 +261,14 @@ def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack) -> Non
 
 
 def test_mlflow_secret_backend_is_expanded_by_kubelet_not_rendered(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("production")))
+    manifests = by_kind_name(render(make_stack("production")).manifests)
     c = manifests[("Deployment", "support-copilot-mlflow")]["spec"]["template"]["spec"]["containers"][0]
     assert c["args"][c["args"].index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)"
     assert ("PersistentVolumeClaim", "support-copilot-mlflow-data") not in manifests  # s3 + external DB
 
 
 def test_mlflow_local_store_gets_a_volume(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("rag")))
+    manifests = by_kind_name(render(make_stack("rag")).manifests)
     c = manifests[("Deployment", "docs-assistant-mlflow")]["spec"]["template"]["spec"]["containers"][0]
     assert c["args"][c["args"].index("--backend-store-uri") + 1].startswith("sqlite:////mlflow/")
     assert manifests[("PersistentVolumeClaim", "docs-assistant-mlflow-data")]["spec"]["resources"] == {
@@ -279,11 +279,11 @@ def test_cloud_roles_come_through_named_service_accounts_and_no_api_token_is_mou
     """IRSA: the gateway and the ingestion Job (which reads the `s3://` sources) run as the
     gateway's account, MLflow (which writes the `s3://` artifacts) as its own; the evaluation
     Job needs no cloud access. No pod gets a Kubernetes API token."""
-    plain = render(make_stack("production"))
+    plain = render(make_stack("production")).manifests
     assert all("serviceAccountName" not in pod for pod in pod_specs(plain))
     manifests = render(make_stack("production", {"spec": {
         "gateway": {"serviceAccountName": "aistack-gateway"},
-        "observability": {"mlflow": {"managed": {"serviceAccountName": "aistack-tracking"}}}}}))
+        "observability": {"mlflow": {"managed": {"serviceAccountName": "aistack-tracking"}}}}})).manifests
     accounts = {(m["kind"], m["metadata"]["labels"][LABEL_COMPONENT]): m["spec"]["template"]["spec"].get(
         "serviceAccountName") for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")}
     assert accounts[("Deployment", "gateway")] == "aistack-gateway"
@@ -295,12 +295,12 @@ def test_cloud_roles_come_through_named_service_accounts_and_no_api_token_is_mou
 
 
 def test_external_stores_render_no_servers(make_stack) -> None:
-    manifests = by_kind_name(render(make_stack("production", ALL_SECRETS)))
+    manifests = by_kind_name(render(make_stack("production", ALL_SECRETS)).manifests)
     assert not [k for k in manifests if k[0] == "StatefulSet" or k[1].endswith("-mlflow")]
 
 
 def test_qdrant_statefulset_keeps_volumes(make_stack) -> None:
-    sts = by_kind_name(render(make_stack("production")))[("StatefulSet", "support-copilot-vector-store")]
+    sts = by_kind_name(render(make_stack("production")).manifests)[("StatefulSet", "support-copilot-vector-store")]
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["resources"]["requests"]["storage"] == "50Gi"
@@ -310,15 +310,15 @@ def test_qdrant_statefulset_keeps_volumes(make_stack) -> None:
 
 def test_guardrails_sidecar_only_for_llm_rails(make_stack) -> None:
     fast = make_stack("rag", {"spec": {"guardrails": {"input": ["max_length"], "output": ["pii_mask"]}}})
-    manifests = by_kind_name(render(fast))
+    manifests = by_kind_name(render(fast).manifests)
     gateway = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
     assert [c["name"] for c in gateway["containers"]] == ["gateway"]
 
-    manifests = by_kind_name(render(make_stack("rag")))
+    manifests = by_kind_name(render(make_stack("rag")).manifests)
     gateway = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
     sidecar = gateway["containers"][1]
     assert sidecar["name"] == "guardrails"
-    assert sidecar["command"] == ["python", "-m", "aistack.runtime.guardrails_sidecar"]
+    assert sidecar["command"] == ["python", "-m", "aistack.runtime.guardrails.sidecar"]
     assert sidecar["args"] == ["--port", "8001"]
     env = {e["name"]: e for e in sidecar["env"]}
     assert env["AISTACK_SECRET_OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key"}
@@ -333,7 +333,7 @@ def test_sidecar_builds_an_offline_nemo_config_from_the_rendered_gateway_config(
     from aistack.api.gateway_config import GatewayConfig
     from aistack.runtime.guardrails.nemo_config import nemo_config
 
-    manifests = by_kind_name(render(make_stack("rag")))
+    manifests = by_kind_name(render(make_stack("rag")).manifests)
     data = manifests[("ConfigMap", "docs-assistant-gateway-config")]["data"]
     config = GatewayConfig.model_validate(yaml.safe_load(next(iter(data.values()))))
     nemo = nemo_config(config)
@@ -347,7 +347,7 @@ def test_sidecar_builds_an_offline_nemo_config_from_the_rendered_gateway_config(
 
 def test_guardrails_user_config_map_is_mounted_not_generated(make_stack) -> None:
     stack = make_stack("rag", {"spec": {"guardrails": {"configMapRef": {"name": "my-rails"}}}})
-    manifests = by_kind_name(render(stack))
+    manifests = by_kind_name(render(stack).manifests)
     spec = manifests[("Deployment", "docs-assistant-gateway")]["spec"]["template"]["spec"]
     assert {"name": "guardrails-config", "configMap": {"name": "my-rails"}} in spec["volumes"]
     sidecar = spec["containers"][1]
@@ -362,17 +362,17 @@ def _hash(manifests: list[dict[str, Any]], name: str) -> str:
 
 
 def test_config_change_rolls_gateway_but_not_model(make_stack) -> None:
-    before = render(make_stack("production"))
-    after = render(make_stack("production", {"spec": {"orchestration": {"systemPrompt": "Be brief."}}}))
+    before = render(make_stack("production")).manifests
+    after = render(make_stack("production", {"spec": {"orchestration": {"systemPrompt": "Be brief."}}})).manifests
     assert _hash(before, "support-copilot-gateway") != _hash(after, "support-copilot-gateway")
     assert _hash(before, "support-copilot-model") == _hash(after, "support-copilot-model")
-    args = render(make_stack("production", {"spec": {"model": {"vllm": {"extraArgs": []}}}}))
+    args = render(make_stack("production", {"spec": {"model": {"vllm": {"extraArgs": []}}}})).manifests
     assert _hash(before, "support-copilot-model") != _hash(args, "support-copilot-model")
 
 
 def test_names_fit_dns_labels(make_stack) -> None:
     long_name = "a" + "b" * 39
     stack = make_stack("production", {"metadata": {"name": long_name}})
-    for m in render(stack):
+    for m in render(stack).manifests:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", m["metadata"]["name"])
         assert len(m["metadata"]["name"]) <= 63
