@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aistack.api.commands import EvalExit, IngestExit
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import (
     CONDITION_GATEWAY,
@@ -25,7 +26,7 @@ from aistack.api.conventions import (
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.apply import ChildKey
 from aistack.operator.check import Check
-from aistack.operator.render import EVAL_FAILED_EXIT, INGEST_SKIPPED_EXIT, Rendered
+from aistack.operator.render import Rendered
 
 OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
               "evaluation", "ingestion")
@@ -108,7 +109,7 @@ def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
             return {"job": name, "phase": "Succeeded", "message": "every document ingested"}
         if cond.get("type") == "Failed":
             code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
-            if code is not None and int(code.group(1)) == INGEST_SKIPPED_EXIT:
+            if code is not None and int(code.group(1)) == IngestExit.SKIPPED:
                 why = "some documents could not be read and were skipped"
             else:
                 why = f"{cond.get('reason') or 'failed'}: {cond.get('message') or 'no message'}"
@@ -137,7 +138,7 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
             return {"configHash": config_hash, "verdict": "Passed"}
         if cond.get("type") == "Failed":
             code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
-            verdict = "Failed" if code is not None and int(code.group(1)) == EVAL_FAILED_EXIT else "Error"
+            verdict = "Failed" if code is not None and int(code.group(1)) == EvalExit.FAILED else "Error"
             return {"configHash": config_hash, "verdict": verdict}
     return kept
 

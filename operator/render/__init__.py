@@ -17,7 +17,6 @@ from aistack.api.images import package_version
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render import endpoints, gateway, guardrails, jobs
 from aistack.operator.render.common import Manifest, RenderContext, selector_labels
-from aistack.operator.render.jobs import EVAL_FAILED_EXIT, INGEST_SKIPPED_EXIT
 from aistack.operator.render.model import render_model
 from aistack.operator.render.retrieval import render_retrieval
 from aistack.operator.render.tracking import render_tracking
@@ -29,8 +28,7 @@ KIND_ORDER = ("ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet", "D
 ChildKey = tuple[str, str]
 """(kind, name) of a child, as `aistack.operator.apply` keys them."""
 
-__all__ = ["EVAL_FAILED_EXIT", "INGEST_SKIPPED_EXIT", "KIND_ORDER", "ChildKey", "Manifest", "RenderContext",
-           "Rendered", "render"]
+__all__ = ["KIND_ORDER", "ChildKey", "Manifest", "RenderContext", "Rendered", "render"]
 
 
 @dataclass(frozen=True, kw_only=True)

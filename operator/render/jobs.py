@@ -12,16 +12,18 @@ diff and a finished Job stays what the operator rendered:
 - `ttlSecondsAfterFinished`: the TTL controller would delete the finished Job, the operator
   (which still renders it) would create it again, and it would re-run on every expiry. The
   finished Job is the record that this input was processed; it is pruned with its hash.
-- `backoffLimit`: the API default (6) retries ingestion on transient failures (exit code 2:
-  Qdrant still starting); ingestion ends at once on exit code 1 (some documents could not be
-  read: a retry reads the same files), and the evaluation Job on its first exit code, both
-  through `podFailurePolicy`.
+- `backoffLimit`: the API default (6) retries ingestion on transient failures
+  (`IngestExit.UNAVAILABLE`: Qdrant still starting); ingestion ends at once on
+  `IngestExit.SKIPPED` (a retry reads the same files), and the evaluation Job on its first
+  exit code, both through `podFailurePolicy`. The command lines and their exit codes are
+  `aistack.api.commands`, which the CLI is declared with.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aistack.api.commands import EvalCommand, EvalExit, IngestCommand, IngestExit
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, CONFIG_HASH_ANNOTATION
 from aistack.api.types import SecretKeyRef
@@ -53,14 +55,6 @@ SOURCES_DIR = "/sources"
 INGEST_CONTAINER = "ingest"
 EVAL_CONTAINER = "eval"
 SUFFIX_LENGTH = 10
-# `aistack ingest` exit codes: 0 all ingested, 1 some documents skipped, 2 nothing could be done.
-INGEST_SKIPPED_EXIT = 1
-# `aistack eval` exit codes: 0 thresholds met, 1 not met, anything else: could not run.
-EVAL_FAILED_EXIT = 1
-FAILED_RULE = 0
-"""Index of the podFailurePolicy rule that fails the Job on exit code 1 (thresholds not met):
-the Job's Failed condition names the rule it matched, which is how the operator tells a
-Failed verdict from an Error."""
 
 
 def ingestion_job_name(ctx: RenderContext, suffix: str) -> str:
@@ -118,15 +112,15 @@ def ingestion_job(ctx: RenderContext) -> Manifest | None:
     secrets: list[SecretKeyRef | None] = [retrieval.embedder.api_key_secret_ref]
     if retrieval.vector_store.external is not None:
         secrets.append(retrieval.vector_store.external.api_key_secret_ref)
-    args = ["ingest", f"{MANIFEST_DIR}/{MANIFEST_FILE}", "--qdrant-url", str(qdrant_url(ctx)), "--state", STATE_DIR,
-            "--base", SOURCES_DIR]
+    args = IngestCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}", qdrant_url=str(qdrant_url(ctx)), state=STATE_DIR,
+                         base=SOURCES_DIR).args()
     volumes, mounts = source_volumes(sources)
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
         ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts), volumes=volumes,
         account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
     spec["podFailurePolicy"] = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": INGEST_CONTAINER, "operator": "In",
-                                              "values": [INGEST_SKIPPED_EXIT]}},
+                                              "values": [int(IngestExit.SKIPPED)]}},
     ]}
     # the Job re-runs when the sources or how they are chunked, embedded or stored change
     suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
@@ -171,12 +165,10 @@ def evaluation_job(ctx: RenderContext) -> Manifest | None:
         # value never appears in the Job.
         env.append({"name": "MLFLOW_TRACKING_TOKEN", "value": f"$({token.env_name()})"})
     uri = tracking_uri(ctx) or (external.tracking_uri if external is not None else None)
-    args = ["eval", f"{MANIFEST_DIR}/{MANIFEST_FILE}", f"{DATASET_DIR}/{DATASET_FILE}",
-            "--endpoint", gateway_endpoint(ctx), "--state", STATE_DIR]
-    if uri is not None:
-        args += ["--tracking-uri", uri]
-    if spec_model.gateway.api_keys_secret_ref is not None:
-        args += ["--api-key-env", spec_model.gateway.api_keys_secret_ref.env_name()]
+    keys = spec_model.gateway.api_keys_secret_ref
+    args = EvalCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}", dataset=f"{DATASET_DIR}/{DATASET_FILE}",
+                       endpoint=gateway_endpoint(ctx), state=STATE_DIR, tracking_uri=uri,
+                       api_key_env=keys.env_name() if keys is not None else None).args()
     container = _container(ctx, name=EVAL_CONTAINER, args=args, env=env,
                            mounts=[{"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True}])
     volumes = [{"name": "dataset", "configMap": {"name": dataset.name,
@@ -184,9 +176,9 @@ def evaluation_job(ctx: RenderContext) -> Manifest | None:
     spec = _job_spec(ctx, component=COMPONENT_EVALUATION, container=container, volumes=volumes)
     spec["podFailurePolicy"] = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "In",
-                                              "values": [EVAL_FAILED_EXIT]}},
+                                              "values": [int(EvalExit.FAILED)]}},
         {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "NotIn",
-                                              "values": [0, EVAL_FAILED_EXIT]}},
+                                              "values": [int(EvalExit.PASSED), int(EvalExit.FAILED)]}},
     ]}
     hash_ = config_hash(spec_model)
     # a new run per promotable config, and when the thresholds, the experiment or how the run

@@ -1,0 +1,98 @@
+"""The command lines the in-cluster Jobs run, `aistack ingest` and `aistack eval`: their flags
+and exit codes, written once.
+
+The CLI declares its options with these flag names and ends with these codes; the operator
+renders each Job's `args` with `IngestCommand`/`EvalCommand` and reads the codes in the Job's
+podFailurePolicy and in `status.ingestion`/`status.evaluation`. A flag renamed here is renamed
+for both, so a Job never runs a command line that the image's CLI refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+INGEST = "ingest"
+EVAL = "eval"
+
+STATE_FLAG = "--state"
+QDRANT_URL_FLAG = "--qdrant-url"
+BASE_FLAG = "--base"
+TENANT_FLAG = "--tenant"
+PRUNE_FLAG = "--prune"
+ENDPOINT_FLAG = "--endpoint"
+TRACKING_URI_FLAG = "--tracking-uri"
+API_KEY_ENV_FLAG = "--api-key-env"
+DEFAULT_API_KEY_ENV = "AISTACK_API_KEY"
+"""Where `aistack eval` reads the gateway key when `--api-key-env` is not given."""
+
+
+class IngestExit(IntEnum):
+    """How `aistack ingest` ends."""
+
+    INGESTED = 0
+    """Every file was ingested or was unchanged: the Job completes."""
+    SKIPPED = 1
+    """Some files could not be read and were skipped; the others are written. The ingestion
+    Job fails at once (a FailJob rule): a retry would read the same files. `status.ingestion`
+    says documents were skipped."""
+    UNAVAILABLE = 2
+    """Nothing could be done (bad manifest or flags, store or embedder unavailable). The Job
+    retries up to its backoffLimit: in a cluster this is mostly Qdrant still starting."""
+
+
+class EvalExit(IntEnum):
+    """How `aistack eval` ends; the promotion gate reads it through the evaluation Job."""
+
+    PASSED = 0
+    """The spec's evaluation.thresholds are met, or it defines none (nothing is gated): the Job
+    completes, verdict Passed."""
+    FAILED = 1
+    """The thresholds are not met: the Job fails at once on its first FailJob rule, verdict
+    Failed, and the config may not be promoted."""
+    UNAVAILABLE = 2
+    """The evaluation could not run (bad manifest or dataset, no gateway, no MLflow): the Job
+    fails at once (any code but 0 and 1), verdict Error: the config has no verdict."""
+
+
+def _option(flag: str, value: str | None) -> list[str]:
+    return [] if value is None else [flag, value]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestCommand:
+    """`aistack ingest MANIFEST [PATH...]` and its options; None or False leaves an option out
+    (the CLI's default applies)."""
+
+    manifest: str
+    paths: tuple[str, ...] = ()
+    qdrant_url: str | None = None
+    state: str | None = None
+    base: str | None = None
+    tenant: str | None = None
+    prune: bool = False
+
+    def args(self) -> list[str]:
+        """The arguments after the program (`python -m aistack.cli`)."""
+        return [INGEST, self.manifest, *self.paths, *_option(QDRANT_URL_FLAG, self.qdrant_url),
+                *_option(STATE_FLAG, self.state), *_option(BASE_FLAG, self.base),
+                *_option(TENANT_FLAG, self.tenant), *([PRUNE_FLAG] if self.prune else [])]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalCommand:
+    """`aistack eval MANIFEST [DATASET]` and its options; None leaves an option out (the CLI's
+    default applies)."""
+
+    manifest: str
+    dataset: str | None = None
+    endpoint: str | None = None
+    state: str | None = None
+    tracking_uri: str | None = None
+    api_key_env: str | None = None
+
+    def args(self) -> list[str]:
+        """The arguments after the program (`python -m aistack.cli`)."""
+        return [EVAL, self.manifest, *([] if self.dataset is None else [self.dataset]),
+                *_option(ENDPOINT_FLAG, self.endpoint), *_option(STATE_FLAG, self.state),
+                *_option(TRACKING_URI_FLAG, self.tracking_uri), *_option(API_KEY_ENV_FLAG, self.api_key_env)]
