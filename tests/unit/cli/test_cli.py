@@ -101,7 +101,7 @@ def test_version_prints_the_package_version() -> None:
 
 
 def test_eval_takes_the_first_key_of_a_gateway_keys_secret() -> None:
-    from aistack.cli.eval import first_api_key
+    from aistack.runtime.evaluation.evaluate import first_api_key
 
     assert first_api_key("\n  k-123 tenant-a\nk-456 tenant-b\n") == "k-123"
     assert first_api_key("single-key") == "single-key"
