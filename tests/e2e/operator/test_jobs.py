@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from aistack.api.commands import EvalExit, IngestExit
 from aistack.operator.kube import AISTACK
 from aistack.operator.testing import wait_for
 
@@ -42,7 +43,7 @@ def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(clust
     [first] = wait_for(lambda: job_names(cluster, namespace, "evaluation"), what="evaluation Job")
     assert evaluation(cluster, namespace) is None  # not finished yet
 
-    cluster.thread.call(cluster.emulator.finish_job, namespace, first, 1)  # thresholds not met
+    cluster.thread.call(cluster.emulator.finish_job, namespace, first, EvalExit.FAILED)
     assert wait_for(lambda: evaluation(cluster, namespace), what="status.evaluation") == {
         "configHash": first_hash, "verdict": "Failed"}
 
@@ -55,7 +56,7 @@ def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(clust
     assert job_names(cluster, namespace, "ingestion") == ingest  # retrieval did not change
     assert evaluation(cluster, namespace) == {"configHash": first_hash, "verdict": "Failed"}  # the last one
 
-    cluster.thread.call(cluster.emulator.finish_job, namespace, second, 0)
+    cluster.thread.call(cluster.emulator.finish_job, namespace, second, EvalExit.PASSED)
     assert wait_for(lambda: (e := evaluation(cluster, namespace)) and e["configHash"] == new_hash and e,
                     what="status.evaluation of the new config") == {"configHash": new_hash, "verdict": "Passed"}
 
@@ -69,7 +70,7 @@ def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, ope
     [first] = wait_for(lambda: job_names(cluster, namespace, "ingestion"), what="ingestion Job")
     assert wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Running" and i,
                     what="ingestion Running")["job"] == first
-    cluster.thread.call(cluster.emulator.finish_job, namespace, first, 1)  # documents skipped: no retry
+    cluster.thread.call(cluster.emulator.finish_job, namespace, first, IngestExit.SKIPPED)  # no retry
     failed = wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Failed" and i,
                       what="ingestion Failed")
     assert failed["message"].startswith("some documents could not be read and were skipped")
@@ -86,7 +87,7 @@ def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, ope
     wait_for(lambda: (i := ingestion(cluster, namespace)) and i == {
         "job": second, "phase": "Running", "message": "ingesting (retried while the store starts)"},
         what="the new Job Running")
-    cluster.thread.call(cluster.emulator.finish_job, namespace, second, 2)
+    cluster.thread.call(cluster.emulator.finish_job, namespace, second, IngestExit.UNAVAILABLE)
     failed = wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Failed" and i,
                       what="ingestion Failed after retries")
     assert failed["message"].startswith("BackoffLimitExceeded: Job has reached the specified backoff limit")
@@ -96,7 +97,7 @@ def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, ope
     cluster.kube.patch(AISTACK, namespace, NAME, {"spec": {"retrieval": {"sources": [{"uri": "s3://acme/kb/"}]}}})
     [third] = wait_for(lambda: len(n := job_names(cluster, namespace, "ingestion")) == 1 and n != [second] and n,
                        what="the third Job, the second one pruned")
-    cluster.thread.call(cluster.emulator.finish_job, namespace, third, 0)
+    cluster.thread.call(cluster.emulator.finish_job, namespace, third, IngestExit.INGESTED)
     assert wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Succeeded" and i,
                     what="ingestion Succeeded") == {"job": third, "phase": "Succeeded",
                                                     "message": "every document ingested"}
