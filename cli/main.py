@@ -1,8 +1,9 @@
 """The `aistack` command line: one entry point for every target (validate, crd, ...).
 
-Later commands (`render`, `up`, `ingest`, `eval`, `operator`, `promote`) register here as
-their packages land; each imports its heavy dependencies inside the command, so
-`aistack validate` stays fast and works with only the core install.
+The short commands are defined here, the others in their own modules (`cli/up.py`,
+`cli/ingest.py`, `cli/eval.py`, `cli/operator.py`, ...) and registered here. Each imports its
+heavy dependencies inside the command, so `aistack validate` stays fast and works with only
+the core install.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aistack.api.manifests import holds_no_stack, load_documents, no_stack_messa
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli import gitops, promote
 from aistack.cli.help import App
+from aistack.cli.operator import operator_cmd
 
 app = App(
     name="aistack",
@@ -102,32 +104,7 @@ def render_cmd(
         err.print(f"warning: {warning}", markup=False)
 
 
-@app.command("operator")
-def operator_cmd(
-    namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable).")] = [],  # noqa: B006
-    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file; default: in-cluster, else $KUBECONFIG.")] = None,
-    liveness: Annotated[str, typer.Option(help="Liveness endpoint URL.")] = "http://0.0.0.0:8081/healthz",
-    standalone: Annotated[bool, typer.Option(help="No peering (no guard against a second operator).")] = False,
-    peering: Annotated[str | None, typer.Option(
-        metavar="NAME", help="Join this kopf peering and wait (paused) while its object is missing, as the install "
-                             "runs; default: the 'aistack' peering where it exists, else none.")] = None,
-    priority: Annotated[int, typer.Option(help="Peering priority: the highest running operator works.")] = 0,
-    drift_interval: Annotated[float, typer.Option(help="Seconds between full re-checks of each stack.")] = 300.0,
-    leader_elect: Annotated[bool, typer.Option(help="Replicas elect one leader through a Lease; the others wait.")] = False,
-    leader_election_namespace: Annotated[str | None, typer.Option(
-        help="Namespace of the Lease; default: the pod's own (POD_NAMESPACE).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Run the AIStack operator (kopf) until interrupted."""
-    from aistack.cli.operator import run_operator
-
-    try:
-        run_operator(namespaces=namespace, kubeconfig=kubeconfig, liveness=liveness, standalone=standalone,
-                     peering=peering, priority=priority, drift_interval=drift_interval, leader_elect=leader_elect,
-                     leader_namespace=leader_election_namespace, verbose=verbose)
-    except ValueError as error:
-        err.print(f"error: {error}", markup=False)
-        raise typer.Exit(2) from None
+app.command("operator")(operator_cmd)
 
 
 def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:

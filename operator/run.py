@@ -16,6 +16,7 @@ import signal
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -25,6 +26,7 @@ from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.conventions import PEERING_NAME
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from aistack.operator.flags import OperatorFlags
 from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import Kube
 from aistack.operator.machinery.leader import LeaderElection, LeaseOptions, lease_namespace
@@ -44,9 +46,28 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
     return configuration
 
 
+@dataclass(frozen=True, kw_only=True)
+class Startup:
+    """What `run` is called with, checked from the flags."""
+
+    options: OperatorOptions
+    namespaces: list[str]
+    liveness: str | None
+    verbose: bool
+
+
+def startup(flags: OperatorFlags) -> Startup:
+    """The flags of either entry point, checked. Raises ValueError naming the flag."""
+    namespaces, liveness = check_namespaces(flags.namespace), check_liveness(flags.liveness)
+    options = operator_options(kubeconfig=flags.kubeconfig, drift_interval=flags.drift_interval,
+                               standalone=flags.standalone, priority=flags.priority, peering=flags.peering,
+                               leader_elect=flags.leader_elect, leader_namespace=flags.leader_election_namespace)
+    return Startup(options=options, namespaces=namespaces, liveness=liveness, verbose=flags.verbose)
+
+
 def operator_options(*, kubeconfig: str | None, drift_interval: float, standalone: bool, priority: int,
                      peering: str | None, leader_elect: bool, leader_namespace: str | None) -> OperatorOptions:
-    """The options of `python -m aistack.operator` and `aistack operator` (one set of flags).
+    """The options of `python -m aistack.operator` and `aistack operator` (`OperatorFlags`).
     Raises ValueError, naming the flag, for options that do not fit together (a named peering and
     --standalone; a leader election without a namespace for its Lease) or a bad value."""
     leader = None
