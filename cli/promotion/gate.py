@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from aistack.api.conventions import RUN_TAG_MODEL, RUN_TAG_OFFLINE_MODEL
 from aistack.api.v1alpha1.mlops import EvaluationSpec
@@ -105,8 +104,3 @@ def _hours(delta: timedelta) -> str:
 def metrics_lines(verdict: Verdict) -> list[str]:
     """One line per threshold check (for the terminal and the commit message)."""
     return [c.describe() for c in verdict.checks]
-
-
-def run_summary(run: EvaluationRun, *, now: datetime) -> dict[str, Any]:
-    return {"run_id": run.run_id, "experiment": run.experiment, "finished": run.finished.isoformat(),
-            "age": _hours(now - run.finished)}
