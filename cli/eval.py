@@ -35,10 +35,17 @@ def eval_cmd(
     dataset: Annotated[Path | None, typer.Argument(
         metavar="DATASET", help="JSONL questions; the manifest's evaluation.dataset.path when omitted.",
         show_default=False)] = None,
-    endpoint: Annotated[str | None, typer.Option(ENDPOINT_FLAG, metavar="URL", help="Gateway base URL (default: the running `aistack up`).")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(TRACKING_URI_FLAG, metavar="URL", help="MLflow server (default: the spec's, else the running `aistack up`'s).")] = None,
-    api_key_env: Annotated[str, typer.Option(API_KEY_ENV_FLAG, metavar="VAR", help="Environment variable with the gateway API key (a keys file `key [tenant]` per line: the first key is used).")] = DEFAULT_API_KEY_ENV,
-    state: Annotated[Path | None, typer.Option(STATE_FLAG, metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        ENDPOINT_FLAG, metavar="URL", help="Gateway base URL (default: the running `aistack up`).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        TRACKING_URI_FLAG, metavar="URL",
+        help="MLflow server (default: the spec's, else the running `aistack up`'s).")] = None,
+    api_key_env: Annotated[str, typer.Option(
+        API_KEY_ENV_FLAG, metavar="VAR",
+        help="Environment variable with the gateway API key (a keys file `key [tenant]` per line: the first "
+             "key is used).")] = DEFAULT_API_KEY_ENV,
+    state: Annotated[Path | None, typer.Option(
+        STATE_FLAG, metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
 ) -> None:
     """Evaluate the stack on a question set and log an MLflow run.
 
@@ -49,8 +56,8 @@ def eval_cmd(
     from aistack.runtime.evaluation.evaluate import EvaluationUnavailable
     from aistack.runtime.local.commands import EvaluationRequest, run_evaluation
 
-    request = EvaluationRequest(manifest=manifest, dataset=dataset, endpoint=endpoint, tracking_uri=tracking_uri,
-                                api_key_env=api_key_env, state=state)
+    request = EvaluationRequest(manifest=manifest, dataset=dataset, endpoint=endpoint,
+                                tracking_uri=tracking_uri, api_key_env=api_key_env, state=state)
     try:
         with Stages(err) as stages:
             result = run_evaluation(request, progress=_Shown(stages))

@@ -30,12 +30,18 @@ def ingest_cmd(
         metavar="PATH", help="Files, folders or s3://bucket/prefix URIs; the manifest's retrieval.sources "
                              "when omitted.",
         show_default=False)] = None,
-    prune: Annotated[bool, typer.Option(PRUNE_FLAG, help="Delete stored documents that the given paths no longer hold.")] = False,
-    tenant: Annotated[str | None, typer.Option(TENANT_FLAG, metavar="NAME", help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
-    state: Annotated[Path | None, typer.Option(STATE_FLAG, metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
-    qdrant_url: Annotated[str | None, typer.Option(QDRANT_URL_FLAG, metavar="URL", help="A Qdrant server instead of the embedded store.")] = None,
-    base: Annotated[Path | None, typer.Option(BASE_FLAG, metavar="DIR", help="Folder the sources' relative paths start from "
-                                              "(default: the manifest's folder).")] = None,
+    prune: Annotated[bool, typer.Option(
+        PRUNE_FLAG, help="Delete stored documents that the given paths no longer hold.")] = False,
+    tenant: Annotated[str | None, typer.Option(
+        TENANT_FLAG, metavar="NAME",
+        help="Tenant stamped on every chunk (needs retrieval.tenantField).")] = None,
+    state: Annotated[Path | None, typer.Option(
+        STATE_FLAG, metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    qdrant_url: Annotated[str | None, typer.Option(
+        QDRANT_URL_FLAG, metavar="URL", help="A Qdrant server instead of the embedded store.")] = None,
+    base: Annotated[Path | None, typer.Option(
+        BASE_FLAG, metavar="DIR",
+        help="Folder the sources' relative paths start from (default: the manifest's folder).")] = None,
 ) -> None:
     """Ingest documents into the stack's collection.
 
@@ -48,8 +54,8 @@ def ingest_cmd(
     from aistack.runtime.ingestion.ingest import IngestionUnavailable
     from aistack.runtime.local.commands import IngestionRequest, run_ingestion
 
-    request = IngestionRequest(manifest=manifest, paths=tuple(paths or ()), prune=prune, tenant=tenant, state=state,
-                               qdrant_url=qdrant_url, base=base)
+    request = IngestionRequest(manifest=manifest, paths=tuple(paths or ()), prune=prune, tenant=tenant,
+                               state=state, qdrant_url=qdrant_url, base=base)
     try:
         with Stages(err) as stages:
             result = run_ingestion(request, progress=_Shown(stages))

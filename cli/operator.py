@@ -46,7 +46,8 @@ def operator_cmd(**values: Any) -> None:
 
     try:
         start = startup(OperatorFlags.of(values))
-        run(options=start.options, namespaces=start.namespaces, liveness=start.liveness, verbose=start.verbose)
+        run(options=start.options, namespaces=start.namespaces, liveness=start.liveness,
+            verbose=start.verbose)
     except ValueError as error:
         err.print(f"error: {error}", markup=False)
         raise typer.Exit(2) from None

@@ -32,16 +32,20 @@ class OperatorFlags:
     switch."""
 
     namespace: tuple[str, ...] = _flag(
-        (), "Watch only this namespace (repeatable); default: the whole cluster.", short="-n", metavar="NAMESPACE")
-    kubeconfig: str | None = _flag(None, "Kubeconfig file; default: in-cluster, else $KUBECONFIG.", metavar="FILE")
-    liveness: str = _flag("http://0.0.0.0:8081/healthz", "Liveness endpoint URL; empty for none.", metavar="URL")
+        (), "Watch only this namespace (repeatable); default: the whole cluster.", short="-n",
+        metavar="NAMESPACE")
+    kubeconfig: str | None = _flag(
+        None, "Kubeconfig file; default: in-cluster, else $KUBECONFIG.", metavar="FILE")
+    liveness: str = _flag(
+        "http://0.0.0.0:8081/healthz", "Liveness endpoint URL; empty for none.", metavar="URL")
     standalone: bool = _flag(False, "No peering (no guard against a second operator).")
     peering: str | None = _flag(
         None, "Join this kopf peering and wait (paused) while its object is missing, as the install runs; "
               "default: the 'aistack' peering where it exists, else none.", metavar="NAME")
     priority: int = _flag(0, "Peering priority: the highest running operator works.", metavar="INTEGER")
     drift_interval: float = _flag(300.0, "Seconds between full re-checks of each stack.", metavar="SECONDS")
-    leader_elect: bool = _flag(False, "Replicas elect one leader through a Lease; the others wait as standbys.")
+    leader_elect: bool = _flag(
+        False, "Replicas elect one leader through a Lease; the others wait as standbys.")
     leader_election_namespace: str | None = _flag(
         None, "Namespace of the Lease; default: the pod's own (POD_NAMESPACE).", metavar="NAMESPACE")
     verbose: bool = _flag(False, "Log at DEBUG, with kopf's line per handler call and object.", short="-v")
@@ -77,9 +81,9 @@ def flag_table() -> list[Flag]:
         elif typing.get_origin(hint) is types.UnionType:
             (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
         short = item.metadata[_SHORT]
-        table.append(Flag(field=item.name, names=(f"--{item.name.replace('_', '-')}", *([short] if short else [])),
-                          value_type=hint, default=item.default, help=item.metadata[_HELP],
-                          metavar=item.metadata[_METAVAR], repeated=repeated))
+        names = (f"--{item.name.replace('_', '-')}", *([short] if short else []))
+        table.append(Flag(field=item.name, names=names, value_type=hint, default=item.default,
+                          help=item.metadata[_HELP], metavar=item.metadata[_METAVAR], repeated=repeated))
     return table
 
 
@@ -92,8 +96,8 @@ def argument_parser(*, prog: str, description: str | None) -> argparse.ArgumentP
         if flag.value_type is bool:
             parser.add_argument(*flag.names, dest=flag.field, action="store_true", help=flag.help)
         elif flag.repeated:
-            parser.add_argument(*flag.names, dest=flag.field, action="append", type=flag.value_type, default=[],
-                                metavar=flag.metavar, help=flag.help)
+            parser.add_argument(*flag.names, dest=flag.field, action="append", type=flag.value_type,
+                                default=[], metavar=flag.metavar, help=flag.help)
         else:
             parser.add_argument(*flag.names, dest=flag.field, type=flag.value_type, default=flag.default,
                                 metavar=flag.metavar, help=flag.help + shown)

@@ -95,9 +95,9 @@ def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
 
 def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """`status.ingestion` from the current sources' Job: Running until it finishes, then
-    Succeeded or Failed. Always the same three keys: a merge patch never leaves one behind. Exit code 1 (documents skipped) fails it at once, by its
-    podFailurePolicy; other failures (store or embedder unavailable) only after the Job's
-    retries. None without a Job (no sources the cluster can read, or not created yet)."""
+    Succeeded or Failed. Always the same three keys: a merge patch never leaves one behind.
+    `IngestExit.SKIPPED` (documents skipped) fails it at once, by its podFailurePolicy; other
+    failures (store or embedder unavailable) only after the Job's retries. None without a Job (no sources the cluster can read, or not created yet)."""
     if job is None:
         return None
     name = job.get("metadata", {}).get("name")
@@ -123,7 +123,7 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
     last finished one (kept in the status) until then.
 
     Complete -> Passed. Failed -> the Job's podFailurePolicy ends it on the container's first
-    exit code and names that code in the condition message: 1 (thresholds not met) -> Failed,
+    exit code and names that code in the condition message: `EvalExit.FAILED` -> Failed,
     any other code, or a failure without one (deadline, pod deleted) -> Error. The MLflow
     run id is not read: it would take reading the pod (its termination message), an extra
     watched kind and RBAC for pods; `aistack promote` finds the run by config hash anyway.

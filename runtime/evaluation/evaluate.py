@@ -110,13 +110,14 @@ async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> Eva
     progress.end()
     try:
         with progress.questions(len(plan.questions)) as on_question:
-            outcomes = await run_questions(
-                plan.questions, ask=openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key),
-                embedder=embedder, context_source=context, on_question=on_question)
+            ask = openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key)
+            outcomes = await run_questions(plan.questions, ask=ask, embedder=embedder, context_source=context,
+                                           on_question=on_question)
     finally:
         await close()
     if all(o.error for o in outcomes):
-        raise EvaluationUnavailable(f"every question failed against {plan.base_url}; first error: {outcomes[0].error}")
+        raise EvaluationUnavailable(f"every question failed against {plan.base_url}; "
+                                    f"first error: {outcomes[0].error}")
     values = aggregate(outcomes)
     verdict = check_thresholds(values, plan.thresholds)
     progress.begin(f"logging the run to MLflow at {plan.tracking_uri}")
@@ -139,8 +140,8 @@ def _probe_gateway(base_url: str) -> None:
     try:
         httpx.get(f"{root}/healthz", timeout=10)
     except httpx.HTTPError as exc:
-        raise EvaluationUnavailable(f"no gateway answers at {root} ({type(exc).__name__}: {exc}): start `aistack up` "
-                                    "for this manifest, or pass --endpoint URL") from exc
+        raise EvaluationUnavailable(f"no gateway answers at {root} ({type(exc).__name__}: {exc}): "
+                                    "start `aistack up` for this manifest, or pass --endpoint URL") from exc
 
 
 def _context_source(plan: EvaluationPlan) -> tuple[ContextSource | None, Callable[[], Awaitable[None]]]:

@@ -89,8 +89,9 @@ def evaluation_plan(request: EvaluationRequest) -> EvaluationPlan:
     # a local stack on the offline model serves it under its own name: ask for that, and say so in the run
     served = running if running is not None and base_url == running.gateway_url.rstrip("/") + "/v1" else None
     tracking_uri = request.tracking_uri
-    if tracking_uri is None and spec.observability is not None and spec.observability.mlflow.external is not None:
-        tracking_uri = spec.observability.mlflow.external.tracking_uri
+    external = spec.observability.mlflow.external if spec.observability is not None else None
+    if tracking_uri is None and external is not None:
+        tracking_uri = external.tracking_uri
     tracking_uri = tracking_uri or (running.mlflow_url if running else None)
     if tracking_uri is None:
         raise EvaluationUnavailable("no MLflow to log the run to: start `aistack up` (it runs one), or pass "
@@ -101,8 +102,10 @@ def evaluation_plan(request: EvaluationRequest) -> EvaluationPlan:
         retrieval = None
     return EvaluationPlan(
         stack=stack, questions=questions, dataset=str(dataset), base_url=base_url,
-        model=served.model if served else spec.model.public_name, offline_model=bool(served and served.offline_model),
-        api_key=first_api_key(os.environ.get(request.api_key_env)), tracking_uri=tracking_uri, retrieval=retrieval)
+        model=served.model if served else spec.model.public_name,
+        offline_model=bool(served and served.offline_model),
+        api_key=first_api_key(os.environ.get(request.api_key_env)), tracking_uri=tracking_uri,
+        retrieval=retrieval)
 
 
 def run_ingestion(request: IngestionRequest, *, progress: IngestionProgress) -> IngestionResult:
@@ -125,8 +128,8 @@ def ingestion_plan(request: IngestionRequest) -> IngestionPlan:
     manifest = request.manifest
     stack = _load(manifest, IngestionUnavailable)
     if stack.spec.retrieval is None:
-        raise IngestionUnavailable(f"{manifest}: spec.retrieval: the stack has no retrieval layer, so there is "
-                                   "nothing to ingest into")
+        raise IngestionUnavailable(f"{manifest}: spec.retrieval: the stack has no retrieval layer, so there "
+                                   "is nothing to ingest into")
     base = (request.base or manifest.parent).resolve()
     if not base.is_dir():
         raise IngestionUnavailable(f"--base: {base} is not a folder")
@@ -137,8 +140,8 @@ def ingestion_plan(request: IngestionRequest) -> IngestionPlan:
     else:
         sources = stack.spec.retrieval.sources
         if not sources:
-            raise IngestionUnavailable("no PATH given and the manifest declares no retrieval.sources: name what "
-                                       "to ingest")
+            raise IngestionUnavailable("no PATH given and the manifest declares no retrieval.sources: "
+                                       "name what to ingest")
         targets = [Target(uri=s.uri, tenant=tenant or s.tenant, include=tuple(s.include)) for s in sources]
     folder = state_dir(manifest, stack, request.state)
     config = local_retrieval_config(stack, state=folder, qdrant_url=request.qdrant_url)

@@ -46,8 +46,8 @@ def test_a_full_eval_line_parses_to_the_values_it_was_built_from() -> None:
 
 def test_options_left_out_take_the_cli_defaults() -> None:
     assert parsed(IngestCommand(manifest="m.yaml").args()) == {
-        "manifest": Path("m.yaml"), "paths": (), "qdrant_url": None, "state": None, "base": None, "tenant": None,
-        "prune": False}
+        "manifest": Path("m.yaml"), "paths": (), "qdrant_url": None, "state": None, "base": None,
+        "tenant": None, "prune": False}
     assert parsed(EvalCommand(manifest="m.yaml").args())["api_key_env"] == "AISTACK_API_KEY"
 
 
