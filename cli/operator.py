@@ -1,6 +1,6 @@
 """`aistack operator`: run the AIStack operator against the current cluster.
 
-Its options are the table in `aistack.operator.flags`, the one `python -m aistack.operator`
+Its options are the table in `aistack.api.operator_flags`, the one `python -m aistack.operator`
 is built from: `operator_cmd` shows typer one keyword parameter per flag.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from aistack.operator.flags import Flag, OperatorFlags, flag_table
+from aistack.api.operator_flags import Flag, OperatorFlags, flag_table
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aistack.operator.flags import OperatorFlags, argument_parser
+from aistack.api.operator_flags import OperatorFlags, argument_parser
 from aistack.operator.run import run, startup
 
 

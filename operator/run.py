@@ -25,8 +25,8 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.conventions import PEERING_NAME
+from aistack.api.operator_flags import OperatorFlags
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
-from aistack.operator.flags import OperatorFlags
 from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import Kube
 from aistack.operator.machinery.leader import LeaderElection, LeaseOptions, lease_namespace

@@ -1,5 +1,5 @@
 """`aistack operator` and `python -m aistack.operator` are built from one table of flags
-(`aistack.operator.flags`): they list the same flags and parse an argv to the same values."""
+(`aistack.api.operator_flags`): they list the same flags and parse an argv to the same values."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from aistack.cli.main import app
-from aistack.operator.flags import OperatorFlags, argument_parser, flag_table
+from aistack.api.operator_flags import OperatorFlags, argument_parser, flag_table
 
 FLAG = re.compile(r"(?<![\w-])--?[a-z][a-z-]*")
 

@@ -2,6 +2,7 @@
 its name, type, default, help), and both entry points are built from it:
 `python -m aistack.operator` (argparse, the operator image) and `aistack operator` (typer, in
 `aistack.cli.operator`). So the two accept the same flags and parse them to the same values.
+In api/ because it is a contract: whatever starts the operator (the install) names these flags.
 
 No flag is read from an environment variable by the parser: the two fallbacks the help names
 (`$KUBECONFIG`, `POD_NAMESPACE`) are resolved where the value is used (`kube_configuration()`,
