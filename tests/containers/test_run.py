@@ -83,8 +83,8 @@ def start_gateway(image: str, config, *, start_container, free_port, folder: Pat
 
 def test_gateway_container_serves_a_chat_completion(runtime_image, start_container, free_port, tmp_path) -> None:
     needs_module("aistack.runtime.__main__", "runtime")
-    needs_module("aistack.runtime.testing.openai_server", "runtime")
-    from aistack.runtime.testing.openai_server import run_openai_server
+    needs_module("aistack.testing.openai_server", "runtime")
+    from aistack.testing.openai_server import run_openai_server
 
     with run_openai_server() as upstream:
         stack = parse_stack(quickstart(f"http://{HOST_FROM_CONTAINER}:{upstream.port}/v1"))
@@ -106,11 +106,11 @@ def test_gateway_container_exports_traces_to_mlflow(runtime_image, start_contain
                                                     monkeypatch) -> None:
     """The image's MLflow client (mlflow-skinny, no server stack) exports a request's trace to
     a real tracking server: here the full MLflow of the test environment on the host."""
-    needs_module("aistack.runtime.testing.openai_server", "runtime")
+    needs_module("aistack.testing.openai_server", "runtime")
     import mlflow
 
     from aistack.runtime.local.mlflow_server import MlflowServer
-    from aistack.runtime.testing.openai_server import run_openai_server
+    from aistack.testing.openai_server import run_openai_server
 
     monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # starts in ~20 s instead of 40-110 s
     server = MlflowServer(folder=tmp_path / "mlflow", port=free_port())
@@ -185,9 +185,9 @@ def test_guardrails_sidecar_command_serves_its_config(command, runtime_image, st
 
 def test_operator_container_reconciles_the_quickstart(operator_image, start_container, free_port, tmp_path) -> None:
     needs_module("aistack.operator.__main__", "operator")
-    needs_module("aistack.operator.testing", "operator")
-    from aistack.operator.emulator import EmulatorThread
-    from aistack.operator.testing import Cluster, wait_for
+    needs_module("aistack.testing.cluster", "operator")
+    from aistack.testing.emulator import EmulatorThread
+    from aistack.testing.cluster import Cluster, wait_for
 
     with EmulatorThread() as thread:
         cluster = Cluster(thread)

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
-CODE_PACKAGES = ("api", "cli", "operator", "platform", "runtime")
+CODE_PACKAGES = ("api", "cli", "operator", "platform", "runtime", "testing")
 # What each code folder may import from the `aistack` namespace besides itself.
 ALLOWED_IMPORTS = {
     "api": set(),
@@ -29,6 +29,8 @@ ALLOWED_IMPORTS = {
     "platform": {"api"},
     "stacks": {"api", "platform"},
     "cli": {"api", "operator", "runtime", "platform"},
+    # The test harness (its own distribution): it drives every part; no product folder imports it.
+    "testing": {"api", "operator", "runtime", "platform"},
 }
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\S\n]*$", re.MULTILINE | re.DOTALL)
@@ -38,7 +40,7 @@ INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text], one level
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>\n]*>|\S+)", re.MULTILINE)
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 PATHLIKE = re.compile(r"^[\w.\-]+(?:/[\w.\-]*)+$")
-DOTTED = re.compile(r"^aistack\.(?:api|cli|operator|platform|runtime)(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$")
+DOTTED = re.compile(r"^aistack\.(?:api|cli|operator|platform|runtime|testing)(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$")
 CALL = re.compile(r"^(?:([A-Za-z_]\w*)\.)?([A-Za-z_]\w*)\(\)$")
 CAPITALISED = re.compile(r"^[A-Z]\w*(?:\.[A-Za-z_]\w*)?$")
 PYTHON_M = re.compile(r"^python -m (aistack\.[\w.]+)")
@@ -325,12 +327,15 @@ def test_a_layering_violation_is_named() -> None:
         "api/z.py": ast.parse("from aistack.cli.main import app\n"),
         "cli/ok.py": ast.parse("import aistack.operator.run, aistack.runtime.tracing, aistack.platform.config\n"),
         "tests/ok.py": ast.parse("import aistack.operator.run\n"),
+        "operator/w.py": ast.parse("from aistack.testing.emulator import Emulator\n"),
+        "testing/ok.py": ast.parse("import aistack.operator.run, aistack.runtime.gateway\n"),
     }
     assert layering_violations(sources) == [
         "operator/x.py:2: imports aistack.runtime",
         "runtime/y.py:1: imports aistack.operator",
         "runtime/y.py:2: relative import (imports are absolute, `aistack.…`)",
         "api/z.py:1: imports aistack.cli",
+        "operator/w.py:1: imports aistack.testing",
     ]
 
 

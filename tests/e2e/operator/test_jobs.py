@@ -10,7 +10,7 @@ import pytest
 
 from aistack.api.commands import EvalExit, IngestExit
 from aistack.operator.kube import AISTACK
-from aistack.operator.testing import wait_for
+from aistack.testing.cluster import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 NAME = "support-copilot"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aistack.operator.testing import wait_for
+from aistack.testing.cluster import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 KUBECTL = shutil.which("kubectl")

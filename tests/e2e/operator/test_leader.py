@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from aistack.operator.emulator import EmulatorThread
+from aistack.testing.emulator import EmulatorThread
 from aistack.operator.kube import CHILD_KINDS
 from aistack.operator.machinery.leader import LEASE, LeaderElection, LeaseOptions
 from aistack.operator.machinery.peering import PeeringOptions
 from aistack.operator.run import LeadershipLost
-from aistack.operator.testing import Cluster, OperatorThread, wait_for
+from aistack.testing.cluster import Cluster, OperatorThread, wait_for
 
 SERVICE = CHILD_KINDS["Service"]
 SYSTEM = "aistack-system"

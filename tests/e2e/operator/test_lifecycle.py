@@ -9,7 +9,7 @@ import pytest
 from qdrant_client import models
 
 from aistack.operator.kube import AISTACK, CHILD_KINDS
-from aistack.operator.testing import wait_for
+from aistack.testing.cluster import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 

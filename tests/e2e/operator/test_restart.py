@@ -4,7 +4,7 @@ test_lifecycle.py would otherwise keep reconciling the same stack beside the two
 
 from __future__ import annotations
 
-from aistack.operator.testing import OperatorThread, wait_for
+from aistack.testing.cluster import OperatorThread, wait_for
 
 
 def test_restart_mid_reconcile_converges_without_duplicates(cluster, qdrant, namespace, stack_doc) -> None:

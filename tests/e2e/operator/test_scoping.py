@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from aistack.operator.testing import OperatorThread
+from aistack.testing.cluster import OperatorThread
 
 
 def test_namespace_scoped_operator_ignores_other_namespaces(cluster, qdrant, stack_doc) -> None:

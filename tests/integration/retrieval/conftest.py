@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from aistack.runtime.testing.documents import make_pdf
+from aistack.testing.documents import make_pdf
 from aistack.runtime.retrieval.embedders import LocalEmbedder
-from aistack.runtime.testing.openai_server import free_port
+from aistack.testing.openai_server import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

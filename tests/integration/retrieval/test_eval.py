@@ -20,7 +20,7 @@ from aistack.api import conventions as c
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import load_stack
 from aistack.cli.main import app
-from aistack.runtime.testing.openai_server import free_port, serve_in_thread
+from aistack.testing.openai_server import free_port, serve_in_thread
 
 CONTEXT = "Qdrant stores vectors on disk."
 SCRIPT = {

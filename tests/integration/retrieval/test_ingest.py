@@ -17,7 +17,7 @@ from aistack.cli.main import app
 from aistack.runtime.local.state import local_retrieval_config, state_dir
 from aistack.runtime.retrieval import build_retriever
 from aistack.runtime.retrieval.embedders import LocalEmbedder
-from aistack.runtime.testing.documents import make_damaged_pdf
+from aistack.testing.documents import make_damaged_pdf
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from aistack.runtime.testing.openai_server import run_openai_server
+from aistack.testing.openai_server import run_openai_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aistack.runtime.testing.gateway import base_config, run_gateway
-from aistack.runtime.testing.openai_server import serve_in_thread
+from aistack.testing.gateway import base_config, run_gateway
+from aistack.testing.openai_server import serve_in_thread
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string", "pattern": "^[A-Z0-9]{8}$"}},
           "required": ["order_id"], "additionalProperties": False}

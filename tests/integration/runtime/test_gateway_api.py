@@ -7,7 +7,7 @@ import json
 import httpx
 import openai
 import pytest
-from aistack.runtime.testing.gateway import HashEmbedder, ListRetriever, base_config, run_gateway
+from aistack.testing.gateway import HashEmbedder, ListRetriever, base_config, run_gateway
 
 from aistack.runtime.retrieval.contracts import Embedder, Passage, Retriever
 

@@ -13,8 +13,8 @@ import yaml
 
 from aistack.runtime.core.config import ConfigError, load_config
 from aistack.runtime.gateway import create_app
-from aistack.runtime.testing.gateway import ListRetriever, base_config, run_gateway
-from aistack.runtime.testing.openai_server import serve_in_thread
+from aistack.testing.gateway import ListRetriever, base_config, run_gateway
+from aistack.testing.openai_server import serve_in_thread
 
 KEYS = "# gateway keys\nkey-acme acme\n\nkey-open\n"
 

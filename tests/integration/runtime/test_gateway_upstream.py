@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from aistack.runtime.testing.gateway import base_config, run_gateway
-from aistack.runtime.testing.openai_server import free_port, run_openai_server
+from aistack.testing.gateway import base_config, run_gateway
+from aistack.testing.openai_server import free_port, run_openai_server
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from aistack.runtime.retrieval.contracts import Passage
-from aistack.runtime.testing.gateway import ListRetriever, base_config, run_gateway
-from aistack.runtime.testing.openai_server import free_port
+from aistack.testing.gateway import ListRetriever, base_config, run_gateway
+from aistack.testing.openai_server import free_port
 
 REFUSAL = "Sorry, I can't help with that."
 RAILS = {"input": ["jailbreak_heuristics", "pii_mask", "self_check_input"],

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from aistack.platform.config import ConfigError, config_keys, load_stack_file, parse_config
-from aistack.platform.testing import ROOT, STAGES, Run, run_program, stage_config
+from aistack.testing.pulumi_mocks import STAGES, Run, run_program, stage_config
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def decoded(stage: str) -> dict[str, Any]:
-    return {k: json.loads(v) if v[:1] in "{[" else v for k, v in stage_config(stage).items()}
+    return {k: json.loads(v) if v[:1] in "{[" else v for k, v in stage_config(stage, project=ROOT).items()}
 
 
 def encoded(data: dict[str, Any]) -> dict[str, str]:
@@ -31,13 +33,14 @@ def errors_of(data: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_file_is_valid(stage: str) -> None:
-    config = parse_config(stage_config(stage))
+    config = parse_config(stage_config(stage, project=ROOT))
     assert config.stage == stage
     assert config.region == "us-west-2"
 
 
 def test_prod_file_is_the_protected_one() -> None:
-    prod, dev = parse_config(stage_config("prod")), parse_config(stage_config("dev"))
+    prod = parse_config(stage_config("prod", project=ROOT))
+    dev = parse_config(stage_config("dev", project=ROOT))
     assert prod.stores.database.multi_az and prod.stores.database.deletion_protection
     assert not dev.stores.database.multi_az and not dev.stores.database.deletion_protection
     assert {g.capacity_type for g in dev.cluster.gpu_node_groups} == {"SPOT"}
@@ -110,7 +113,7 @@ def test_duplicate_gpu_group_names_are_refused() -> None:
 
 
 def test_config_that_is_not_json_is_named() -> None:
-    raw = stage_config("dev") | {"aistack:network": "{availabilityZones: [a"}
+    raw = stage_config("dev", project=ROOT) | {"aistack:network": "{availabilityZones: [a"}
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert info.value.lines[0].startswith("aistack:network: not valid JSON")
@@ -133,7 +136,7 @@ def test_every_broken_key_is_reported_at_once() -> None:
 def test_program_declares_nothing_when_config_is_bad(path: str, value: Any) -> None:
     run = Run()
     with pytest.raises(ConfigError):
-        run_program(encoded(mutate("dev", path, value)), stack="dev", run=run)
+        run_program(encoded(mutate("dev", path, value)), stack="dev", project=ROOT, run=run)
     assert run.resources == []
 
 
@@ -156,7 +159,7 @@ def test_bad_stack_file_stops_the_program_before_any_resource() -> None:
     run = Run()
     data = mutate("dev", "aistack:operator.stackFile", "examples/production.yaml")
     with pytest.raises(ConfigError):
-        run_program(encoded(data), stack="dev", run=run)
+        run_program(encoded(data), stack="dev", project=ROOT, run=run)
     assert run.resources == []
 
 

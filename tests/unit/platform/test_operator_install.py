@@ -4,6 +4,7 @@ Deployment, the MLflow backend Secret, and an optional AIStack with its gateway 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -21,7 +22,9 @@ from aistack.platform.operator_install import (
     workload_account_name,
 )
 from aistack.platform.operator_rbac import operator_cluster_rules, operator_leader_election_rules
-from aistack.platform.testing import ROOT, STAGES, Run, is_secret_value, run_program, stage_config
+from aistack.testing.pulumi_mocks import STAGES, Run, is_secret_value, run_program, stage_config
+
+ROOT = Path(__file__).resolve().parents[3]
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
@@ -112,18 +115,18 @@ def test_replicas_elect_a_leader_and_join_the_peering_this_program_installs(stag
 def test_operator_image_can_be_overridden() -> None:
     assert operator_image(tag="1.2.3") == "ghcr.io/aistack-dev/operator:1.2.3"
     assert operator_image(image="registry.example.com/op@sha256:abc", tag="1.2.3") == "registry.example.com/op@sha256:abc"
-    config = stage_config("dev")
+    config = stage_config("dev", project=ROOT)
     operator = json.loads(config["aistack:operator"]) | {"version": "9.9.9", "args": ["--verbose"]}
-    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
+    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev", project=ROOT)
     [container] = run.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/aistack-dev/operator:9.9.9"
     assert container["args"] == ["--priority=100", "--leader-elect", f"--peering={PEERING_NAME}", "--verbose"]
 
 
 def test_stack_file_creates_the_aistack_after_the_operator_and_exports_its_gateway_url() -> None:
-    config = stage_config("dev")
+    config = stage_config("dev", project=ROOT)
     operator = json.loads(config["aistack:operator"]) | {"stackFile": "examples/quickstart.yaml"}
-    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev")
+    run = run_program(config | {"aistack:operator": json.dumps(operator)}, stack="dev", project=ROOT)
     stack = load_stack(ROOT / "examples" / "quickstart.yaml")
     cr = run.one("kubernetes:aistack.dev/v1alpha1:AIStack").inputs
     assert cr["metadata"] == {"name": stack.name, "namespace": "aistack"}

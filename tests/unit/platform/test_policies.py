@@ -14,7 +14,7 @@ import pytest
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs, ResourceValidationPolicy
 
 from aistack.platform import policies as p
-from aistack.platform.testing import STAGES, Res, Run
+from aistack.testing.pulumi_mocks import STAGES, Res, Run
 
 
 def broken(run: Run, type_: str, name_contains: str = "", **changes: Any) -> Res:

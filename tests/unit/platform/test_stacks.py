@@ -11,8 +11,9 @@ import yaml
 
 from aistack.api.conventions import GPU_TAINT_KEY, GPU_TYPE_LABEL
 from aistack.platform.gpu_nodes import gpu_node_labels
+from aistack.testing.pulumi_mocks import ISSUER, PASSWORD, STAGES, Run, is_secret_value
 
-from aistack.platform.testing import ISSUER, PASSWORD, ROOT, STAGES, Run, is_secret_value
+ROOT = Path(__file__).resolve().parents[3]
 
 EKS = "aws:eks/cluster:Cluster"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"

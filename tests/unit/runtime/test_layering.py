@@ -10,7 +10,7 @@ from pathlib import Path
 RUNTIME = Path(__file__).resolve().parents[3] / "runtime"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "local", "testing"),  # entry points: the gateway pod, `aistack up`; test doubles
+    ("__main__", "local"),  # entry points: the gateway pod, `aistack up`
     ("gateway", "evaluation", "ingestion"),  # the HTTP API, and the work the CLI runs
     ("orchestration", "guardrails", "tracing"),  # the steps of a request (and the rails' sidecar)
     ("retrieval",),  # the store, the embedders and the contracts (`Passage`, `Embedder`, `Retriever`)

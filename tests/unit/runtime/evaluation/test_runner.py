@@ -8,7 +8,7 @@ import pytest
 
 from aistack.runtime.evaluation.dataset import Question
 from aistack.runtime.evaluation.runner import Answer, Outcome, aggregate, run_questions
-from aistack.runtime.testing.gateway import HashEmbedder
+from aistack.testing.gateway import HashEmbedder
 
 QUESTIONS = [
     Question(question="Where are vectors stored?", reference="Qdrant stores vectors", sources=["a.md"]),

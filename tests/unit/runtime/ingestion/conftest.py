@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aistack.runtime.testing.documents import make_pdf
+from aistack.testing.documents import make_pdf
 
 @pytest.fixture
 def pdf_bytes() -> bytes:

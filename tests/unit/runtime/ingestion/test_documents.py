@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from aistack.runtime.ingestion.documents import DocumentError, Section, parse_document, warnings_note
-from aistack.runtime.testing.documents import make_damaged_pdf, make_pdf
+from aistack.testing.documents import make_damaged_pdf, make_pdf
 
 MARKDOWN = """# Guide
 

@@ -7,7 +7,7 @@ import yaml
 
 from aistack.api.manifests import parse_stack
 from aistack.runtime.local.model_probe import choose_model
-from aistack.runtime.testing.openai_server import run_openai_server
+from aistack.testing.openai_server import run_openai_server
 
 KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
-from aistack.runtime.testing.gateway import base_config, run_gateway
-from aistack.runtime.testing.openai_server import serve_in_thread
+from aistack.testing.gateway import base_config, run_gateway
+from aistack.testing.openai_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from aistack.runtime.retrieval.embedders import LocalEmbedder
-from aistack.runtime.testing.openai_server import serve_in_thread
+from aistack.testing.openai_server import serve_in_thread
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import openai
 from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.gateway import create_app
 from aistack.runtime.retrieval.contracts import Passage
-from aistack.runtime.testing.openai_server import hash_embedding, serve_in_thread
+from aistack.testing.openai_server import hash_embedding, serve_in_thread
 
 
 def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:

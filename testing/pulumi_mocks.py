@@ -4,6 +4,9 @@ There is no Pulumi CLI, engine or cloud here: `pulumi.runtime.set_mocks` stands 
 engine. The mocks record every registered resource and answer what a provider would compute
 (ARNs, the EKS endpoint and CA, the OIDC issuer, the RDS address, the random password),
 because mocks echo inputs but invent nothing. Each stage runs with its own `Pulumi.<stage>.yaml`.
+
+The project folder (where Pulumi.yaml is) comes from the caller: the harness is a distribution
+of its own and may be installed anywhere, so it cannot know where a checkout is.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import pulumi
 import yaml
 from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-ROOT = Path(__file__).resolve().parents[1]
-"""The project directory (where Pulumi.yaml is), in a source checkout."""
-PROGRAM = ROOT / "stacks" / "__main__.py"
+PROGRAM = Path("stacks") / "__main__.py"
+"""The Pulumi program, relative to the project folder."""
 STAGES = ("dev", "staging", "prod")
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 PASSWORD = "Pa55wordFromRandom0123456789abcdefABCDEF"
@@ -98,43 +99,58 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise AssertionError(f"the program must not invoke {args.token} (it would need a cloud)")
 
 
-def stage_config(stage: str) -> dict[str, Any]:
-    """`Pulumi.<stage>.yaml`'s config, as the engine hands it to a program (objects as JSON)."""
-    data = yaml.safe_load((ROOT / f"Pulumi.{stage}.yaml").read_text())["config"]
+def stage_config(stage: str, *, project: Path) -> dict[str, Any]:
+    """`Pulumi.<stage>.yaml`'s config in the `project` folder, as the engine hands it to a
+    program (objects as JSON)."""
+    data = yaml.safe_load((_project(project) / f"Pulumi.{stage}.yaml").read_text())["config"]
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
 
-def run_program(config: dict[str, Any], *, stack: str, run: Run | None = None) -> Run:
-    """Run stacks/__main__.py with `config` and return what it registered and exported
-    (into `run` if given, so a caller still sees what was registered when the program fails)."""
+def run_program(config: dict[str, Any], *, stack: str, project: Path, run: Run | None = None) -> Run:
+    """Run the `project` folder's stacks/__main__.py with `config` and return what it registered
+    and exported (into `run` if given, so a caller still sees what was registered when the
+    program fails). Call it where no event loop runs (a plain test function): it drives one."""
+    program = _project(project) / PROGRAM
     run = run if run is not None else Run()
-    _ensure_event_loop()
+    loop = _event_loop()
     pulumi.runtime.set_mocks(RecordingMocks(run), project="aistack", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
     root = settings.get_root_resource()
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+    loop.run_until_complete(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
     urns = settings.get_monitor().resources
     by_key = {(u.split("::")[2].split("$")[-1], u.split("::")[3]): u for u in urns}
     for r in run.resources:
         r.urn = by_key[(r.type, r.name)]
     for key, value in root.outputs.items():
         out = pulumi.Output.from_input(value)
-        run.outputs[key] = _sync_await(out.future())
-        if _sync_await(out.is_secret()):
+        run.outputs[key] = loop.run_until_complete(out.future())
+        if loop.run_until_complete(out.is_secret()):
             run.secret_outputs.add(key)
     return run
 
 
-def _ensure_event_loop() -> None:
-    """Pulumi's mocks run on the thread's current event loop; a caller (e.g. a test runner that
-    closed the loop of an async test before) may have left none set."""
+def _project(folder: Path) -> Path:
+    """`folder` when it holds a Pulumi project with its program; else ValueError naming what lacks."""
+    missing = [name for name in ("Pulumi.yaml", str(PROGRAM)) if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not the aistack Pulumi project: it has no {' and no '.join(missing)}")
+    return folder
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The thread's current event loop, which Pulumi's mocks run on; a new one when a caller
+    (e.g. a test runner that closed the loop of an async test before) left none set."""
     policy = asyncio.get_event_loop_policy()
     try:
         loop = policy.get_event_loop()
     except RuntimeError:
         loop = None
     if loop is None or loop.is_closed():
-        policy.set_event_loop(policy.new_event_loop())
+        loop = policy.new_event_loop()
+        policy.set_event_loop(loop)
+    if loop.is_running():
+        raise RuntimeError("run_program drives the event loop itself: call it outside a running loop")
+    return loop
 
 
 def is_secret_value(value: Any) -> bool:

@@ -1,5 +1,10 @@
 """A Kubernetes API emulator for the operator's tests and benchmark (kmock, filled in).
 
+Test-only, and kept out of the product (it is `aistack.testing`, a distribution the images never
+install): it imports kmock's private `kmock._internal` and replaces `kmock.parsing.parse_path`
+for the whole process, which no code that runs in a cluster should do. kmock is pinned in the
+`test` extra, so a kmock release that moves those internals fails here, not in a user's hands.
+
 No cluster exists where aistack is tested, so the real kopf and the real `kubernetes` client
 talk HTTP to kmock's in-memory emulator. kmock 0.8 leaves gaps that matter to an operator;
 this subclass fills them, each the simple way:
@@ -50,7 +55,7 @@ import kmock
 from kmock._internal import dicts, parsing, references
 
 from aistack.api.v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
-from aistack.operator.emulator_controllers import WORKLOADS, SimulatedControllers, _now
+from aistack.testing.emulator_controllers import WORKLOADS, SimulatedControllers, _now
 
 _original_parse_path = parsing.parse_path
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from aistack.runtime.testing.openai_server import hash_embedding, run_openai_server
+from aistack.testing.openai_server import hash_embedding, run_openai_server
 
 
 @pytest.fixture(scope="module")

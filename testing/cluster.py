@@ -14,7 +14,7 @@ from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
 
 from aistack.api.conventions import LABEL_INSTANCE, PEERING_NAME
-from aistack.operator.emulator import CHILD_PLURALS, EmulatorThread
+from aistack.testing.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
 from aistack.operator.machinery.leader import LeaseOptions

@@ -31,7 +31,7 @@ Run it in a thread on a free loopback port::
     with run_openai_server() as upstream:
         client = openai.OpenAI(base_url=upstream.base_url, api_key="x")
 
-or as a process: `python -m aistack.runtime.testing.openai_server --port 9000`.
+or as a process: `python -m aistack.testing.openai_server --port 9000`.
 """
 
 from __future__ import annotations
