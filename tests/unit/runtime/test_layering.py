@@ -13,7 +13,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "local"),  # entry points: the gateway pod, `aistack up`
     ("gateway", "evaluation", "ingestion"),  # the HTTP API, and the work the CLI runs
     ("orchestration", "guardrails", "tracing"),  # the steps of a request (and the rails' sidecar)
-    ("retrieval",),  # the store, the embedders and the contracts (`Passage`, `Embedder`, `Retriever`)
+    ("retrieval", "engine"),  # the store, the embedders and the contracts (`Passage`, `Embedder`,
+    # `Retriever`); the vLLM engine's environment, which only `local` starts
     ("core",),  # the gateway config file and the metrics: what every part shares
 )
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer}
