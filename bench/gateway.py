@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from aistack.testing.openai_server import free_port
+from aistack.runtime.local.ports import free_port
 
 BODY = {"model": "demo-model", "messages": [{"role": "user", "content": "What does the gateway add? Contact me at a@b.co"}],
         "max_tokens": 32}

@@ -30,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from aistack.api.manifests import parse_stack
 from aistack.api.conventions import LABEL_INSTANCE
-from aistack.testing.emulator import CHILD_PLURALS, EmulatorThread
+from aistack.api.manifests import parse_stack
 from aistack.operator.render import render
+from aistack.runtime.local.ports import free_port
 from aistack.testing.cluster import Cluster
-from aistack.testing.openai_server import free_port
+from aistack.testing.emulator import CHILD_PLURALS, EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[1]
 

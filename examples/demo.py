@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,18 +28,13 @@ from openai import OpenAI
 
 from aistack.api.conventions import experiment_name
 from aistack.api.manifests import load_stack
+from aistack.runtime.local.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "rag.yaml"
 QUESTION = "How do I remove the chunks of deleted files from the collection?"
 START_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_serving(proc: subprocess.Popen[bytes], running_file: Path) -> dict:

@@ -283,13 +283,6 @@ class RunningServer:
         self.server.configure(**changes)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (prefer passing a bound socket where possible)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_in_thread(app: Any, *, host: str = "127.0.0.1", ready_timeout: float = 10.0) -> Iterator[int]:
     """Run any ASGI app with uvicorn in a daemon thread on a free loopback port; yields the port.

@@ -1,4 +1,5 @@
-"""Loopback ports for the servers `aistack up` and `aistack ui` start on this machine."""
+"""Loopback ports for the servers `aistack up` and `aistack ui` start on this machine (the one
+`free_port`: the test harness, the tests, the benchmarks and examples/demo.py use it too)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from aistack.runtime.local import ports
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
@@ -295,13 +296,7 @@ def engine() -> Engine:
 @pytest.fixture
 def free_port():
     """A function giving a loopback port that was free a moment ago."""
-
-    def pick() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    return pick
+    return ports.free_port
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aistack.testing.emulator import EmulatorThread
 from aistack.testing.cluster import Cluster, OperatorThread, QdrantPool
+from aistack.testing.emulator import EmulatorThread
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,19 @@ Each test has its own emulated cluster (the peering object and the Lease are sha
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from aistack.testing.emulator import EmulatorThread
 from aistack.operator.kube import CHILD_KINDS
 from aistack.operator.machinery.leader import LEASE, LeaderElection, LeaseOptions
 from aistack.operator.machinery.peering import PeeringOptions
 from aistack.operator.run import LeadershipLost
+from aistack.runtime.local.ports import free_port
 from aistack.testing.cluster import Cluster, OperatorThread, wait_for
+from aistack.testing.emulator import EmulatorThread
 
 SERVICE = CHILD_KINDS["Service"]
 SYSTEM = "aistack-system"
@@ -40,19 +40,13 @@ def _replica(cluster: Cluster, qdrant, identity: str, liveness: str | None = Non
                           leader=FAST, liveness=liveness)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _lease(cluster: Cluster) -> dict:
     return (cluster.kube.get(LEASE, SYSTEM, FAST.name) or {}).get("spec") or {}
 
 
 def test_only_the_lease_holder_runs_and_a_follower_takes_over_on_release(cluster, qdrant, namespace, stack_doc) -> None:
     first = _replica(cluster, qdrant, "replica-a").start()
-    probe = f"http://127.0.0.1:{_free_port()}/healthz"
+    probe = f"http://127.0.0.1:{free_port()}/healthz"
     second = _replica(cluster, qdrant, "replica-b", liveness=probe)
     try:
         second.start(wait_ready=False)

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aistack.testing.emulator import EmulatorThread
 from aistack.operator.handlers import FINALIZER
 from aistack.operator.kube import CHILD_KINDS
 from aistack.operator.machinery.peering import INSTALL, PeeringOptions
 from aistack.testing.cluster import Cluster, OperatorThread, wait_for
+from aistack.testing.emulator import EmulatorThread
 
 SERVICE = CHILD_KINDS["Service"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aistack.testing.emulator import EmulatorThread
 from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, SECRET
 from aistack.operator.machinery.leader import LeaseOptions
 from aistack.operator.machinery.peering import PeeringOptions
 from aistack.testing.cluster import Cluster, OperatorThread, wait_for
+from aistack.testing.emulator import EmulatorThread
 
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"
 VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}

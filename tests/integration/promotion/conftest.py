@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from aistack.api import conventions as c
+from aistack.runtime.local.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 STACK = ROOT / "examples" / "production.yaml"
@@ -26,17 +26,11 @@ GIT_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` with a sqlite store, started once and stopped at the end."""
     home = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -17,16 +16,10 @@ from aistack.api.config_hash import config_hash, promotable_config
 from aistack.cli.main import app
 from aistack.cli.promotion.fields import PROMOTABLE_PATHS, get
 from aistack.cli.promotion.layout import Layout, effective_stack
+from aistack.runtime.local.ports import free_port
 
 EXPERIMENT = "support-copilot"  # the example's observability.experiment
 GOOD = {"retrieval_hit_rate": 0.9, "answer_token_f1": 0.75, "guardrail_accuracy": 0.97, "latency_p95_ms": 2100.0}
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def promote(repo: Path, *args: str, uri: str | None) -> Any:
@@ -212,7 +205,7 @@ def test_bad_invocations_say_what_to_do(git: Any, gitops_repo: Path, mlflow_uri:
 
 
 @pytest.mark.parametrize(("uri", "reason"), [
-    (f"http://127.0.0.1:{_closed_port()}", "connection refused"),
+    (f"http://127.0.0.1:{free_port()}", "connection refused"),  # nothing listens there
     ("http://mlflow.no-such-host.invalid:5000", "host 'mlflow.no-such-host.invalid' not found"),
 ], ids=["refused", "unresolvable"])
 def test_an_unreachable_tracking_server_fails_fast_naming_the_flag(

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from aistack.testing.documents import make_pdf
+from aistack.runtime.local.ports import free_port
 from aistack.runtime.retrieval.embedders import LocalEmbedder
-from aistack.testing.openai_server import free_port
+from aistack.testing.documents import make_pdf
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -20,7 +20,8 @@ from aistack.api import conventions as c
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import load_stack
 from aistack.cli.main import app
-from aistack.testing.openai_server import free_port, serve_in_thread
+from aistack.runtime.local.ports import free_port
+from aistack.testing.openai_server import serve_in_thread
 
 CONTEXT = "Qdrant stores vectors on disk."
 SCRIPT = {

@@ -18,8 +18,9 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aistack.cli.main import app
+from aistack.runtime.local.ports import free_port
 from aistack.testing.documents import make_damaged_pdf
-from aistack.testing.openai_server import free_port, run_openai_server
+from aistack.testing.openai_server import run_openai_server
 
 KEYS_ENV = "AISTACK_SECRET_GW_KEYS_KEYS"
 MODEL_KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"

@@ -23,7 +23,8 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from aistack.testing.openai_server import free_port, run_openai_server
+from aistack.runtime.local.ports import free_port
+from aistack.testing.openai_server import run_openai_server
 
 SECRET_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 PROVIDER_ENV = "LOOPBACK_PROVIDER_API_KEY"

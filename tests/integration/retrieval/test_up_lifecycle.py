@@ -29,7 +29,8 @@ import yaml
 from openai import OpenAI
 
 from aistack.runtime.local.mlflow_server import group_members
-from aistack.testing.openai_server import free_port, run_openai_server
+from aistack.runtime.local.ports import free_port
+from aistack.testing.openai_server import run_openai_server
 
 MODEL_KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 ENV = {**os.environ, MODEL_KEY_ENV: "test-key", "HF_HUB_OFFLINE": "1"}

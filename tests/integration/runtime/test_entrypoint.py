@@ -14,8 +14,8 @@ import openai
 import pytest
 import yaml
 
+from aistack.runtime.local.ports import free_port
 from aistack.testing.gateway import base_config
-from aistack.testing.openai_server import free_port
 
 
 def _wait_ready(proc: subprocess.Popen, port: int) -> None:

@@ -8,8 +8,9 @@ import httpx
 import openai
 import pytest
 
+from aistack.runtime.local.ports import free_port
 from aistack.testing.gateway import base_config, run_gateway
-from aistack.testing.openai_server import free_port, run_openai_server
+from aistack.testing.openai_server import run_openai_server
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import openai
 import pytest
 import yaml
 
+from aistack.runtime.local.ports import free_port
 from aistack.runtime.retrieval.contracts import Passage
 from aistack.testing.gateway import ListRetriever, base_config, run_gateway
-from aistack.testing.openai_server import free_port
 
 REFUSAL = "Sorry, I can't help with that."
 RAILS = {"input": ["jailbreak_heuristics", "pii_mask", "self_check_input"],

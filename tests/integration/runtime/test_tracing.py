@@ -14,10 +14,10 @@ import pytest
 
 from aistack.api.gateway_config import TracingConfig
 from aistack.runtime.core.metrics import GatewayMetrics
+from aistack.runtime.local.ports import free_port
 from aistack.runtime.retrieval.contracts import Passage
-from aistack.testing.gateway import ListRetriever, base_config, run_gateway
-from aistack.testing.openai_server import free_port
 from aistack.runtime.tracing import RequestTrace, Tracer
+from aistack.testing.gateway import ListRetriever, base_config, run_gateway
 
 
 @pytest.fixture

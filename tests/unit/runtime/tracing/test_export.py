@@ -15,7 +15,7 @@ import pytest
 
 from aistack.api.gateway_config import TracingConfig
 from aistack.runtime.core.metrics import GatewayMetrics
-from aistack.testing.openai_server import free_port
+from aistack.runtime.local.ports import free_port
 from aistack.runtime.tracing import Tracer
 
 
