@@ -36,6 +36,11 @@ COMPONENT_TRACKING: Final = "tracking"
 COMPONENT_INGESTION: Final = "ingestion"
 COMPONENT_EVALUATION: Final = "evaluation"
 
+# Children of an AIStack are named `<stack>-<component>` (`child_name`); the longest suffix
+# plus the API's cap on AIStack names fits a DNS label (a test keeps it so).
+LONGEST_CHILD_SUFFIX: Final = "-guardrails-config"
+DNS_LABEL_MAX: Final = 63
+
 CONDITION_READY: Final = "Ready"
 CONDITION_MODEL: Final = "ModelReady"
 CONDITION_RETRIEVAL: Final = "RetrievalReady"
@@ -89,3 +94,17 @@ RUN_TAG_VERDICT: Final = "aistack.verdict"  # "passed" | "failed" against the sp
 def experiment_name(*, namespace: str, name: str, configured: str | None = None) -> str:
     """The MLflow experiment of a stack: the configured one, else `aistack/<namespace>/<name>`."""
     return configured or f"aistack/{namespace}/{name}"
+
+
+def child_name(stack_name: str, component: str) -> str:
+    """`support-copilot`, `model` -> `support-copilot-model`: how the operator names a stack's
+    children, and how anything outside it (the Pulumi install, tests) finds them."""
+    name = f"{stack_name}-{component}"
+    if len(name) > DNS_LABEL_MAX:
+        raise ValueError(f"child name {name!r} exceeds {DNS_LABEL_MAX} characters")
+    return name
+
+
+def service_url(*, name: str, namespace: str, port: int, path: str = "") -> str:
+    """In-cluster URL of a Service (fully qualified, so it works across namespaces)."""
+    return f"http://{name}.{namespace}.svc.cluster.local:{port}{path}"

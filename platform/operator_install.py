@@ -25,6 +25,8 @@ from aistack.api.conventions import (
     LABEL_PART_OF,
     PART_OF,
     PEERING_NAME,
+    child_name,
+    service_url,
 )
 from aistack.api import images
 from aistack.api.v1alpha1 import AIStack
@@ -57,8 +59,8 @@ def operator_image(*, image: str | None = None, tag: str | None = None) -> str:
 
 
 def gateway_url(*, stack_name: str, namespace: str) -> str:
-    """In-cluster URL of a stack's gateway Service (`<stack>-gateway`, the operator's naming)."""
-    return f"http://{stack_name}-{COMPONENT_GATEWAY}.{namespace}.svc.cluster.local:{GATEWAY_PORT}"
+    """In-cluster URL of a stack's gateway Service, named as the operator names it."""
+    return service_url(name=child_name(stack_name, COMPONENT_GATEWAY), namespace=namespace, port=GATEWAY_PORT)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,11 +23,11 @@ from aistack.api.conventions import (
     MANAGED_BY,
     PART_OF,
     RUNTIME_IMAGE_NAME,
+    child_name,
 )
 from aistack.api.images import image_reference
 from aistack.api.types import Resources, SecretKeyRef
 from aistack.api.v1alpha1 import API_VERSION, KIND, AIStack
-from aistack.operator.naming import child_name
 
 Manifest = dict[str, Any]
 

@@ -17,6 +17,7 @@ from aistack.api.conventions import (
     MLFLOW_PORT,
     QDRANT_HTTP_PORT,
     VLLM_PORT,
+    service_url,
 )
 from aistack.operator.render.common import RenderContext
 
@@ -72,5 +73,4 @@ def tracking_uri(ctx: RenderContext) -> str | None:
 
 
 def _url(ctx: RenderContext, name: str, port: int, *, path: str = "") -> str:
-    """In-cluster URL of a Service (fully qualified, works across namespaces)."""
-    return f"http://{name}.{ctx.stack.namespace}.svc.cluster.local:{port}{path}"
+    return service_url(name=name, namespace=ctx.stack.namespace, port=port, path=path)

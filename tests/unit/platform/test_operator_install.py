@@ -10,9 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME
+from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME, child_name
 from aistack.api.manifests import load_stack
-from aistack.operator.naming import child_name
 from aistack.platform.operator_install import (
     BASE_ARGS,
     gateway_url,
