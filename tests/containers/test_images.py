@@ -63,6 +63,28 @@ print(json.dumps({
 }))
 """
 
+# The test harness is `aistack.testing`, a distribution of its own (testing/pyproject.toml) that
+# the images never install: neither it, its files, nor its own dependency kmock may be there.
+NO_TEST_HARNESS = """
+import json, os, sys, importlib.util, importlib.metadata as m
+try:
+    m.distribution("aistack-testing")
+    installed = True
+except m.PackageNotFoundError:
+    installed = False
+site = next(p for p in sys.path if p.endswith("site-packages"))
+files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(site, "aistack")) for f in names
+         if "testing" in root.split(os.sep) or f.startswith(("emulator", "openai_server", "pulumi_mocks"))]
+print(json.dumps({"importable": importlib.util.find_spec("aistack.testing") is not None,
+                  "distribution": installed, "files": files, "kmock": importlib.util.find_spec("kmock") is not None}))
+"""
+
+
+@pytest.mark.parametrize("component", ["operator", "runtime"])
+def test_images_carry_no_test_harness(component, request, engine) -> None:
+    found = json.loads(engine.python(request.getfixturevalue(f"{component}_image"), NO_TEST_HARNESS))
+    assert found == {"importable": False, "distribution": False, "files": [], "kmock": False}
+
 
 @pytest.mark.parametrize("component", ["operator", "runtime"])
 def test_images_run_as_the_fixed_non_root_user(component, request, engine) -> None:
