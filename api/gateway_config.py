@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import GUARDRAILS_PORT, experiment_name
 from aistack.api.types import ApiModel, SecretKeyRef
@@ -20,7 +21,7 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
 from aistack.api.v1alpha1.model import GenerationDefaults
 from aistack.api.v1alpha1.orchestration import Timeouts
-from aistack.api.v1alpha1.retrieval import Chunking
+from aistack.api.v1alpha1.retrieval import Chunking, Distance
 
 GATEWAY_CONFIG_VERSION = 1
 
@@ -71,7 +72,7 @@ class RetrievalConfig(ApiModel):
     """Embedded Qdrant folder (local runs)."""
     qdrant_api_key_env: str | None = None
     collection: str
-    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"]
+    distance: Distance
     embedder: EmbedderConfig
     top_k: int
     score_threshold: float | None = None
@@ -189,17 +190,18 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
         r = spec.retrieval
         e = r.embedder
         external = r.vector_store.external
+        store = collection_spec(stack)
         retrieval = RetrievalConfig(
             qdrant_url=str(external.url).rstrip("/") if external else endpoints.qdrant_url,
             qdrant_path=None if external else endpoints.qdrant_path,
             qdrant_api_key_env=_env(external.api_key_secret_ref) if external else None,
-            collection=r.collection.name or stack.name,
-            distance=r.collection.distance,
-            embedder=EmbedderConfig(provider=e.provider, model=e.model, dimension=e.dimension or 0,
+            collection=store.name,
+            distance=store.distance,
+            embedder=EmbedderConfig(provider=e.provider, model=e.model, dimension=store.dimension,
                                     base_url=str(e.base_url).rstrip("/") if e.base_url else None,
                                     api_key_env=_env(e.api_key_secret_ref), batch_size=e.batch_size),
             top_k=r.top_k, score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens,
-            tenant_field=r.tenant_field, chunking=r.chunking,
+            tenant_field=store.tenant_field, chunking=r.chunking,
         )
     o = spec.orchestration
     orchestration = OrchestrationConfig(

@@ -46,7 +46,8 @@ from aistack.runtime.retrieval.edge import EdgeStore  # noqa: E402
 from aistack.runtime.retrieval.embedders import LocalEmbedder  # noqa: E402
 from aistack.runtime.retrieval.qdrant_server import QdrantClientStore  # noqa: E402
 from aistack.runtime.retrieval.retriever import QdrantRetriever  # noqa: E402
-from aistack.runtime.retrieval.store import CollectionSpec, StoredPoint, VectorStore  # noqa: E402
+from aistack.api.collection import CollectionSpec  # noqa: E402
+from aistack.runtime.retrieval.store import StoredPoint, VectorStore  # noqa: E402
 
 DIM = 384
 TENANTS = [f"t{i}" for i in range(10)]

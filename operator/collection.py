@@ -1,5 +1,6 @@
 """The Qdrant collection of a stack: created when missing, never altered when it differs.
 
+What the collection must be is `aistack.api.collection` (the runtime opens the same one).
 A collection's vector size and distance cannot change without re-ingesting everything, so a
 mismatch is reported (`RetrievalReady=False`, reason `CollectionMismatch`) and left for a
 human; payload indexes are added when missing (cheap and safe). The client comes from an
@@ -13,6 +14,7 @@ import base64
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aistack.api.collection import PayloadIndexSpec, collection_spec
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.check import Check
 from aistack.operator.kube import SECRET, ApiError, Kube
@@ -27,11 +29,6 @@ def default_qdrant_factory(url: str, api_key: str | None) -> QdrantClient:
     from qdrant_client import QdrantClient
 
     return QdrantClient(url=url, api_key=api_key, timeout=10)
-
-
-def collection_name(stack: AIStack) -> str:
-    assert stack.spec.retrieval is not None
-    return stack.spec.retrieval.collection.name or stack.name
 
 
 def connect(stack: AIStack, *, managed_url: str | None, kube: Kube, factory: QdrantFactory) -> QdrantClient:
@@ -60,11 +57,9 @@ def ensure_collection(client: QdrantClient, stack: AIStack) -> Check:
     """Create the collection if missing, add missing payload indexes, report a mismatch."""
     from qdrant_client import models
 
-    retrieval = stack.spec.retrieval
-    assert retrieval is not None
-    name = collection_name(stack)
-    size = retrieval.embedder.dimension or 0
-    distance = models.Distance(retrieval.collection.distance)
+    spec = collection_spec(stack)
+    name, size = spec.name, spec.dimension
+    distance = models.Distance(spec.distance)
     if not client.collection_exists(name):
         client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=distance))
         created = True
@@ -82,26 +77,24 @@ def ensure_collection(client: QdrantClient, stack: AIStack) -> Check:
                                  f"the spec wants size {size} and distance {distance.value}; left untouched: "
                                  "use another collection name, or delete and re-ingest it")
     existing = set() if created else set((client.get_collection(name).payload_schema or {}).keys())
-    for field, kind in index_fields(stack):
-        if field not in existing:
-            client.create_payload_index(name, field_name=field, field_schema=models.PayloadSchemaType(kind))
+    for index in spec.indexes():
+        if index.field not in existing:
+            client.create_payload_index(name, field_name=index.field, field_schema=_schema(index))
     return Check(ok=True, reason="CollectionReady",
                  message=f"collection {name!r}: size {size}, distance {distance.value}")
 
 
-def index_fields(stack: AIStack) -> list[tuple[str, str]]:
-    """Declared payload indexes plus the tenant field (always a keyword index)."""
-    retrieval = stack.spec.retrieval
-    assert retrieval is not None
-    fields = {i.field: i.type for i in retrieval.collection.payload_indexes}
-    if retrieval.tenant_field and retrieval.tenant_field not in fields:
-        fields[retrieval.tenant_field] = "keyword"
-    return sorted(fields.items())
+def _schema(index: PayloadIndexSpec) -> Any:
+    from qdrant_client import models
+
+    if index.tenant:
+        return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    return models.PayloadSchemaType(index.type)
 
 
 def delete_collection(client: QdrantClient, stack: AIStack) -> bool:
     """Delete the collection (deletionPolicy Delete only); False when it was already gone."""
-    name = collection_name(stack)
+    name = collection_spec(stack).name
     if not client.collection_exists(name):
         return False
     client.delete_collection(name)

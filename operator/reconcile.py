@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.operator import collection, status
@@ -222,7 +223,7 @@ def finalize(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, vers
     retrieval = stack.spec.retrieval
     if retrieval is None:
         return "no retrieval layer"
-    name = collection.collection_name(stack)
+    name = collection_spec(stack).name
     if retrieval.collection.deletion_policy != "Delete":
         return f"collection {name!r} retained (deletionPolicy Retain)"
     client = collection.connect(stack, managed_url=rendered.qdrant_url, kube=kube, factory=qdrant)

@@ -13,6 +13,9 @@ from aistack.api.types import ApiModel, DnsSubdomain, Resources, SecretKeyRef, S
 
 DEFAULT_QDRANT_IMAGE = "qdrant/qdrant:v1.15.4"
 
+Distance = Literal["Cosine", "Dot", "Euclid", "Manhattan"]
+PayloadIndexType = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
+
 # Output sizes of embedders people commonly declare; others must state `dimension`.
 KNOWN_EMBEDDER_DIMENSIONS: dict[str, int] = {
     "sentence-transformers/all-MiniLM-L6-v2": 384,
@@ -86,7 +89,7 @@ class PayloadIndex(ApiModel):
 
     field: Annotated[str, Field(pattern=PAYLOAD_FIELD)]
     """Payload key, e.g. `tenant` or `source`."""
-    type: Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"] = "keyword"
+    type: PayloadIndexType = "keyword"
     """Qdrant index type."""
 
 
@@ -95,7 +98,7 @@ class Collection(ApiModel):
 
     name: Annotated[str, Field(pattern=QDRANT_NAME)] | None = None
     """Collection name; defaults to the AIStack's name."""
-    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"] = "Cosine"
+    distance: Distance = "Cosine"
     """Vector distance; fixed once the collection exists."""
     payload_indexes: list[PayloadIndex] = Field(default_factory=list)
     """Indexed payload fields; the tenant field is always indexed."""

@@ -17,20 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, TEXT, TITLE
 from aistack.api.v1alpha1.retrieval import Chunking
 from aistack.runtime.ingestion.chunking import Chunk, chunk_document
 from aistack.runtime.ingestion.documents import DocumentError, parse_document, warnings_note
 from aistack.runtime.ingestion.sources import Listing, SourceFile, Target, list_target
 from aistack.runtime.retrieval.contracts import Embedder
-from aistack.runtime.retrieval.store import (
-    CHUNK_INDEX,
-    CONTENT_HASH,
-    SOURCE,
-    TEXT,
-    TITLE,
-    StoredPoint,
-    VectorStore,
-)
+from aistack.runtime.retrieval.store import StoredPoint, VectorStore
 
 _ID_NAMESPACE = uuid.UUID("5b0e8f43-52a5-4c38-9a39-4d2f6a1f3c11")
 EMBED_BATCH_CHUNKS = 256

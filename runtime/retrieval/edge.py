@@ -17,16 +17,8 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from aistack.runtime.retrieval.store import (
-    CHUNK_INDEX,
-    CONTENT_HASH,
-    SOURCE,
-    CollectionSpec,
-    DocumentRecord,
-    Hit,
-    StoredPoint,
-    StoreError,
-)
+from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, CollectionSpec
+from aistack.runtime.retrieval.store import DocumentRecord, Hit, StoredPoint, StoreError
 
 _SCHEMA = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -135,17 +127,10 @@ class EdgeStore:
         existed = self._folder.is_dir() and any(p.name != LOCK_FILE for p in self._folder.iterdir())
         shard = await asyncio.to_thread(self._open)
         have = set(shard.info().payload_schema)
-        wanted: dict[str, Any] = {SOURCE: qe.PayloadSchemaType.Keyword, CONTENT_HASH: qe.PayloadSchemaType.Keyword,
-                                  CHUNK_INDEX: qe.PayloadSchemaType.Integer}
-        for name in self.spec.keyword_indexes:
-            wanted[name] = qe.PayloadSchemaType.Keyword
-        for name, kind in self.spec.other_indexes:
-            wanted[name] = _SCHEMA[kind]
-        if self.spec.tenant_field:
-            wanted[self.spec.tenant_field] = qe.KeywordIndexParams(is_tenant=True)
-        for name, schema in wanted.items():
-            if name not in have:
-                await asyncio.to_thread(shard.update, qe.UpdateOperation.create_field_index(name, schema))
+        for index in self.spec.indexes():
+            if index.field not in have:
+                schema = qe.KeywordIndexParams(is_tenant=True) if index.tenant else _SCHEMA[index.type]
+                await asyncio.to_thread(shard.update, qe.UpdateOperation.create_field_index(index.field, schema))
         return not existed
 
     async def upsert(self, points: list[StoredPoint]) -> None:

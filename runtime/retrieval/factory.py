@@ -1,7 +1,8 @@
 """Building the retrieval layer from the gateway config or the AIStack spec.
 
 Entry points for the gateway (`build_retriever`, `build_embedder`) and for ingestion and
-`aistack up` (`collection_spec`, `open_store`).
+`aistack up` (`collection_spec`, `open_store`). The collection itself is described once, in
+`aistack.api.collection`, which the operator uses too.
 """
 
 from __future__ import annotations
@@ -9,26 +10,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aistack.api import collection
+from aistack.api.collection import CollectionSpec
 from aistack.api.gateway_config import RetrievalConfig
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.retrieval.embedders import build_embedder
 from aistack.runtime.retrieval.retriever import QdrantRetriever
-from aistack.runtime.retrieval.store import CollectionSpec, StoreError, VectorStore
+from aistack.runtime.retrieval.store import StoreError, VectorStore
 
 
 def collection_spec(config: RetrievalConfig, *, stack: AIStack | None = None) -> CollectionSpec:
-    """The collection a config describes; payload indexes come from the spec when given."""
-    keyword: list[str] = []
-    other: list[tuple[str, str]] = []
+    """The stack's collection when the stack is at hand (its payload indexes included); else
+    the one its rendered config names (the gateway only searches, so it needs no indexes)."""
     if stack is not None and stack.spec.retrieval is not None:
-        for index in stack.spec.retrieval.collection.payload_indexes:
-            if index.type == "keyword":
-                keyword.append(index.field)
-            else:
-                other.append((index.field, index.type))
+        return collection.collection_spec(stack)
     return CollectionSpec(name=config.collection, dimension=config.embedder.dimension, distance=config.distance,
-                          tenant_field=config.tenant_field, keyword_indexes=tuple(keyword),
-                          other_indexes=tuple(other))
+                          tenant_field=config.tenant_field)
 
 
 def open_store(config: RetrievalConfig, *, spec: CollectionSpec | None = None,

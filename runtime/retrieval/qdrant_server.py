@@ -10,16 +10,8 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
-from aistack.runtime.retrieval.store import (
-    CHUNK_INDEX,
-    CONTENT_HASH,
-    SOURCE,
-    CollectionSpec,
-    DocumentRecord,
-    Hit,
-    StoredPoint,
-    StoreError,
-)
+from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, CollectionSpec, PayloadIndexSpec
+from aistack.runtime.retrieval.store import DocumentRecord, Hit, StoredPoint, StoreError
 
 _SCHEMA = {
     "keyword": models.PayloadSchemaType.KEYWORD,
@@ -30,6 +22,13 @@ _SCHEMA = {
     "text": models.PayloadSchemaType.TEXT,
     "uuid": models.PayloadSchemaType.UUID,
 }
+
+
+def payload_schema(index: PayloadIndexSpec) -> Any:
+    """qdrant-client's schema of one index (the tenant one marked `is_tenant`)."""
+    if index.tenant:
+        return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    return _SCHEMA[index.type]
 
 
 def tenant_filter(spec: CollectionSpec, tenant: str | None) -> models.Filter | None:
@@ -94,23 +93,14 @@ class QdrantClientStore:
         return created
 
     async def _ensure_indexes(self) -> None:
-        wanted: dict[str, Any] = {SOURCE: models.PayloadSchemaType.KEYWORD,
-                                  CONTENT_HASH: models.PayloadSchemaType.KEYWORD,
-                                  CHUNK_INDEX: models.PayloadSchemaType.INTEGER}
-        for name in self.spec.keyword_indexes:
-            wanted[name] = models.PayloadSchemaType.KEYWORD
-        for name, kind in self.spec.other_indexes:
-            wanted[name] = _SCHEMA[kind]
-        if self.spec.tenant_field:
-            wanted[self.spec.tenant_field] = models.KeywordIndexParams(
-                type=models.KeywordIndexType.KEYWORD, is_tenant=True)
         if self.engine != "qdrant-server":
             return  # qdrant-client's local mode has no payload indexes (it scans)
         info = await self._client.get_collection(self.spec.name)
         have = set(info.payload_schema or {})
-        for name, schema in wanted.items():
-            if name not in have:
-                await self._client.create_payload_index(self.spec.name, field_name=name, field_schema=schema)
+        for index in self.spec.indexes():
+            if index.field not in have:
+                await self._client.create_payload_index(self.spec.name, field_name=index.field,
+                                                        field_schema=payload_schema(index))
 
     async def upsert(self, points: list[StoredPoint]) -> None:
         if not points:

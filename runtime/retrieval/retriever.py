@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from aistack.api.collection import CHUNK_INDEX, SOURCE, TEXT, TITLE
 from aistack.runtime.retrieval.context import fit_to_budget
 from aistack.runtime.retrieval.contracts import Embedder, Passage
-from aistack.runtime.retrieval.store import CHUNK_INDEX, SOURCE, TEXT, TITLE, Hit, VectorStore
+from aistack.runtime.retrieval.store import Hit, VectorStore
 
 _PAYLOAD_KEYS = {TEXT, SOURCE, TITLE, CHUNK_INDEX}
 

@@ -13,39 +13,13 @@ caller without a tenant sees shared chunks only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-Distance = Literal["Cosine", "Dot", "Euclid", "Manhattan"]
-
-# Payload keys every chunk carries (the tenant key is the spec's `tenantField`).
-TEXT = "text"
-SOURCE = "source"
-TITLE = "title"
-CHUNK_INDEX = "chunk_index"
-CONTENT_HASH = "content_hash"
-DEFAULT_TENANT_FIELD = "tenant"
+from aistack.api.collection import CollectionSpec
 
 
 class StoreError(RuntimeError):
     """The vector store failed or does not match the spec; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class CollectionSpec:
-    """What a collection must look like: vector size and distance come from the embedder."""
-
-    name: str
-    dimension: int
-    distance: Distance = "Cosine"
-    tenant_field: str | None = None
-    keyword_indexes: tuple[str, ...] = ()
-    """Extra payload fields to index as keywords (the spec's `payloadIndexes`)."""
-    other_indexes: tuple[tuple[str, str], ...] = ()
-    """(field, qdrant type) for non-keyword payload indexes."""
-
-    @property
-    def tenant_key(self) -> str:
-        return self.tenant_field or DEFAULT_TENANT_FIELD
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from aistack.api.collection import CollectionSpec
 from aistack.runtime.retrieval.edge import EdgeStore, open_edge_shard
 from aistack.runtime.retrieval.qdrant_server import QdrantClientStore
-from aistack.runtime.retrieval.store import CollectionSpec, StoredPoint, StoreError, VectorStore
+from aistack.runtime.retrieval.store import StoredPoint, StoreError, VectorStore
 
-SPEC = CollectionSpec(name="docs", dimension=4, tenant_field="tenant", keyword_indexes=("lang",))
+SPEC = CollectionSpec(name="docs", dimension=4, tenant_field="tenant", payload_indexes=(("lang", "keyword"),))
 
 
 def point(text: str, vector: list[float], *, source: str, tenant: str | None = None, h: str = "h1",
@@ -102,7 +103,7 @@ async def test_edge_shard_is_shared_in_process_and_locked_against_other_processe
     code = (
         "import sys; from pathlib import Path\n"
         "from aistack.runtime.retrieval.edge import open_edge_shard\n"
-        "from aistack.runtime.retrieval.store import CollectionSpec, StoreError\n"
+        "from aistack.api.collection import CollectionSpec\nfrom aistack.runtime.retrieval.store import StoreError\n"
         "try:\n    open_edge_shard(Path(sys.argv[1]), CollectionSpec(name='docs', dimension=4))\n"
         "except StoreError as e:\n    print(e); sys.exit(3)\n"
     )
