@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   installs into .venv, runs examples/rag.yaml locally (aistack up) and asks it a question
-#   make test   installs into .venv and runs the whole test suite
+#   make test   installs into .venv, runs `make lint` (ruff, mypy) and the whole test suite
 # Both create the virtualenv themselves with tools/install.py: it checks the interpreter first
 # (Python 3.11.5+, <3.12), rebuilds a .venv made with another Python, takes the CPU build of
 # torch from a local wheel or PyTorch's CPU index, and skips everything while pyproject.toml,
@@ -12,7 +12,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-containers container-tools install crd clean
+.PHONY: demo test lint test-containers container-tools install crd clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -23,8 +23,14 @@ demo: install
 
 # Container-image tests (tests/containers) skip, each saying why, unless buildah/podman are
 # installed: `make container-tools` first (CI does).
-test: install
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# ruff (settings in pyproject.toml) and mypy through tools/typecheck.py, which lets mypy see the
+# folders as the aistack.* packages they are installed as; part of `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python tools/typecheck.py
 
 # The container tooling (buildah, podman, runc, slirp4netns, debootstrap via apt-get, as root);
 # never fails: without it the container tests skip and say why.
