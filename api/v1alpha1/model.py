@@ -7,25 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field, HttpUrl, model_validator
 
 from aistack.api.cel import cel_rules, rule
+from aistack.api.engine import DEFAULT_VLLM_IMAGE, check_extra_args
 from aistack.api.rules import RuleCollector
 from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Storage, Toleration
-
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-
-# Flags the operator sets itself from typed fields; passing them again in extraArgs would
-# silently fight the typed value, and some of them would carry secrets into the pod spec.
-RESERVED_VLLM_FLAGS = {
-    "--model": "name",
-    "--served-model-name": "servedName",
-    "--tensor-parallel-size": "tensorParallelSize",
-    "--max-model-len": "maxModelLen",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--port": "(fixed at 8000)",
-    "--host": "(fixed at 0.0.0.0)",
-    "--api-key": "(secrets go in Secrets)",
-    "--hf-token": "hfTokenSecretRef",
-}
-
 
 class OpenAIEndpoint(ApiModel):
     """An OpenAI-compatible HTTP API: a hosted provider, an existing vLLM, Ollama, TGI..."""
@@ -95,8 +79,14 @@ class VllmSpec(ApiModel):
     """Model cache volume."""
     hf_token_secret_ref: SecretKeyRef | None = None
     """Secret key with a Hugging Face token, for gated models."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
+    """Weight and activation precision (`--dtype`); vLLM's `auto` (the model's own) when unset."""
+    tool_call_parser: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=63)] | None = None
+    """vLLM's tool-call parser for the model's chat format (`--enable-auto-tool-choice
+    --tool-call-parser`), e.g. `hermes` for Qwen2.5; an agent with tools needs one."""
     extra_args: list[str] = Field(default_factory=list)
-    """Further vLLM flags, e.g. `["--enable-prefix-caching"]`."""
+    """Further vLLM flags, e.g. `["--enable-prefix-caching"]`; checked against the parser of the
+    pinned vLLM release (`aistack.api.vllm_flags`)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory of the server container (GPUs come from `gpu.count`)."""
 
@@ -112,13 +102,8 @@ class VllmSpec(ApiModel):
                 f"{tp} must divide gpu.count ({self.gpu.count}); use one of "
                 f"{[d for d in range(1, self.gpu.count + 1) if self.gpu.count % d == 0]}",
             )
-        for i, arg in enumerate(self.extra_args):
-            flag = arg.split("=", 1)[0]
-            if flag in RESERVED_VLLM_FLAGS:
-                rules.add(
-                    ("extraArgs", i),
-                    f"{flag} is set by aistack from {RESERVED_VLLM_FLAGS[flag]}; remove it here",
-                )
+        for i, message in check_extra_args(self.extra_args):
+            rules.add(("extraArgs", i), message)
         rules.raise_if_any()
         return self
 

@@ -140,6 +140,11 @@ class AIStackSpec(ApiModel):
         if self.evaluation is not None and self.observability is None:
             rules.add(("observability",), "required with evaluation: runs are logged to MLflow for promotion")
         orch = self.orchestration
+        vllm = self.model.vllm
+        if orch.mode == "agent" and orch.tools and vllm is not None and vllm.tool_call_parser is None:
+            rules.add(("model", "vllm", "toolCallParser"),
+                      "required for an agent with tools on vLLM (it answers tool_choice 'auto' with 400 "
+                      "without one): the parser of the model's chat format, e.g. 'hermes' for Qwen2.5")
         if orch.prompt_template and "{context}" in orch.prompt_template and self.retrieval is None:
             rules.add(("orchestration", "promptTemplate"), "uses {context} but the stack has no retrieval layer")
         rules.raise_if_any()

@@ -16,6 +16,7 @@ from aistack.api.conventions import (
     GPU_TYPE_LABEL,
     VLLM_PORT,
 )
+from aistack.api.engine import server_args
 from aistack.api.v1alpha1 import VllmSpec
 from aistack.operator.render.common import (
     Manifest,
@@ -41,19 +42,15 @@ STARTUP_FAILURES = 180
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 
-def vllm_args(*, name: str, served_name: str, vllm: VllmSpec) -> list[str]:
-    """The vLLM OpenAI-server flags: typed fields first, then the user's extra flags."""
-    args = [
-        "--model", name,
-        "--served-model-name", served_name,
+def cluster_placement(vllm: VllmSpec) -> list[str]:
+    """What the pod adds to the engine contract (`aistack.api.engine.server_args`): parallelism,
+    GPU memory, and where to listen."""
+    return [
         "--tensor-parallel-size", str(vllm.effective_tensor_parallel_size),
         "--gpu-memory-utilization", str(vllm.gpu_memory_utilization),
         "--host", "0.0.0.0",
         "--port", str(VLLM_PORT),
     ]
-    if vllm.max_model_len is not None:
-        args += ["--max-model-len", str(vllm.max_model_len)]
-    return args + list(vllm.extra_args)
 
 
 def render_model(ctx: RenderContext) -> list[Manifest]:
@@ -116,7 +113,7 @@ def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:
     return {
         "name": "vllm",
         "image": vllm.image,
-        "args": vllm_args(name=model.name, served_name=model.public_name, vllm=vllm),
+        "args": server_args(model, placement=cluster_placement(vllm)),
         "env": env,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "resources": resources(vllm.resources, extra_limits={GPU_RESOURCE: str(vllm.gpu.count)}),

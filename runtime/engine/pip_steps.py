@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+PIP = "pip==26.3"
 TORCH = "torch==2.13.0+cpu"
 TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 TORCH_INDEX_ENV = "AISTACK_TORCH_INDEX_URL"
