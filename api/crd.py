@@ -162,6 +162,6 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
 
 def crd_yaml() -> str:
     """The CRD as the YAML text committed under `crds/` (header included)."""
-    import yaml
+    from aistack.api import yamlio
 
-    return GENERATED_HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return GENERATED_HEADER + yamlio.dump(build_crd())

@@ -6,26 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from aistack.api import yamlio
 from aistack.api.manifests import load_stack
 
 
-class _ReviewDumper(yaml.SafeDumper):
-    """Multi-line strings (rendered config files) as `|` blocks, so a diff reads like the file."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ReviewDumper.add_representer(str, _str)
-
-
 def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
-    """A multi-document YAML stream, keys in rendered order."""
-    return yaml.dump_all(manifests, Dumper=_ReviewDumper, sort_keys=False, width=100)
+    """A multi-document YAML stream, keys in rendered order; rendered config files as `|`
+    blocks, so a diff reads like the file."""
+    return yamlio.dump_all(manifests, blocks=True)
 
 
 def render_yaml(path: Path, *, version: str | None = None) -> tuple[str, list[str]]:

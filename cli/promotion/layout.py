@@ -27,7 +27,7 @@ import yaml
 from aistack.api.manifests import parse_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli.promotion.kustomize import Renderer, render
-from aistack.cli.promotion.yamlio import dump
+from aistack.api.yamlio import dump
 
 DEFAULT_STAGES = ("dev", "staging", "prod")
 STAGE_PATCH = "stage.yaml"

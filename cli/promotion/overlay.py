@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from aistack.cli.promotion.layout import PROMOTED_PATCH
-from aistack.cli.promotion.yamlio import dump
+from aistack.api.yamlio import dump
 
 HEADER = (
     "# Written by `aistack promote`: the behaviour this stage was promoted to, as changes to\n"

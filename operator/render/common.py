@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from aistack.api import yamlio
 from aistack.api.conventions import (
     IMAGE_UID,
     LABEL_COMPONENT,
@@ -78,13 +77,9 @@ def metadata(ctx: RenderContext, *, name: str, component: str) -> dict[str, Any]
     return meta
 
 
-# libyaml's emitter when present: ~10x faster than PyYAML's, and render runs on every reconcile.
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def config_file(data: Any) -> str:
     """A config file's text, stable for equal data (sorted keys)."""
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, width=100)
+    return yamlio.dump(data, sort_keys=True)
 
 
 def content_hash(*parts: Any) -> str:

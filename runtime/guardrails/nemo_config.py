@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from aistack.api import yamlio
 from aistack.api.gateway_config import GatewayConfig
 
 SELF_CHECK_INPUT = """\
@@ -76,7 +75,7 @@ def nemo_config(config: GatewayConfig) -> dict[str, Any]:
 
 
 def nemo_config_yaml(config: GatewayConfig) -> str:
-    return yaml.safe_dump(nemo_config(config), sort_keys=False)
+    return yamlio.dump(nemo_config(config))
 
 
 def write_nemo_config(config: GatewayConfig, root: Path) -> Path:

@@ -66,3 +66,24 @@ def test_render_warns_on_stderr_of_a_path_the_cluster_cannot_read(tmp_path: Path
     assert "warning: retrieval.sources: 'docs' is a path with no volume" in result.stderr
     docs = list(yaml.safe_load_all(result.stdout))  # stdout is still only YAML
     assert "Job" not in {d["kind"] for d in docs}
+
+
+AMBIGUOUS = ["on", "yes", "y", "n", "No", "TRUE", "1e3", "-2E-5", "0755", "0o17", "0x1F", "1.5", "~", "null"]
+
+
+def test_strings_that_look_like_bools_or_numbers_read_back_as_strings(tmp_path: Path) -> None:
+    """GitOps tools and kubectl read YAML 1.1 (`y`, `on` are booleans) or 1.2 (`1e3`, `0o17`
+    are numbers): every such string must come out quoted."""
+    manifest = yaml.safe_load((EXAMPLES / "production.yaml").read_text())
+    selector = {f"aistack.dev/v{i}": value for i, value in enumerate(AMBIGUOUS)}
+    manifest["spec"]["model"]["vllm"]["gpu"]["nodeSelector"] = selector
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    result = CliRunner().invoke(app, ["render", str(path)])
+    assert result.exit_code == 0, result.output
+    [model] = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment" and
+               d["metadata"]["name"].endswith("-model")]
+    rendered = model["spec"]["template"]["spec"]["nodeSelector"]
+    assert {k: rendered[k] for k in selector} == selector
+    for value in AMBIGUOUS:
+        assert f"'{value}'" in result.stdout  # quoted: a YAML 1.2 reader sees a string too

@@ -29,7 +29,7 @@ def test_operations_turn_old_into_new_and_touch_nothing_else() -> None:
 def test_strings_kustomize_would_read_as_booleans_are_quoted(tmp_path: Path, value: str) -> None:
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(stage_kustomization(promoted=False)))
     overlay.write(tmp_path, ops=[{"op": "replace", "path": "/spec/model/name", "value": value}])
-    assert f'value: "{value}"' in (tmp_path / PROMOTED_PATCH).read_text()
+    assert f"value: '{value}'" in (tmp_path / PROMOTED_PATCH).read_text()
 
 
 def test_write_adds_and_removes_only_its_own_patch(tmp_path: Path) -> None:
