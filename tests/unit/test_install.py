@@ -203,7 +203,8 @@ def test_extras_include_what_they_name_transitively() -> None:
     assert install.with_extras("no-such-extra") == {"no-such-extra"}  # pip says it warns; nothing to add
 
 
-def test_the_stamp_changes_with_the_harness_packaging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stamp_changes_with_the_harness_packaging(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "testing").mkdir()
     for name in ("pyproject.toml", "constraints.txt", "testing/pyproject.toml"):
         (tmp_path / name).write_bytes((REPO / name).read_bytes())

@@ -23,4 +23,5 @@ def test_a_folder_without_the_project_is_refused_naming_what_it_lacks(tmp_path: 
 def test_stage_config_reads_the_callers_project() -> None:
     config = stage_config("dev", project=ROOT)
     assert config["aistack:stage"] == "dev" and config["aws:region"] == "us-west-2"
-    assert all(isinstance(value, str) for value in config.values())  # objects as JSON, as the engine hands them
+    # objects as JSON, as the engine hands them to a program
+    assert all(isinstance(value, str) for value in config.values())
