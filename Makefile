@@ -45,4 +45,4 @@ crd: install
 	$(BIN)/python -m aistack.api
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info testing/*.egg-info
