@@ -12,7 +12,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint test-containers container-tools install crd clean
+.PHONY: demo test lint test-containers container-tools install crd operator-manifests clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -43,6 +43,10 @@ test-containers: install container-tools
 
 crd: install
 	$(BIN)/python -m aistack.api
+
+# deploy/operator/ (the kustomize install) from the data the Pulumi install uses.
+operator-manifests: install
+	$(BIN)/python -m aistack.platform.operator_manifests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info testing/*.egg-info

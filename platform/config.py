@@ -24,6 +24,7 @@ from aistack.api.errors import field_errors
 from aistack.api.manifests import ManifestError, load_stack
 from aistack.api.rules import RuleCollector, violation
 from aistack.api.v1alpha1 import AIStack
+from aistack.platform.operator_manifests import DEFAULT_NAMESPACE
 
 PROJECT = "aistack"
 Stage = Literal["dev", "staging", "prod"]
@@ -196,7 +197,7 @@ class OperatorConfig(ConfigModel):
     """Image tag; the installed aistack package version when unset."""
     image: Annotated[str, Field(min_length=1)] | None = None
     """Full image reference; overrides `version`."""
-    namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "aistack-system"
+    namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = DEFAULT_NAMESPACE
     """Namespace of the operator (pod security `restricted`)."""
     replicas: Annotated[int, Field(ge=1, le=3)] = 1
     """More than one runs standby replicas (one leader, elected through a Lease)."""

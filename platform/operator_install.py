@@ -21,34 +21,26 @@ from aistack.api.conventions import (
     GATEWAY_PORT,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
-    LABEL_NAME,
     LABEL_PART_OF,
     PART_OF,
-    PEERING_NAME,
     child_name,
     service_url,
 )
 from aistack.api import images
 from aistack.api.v1alpha1 import AIStack
 from aistack.platform.gpu_cluster import SYSTEM_NODE_LABELS
-from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules, operator_leader_election_rules
+from aistack.platform.operator_manifests import (
+    operator_deployment,
+    operator_labels,
+    operator_namespace,
+    operator_rbac,
+    peering_object,
+)
+from aistack.platform.operator_rbac import kopf_peering_crd
 
-OPERATOR_NAME = "aistack-operator"
 MLFLOW_BACKEND_SECRET = "mlflow-backend"
 MLFLOW_BACKEND_KEY = "uri"
-LIVENESS_PORT = 8081  # `python -m aistack.operator` serves kopf's probe at :8081/healthz by default
-BASE_ARGS = ("--priority=100", "--leader-elect", f"--peering={PEERING_NAME}")
-"""Replicas elect a leader through a Lease (standbys wait); priority 100 outranks an operator
-started by hand with the default 0, which then pauses; the named peering (the object this
-program installs) keeps the operator paused while it is missing, where an operator without
-the flag would work unguarded. The same as deploy/operator/deployment.yaml. `args` come after,
-so they win (`--standalone` drops the peering)."""
 IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
-POD_ENV = [
-    {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-]
-"""The operator's identity in the Lease and the peering, and the Lease's namespace."""
 
 
 def operator_image(*, image: str | None = None, tag: str | None = None) -> str:
@@ -106,42 +98,8 @@ def with_accounts(spec: dict[str, Any], accounts: dict[str, str]) -> dict[str, A
     return out
 
 
-def _labels(component: str) -> dict[str, str]:
-    return {LABEL_NAME: OPERATOR_NAME, LABEL_COMPONENT: component, LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi"}
-
-
-def operator_args(args: list[str]) -> list[str]:
-    """`BASE_ARGS`, then `args`; a `--standalone` there drops the named peering (the operator
-    refuses the two together)."""
-    standalone = "--standalone" in args
-    return [*(a for a in BASE_ARGS if not (standalone and a.startswith("--peering"))), *args]
-
-
-def operator_pod_spec(*, image: str, args: list[str]) -> dict[str, Any]:
-    """Non-root, read-only, no capabilities; on the system nodes; liveness from kopf's probe."""
-    return {
-        "serviceAccountName": OPERATOR_NAME,
-        "nodeSelector": SYSTEM_NODE_LABELS,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [
-            {
-                "name": "operator",
-                "image": image,
-                "args": operator_args(args),
-                "env": POD_ENV,
-                "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
-                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20, "failureThreshold": 3},
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-            }
-        ],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-    }
+def _labels() -> dict[str, str]:
+    return operator_labels(managed_by="pulumi")
 
 
 class AIStackOperator(pulumi.ComponentResource):
@@ -161,20 +119,16 @@ class AIStackOperator(pulumi.ComponentResource):
         peering_crd = k8s.apiextensions.v1.CustomResourceDefinition(
             f"{name}-kopf-peering-crd", metadata=peering["metadata"], spec=peering["spec"], opts=k8s_opts
         )
+        peering = peering_object()
         peering_obj = k8s.apiextensions.CustomResource(
             f"{name}-kopf-peering",
-            api_version="kopf.dev/v1",
-            kind="ClusterKopfPeering",
-            metadata={"name": PEERING_NAME},
+            api_version=peering["apiVersion"],
+            kind=peering["kind"],
+            metadata=peering["metadata"],
             opts=after(peering_crd),
         )
         ns = k8s.core.v1.Namespace(
-            f"{name}-ns",
-            metadata={
-                "name": args.namespace,
-                "labels": {**_labels("operator"), "pod-security.kubernetes.io/enforce": "restricted"},
-            },
-            opts=k8s_opts,
+            f"{name}-ns", metadata=operator_namespace(args.namespace, labels=_labels())["metadata"], opts=k8s_opts
         )
         workloads = k8s.core.v1.Namespace(
             f"{name}-workloads",
@@ -189,51 +143,38 @@ class AIStackOperator(pulumi.ComponentResource):
             },
             opts=k8s_opts,
         )
-        sa = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={"name": OPERATOR_NAME, "namespace": args.namespace, "labels": _labels("operator")},
-            opts=after(ns),
-        )
+        account, role_doc, binding_doc, election_doc, election_binding_doc = operator_rbac(
+            args.namespace, labels=_labels())
+        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=account["metadata"], opts=after(ns))
         role = k8s.rbac.v1.ClusterRole(
-            f"{name}-role",
-            metadata={"name": OPERATOR_NAME, "labels": _labels("operator")},
-            rules=operator_cluster_rules(),
-            opts=k8s_opts,
+            f"{name}-role", metadata=role_doc["metadata"], rules=role_doc["rules"], opts=k8s_opts
         )
         binding = k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
-            metadata={"name": OPERATOR_NAME, "labels": _labels("operator")},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_NAME},
-            subjects=[{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": args.namespace}],
+            metadata=binding_doc["metadata"],
+            role_ref=binding_doc["roleRef"],
+            subjects=binding_doc["subjects"],
             opts=after(role, sa),
         )
         election_role = k8s.rbac.v1.Role(
             f"{name}-leader-election-role",
-            metadata={"name": f"{OPERATOR_NAME}-leader-election", "namespace": args.namespace,
-                      "labels": _labels("operator")},
-            rules=operator_leader_election_rules(),
+            metadata=election_doc["metadata"],
+            rules=election_doc["rules"],
             opts=after(ns),
         )
         election_binding = k8s.rbac.v1.RoleBinding(
             f"{name}-leader-election-binding",
-            metadata={"name": f"{OPERATOR_NAME}-leader-election", "namespace": args.namespace,
-                      "labels": _labels("operator")},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{OPERATOR_NAME}-leader-election"},
-            subjects=[{"kind": "ServiceAccount", "name": OPERATOR_NAME, "namespace": args.namespace}],
+            metadata=election_binding_doc["metadata"],
+            role_ref=election_binding_doc["roleRef"],
+            subjects=election_binding_doc["subjects"],
             opts=after(election_role, sa),
         )
-        selector = {LABEL_NAME: OPERATOR_NAME}
+        deployment = operator_deployment(namespace=args.namespace, image=args.image, replicas=args.replicas,
+                                         args=args.args, labels=_labels(), node_selector=SYSTEM_NODE_LABELS)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata={"name": OPERATOR_NAME, "namespace": args.namespace, "labels": _labels("operator")},
-            spec={
-                "replicas": args.replicas,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": {**_labels("operator"), **selector}},
-                    "spec": operator_pod_spec(image=args.image, args=args.args),
-                },
-            },
+            metadata=deployment["metadata"],
+            spec=deployment["spec"],
             opts=after(self.crd, binding, election_binding, peering_obj),
         )
         self.backend_secret = k8s.core.v1.Secret(

@@ -20,13 +20,13 @@ Least privilege, rule by rule:
   created by this Pulumi program. (No `pods`, `serviceaccounts`, RBAC or `*` rights, so a
   compromised operator cannot enumerate credentials or escalate.)
 
-These rules are the same as `deploy/operator/rbac.yaml` (the kustomize install); a test keeps
-the two equal, and the operator's e2e RBAC test replays its API calls against that file.
+`deploy/operator/rbac.yaml` (the kustomize install) is generated from these rules
+(`operator_manifests.py`), and the operator's e2e RBAC test replays its API calls against it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 AISTACK_GROUP = "aistack.dev"
 CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
@@ -63,17 +63,19 @@ def operator_leader_election_rules() -> list[dict[str, Any]]:
     return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
 
 
-def kopf_peering_crd() -> dict[str, Any]:
-    """kopf's ClusterKopfPeering CRD (as in kopf's docs): where operators find peers that
-    outrank them."""
+def kopf_peering_crd(*, scope: Literal["Cluster", "Namespaced"] = "Cluster") -> dict[str, Any]:
+    """kopf's ClusterKopfPeering (or, per namespace, KopfPeering) CRD, as in kopf's docs: where
+    operators find peers that outrank them."""
+    kind = "ClusterKopfPeering" if scope == "Cluster" else "KopfPeering"
+    plural = f"{kind.lower()}s"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "metadata": {"name": f"{plural}.kopf.dev"},
         "spec": {
-            "scope": "Cluster",
+            "scope": scope,
             "group": "kopf.dev",
-            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
             "versions": [
                 {
                     "name": "v1",

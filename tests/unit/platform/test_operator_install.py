@@ -13,14 +13,13 @@ import yaml
 from aistack.api.conventions import GPU_TAINT_KEY, PEERING_NAME, child_name
 from aistack.api.manifests import load_stack
 from aistack.platform.operator_install import (
-    BASE_ARGS,
     gateway_url,
-    operator_args,
     operator_image,
     with_accounts,
     workload_account_name,
 )
-from aistack.platform.operator_rbac import operator_cluster_rules, operator_leader_election_rules
+from aistack.platform.operator_manifests import BASE_ARGS, operator_args
+from aistack.platform.operator_rbac import operator_cluster_rules
 from aistack.testing.pulumi_mocks import STAGES, Run, is_secret_value, run_program, stage_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -190,28 +189,6 @@ def test_kubernetes_objects_are_valid_against_the_kubernetes_schema(stage_runs: 
 
 def _flat(rules: list[dict]) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-
-
-def test_pulumi_install_grants_exactly_what_the_kustomize_install_grants() -> None:
-    """One set of rights whichever way the operator is installed; the operator's e2e test
-    replays its real API calls against deploy/operator/rbac.yaml."""
-    docs = yaml.safe_load_all((ROOT / "deploy" / "operator" / "rbac.yaml").read_text())
-    docs = [d for d in docs if d]
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    assert _flat(operator_cluster_rules()) == _flat(role["rules"])
-    (election,) = [d for d in docs if d["kind"] == "Role"]
-    assert _flat(operator_leader_election_rules()) == _flat(election["rules"])
-    assert election["metadata"]["namespace"] == "aistack-system"
-
-
-def test_pulumi_install_runs_the_operator_with_the_kustomize_installs_flags() -> None:
-    """Both installs run the same operator: leader election, priority and the named peering
-    (which keeps it paused while the peering object is missing); the kustomize Deployment also
-    names kopf's liveness URL, the operator's default."""
-    [deployment] = [d for d in yaml.safe_load_all((ROOT / "deploy" / "operator" / "deployment.yaml").read_text()) if d]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert [a for a in container["args"] if not a.startswith("--liveness=")] == list(BASE_ARGS)
-    assert f"--peering={PEERING_NAME}" in BASE_ARGS
 
 
 def test_standalone_in_the_given_args_drops_the_named_peering() -> None:
