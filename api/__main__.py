@@ -11,7 +11,8 @@ from aistack.api.reference import REFERENCE_FILE, build_reference
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else ".")
-    for path, text in ((root / "crds" / CRD_FILE, crd_yaml()), (root / "docs" / REFERENCE_FILE, build_reference() + "\n")):
+    for path, text in ((root / "crds" / CRD_FILE, crd_yaml()),
+                       (root / "docs" / REFERENCE_FILE, build_reference() + "\n")):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

@@ -56,7 +56,8 @@ class CollectionSpec:
     def indexes(self) -> tuple[PayloadIndexSpec, ...]:
         """Every payload index the collection needs, one per field: the chunks' own keys, the
         declared ones, and the tenant field (which wins over a declared index of the same field)."""
-        wanted = {field: PayloadIndexSpec(field, kind) for field, kind in (*CHUNK_INDEXES, *self.payload_indexes)}
+        wanted = {field: PayloadIndexSpec(field, kind)
+                  for field, kind in (*CHUNK_INDEXES, *self.payload_indexes)}
         if self.tenant_field:
             wanted[self.tenant_field] = PayloadIndexSpec(self.tenant_field, "keyword", tenant=True)
         return tuple(wanted.values())

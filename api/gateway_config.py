@@ -224,13 +224,17 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
         uri = ext.tracking_uri if ext else endpoints.tracking_uri
         if uri is None:
             raise ValueError("managed MLflow needs endpoints.tracking_uri")
-        tracing = TracingConfig(tracking_uri=uri, experiment=experiment_name(namespace=stack.namespace, name=stack.name, configured=obs.experiment),
-                                sampling=obs.trace_sampling, token_env=_env(ext.token_secret_ref) if ext else None)
+        tracing = TracingConfig(tracking_uri=uri,
+                                experiment=experiment_name(namespace=stack.namespace, name=stack.name,
+                                                           configured=obs.experiment),
+                                sampling=obs.trace_sampling,
+                                token_env=_env(ext.token_secret_ref) if ext else None)
     return GatewayConfig(
         name=stack.name, namespace=stack.namespace, stage=spec.stage, config_hash=config_hash(spec),
         model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults),
         retrieval=retrieval, orchestration=orchestration, guardrails=guardrails, tracing=tracing,
         server=ServerConfig(api_keys_env=_env(spec.gateway.api_keys_secret_ref),
                             api_keys_secret_ref=spec.gateway.api_keys_secret_ref,
-                            tenant_header=spec.gateway.tenant_header, max_body_bytes=spec.gateway.max_body_bytes),
+                            tenant_header=spec.gateway.tenant_header,
+                            max_body_bytes=spec.gateway.max_body_bytes),
     )

@@ -17,7 +17,8 @@ from aistack.api.conventions import IMAGE_REGISTRY, OPERATOR_IMAGE_NAME, RUNTIME
 # OCI distribution spec: a tag is at most 128 characters of [A-Za-z0-9_.-], not starting with . or -.
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # A repository path: lowercase components separated by / (optionally a registry host[:port] first).
-_REPOSITORY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_REPOSITORY = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 
 
 def package_version() -> str:

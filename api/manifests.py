@@ -52,7 +52,8 @@ class Document:
 def parse_stack(data: Any, *, source: str = "<input>") -> AIStack:
     """Validate one manifest mapping; raise ManifestError naming each broken field."""
     if not isinstance(data, dict):
-        raise ManifestError(source, [FieldError("<document>", f"expected a mapping, got {type(data).__name__}")])
+        raise ManifestError(source,
+                            [FieldError("<document>", f"expected a mapping, got {type(data).__name__}")])
     try:
         # camelCase only, as the CRD: the API server drops a `max_model_len` that the models'
         # Python names would accept, so validate must refuse it too.
@@ -83,7 +84,8 @@ def load_documents(path: Path | str, *, text: str | None = None) -> list[Documen
             continue
         if isinstance(data, dict) and (data.get("kind"), data.get("apiVersion")) != (KIND, API_VERSION):
             if data.get("kind") == KIND:
-                doc.errors = [FieldError("apiVersion", f"{data.get('apiVersion')!r} is not served; use {API_VERSION!r}")]
+                doc.errors = [FieldError("apiVersion",
+                                         f"{data.get('apiVersion')!r} is not served; use {API_VERSION!r}")]
             else:
                 doc.skipped = f"{data.get('apiVersion')}/{data.get('kind')}"
             docs.append(doc)
@@ -120,7 +122,8 @@ def load_stack(path: Path | str) -> AIStack:
     stacks = [d.stack for d in docs if d.stack is not None]
     if len(stacks) != 1:
         where = ", ".join(d.where for d in docs if d.stack is not None)
-        raise ManifestError(str(path), [FieldError("<file>", f"expected exactly one AIStack, found {len(stacks)}")],
+        raise ManifestError(str(path),
+                            [FieldError("<file>", f"expected exactly one AIStack, found {len(stacks)}")],
                             lines=[f"{path}: expected exactly one AIStack, found {len(stacks)} ({where}); "
                                    "put each in a file of its own"])
     return stacks[0]

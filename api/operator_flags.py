@@ -54,7 +54,8 @@ class OperatorFlags:
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> OperatorFlags:
         """From a parser's values by field name (either parser: lists become tuples)."""
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                  for k, v in values.items()}
         return cls(**fields)
 
 

@@ -18,7 +18,8 @@ class RuleViolation(ValueError):
 
     def __init__(self, issues: Iterable[tuple[Loc, str]]) -> None:
         self.issues: list[tuple[Loc, str]] = list(issues)
-        super().__init__("; ".join(f"{'.'.join(map(str, loc)) or '<self>'}: {msg}" for loc, msg in self.issues))
+        super().__init__("; ".join(f"{'.'.join(map(str, loc)) or '<self>'}: {msg}"
+                                   for loc, msg in self.issues))
 
 
 class RuleCollector:

@@ -49,7 +49,8 @@ import yaml
 
 from aistack.runtime.local.ports import free_port
 
-BODY = {"model": "demo-model", "messages": [{"role": "user", "content": "What does the gateway add? Contact me at a@b.co"}],
+BODY = {"model": "demo-model",
+        "messages": [{"role": "user", "content": "What does the gateway add? Contact me at a@b.co"}],
         "max_tokens": 32}
 
 
@@ -65,8 +66,10 @@ class Result:
     latency_ms: int  # the simulated model latency
 
 
-def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None,
+          timeout: float = 120) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
                             start_new_session=True)  # its own process group: stop() ends its children too
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +99,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str],
-               latency_s: float = 0.0, cpu: Callable[[], float] = lambda: 0.0) -> tuple[list[float], float, int, float]:
+               latency_s: float = 0.0,
+               cpu: Callable[[], float] = lambda: 0.0) -> tuple[list[float], float, int, float]:
     """`total` requests from `concurrency` workers, after one warm-up call per worker (so the pool
     holds its connections): (latencies, elapsed s, errors, CPU s that `cpu()` counted meanwhile).
 
@@ -116,7 +120,8 @@ async def load(url: str, *, model: str, concurrency: int, total: int, headers: d
     errors = 0
     remaining = total
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def call() -> bool:
             async with session.post(url, data=payload, headers=hdrs) as resp:
                 await resp.read()
@@ -146,13 +151,15 @@ async def load(url: str, *, model: str, concurrency: int, total: int, headers: d
 def summarize(name: str, concurrency: int, lat: list[float], elapsed: float, errors: int, *, cpu_s: float,
               latency_ms: int) -> Result:
     lat = sorted(lat)
-    return Result(name, concurrency, statistics.median(lat) * 1e3, lat[max(int(len(lat) * 0.99) - 1, 0)] * 1e3,
+    return Result(name, concurrency, statistics.median(lat) * 1e3,
+                  lat[max(int(len(lat) * 0.99) - 1, 0)] * 1e3,
                   len(lat) / elapsed, errors, cpu_s / len(lat) * 1e3, latency_ms)
 
 
 def gateway_config(upstream: str, *, rails: bool, tracing: str | None) -> dict:
     cfg: dict = {"name": "bench", "namespace": "default", "stage": "dev", "configHash": "bench000bench000",
-                 "model": {"publicName": "demo-model", "primary": {"baseUrl": upstream, "model": "test-model"}},
+                 "model": {"publicName": "demo-model",
+                           "primary": {"baseUrl": upstream, "model": "test-model"}},
                  "orchestration": {"mode": "pipeline", "maxSteps": 1, "timeouts": {}}}
     if rails:
         cfg["guardrails"] = {"engine": "inprocess", "rails": {
@@ -237,7 +244,8 @@ class Target:
     proc: subprocess.Popen
 
 
-def measure(targets: list[Target], *, latency_ms: int, levels: list[int], requests: int, rounds: int) -> list[Result]:
+def measure(targets: list[Target], *, latency_ms: int, levels: list[int], requests: int,
+            rounds: int) -> list[Result]:
     """Every target at every level, in interleaved rounds; upstream latency via the test server's
     `[[sleep:S]]` marker, so one upstream (and one set of gateways) serves every latency."""
     results: list[Result] = []
@@ -247,7 +255,8 @@ def measure(targets: list[Target], *, latency_ms: int, levels: list[int], reques
         for _ in range(rounds):
             for t in targets:
                 lat, took, errors, used = asyncio.run(load(
-                    t.url, model=t.model, concurrency=c, total=per_round, headers=t.headers, latency_s=latency_ms / 1000,
+                    t.url, model=t.model, concurrency=c, total=per_round, headers=t.headers,
+                    latency_s=latency_ms / 1000,
                     cpu=lambda pid=t.proc.pid: process_cpu_s(pid)))
                 lats, elapsed, errs, cpu = samples[t.name]
                 samples[t.name] = (lats + lat, elapsed + took, errs + errors, cpu + used)
@@ -255,7 +264,8 @@ def measure(targets: list[Target], *, latency_ms: int, levels: list[int], reques
             lat, elapsed, errors, cpu = samples[t.name]
             r = summarize(t.name, c, lat, elapsed, errors, cpu_s=cpu, latency_ms=latency_ms)
             results.append(r)
-            print(f"  upstream +{latency_ms:>3} ms  {t.name:<24} c={c:<3} p50={r.p50_ms:8.2f} ms  p99={r.p99_ms:8.2f} ms"
+            print(f"  upstream +{latency_ms:>3} ms  {t.name:<24} c={c:<3} p50={r.p50_ms:8.2f} ms  "
+                  f"p99={r.p99_ms:8.2f} ms"
                   f"  {r.rps:7.0f} rps  cpu {r.cpu_ms:.3f} ms/req  errors={errors}", flush=True)
     return results
 
@@ -304,16 +314,20 @@ def _loadavg() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600, help="requests per target and concurrency level")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (targets alternate each round)")
-    parser.add_argument("--levels", default="1,16,64", help="concurrency levels with the zero-latency upstream")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (targets alternate each round)")
+    parser.add_argument("--levels", default="1,16,64",
+                        help="concurrency levels with the zero-latency upstream")
     parser.add_argument("--upstream-latency-ms", default="0,50,200",
                         help="model latencies to simulate (0 = the upstream answers at once: saturation)")
-    parser.add_argument("--latency-levels", default="64", help="concurrency levels with a non-zero upstream latency")
+    parser.add_argument("--latency-levels", default="64",
+                        help="concurrency levels with a non-zero upstream latency")
     parser.add_argument("--gateway-workers", type=int, default=2,
                         help="also run the plain gateway with this many worker processes (0 or 1: skip)")
     parser.add_argument("--litellm", default=shutil.which("litellm") or "/tmp/litellm-venv/bin/litellm",
                         help="the litellm CLI (proxy); skipped when missing")
-    parser.add_argument("--no-mlflow", action="store_true", help="skip the tracing variant and its MLflow server")
+    parser.add_argument("--no-mlflow", action="store_true",
+                        help="skip the tracing variant and its MLflow server")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on kill
     levels = [int(x) for x in args.levels.split(",")]
@@ -334,7 +348,8 @@ def main() -> None:
         tracking = None
         if not args.no_mlflow:
             ml_port = free_port()
-            procs.append(start([py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+            procs.append(start([py, "-m", "mlflow", "server", "--backend-store-uri",
+                                f"sqlite:///{tmp}/mlflow.db",
                                 "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1",
                                 "--port", str(ml_port), "--workers", "1"],
                                health=f"http://127.0.0.1:{ml_port}/health", timeout=240))
@@ -353,7 +368,8 @@ def main() -> None:
             procs.append(start([py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
                                 "--config", str(path), "--workers", str(workers)],
                                health=f"http://127.0.0.1:{port}/healthz"))
-            targets.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model", {}, procs[-1]))
+            targets.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model", {},
+                                  procs[-1]))
             if trace_uri:
                 traced_port = port
         if Path(args.litellm).exists():
@@ -363,11 +379,13 @@ def main() -> None:
             path.write_text(yaml.safe_dump(cfg))
             port = free_port()
             master_key = f"sk-bench-{secrets.token_hex(16)}"  # LiteLLM refuses to start without one
-            procs.append(start([args.litellm, "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
+            procs.append(start([args.litellm, "--config", str(path), "--host", "127.0.0.1", "--port",
+                                str(port),
                                 "--num_workers", "1"], health=f"http://127.0.0.1:{port}/health/liveliness",
                                env={"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                                     "LITELLM_MASTER_KEY": master_key}, timeout=240))
-            targets.append(Target("litellm proxy", f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model",
+            targets.append(Target("litellm proxy", f"http://127.0.0.1:{port}/v1/chat/completions",
+                                  "demo-model",
                                   {"Authorization": f"Bearer {master_key}"}, procs[-1]))
         else:
             print(f"litellm CLI not found at {args.litellm}: peer skipped", flush=True)
@@ -387,7 +405,8 @@ def main() -> None:
         if traced_port is not None:
             text = httpx.get(f"http://127.0.0.1:{traced_port}/metrics").text
             print("   tracing:", "; ".join(line for line in text.splitlines() if line.startswith(
-                ("aistack_gateway_traces_dropped_total", "aistack_gateway_traces_exported_total"))), flush=True)
+                ("aistack_gateway_traces_dropped_total", "aistack_gateway_traces_exported_total"))),
+                  flush=True)
     finally:
         for p in reversed(procs):
             stop(p)

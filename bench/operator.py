@@ -95,7 +95,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
@@ -169,7 +170,8 @@ def run_size(n: int, timeout: float) -> dict[str, Any]:
             resynced = reconcile_runs(port) >= n + 1
             time.sleep(1)
             resync_writes = len(cluster.emulator.writes(resync_since)) if resynced else None
-            return {"n": n, "converged_s": converged, "cpu_ms_per_stack": 1000 * cpu / n, "requests_per_stack": len(ours) / n,
+            return {"n": n, "converged_s": converged, "cpu_ms_per_stack": 1000 * cpu / n,
+                    "requests_per_stack": len(ours) / n,
                     "writes_per_stack": len(writes) / n, "resync_writes": resync_writes, "rss_mib": rss,
                     "peak_rss_mib": peak}
         finally:
@@ -200,7 +202,8 @@ def run_latency(samples: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,100,1000")
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300.0)

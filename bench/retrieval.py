@@ -79,10 +79,12 @@ async def bench_ingestion(embedder: LocalEmbedder, rows: list[tuple[str, str, st
     docs = folder / "docs"
     docs.mkdir()
     for i in range(60):
-        body = "\n\n".join(f"## Part {j}\n\n" + "\n\n".join(sample_text(rng, 60) for _ in range(3)) for j in range(4))
+        body = "\n\n".join(f"## Part {j}\n\n" + "\n\n".join(sample_text(rng, 60) for _ in range(3))
+                           for j in range(4))
         (docs / f"doc{i}.md").write_text(f"# Document {i}\n\n{body}\n")
     store = EdgeStore(spec=CollectionSpec(name="bench", dimension=DIM), path=folder / "q")
-    ingestor = Ingestor(store=store, embedder=embedder, chunking=Chunking(size=1000, overlap=150), base=folder)
+    ingestor = Ingestor(store=store, embedder=embedder, chunking=Chunking(size=1000, overlap=150),
+                        base=folder)
     report = await ingestor.ingest(ingestor.list([Target(uri=str(docs))]))
     again = await ingestor.ingest(ingestor.list([Target(uri=str(docs))]))
     await store.close()
@@ -90,10 +92,13 @@ async def bench_ingestion(embedder: LocalEmbedder, rows: list[tuple[str, str, st
     chunk_rate = report.chunks_written / report.seconds
     emb_rate = report.chunks_written / report.embed_seconds
     rows += [
-        (f"embeddings/s (MiniLM, the same {report.chunks_written} chunk texts, batches of 64)", f"{emb_rate:.0f}", "1.00"),
-        (f"ingestion chunks/s ({report.files} md files: read, parse, chunk, embed, write)", f"{chunk_rate:.0f}",
+        (f"embeddings/s (MiniLM, the same {report.chunks_written} chunk texts, batches of 64)",
+         f"{emb_rate:.0f}", "1.00"),
+        (f"ingestion chunks/s ({report.files} md files: read, parse, chunk, embed, write)",
+         f"{chunk_rate:.0f}",
          f"{chunk_rate / emb_rate:.2f}"),
-        (f"re-ingest unchanged ({again.unchanged} files, {again.chunks_written} writes)", f"{again.seconds * 1000:.0f} ms", ""),
+        (f"re-ingest unchanged ({again.unchanged} files, {again.chunks_written} writes)",
+         f"{again.seconds * 1000:.0f} ms", ""),
     ]
 
 
@@ -128,7 +133,8 @@ async def atimed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...]], *, client_too: bool) -> None:
+async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...]], *,
+                       client_too: bool) -> None:
     vectors = clustered(size, seed=size)
     spec = CollectionSpec(name="bench", dimension=DIM, tenant_field="tenant")
     folder = Path(tempfile.mkdtemp())
@@ -159,9 +165,11 @@ async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...
     await edge.close()
     shutil.rmtree(folder)
     rows += [
-        (f"{size:,}", "qdrant-edge, unindexed (exact)", f"{upsert_s:.1f}", f"{pct(plain, 50):.2f}", f"{pct(plain, 99):.2f}",
+        (f"{size:,}", "qdrant-edge, unindexed (exact)", f"{upsert_s:.1f}", f"{pct(plain, 50):.2f}",
+         f"{pct(plain, 99):.2f}",
          f"{pct(plain_t, 50):.2f}", f"{pct(plain_t, 99):.2f}", ""),
-        (f"{size:,}", f"qdrant-edge, HNSW (build {build_s:.0f} s)", "", f"{pct(hnsw, 50):.2f}", f"{pct(hnsw, 99):.2f}",
+        (f"{size:,}", f"qdrant-edge, HNSW (build {build_s:.0f} s)", "", f"{pct(hnsw, 50):.2f}",
+         f"{pct(hnsw, 99):.2f}",
          f"{pct(hnsw_t, 50):.2f}", f"{pct(hnsw_t, 99):.2f}", f"{recall:.3f}"),
         (f"{size:,}", "qdrant-edge, HNSW, async (thread hop)", "", "", "", f"{pct(async_t, 50):.2f}",
          f"{pct(async_t, 99):.2f}", ""),
@@ -175,7 +183,8 @@ async def bench_search(size: int, queries: np.ndarray, rows: list[tuple[str, ...
             c_plain = await atimed(lambda: local.search(next(it), limit=10, tenant=None), m)
         c_ten = await atimed(lambda: local.search(next(it), limit=10, tenant="t3"), m)
         await local.close()
-        rows.append((f"{size:,}", f"qdrant-client local ({m} queries)", f"{upsert_c:.1f}", f"{pct(c_plain, 50):.2f}",
+        rows.append((f"{size:,}", f"qdrant-client local ({m} queries)", f"{upsert_c:.1f}",
+                     f"{pct(c_plain, 50):.2f}",
                      f"{pct(c_plain, 99):.2f}", f"{pct(c_ten, 50):.2f}", f"{pct(c_ten, 99):.2f}", ""))
 
 
@@ -230,17 +239,22 @@ async def bench_pipeline(embedder: LocalEmbedder, rows: list[tuple[str, str, str
     await store.close()
     shutil.rmtree(folder)
     rows += [
-        ("retrieve + budget + context, 10k chunks (no models)", f"{pct(no_model, 50):.2f}", f"{pct(no_model, 99):.2f}"),
-        ("query embedding alone (MiniLM, 1 sentence)", f"{pct(embed_only, 50):.2f}", f"{pct(embed_only, 99):.2f}"),
-        ("retrieve + budget + context incl. query embedding", f"{pct(with_embed, 50):.2f}", f"{pct(with_embed, 99):.2f}"),
+        ("retrieve + budget + context, 10k chunks (no models)", f"{pct(no_model, 50):.2f}",
+         f"{pct(no_model, 99):.2f}"),
+        ("query embedding alone (MiniLM, 1 sentence)", f"{pct(embed_only, 50):.2f}",
+         f"{pct(embed_only, 99):.2f}"),
+        ("retrieve + budget + context incl. query embedding", f"{pct(with_embed, 50):.2f}",
+         f"{pct(with_embed, 99):.2f}"),
     ]
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--skip-client-100k", action="store_true", help="qdrant-client local mode only at 10k")
+    parser.add_argument("--skip-client-100k", action="store_true",
+                        help="qdrant-client local mode only at 10k")
     args = parser.parse_args()
     console.print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     embedder = LocalEmbedder(model="all-MiniLM-L6-v2")
@@ -257,7 +271,8 @@ async def main() -> None:
     search_rows: list[tuple[str, ...]] = []
     queries = clustered(args.queries, seed=7)
     for size in args.sizes:
-        await bench_search(size, queries, search_rows, client_too=not (args.skip_client_100k and size > 20_000))
+        await bench_search(size, queries, search_rows,
+                           client_too=not (args.skip_client_100k and size > 20_000))
     table = Table(title="search latency, top 10, 384-d cosine (ms); tenant filter = 1 of 10 tenants")
     for col in ("points", "engine", "upsert s", "p50", "p99", "p50 tenant", "p99 tenant", "recall@10 tenant"):
         table.add_column(col)

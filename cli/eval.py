@@ -119,7 +119,8 @@ class QuestionProgress:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=position, last=outcome.summary())
         else:
-            self.console.print(f"question {position}/{self.total}: {outcome.summary()} ({now - self._last:.1f} s)",
+            self.console.print(f"question {position}/{self.total}: {outcome.summary()} "
+                               f"({now - self._last:.1f} s)",
                                markup=False, highlight=False)
         self._last = now
 
@@ -142,7 +143,8 @@ def metrics_table(values: Mapping[str, float], thresholds: Mapping[str, Threshol
         if bound is not None:
             limit = " ".join(x for x in (f">= {bound.min:g}" if bound.min is not None else "",
                                          f"<= {bound.max:g}" if bound.max is not None else "") if x)
-            ok = value is not None and (bound.min is None or value >= bound.min) and (bound.max is None or value <= bound.max)
+            ok = value is not None and (bound.min is None or value >= bound.min) and (bound.max is None
+                                                                                      or value <= bound.max)
             status = "[green]ok[/green]" if ok else "[red]FAIL[/red]"
         table.add_row(name, "-" if value is None else f"{value:.4g}", limit, status)
     return table

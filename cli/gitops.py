@@ -13,14 +13,17 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def init_gitops_cmd(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (inside your GitOps repository).")],
-    source: Annotated[Path, typer.Option("--from", metavar="FILE", help="The AIStack manifest every stage starts from.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR",
+                                              help="Folder to create (inside your GitOps repository).")],
+    source: Annotated[Path, typer.Option("--from", metavar="FILE",
+                                         help="The AIStack manifest every stage starts from.")],
     stages: Annotated[str, typer.Option(
         metavar="NAMES", help="Comma-separated stage names, in promotion order.")] = "dev,staging,prod",
 ) -> None:
     """Scaffold a GitOps folder: one base and an overlay per stage.
 
-    DIR/base holds the AIStack and DIR/stages/<stage> a Kustomize overlay per stage. Each stage's effective spec is rendered and validated before this returns; render one with
+    DIR/base holds the AIStack and DIR/stages/<stage> a Kustomize overlay per stage. Each stage's effective
+    spec is rendered and validated before this returns; render one with
     `kubectl kustomize DIR/stages/<stage>`, promote with `aistack promote dev staging --repo DIR`.
     """
     from aistack.api.manifests import ManifestError

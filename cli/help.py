@@ -39,7 +39,8 @@ class HelpCommand(TyperCommand):
         for param in self.params:
             if param.metavar is None and isinstance(param, TyperArgument):
                 param.metavar = (param.name or "ARG").upper()
-            elif param.metavar is None and isinstance(param, TyperOption) and not (param.is_flag or param.count):
+            elif param.metavar is None and isinstance(param, TyperOption) and not (param.is_flag
+                                                                                   or param.count):
                 param.metavar = placeholder(param)
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:

@@ -106,7 +106,8 @@ class _FileProgress:
     @contextlib.contextmanager
     def showing(self, total: int) -> Iterator[None]:
         self._progress = Progress(SpinnerColumn(), TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=self.console,
+                                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
+                                  console=self.console,
                                   transient=True)
         self._task = self._progress.add_task("ingesting", total=total, last="")
         with self._progress:
@@ -115,12 +116,14 @@ class _FileProgress:
 
     def advance(self, source: str, status: str) -> None:
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1 if status != "pruned" else 0, last=f"{status}: {source}")
+            self._progress.update(self._task, advance=1 if status != "pruned" else 0,
+                                  last=f"{status}: {source}")
 
 
 def summary(report: IngestReport, *, collection: str) -> Table:
     table = Table(title=f"ingested into {collection!r} in {report.seconds:.1f} s")
-    for column in ("files", "new", "changed", "unchanged", "empty", "pruned", "chunks written", "skipped (errors)"):
+    for column in ("files", "new", "changed", "unchanged", "empty", "pruned", "chunks written",
+                   "skipped (errors)"):
         table.add_column(column, justify="right")
     table.add_row(*(str(v) for v in (report.files, report.new, report.changed, report.unchanged, report.empty,
                                      report.pruned, report.chunks_written, len(report.errors))))

@@ -19,14 +19,18 @@ if TYPE_CHECKING:
 
 
 def promote_cmd(
-    source: Annotated[str, typer.Argument(metavar="FROM", help="Stage whose behaviour is promoted, e.g. dev.")],
+    source: Annotated[str, typer.Argument(metavar="FROM",
+                                          help="Stage whose behaviour is promoted, e.g. dev.")],
     target: Annotated[str, typer.Argument(metavar="TO", help="Stage to promote into, e.g. staging.")],
-    repo: Annotated[Path, typer.Option(metavar="DIR", help="The GitOps folder (with base/ and stages/).")] = Path("deploy"),
+    repo: Annotated[Path, typer.Option(metavar="DIR",
+                                       help="The GitOps folder (with base/ and stages/).")] = Path("deploy"),
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the diff and the verdict; change nothing (also on a dirty tree).")] = False,
-    tracking_uri: Annotated[str | None, typer.Option(metavar="URL", help="MLflow tracking URI (else MLFLOW_TRACKING_URI, "
+    tracking_uri: Annotated[str | None, typer.Option(metavar="URL",
+                                                     help="MLflow tracking URI (else MLFLOW_TRACKING_URI, "
                                                           "else the stage's external MLflow).")] = None,
-    max_age_hours: Annotated[float | None, typer.Option(metavar="HOURS", help="Oldest acceptable evaluation run; "
+    max_age_hours: Annotated[float | None, typer.Option(metavar="HOURS",
+                                                        help="Oldest acceptable evaluation run; "
                                                             "overrides TO's evaluation.maxRunAgeHours.")] = None,
 ) -> None:
     """Promote a stage's evaluated behaviour into the next stage.

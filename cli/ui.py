@@ -23,9 +23,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def ui_cmd(
-    manifest: Annotated[Path, typer.Argument(metavar="FILE", help="The AIStack manifest.", show_default=False)],
-    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port of the MLflow UI on 127.0.0.1 (a free one if taken).")] = 5050,
-    state: Annotated[Path | None, typer.Option("--state", metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    manifest: Annotated[Path, typer.Argument(metavar="FILE", help="The AIStack manifest.",
+                                             show_default=False)],
+    port: Annotated[int, typer.Option("--port", metavar="PORT",
+                                      help="Port of the MLflow UI on 127.0.0.1 (a free one if taken).")] = 5050,
+    state: Annotated[Path | None, typer.Option("--state", metavar="DIR",
+                                               help="State folder (default: <manifest "
+                                               "folder>/.aistack/<name>).")] = None,
 ) -> None:
     """Reopen the MLflow UI on a stack's recorded traces, until Ctrl-C.
 
@@ -77,7 +81,8 @@ def ui_cmd(
             return
         err.print(str(exc), markup=False)
         raise typer.Exit(1) from None
-    experiment = experiment_name(namespace=stack.namespace, name=stack.name, configured=observability.experiment)
+    experiment = experiment_name(namespace=stack.namespace, name=stack.name,
+                                 configured=observability.experiment)
     try:
         _serve(server, stack_name=stack.name, experiment=experiment)
     finally:
@@ -104,10 +109,12 @@ def _serve(server, *, stack_name: str, experiment: str) -> None:  # type: ignore
         if stop.is_set():
             return
         if server.exit_code() is not None:
-            err.print(f"MLflow exited with code {server.exit_code()} while starting: see {server.log}", markup=False)
+            err.print(f"MLflow exited with code {server.exit_code()} while starting: see {server.log}",
+                      markup=False)
             raise typer.Exit(1)
         if server.moved_from is not None:
-            err.print(f"port {server.moved_from} is in use: MLflow is on {server.port} instead (--port picks another)")
+            err.print(
+                f"port {server.moved_from} is in use: MLflow is on {server.port} instead (--port picks another)")
         out.print(f"MLflow UI of {stack_name}: {experiment_link(server.url, experiment)}  "
                   f"(experiment '{experiment}' -> Traces)", markup=False)
         err.print("Ctrl-C to stop")
@@ -128,7 +135,8 @@ def experiment_link(url: str, experiment: str) -> str:
     try:
         response = httpx.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
                              params={"experiment_name": experiment}, timeout=5)
-        experiment_id = response.json()["experiment"]["experiment_id"] if response.status_code == 200 else None
+        experiment_id = response.json()[
+            "experiment"]["experiment_id"] if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, KeyError):
         experiment_id = None
     return f"{url}/#/experiments/{experiment_id}" if experiment_id else url

@@ -23,12 +23,20 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def up_cmd(
     manifest: Annotated[Path, typer.Argument(help="The AIStack manifest.", show_default=False)],
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Gateway port on 127.0.0.1.")] = 8080,
-    state: Annotated[Path | None, typer.Option("--state", metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
-    model_url: Annotated[str | None, typer.Option("--model-url", metavar="URL", help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL", help="Use this MLflow instead of starting one.")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
-    ingest: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest retrieval.sources at start.")] = True,
-    mlflow_port: Annotated[int, typer.Option("--mlflow-port", metavar="PORT", help="Port of the local MLflow UI on 127.0.0.1 (a free one if taken); `aistack ui` reopens it there.")] = 5050,
+    state: Annotated[Path | None, typer.Option("--state", metavar="DIR",
+                                               help="State folder (default: <manifest "
+                                               "folder>/.aistack/<name>).")] = None,
+    model_url: Annotated[str | None, typer.Option("--model-url", metavar="URL",
+                                                  help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL",
+                                                     help="Use this MLflow instead of starting one.")] = None,
+    offline: Annotated[bool, typer.Option("--offline",
+                                          help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
+    ingest: Annotated[bool, typer.Option("--ingest/--no-ingest",
+                                         help="Ingest retrieval.sources at start.")] = True,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", metavar="PORT",
+                                             help="Port of the local MLflow UI on 127.0.0.1 (a free one if "
+                                             "taken); `aistack ui` reopens it there.")] = 5050,
 ) -> None:
     """Run a manifest's whole stack on this machine until Ctrl-C.
 
@@ -48,7 +56,8 @@ def up_cmd(
     stages = Stages(err)
     panel = StatusPanel(stages)
     try:
-        local = LocalStack(manifest, UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
+        local = LocalStack(manifest,
+                           UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
                                                offline=offline, ingest=ingest, mlflow_port=mlflow_port),
                            on_status=panel.show, on_stage=stages.begin)
         local.lock()
@@ -62,7 +71,8 @@ def up_cmd(
     try:
         with stages:
             asyncio.run(local.run())
-    except KeyboardInterrupt:  # Ctrl-C outside the event loop (its first or last moments): nothing is left to stop
+    # Ctrl-C outside the event loop (its first or last moments): nothing is left to stop
+    except KeyboardInterrupt:
         pass
     except Exception as exc:  # every part reports a message that says what to do
         err.print(f"aistack up failed: {exc}", markup=False)

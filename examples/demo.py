@@ -44,7 +44,8 @@ def wait_until_serving(proc: subprocess.Popen[bytes], running_file: Path) -> dic
             raise SystemExit(f"aistack up exited with {proc.returncode}")
         try:
             info = json.loads(running_file.read_text())
-            if info.get("pid") == proc.pid and httpx.get(f"{info['gateway_url']}/readyz", timeout=2).status_code == 200:
+            if info.get("pid") == proc.pid and httpx.get(f"{info['gateway_url']}/readyz",
+                                                         timeout=2).status_code == 200:
                 return info
         except (OSError, ValueError, httpx.HTTPError):
             pass
@@ -93,7 +94,8 @@ def ui_command(manifest: Path, mlflow_port: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=MANIFEST, help="the AIStack manifest (default: %(default)s)")
+    parser.add_argument("--manifest", type=Path, default=MANIFEST,
+                        help="the AIStack manifest (default: %(default)s)")
     parser.add_argument("--mlflow-port", help="port of the local MLflow UI (default: aistack up's)")
     args = parser.parse_args(argv)
     manifest = args.manifest.resolve()
@@ -109,14 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         info = wait_until_serving(proc, state / "up.json")
-        client = OpenAI(base_url=f"{info['gateway_url']}/v1", api_key=os.environ.get("AISTACK_API_KEY", "local"))
+        client = OpenAI(base_url=f"{info['gateway_url']}/v1",
+                        api_key=os.environ.get("AISTACK_API_KEY", "local"))
         model = client.models.list().data[0].id
         print(f"\nQ: {QUESTION}  (model: {model})", flush=True)
         answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}])
         print(f"\nA: {answer.choices[0].message.content}\n")
         citations = (answer.model_extra or {}).get("citations") or []
         for i, cite in enumerate(citations, 1):
-            print(f"  [{i}] {cite.get('source')}  {cite.get('title') or ''}  score={cite.get('score', 0):.3f}")
+            print(f"  [{i}] {cite.get('source')}  {cite.get('title') or ''}  "
+                  f"score={cite.get('score', 0):.3f}")
         if not citations:
             print("  (no citations: nothing relevant was retrieved)")
         observability = stack.spec.observability

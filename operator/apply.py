@@ -117,7 +117,8 @@ def with_last_applied(desired: Mapping[str, Any], record: str | None = None) -> 
     return out
 
 
-def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any],
+                live: Mapping[str, Any]) -> dict[str, Any]:
     """The smallest JSON merge patch turning `live` into one that contains `desired`, with
     fields that were in `last` but are no longer desired set to null (removed). Lists are
     replaced whole, as merge patch does."""

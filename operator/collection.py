@@ -42,7 +42,8 @@ def connect(stack: AIStack, *, managed_url: str | None, kube: Kube, factory: Qdr
         return factory(managed_url, None)
     key = None
     if external.api_key_secret_ref is not None:
-        key = read_secret(kube, stack.namespace, external.api_key_secret_ref.name, external.api_key_secret_ref.key)
+        key = read_secret(kube, stack.namespace, external.api_key_secret_ref.name,
+                          external.api_key_secret_ref.key)
     return factory(str(external.url).rstrip("/"), key)
 
 
@@ -73,7 +74,8 @@ def ensure_collection(client: QdrantClient, stack: AIStack) -> Check:
                                  f"of size {size}; left untouched: use another collection name or migrate it")
         if params.size != size or params.distance != distance:
             return Check(ok=False, reason="CollectionMismatch",
-                         message=f"collection {name!r} has size {params.size} and distance {params.distance.value}; "
+                         message=f"collection {name!r} has size {params.size} and distance "
+                         f"{params.distance.value}; "
                                  f"the spec wants size {size} and distance {distance.value}; left untouched: "
                                  "use another collection name, or delete and re-ingest it")
     existing = set() if created else set((client.get_collection(name).payload_schema or {}).keys())

@@ -49,7 +49,8 @@ def build_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) -> tuple[kopf.OperatorRegistry, Runner]:
+def build_registry(options: OperatorOptions, *,
+                   namespaces: Sequence[str] = ()) -> tuple[kopf.OperatorRegistry, Runner]:
     """A fresh registry (no module-level state: each operator start, and each test, has its own).
     `namespaces`: the ones the operator watches (all when empty), for the children's streams too."""
     registry = kopf.OperatorRegistry()
@@ -115,7 +116,8 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def reconciles(**_: Any) -> dict[str, int]:
-        return {"runs": runner.counters.runs, "writes": runner.counters.writes, "errors": runner.counters.errors,
+        return {"runs": runner.counters.runs, "writes": runner.counters.writes,
+                "errors": runner.counters.errors,
                 "renders": runner.renders.misses, "renders_reused": runner.renders.hits}
 
     return registry, runner
@@ -123,11 +125,13 @@ def build_registry(options: OperatorOptions, *, namespaces: Sequence[str] = ()) 
 
 def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
     """kopf's connection from the same Configuration the operator's own client uses."""
-    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key
+                                                                   or {}).get("BearerToken")
     if token and token.lower().startswith("bearer "):
         token = token[7:]
     return kopf.ConnectionInfo(
         server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
-        token=token or None, certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+        token=token or None, certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
     )
 

@@ -109,7 +109,8 @@ class Kube:
 
     def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any], *,
               subresource: str | None = None) -> dict[str, Any]:
-        return self.request("PATCH", kind.path(namespace, name, subresource), body=body, content_type=MERGE_PATCH)
+        return self.request("PATCH", kind.path(namespace, name, subresource), body=body,
+                            content_type=MERGE_PATCH)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:

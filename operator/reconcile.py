@@ -164,7 +164,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     ingestion = new.get("ingestion") or {}
     if outcome.status_written and ingestion.get("phase") == "Failed" and \
             (previous.get("ingestion") or {}).get("phase") != "Failed":
-        outcome.events.append(("Warning", "IngestionFailed", f"Job {ingestion['job']}: {ingestion['message']}"))
+        outcome.events.append(("Warning", "IngestionFailed",
+                               f"Job {ingestion['job']}: {ingestion['message']}"))
     if outcome.status_written and collection_check is not None and collection_check.reason == "CollectionMismatch":
         old = {c.get("type"): c.get("reason") for c in previous.get("conditions") or []}
         if old.get("RetrievalReady") != "CollectionMismatch":

@@ -42,7 +42,8 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         kube_config.load_incluster_config(client_configuration=configuration)
     else:
-        kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        kube_config.load_kube_config(config_file=kubeconfig, context=context,
+                                     client_configuration=configuration)
     return configuration
 
 
@@ -61,12 +62,14 @@ def startup(flags: OperatorFlags) -> Startup:
     namespaces, liveness = check_namespaces(flags.namespace), check_liveness(flags.liveness)
     options = operator_options(kubeconfig=flags.kubeconfig, drift_interval=flags.drift_interval,
                                standalone=flags.standalone, priority=flags.priority, peering=flags.peering,
-                               leader_elect=flags.leader_elect, leader_namespace=flags.leader_election_namespace)
+                               leader_elect=flags.leader_elect,
+                               leader_namespace=flags.leader_election_namespace)
     return Startup(options=options, namespaces=namespaces, liveness=liveness, verbose=flags.verbose)
 
 
 def operator_options(*, kubeconfig: str | None, drift_interval: float, standalone: bool, priority: int,
-                     peering: str | None, leader_elect: bool, leader_namespace: str | None) -> OperatorOptions:
+                     peering: str | None, leader_elect: bool,
+                     leader_namespace: str | None) -> OperatorOptions:
     """The options of `python -m aistack.operator` and `aistack operator` (`OperatorFlags`).
     Raises ValueError, naming the flag, for options that do not fit together (a named peering and
     --standalone; a leader election without a namespace for its Lease) or a bad value."""
@@ -83,7 +86,8 @@ def operator_options(*, kubeconfig: str | None, drift_interval: float, standalon
         leader = LeaseOptions(namespace=namespace)
     if drift_interval <= 0:
         raise ValueError(f"--drift-interval: must be > 0 seconds, got {drift_interval}")
-    return OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig), drift_interval=drift_interval,
+    return OperatorOptions(configuration=kube_configuration(kubeconfig=kubeconfig),
+                           drift_interval=drift_interval,
                            peering=peering_options, leader=leader)
 
 
@@ -161,11 +165,13 @@ async def serve(*, options: OperatorOptions, namespaces: Sequence[str] = (), liv
     try:
         election = None
         if options.leader is not None:
-            election = LeaderElection(Kube(ApiClient(options.configuration)), options.leader, options.identity)
+            election = LeaderElection(Kube(ApiClient(options.configuration)), options.leader,
+                                      options.identity)
             async with _follower_liveness(liveness), _stop_on_signals(stop):
                 if not await _until(election.acquire(), stop):
                     return
-        await _run_kopf(options, namespaces, liveness, registry, settings or build_settings(), stop, ready_flag,
+        await _run_kopf(options, namespaces, liveness, registry, settings or build_settings(), stop,
+                        ready_flag,
                         election)
     finally:
         if bridge is not None:

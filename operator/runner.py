@@ -47,7 +47,8 @@ class Runner:
                  peering: PeeringWatch | None = None) -> None:
         self.kube, self.options, self.cache, self.stacks, self.peering = kube, options, cache, stacks, peering
         self.queue: WorkQueue[StackKey] = WorkQueue(
-            self._from_cache, retry_delay=options.retry_delay, gate=None if peering is None else peering.active.wait)
+            self._from_cache, retry_delay=options.retry_delay,
+            gate=None if peering is None else peering.active.wait)
         self.counters = Counters()
         self.renders = RenderMemo()
         self.known_status: dict[StackKey, dict[str, Any]] = {}
@@ -66,7 +67,8 @@ class Runner:
         forgotten then, as the finalizer keeps the stack until a retry succeeds."""
         self.deleting.add((body.get("metadata") or {}).get("uid") or "")
         async with self.queue.serialised(key):
-            message = await asyncio.to_thread(finalize, body, kube=self.kube, qdrant=self.options.qdrant_factory,
+            message = await asyncio.to_thread(finalize, body, kube=self.kube,
+                                              qdrant=self.options.qdrant_factory,
                                               version=self.options.version)
         self.forget(key)
         return message
@@ -112,7 +114,8 @@ class Runner:
         self.counters.runs += 1
         try:
             outcome = await asyncio.to_thread(
-                reconcile, body, kube=self.kube, qdrant=self.options.qdrant_factory, version=self.options.version,
+                reconcile, body, kube=self.kube, qdrant=self.options.qdrant_factory,
+                version=self.options.version,
                 live=self.cache.with_own_writes(key, cached), known_status=self.known_status.get(key),
                 renderer=self.renders)
         except ApiError:

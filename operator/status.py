@@ -44,7 +44,8 @@ def workload_check(live: Mapping[ChildKey, Mapping[str, Any]], kind: str, name: 
     generation = obj.get("metadata", {}).get("generation")
     seen = status.get("observedGeneration")
     if generation is not None and seen is not None and seen < generation:
-        return Check(ok=False, reason="Progressing", message=f"{kind} {name}: rollout of generation {generation} pending")
+        return Check(ok=False, reason="Progressing",
+                     message=f"{kind} {name}: rollout of generation {generation} pending")
     if want == 0:
         return Check(ok=False, reason="ScaledToZero", message=f"{kind} {name} has 0 replicas")
     if have < want:
@@ -62,7 +63,8 @@ def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
     if rendered.model is not None:
         checks[CONDITION_MODEL] = workload_check(live, *rendered.model)
     else:
-        checks[CONDITION_MODEL] = Check(ok=True, reason="ExternalAPI", message="served by an OpenAI-compatible API")
+        checks[CONDITION_MODEL] = Check(ok=True, reason="ExternalAPI",
+                                        message="served by an OpenAI-compatible API")
     if spec.retrieval is not None:
         store = (workload_check(live, *rendered.store) if rendered.store is not None
                  else Check(ok=True, reason="External"))
@@ -77,10 +79,12 @@ def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
                                                 message=f"{check.message}; {note}" if check.message else note)
     if spec.guardrails is not None:
         if spec.guardrails.uses_llm:
-            checks[CONDITION_GUARDRAILS] = Check(ok=gateway.ok, reason="SidecarReady" if gateway.ok else "SidecarStarting",
+            checks[CONDITION_GUARDRAILS] = Check(ok=gateway.ok,
+                                                 reason="SidecarReady" if gateway.ok else "SidecarStarting",
                                                  message="NeMo Guardrails sidecar of the gateway pods")
         else:
-            checks[CONDITION_GUARDRAILS] = Check(ok=True, reason="InProcess", message="fast rails run in the gateway")
+            checks[CONDITION_GUARDRAILS] = Check(ok=True, reason="InProcess",
+                                                 message="fast rails run in the gateway")
     if spec.observability is not None:
         if rendered.tracking is not None:
             checks[CONDITION_TRACKING] = workload_check(live, *rendered.tracking)
@@ -97,7 +101,8 @@ def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """`status.ingestion` from the current sources' Job: Running until it finishes, then
     Succeeded or Failed. Always the same three keys: a merge patch never leaves one behind.
     `IngestExit.SKIPPED` (documents skipped) fails it at once, by its podFailurePolicy; other
-    failures (store or embedder unavailable) only after the Job's retries. None without a Job (no sources the cluster can read, or not created yet)."""
+    failures (store or embedder unavailable) only after the Job's retries. None without a Job (no sources the
+    cluster can read, or not created yet)."""
     if job is None:
         return None
     name = job.get("metadata", {}).get("name")
@@ -108,7 +113,8 @@ def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if cond.get("type") == "Complete":
             return {"job": name, "phase": "Succeeded", "message": "every document ingested"}
         if cond.get("type") == "Failed":
-            code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
+            code = _EXIT_CODE.search(
+                str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
             if code is not None and int(code.group(1)) == IngestExit.SKIPPED:
                 why = "some documents could not be read and were skipped"
             else:
@@ -137,7 +143,8 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
         if cond.get("type") == "Complete":
             return {"configHash": config_hash, "verdict": "Passed"}
         if cond.get("type") == "Failed":
-            code = _EXIT_CODE.search(str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
+            code = _EXIT_CODE.search(
+                str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
             verdict = "Failed" if code is not None and int(code.group(1)) == EvalExit.FAILED else "Error"
             return {"configHash": config_hash, "verdict": verdict}
     return kept
@@ -149,12 +156,14 @@ def build_status(rendered: Rendered, *, generation: int | None, checks: Mapping[
                  ingestion: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The status the operator owns (the keys in OWNED_KEYS)."""
     not_ready = [t for t, c in checks.items() if not c.ok]
-    ready = Check(ok=True, reason="AllLayersReady", message="every declared layer is ready") if not not_ready else \
+    ready = Check(ok=True, reason="AllLayersReady",
+                  message="every declared layer is ready") if not not_ready else \
         Check(ok=False, reason="LayersNotReady", message="not ready: " + ", ".join(not_ready))
     degraded = any(c.reason in ("CollectionMismatch", "ApplyFailed") for c in checks.values())
     phase = "Ready" if ready.ok else "Degraded" if degraded else "Progressing"
     conditions = [condition(CONDITION_READY, ready, generation=generation, previous=previous, now=now)]
-    conditions += [condition(t, c, generation=generation, previous=previous, now=now) for t, c in checks.items()]
+    conditions += [condition(t, c, generation=generation, previous=previous, now=now)
+                   for t, c in checks.items()]
     return {
         "conditions": conditions,
         "observedGeneration": generation,

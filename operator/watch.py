@@ -69,7 +69,8 @@ class ChildCache(ListWatch):
         """The children of stack `key` as the watch last saw them."""
         return dict(self.by_stack.get(key) or {})
 
-    def with_own_writes(self, key: StackKey, cached: dict[ChildKey, dict[str, Any]]) -> dict[ChildKey, dict[str, Any]]:
+    def with_own_writes(self, key: StackKey,
+                        cached: dict[ChildKey, dict[str, Any]]) -> dict[ChildKey, dict[str, Any]]:
         """`cached` (from `children`), with this process's newer writes laid over it. A written
         child leaves the overlay as soon as the cache holds any other version than it held when
         the write's reconcile read it (our write's echo, or a later change by someone else: the
@@ -80,7 +81,8 @@ class ChildCache(ListWatch):
             self._holds(key, child, (cached.get(child) or {}).get("metadata", {}).get("resourceVersion"))
         return {**cached, **{child: summary for child, (_, summary) in self.written.get(key, {}).items()}}
 
-    def record(self, key: StackKey, applied: ApplyResult, *, read: Mapping[ChildKey, Mapping[str, Any]]) -> None:
+    def record(self, key: StackKey, applied: ApplyResult, *,
+               read: Mapping[ChildKey, Mapping[str, Any]]) -> None:
         """A reconcile of stack `key` that read `read` (from `children`) wrote `applied`."""
         for child in (*applied.created, *applied.patched):
             body = applied.live.get(child) or {}
@@ -167,7 +169,8 @@ class StackCache(ListWatch):
         return [key for key in self.bodies if namespace is None or key[0] == namespace]
 
     def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
-        self.bodies[key] = plain_stack(obj, detach=False)  # type: ignore[index]  # parsed here: no one else holds it
+        self.bodies[
+            key] = plain_stack(obj, detach=False)  # type: ignore[index]  # parsed here: no one else holds it
 
     def _drop(self, key: Hashable) -> None:
         self.bodies.pop(key, None)  # type: ignore[call-overload]
@@ -179,7 +182,8 @@ def plain_stack(body: Mapping[str, Any], *, detach: bool = True) -> dict[str, An
     managedFields are left out: the cache holds one of these per stack."""
     meta = body.get("metadata") or {}
     slim = {k: v for k, v in meta.items() if k != "managedFields"}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(KOPF_ANNOTATIONS)}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith(KOPF_ANNOTATIONS)}
     if annotations:
         slim["annotations"] = annotations
     else:

@@ -46,7 +46,8 @@ def device_plugin_values() -> dict:
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": ACCELERATOR_LABEL, "operator": "In", "values": ["nvidia"]}]}
+                        {"matchExpressions": [{"key": ACCELERATOR_LABEL, "operator": "In",
+                                               "values": ["nvidia"]}]}
                     ]
                 }
             }
@@ -58,7 +59,8 @@ def device_plugin_values() -> dict:
 class ClusterAddons(pulumi.ComponentResource):
     """NVIDIA device plugin, EBS CSI driver, default gp3 StorageClass."""
 
-    def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ClusterAddonsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("aistack:platform:ClusterAddons", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         in_cluster = pulumi.ResourceOptions(parent=self, provider=args.provider)
@@ -68,7 +70,8 @@ class ClusterAddons(pulumi.ComponentResource):
             f"{name}-ebs-csi",
             assume_role_policy=pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
                 lambda v: irsa_trust(
-                    oidc_provider_arn=v[0], oidc_issuer_url=v[1], namespace="kube-system", service_account=EBS_CSI_SERVICE_ACCOUNT
+                    oidc_provider_arn=v[0], oidc_issuer_url=v[1], namespace="kube-system",
+                    service_account=EBS_CSI_SERVICE_ACCOUNT
                 )
             ),
             tags=tags,

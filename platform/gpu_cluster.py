@@ -102,9 +102,11 @@ class GpuCluster(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        cluster_role = iam.Role(f"{name}-cluster", assume_role_policy=service_trust("eks.amazonaws.com"), tags=tags, opts=child)
+        cluster_role = iam.Role(f"{name}-cluster", assume_role_policy=service_trust("eks.amazonaws.com"),
+                                tags=tags, opts=child)
         cluster_policy = iam.RolePolicyAttachment(
-            f"{name}-cluster-policy", role=cluster_role.name, policy_arn=AWS_POLICY + "AmazonEKSClusterPolicy", opts=child
+            f"{name}-cluster-policy", role=cluster_role.name,
+            policy_arn=AWS_POLICY + "AmazonEKSClusterPolicy", opts=child
         )
 
         # Created before the cluster, so EKS writes into it instead of a never-expiring group.
@@ -143,9 +145,11 @@ class GpuCluster(pulumi.ComponentResource):
             f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child
         )
 
-        node_role = iam.Role(f"{name}-node", assume_role_policy=service_trust("ec2.amazonaws.com"), tags=tags, opts=child)
+        node_role = iam.Role(f"{name}-node", assume_role_policy=service_trust("ec2.amazonaws.com"), tags=tags,
+                             opts=child)
         node_policies = [
-            iam.RolePolicyAttachment(f"{name}-node-{p}", role=node_role.name, policy_arn=AWS_POLICY + p, opts=child)
+            iam.RolePolicyAttachment(f"{name}-node-{p}", role=node_role.name, policy_arn=AWS_POLICY + p,
+                                     opts=child)
             for p in NODE_POLICIES
         ]
         node_opts = pulumi.ResourceOptions(parent=self, depends_on=node_policies)
@@ -159,14 +163,16 @@ class GpuCluster(pulumi.ComponentResource):
                 instance_types=cfg.instance_types,
                 capacity_type=cfg.capacity_type,
                 disk_size=cfg.disk_size_gb,
-                scaling_config={"min_size": cfg.min_size, "max_size": cfg.max_size, "desired_size": cfg.desired_size},
+                scaling_config={"min_size": cfg.min_size, "max_size": cfg.max_size,
+                                "desired_size": cfg.desired_size},
                 update_config={"max_unavailable": 1},
                 tags=tags,
                 opts=node_opts,
                 **extra,
             )
 
-        system = node_group("system", args.system_nodes, ami_type="AL2023_x86_64_STANDARD", labels=SYSTEM_NODE_LABELS)
+        system = node_group("system", args.system_nodes, ami_type="AL2023_x86_64_STANDARD",
+                            labels=SYSTEM_NODE_LABELS)
         self.gpu_node_groups = [
             node_group(
                 f"gpu-{g.name}",
@@ -179,12 +185,14 @@ class GpuCluster(pulumi.ComponentResource):
         ]
 
         self.cluster_name = cluster.name
-        self.cluster_security_group_id = cluster.vpc_config.apply(lambda c: _field(c, "cluster_security_group_id"))
+        self.cluster_security_group_id = cluster.vpc_config.apply(
+            lambda c: _field(c, "cluster_security_group_id"))
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority).apply(
-                lambda v: kubeconfig_json(cluster_name=v[0], endpoint=v[1], ca_data=_field(v[2], "data"), region=args.region)
+                lambda v: kubeconfig_json(cluster_name=v[0], endpoint=v[1], ca_data=_field(v[2], "data"),
+                                          region=args.region)
             )
         )
         self.provider = k8s.Provider(

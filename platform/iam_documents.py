@@ -35,7 +35,8 @@ def irsa_trust(*, oidc_provider_arn: str, oidc_issuer_url: str, namespace: str, 
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
                         "StringEquals": {f"{issuer}:aud": "sts.amazonaws.com"},
-                        "StringLike": {f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}"},
+                        "StringLike": {
+                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}"},
                     },
                 }
             ],
@@ -45,7 +46,8 @@ def irsa_trust(*, oidc_provider_arn: str, oidc_issuer_url: str, namespace: str, 
 
 def bucket_access(*, bucket_arn: str, kms_key_arn: str, write: bool) -> str:
     """Object access to one bucket (read, or read/write/delete) and the use of its KMS key."""
-    object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"] if write else [])
+    object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+                                         if write else [])
     kms_actions = ["kms:Decrypt"] + (["kms:GenerateDataKey"] if write else [])
     statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": bucket_arn},

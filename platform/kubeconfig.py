@@ -16,7 +16,8 @@ def build_kubeconfig(*, cluster_name: str, endpoint: str, ca_data: str, region: 
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+        "clusters": [{"name": cluster_name,
+                      "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
         "users": [
             {
                 "name": cluster_name,
@@ -24,7 +25,8 @@ def build_kubeconfig(*, cluster_name: str, endpoint: str, ca_data: str, region: 
                     "exec": {
                         "apiVersion": "client.authentication.k8s.io/v1beta1",
                         "command": "aws",
-                        "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region, "--output", "json"],
+                        "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region,
+                                 "--output", "json"],
                         "interactiveMode": "Never",
                     }
                 },

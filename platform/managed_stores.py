@@ -56,7 +56,8 @@ def parameter_group_family(engine_version: str) -> str:
 class ManagedStores(pulumi.ComponentResource):
     """Documents + artifacts buckets, MLflow's PostgreSQL, and IRSA roles for gateway and MLflow."""
 
-    def __init__(self, name: str, args: ManagedStoresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ManagedStoresArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("aistack:platform:ManagedStores", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = resource_tags(stage=args.stage)
@@ -72,7 +73,8 @@ class ManagedStores(pulumi.ComponentResource):
             opts=child,
         )
         bucket_args = SecureBucketArgs(
-            kms_key_arn=key.arn, noncurrent_version_days=args.noncurrent_version_days, tags=tags, force_destroy=disposable
+            kms_key_arn=key.arn, noncurrent_version_days=args.noncurrent_version_days, tags=tags,
+            force_destroy=disposable
         )
         self.documents = SecureBucket(f"{name}-documents", bucket_args, opts=child)
         self.artifacts = SecureBucket(f"{name}-mlflow-artifacts", bucket_args, opts=child)

@@ -86,7 +86,8 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, **cluster_tag, ELB_ROLE_TAG: "1", "Name": f"{name}-public-{az}"},
                 opts=child,
             )
-            ec2.RouteTableAssociation(f"{name}-public-{az}", subnet_id=public.id, route_table_id=public_rt.id, opts=child)
+            ec2.RouteTableAssociation(f"{name}-public-{az}", subnet_id=public.id, route_table_id=public_rt.id,
+                                      opts=child)
             public_subnets.append(public)
             if args.nat_gateways == "perAz" or i == 0:
                 eip = ec2.Eip(f"{name}-nat-{az}", domain="vpc", tags=tags, opts=child)
@@ -116,7 +117,8 @@ class Network(pulumi.ComponentResource):
                 nat_gateway_id=nats[-1].id,
                 opts=child,
             )
-            ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=private.id, route_table_id=private_rt.id, opts=child)
+            ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=private.id,
+                                      route_table_id=private_rt.id, opts=child)
             private_subnets.append(private)
 
         self.vpc_id = vpc.id

@@ -79,7 +79,8 @@ def _is_everyone(principal: Any) -> bool:
 def check_no_public_bucket(resource_type: str, props: Props, urn: str) -> list[str]:
     """No S3 bucket may be readable or writable by everyone."""
     if resource_type == PUBLIC_ACCESS_BLOCK:
-        off = [k for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets") if props.get(k) is not True]
+        off = [k for k in ("blockPublicAcls", "blockPublicPolicy",
+                           "ignorePublicAcls", "restrictPublicBuckets") if props.get(k) is not True]
         return [f"public access block must set {', '.join(off)} to true"] if off else []
     if resource_type in (BUCKET, BUCKET_V2, *BUCKET_ACL_TYPES):
         acl = props.get("acl")
@@ -106,7 +107,8 @@ def check_bucket_tls_only(resource_type: str, props: Props, urn: str) -> list[st
         return []
     for s in _statements(_policy_document(props.get("policy"))):
         cond = (s.get("Condition") or {}).get("Bool") or {}
-        if s.get("Effect") == "Deny" and _is_everyone(s.get("Principal")) and str(cond.get("aws:SecureTransport")).lower() == "false":
+        if s.get("Effect") == "Deny" and _is_everyone(
+                s.get("Principal")) and str(cond.get("aws:SecureTransport")).lower() == "false":
             return []
     return ["bucket policy must deny requests with aws:SecureTransport = false"]
 
@@ -115,7 +117,8 @@ def check_bucket_encrypted_with_kms(resource_type: str, props: Props, urn: str) 
     """Default bucket encryption must be SSE-KMS."""
     if resource_type not in BUCKET_SSE_TYPES:
         return []
-    algorithms = [((r or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm") for r in props.get("rules") or []]
+    algorithms = [((r or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
+                  for r in props.get("rules") or []]
     if not algorithms or any(a not in ("aws:kms", "aws:kms:dsse") for a in algorithms):
         return [f"default encryption must be aws:kms, got {algorithms}"]
     return []
@@ -135,7 +138,8 @@ def check_rds_encrypted_private(resource_type: str, props: Props, urn: str) -> l
 
 def _is_gpu_node_group(props: Props) -> bool:
     ami = str(props.get("amiType") or "")
-    return "NVIDIA" in ami or "GPU" in ami or any(GPU_INSTANCE.match(t) for t in props.get("instanceTypes") or [])
+    return "NVIDIA" in ami or "GPU" in ami or any(GPU_INSTANCE.match(t) for t in props.get("instanceTypes")
+                                                  or [])
 
 
 def check_gpu_node_groups_tainted(resource_type: str, props: Props, urn: str) -> list[str]:
@@ -184,12 +188,15 @@ def check_no_open_ingress(resource_type: str, props: Props, urn: str) -> list[st
     elif resource_type == SECURITY_GROUP_RULE and props.get("type") == "ingress":
         rules = [props]
     elif resource_type == INGRESS_RULE:
-        rules = [{**props, "cidrBlocks": [props.get("cidrIpv4")], "ipv6CidrBlocks": [props.get("cidrIpv6")], "protocol": props.get("ipProtocol")}]
+        rules = [{**props, "cidrBlocks": [props.get("cidrIpv4")], "ipv6CidrBlocks": [props.get("cidrIpv6")],
+                  "protocol": props.get("ipProtocol")}]
     problems = []
     for rule in rules:
         cidrs = set(rule.get("cidrBlocks") or []) | set(rule.get("ipv6CidrBlocks") or [])
         if cidrs & OPEN_CIDRS and not _load_balancer_exception(props, rule):
-            problems.append(f"ingress {rule.get('protocol')} {rule.get('fromPort')}-{rule.get('toPort')} is open to {sorted(cidrs & OPEN_CIDRS)}")
+            problems.append(
+                f"ingress {rule.get('protocol')} {rule.get('fromPort')}-{rule.get('toPort')} is open to "
+                f"{sorted(cidrs & OPEN_CIDRS)}")
     return problems
 
 
@@ -218,7 +225,8 @@ CHECKS: dict[str, tuple[str, Check]] = {
     "gpu-node-groups-tainted": ("GPU node groups are tainted and labelled.", check_gpu_node_groups_tainted),
     "eks-secrets-encryption": ("EKS encrypts Secrets with KMS.", check_eks_secrets_encryption),
     "no-open-ingress": ("No 0.0.0.0/0 ingress except a load balancer on 80/443.", check_no_open_ingress),
-    "prod-deletion-protection": ("Deletion protection (and multi-AZ RDS) in prod.", check_prod_deletion_protection),
+    "prod-deletion-protection": ("Deletion protection (and multi-AZ RDS) in prod.",
+                                 check_prod_deletion_protection),
 }
 
 
@@ -240,6 +248,7 @@ def build_policies() -> list[Any]:
         return validate
 
     return [
-        ResourceValidationPolicy(name=name, description=description, validate=wrap(check), enforcement_level=EnforcementLevel.MANDATORY)
+        ResourceValidationPolicy(name=name, description=description, validate=wrap(check),
+                                 enforcement_level=EnforcementLevel.MANDATORY)
         for name, (description, check) in CHECKS.items()
     ]

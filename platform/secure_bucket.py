@@ -52,8 +52,10 @@ class SecureBucket(pulumi.ComponentResource):
         super().__init__("aistack:platform:SecureBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        bucket = s3.Bucket(name, bucket_prefix=f"{name}-", force_destroy=args.force_destroy, tags=args.tags, opts=child)
-        s3.BucketOwnershipControls(name, bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        bucket = s3.Bucket(name, bucket_prefix=f"{name}-", force_destroy=args.force_destroy, tags=args.tags,
+                           opts=child)
+        s3.BucketOwnershipControls(name, bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"},
+                                   opts=child)
         public_block = s3.BucketPublicAccessBlock(
             name,
             bucket=bucket.id,
@@ -68,13 +70,15 @@ class SecureBucket(pulumi.ComponentResource):
             bucket=bucket.id,
             rules=[
                 {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn},
+                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                                "kms_master_key_id": args.kms_key_arn},
                     "bucket_key_enabled": True,
                 }
             ],
             opts=child,
         )
-        versioning = s3.BucketVersioning(name, bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child)
+        versioning = s3.BucketVersioning(name, bucket=bucket.id,
+                                         versioning_configuration={"status": "Enabled"}, opts=child)
         s3.BucketLifecycleConfiguration(
             name,
             bucket=bucket.id,

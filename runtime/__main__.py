@@ -82,7 +82,8 @@ def _workers(value: str) -> int:
     except ValueError:
         workers = 0
     if workers < 1:
-        raise argparse.ArgumentTypeError(f"workers (--workers or ${WORKERS_ENV}) must be a whole number >= 1, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"workers (--workers or ${WORKERS_ENV}) must be a whole number >= 1, got {value!r}")
     return workers
 
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the aistack gateway (OpenAI-compatible).")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=GATEWAY_PORT)
-    parser.add_argument("--config", type=Path, default=None, help="gateway config YAML (default: $AISTACK_GATEWAY_CONFIG)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="gateway config YAML (default: $AISTACK_GATEWAY_CONFIG)")
     parser.add_argument("--workers", type=_workers, default=os.environ.get(WORKERS_ENV, "1"),
                         help=f"server processes (default: ${WORKERS_ENV} or 1; in Kubernetes scale replicas instead)")
     args = parser.parse_args(argv)

@@ -28,7 +28,8 @@ CRD_FILE = PROJECT_DIR / "crds" / "aistack.dev_aistacks.yaml"
 
 config = load_config()
 stack = (
-    load_stack_file(PROJECT_DIR / config.operator.stack_file, workload_namespace=config.stores.workload_namespace)
+    load_stack_file(PROJECT_DIR / config.operator.stack_file,
+                    workload_namespace=config.stores.workload_namespace)
     if config.operator.stack_file
     else None
 )

@@ -79,21 +79,24 @@ class Cluster:
         for plural in sorted(CHILD_PLURALS):
             for obj in self.emulator.all(plural):
                 meta = obj["metadata"]
-                if meta.get("namespace") == namespace and (meta.get("labels") or {}).get(LABEL_INSTANCE) == name:
+                if meta.get("namespace") == namespace and (
+                        meta.get("labels") or {}).get(LABEL_INSTANCE) == name:
                     out[(obj["kind"], meta["name"])] = obj
         return out
 
     def rendered_keys(self, namespace: str, name: str, *, version: str = E2E_VERSION) -> set[tuple[str, str]]:
         """(kind, name) of every child the operator renders for the stack as it is stored now."""
         body = self.stack(namespace, name)
-        return {(m["kind"], m["metadata"]["name"]) for m in parse_and_render(stack_document(body or {}), version).manifests}
+        return {(m["kind"], m["metadata"]["name"])
+                for m in parse_and_render(stack_document(body or {}), version).manifests}
 
     def peering(self, name: str = PEERING_NAME) -> dict[str, Any] | None:
         return self.emulator.find(CLUSTER_PEERING.plural, None, name)  # type: ignore[arg-type]
 
     def add_peering(self, name: str = PEERING_NAME, status: dict[str, Any] | None = None) -> None:
         """The cluster-wide peering object (as `deploy/operator/peering.yaml` installs it)."""
-        body = {"apiVersion": CLUSTER_PEERING.api_version, "kind": CLUSTER_PEERING.kind, "metadata": {"name": name}}
+        body = {"apiVersion": CLUSTER_PEERING.api_version, "kind": CLUSTER_PEERING.kind,
+                "metadata": {"name": name}}
         self.kube.request("POST", f"/apis/{CLUSTER_PEERING.api_version}/{CLUSTER_PEERING.plural}",
                           body={**body, **({"status": status} if status else {})})
 
@@ -104,7 +107,8 @@ class Cluster:
 
     def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
         stack = self.stack(namespace, name) or {}
-        return next((c for c in (stack.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+        return next((c for c in (stack.get("status") or {}).get("conditions") or [] if c["type"] == kind),
+                    None)
 
     def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 10.0) -> dict[str, Any]:
         def check() -> Any:
@@ -132,8 +136,10 @@ class OperatorThread:
         `leader`: wait for this Lease before running. `liveness`: the probe's URL."""
         self.namespaces, self.worker_limit, self.liveness = namespaces, worker_limit, liveness
         self.options = OperatorOptions(configuration=cluster.configuration, qdrant_factory=qdrant,
-                                       version=E2E_VERSION, drift_interval=drift_interval, retry_delay=retry_delay,
-                                       peering=peering, leader=leader, **({"identity": identity} if identity else {}))
+                                       version=E2E_VERSION, drift_interval=drift_interval,
+                                       retry_delay=retry_delay,
+                                       peering=peering, leader=leader,
+                                       **({"identity": identity} if identity else {}))
         self.runner: Runner | None = None
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()

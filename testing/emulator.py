@@ -155,7 +155,8 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     def add_namespace(self, name: str) -> None:
         self.objects[references.resource("", "v1", "namespaces"), None, name] = {
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": str(next(self._versions))},
+            "metadata": {"name": name, "uid": str(uuid.uuid4()),
+                         "resourceVersion": str(next(self._versions))},
         }
 
     # -- what tests read -------------------------------------------------------------------
@@ -193,17 +194,20 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
         if method in WRITE_METHODS and resource is not None and resource.plural in CHILD_PLURALS \
                 and self.fail_writes_after is not None:
             if self.fail_writes_after <= 0:
-                raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="emulated outage")
+                raise kmock.KubernetesError(status=503, reason="ServiceUnavailable",
+                                            message="emulated outage")
             self.fail_writes_after -= 1
         if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
             self._stamp_new(request)
         old = None
-        if resource is not None and request.name and request.action in (kmock.action.UPDATE, kmock.action.DELETE):
+        if resource is not None and request.name and request.action in (kmock.action.UPDATE,
+                                                                        kmock.action.DELETE):
             old = self._get(resource, request.namespace, request.name)
             if request.action == kmock.action.UPDATE and old is not None:
                 self._check_version(request, old)
                 self._stamp_update(request, old)
-        if resource is not None and request.action == kmock.action.LIST and request.params.get("labelSelector"):
+        if resource is not None and request.action == kmock.action.LIST and request.params.get(
+                "labelSelector"):
             return await self._serve_selected_list(request)
         response = await super()._handle(request)
         if resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
@@ -211,7 +215,8 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
             namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
             if resource.plural in WORKLOADS and request.subresource is None:
                 self._kubelet(resource, namespace, name, old)
-        if resource is not None and old is not None and self._get(resource, request.namespace, request.name) is None:
+        if resource is not None and old is not None and self._get(resource, request.namespace,
+                                                                  request.name) is None:
             await self._collect_garbage(old.get("metadata", {}).get("uid"))
         return response
 
@@ -314,7 +319,8 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     def _stamp_update(self, request: Any, old: dict[str, Any]) -> None:
         data = request.data
         if isinstance(data, list):  # JSON patch (kopf's finalizers): its `test` ops see the old version
-            data.append({"op": "add", "path": "/metadata/resourceVersion", "value": str(next(self._versions))})
+            data.append({"op": "add", "path": "/metadata/resourceVersion",
+                         "value": str(next(self._versions))})
             return
         if request.subresource == "status":
             data = {"status": data.get("status")} if "status" in data else {}

@@ -51,7 +51,8 @@ class SimulatedControllers:
             return
         if old is None or (old.get("spec") or {}).get("template") != (new.get("spec") or {}).get("template"):
             self.rollouts[(resource.plural, namespace or "", name)] += 1
-        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._report(resource, namespace, name)))
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._report(resource, namespace,
+                                                                                        name)))
 
     async def _report(self, resource: Any, namespace: str | None, name: str) -> None:
         """What the Deployment/StatefulSet controllers and kubelets would report."""

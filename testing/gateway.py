@@ -47,7 +47,8 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, api_key: str = "none", **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=kw.pop("timeout", 20), **kw)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,
+                             timeout=kw.pop("timeout", 20), **kw)
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics").text

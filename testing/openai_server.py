@@ -132,7 +132,8 @@ class OpenAIServer:
 
     @staticmethod
     def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request_error",
+        return JSONResponse({"error": {"message": message,
+                                       "type": "server_error" if status >= 500 else "invalid_request_error",
                                        "param": None, "code": code}}, status_code=status)
 
     def _unauthorized(self, request: Request) -> JSONResponse | None:
@@ -147,7 +148,8 @@ class OpenAIServer:
         if (denied := self._unauthorized(request)) is not None:
             return denied
         return JSONResponse({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "aistack-test"} for m in self.options.models]})
+            {"id": m, "object": "model", "created": 0, "owned_by": "aistack-test"}
+            for m in self.options.models]})
 
     async def _embeddings(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:
@@ -156,7 +158,8 @@ class OpenAIServer:
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dim = int(body.get("dimensions") or self.options.embedding_dim)
-        data = [{"object": "embedding", "index": i, "embedding": hash_embedding(str(t), dim)} for i, t in enumerate(texts)]
+        data = [{"object": "embedding", "index": i, "embedding": hash_embedding(str(t), dim)}
+                for i, t in enumerate(texts)]
         used = sum(_tokens(str(t)) for t in texts)
         return JSONResponse({"object": "list", "data": data, "model": body.get("model", DEFAULT_MODEL),
                              "usage": {"prompt_tokens": used, "total_tokens": used}})
@@ -168,7 +171,8 @@ class OpenAIServer:
         users = [m for m in messages if m.get("role") == "user"]
         last = _text(users[-1].get("content")) if users else ""
         if JUDGE_MARKER in everything:
-            return None, "Yes" if any(mk in everything for mk in self.options.unsafe_markers) else "No", None, 0.0
+            return None, "Yes" if any(mk in everything
+                                      for mk in self.options.unsafe_markers) else "No", None, 0.0
         failure = self._take_failure()
         if failure is None and (m := _FAIL.search(last)):
             failure = m.group(1)
@@ -230,10 +234,12 @@ class OpenAIServer:
                                  "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            self._stream(cid, created, model, words, calls, finish, usage if include_usage else None, failure == "reset"),
+            self._stream(cid, created, model, words, calls, finish, usage if include_usage else None,
+                         failure == "reset"),
             media_type="text/event-stream")
 
-    async def _stream(self, cid: str, created: int, model: str, words: list[str], calls: list[dict[str, Any]] | None,
+    async def _stream(self, cid: str, created: int, model: str, words: list[str],
+                      calls: list[dict[str, Any]] | None,
                       finish: str, usage: dict[str, int] | None, reset: bool) -> AsyncIterator[bytes]:
         def event(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -245,7 +251,8 @@ class OpenAIServer:
             call = calls[0]
             yield event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
                                          "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            yield event({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})
+            yield event({"tool_calls": [{"index": 0,
+                                         "function": {"arguments": call["function"]["arguments"]}}]})
         else:
             for i, word in enumerate(words):
                 if reset and i == 2:
@@ -296,7 +303,8 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", ready_timeout: float =
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1,
                             access_log=False)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name=f"uvicorn-{port}")
     thread.start()
     deadline = time.monotonic() + ready_timeout
     while not server.started:
@@ -328,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
     args = parser.parse_args(argv)
-    opts = ServerOptions(models=args.model or [DEFAULT_MODEL], latency_s=args.latency, chunk_delay_s=args.chunk_delay)
+    opts = ServerOptions(models=args.model or [DEFAULT_MODEL], latency_s=args.latency,
+                         chunk_delay_s=args.chunk_delay)
     uvicorn.run(OpenAIServer(opts).app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

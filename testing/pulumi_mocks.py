@@ -76,7 +76,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         t = args.typ
         if t.startswith("aws:"):
             out.setdefault("arn", arn)
-        if t in ("aws:iam/role:Role", "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
+        if t in ("aws:iam/role:Role", "aws:rds/subnetGroup:SubnetGroup",
+                 "aws:rds/parameterGroup:ParameterGroup"):
             out.setdefault("name", f"{args.name}-0a1b2c")
         if t == "aws:ec2/vpc:Vpc":
             out["cidrBlock"] = args.inputs["cidrBlock"]

@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _load_pip_steps() -> ModuleType:
     """runtime/engine/pip_steps.py, by path: aistack is not importable before it is installed."""
-    spec = importlib.util.spec_from_file_location("aistack_pip_steps", REPO / "runtime" / "engine" / "pip_steps.py")
+    spec = importlib.util.spec_from_file_location("aistack_pip_steps",
+                                                  REPO / "runtime" / "engine" / "pip_steps.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up while being defined

@@ -57,7 +57,8 @@ class VllmSpec(ApiModel):
             '.gpu.count',
         ),
         rule(
-            '!has(self.tensorParallelSize) || ((has(self.gpu) && has(self.gpu.count)) ? self.gpu.count : 1) % self.tensorParallelSize == 0',
+            '!has(self.tensorParallelSize) || ((has(self.gpu) && has(self.gpu.count)) ? self.gpu.count : 1) '
+            '% self.tensorParallelSize == 0',
             'tensorParallelSize must divide gpu.count',
             '.tensorParallelSize',
         ),
@@ -165,18 +166,21 @@ class ModelSpec(ApiModel):
         rules = RuleCollector()
         if self.provider == "openai":
             if self.vllm is not None:
-                rules.add(("vllm",), "must not be set with provider 'openai' (no GPU settings for an API model)")
+                rules.add(("vllm",),
+                          "must not be set with provider 'openai' (no GPU settings for an API model)")
             if self.openai is None:
                 rules.add(("openai",), "required with provider 'openai': baseUrl and apiKeySecretRef")
             elif self.openai.api_key_secret_ref is None:
-                rules.add(("openai", "apiKeySecretRef"), "required with provider 'openai' (a Secret name and key)")
+                rules.add(("openai", "apiKeySecretRef"),
+                          "required with provider 'openai' (a Secret name and key)")
         else:
             if self.openai is not None:
                 rules.add(("openai",), "only with provider 'openai'; a vLLM model is served in the cluster")
             if self.vllm is None:
                 self.vllm = VllmSpec()
         if self.fallback is not None and self.fallback.model is None and self.provider == "vllm":
-            rules.add(("fallback", "model"), "required: the fallback API does not serve the self-hosted model's name")
+            rules.add(("fallback", "model"),
+                      "required: the fallback API does not serve the self-hosted model's name")
         rules.raise_if_any()
         return self
 

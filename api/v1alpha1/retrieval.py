@@ -198,7 +198,8 @@ class Source(ApiModel):
         ),
     )
 
-    uri: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|[^:]+)$")]
+    uri: Annotated[str, Field(min_length=1, max_length=2048,
+                              pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|[^:]+)$")]
     """`s3://bucket/prefix` or a path."""
     tenant: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     """Tenant stamped on every chunk of this source."""

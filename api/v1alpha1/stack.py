@@ -58,7 +58,8 @@ class Autoscaling(ApiModel):
     def _check(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             rules = RuleCollector()
-            rules.add(("minReplicas",), f"{self.min_replicas} is greater than maxReplicas ({self.max_replicas})")
+            rules.add(("minReplicas",),
+                      f"{self.min_replicas} is greater than maxReplicas ({self.max_replicas})")
             rules.raise_if_any()
         return self
 
@@ -96,7 +97,8 @@ class AIStackSpec(ApiModel):
 
     model_config = cel_rules(
         rule(
-            "!has(self.stage) || self.stage != 'prod' || (has(self.gateway) && has(self.gateway.apiKeysSecretRef))",
+            "!has(self.stage) || self.stage != 'prod' || (has(self.gateway) && "
+            "has(self.gateway.apiKeysSecretRef))",
             "stage 'prod' needs gateway.apiKeysSecretRef: a prod gateway is never open",
             '.gateway',
         ),
@@ -136,7 +138,8 @@ class AIStackSpec(ApiModel):
     def _check(self) -> AIStackSpec:
         rules = RuleCollector()
         if self.stage == "prod" and self.gateway.api_keys_secret_ref is None:
-            rules.add(("gateway", "apiKeysSecretRef"), "required for stage 'prod': a prod gateway is never open")
+            rules.add(("gateway", "apiKeysSecretRef"),
+                      "required for stage 'prod': a prod gateway is never open")
         if self.evaluation is not None and self.observability is None:
             rules.add(("observability",), "required with evaluation: runs are logged to MLflow for promotion")
         orch = self.orchestration
@@ -146,7 +149,8 @@ class AIStackSpec(ApiModel):
                       "required for an agent with tools on vLLM (it answers tool_choice 'auto' with 400 "
                       "without one): the parser of the model's chat format, e.g. 'hermes' for Qwen2.5")
         if orch.prompt_template and "{context}" in orch.prompt_template and self.retrieval is None:
-            rules.add(("orchestration", "promptTemplate"), "uses {context} but the stack has no retrieval layer")
+            rules.add(("orchestration", "promptTemplate"),
+                      "uses {context} but the stack has no retrieval layer")
         rules.raise_if_any()
         return self
 
@@ -155,7 +159,9 @@ def _find_inline_secrets(node: Any, loc: tuple[str | int, ...], rules: RuleColle
     if isinstance(node, dict):
         for key, value in node.items():
             normalised = re.sub(r"[^a-z]", "", str(key).lower())
-            if isinstance(value, str | int) and not isinstance(value, bool) and _SECRET_KEY_NAMES.search(normalised):
+            if isinstance(
+                    value, str | int) and not isinstance(
+                        value, bool) and _SECRET_KEY_NAMES.search(normalised):
                 rules.add(
                     (*loc, key),
                     f"inline secrets are not accepted; store it in a Secret and reference it with "

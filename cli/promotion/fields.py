@@ -128,7 +128,8 @@ def present(spec: dict[str, Any], layer: Path) -> bool:
     return get(spec, layer) is not None
 
 
-def _combine_tools(*, source: dict[str, Any], target: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]]:
+def _combine_tools(*, source: dict[str, Any], target: dict[str, Any]) -> tuple[list[dict[str, Any]] | None,
+                                                                               list[str]]:
     source_tools = get(source, ("orchestration", "tools"))
     if not source_tools:
         return None, []

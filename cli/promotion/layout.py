@@ -82,7 +82,8 @@ class Layout:
         return path
 
 
-def effective_stack(layout: Layout, stage: str, *, renderer: Renderer = "auto") -> tuple[dict[str, Any], AIStack]:
+def effective_stack(layout: Layout, stage: str, *,
+                    renderer: Renderer = "auto") -> tuple[dict[str, Any], AIStack]:
     """The rendered AIStack document of a stage (raw, as kustomize gives it) and its model."""
     directory = layout.require_stage(stage)
     docs = [d for d in render(directory, renderer=renderer) if d.get("kind") == "AIStack"]

@@ -52,8 +52,10 @@ def write(stage_dir: Path, *, ops: list[dict[str, Any]]) -> list[Path]:
     kustomization = stage_dir / "kustomization.yaml"
     current = yaml.safe_load(kustomization.read_text(encoding="utf-8")) or {}
     # Keep whatever else the overlay holds (hand-added patches, a namespace); only ours changes.
-    others = [p for p in current.get("patches") or [] if not (isinstance(p, dict) and p.get("path") == PROMOTED_PATCH)]
-    wanted = {**current, "patches": others + ([{"path": PROMOTED_PATCH, "target": {"kind": "AIStack"}}] if ops else [])}
+    others = [p for p in current.get("patches") or []
+              if not (isinstance(p, dict) and p.get("path") == PROMOTED_PATCH)]
+    wanted = {**current,
+              "patches": others + ([{"path": PROMOTED_PATCH, "target": {"kind": "AIStack"}}] if ops else [])}
     kustomization.write_text(dump(wanted), encoding="utf-8")
     if ops:
         promoted.write_text(HEADER + dump(ops), encoding="utf-8")

@@ -53,7 +53,8 @@ class Plan:
         if run is not None:
             lines.append(f"Evaluation run {run.run_id} in experiment {run.experiment!r}, "
                          f"finished {run.finished.isoformat(timespec='seconds')}.")
-        lines += [f"Thresholds of {self.target}:"] + [f"  {m}" for m in metrics_lines(self.verdict) or ["(none)"]]
+        lines += [f"Thresholds of {self.target}:"] + [f"  {m}" for m in metrics_lines(self.verdict)
+                                                      or ["(none)"]]
         lines += ["", "Promotable changes:"] + [f"  {c.describe()}" for c in self.changes]
         if self.reingest:
             lines += ["", f"Re-ingestion needed in {self.target}: " + "; ".join(self.reingest)]
@@ -105,12 +106,14 @@ def _plan(work: Layout, *, source: str, target: str, find_run: RunFinder,
     wanted_hash = config_hash(source_stack.spec)
     combined = combine(source=source_doc["spec"], target=target_doc["spec"])
     try:
-        promoted = parse_stack({**target_doc, "spec": combined.spec}, source=f"stage {target} after promotion")
+        promoted = parse_stack({**target_doc, "spec": combined.spec},
+                               source=f"stage {target} after promotion")
     except ManifestError as err:
         raise PromotionError(f"the promoted spec would be invalid in stage {target!r}; fix its stage.yaml first:\n"
                              f"{err}") from None
     if config_hash(promoted.spec) != wanted_hash:
-        raise PromotionError(f"internal: the promoted spec of {target!r} hashes to {config_hash(promoted.spec)}, "
+        raise PromotionError(f"internal: the promoted spec of {target!r} hashes to "
+                             f"{config_hash(promoted.spec)}, "
                              f"not {wanted_hash}; please report this with both overlays")
     result = Plan(source=source, target=target, stack=source_stack.name, config_hash=wanted_hash,
                   target_hash=config_hash(target_stack.spec), changes=combined.changes,

@@ -152,7 +152,8 @@ def latest_evaluation_run(*, uri: str, experiments: list[str], config_hash: str)
     )
 
 
-def _search(client: MlflowClient, *, experiments: list[str], config_hash: str) -> tuple[dict[str, str], list[Run]]:
+def _search(client: MlflowClient, *,
+            experiments: list[str], config_hash: str) -> tuple[dict[str, str], list[Run]]:
     found = {n: client.get_experiment_by_name(n) for n in experiments}
     ids = {e.experiment_id: n for n, e in found.items() if e is not None}
     if not ids:
@@ -184,6 +185,7 @@ def mlflow_finder(*, explicit_uri: str | None, on_stage: Callable[[str], None] =
         uri, origin = tracking_uri(explicit=explicit_uri, stack=source)
         on_stage(f"asking MLflow at {uri} for the evaluation run of config {config_hash}")
         check_reachable(uri, origin=origin)
-        return latest_evaluation_run(uri=uri, experiments=experiments_of(source, target), config_hash=config_hash)
+        return latest_evaluation_run(uri=uri, experiments=experiments_of(source, target),
+                                     config_hash=config_hash)
 
     return find

@@ -93,7 +93,8 @@ class LeaderElection:
             return self._create()
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
-        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"),
+                  spec.get("leaseTransitions"))
         now = time.monotonic()
         if record != self.observed:
             self.observed, self.observed_at = record, now
@@ -118,7 +119,8 @@ class LeaderElection:
             log.warning("leader election: could not release the Lease: %s", err)
             return
         if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-            self._patch(lease, {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time()})
+            self._patch(lease,
+                        {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time()})
 
     def _create(self) -> bool:
         stamp = _micro_time()

@@ -39,7 +39,8 @@ class ListWatch:
     selector: str | None = None
     """A label selector every list and watch carries (None: every object)."""
 
-    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str], kinds: Sequence[Kind]) -> None:
+    def __init__(self, *, configuration: Configuration, namespaces: Sequence[str],
+                 kinds: Sequence[Kind]) -> None:
         self.configuration = configuration
         self.streams = [(kind, ns) for kind in kinds for ns in (namespaces or [None])]
         self.synced = asyncio.Event()
@@ -141,9 +142,11 @@ class ListWatch:
         except TimeoutError:  # nothing changed for longer than the server's own timeout: resume
             return version
 
-    async def _follow(self, kind: Kind, namespace: str | None, version: str, params: Mapping[str, str]) -> str | None:
+    async def _follow(self, kind: Kind, namespace: str | None, version: str,
+                      params: Mapping[str, str]) -> str | None:
         assert self._session is not None
-        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
+        async with self._session.get(self._url(kind, namespace), params=params,
+                                     headers=self._headers()) as response:
             if response.status == 410:
                 return None
             if response.status >= 300:
@@ -174,7 +177,8 @@ class ListWatch:
     # -- HTTP ------------------------------------------------------------------------------
     async def _get(self, kind: Kind, namespace: str | None, params: Mapping[str, str]) -> dict[str, Any]:
         assert self._session is not None
-        async with self._session.get(self._url(kind, namespace), params=params, headers=self._headers()) as response:
+        async with self._session.get(self._url(kind, namespace), params=params,
+                                     headers=self._headers()) as response:
             if response.status == 404:
                 raise NotServed(f"list {kind.plural}: 404: {(await response.text())[:200]}")
             if response.status >= 300:
@@ -200,7 +204,8 @@ class ListWatch:
         c = self.configuration
         if not c.host.startswith("https"):
             return False
-        context = ssl.create_default_context(cafile=c.ssl_ca_cert) if c.ssl_ca_cert else ssl.create_default_context()
+        context = ssl.create_default_context(
+            cafile=c.ssl_ca_cert) if c.ssl_ca_cert else ssl.create_default_context()
         if c.cert_file:
             context.load_cert_chain(c.cert_file, c.key_file)
         if not c.verify_ssl:

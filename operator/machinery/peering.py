@@ -92,7 +92,8 @@ def peers(status: Mapping[str, Any]) -> list[Peer]:
             priority, lifetime, lastseen = 0, DEFAULT_LIFETIME, now
         if lastseen.tzinfo is None:
             lastseen = lastseen.replace(tzinfo=datetime.UTC)
-        out.append(Peer(identity=str(identity), priority=priority, deadline=lastseen + datetime.timedelta(seconds=lifetime)))
+        out.append(Peer(identity=str(identity), priority=priority,
+                        deadline=lastseen + datetime.timedelta(seconds=lifetime)))
     return out
 
 
@@ -101,7 +102,8 @@ def blocking_peers(status: Mapping[str, Any], *, identity: str, priority: int,
     """The live peers that pause an operator of `priority`: kopf's rule, a higher priority
     wins and an equal one pauses both (two operators would fight over the same objects)."""
     now = now or datetime.datetime.now(datetime.UTC)
-    return [p for p in peers(status) if p.identity != identity and p.deadline > now and p.priority >= priority]
+    return [p for p in peers(status) if p.identity != identity and p.deadline > now
+            and p.priority >= priority]
 
 
 class PeeringWatch(ListWatch):
@@ -209,7 +211,8 @@ class PeeringWatch(ListWatch):
         kind = self.streams[0][0]
         if kind == CLUSTER_PEERING and self.options.name == PEERING_NAME:
             return INSTALL
-        create = f"create {kind.kind} {self.options.name!r}" + (" in each namespace" if kind != CLUSTER_PEERING else "")
+        create = f"create {kind.kind} {self.options.name!r}" + (" in each namespace"
+                                                                if kind != CLUSTER_PEERING else "")
         if any(scope in self.unserved for scope in scopes):
             return f"install its CRD with {INSTALL}, then {create}"
         return create

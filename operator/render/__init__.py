@@ -73,7 +73,8 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
     """Every child object of `stack`, sorted by kind then name, and the keys and URLs the
     operator reads (`version` picks the default images; the package's own by default)."""
     ctx = RenderContext(stack=stack, version=version or package_version())
-    sidecar = guardrails.sidecar(ctx, gateway_volume=gateway.CONFIG_VOLUME, gateway_mount=gateway.CONFIG_DIR) \
+    sidecar = guardrails.sidecar(ctx, gateway_volume=gateway.CONFIG_VOLUME,
+                                 gateway_mount=gateway.CONFIG_DIR) \
         if guardrails.needs_sidecar(ctx) else None
     ingestion, evaluation = jobs.ingestion_job(ctx), jobs.evaluation_job(ctx)
     runs = [job for job in (ingestion, evaluation) if job is not None]

@@ -70,7 +70,8 @@ def owner_references(stack: AIStack) -> list[dict[str, Any]]:
 
 
 def metadata(ctx: RenderContext, *, name: str, component: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": ctx.stack.namespace, "labels": labels(ctx.stack, component)}
+    meta: dict[str, Any] = {"name": name, "namespace": ctx.stack.namespace,
+                            "labels": labels(ctx.stack, component)}
     owners = owner_references(ctx.stack)
     if owners:
         meta["ownerReferences"] = owners

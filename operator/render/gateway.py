@@ -161,7 +161,8 @@ def _hpa(ctx: RenderContext, name: str) -> Manifest:
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
             }}],
         },
     }

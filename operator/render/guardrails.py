@@ -41,7 +41,8 @@ def render_guardrails(ctx: RenderContext) -> list[Manifest]:
     return []
 
 
-def sidecar(ctx: RenderContext, *, gateway_volume: str, gateway_mount: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def sidecar(ctx: RenderContext, *,
+            gateway_volume: str, gateway_mount: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The sidecar container of the gateway pod and the volumes it adds."""
     guardrails = ctx.stack.spec.guardrails
     assert guardrails is not None
@@ -65,8 +66,10 @@ def sidecar(ctx: RenderContext, *, gateway_volume: str, gateway_mount: str) -> t
             *_key_env(ctx, guardrails),
         ],
         "resources": resources(guardrails.resources),
-        "startupProbe": {"exec": {"command": PROBE}, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60},
-        "livenessProbe": {"exec": {"command": PROBE}, "periodSeconds": 30, "timeoutSeconds": 5, "failureThreshold": 4},
+        "startupProbe": {"exec": {"command": PROBE}, "periodSeconds": 5, "timeoutSeconds": 5,
+                         "failureThreshold": 60},
+        "livenessProbe": {"exec": {"command": PROBE}, "periodSeconds": 30, "timeoutSeconds": 5,
+                          "failureThreshold": 4},
         "volumeMounts": mounts,
         "securityContext": container_security(),
     }

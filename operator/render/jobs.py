@@ -112,7 +112,8 @@ def ingestion_job(ctx: RenderContext) -> Manifest | None:
     secrets: list[SecretKeyRef | None] = [retrieval.embedder.api_key_secret_ref]
     if retrieval.vector_store.external is not None:
         secrets.append(retrieval.vector_store.external.api_key_secret_ref)
-    args = IngestCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}", qdrant_url=str(qdrant_url(ctx)), state=STATE_DIR,
+    args = IngestCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}", qdrant_url=str(qdrant_url(ctx)),
+                         state=STATE_DIR,
                          base=SOURCES_DIR).args()
     volumes, mounts = source_volumes(sources)
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
@@ -143,7 +144,8 @@ def source_volumes(sources: list[Source]) -> tuple[list[dict[str, Any]], list[di
         else:
             volumes.append({"name": name, "persistentVolumeClaim": {
                 "claimName": source.volume.persistent_volume_claim, "readOnly": True}})
-        mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{source.uri.rstrip('/')}", "readOnly": True})
+        mounts.append({"name": name, "mountPath": f"{SOURCES_DIR}/{source.uri.rstrip('/')}",
+                       "readOnly": True})
     return volumes, mounts
 
 

@@ -117,7 +117,8 @@ def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:
         "env": env,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "resources": resources(vllm.resources, extra_limits={GPU_RESOURCE: str(vllm.gpu.count)}),
-        "startupProbe": http_probe("/health", "http", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURES),
+        "startupProbe": http_probe("/health", "http", period=STARTUP_PERIOD_SECONDS,
+                                   failures=STARTUP_FAILURES),
         "readinessProbe": http_probe("/health", "http", period=5, failures=3),
         "livenessProbe": http_probe("/health", "http", period=15, failures=4, timeout=5),
         "volumeMounts": [

@@ -43,5 +43,6 @@ def load_config(path: Path) -> GatewayConfig:
     try:
         text = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read the gateway config {path}: {err.strerror}; set {GATEWAY_CONFIG_ENV}") from None
+        raise ConfigError(
+            f"cannot read the gateway config {path}: {err.strerror}; set {GATEWAY_CONFIG_ENV}") from None
     return parse_config(text, source=str(path))

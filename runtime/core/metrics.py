@@ -20,7 +20,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter("aistack_gateway_requests", "Requests answered, by route and HTTP status.",
                                 ["route", "status"], registry=r)
-        self.latency = Histogram("aistack_gateway_request_seconds", "Whole-request latency (to the last byte).",
+        self.latency = Histogram("aistack_gateway_request_seconds",
+                                 "Whole-request latency (to the last byte).",
                                  ["route"], buckets=_LATENCY, registry=r)
         self.steps = Histogram("aistack_gateway_step_seconds", "Latency of one step of a request.",
                                ["step"], buckets=_LATENCY, registry=r)
@@ -30,13 +31,15 @@ class GatewayMetrics:
                                    ["side"], registry=r)
         self.upstream_errors = Counter("aistack_gateway_upstream_errors", "Failed calls to a model upstream.",
                                        ["upstream", "kind"], registry=r)
-        self.fallbacks = Counter("aistack_gateway_fallbacks", "Requests served by the fallback upstream.", registry=r)
+        self.fallbacks = Counter("aistack_gateway_fallbacks", "Requests served by the fallback upstream.",
+                                 registry=r)
         self.tool_calls = Counter("aistack_gateway_tool_calls", "Agent tool calls, by tool and outcome.",
                                   ["tool", "outcome"], registry=r)
         self.traces_dropped = Counter("aistack_gateway_traces_dropped",
                                       "Traces not exported because the export queue was full or export failed.",
                                       ["reason"], registry=r)
-        self.traces_exported = Counter("aistack_gateway_traces_exported", "Traces handed to MLflow.", registry=r)
+        self.traces_exported = Counter("aistack_gateway_traces_exported", "Traces handed to MLflow.",
+                                       registry=r)
         self.config_reloads = Counter("aistack_gateway_config_reloads", "Config reloads, by result.",
                                       ["result"], registry=r)
         self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",

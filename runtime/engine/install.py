@@ -36,7 +36,8 @@ class EngineInstallError(Exception):
 def plan(build: Build, *, local_torch: bool, index_url: str, constraints: Path) -> list[Step]:
     """Every pip run after the torch probe, in order."""
     engine = f"{distribution(build)}=={VLLM_VERSION}"
-    steps = [Step(f"upgrading the engine's pip to {pip_steps.PIP.split('==')[1]}", ("install", pip_steps.PIP))]
+    steps = [Step(f"upgrading the engine's pip to {pip_steps.PIP.split('==')[1]}",
+                  ("install", pip_steps.PIP))]
     if build == "cuda":
         return [*steps, Step(f"installing {engine} (the CUDA build, with its CUDA torch; several GB)",
                              ("install", engine))]
@@ -90,8 +91,8 @@ def install(*, home: Path, build: Build, stage: Callable[[str], None],
         stage(step.title)
         code = pip_steps.run_pip(python, step, log=log, on_line=on_line)
         if code is not None:
-            hint = pip_steps.torch_hint(index_url=index_url) if step.args[-1] == pip_steps.TORCH and not local_torch \
-                else ""
+            from_index = step.args[-1] == pip_steps.TORCH and not local_torch
+            hint = pip_steps.torch_hint(index_url=index_url) if from_index else ""
             raise EngineInstallError(f"{step.title}: pip exited {code} (log: {log}).{hint}")
     stage("checking the engine: building vLLM's server argument parser (~10 s)")
     try:
@@ -99,7 +100,8 @@ def install(*, home: Path, build: Build, stage: Callable[[str], None],
     except ParserError as error:
         raise EngineInstallError(f"the installed engine does not start: {error}") from None
     if version != VLLM_VERSION:
-        raise EngineInstallError(f"{home} holds vLLM {version}, not {VLLM_VERSION}: remove it and install again")
+        raise EngineInstallError(
+            f"{home} holds vLLM {version}, not {VLLM_VERSION}: remove it and install again")
     for old in home.glob(".aistack-engine-*"):
         old.unlink()
     (home / stamp_name(build)).touch()

@@ -39,7 +39,8 @@ class Step:
 
 def torch_probe(torch: str = TORCH) -> Step:
     """Is the CPU build in a local folder pip is configured with? Never touches a network."""
-    return Step(f"looking for a local {torch} wheel", ("install", "--dry-run", "--no-index", "--no-deps", torch))
+    return Step(f"looking for a local {torch} wheel",
+                ("install", "--dry-run", "--no-index", "--no-deps", torch))
 
 
 def torch_step(*, local: bool, index_url: str = TORCH_INDEX_URL, torch: str = TORCH) -> Step:
@@ -61,7 +62,8 @@ def torch_hint(*, index_url: str) -> str:
             f"mirror, or put the {TORCH} wheel in a folder and set PIP_FIND_LINKS to it.")
 
 
-def run_pip(python: Path, step: Step, *, log: Path, on_line: Callable[[int, str], None] | None = None) -> int | None:
+def run_pip(python: Path, step: Step, *, log: Path,
+            on_line: Callable[[int, str], None] | None = None) -> int | None:
     """Run `python -m pip *step.args`, appending its output to `log`; `on_line(packages seen, line)`
     for each line. Returns None on success (a tolerated failure included), else pip's exit code."""
     with log.open("a") as out:

@@ -161,7 +161,8 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
         "answer_token_f1": m.mean([o.token_f1 for o in outcomes if o.token_f1 is not None]),
         "answer_similarity": m.mean([o.similarity for o in outcomes if o.similarity is not None]),
         "groundedness": m.mean([o.groundedness for o in outcomes if o.groundedness is not None]),
-        "guardrail_accuracy": m.mean([float(o.refused == o.expected_refusal) for o in outcomes if o.error is None]),
+        "guardrail_accuracy": m.mean([float(o.refused == o.expected_refusal) for o in outcomes
+                                      if o.error is None]),
         "latency_p50_ms": m.percentile([o.latency_ms for o in outcomes if o.error is None], 50),
         "latency_p95_ms": m.percentile([o.latency_ms for o in outcomes if o.error is None], 95),
         "error_rate": m.mean([float(o.error is not None) for o in outcomes]),
@@ -181,7 +182,8 @@ async def groundedness(answer: str, context: Sequence[str], *, embedder: Embedde
         context_sentences = [s for text in context for s in m.SENTENCE.split(text) if s.strip()]
         vectors = await embedder.embed(unresolved + context_sentences)
         claims, known = vectors[:len(unresolved)], vectors[len(unresolved):]
-        supported += sum(1 for c in claims if known and max(m.cosine(c, k) for k in known) >= m.SUPPORT_SIMILARITY)
+        supported += sum(1 for c in claims if known
+                         and max(m.cosine(c, k) for k in known) >= m.SUPPORT_SIMILARITY)
     return supported / len(sentences)
 
 

@@ -47,8 +47,10 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
         c.RUN_TAG_VERDICT: "passed" if verdict.passed else "failed",
         OFFLINE_MODEL_TAG: "true" if offline_model else "false",
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{spec.stage}-{digest}", tags=tags) as run:
-        mlflow.log_params({"model": served_model or spec.model.public_name, "config_hash": digest, "stage": spec.stage,
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{spec.stage}-{digest}",
+                          tags=tags) as run:
+        mlflow.log_params({"model": served_model or spec.model.public_name, "config_hash": digest,
+                           "stage": spec.stage,
                            "dataset": dataset, "endpoint": endpoint, "questions": len(outcomes)})
         mlflow.log_metrics(values)
         columns: dict[str, list[Any]] = {}

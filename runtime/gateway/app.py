@@ -100,7 +100,8 @@ class EdgeMiddleware:
 
 async def _send_error(send: Any, err: GatewayError) -> None:
     response = error_response(err)
-    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
@@ -120,7 +121,8 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
         assert config_path is not None
         config = load_config(config_path)
     metrics = GatewayMetrics()
-    client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000,
+                                                           max_keepalive_connections=200),
                                        timeout=httpx.Timeout(60.0, connect=5.0))
     pool = HttpPool()
     holder = StateHolder(build_state(config, http=client, pool=pool, metrics=metrics))
@@ -129,7 +131,8 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     # FastAPI's own OpenTelemetry is off: requests are traced to MLflow and measured in /metrics,
     # and its per-request provider checks (and spans, once any library sets a global provider)
     # would be a second bill on the hot path.
-    app = FastAPI(title="aistack gateway", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="aistack gateway", lifespan=_lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.holder = holder
     app.state.metrics = metrics
@@ -146,7 +149,8 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     install_handlers(app)
     # Plain routes, not FastAPI's dependency-injected ones: every handler takes the request and
     # validates its body itself (`parse_body`), so the injection layer was pure per-request cost.
-    for path, endpoint, method in (("/v1/chat/completions", chat_completions, "POST"), ("/v1/models", models, "GET"),
+    for path, endpoint, method in (("/v1/chat/completions", chat_completions, "POST"),
+                                   ("/v1/models", models, "GET"),
                                    ("/v1/embeddings", embeddings, "POST"), ("/healthz", healthz, "GET"),
                                    ("/readyz", readyz, "GET"), ("/metrics", prometheus, "GET")):
         app.add_route(path, endpoint, methods=[method], include_in_schema=False)
@@ -160,7 +164,8 @@ async def _apply_config(app: FastAPI, new: GatewayConfig) -> None:
     holder: StateHolder = app.state.holder
     metrics: GatewayMetrics = app.state.metrics
     old = holder.current
-    state = await asyncio.to_thread(build_state, new, http=app.state.http, pool=app.state.pool, metrics=metrics,
+    state = await asyncio.to_thread(build_state, new, http=app.state.http, pool=app.state.pool,
+                                    metrics=metrics,
                                     previous=old)
     holder.current = state
     metrics.config_reloads.labels("applied").inc()
@@ -230,7 +235,8 @@ async def embeddings(request: Request) -> Response:
     tokens = sum(len(t.split()) for t in texts)
     encode = _base64_floats if req.encoding_format == "base64" else list
     return json_response({"object": "list", "model": embedder.model,
-                         "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+                         "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                                  for i, v in enumerate(vectors)],
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
@@ -268,7 +274,8 @@ async def _safe_ready(retriever: Retriever) -> bool:
         return False
 
 
-def _publish_info(metrics: GatewayMetrics, config: GatewayConfig, previous: GatewayConfig | None = None) -> None:
+def _publish_info(metrics: GatewayMetrics, config: GatewayConfig,
+                  previous: GatewayConfig | None = None) -> None:
     if previous is not None:
         with contextlib.suppress(KeyError):
             metrics.config_info.remove(previous.name, previous.stage, previous.config_hash)

@@ -45,7 +45,8 @@ class ApiKeys:
                 continue
             parts = line.split()
             if len(parts) > 2:
-                raise ValueError(f"{source} line {number}: expected 'key' or 'key tenant', got {len(parts)} fields")
+                raise ValueError(
+                    f"{source} line {number}: expected 'key' or 'key tenant', got {len(parts)} fields")
             keys[_digest(parts[0])] = parts[1] if len(parts) == 2 else None
         if not keys:
             raise ValueError(f"{source} holds no API key: add one key per line ('key' or 'key tenant')")

@@ -27,9 +27,11 @@ from aistack.runtime.retrieval.contracts import Passage, Retriever
 def _check_messages(req: ChatRequest) -> None:
     for i, m in enumerate(req.messages):
         if m.role == "tool" and not m.tool_call_id:
-            raise GatewayError(400, f"messages[{i}]: a 'tool' message needs tool_call_id", param=f"messages.{i}")
+            raise GatewayError(400, f"messages[{i}]: a 'tool' message needs tool_call_id",
+                               param=f"messages.{i}")
         if m.role == "user" and m.content is None:
-            raise GatewayError(400, f"messages[{i}]: a 'user' message needs content", param=f"messages.{i}.content")
+            raise GatewayError(400, f"messages[{i}]: a 'user' message needs content",
+                               param=f"messages.{i}.content")
     if not any(m.role == "user" for m in req.messages):
         raise GatewayError(400, "messages must contain at least one 'user' message", param="messages")
 
@@ -44,7 +46,8 @@ async def _retrieve(turn: Turn, retriever: Retriever, question: str) -> list[Pas
                 retriever.search(question, tenant=turn.tenant, top_k=cfg.retrieval.top_k),
                 timeout=cfg.orchestration.timeouts.retrieval_seconds)
         except TimeoutError:
-            raise GatewayError(504, f"retrieval did not answer within {cfg.orchestration.timeouts.retrieval_seconds}s; "
+            raise GatewayError(504, "retrieval did not answer within "
+                               f"{cfg.orchestration.timeouts.retrieval_seconds}s; "
                                     "retry later", code="retrieval_timeout") from None
         except GatewayError:
             raise
@@ -56,7 +59,8 @@ async def _retrieve(turn: Turn, retriever: Retriever, question: str) -> list[Pas
         return passages
 
 
-async def _input_stage(turn: Turn, retriever: Retriever | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+async def _input_stage(turn: Turn,
+                       retriever: Retriever | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """(prompt messages, refusal completion or None): fast rails, then LLM rail || retrieval."""
     state = turn.state
     cfg = state.config
@@ -66,7 +70,8 @@ async def _input_stage(turn: Turn, retriever: Retriever | None) -> tuple[list[di
     guard = state.guard
     if guard is not None and guard.fast_input:
         started = time.perf_counter()
-        with turn.trace.span("rails.input.fast", "GUARDRAIL", inputs={"rails": guard.fast_input.rails}) as span:
+        with turn.trace.span("rails.input.fast", "GUARDRAIL",
+                             inputs={"rails": guard.fast_input.rails}) as span:
             decision = guard.fast_input.check(question)
             span.outputs = {"status": decision.status, "rail": decision.rail}
         turn.step("rails_input_fast", time.perf_counter() - started)
@@ -100,7 +105,8 @@ async def _input_stage(turn: Turn, retriever: Retriever | None) -> tuple[list[di
             retrieval.cancel()
     with turn.trace.span("prompt", "PARSER") as span:
         prompt = build_prompt(messages=messages, question=question, passages=passages,
-                              system_prompt=cfg.orchestration.system_prompt, template=cfg.orchestration.prompt_template,
+                              system_prompt=cfg.orchestration.system_prompt,
+                              template=cfg.orchestration.prompt_template,
                               max_context_tokens=cfg.retrieval.max_context_tokens if cfg.retrieval else 3000)
         span.outputs = {"messages": len(prompt.messages), "citations": len(prompt.citations)}
     if cfg.retrieval is not None:
@@ -145,10 +151,12 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
         budget = cfg.orchestration.timeouts.request_seconds
         try:
             result = await run_agent(complete=complete, payload=payload, toolbox=state.toolbox,
-                                     max_steps=cfg.orchestration.max_steps, deadline=time.monotonic() + budget,
+                                     max_steps=cfg.orchestration.max_steps,
+                                     deadline=time.monotonic() + budget,
                                      on_tool_call=on_tool)
         except AgentBudgetExceeded as err:
-            raise GatewayError(504, f"the agent ran out of its {budget}s budget {err}", code="agent_timeout") from None
+            raise GatewayError(504, f"the agent ran out of its {budget}s budget {err}",
+                               code="agent_timeout") from None
         response = result.response
         message = response["choices"][0]["message"]
         if not message.get("content"):
@@ -177,7 +185,8 @@ async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
             span.outputs = {"status": decision.status, "rail": decision.rail}
     if not decision.blocked and guard.llm_output:
         with turn.trace.span("rails.output.llm", "GUARDRAIL", inputs={"rail": "self_check_output"}) as span:
-            llm_decision, failed = await guard.check_llm(side="output", question=question, answer=decision.text)
+            llm_decision, failed = await guard.check_llm(side="output", question=question,
+                                                         answer=decision.text)
             span.outputs = {"status": llm_decision.status, "rail": llm_decision.rail, "engine_failed": failed}
         if failed:
             turn.metrics.rail_errors.labels("output").inc()
@@ -194,12 +203,14 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     cfg = state.config
     if req.model != cfg.model.public_name:
         raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
-                                f"`{cfg.model.public_name}` (see GET /v1/models)", code="model_not_found", param="model")
+                                f"`{cfg.model.public_name}` (see GET /v1/models)", code="model_not_found",
+                           param="model")
     _check_messages(req)
     if cfg.orchestration.mode == "agent" and (req.tools or req.tool_choice):
         raise GatewayError(400, "this stack is an agent with its own tools; 'tools' and 'tool_choice' are not "
                                 "accepted from clients", param="tools", code="unsupported_parameter")
-    trace = state.tracer.start(name="chat.completions", inputs={"question": _question_text(req), "stream": req.stream})
+    trace = state.tracer.start(name="chat.completions",
+                               inputs={"question": _question_text(req), "stream": req.stream})
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace)
     try:
         async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
@@ -238,9 +249,11 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         choice["message"]["content"] = decision.text
     if turn.citations is not None and not decision.blocked:
         response["citations"] = turn.citations
-    finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None, usage=response.get("usage"))
+    finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None,
+                 usage=response.get("usage"))
     if req.stream:  # an agent's answer, sent as a stream
-        return StreamingResponse(completion_as_stream(response), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(completion_as_stream(response), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
     return json_response(response)
 
 

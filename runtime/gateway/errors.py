@@ -40,7 +40,8 @@ class GatewayError(Exception):
         return error_body(self.message, type_=self.type, code=self.code, param=self.param)
 
 
-def error_body(message: str, *, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def error_body(message: str, *, type_: str, code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -66,7 +67,8 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = {404: f"unknown path {request.url.path}; this gateway serves /v1/chat/completions, "
                         "/v1/models and /v1/embeddings",
-                   405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+                   405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                             str(exc.detail))
         return error_response(GatewayError(exc.status_code, message))
 
     @app.exception_handler(Exception)

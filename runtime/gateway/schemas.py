@@ -74,7 +74,8 @@ class ChatRequest(_Strict):
 
     def sampling(self) -> dict[str, Any]:
         """Parameters forwarded upstream as given (everything but model, messages, stream)."""
-        return self.model_dump(exclude_none=True, exclude={"model", "messages", "stream", "stream_options", "metadata"})
+        return self.model_dump(exclude_none=True,
+                               exclude={"model", "messages", "stream", "stream_options", "metadata"})
 
 
 class EmbeddingsRequest(_Strict):
@@ -94,10 +95,12 @@ def parse_body(model: type[_M], raw: bytes) -> _M:
     except ValidationError as err:
         first = err.errors()[0]
         if first["type"] == "json_invalid":
-            raise GatewayError(400, f"the request body is not valid JSON ({first['msg']})", code="invalid_json") from None
+            raise GatewayError(400, f"the request body is not valid JSON ({first['msg']})",
+                               code="invalid_json") from None
         loc = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise GatewayError(400, f"unsupported parameter {loc!r}", param=loc, code="unsupported_parameter") from None
+            raise GatewayError(400, f"unsupported parameter {loc!r}", param=loc,
+                               code="unsupported_parameter") from None
         if loc == "n":
             raise GatewayError(400, "only n=1 is supported", param="n", code="unsupported_value") from None
         raise GatewayError(400, f"invalid {loc or 'body'}: {first['msg']}", param=loc or None) from None

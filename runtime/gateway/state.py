@@ -33,7 +33,8 @@ class GatewayState:
 
 
 def trace_tags(config: GatewayConfig) -> dict[str, str]:
-    return {"aistack.stack": config.name, "aistack.namespace": config.namespace, "aistack.stage": config.stage,
+    return {"aistack.stack": config.name, "aistack.namespace": config.namespace,
+            "aistack.stage": config.stage,
             "aistack.config_hash": config.config_hash, "aistack.model": config.model.public_name}
 
 
@@ -44,8 +45,10 @@ def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPoo
     Blocking (NeMo Guardrails loads in-process): call it from a worker thread on reloads.
     """
     server = config.server
-    api_keys = ApiKeys.from_env(server.api_keys_env, secret=server.api_keys_secret_ref) if server.api_keys_env else None
-    model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool, metrics=metrics)
+    api_keys = ApiKeys.from_env(server.api_keys_env,
+                                secret=server.api_keys_secret_ref) if server.api_keys_env else None
+    model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool,
+                        metrics=metrics)
     toolbox = None
     if config.orchestration.mode == "agent" and config.orchestration.tools:
         toolbox = Toolbox(tools=config.orchestration.tools, http=http)
@@ -55,4 +58,5 @@ def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPoo
         tracer.tags = trace_tags(config)
     else:
         tracer = Tracer(config=config.tracing, tags=trace_tags(config), metrics=metrics)
-    return GatewayState(config=config, model=model, guard=guard, toolbox=toolbox, tracer=tracer, api_keys=api_keys)
+    return GatewayState(config=config, model=model, guard=guard, toolbox=toolbox, tracer=tracer,
+                        api_keys=api_keys)

@@ -22,7 +22,9 @@ async def refusal_stream(turn: Turn, completion: dict[str, Any]) -> AsyncIterato
     base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
             "model": completion["model"]}
     content = completion["choices"][0]["message"]["content"]
-    yield sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": None}]})
+    yield sse({**base,
+               "choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
+                            "finish_reason": None}]})
     yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
                "aistack": completion["aistack"]})
     yield DONE
@@ -34,9 +36,12 @@ async def completion_as_stream(response: dict[str, Any]) -> AsyncIterator[bytes]
     choice = response["choices"][0]
     extra = {k: response[k] for k in ("citations", "aistack") if k in response}
     yield sse({**base, **extra, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                   "content": choice["message"].get("content") or ""},
+                                                                   "content": choice[
+                                                                       "message"].get("content") or ""},
                                              "finish_reason": None}]})
-    yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop"}]})
+    yield sse({**base,
+               "choices": [{"index": 0, "delta": {},
+                            "finish_reason": choice.get("finish_reason") or "stop"}]})
     yield DONE
 
 
@@ -73,7 +78,8 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
     try:
         async for chunk in upstream:
             chunk["model"] = public
-            meta = {"id": chunk.get("id"), "object": "chat.completion.chunk", "created": chunk.get("created"), "model": public}
+            meta = {"id": chunk.get("id"), "object": "chat.completion.chunk", "created": chunk.get("created"),
+                    "model": public}
             if first:
                 first = False
                 if turn.citations is not None:
@@ -109,14 +115,17 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                     yield filtered(turn, meta, sguard)
                     return
                 delta["content"] = (delta.get("content") or "") + tail
-            if delta.get("content") or set(delta) - {"content"} or choice.get("finish_reason") or "citations" in chunk:
+            if delta.get(
+                    "content") or set(
+                        delta) - {"content"} or choice.get("finish_reason") or "citations" in chunk:
                 yield sse(chunk)
         if sguard is not None and not finished:  # the upstream ended without a finish_reason
             tail = await stream_tail(turn, sguard)
             if sguard.decision.blocked:
                 yield filtered(turn, meta, sguard)
                 return
-            yield sse({**meta, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": "stop"}]})
+            yield sse({**meta,
+                       "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": "stop"}]})
         yield DONE
     except UpstreamError as err:
         error = err.message
@@ -155,5 +164,6 @@ def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard) -> bytes:
     turn.blocked("output", sguard.decision)
     refusal = turn.state.guard.refusal if turn.state.guard else ""
     text = ("\n\n" + refusal) if sguard.sent else refusal
-    return sse({**meta, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "content_filter"}],
+    return sse({**meta,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "content_filter"}],
                 "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}) + DONE

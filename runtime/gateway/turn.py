@@ -39,11 +39,14 @@ class Turn:
         self.metrics.rail_blocks.labels(side, decision.rail or "unknown").inc()
 
 
-def refusal_completion(turn: Turn, *, side: str, rail: str | None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def refusal_completion(turn: Turn, *, side: str, rail: str | None,
+                       usage: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
         "model": turn.state.config.model.public_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.state.guard.refusal if turn.state.guard else ""},
+        "choices": [{"index": 0,
+                     "message": {"role": "assistant",
+                                 "content": turn.state.guard.refusal if turn.state.guard else ""},
                      "finish_reason": "content_filter"}],
         "aistack": {"blocked_by": rail, "side": side},
     }

@@ -122,15 +122,19 @@ async def _next_event(lines: AsyncIterator[bytes], target: Target) -> dict[str, 
                 raise UpstreamError(502, f"the {target.role} model sent a malformed stream event",
                                     code="upstream_error", retryable=False) from None
             if isinstance(event, dict) and "error" in event:
-                message = (event["error"] or {}).get("message", "error") if isinstance(event["error"], dict) else str(event["error"])
+                message = (event["error"] or {}).get("message", "error") if isinstance(event["error"],
+                                                                                       dict) else str(
+                                                                                           event["error"])
                 raise UpstreamError(502, f"the {target.role} model failed mid-stream: {message}",
                                     code="upstream_error", retryable=False)
             return event
     except TimeoutError:
-        raise UpstreamError(504, f"the {target.role} model stopped sending within {target.upstream.timeout_seconds}s",
+        raise UpstreamError(504, f"the {target.role} model stopped sending within "
+                            f"{target.upstream.timeout_seconds}s",
                             code="upstream_timeout", retryable=True) from None
     except aiohttp.ClientError as err:
-        raise UpstreamError(502, f"the {target.role} model's connection broke mid-stream ({type(err).__name__})",
+        raise UpstreamError(502, f"the {target.role} model's connection broke mid-stream "
+                            f"({type(err).__name__})",
                             code="upstream_error", retryable=True) from None
     return None
 
@@ -140,7 +144,8 @@ class ModelClient:
 
     def __init__(self, *, primary: Upstream, fallback: Upstream | None, http: HttpPool,
                  metrics: GatewayMetrics, retries: int = 2, backoff_s: float = 0.05) -> None:
-        self.targets = [Target.of("primary", primary)] + ([Target.of("fallback", fallback)] if fallback else [])
+        self.targets = [Target.of("primary", primary)] + ([Target.of("fallback", fallback)] if fallback
+                                                          else [])
         self.http = http
         self.metrics = metrics
         self.retries = retries
@@ -160,7 +165,8 @@ class ModelClient:
         for target in self.targets:
             for attempt in range(self.retries + 1):
                 try:
-                    result = await (self._open_stream(target, payload) if stream else self._post(target, payload))
+                    result = await (self._open_stream(target, payload) if stream
+                                    else self._post(target, payload))
                     if target.role == "fallback":
                         self.metrics.fallbacks.inc()
                     return result, target
@@ -204,7 +210,8 @@ class ModelClient:
     async def _open_stream(self, target: Target, payload: dict[str, Any]) -> UpstreamStream:
         url = f"{target.upstream.base_url}/chat/completions"
         try:
-            resp = await self.http.session().post(url, data=self._body(target, payload), headers=target.headers,
+            resp = await self.http.session().post(url, data=self._body(target, payload),
+                                                  headers=target.headers,
                                                   timeout=target.timeout(stream=True))
         except TimeoutError:
             raise _timeout(target) from None
@@ -234,7 +241,8 @@ class ModelClient:
         """Readiness: the primary (or else the fallback) answers `GET /models`."""
         for target in self.targets:
             try:
-                async with self.http.session().get(f"{target.upstream.base_url}/models", headers=target.headers,
+                async with self.http.session().get(f"{target.upstream.base_url}/models",
+                                                   headers=target.headers,
                                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                     if resp.status == 200:
                         return True
@@ -244,7 +252,8 @@ class ModelClient:
 
 
 def _timeout(target: Target) -> UpstreamError:
-    return UpstreamError(504, f"the {target.role} model did not answer within {target.upstream.timeout_seconds}s",
+    return UpstreamError(504, f"the {target.role} model did not answer within "
+                         f"{target.upstream.timeout_seconds}s",
                          code="upstream_timeout", retryable=True)
 
 

@@ -45,7 +45,8 @@ JAILBREAK_PATTERNS = [
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-PHONE = re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}\b(?![ .-]?\d)")
+PHONE = re.compile(
+    r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}\b(?![ .-]?\d)")
 # The longest PII pattern a stream must hold back before it can be masked whole.
 PII_HOLDBACK_CHARS = 64
 
@@ -81,7 +82,8 @@ class FastRails:
         self.rails = [r for r in rails if not r.startswith("self_check")]
         self.max_chars = spec.max_input_chars if side == "input" else spec.max_output_chars
         terms = sorted(spec.blocked_terms, key=len, reverse=True)
-        self._terms = re.compile(r"(?<!\w)(" + "|".join(re.escape(t) for t in terms) + r")(?!\w)", re.I) if terms else None
+        self._terms = re.compile(r"(?<!\w)(" + "|".join(re.escape(t) for t in terms) + r")(?!\w)",
+                                 re.I) if terms else None
         self._jailbreak = re.compile("|".join(f"(?:{p})" for p in JAILBREAK_PATTERNS), re.I)
         self.longest_term = max((len(t) for t in terms), default=0)
 

@@ -48,7 +48,8 @@ class Guard:
             window = max(window, PII_HOLDBACK_CHARS)
         return window
 
-    async def check_llm(self, *, side: Side, question: str, answer: str | None = None) -> tuple[RailDecision, bool]:
+    async def check_llm(self, *, side: Side, question: str,
+                        answer: str | None = None) -> tuple[RailDecision, bool]:
         """(decision, engine_failed). An engine failure blocks with 503 unless `failOpen`."""
         assert self.llm is not None
         try:
@@ -91,7 +92,8 @@ class StreamGuard:
 
     def flush(self) -> str:
         """The rest of the text once the upstream is done (fast rails re-run on the whole)."""
-        decision = self.guard.fast_output.check(self.raw) if self.guard.fast_output else RailDecision("passed", self.raw)
+        decision = self.guard.fast_output.check(
+            self.raw) if self.guard.fast_output else RailDecision("passed", self.raw)
         if decision.blocked:
             self.decision = decision
             return ""

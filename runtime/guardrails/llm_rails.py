@@ -63,10 +63,13 @@ class InProcessRails:
         original = question if side == "input" else (answer or "")
         try:
             result = await self._rails.check_async(_messages(side, question, answer),
-                                                   rail_types=[RailType.INPUT if side == "input" else RailType.OUTPUT])
+                                                   rail_types=[RailType.INPUT if side == "input"
+                                                               else RailType.OUTPUT])
         except Exception as err:  # NeMo raises many kinds; all mean "no verdict"
-            raise RailsEngineError(f"NeMo Guardrails failed on the {side}: {type(err).__name__}: {err}") from err
-        return _decision(side, str(getattr(result.status, "value", result.status)), result.content, result.rail, original)
+            raise RailsEngineError(
+                f"NeMo Guardrails failed on the {side}: {type(err).__name__}: {err}") from err
+        return _decision(side, str(getattr(result.status, "value", result.status)), result.content,
+                         result.rail, original)
 
     async def ready(self) -> bool:
         return True
@@ -93,9 +96,11 @@ class SidecarRails:
         try:
             resp = await self._http.post(f"{self._url}/v1/checks", json=body, timeout=self._timeout)
         except httpx.HTTPError as err:
-            raise RailsEngineError(f"the guardrails sidecar at {self._url} is unreachable ({type(err).__name__})") from err
+            raise RailsEngineError(
+                f"the guardrails sidecar at {self._url} is unreachable ({type(err).__name__})") from err
         if resp.status_code != 200:
-            raise RailsEngineError(f"the guardrails sidecar answered HTTP {resp.status_code}: {resp.text[:200]}")
+            raise RailsEngineError(
+                f"the guardrails sidecar answered HTTP {resp.status_code}: {resp.text[:200]}")
         data = resp.json()
         return _decision(side, str(data.get("status")), data.get("content"), data.get("rail"), original)
 
@@ -118,5 +123,6 @@ def build_llm_rails(config: GatewayConfig, *, http: httpx.AsyncClient) -> LlmRai
     if g.engine == "sidecar":
         if not g.sidecar_url:
             raise ValueError("guardrails.engine is 'sidecar' but guardrails.sidecarUrl is not set")
-        return SidecarRails(base_url=g.sidecar_url, config_id=g.config_id, model=config.model.primary.model, http=http)
+        return SidecarRails(base_url=g.sidecar_url, config_id=g.config_id, model=config.model.primary.model,
+                            http=http)
     return InProcessRails(config)

@@ -53,7 +53,8 @@ def nemo_config(config: GatewayConfig) -> dict[str, Any]:
     base_url = rails.model.base_url if rails.model and rails.model.base_url else primary.base_url
     model_name = rails.model.name if rails.model else primary.model
     main: dict[str, Any] = {"type": "main", "engine": "openai", "model": model_name,
-                            "parameters": {"base_url": base_url.rstrip("/"), "temperature": 0.0, "max_tokens": 8}}
+                            "parameters": {"base_url": base_url.rstrip("/"), "temperature": 0.0,
+                                           "max_tokens": 8}}
     key_env = primary.api_key_env if not (rails.model and rails.model.base_url) else None
     if key_env:
         main["api_key_env_var"] = key_env
@@ -61,16 +62,19 @@ def nemo_config(config: GatewayConfig) -> dict[str, Any]:
         main["parameters"]["api_key"] = "unused"  # a keyless upstream; not a secret
     policy = rails.policy.replace("{% endraw %}", "")
     out: dict[str, Any] = {
-        "models": [main, {"type": "embeddings", "engine": "SentenceTransformers", "model": embedding_model_path()}],
+        "models": [main,
+                   {"type": "embeddings", "engine": "SentenceTransformers", "model": embedding_model_path()}],
         "rails": {},
         "prompts": [],
     }
     if "self_check_input" in rails.input:
         out["rails"]["input"] = {"flows": ["self check input"]}
-        out["prompts"].append({"task": "self_check_input", "content": SELF_CHECK_INPUT.replace("POLICY", policy)})
+        out["prompts"].append({"task": "self_check_input",
+                               "content": SELF_CHECK_INPUT.replace("POLICY", policy)})
     if "self_check_output" in rails.output:
         out["rails"]["output"] = {"flows": ["self check output"]}
-        out["prompts"].append({"task": "self_check_output", "content": SELF_CHECK_OUTPUT.replace("POLICY", policy)})
+        out["prompts"].append({"task": "self_check_output",
+                               "content": SELF_CHECK_OUTPUT.replace("POLICY", policy)})
     return out
 
 

@@ -75,7 +75,8 @@ def _parse(data: bytes, *, name: str) -> Document:
         return _html(text, stem)
     if suffix == ".txt":
         return Document(title=stem, sections=[Section(None, text)])
-    raise DocumentError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    raise DocumentError(
+        f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
 
 
 _LIBRARY_LOGGERS = ("pypdf",)
@@ -166,7 +167,8 @@ def _html(text: str, stem: str) -> Document:
         tag.decompose()
     title_tag = soup.find("title")
     h1 = soup.find("h1")
-    title = (title_tag.get_text(" ", strip=True) if title_tag else "") or (h1.get_text(" ", strip=True) if h1 else "") or stem
+    title = (title_tag.get_text(" ", strip=True) if title_tag else "") or (h1.get_text(" ", strip=True) if h1
+                                                                           else "") or stem
     root = soup.body or soup
     sections: list[Section] = []
     heading: str | None = None

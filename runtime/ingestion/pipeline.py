@@ -173,7 +173,8 @@ class Ingestor:
             for index, chunk in enumerate(item.chunks):
                 payload: dict[str, object] = {
                     TEXT: chunk.text, SOURCE: item.file.source, TITLE: item.title, CHUNK_INDEX: index,
-                    "chunk_count": len(item.chunks), "heading": chunk.heading, CONTENT_HASH: item.content_hash,
+                    "chunk_count": len(item.chunks), "heading": chunk.heading,
+                    CONTENT_HASH: item.content_hash,
                 }
                 if item.file.tenant is not None:
                     payload[tenant_key] = item.file.tenant

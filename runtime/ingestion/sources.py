@@ -54,7 +54,8 @@ class Listing:
 
 def _wanted(relative: str, include: tuple[str, ...]) -> bool:
     if include:
-        return any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(relative, pattern.removeprefix("**/"))
+        return any(fnmatch.fnmatch(relative, pattern)
+                   or fnmatch.fnmatch(relative, pattern.removeprefix("**/"))
                    for pattern in include)
     return PurePosixPath(relative).suffix.lower() in SUPPORTED_SUFFIXES
 
@@ -112,7 +113,8 @@ def _list_s3(target: Target) -> Listing:
                 if key.endswith("/") or not _wanted(relative, target.include):
                     listing.ignored += 1
                     continue
-                listing.files.append(SourceFile(f"s3://{bucket}/{key}", target.tenant, _reader(client, bucket, key)))
+                listing.files.append(SourceFile(f"s3://{bucket}/{key}", target.tenant,
+                                                _reader(client, bucket, key)))
     except (BotoCoreError, ClientError) as exc:
         listing.error = f"cannot list {target.uri}: {exc}"
         listing.files.clear()

@@ -38,7 +38,8 @@ async def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
             loop.call_soon_threadsafe(settle, result, error)
 
-    thread = threading.Thread(target=work, name=f"{LOAD_THREAD_PREFIX}{getattr(fn, '__name__', 'load')}", daemon=True)
+    thread = threading.Thread(target=work, name=f"{LOAD_THREAD_PREFIX}{getattr(fn, '__name__', 'load')}",
+                              daemon=True)
     thread.start()
     return await future
 

@@ -78,7 +78,8 @@ class MlflowServer:
                  "--backend-store-uri", f"sqlite:///{self.database}",
                  "--artifacts-destination", str(self.folder / "artifacts"),
                  "--host", self.host, "--port", str(self.port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=env,
             )
         (self.folder / PID_FILE).write_text(str(self._proc.pid))
 

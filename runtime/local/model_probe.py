@@ -38,7 +38,8 @@ def choose_model(stack: AIStack, *, model_url: str | None = None, timeout_second
         base = str(model.openai.base_url).rstrip("/")
         ref = model.openai.api_key_secret_ref
         if ref is not None:
-            source = key_source(secret_env=ref.env_name(), base_url=base, environ=environ, provider_envs=provider_envs)
+            source = key_source(secret_env=ref.env_name(), base_url=base, environ=environ,
+                                provider_envs=provider_envs)
             if source.env is None:
                 return ModelChoice(None, f"{source.unset()} (the key for {base})")
             headers["Authorization"] = f"Bearer {environ[source.env]}"

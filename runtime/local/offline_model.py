@@ -60,7 +60,8 @@ class ContextExceeded(ValueError):
 
     def __init__(self, prompt_tokens: int) -> None:
         super().__init__(f"the messages take {prompt_tokens} tokens, but the offline model's context is "
-                         f"{CONTEXT_TOKENS} tokens: shorten them (in a stack, lower retrieval.maxContextTokens)")
+                         f"{CONTEXT_TOKENS} tokens: shorten them (in a stack, lower "
+                         "retrieval.maxContextTokens)")
         self.prompt_tokens = prompt_tokens
 
 
@@ -112,7 +113,8 @@ class OfflineModel:
         with self._lock, torch.inference_mode():
             out = self.model.generate(
                 **ids, max_new_tokens=min(max_tokens, room), do_sample=temperature > 0,
-                temperature=max(temperature, 1e-3) if temperature > 0 else None, top_p=0.9 if temperature > 0 else None,
+                temperature=max(temperature, 1e-3) if temperature > 0 else None,
+                top_p=0.9 if temperature > 0 else None,
                 pad_token_id=self.tokenizer.eos_token_id)
         new = out[0][prompt_len:]
         ended = len(new) > 0 and int(new[-1]) in self._eos_ids()
@@ -160,13 +162,15 @@ class _ChatRequest(BaseModel):
 
 
 def _bad_request(message: str, *, param: str | None, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}},
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": code}},
                         status_code=400)
 
 
 def _invalid(err: ValidationError) -> JSONResponse:
     first = err.errors(include_url=False)[0]
-    param = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]).replace(".[", "[")
+    param = ".".join(f"[{part}]" if isinstance(part, int) else str(part)
+                     for part in first["loc"]).replace(".[", "[")
     if first["type"] == "missing":
         return _bad_request(f"{param} is required", param=param)
     return _bad_request(f"{param}: {first['msg']} (got {first['input']!r})", param=param)
@@ -228,7 +232,8 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
     return app
 
 
-async def _sse(cid: str, created: int, content: str, usage: dict[str, int], finish_reason: str) -> AsyncIterator[bytes]:
+async def _sse(cid: str, created: int, content: str, usage: dict[str, int],
+               finish_reason: str) -> AsyncIterator[bytes]:
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": OFFLINE_MODEL_NAME}
     words = content.split(" ")
     for i, word in enumerate(words):

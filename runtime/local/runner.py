@@ -88,7 +88,8 @@ class Status:
 
 
 class LocalStack:
-    def __init__(self, manifest: Path, options: UpOptions, *, on_status: Callable[[Status], None] | None = None,
+    def __init__(self, manifest: Path, options: UpOptions, *,
+                 on_status: Callable[[Status], None] | None = None,
                  on_stage: Callable[[str], None] | None = None) -> None:
         self.manifest = manifest
         self.options = options
@@ -148,7 +149,8 @@ class LocalStack:
 
     async def start(self) -> None:
         if not port_free(self.options.port):
-            raise RuntimeError(f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
+            raise RuntimeError(
+                f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
         self._check_gateway_keys()
         self.folder.mkdir(parents=True, exist_ok=True)
         spec = self.stack.spec
@@ -160,7 +162,9 @@ class LocalStack:
         config = local_gateway_config(self.stack, state=self.folder, model_base_url=model_url,
                                       tracking_uri=tracking_uri)
         if offline:
-            config = await self._start_offline_model(config, reason="--offline" if self.options.offline else choice.reason)
+            config = await self._start_offline_model(config,
+                                                     reason="--offline" if self.options.offline
+                                                     else choice.reason)
         else:
             self.status.model, self.status.model_note = config.model.public_name, choice.reason
         embedder = None
@@ -191,7 +195,8 @@ class LocalStack:
             return None
         external = spec.observability.mlflow.external
         if self.options.tracking_uri or external is not None:
-            self.status.mlflow_url = self.options.tracking_uri or (external.tracking_uri if external else None)
+            self.status.mlflow_url = self.options.tracking_uri or (external.tracking_uri if external
+                                                                   else None)
             self.status.mlflow_state = "external"
             return self.status.mlflow_url
         missing = missing_server_packages()
@@ -235,7 +240,8 @@ class LocalStack:
         code = mlflow.exit_code()
         if code is not None:
             self.status.mlflow_state = "exited"
-            self.status.notes.append(f"MLflow exited with code {code}: traces are off (its log: {mlflow.log})")
+            self.status.notes.append(
+                f"MLflow exited with code {code}: traces are off (its log: {mlflow.log})")
             return True
         if self.status.mlflow_state == "starting" and await asyncio.to_thread(mlflow.healthy):
             self.status.mlflow_state = "healthy"
@@ -282,13 +288,16 @@ class LocalStack:
         self._stage(f"loading the embedder ({r.embedder.model})")
         embedder = await in_daemon_thread(build_embedder, r.embedder)
         self._retriever = QdrantRetriever(embedder=embedder, store=store, top_k=r.top_k,
-                                          score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens)
+                                          score_threshold=r.score_threshold,
+                                          max_context_tokens=r.max_context_tokens)
         await store.ensure_collection()
         sources = self.stack.spec.retrieval.sources if self.stack.spec.retrieval else []
         if self.options.ingest and sources:
-            ingestor = Ingestor(store=store, embedder=embedder, chunking=r.chunking, base=self.manifest.resolve().parent)
+            ingestor = Ingestor(store=store, embedder=embedder, chunking=r.chunking,
+                                base=self.manifest.resolve().parent)
             listings = await asyncio.to_thread(
-                ingestor.list, [Target(uri=s.uri, tenant=s.tenant, include=tuple(s.include)) for s in sources])
+                ingestor.list,
+                [Target(uri=s.uri, tenant=s.tenant, include=tuple(s.include)) for s in sources])
             self._stage(f"ingesting {sum(len(listing.files) for listing in listings)} files from "
                         + ", ".join(s.uri for s in sources))
             report = await ingestor.ingest(listings)
@@ -316,7 +325,8 @@ class LocalStack:
                 passages = await retriever.search(str(body.get("query", "")),
                                                   tenant=request.headers.get(tenant_header) or None)
                 return JSONResponse({"passages": [
-                    {"text": p.text, "source": p.source, "title": p.title, "score": p.score} for p in passages]})
+                    {"text": p.text, "source": p.source, "title": p.title, "score": p.score}
+                    for p in passages]})
 
         self.status.gateway_url = await self._serve(app, port=self.options.port)
 

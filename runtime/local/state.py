@@ -27,7 +27,8 @@ from aistack.runtime.local.provider_keys import with_provider_keys
 
 STATE_DIR = ".aistack"
 RUNNING_FILE = "up.json"
-ACTIVITY = {"aistack up": "running", "aistack ui": "serving the trace UI of", "aistack ingest": "ingesting into"}
+ACTIVITY = {"aistack up": "running", "aistack ui": "serving the trace UI of",
+            "aistack ingest": "ingesting into"}
 PARTS = {"aistack up": ("store", "mlflow"), "aistack ingest": ("store",), "aistack ui": ("mlflow",)}
 """The parts of the state folder each command owns for its life (see `StateLock`)."""
 

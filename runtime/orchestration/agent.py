@@ -44,7 +44,8 @@ class Toolbox:
             if t.auth_env:
                 token = os.environ.get(t.auth_env)
                 if not token:
-                    raise ValueError(f"tool {t.name!r} needs its token in env var {t.auth_env}, which is unset or empty")
+                    raise ValueError(
+                        f"tool {t.name!r} needs its token in env var {t.auth_env}, which is unset or empty")
                 headers["Authorization"] = f"Bearer {token}"
             self._headers[t.name] = headers
         self.http = http
@@ -109,7 +110,8 @@ async def run_agent(*, complete: Complete, payload: dict[str, Any], toolbox: Too
         if time.monotonic() >= deadline:
             raise AgentBudgetExceeded(f"after {step - 1} steps")
         last_step = step == max_steps
-        body = {**payload, "messages": messages, "tools": tools, "tool_choice": "none" if last_step else "auto"}
+        body = {**payload, "messages": messages, "tools": tools,
+                "tool_choice": "none" if last_step else "auto"}
         response = await complete(body)
         message = (response.get("choices") or [{}])[0].get("message") or {}
         tool_calls = message.get("tool_calls") or []

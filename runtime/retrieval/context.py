@@ -69,6 +69,7 @@ def format_context(passages: Sequence[Passage]) -> str:
 def citations(passages: Sequence[Passage]) -> list[dict[str, object]]:
     """What an answer returns beside its text: one entry per passage, in citation order."""
     return [
-        {"index": n, "source": p.source, "title": p.title, "score": round(p.score, 4), "chunk_index": p.chunk_index}
+        {"index": n, "source": p.source, "title": p.title, "score": round(p.score, 4),
+         "chunk_index": p.chunk_index}
         for n, p in enumerate(passages, start=1)
     ]

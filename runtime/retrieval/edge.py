@@ -76,7 +76,8 @@ def open_edge_shard(folder: Path, spec: CollectionSpec) -> tuple[qe.EdgeShard, b
             return _shards[key][0], False
         fd = _lock_folder(folder)
         try:
-            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=spec.dimension, distance=_DISTANCE[spec.distance]))
+            config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=spec.dimension,
+                                                               distance=_DISTANCE[spec.distance]))
             created = not any(p.name != LOCK_FILE for p in folder.iterdir())
             if created:
                 shard = qe.EdgeShard.create(key, config)
@@ -130,7 +131,8 @@ class EdgeStore:
         for index in self.spec.indexes():
             if index.field not in have:
                 schema = qe.KeywordIndexParams(is_tenant=True) if index.tenant else _SCHEMA[index.type]
-                await asyncio.to_thread(shard.update, qe.UpdateOperation.create_field_index(index.field, schema))
+                await asyncio.to_thread(shard.update,
+                                        qe.UpdateOperation.create_field_index(index.field, schema))
         return not existed
 
     async def upsert(self, points: list[StoredPoint]) -> None:

@@ -148,7 +148,8 @@ class OpenAIEmbedder:
         try:
             response = await self._client.post(self._url, json={"model": self._name, "input": batch})
         except httpx.HTTPError as exc:
-            raise EmbeddingError(f"embeddings endpoint {self._url} unreachable ({exc!r}); is it running?") from exc
+            raise EmbeddingError(
+                f"embeddings endpoint {self._url} unreachable ({exc!r}); is it running?") from exc
         if response.status_code != 200:
             raise EmbeddingError(
                 f"embeddings endpoint {self._url} answered {response.status_code}: {response.text[:300]}"
@@ -157,9 +158,11 @@ class OpenAIEmbedder:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             vectors = [list(map(float, item["embedding"])) for item in data]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EmbeddingError(f"embeddings endpoint {self._url} sent a body that is not an OpenAI embeddings list") from exc
+            raise EmbeddingError(
+                f"embeddings endpoint {self._url} sent a body that is not an OpenAI embeddings list") from exc
         if len(vectors) != len(batch):
-            raise EmbeddingError(f"embeddings endpoint {self._url} returned {len(vectors)} vectors for {len(batch)} texts")
+            raise EmbeddingError(
+                f"embeddings endpoint {self._url} returned {len(vectors)} vectors for {len(batch)} texts")
         for vector in vectors:
             if len(vector) != self._dimension:
                 raise EmbeddingError(
@@ -172,11 +175,13 @@ class OpenAIEmbedder:
         await self._client.aclose()
 
 
-def build_embedder(config: EmbedderConfig, *, env: dict[str, str] | None = None) -> LocalEmbedder | OpenAIEmbedder:
+def build_embedder(config: EmbedderConfig, *,
+                   env: dict[str, str] | None = None) -> LocalEmbedder | OpenAIEmbedder:
     """The embedder a gateway config names; the API key comes from the env var it names."""
     environ = os.environ if env is None else env
     if config.provider == "local":
-        return LocalEmbedder(model=config.model, batch_size=config.batch_size, dimension=config.dimension or None)
+        return LocalEmbedder(model=config.model, batch_size=config.batch_size,
+                             dimension=config.dimension or None)
     if not config.base_url:
         raise EmbeddingError("embedder provider 'openai' needs base_url")
     api_key = None

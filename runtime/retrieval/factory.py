@@ -24,7 +24,8 @@ def collection_spec(config: RetrievalConfig, *, stack: AIStack | None = None) ->
     the one its rendered config names (the gateway only searches, so it needs no indexes)."""
     if stack is not None and stack.spec.retrieval is not None:
         return collection.collection_spec(stack)
-    return CollectionSpec(name=config.collection, dimension=config.embedder.dimension, distance=config.distance,
+    return CollectionSpec(name=config.collection, dimension=config.embedder.dimension,
+                          distance=config.distance,
                           tenant_field=config.tenant_field)
 
 
@@ -38,7 +39,8 @@ def open_store(config: RetrievalConfig, *, spec: CollectionSpec | None = None,
 
         api_key = environ.get(config.qdrant_api_key_env) if config.qdrant_api_key_env else None
         if config.qdrant_api_key_env and not api_key:
-            raise StoreError(f"the Qdrant API key is read from ${config.qdrant_api_key_env}, which is not set: export it")
+            raise StoreError(
+                f"the Qdrant API key is read from ${config.qdrant_api_key_env}, which is not set: export it")
         return QdrantClientStore(spec=spec, url=config.qdrant_url, api_key=api_key)
     if config.qdrant_path:
         from aistack.runtime.retrieval.edge import EdgeStore
@@ -49,6 +51,7 @@ def open_store(config: RetrievalConfig, *, spec: CollectionSpec | None = None,
 
 def build_retriever(config: RetrievalConfig, *, env: dict[str, str] | None = None) -> QdrantRetriever:
     """The gateway's retriever for `config` (loads the local embedding model if named)."""
-    return QdrantRetriever(embedder=build_embedder(config.embedder, env=env), store=open_store(config, env=env),
+    return QdrantRetriever(embedder=build_embedder(config.embedder, env=env),
+                           store=open_store(config, env=env),
                            top_k=config.top_k, score_threshold=config.score_threshold,
                            max_context_tokens=config.max_context_tokens)

@@ -120,7 +120,8 @@ class QdrantClientStore:
         key = self.spec.tenant_key
         out: list[DocumentRecord] = []
         offset: Any = None
-        first_chunks = models.Filter(must=[models.FieldCondition(key=CHUNK_INDEX, match=models.MatchValue(value=0))])
+        first_chunks = models.Filter(must=[models.FieldCondition(key=CHUNK_INDEX,
+                                                                 match=models.MatchValue(value=0))])
         while True:
             records, offset = await self._client.scroll(
                 self.spec.name, scroll_filter=first_chunks, limit=1024, offset=offset,

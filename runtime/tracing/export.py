@@ -134,7 +134,8 @@ class _Exporter:
         if self.experiment_id is None:
             client = self.mlflow.MlflowClient(tracking_uri=self.config.tracking_uri)
             found = client.get_experiment_by_name(self.config.experiment)
-            self.experiment_id = found.experiment_id if found else client.create_experiment(self.config.experiment)
+            self.experiment_id = found.experiment_id if found else client.create_experiment(
+                self.config.experiment)
         return self.experiment_id
 
     def export(self, trace: Any) -> None:
@@ -142,10 +143,14 @@ class _Exporter:
         experiment_id = self._experiment()
         r = trace.root
         root = mlflow.start_span_no_context(name=r.name, span_type=r.span_type, inputs=r.inputs,
-                                            attributes=r.attributes, tags=trace.tags, experiment_id=experiment_id,
+                                            attributes=r.attributes, tags=trace.tags,
+                                            experiment_id=experiment_id,
                                             start_time_ns=r.start_ns)
         for s in trace.spans:
-            child = mlflow.start_span_no_context(name=s.name, span_type=s.span_type, parent_span=root, inputs=s.inputs,
+            child = mlflow.start_span_no_context(name=s.name, span_type=s.span_type, parent_span=root,
+                                                 inputs=s.inputs,
                                                  attributes=s.attributes, start_time_ns=s.start_ns)
-            child.end(outputs=s.outputs, status="ERROR" if s.error else "OK", end_time_ns=s.end_ns or r.end_ns)
-        root.end(outputs=r.outputs, status="ERROR" if r.error else "OK", end_time_ns=r.end_ns or time.time_ns())
+            child.end(outputs=s.outputs, status="ERROR" if s.error else "OK",
+                      end_time_ns=s.end_ns or r.end_ns)
+        root.end(outputs=r.outputs, status="ERROR" if r.error else "OK",
+                 end_time_ns=r.end_ns or time.time_ns())

@@ -87,7 +87,8 @@ class Tracer:
     `put_nowait` (the pickling happens on the queue's feeder thread).
     """
 
-    def __init__(self, *, config: TracingConfig | None, tags: dict[str, str], metrics: GatewayMetrics) -> None:
+    def __init__(self, *, config: TracingConfig | None, tags: dict[str, str],
+                 metrics: GatewayMetrics) -> None:
         self.config = config
         self.tags = tags
         self.metrics = metrics

@@ -153,7 +153,8 @@ def base_image(engine: Engine, build_log: BuildLog) -> str:
         pytest.skip("no registry answered for python:3.11-slim and debootstrap, which builds the local "
                     "stand-in, is not installed (`make container-tools` installs it)")
     if proc.returncode != 0:
-        raise AssertionError(f"the base image could not be built:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"the base image could not be built:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     build_log.seconds["base"] = time.monotonic() - started
     build_log.sizes["base"] = image_size(BASE_IMAGE)
     return BASE_IMAGE
@@ -207,7 +208,8 @@ class ImageBuilds:
             return
         tag = f"localhost/aistack/{component}:test"
         with (self.logs / f"{component}.log").open("w") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(build_command(component=component, tag=tag, build_args=self.args[component]),
+            proc = subprocess.Popen(build_command(component=component, tag=tag,
+                                                  build_args=self.args[component]),
                                     env=engine_env(), text=True, stdout=out, stderr=subprocess.STDOUT)
         self.running[component] = (proc, time.monotonic())
 
@@ -237,7 +239,8 @@ def images_needed(items: list[pytest.Item]) -> list[str]:
     for component in ("operator", "runtime"):
         for item in items:
             params = getattr(getattr(item, "callspec", None), "params", {})
-            if f"{component}_image" in getattr(item, "fixturenames", ()) or params.get("component") == component:
+            if f"{component}_image" in getattr(
+                    item, "fixturenames", ()) or params.get("component") == component:
                 needed.append(component)
                 break
     return needed

@@ -121,7 +121,8 @@ def test_operator_image_carries_the_operator_extra_only(operator_image, engine) 
 @pytest.mark.parametrize(("component", "limit"), [("operator", OPERATOR_MAX_ADDED_BYTES),
                                                   ("runtime", RUNTIME_MAX_ADDED_BYTES)])
 def test_image_adds_no_more_than_measured_to_its_base(component, limit, request, engine, base_image) -> None:
-    added = engine.inspect(request.getfixturevalue(f"{component}_image"))["Size"] - engine.inspect(base_image)["Size"]
+    added = engine.inspect(
+        request.getfixturevalue(f"{component}_image"))["Size"] - engine.inspect(base_image)["Size"]
     assert 0 < added <= limit, f"{component} adds {added / 1e6:.0f} MB to its base (limit {limit / 1e6:.0f} MB)"
 
 

@@ -34,7 +34,8 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     findings = [f for f in json.loads(proc.stdout or "[]") if f["code"] not in EXPLAINED]
-    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['level']}: {f['message']}" for f in findings)
+    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['level']}: {f['message']}"
+                                     for f in findings)
 
 
 def test_hadolint_reports_a_known_bad_dockerfile(tmp_path: Path) -> None:

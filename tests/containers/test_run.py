@@ -81,7 +81,8 @@ def start_gateway(image: str, config, *, start_container, free_port, folder: Pat
     return container, port
 
 
-def test_gateway_container_serves_a_chat_completion(runtime_image, start_container, free_port, tmp_path) -> None:
+def test_gateway_container_serves_a_chat_completion(runtime_image, start_container, free_port,
+                                                    tmp_path) -> None:
     needs_module("aistack.runtime.__main__", "runtime")
     needs_module("aistack.testing.openai_server", "runtime")
     from aistack.testing.openai_server import run_openai_server
@@ -95,9 +96,11 @@ def test_gateway_container_serves_a_chat_completion(runtime_image, start_contain
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         answer = client.chat.completions.create(
-            model=config.model.public_name, messages=[{"role": "user", "content": "[[say:served from a container]]"}])
+            model=config.model.public_name,
+            messages=[{"role": "user", "content": "[[say:served from a container]]"}])
         assert answer.choices[0].message.content == "served from a container"
-        assert any("served from a container" in str(r) for r in upstream.requests), "the upstream saw no request"
+        assert any(
+            "served from a container" in str(r) for r in upstream.requests), "the upstream saw no request"
         assert container.exec("id", "-u").strip() == "10001"
         assert_graceful_stop(container)
 
@@ -130,14 +133,17 @@ def test_gateway_container_exports_traces_to_mlflow(runtime_image, start_contain
 
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
             client.chat.completions.create(model=config.model.public_name,
-                                           messages=[{"role": "user", "content": "[[say:traced in a container]]"}])
+                                           messages=[{"role": "user",
+                                                      "content": "[[say:traced in a container]]"}])
             tracking = mlflow.MlflowClient(tracking_uri=server.url)
             deadline, traces = time.monotonic() + 90, []
             while time.monotonic() < deadline and not traces:
                 experiment = tracking.get_experiment_by_name(config.tracing.experiment)
                 # The server may list a trace before its spans and tags have landed: wait for both.
-                traces = [t for t in (tracking.search_traces(locations=[experiment.experiment_id]) if experiment else [])
-                          if any(s.name == "generation" for s in t.data.spans) and "aistack.stack" in t.info.tags]
+                traces = [t for t in (tracking.search_traces(locations=[experiment.experiment_id])
+                                      if experiment else [])
+                          if any(s.name == "generation" for s in t.data.spans)
+                          and "aistack.stack" in t.info.tags]
                 time.sleep(0.5)
             assert traces, f"no complete trace arrived:\n{container.logs()[-3000:]}"
             root = next(s for s in traces[0].data.spans if s.parent_id is None)
@@ -155,7 +161,8 @@ SIDECAR_COMMANDS = {
                                                   "--disable-chat-ui", "--port"]),
     # The runtime's sidecar entry point, serving a complete NeMo config folder.
     "guardrails-sidecar": ("aistack.runtime.guardrails.sidecar",
-                           ["python", "-m", "aistack.runtime.guardrails.sidecar", "--nemo-config", "/rails/aistack",
+                           ["python", "-m", "aistack.runtime.guardrails.sidecar", "--nemo-config",
+                            "/rails/aistack",
                             "--config-id", "aistack", "--port"]),
 }
 
@@ -183,7 +190,8 @@ def test_guardrails_sidecar_command_serves_its_config(command, runtime_image, st
     assert_graceful_stop(container)
 
 
-def test_operator_container_reconciles_the_quickstart(operator_image, start_container, free_port, tmp_path) -> None:
+def test_operator_container_reconciles_the_quickstart(operator_image, start_container, free_port,
+                                                      tmp_path) -> None:
     needs_module("aistack.operator.__main__", "operator")
     needs_module("aistack.testing.cluster", "operator")
     from aistack.testing.emulator import EmulatorThread
@@ -215,6 +223,7 @@ def test_operator_container_reconciles_the_quickstart(operator_image, start_cont
         assert deployment["metadata"]["labels"][LABEL_INSTANCE] == "quickstart"
         images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
         assert runtime_image_reference(version=package_version()) in images
-        wait_for(lambda: (cluster.stack("default", "quickstart") or {}).get("status", {}).get("observedGeneration"),
+        wait_for(lambda: (
+            cluster.stack("default", "quickstart") or {}).get("status", {}).get("observedGeneration"),
                  timeout=30, what="status.observedGeneration")
         assert_graceful_stop(container)

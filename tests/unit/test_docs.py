@@ -36,11 +36,13 @@ ALLOWED_IMPORTS = {
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\S\n]*$", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text], one level of nested brackets
-                         r"\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")  # (target "title")
+                         # (target "title")
+                         r"\(\s*(<[^>\n]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>\n]*>|\S+)", re.MULTILINE)
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 PATHLIKE = re.compile(r"^[\w.\-]+(?:/[\w.\-]*)+$")
-DOTTED = re.compile(r"^aistack\.(?:api|cli|operator|platform|runtime|testing)(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$")
+DOTTED = re.compile(
+    r"^aistack\.(?:api|cli|operator|platform|runtime|testing)(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$")
 CALL = re.compile(r"^(?:([A-Za-z_]\w*)\.)?([A-Za-z_]\w*)\(\)$")
 CAPITALISED = re.compile(r"^[A-Z]\w*(?:\.[A-Za-z_]\w*)?$")
 PYTHON_M = re.compile(r"^python -m (aistack\.[\w.]+)")
@@ -135,7 +137,8 @@ def test_a_link_out_of_the_repository_or_to_nothing_is_named(tmp_path: Path) -> 
 @pytest.mark.parametrize("document", markdown_files())
 def test_relative_links_point_inside_the_repository(document: str) -> None:
     path = ROOT / document
-    broken = [f"{document}: ({target}) {problem}" for target in relative_links(path.read_text(encoding="utf-8"))
+    broken = [f"{document}: ({target}) {problem}"
+              for target in relative_links(path.read_text(encoding="utf-8"))
               if (problem := link_problem(path, target)) is not None]
     assert not broken, "broken links:\n" + "\n".join(broken)
 
@@ -204,7 +207,8 @@ def dotted_problem(span: str) -> str | None:
     node = names.get(attributes[0])
     if node is None:
         return f"{source.relative_to(ROOT)} defines no {attributes[0]}"
-    if len(attributes) > 1 and isinstance(node, ast.ClassDef) and attributes[1] not in defined_names(node.body):
+    if len(attributes) > 1 and isinstance(
+            node, ast.ClassDef) and attributes[1] not in defined_names(node.body):
         return f"class {attributes[0]} has no {attributes[1]}"
     return None
 
@@ -240,7 +244,8 @@ def cli_commands() -> set[str]:
     """The command names registered on the typer app (`app.command("up")`)."""
     tree = ast.parse((ROOT / "cli" / "main.py").read_text(encoding="utf-8"))
     return {node.args[0].value for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "command"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "command"
             and node.args and isinstance(node.args[0], ast.Constant)}
 
 
@@ -251,7 +256,8 @@ def architecture_spans() -> list[str]:
 
 def test_paths_named_in_the_architecture_exist() -> None:
     paths = repo_paths(architecture_spans())
-    assert len(paths) >= 40, f"only {len(paths)} repository paths found in docs/architecture.md: is the pattern broken?"
+    assert len(
+        paths) >= 40, f"only {len(paths)} repository paths found in docs/architecture.md: is the pattern broken?"
     missing = [f"docs/architecture.md: `{p}` {problem}" for p in paths
                if (problem := path_problem(ROOT / p.rstrip("/"))) is not None]
     assert not missing, "paths that are not in the tree:\n" + "\n".join(missing)
@@ -262,7 +268,9 @@ def test_modules_and_functions_named_in_the_architecture_exist() -> None:
     dotted = [s for s in spans if DOTTED.match(s)]
     calls = [s for s in spans if CALL.match(s)]
     assert dotted and len(calls) >= 20, "no module or function references found in docs/architecture.md"
-    assert len([s for s in spans if CAPITALISED.match(s)]) >= 20, "no class or kind names found in docs/architecture.md"
+    assert len(
+        [s for s in spans if CAPITALISED.match(
+            s)]) >= 20, "no class or kind names found in docs/architecture.md"
     wrong = [f"`{s}`: {problem}" for s in dotted if (problem := dotted_problem(s)) is not None]
     wrong += [f"`{s}`: defined nowhere in the Python code" for s in calls
               if s[:-2] not in python_definitions()]
@@ -325,7 +333,8 @@ def test_a_layering_violation_is_named() -> None:
         "operator/x.py": ast.parse("def f():\n    from aistack.runtime.gateway import create_app\n"),
         "runtime/y.py": ast.parse("import aistack.operator.kube\nfrom . import z\n"),
         "api/z.py": ast.parse("from aistack.cli.main import app\n"),
-        "cli/ok.py": ast.parse("import aistack.operator.run, aistack.runtime.tracing, aistack.platform.config\n"),
+        "cli/ok.py": ast.parse(
+            "import aistack.operator.run, aistack.runtime.tracing, aistack.platform.config\n"),
         "tests/ok.py": ast.parse("import aistack.operator.run\n"),
         "operator/w.py": ast.parse("from aistack.testing.emulator import Emulator\n"),
         "testing/ok.py": ast.parse("import aistack.operator.run, aistack.runtime.gateway\n"),

@@ -37,7 +37,8 @@ def no_pip_config() -> dict[str, str]:
 
 
 def pip(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pip", *args], env=env, cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pip", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True,
                           timeout=600)
 
 
@@ -47,7 +48,8 @@ def fake_torch_wheel(folder: Path) -> Path:
     dist = "torch-2.13.0+cpu.dist-info"
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0+cpu\n")
-        wheel.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{dist}/WHEEL",
+                       "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         wheel.writestr(f"{dist}/RECORD", "")
     return path
 
@@ -82,11 +84,13 @@ def test_pyproject_declares_the_same_minimum() -> None:
 def other_pythons() -> list[str]:
     """Interpreters on this machine that aistack cannot use (Debian's 3.11.2, pyenv's 3.12, ...)."""
     found = []
-    candidates = ["/usr/bin/python3.11", "/usr/bin/python3.12", *map(str, Path("/root/.pyenv/versions").glob("3.1[02]*/bin/python3"))]
+    candidates = ["/usr/bin/python3.11", "/usr/bin/python3.12",
+                  *map(str, Path("/root/.pyenv/versions").glob("3.1[02]*/bin/python3"))]
     for candidate in candidates:
         if not os.access(candidate, os.X_OK):
             continue
-        out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:3] >= (3, 11, 5) and sys.version_info[:2] < (3, 12))"],
+        out = subprocess.run([candidate, "-c",
+                              "import sys; print(sys.version_info[:3] >= (3, 11, 5) and sys.version_info[:2] < (3, 12))"],
                              capture_output=True, text=True)
         if out.stdout.strip() == "False":
             found.append(candidate)
@@ -95,9 +99,11 @@ def other_pythons() -> list[str]:
 
 @pytest.mark.parametrize("python", other_pythons() or [pytest.param(None, marks=pytest.mark.skip(
     reason="no unsupported Python (3.11.2 or 3.12) on this machine to run the installer under"))])
-def test_installer_under_an_unsupported_python_says_which_is_needed_in_one_line(python: str, tmp_path: Path) -> None:
+def test_installer_under_an_unsupported_python_says_which_is_needed_in_one_line(python: str,
+                                                                                tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    result = subprocess.run([python, str(INSTALLER), "--venv", str(venv)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([python, str(INSTALLER), "--venv", str(venv)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -121,7 +127,8 @@ def test_makefile_prefers_python311_and_runs_the_installer() -> None:
 
 def fake_venv(path: Path, version: str, *, complete: bool = True) -> None:
     (path / "bin").mkdir(parents=True)
-    (path / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {version}\n")
+    (path / "pyvenv.cfg").write_text(
+        f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {version}\n")
     if complete:
         (path / "bin" / "python").write_text("")
 
@@ -143,7 +150,8 @@ def test_a_half_built_venv_of_another_python_is_rebuilt(tmp_path: Path, monkeypa
     fake_venv(venv, "3.12.1")
     (venv / "half-installed").write_text("")
     ran: list[tuple[str, ...]] = []
-    monkeypatch.setattr(install.Runner, "run", lambda self, step, quiet_failure=False: ran.append(step.args) or True)
+    monkeypatch.setattr(install.Runner, "run",
+                        lambda self, step, quiet_failure=False: ran.append(step.args) or True)
     stamp = install.install(venv=venv, extras="dev", interactive=False)
     assert "rebuilding" in capsys.readouterr().out
     assert not (venv / "half-installed").exists()
@@ -159,7 +167,8 @@ def test_a_half_built_venv_of_another_python_is_rebuilt(tmp_path: Path, monkeypa
 
 
 def print_plan(case: str) -> list[str]:
-    out = subprocess.run([sys.executable, str(INSTALLER), "--print-plan", case], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(INSTALLER), "--print-plan", case], capture_output=True,
+                         text=True,
                          check=True, timeout=60)
     return out.stdout.splitlines()
 
@@ -179,7 +188,8 @@ def test_plan_on_a_machine_with_the_local_wheel() -> None:
 def test_plan_on_a_machine_without_it_takes_pytorchs_cpu_index_with_short_timeouts() -> None:
     plan = print_plan("index")
     assert plan[0] == "pip install --dry-run --no-index --no-deps torch==2.13.0+cpu"
-    assert plan[2] == ("pip install --extra-index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 1 "
+    assert plan[
+        2] == ("pip install --extra-index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 1 "
                        "torch==2.13.0+cpu")
     assert plan[3:] == print_plan("local")[3:]
 
@@ -216,7 +226,8 @@ def test_the_stamp_changes_with_the_harness_packaging(tmp_path: Path,
 
 
 def test_constraints_pin_torch_without_the_local_build_tag() -> None:
-    pins = [line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch==")]
+    pins = [line for line in (REPO / "constraints.txt").read_text().splitlines()
+            if line.startswith("torch==")]
     assert pins == ["torch==2.13.0"]  # `+cpu` is served by no index pip reaches by default
     assert install.TORCH.startswith(pins[0] + "+cpu")
 
@@ -226,7 +237,8 @@ def test_probe_finds_a_local_wheel_without_any_index(tmp_path: Path) -> None:
     wheels.mkdir()
     fake_torch_wheel(wheels)
     env = no_pip_config()
-    probe = (install.torch_probe().args[0], "--ignore-installed", *install.torch_probe().args[1:])  # torch is in this venv
+    # torch is in this venv
+    probe = (install.torch_probe().args[0], "--ignore-installed", *install.torch_probe().args[1:])
     env["PIP_FIND_LINKS"] = str(wheels)
     assert pip(*probe, env=env, cwd=tmp_path).returncode == 0
     del env["PIP_FIND_LINKS"]
@@ -256,7 +268,8 @@ def test_a_silent_torch_index_fails_in_seconds_not_minutes(tmp_path: Path) -> No
 @pytest.mark.skipif(not pypi_reachable(), reason="PyPI is not reachable from here")
 def test_pins_resolve_from_pypi_without_the_local_torch_file(tmp_path: Path) -> None:
     """What a fresh machine's resolver sees: PyPI only, no find-links, nothing installed."""
-    result = pip("install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(tmp_path / "report.json"),
+    result = pip("install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+                 str(tmp_path / "report.json"),
                  "-c", str(REPO / "constraints.txt"), "-e", f"{REPO}[dev]", env=no_pip_config(), cwd=tmp_path)
     assert "ResolutionImpossible" not in result.stderr
     assert result.returncode == 0, result.stderr[-3000:]
@@ -266,7 +279,8 @@ def test_pins_resolve_from_pypi_without_the_local_torch_file(tmp_path: Path) -> 
 # What the user sees while pip works
 
 
-def test_each_stage_is_one_line_outside_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_stage_is_one_line_outside_a_terminal(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)

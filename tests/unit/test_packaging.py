@@ -53,7 +53,8 @@ def test_top_folders_map_into_the_namespace_and_have_no_init() -> None:
 
 def test_stdlib_operator_and_platform_win_from_the_repo_root() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "import operator, platform; print(operator.__file__); print(platform.__file__)"],
+        [sys.executable, "-c",
+         "import operator, platform; print(operator.__file__); print(platform.__file__)"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()
     assert len(out) == 2
@@ -92,7 +93,8 @@ def test_wheel_contains_only_aistack_files(wheel: Path) -> None:
     stray = [n for n in names if not n.startswith(("aistack/", "aistack-"))]
     assert not stray, stray
     assert "aistack/api/v1alpha1/stack.py" in names
-    assert not [n for n in names if n.startswith("aistack/") and n.endswith("/__init__.py") and n.count("/") == 2]
+    assert not [n for n in names if n.startswith("aistack/") and n.endswith("/__init__.py")
+                and n.count("/") == 2]
 
 
 def test_product_wheel_carries_no_test_harness(wheel: Path) -> None:
@@ -111,7 +113,8 @@ def test_harness_wheel_holds_the_harness_only(harness_wheel: Path) -> None:
 def test_installed_wheel_imports_every_layer_outside_the_repo(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
+         str(wheel)],
         check=True, capture_output=True, text=True,
     )
     code = (
@@ -121,13 +124,15 @@ def test_installed_wheel_imports_every_layer_outside_the_repo(wheel: Path, tmp_p
     )
     # From outside the repo, with the unpacked wheel first on the path: the installed
     # copy is what gets imported, not the source tree.
-    result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
+    result = subprocess.run([sys.executable, "-c",
+                             f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert str(target) in result.stdout
     # The product alone (-S: without this venv's editable harness) has no harness.
     code = f"import sys; sys.path[:0] = [{str(target)!r}]; import aistack.api; import aistack.testing"
-    absent = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    absent = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True)
     assert "No module named 'aistack.testing'" in absent.stderr
 
 

@@ -49,7 +49,8 @@ def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(clust
 
     # a new prompt is a new config: a new Job once the gateway rolled out, the old one pruned
     cluster.kube.patch(AISTACK, namespace, NAME, {"spec": {"orchestration": {"systemPrompt": "Be brief."}}})
-    [second] = wait_for(lambda: len(names := job_names(cluster, namespace, "evaluation")) == 1 and names != [first]
+    [second] = wait_for(lambda: len(names := job_names(cluster, namespace, "evaluation")) == 1
+                        and names != [first]
                         and names, what="the new config's evaluation Job, the old one pruned", timeout=15)
     new_hash = cluster.stack(namespace, NAME)["status"]["configHash"]
     assert new_hash != first_hash
@@ -58,14 +59,16 @@ def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(clust
 
     cluster.thread.call(cluster.emulator.finish_job, namespace, second, EvalExit.PASSED)
     assert wait_for(lambda: (e := evaluation(cluster, namespace)) and e["configHash"] == new_hash and e,
-                    what="status.evaluation of the new config") == {"configHash": new_hash, "verdict": "Passed"}
+                    what="status.evaluation of the new config") == {"configHash": new_hash,
+                                                                    "verdict": "Passed"}
 
 
 def ingestion(cluster, namespace: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
     return ((cluster.stack(namespace, NAME) or {}).get("status") or {}).get("ingestion")
 
 
-def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, operator, namespace, stack_doc) -> None:
+def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, operator, namespace,
+                                                                    stack_doc) -> None:
     cluster.apply_stack(stack_doc("production", namespace))
     [first] = wait_for(lambda: job_names(cluster, namespace, "ingestion"), what="ingestion Job")
     assert wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Running" and i,
@@ -81,8 +84,10 @@ def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, ope
     assert first in event["message"], [e["message"] for e in cluster.events(namespace, "IngestionFailed")]
 
     # new sources: a new Job, Running again; the store never came up: failed after the retries
-    cluster.kube.patch(AISTACK, namespace, NAME, {"spec": {"retrieval": {"sources": [{"uri": "s3://acme/new/"}]}}})
-    [second] = wait_for(lambda: len(n := job_names(cluster, namespace, "ingestion")) == 1 and n != [first] and n,
+    cluster.kube.patch(AISTACK, namespace, NAME,
+                       {"spec": {"retrieval": {"sources": [{"uri": "s3://acme/new/"}]}}})
+    [second] = wait_for(lambda: len(n := job_names(cluster, namespace, "ingestion")) == 1 and n != [first]
+                        and n,
                         what="the new sources' Job, the old one pruned")
     wait_for(lambda: (i := ingestion(cluster, namespace)) and i == {
         "job": second, "phase": "Running", "message": "ingesting (retried while the store starts)"},
@@ -91,11 +96,14 @@ def test_ingestion_status_follows_the_job_and_a_failure_is_an_event(cluster, ope
     failed = wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Failed" and i,
                       what="ingestion Failed after retries")
     assert failed["message"].startswith("BackoffLimitExceeded: Job has reached the specified backoff limit")
-    wait_for(lambda: len(cluster.events(namespace, "IngestionFailed")) == 2, what="a second IngestionFailed event")
+    wait_for(lambda: len(cluster.events(namespace, "IngestionFailed")) == 2,
+             what="a second IngestionFailed event")
 
     # sources fixed: Succeeded, and a no-op resync writes nothing more
-    cluster.kube.patch(AISTACK, namespace, NAME, {"spec": {"retrieval": {"sources": [{"uri": "s3://acme/kb/"}]}}})
-    [third] = wait_for(lambda: len(n := job_names(cluster, namespace, "ingestion")) == 1 and n != [second] and n,
+    cluster.kube.patch(AISTACK, namespace, NAME,
+                       {"spec": {"retrieval": {"sources": [{"uri": "s3://acme/kb/"}]}}})
+    [third] = wait_for(lambda: len(n := job_names(cluster, namespace, "ingestion")) == 1 and n != [second]
+                       and n,
                        what="the third Job, the second one pruned")
     cluster.thread.call(cluster.emulator.finish_job, namespace, third, IngestExit.INGESTED)
     assert wait_for(lambda: (i := ingestion(cluster, namespace)) and i["phase"] == "Succeeded" and i,

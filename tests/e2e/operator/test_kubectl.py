@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 @pytest.fixture
 def kubectl(cluster, tmp_path):
     def run(*args: str) -> str:
-        cmd = [KUBECTL or "kubectl", f"--server={cluster.thread.url}", "--insecure-skip-tls-verify", "--token=t",
+        cmd = [KUBECTL or "kubectl", f"--server={cluster.thread.url}", "--insecure-skip-tls-verify",
+               "--token=t",
                f"--cache-dir={tmp_path / 'cache'}", *args]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
@@ -45,4 +46,5 @@ def test_kubectl_apply_get_delete(cluster, operator, kubectl) -> None:
     assert "unchanged" in kubectl("apply", "--validate=false", "-f", str(EXAMPLES / "quickstart.yaml"))
     kubectl("delete", "aistack", "quickstart", "--wait=false")
     wait_for(lambda: "quickstart" not in kubectl("get", "aistacks", "-o", "name"), what="stack deleted")
-    wait_for(lambda: "quickstart-gateway" not in kubectl("get", "deployments", "-o", "name"), what="children collected")
+    wait_for(lambda: "quickstart-gateway" not in kubectl("get", "deployments", "-o", "name"),
+             what="children collected")

@@ -36,7 +36,8 @@ def cluster() -> Iterator[Cluster]:
 
 
 def _replica(cluster: Cluster, qdrant, identity: str, liveness: str | None = None) -> OperatorThread:
-    return OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, mandatory=True), identity=identity,
+    return OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, mandatory=True),
+                          identity=identity,
                           leader=FAST, liveness=liveness)
 
 
@@ -44,7 +45,8 @@ def _lease(cluster: Cluster) -> dict:
     return (cluster.kube.get(LEASE, SYSTEM, FAST.name) or {}).get("spec") or {}
 
 
-def test_only_the_lease_holder_runs_and_a_follower_takes_over_on_release(cluster, qdrant, namespace, stack_doc) -> None:
+def test_only_the_lease_holder_runs_and_a_follower_takes_over_on_release(cluster, qdrant, namespace,
+                                                                         stack_doc) -> None:
     first = _replica(cluster, qdrant, "replica-a").start()
     probe = f"http://127.0.0.1:{free_port()}/healthz"
     second = _replica(cluster, qdrant, "replica-b", liveness=probe)
@@ -63,7 +65,8 @@ def test_only_the_lease_holder_runs_and_a_follower_takes_over_on_release(cluster
         lease = _lease(cluster)
         assert (lease["holderIdentity"], lease["leaseTransitions"]) == ("replica-b", 1)
         cluster.kube.delete(SERVICE, namespace, "elected-gateway")
-        wait_for(lambda: cluster.kube.get(SERVICE, namespace, "elected-gateway"), what="the new leader restoring")
+        wait_for(lambda: cluster.kube.get(SERVICE, namespace, "elected-gateway"),
+                 what="the new leader restoring")
         assert second.runner is not None and second.runner.counters.runs > 0
         assert "reconciles" in _probe(probe)  # kopf's own probe took the port over
     finally:
@@ -87,7 +90,8 @@ def test_a_lease_left_by_a_crashed_leader_is_taken_once_it_runs_out(cluster, qdr
     cluster.kube.create(LEASE, SYSTEM, {"apiVersion": LEASE.api_version, "kind": LEASE.kind,
                                         "metadata": {"name": FAST.name},
                                         "spec": {"holderIdentity": "crashed", "leaseDurationSeconds": 2,
-                                                 "acquireTime": now, "renewTime": now, "leaseTransitions": 3}})
+                                                 "acquireTime": now, "renewTime": now,
+                                                 "leaseTransitions": 3}})
     started = time.monotonic()
     survivor = _replica(cluster, qdrant, "survivor").start(wait_ready=False)
     try:
@@ -105,7 +109,8 @@ def test_a_leader_that_cannot_renew_steps_down(cluster, qdrant) -> None:
     try:
         lease = cluster.kube.get(LEASE, SYSTEM, FAST.name)
         assert lease is not None
-        cluster.kube.patch(LEASE, SYSTEM, FAST.name, {"spec": {"holderIdentity": "usurper", "renewTime": lease["spec"]["renewTime"]}})
+        cluster.kube.patch(LEASE, SYSTEM, FAST.name,
+                           {"spec": {"holderIdentity": "usurper", "renewTime": lease["spec"]["renewTime"]}})
         leader.thread.join(10)
         assert not leader.thread.is_alive(), "the leader kept running without its Lease"
         assert isinstance(leader.error, LeadershipLost)

@@ -62,8 +62,10 @@ def test_spec_update_patches_and_rolls_the_deployment(cluster, operator, namespa
 
     dep = wait_for(updated, what="model Deployment patched")
     assert dep["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--max-num-seqs=64"
-    wait_for(lambda: cluster.emulator.rollouts[model_key] == rollouts + 1, what="one rollout of the model pods")
-    stack = wait_for(lambda: (s := cluster.stack(namespace, "support-copilot"))["status"]["observedGeneration"] == 2
+    wait_for(lambda: cluster.emulator.rollouts[model_key] == rollouts + 1,
+             what="one rollout of the model pods")
+    stack = wait_for(lambda: (
+        s := cluster.stack(namespace, "support-copilot"))["status"]["observedGeneration"] == 2
                      and s["status"]["phase"] == "Ready" and s, what="status of generation 2")
     assert stack["metadata"]["generation"] == 2
 
@@ -86,7 +88,8 @@ def test_removing_a_layer_deletes_its_children(cluster, operator, namespace, sta
     assert keys == cluster.rendered_keys(namespace, "docs-assistant")
     # The phase was Ready before the change too: wait for the status of the new generation,
     # which the reconcile writes just after it has pruned the children.
-    wait_for(lambda: (cluster.stack(namespace, "docs-assistant").get("status") or {}).get("observedGeneration") == 2,
+    wait_for(lambda: (
+        cluster.stack(namespace, "docs-assistant").get("status") or {}).get("observedGeneration") == 2,
              what="the status of generation 2")
     cluster.wait_phase(namespace, "docs-assistant", "Ready")
     assert cluster.condition(namespace, "docs-assistant", "RetrievalReady") is None
@@ -101,16 +104,19 @@ def test_deleted_or_edited_child_is_restored(cluster, operator, namespace, stack
     cluster.kube.delete(CHILD_KINDS["Service"], namespace, "quickstart-gateway")
     cluster.kube.patch(CHILD_KINDS["Deployment"], namespace, "quickstart-gateway", {"spec": {
         "replicas": 5, "template": {"spec": {"containers": [{"name": "gateway", "image": "evil:latest"}]}}}})
-    wait_for(lambda: cluster.emulator.find("services", namespace, "quickstart-gateway"), what="Service restored")
+    wait_for(lambda: cluster.emulator.find("services", namespace, "quickstart-gateway"),
+             what="Service restored")
 
     def reverted():
         dep = cluster.emulator.find("deployments", namespace, "quickstart-gateway")
-        return dep if dep["spec"]["replicas"] == 1 and dep["spec"]["template"] == original["spec"]["template"] else None
+        return dep if dep[
+            "spec"]["replicas"] == 1 and dep["spec"]["template"] == original["spec"]["template"] else None
 
     wait_for(reverted, what="hand edit reverted")
 
 
-def test_invalid_spec_reports_invalid_spec_and_applies_nothing(cluster, operator, namespace, stack_doc) -> None:
+def test_invalid_spec_reports_invalid_spec_and_applies_nothing(cluster, operator, namespace,
+                                                               stack_doc) -> None:
     doc = stack_doc("quickstart", namespace)
     doc["spec"]["model"]["openai"].pop("apiKeySecretRef")
     doc["spec"]["gateway"] = {"replicaz": 2}
@@ -126,13 +132,16 @@ def test_invalid_spec_reports_invalid_spec_and_applies_nothing(cluster, operator
     assert cluster.children(namespace, "quickstart") == {}
     # Fixing the spec converges.
     cluster.kube.patch(AISTACK, namespace, "quickstart", {"spec": {
-        "gateway": {"replicaz": None}, "model": {"openai": {"apiKeySecretRef": {"name": "openai", "key": "k"}}}}})
+        "gateway": {"replicaz": None},
+        "model": {"openai": {"apiKeySecretRef": {"name": "openai", "key": "k"}}}}})
     cluster.wait_phase(namespace, "quickstart", "Ready")
 
 
-def test_collection_with_other_vector_size_is_left_alone(cluster, operator, qdrant, namespace, stack_doc) -> None:
+def test_collection_with_other_vector_size_is_left_alone(cluster, operator, qdrant, namespace,
+                                                         stack_doc) -> None:
     client = qdrant(f"http://docs-assistant-vector-store.{namespace}.svc.cluster.local:6333", None)
-    client.create_collection("docs", vectors_config=models.VectorParams(size=768, distance=models.Distance.DOT))
+    client.create_collection("docs",
+                             vectors_config=models.VectorParams(size=768, distance=models.Distance.DOT))
     cluster.apply_stack(stack_doc("rag", namespace))
 
     def mismatch():
@@ -164,7 +173,8 @@ def test_delete_with_retain_keeps_the_collection(cluster, operator, qdrant, name
     assert cluster.emulator.find("persistentvolumeclaims", namespace, "docs-assistant-mlflow-data")
 
 
-def test_delete_with_delete_policy_drops_the_collection(cluster, operator, qdrant, namespace, stack_doc) -> None:
+def test_delete_with_delete_policy_drops_the_collection(cluster, operator, qdrant, namespace,
+                                                        stack_doc) -> None:
     doc = stack_doc("rag", namespace)
     doc["spec"]["retrieval"]["collection"]["deletionPolicy"] = "Delete"
     cluster.apply_stack(doc)

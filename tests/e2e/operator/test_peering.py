@@ -53,7 +53,8 @@ def _working(op: OperatorThread) -> bool:
     return peering is not None and peering.active.is_set()
 
 
-def test_a_paused_operator_leaves_child_changes_until_its_peer_is_gone(cluster, qdrant, namespace, stack_doc) -> None:
+def test_a_paused_operator_leaves_child_changes_until_its_peer_is_gone(cluster, qdrant, namespace,
+                                                                       stack_doc) -> None:
     """A higher-priority peer appears: the operator pauses, and a child deleted meanwhile is
     left alone (by the child watch and the 1 s drift pass alike) until the peer's keep-alive
     runs out; then the operator restores it."""
@@ -82,13 +83,15 @@ def test_of_two_operators_only_the_higher_priority_one_works(cluster, qdrant, na
     runs, and takes over when it stops (kopf removes its keep-alive on exit)."""
     with OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100), identity="primary") as primary:
         wait_for(lambda: _working(primary), what="the primary working")
-        standby = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0), identity="standby").start()
+        standby = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=0),
+                                 identity="standby").start()
         try:
             wait_for(lambda: _paused(standby), what="the standby paused")
             cluster.apply_stack(stack_doc("quickstart", namespace, name="shared"))
             cluster.wait_phase(namespace, "shared", "Ready")
             cluster.kube.delete(SERVICE, namespace, "shared-gateway")
-            wait_for(lambda: cluster.kube.get(SERVICE, namespace, "shared-gateway"), what="the Service restored")
+            wait_for(lambda: cluster.kube.get(SERVICE, namespace, "shared-gateway"),
+                     what="the Service restored")
             assert standby.runner is not None and standby.runner.counters.runs == 0
             assert set((cluster.peering() or {}).get("status") or {}) == {"primary", "standby"}
         except BaseException:
@@ -148,7 +151,8 @@ def test_without_a_named_peering_the_operator_works_and_warns_once(crds, qdrant,
             assert _finalized(cluster, "unpeered", "unpeered")
             if not crds:
                 listed = _peering_listings(cluster)
-                wait_for(lambda: _peering_listings(cluster) >= listed + 3, what="three more looks for the CRD")
+                wait_for(lambda: _peering_listings(cluster) >= listed + 3,
+                         what="three more looks for the CRD")
     [warning] = _warnings(caplog)
     missing = "no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev) installed" if not crds \
         else "no ClusterKopfPeering 'aistack' in the cluster"
@@ -156,7 +160,8 @@ def test_without_a_named_peering_the_operator_works_and_warns_once(crds, qdrant,
     assert INSTALL in warning and "--standalone" in warning
 
 
-def test_a_named_peering_without_the_crds_stays_paused_and_names_what_to_install(qdrant, stack_doc, caplog) -> None:
+def test_a_named_peering_without_the_crds_stays_paused_and_names_what_to_install(qdrant, stack_doc,
+                                                                                 caplog) -> None:
     """`--peering aistack` (as the install runs) on a cluster without kopf's CRDs: kopf and the
     operator's own triggers stay paused (no handler, no child, no drift reconcile), and the
     operator says once what to install."""
@@ -217,7 +222,8 @@ def test_an_optional_peering_counts_once_its_object_exists(qdrant, stack_doc) ->
             cluster.apply_stack(stack_doc("quickstart", "optional", name="second"))
             cluster.kube.delete(SERVICE, "optional", "first-gateway")
             time.sleep(2.0)  # two drift intervals and many debounce periods
-            assert cluster.children("optional", "second") == {} and not _finalized(cluster, "optional", "second")
+            assert cluster.children("optional", "second") == {} and not _finalized(cluster, "optional",
+                                                                                   "second")
             assert cluster.kube.get(SERVICE, "optional", "first-gateway") is None
             assert op.runner.counters.runs == runs
 
@@ -246,7 +252,8 @@ def test_the_command_runs_without_the_peering_crds_unless_a_peering_is_named(ent
                                     "--liveness=", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    text=True)
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []], daemon=True).start()
+        threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or []],
+                         daemon=True).start()
         try:
             told = _line_with("aistack.operator.peering: peering:", lines, timeout=60)
             cluster.apply_stack(stack_doc("quickstart", "cli", name="cli"))

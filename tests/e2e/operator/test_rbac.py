@@ -18,7 +18,8 @@ from aistack.testing.cluster import Cluster, OperatorThread, wait_for
 from aistack.testing.emulator import EmulatorThread
 
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"
-VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update",
+         "DELETE": "delete"}
 PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                   r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$")
 
@@ -77,7 +78,8 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
     cluster.apply_stack(doc)
     cluster.wait_phase(namespace, "support-copilot", "Ready")
     cluster.kube.patch(AISTACK, namespace, "support-copilot", {"spec": {"gateway": {"autoscaling": None}}})
-    wait_for(lambda: not cluster.emulator.find("horizontalpodautoscalers", namespace, "support-copilot-gateway"),
+    wait_for(lambda: not cluster.emulator.find("horizontalpodautoscalers", namespace,
+                                               "support-copilot-gateway"),
              what="HPA pruned")
     bad = stack_doc("quickstart", namespace)
     bad["spec"]["model"]["provider"] = "tgi"
@@ -92,7 +94,8 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
     used = set()
     denied = []
     for method, path in cluster.emulator.log:
-        if (method, path) in test_client or path.startswith(f"/apis/{AISTACK.api_version}/namespaces/{namespace}/aistacks") \
+        if (method, path) in test_client or path.startswith(
+                f"/apis/{AISTACK.api_version}/namespaces/{namespace}/aistacks") \
                 and method in ("POST", "DELETE", "GET") and not path.endswith("/status"):
             continue  # the test acting as a user (kubectl apply/delete/get)
         perm = permission(method, path)
@@ -117,7 +120,8 @@ def test_peering_and_leader_election_calls_are_allowed(qdrant, stack_doc) -> Non
             cluster.add_namespace(name)
         since = len(cluster.emulator.log)
         replica = OperatorThread(cluster, qdrant, peering=PeeringOptions(priority=100, mandatory=True),
-                                 leader=LeaseOptions(namespace=system, duration=3, renew_deadline=2, retry_period=0.2))
+                                 leader=LeaseOptions(namespace=system, duration=3, renew_deadline=2,
+                                                     retry_period=0.2))
         with replica:
             cluster.apply_stack(stack_doc("quickstart", "apps"))
             cluster.wait_phase("apps", "quickstart", "Ready")
@@ -126,13 +130,15 @@ def test_peering_and_leader_election_calls_are_allowed(qdrant, stack_doc) -> Non
     cluster_rules, lease_rules = cluster_role(), cluster_role("Role")
     used, denied = set(), []
     for method, path in calls:
-        if path.startswith(f"/apis/{AISTACK.api_version}/namespaces/apps/aistacks") and method in ("POST", "GET"):
+        if path.startswith(f"/apis/{AISTACK.api_version}/namespaces/apps/aistacks") and method in ("POST",
+                                                                                                   "GET"):
             continue  # the test acting as a user (kubectl apply/get)
         perm = permission(method, path)
         if perm is None:
             continue
         used.add(perm)
-        rules = lease_rules if path.startswith(f"/apis/coordination.k8s.io/v1/namespaces/{system}/") else cluster_rules
+        rules = lease_rules if path.startswith(
+            f"/apis/coordination.k8s.io/v1/namespaces/{system}/") else cluster_rules
         if not allowed(rules, *perm):
             denied.append((method, path, perm))
     assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"

@@ -26,7 +26,8 @@ def test_restart_mid_reconcile_converges_without_duplicates(cluster, qdrant, nam
     assert {k: children[k]["metadata"]["uid"] for k in partial} == partial  # adopted, not recreated
 
 
-def test_start_with_more_stacks_than_workers_converges_them_all(cluster, qdrant, namespace, stack_doc) -> None:
+def test_start_with_more_stacks_than_workers_converges_them_all(cluster, qdrant, namespace,
+                                                                stack_doc) -> None:
     """Stacks that exist before the operator starts, more of them than kopf has workers: each
     gets its turn (kopf holds every handler back until an indexed kind is fully indexed, so a
     kopf index here would let the first workers wait forever for objects with no worker)."""

@@ -70,7 +70,8 @@ class RunLogger:
 
         self.client = MlflowClient(tracking_uri=uri)
 
-    def log(self, *, experiment: str, config_hash: str, metrics: dict[str, float], age: timedelta = timedelta(0),
+    def log(self, *, experiment: str, config_hash: str, metrics: dict[str, float],
+            age: timedelta = timedelta(0),
             kind: str = c.RUN_KIND_EVALUATION, stage: str = "dev") -> str:
         exp = self.client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)

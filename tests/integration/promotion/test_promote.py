@@ -19,7 +19,8 @@ from aistack.cli.promotion.layout import Layout, effective_stack
 from aistack.runtime.local.ports import free_port
 
 EXPERIMENT = "support-copilot"  # the example's observability.experiment
-GOOD = {"retrieval_hit_rate": 0.9, "answer_token_f1": 0.75, "guardrail_accuracy": 0.97, "latency_p95_ms": 2100.0}
+GOOD = {"retrieval_hit_rate": 0.9, "answer_token_f1": 0.75, "guardrail_accuracy": 0.97,
+        "latency_p95_ms": 2100.0}
 
 
 def promote(repo: Path, *args: str, uri: str | None) -> Any:
@@ -67,7 +68,8 @@ def test_promotion_commits_exactly_the_promotable_fields(
     assert git(gitops_repo, "rev-parse", "HEAD~1").strip() == head
     assert git(gitops_repo, "status", "--porcelain") == ""
     touched = git(gitops_repo, "show", "--name-only", "--format=", "HEAD").split()
-    assert sorted(touched) == ["deploy/stages/staging/kustomization.yaml", "deploy/stages/staging/promoted.yaml"]
+    assert sorted(touched) == ["deploy/stages/staging/kustomization.yaml",
+                               "deploy/stages/staging/promoted.yaml"]
     message = git(gitops_repo, "log", "-1", "--format=%B")
     assert f"Aistack-Run-Id: {run_id}" in message and f"Aistack-Config-Hash: {dev_hash}" in message
     assert "answer_token_f1 = 0.75 (needs >= 0.5): ok" in message
@@ -96,7 +98,8 @@ def test_promotion_commits_exactly_the_promotable_fields(
     assert git(gitops_repo, "rev-parse", "HEAD~1").strip() == head
 
 
-def test_prod_applies_its_own_stricter_thresholds(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
+def test_prod_applies_its_own_stricter_thresholds(git: Any, gitops_repo: Path, runs: Any,
+                                                  mlflow_uri: str) -> None:
     dev_hash = change_dev(git, gitops_repo, orchestration={"maxSteps": 2})
     runs.log(experiment=EXPERIMENT, config_hash=dev_hash, metrics={**GOOD, "answer_token_f1": 0.6})
     assert promote(gitops_repo, "dev", "staging", uri=mlflow_uri).exit_code == 0
@@ -111,7 +114,8 @@ def test_prod_applies_its_own_stricter_thresholds(git: Any, gitops_repo: Path, r
     assert git(gitops_repo, "rev-parse", "HEAD").strip() == head
 
 
-def test_refused_without_a_run_for_that_config(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
+def test_refused_without_a_run_for_that_config(git: Any, gitops_repo: Path, runs: Any,
+                                               mlflow_uri: str) -> None:
     old_hash = config_hash(stage(gitops_repo, "dev")[1].spec)
     runs.log(experiment=EXPERIMENT, config_hash=old_hash, metrics=GOOD)  # evaluated the *previous* config
     new_hash = change_dev(git, gitops_repo, model={"name": "Qwen/Qwen2.5-3B-Instruct"})
@@ -121,7 +125,8 @@ def test_refused_without_a_run_for_that_config(git: Any, gitops_repo: Path, runs
 
     assert result.exit_code == 1
     assert f"no evaluation run for config hash {new_hash}" in result.output
-    assert git(gitops_repo, "rev-parse", "HEAD").strip() == head and git(gitops_repo, "status", "--porcelain") == ""
+    assert git(gitops_repo, "rev-parse", "HEAD").strip() == head and git(gitops_repo, "status",
+                                                                         "--porcelain") == ""
 
 
 def test_runs_of_another_kind_do_not_count(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
@@ -131,7 +136,8 @@ def test_runs_of_another_kind_do_not_count(git: Any, gitops_repo: Path, runs: An
     assert result.exit_code == 1 and "no evaluation run" in result.output
 
 
-def test_refused_for_a_stale_run_and_max_age_overrides(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
+def test_refused_for_a_stale_run_and_max_age_overrides(git: Any, gitops_repo: Path, runs: Any,
+                                                       mlflow_uri: str) -> None:
     dev_hash = change_dev(git, gitops_repo, retrieval={"topK": 3})
     run_id = runs.log(experiment=EXPERIMENT, config_hash=dev_hash, metrics=GOOD, age=timedelta(hours=80))
 
@@ -153,7 +159,8 @@ def test_the_latest_run_decides(git: Any, gitops_repo: Path, runs: Any, mlflow_u
     assert "latency_p95_ms = 5200 (needs <= 4000): FAILED" in result.output
 
 
-def test_a_metric_the_run_did_not_log_fails_the_gate(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
+def test_a_metric_the_run_did_not_log_fails_the_gate(git: Any, gitops_repo: Path, runs: Any,
+                                                     mlflow_uri: str) -> None:
     dev_hash = change_dev(git, gitops_repo, orchestration={"maxSteps": 6})
     runs.log(experiment=EXPERIMENT, config_hash=dev_hash,
              metrics={k: v for k, v in GOOD.items() if k != "guardrail_accuracy"})
@@ -214,7 +221,8 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_flag(
     """MLflow's client retried these with backoff for over 4 minutes, printing nothing."""
     change_dev(git, gitops_repo, model={"name": "Qwen/Qwen2.5-0.5B-Instruct"})
     done = subprocess.run(
-        [sys.executable, "-m", "aistack.cli", "promote", "dev", "staging", "--repo", str(gitops_repo / "deploy"),
+        [sys.executable, "-m", "aistack.cli", "promote", "dev", "staging", "--repo",
+         str(gitops_repo / "deploy"),
          "--tracking-uri", uri], capture_output=True, text=True, timeout=30,
     )
     assert done.returncode == 2, done.stdout + done.stderr
@@ -238,7 +246,8 @@ def test_the_installed_command_promotes(git: Any, gitops_repo: Path, runs: Any, 
     dev_hash = change_dev(git, gitops_repo, guardrails={"maxInputChars": 4000})
     runs.log(experiment=EXPERIMENT, config_hash=dev_hash, metrics=GOOD)
     done = subprocess.run(
-        [sys.executable, "-m", "aistack.cli", "promote", "dev", "staging", "--repo", str(gitops_repo / "deploy"),
+        [sys.executable, "-m", "aistack.cli", "promote", "dev", "staging", "--repo",
+         str(gitops_repo / "deploy"),
          "--tracking-uri", mlflow_uri], capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

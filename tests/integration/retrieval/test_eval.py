@@ -54,7 +54,8 @@ def scripted_gateway() -> Iterator[str]:
         answer, finish, sources = script
         return JSONResponse({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                         "finish_reason": finish}],
             "citations": [{"index": i, "source": s, "score": 0.9} for i, s in enumerate(sources, start=1)],
         })
 
@@ -71,9 +72,11 @@ def eval_stack(stack_factory, tmp_path: Path, thresholds: dict) -> Path:  # type
     return stack_factory(extra={"evaluation": {"dataset": {"path": "eval.jsonl"}, "thresholds": thresholds}})
 
 
-def test_eval_computes_known_metrics_and_logs_a_promotable_run(stack_factory, tmp_path: Path, scripted_gateway: str,
+def test_eval_computes_known_metrics_and_logs_a_promotable_run(stack_factory, tmp_path: Path,
+                                                               scripted_gateway: str,
                                                                mlflow_server: str) -> None:
-    manifest = eval_stack(stack_factory, tmp_path, {"retrieval_hit_rate": {"min": 0.5}, "error_rate": {"max": 0.25}})
+    manifest = eval_stack(stack_factory, tmp_path,
+                          {"retrieval_hit_rate": {"min": 0.5}, "error_rate": {"max": 0.25}})
     result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", scripted_gateway,
                                       "--tracking-uri", mlflow_server])
     assert result.exit_code == 0, result.output
@@ -82,10 +85,12 @@ def test_eval_computes_known_metrics_and_logs_a_promotable_run(stack_factory, tm
     stack = load_stack(manifest)
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("aistack/default/docs-assistant")
-    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{c.RUN_TAG_CONFIG_HASH}` = '{config_hash(stack.spec)}'")
+    [run] = client.search_runs([experiment.experiment_id],
+                               filter_string=f"tags.`{c.RUN_TAG_CONFIG_HASH}` = '{config_hash(stack.spec)}'")
     assert run.data.params["config_hash"] == config_hash(stack.spec)
     assert run.data.params["model"] == "gpt-4o-mini" and run.data.params["stage"] == "dev"
-    assert run.data.tags[c.RUN_TAG_KIND] == c.RUN_KIND_EVALUATION and run.data.tags[c.RUN_TAG_VERDICT] == "passed"
+    assert run.data.tags[
+        c.RUN_TAG_KIND] == c.RUN_KIND_EVALUATION and run.data.tags[c.RUN_TAG_VERDICT] == "passed"
     got = run.data.metrics
     assert got["retrieval_hit_rate"] == 0.5          # a.md found at rank 2; c.md not found
     assert got["retrieval_mrr"] == 0.25              # (1/2 + 0) / 2
@@ -97,7 +102,8 @@ def test_eval_computes_known_metrics_and_logs_a_promotable_run(stack_factory, tm
     assert got["latency_p50_ms"] <= got["latency_p95_ms"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert artifacts == {"eval/questions.json", "eval/verdict.json"}
-    table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/questions.json", str(tmp_path))).read_text())
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval/questions.json",
+                                                      str(tmp_path))).read_text())
     assert table["columns"][0] == "question" and len(table["data"]) == 5
 
 
@@ -141,7 +147,8 @@ def test_eval_shows_its_stages_and_one_line_per_question_on_stderr_outside_a_ter
     assert all(q.endswith(" s)") for q in questions)  # each with the time it took
     assert lines.index(questions[-1]) < lines.index(f"logging the run to MLflow at {mlflow_server} ...")
     assert "evaluation" in result.stdout and "5 questions, MLflow run: http" in result.stdout
-    assert not [line for line in result.stdout.splitlines() if line.startswith("question ")]  # progress: stderr
+    # progress: stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("question ")]
     assert "View run" not in result.output  # MLflow's own print of the run URL: ours is enough
     assert "thresholds met" in result.stdout
 
@@ -149,7 +156,8 @@ def test_eval_shows_its_stages_and_one_line_per_question_on_stderr_outside_a_ter
 def test_eval_without_thresholds_says_nothing_is_gated(stack_factory, tmp_path: Path, scripted_gateway: str,
                                                        mlflow_server: str) -> None:
     (tmp_path / "bare").mkdir()
-    no_layer = stack_factory().rename(tmp_path / "bare" / "stack.yaml")  # no spec.evaluation: DATASET is an argument
+    # no spec.evaluation: DATASET is an argument
+    no_layer = stack_factory().rename(tmp_path / "bare" / "stack.yaml")
     manifest = eval_stack(stack_factory, tmp_path, {})
     for args in ([str(manifest)], [str(no_layer), str(tmp_path / "eval.jsonl")]):
         result = CliRunner().invoke(app, ["eval", *args, "--endpoint", scripted_gateway,
@@ -163,14 +171,16 @@ def test_eval_fails_fast_when_nothing_answers_at_the_endpoint(stack_factory, tmp
                                                               mlflow_server: str) -> None:
     manifest = eval_stack(stack_factory, tmp_path, {})
     endpoint = f"http://127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", endpoint, "--tracking-uri", mlflow_server])
+    result = CliRunner().invoke(app, ["eval", str(manifest), "--endpoint", endpoint, "--tracking-uri",
+                                      mlflow_server])
     assert result.exit_code == 2
     assert f"no gateway answers at {endpoint} (ConnectError" in result.stderr
     assert "loading the embedder" not in result.stderr  # it stopped before the slow part
 
 
 def test_on_a_terminal_eval_shows_a_question_bar_instead_of_lines(stack_factory, tmp_path: Path,
-                                                                  scripted_gateway: str, mlflow_server: str) -> None:
+                                                                  scripted_gateway: str,
+                                                                  mlflow_server: str) -> None:
     """A real process with stderr on a pseudo-terminal, as a user at a shell sees it."""
     manifest = eval_stack(stack_factory, tmp_path, {})
     primary, secondary = pty.openpty()
@@ -192,6 +202,7 @@ def test_on_a_terminal_eval_shows_a_question_bar_instead_of_lines(stack_factory,
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, screen.decode(errors="replace")
     shown = screen.decode(errors="replace")
-    assert "question" in shown and "5/5" in shown and "error (InternalServerError" in shown  # the bar, the last verdict
+    # the bar, the last verdict
+    assert "question" in shown and "5/5" in shown and "error (InternalServerError" in shown
     assert "question 1/5:" not in shown  # no plain per-question lines on a terminal
     assert "nothing gated" in stdout

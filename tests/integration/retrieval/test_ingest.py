@@ -69,7 +69,8 @@ def test_ingest_is_idempotent_replaces_changed_files_and_prunes(stack_factory, e
 
     code, out = ingest(str(manifest), str(example_docs), "--prune")
     assert row(out) == [9, 0, 0, 9, 0, 1, 0, 0]
-    assert not any(h.source == "docs/cloud.md" for h in asyncio.run(search(manifest, "pulumi up EKS cluster")))
+    assert not any(h.source == "docs/cloud.md"
+                   for h in asyncio.run(search(manifest, "pulumi up EKS cluster")))
 
 
 def test_corrupt_files_are_reported_skipped_and_keep_what_was_stored(stack_factory, example_docs: Path,
@@ -106,7 +107,8 @@ def test_tenant_needs_a_tenant_field_and_tenants_are_isolated(stack_factory, tmp
     assert any("BLUEBIRD" in h.text for h in acme_hits) and not any("REDFOX" in h.text for h in acme_hits)
     globex_hits = asyncio.run(search(manifest, "launch code name", tenant="globex"))
     assert any("REDFOX" in h.text for h in globex_hits) and not any("BLUEBIRD" in h.text for h in globex_hits)
-    assert not any("launch code" in h.text for h in asyncio.run(search(manifest, "launch code name", tenant=None)))
+    assert not any("launch code" in h.text
+                   for h in asyncio.run(search(manifest, "launch code name", tenant=None)))
     # the same file name under another tenant is another document: pruning one tenant leaves the other
     (acme / "plan.md").unlink()
     code, out = ingest(str(manifest), str(acme), "--tenant", "acme", "--prune")
@@ -118,7 +120,8 @@ def test_s3_prefixes_are_ingested_and_pruned(stack_factory, s3_env: str, pdf_byt
                                              minilm: LocalEmbedder) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="kb-docs")
-    s3.put_object(Bucket="kb-docs", Key="handbook/vacation.md", Body=b"# Vacation\n\nEveryone gets 30 days of vacation.\n")
+    s3.put_object(Bucket="kb-docs", Key="handbook/vacation.md",
+                  Body=b"# Vacation\n\nEveryone gets 30 days of vacation.\n")
     s3.put_object(Bucket="kb-docs", Key="handbook/guide.pdf", Body=pdf_bytes)
     s3.put_object(Bucket="kb-docs", Key="handbook/logo.png", Body=b"\x89PNG")
     s3.put_object(Bucket="kb-docs", Key="other/secret.md", Body=b"# Other\n\nnot in the prefix")
@@ -172,7 +175,8 @@ def test_the_cluster_job_reads_a_configmap_volume_under_base_with_local_names(st
     async def sources() -> set[str]:
         retriever = build_retriever(local_retrieval_config(stack, state=state))
         try:
-            return {h.source for h in await retriever.search("how are tenants isolated?", tenant=None, top_k=20)}
+            return {h.source
+                    for h in await retriever.search("how are tenants isolated?", tenant=None, top_k=20)}
         finally:
             await retriever.close()
 

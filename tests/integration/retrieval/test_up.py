@@ -35,7 +35,8 @@ def fake_model() -> Iterator[str]:
 def start_up(manifest: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, MODEL_KEY_ENV: "test-key", KEYS_ENV: "key-acme acme\nkey-globex globex\nkey-anon\n",
            "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(port), *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(port),
+                             *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = manifest.parent / ".aistack" / "docs-assistant" / "up.json"
     deadline = time.monotonic() + 180
@@ -56,10 +57,12 @@ def stop_up(proc: subprocess.Popen[str]) -> str:
 
 def ask(port: int, key: str, question: str, **headers: str):  # type: ignore[no-untyped-def]
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, default_headers=headers or None)
-    return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": question}])
+    return client.chat.completions.create(model="gpt-4o-mini",
+                                          messages=[{"role": "user", "content": question}])
 
 
-def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, example_docs: Path, tmp_path: Path,
+def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, example_docs: Path,
+                                                                 tmp_path: Path,
                                                                  fake_model: str, mlflow_server: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = stack_factory(tenant_field="tenant", extra={
@@ -88,7 +91,8 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
     own_mlflow = info["mlflow_url"]
 
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="key-anon")
-    assert {m.id for m in client.models.list().data} == {"gpt-4o-mini", "sentence-transformers/all-MiniLM-L6-v2"}
+    assert {m.id for m in client.models.list().data} == {"gpt-4o-mini",
+                                                         "sentence-transformers/all-MiniLM-L6-v2"}
     answer = ask(port, "key-anon", "What does --prune do?")
     sources = [c["source"] for c in answer.model_extra["citations"]]
     assert "docs/ingestion.md" in sources and "--prune" in answer.choices[0].message.content
@@ -107,7 +111,8 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
 
     output = stop_up(proc)
     assert "stopped; data kept" in output
-    assert "docs/damaged.pdf: damaged PDF, read after" in output  # startup ingestion's own words, in the panel
+    # startup ingestion's own words, in the panel
+    assert "docs/damaged.pdf: damaged PDF, read after" in output
     assert "wrong pointing object" not in output and "pypdf" not in output
     assert not (state / "up.json").exists()
     with pytest.raises(httpx.HTTPError):

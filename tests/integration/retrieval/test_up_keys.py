@@ -51,7 +51,8 @@ def manifest(folder: Path, base_url: str, *, max_tokens: int = 256, **spec: obje
     path.write_text(yaml.safe_dump({
         "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "keyed"},
         "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini", "defaults": {"maxTokens": max_tokens},
-                           "openai": {"baseUrl": base_url, "apiKeySecretRef": {"name": "openai", "key": "api-key"}}},
+                           "openai": {"baseUrl": base_url,
+                                      "apiKeySecretRef": {"name": "openai", "key": "api-key"}}},
                  "orchestration": {"mode": "pipeline"}, **spec}}))
     return path
 
@@ -82,15 +83,18 @@ def stop_up(proc: subprocess.Popen[str]) -> str:
     return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
 
 
-def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_path: Path, provider: str) -> None:
+def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_path: Path,
+                                                                          provider: str) -> None:
     port = free_port()
     proc = start_up(manifest(tmp_path, provider), port, {PROVIDER_ENV: PROVIDER_KEY})
     try:
         info = json.loads((tmp_path / ".aistack" / "keyed" / "up.json").read_text())
         assert info["model"] == "gpt-4o-mini" and info["offline_model"] is False
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-        assert answer.choices[0].message.content == "Echo: hi"  # the provider refuses a request without the key
+        answer = client.chat.completions.create(model="gpt-4o-mini",
+                                                messages=[{"role": "user", "content": "hi"}])
+        # the provider refuses a request without the key
+        assert answer.choices[0].message.content == "Echo: hi"
     finally:
         output = stop_up(proc)
     assert f"{provider} is reachable (key from ${PROVIDER_ENV})" in output
@@ -107,20 +111,25 @@ def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_se
         # no max_tokens: the gateway sends the manifest's 4096, capped for the offline model's 2048 context
         answer = client.chat.completions.create(model="aistack-offline-smollm2-135m",
                                                 messages=[{"role": "user", "content": "Say hello."}])
-        assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content.startswith("[offline")
+        assert answer.choices[
+            0].finish_reason == "stop" and answer.choices[0].message.content.startswith("[offline")
     finally:
         output = stop_up(proc)
     assert f"neither ${SECRET_ENV} nor ${PROVIDER_ENV} is set (the key for {provider})" in output
     assert "spec.model.defaults.maxTokens 4096 is over the offline model's 2048-token context" in output
 
 
-def test_gateway_keys_configured_but_unset_are_named_in_the_manifests_terms(tmp_path: Path, provider: str) -> None:
+def test_gateway_keys_configured_but_unset_are_named_in_the_manifests_terms(tmp_path: Path,
+                                                                            provider: str) -> None:
     path = manifest(tmp_path, provider, gateway={"apiKeysSecretRef": {"name": "gw-keys", "key": "keys"}})
-    result = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(path), "--port", str(free_port())],
-                            env=clean_env(**{SECRET_ENV: PROVIDER_KEY}), capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(path), "--port",
+                             str(free_port())],
+                            env=clean_env(**{SECRET_ENV: PROVIDER_KEY}), capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     message = " ".join(result.stderr.split())
     assert "spec.gateway.apiKeysSecretRef" in message and f"export {GATEWAY_KEYS_ENV}" in message
     assert "one 'key' or 'key tenant' per line" in message and "the Secret gw-keys key keys" in message
     assert "server.apiKeysEnv" not in message
-    assert "checking the model endpoint" not in message and "MLflow" not in message  # refused before any slow stage
+    # refused before any slow stage
+    assert "checking the model endpoint" not in message and "MLflow" not in message

@@ -100,7 +100,8 @@ def wait_ready(up: Command, state: Path) -> dict:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if up.proc.poll() is not None:
-            raise AssertionError(f"aistack up exited with {up.proc.returncode}:\n{up.stdout()}\n{up.stderr()}")
+            raise AssertionError(
+                f"aistack up exited with {up.proc.returncode}:\n{up.stdout()}\n{up.stderr()}")
         with contextlib.suppress(OSError, ValueError):
             info = json.loads((state / "up.json").read_text())
             if info["pid"] == up.pid:
@@ -110,7 +111,8 @@ def wait_ready(up: Command, state: Path) -> dict:
     raise AssertionError(f"aistack up was not ready in {READY_TIMEOUT_S} s:\n{up.stderr()}")
 
 
-def wait_for_line(command: Command, pattern: str, *, stream: str = "stdout", timeout: float = READY_TIMEOUT_S) -> str:
+def wait_for_line(command: Command, pattern: str, *, stream: str = "stdout",
+                  timeout: float = READY_TIMEOUT_S) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = command.stdout() if stream == "stdout" else command.stderr()
@@ -177,13 +179,15 @@ def assert_stopped_quietly(command: Command, state: Path) -> None:
 
 def ask(port: int, question: str):  # type: ignore[no-untyped-def]
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-    return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": question}])
+    return client.chat.completions.create(model="gpt-4o-mini",
+                                          messages=[{"role": "user", "content": question}])
 
 
 def traces_in(mlflow_url: str, experiment: str) -> int:
     found = httpx.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
                       params={"experiment_name": experiment}, timeout=10).json()["experiment"]
-    listed = httpx.get(f"{mlflow_url}/api/2.0/mlflow/traces", params={"experiment_ids": found["experiment_id"]},
+    listed = httpx.get(f"{mlflow_url}/api/2.0/mlflow/traces",
+                       params={"experiment_ids": found["experiment_id"]},
                        timeout=10).json()
     return len(listed.get("traces", []))
 
@@ -194,7 +198,8 @@ def test_ctrl_c_stops_every_part_quietly_and_a_restart_finds_the_data(manifest: 
     info = wait_ready(up, state)
     assert info["mlflow_url"] == f"http://127.0.0.1:{mlflow_port}"
     assert httpx.get(f"{info['mlflow_url']}/health", timeout=5).status_code == 200  # ready means traced
-    assert "docs/ingestion.md" in [c["source"] for c in ask(port, "What does --prune do?").model_extra["citations"]]
+    assert "docs/ingestion.md" in [c["source"]
+                                   for c in ask(port, "What does --prune do?").model_extra["citations"]]
 
     # not a terminal: each slow stage is a plain line, and the panel is printed once
     err = up.stderr()
@@ -226,7 +231,8 @@ def test_ctrl_c_stops_every_part_quietly_and_a_restart_finds_the_data(manifest: 
 
 
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
-def test_ctrl_c_while_starting_stops_at_once_and_leaves_nothing(manifest: Path, tmp_path: Path, presses: int) -> None:
+def test_ctrl_c_while_starting_stops_at_once_and_leaves_nothing(manifest: Path, tmp_path: Path,
+                                                                presses: int) -> None:
     state = state_of(manifest)
     up = aistack("up", manifest, "--port", free_port(), "--mlflow-port", free_port(), logs=tmp_path / "up")
     wait_for_line(up, "loading the embedder", stream="stderr")
@@ -241,7 +247,8 @@ def test_ctrl_c_while_starting_stops_at_once_and_leaves_nothing(manifest: Path, 
     assert not (state / "up.json").exists()
 
 
-def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(manifest: Path, tmp_path: Path) -> None:
+def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(manifest: Path,
+                                                                            tmp_path: Path) -> None:
     state, port, mlflow_port = state_of(manifest), free_port(), free_port()
     up = aistack("up", manifest, "--port", port, "--mlflow-port", mlflow_port, logs=tmp_path / "up")
     info = wait_ready(up, state)
@@ -249,7 +256,8 @@ def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(mani
         ask(port, "What does --prune do?")  # a trace for `aistack ui` to show later
         busy = f"another `aistack up` (pid {up.pid}) is running this stack (state folder {state})"
 
-        second = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(free_port())],
+        second = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port",
+                                 str(free_port())],
                                 env=ENV, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert f"{busy}: stop it, or use --state for a second copy" in second.stderr
@@ -285,7 +293,8 @@ def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(mani
         ingest = subprocess.run([sys.executable, "-m", "aistack.cli", "ingest", str(manifest)],
                                 env=ENV, capture_output=True, text=True, timeout=180)
         assert ingest.returncode == 0, ingest.stderr
-        second = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(free_port())],
+        second = subprocess.run([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port",
+                                 str(free_port())],
                                 env=ENV, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert f"another `aistack ui` (pid {reopened.pid}) is serving the trace UI of this stack" in second.stderr
@@ -317,7 +326,8 @@ def wait_for_traces(mlflow_url: str) -> int:
 def test_demo_outside_a_terminal_stops_the_stack_and_prints_the_command_that_reopens_its_trace(
         manifest: Path, tmp_path: Path) -> None:
     mlflow_port = free_port()
-    demo = subprocess.run([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port", str(mlflow_port)],
+    demo = subprocess.run([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port",
+                           str(mlflow_port)],
                           env=ENV, cwd=REPO, capture_output=True, text=True, timeout=READY_TIMEOUT_S + 60)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "\nA: " in demo.stdout and "docs/ingestion.md" in demo.stdout
@@ -383,7 +393,8 @@ class Terminal:
 
 def test_demo_at_a_terminal_keeps_the_stack_serving_until_ctrl_c(manifest: Path) -> None:
     terminal = Terminal()
-    demo = subprocess.Popen([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port", str(free_port())],
+    demo = subprocess.Popen([sys.executable, str(DEMO), "--manifest", str(manifest), "--mlflow-port",
+                             str(free_port())],
                             stdin=terminal.slave, stdout=terminal.slave, stderr=terminal.slave, cwd=REPO,
                             env={**ENV, "TERM": "xterm"}, start_new_session=True)
     terminal.start()

@@ -44,15 +44,18 @@ async def search(request: Request) -> Response:
 
 @pytest.fixture(scope="module")
 def tools_url():
-    app = Starlette(routes=[Route("/status", status, methods=["POST"]), Route("/broken", broken, methods=["POST"]),
-                            Route("/garbage", garbage, methods=["POST"]), Route("/slow", slow, methods=["POST"]),
+    app = Starlette(routes=[Route("/status", status, methods=["POST"]),
+                            Route("/broken", broken, methods=["POST"]),
+                            Route("/garbage", garbage, methods=["POST"]),
+                            Route("/slow", slow, methods=["POST"]),
                             Route("/search", search, methods=["GET"])])
     with serve_in_thread(app) as port:
         yield f"http://127.0.0.1:{port}"
 
 
 def tool(name, url, **kw):
-    return {"name": name, "description": f"the {name} tool", "endpoint": url, "method": kw.pop("method", "POST"),
+    return {"name": name, "description": f"the {name} tool", "endpoint": url,
+            "method": kw.pop("method", "POST"),
             "parameters": kw.pop("parameters", SCHEMA), "timeoutSeconds": kw.pop("timeout", 0.5), **kw}
 
 
@@ -71,12 +74,14 @@ def agent(upstream, tools_url):
 
 
 def run(agent, text, **kw):
-    return agent.client().chat.completions.create(model="demo-model", messages=[{"role": "user", "content": text}], **kw)
+    return agent.client().chat.completions.create(model="demo-model",
+                                                  messages=[{"role": "user", "content": text}], **kw)
 
 
 def test_tool_call_round_trip(agent, upstream):
     out = run(agent, '[[tool:order_status {"order_id": "AB12CD34"}]]')
-    assert out.choices[0].message.content == 'Tool order_status said: {"order_id":"AB12CD34","status":"shipped"}'
+    assert out.choices[
+        0].message.content == 'Tool order_status said: {"order_id":"AB12CD34","status":"shipped"}'
     assert out.aistack["steps"] == 2
     assert out.aistack["tool_calls"][0]["outcome"] == "ok"
     offered = [t["function"]["name"] for t in upstream.requests[-2]["tools"]]
@@ -108,7 +113,8 @@ def test_tool_failures_are_reported_to_the_model(agent, upstream, call, outcome,
 
 def test_max_steps_forces_an_answer_on_the_last_step(upstream, tools_url):
     cfg = base_config(upstream.base_url, orchestration={"mode": "agent", "maxSteps": 1,
-                                                       "tools": [tool("order_status", f"{tools_url}/status")]})
+                                                       "tools": [tool("order_status",
+                                                                      f"{tools_url}/status")]})
     with run_gateway(cfg) as gw:
         out = run(gw, '[[tool:order_status {"order_id": "AB12CD34"}]]')
     assert upstream.requests[-1]["tool_choice"] == "none"
@@ -116,8 +122,10 @@ def test_max_steps_forces_an_answer_on_the_last_step(upstream, tools_url):
 
 
 def test_wall_clock_budget_is_504(upstream, tools_url):
-    cfg = base_config(upstream.base_url, orchestration={"mode": "agent", "maxSteps": 3, "timeouts": {"requestSeconds": 0.3},
-                                                       "tools": [tool("slow", f"{tools_url}/slow", timeout=5)]})
+    cfg = base_config(upstream.base_url,
+                      orchestration={"mode": "agent", "maxSteps": 3, "timeouts": {"requestSeconds": 0.3},
+                                                       "tools": [tool("slow", f"{tools_url}/slow",
+                                                                      timeout=5)]})
     with run_gateway(cfg) as gw:
         with pytest.raises(openai.InternalServerError) as err:
             run(gw, '[[tool:slow {"order_id": "AB12CD34"}]]')
@@ -132,7 +140,8 @@ def test_agent_streams_its_final_answer(agent):
 
 def test_client_tools_are_refused_in_agent_mode(agent):
     with pytest.raises(openai.BadRequestError, match="own tools"):
-        run(agent, "x", tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+        run(agent, "x",
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
 
 
 def test_tool_metrics(agent):

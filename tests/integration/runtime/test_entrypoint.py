@@ -32,7 +32,8 @@ def _wait_ready(proc: subprocess.Popen, port: int) -> None:
 
 def _worker_processes(pid: int) -> list[int]:
     """Children of `pid` that multiprocessing spawned (not its resource tracker)."""
-    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
     return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
@@ -41,14 +42,17 @@ def test_several_workers_serve_the_same_config(upstream, tmp_path):
     path.write_text(yaml.safe_dump(base_config(upstream.base_url)))
     port = free_port()
     env = {**os.environ, "AISTACK_GATEWAY_WORKERS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
-                             "--config", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port",
+                             str(port),
+                             "--config", str(path)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     try:
         _wait_ready(proc, port)
         assert len(_worker_processes(proc.pid)) == 2
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         for i in range(8):
-            out = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": f"w{i}"}])
+            out = client.chat.completions.create(model="demo-model",
+                                                 messages=[{"role": "user", "content": f"w{i}"}])
             assert out.choices[0].message.content == f"Echo: w{i}"
     finally:
         proc.terminate()
@@ -68,7 +72,8 @@ def test_pod_entrypoint_serves_and_refuses_bad_config(upstream, tmp_path):
     path.write_text(yaml.safe_dump(base_config(upstream.base_url)))
     port = free_port()
     env = {**os.environ, "AISTACK_GATEWAY_CONFIG": str(path)}
-    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port",
+                             str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -80,7 +85,8 @@ def test_pod_entrypoint_serves_and_refuses_bad_config(upstream, tmp_path):
                 assert proc.poll() is None, proc.stderr.read().decode()
                 time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        out = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "pod"}])
+        out = client.chat.completions.create(model="demo-model",
+                                             messages=[{"role": "user", "content": "pod"}])
         assert out.choices[0].message.content == "Echo: pod"
     finally:
         proc.terminate()

@@ -16,13 +16,15 @@ USER = [{"role": "user", "content": "hello gateway"}]
 
 @pytest.fixture(scope="module")
 def gw(upstream):
-    retriever = ListRetriever([Passage(text="Qdrant stores vectors.", source="docs/qdrant.md", score=0.9, title="Qdrant"),
+    retriever = ListRetriever([Passage(text="Qdrant stores vectors.", source="docs/qdrant.md", score=0.9,
+                                       title="Qdrant"),
                                Passage(text="MLflow keeps traces.", source="docs/mlflow.md", score=0.5)])
     assert isinstance(retriever, Retriever) and isinstance(HashEmbedder(), Embedder)
     cfg = base_config(upstream.base_url, retrieval={
         "collection": "docs", "distance": "Cosine", "topK": 2, "maxContextTokens": 500,
         "embedder": {"provider": "local", "model": "hash-embed", "dimension": 8}},
-        orchestration={"systemPrompt": "Answer from context.", "promptTemplate": "C:\n{context}\nQ: {question}"})
+        orchestration={"systemPrompt": "Answer from context.",
+                       "promptTemplate": "C:\n{context}\nQ: {question}"})
     with run_gateway(cfg, retriever=retriever, embedder=HashEmbedder()) as gateway:
         gateway.retriever = retriever
         yield gateway
@@ -90,16 +92,21 @@ def test_unknown_model_is_404_model_not_found(gw):
     (b"{not json", "not valid JSON"),
     (b"", "empty"),
     (b"[]", "invalid"),
-    (json.dumps({"model": "demo-model", "messages": [{"role": "wizard", "content": "x"}]}).encode(), "messages.0.role"),
+    (json.dumps({"model": "demo-model", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+     "messages.0.role"),
     (json.dumps({"model": "demo-model", "messages": []}).encode(), "messages"),
     (json.dumps({"model": "demo-model", "messages": USER, "n": 3}).encode(), "n=1"),
     (json.dumps({"model": "demo-model", "messages": USER, "temperature": 9}).encode(), "temperature"),
-    (json.dumps({"model": "demo-model", "messages": USER, "frobnicate": True}).encode(), "unsupported parameter 'frobnicate'"),
-    (json.dumps({"model": "demo-model", "messages": [{"role": "system", "content": "x"}]}).encode(), "'user' message"),
-    (json.dumps({"model": "demo-model", "messages": [{"role": "tool", "content": "x"}]}).encode(), "tool_call_id"),
+    (json.dumps({"model": "demo-model", "messages": USER, "frobnicate": True}).encode(),
+     "unsupported parameter 'frobnicate'"),
+    (json.dumps({"model": "demo-model", "messages": [{"role": "system", "content": "x"}]}).encode(),
+     "'user' message"),
+    (json.dumps({"model": "demo-model", "messages": [{"role": "tool", "content": "x"}]}).encode(),
+     "tool_call_id"),
 ])
 def test_bad_requests_get_openai_400(gw, body, fragment):
-    resp = httpx.post(f"{gw.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    resp = httpx.post(f"{gw.url}/v1/chat/completions", content=body,
+                      headers={"content-type": "application/json"})
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -115,7 +122,8 @@ def test_integers_past_64_bits_are_forwarded_not_a_500(gw, upstream):
 
 
 def test_oversized_body_is_413_with_and_without_content_length(gw):
-    big = json.dumps({"model": "demo-model", "messages": [{"role": "user", "content": "x" * 2_000_000}]}).encode()
+    big = json.dumps({"model": "demo-model",
+                      "messages": [{"role": "user", "content": "x" * 2_000_000}]}).encode()
     resp = httpx.post(f"{gw.url}/v1/chat/completions", content=big)
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
 

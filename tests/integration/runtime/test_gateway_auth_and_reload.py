@@ -60,7 +60,8 @@ def test_health_and_metrics_need_no_key(keyed):
     assert httpx.get(f"{keyed.url}/metrics").status_code == 200
 
 
-@pytest.mark.parametrize(("value", "fragment"), [(None, "unset or empty"), ("\n# only comments\n", "holds no API key"),
+@pytest.mark.parametrize(("value", "fragment"),
+                         [(None, "unset or empty"), ("\n# only comments\n", "holds no API key"),
                                                  ("a b c", "expected 'key' or 'key tenant'")])
 def test_bad_key_lists_refuse_to_start(upstream, monkeypatch, value, fragment):
     if value is None:
@@ -84,7 +85,8 @@ def test_unset_keys_are_named_in_the_manifests_terms(upstream, monkeypatch):
     assert "the Secret gw-keys key keys" in message and "one 'key' or 'key tenant' per line" in message
     assert "server.apiKeysEnv" not in message
     monkeypatch.setenv("AISTACK_SECRET_GW_KEYS_KEYS", "a b c")
-    with pytest.raises(ValueError, match=r"\$AISTACK_SECRET_GW_KEYS_KEYS \(the Secret gw-keys key keys\) line 1"):
+    with pytest.raises(ValueError,
+                       match=r"\$AISTACK_SECRET_GW_KEYS_KEYS \(the Secret gw-keys key keys\) line 1"):
         create_app(load_config_from(cfg))
 
 
@@ -143,7 +145,8 @@ def test_reload_applies_good_configs_and_keeps_the_old_one_on_bad(upstream, tmp_
                 time.sleep(0.05)
             return False
 
-        renamed = {**cfg, "configHash": "ffffffffffffffff", "model": {**cfg["model"], "publicName": "renamed"}}
+        renamed = {**cfg, "configHash": "ffffffffffffffff",
+                   "model": {**cfg["model"], "publicName": "renamed"}}
         write_atomic(path, yaml.safe_dump(renamed))
         assert wait_for(lambda: [m.id for m in client.models.list()] == ["renamed"])
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text

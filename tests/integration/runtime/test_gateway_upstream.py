@@ -20,7 +20,8 @@ def gw(upstream):
 
 
 def ask(gw, text, **kw):
-    return gw.client().chat.completions.create(model="demo-model", messages=[{"role": "user", "content": text}], **kw)
+    return gw.client().chat.completions.create(model="demo-model",
+                                               messages=[{"role": "user", "content": text}], **kw)
 
 
 def test_transient_500s_are_retried_before_the_first_byte(gw, upstream):
@@ -55,7 +56,8 @@ def test_timeout_is_504_without_waiting_for_the_upstream(gw):
 
 
 def test_streaming_timeout_before_first_byte_is_a_json_504(gw):
-    body = {"model": "demo-model", "stream": True, "messages": [{"role": "user", "content": "[[fail:timeout]]"}]}
+    body = {"model": "demo-model", "stream": True,
+            "messages": [{"role": "user", "content": "[[fail:timeout]]"}]}
     resp = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=10)
     assert resp.status_code == 504 and resp.json()["error"]["code"] == "upstream_timeout"
 
@@ -100,4 +102,5 @@ def test_upstream_api_key_comes_from_env(monkeypatch):
             assert ask(gw, "ok").choices[0].message.content == "Echo: ok"
     monkeypatch.delenv("UPSTREAM_KEY")
     with pytest.raises(ValueError, match="UPSTREAM_KEY is unset"):
-        run_gateway(base_config("http://127.0.0.1:1/v1", model={"primary": {"apiKeyEnv": "UPSTREAM_KEY"}})).__enter__()
+        run_gateway(base_config("http://127.0.0.1:1/v1",
+                                model={"primary": {"apiKeyEnv": "UPSTREAM_KEY"}})).__enter__()

@@ -74,8 +74,10 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
 
     url, proc = mlflow_server
     retriever = ListRetriever([Passage(text="Traces go to MLflow.", source="obs.md", score=0.7)])
-    cfg = base_config(upstream.base_url, stage="staging", tracing={"trackingUri": url, "experiment": "aistack-test", "queueSize": 8},
-                      guardrails={"rails": {"input": ["pii_mask"], "output": ["pii_mask"]}, "engine": "inprocess"},
+    cfg = base_config(upstream.base_url, stage="staging",
+                      tracing={"trackingUri": url, "experiment": "aistack-test", "queueSize": 8},
+                      guardrails={"rails": {"input": ["pii_mask"], "output": ["pii_mask"]},
+                                  "engine": "inprocess"},
                       retrieval={"collection": "c", "distance": "Cosine", "topK": 1, "maxContextTokens": 100,
                                  "embedder": {"provider": "local", "model": "e", "dimension": 8}})
     with run_gateway(cfg, retriever=retriever) as gw:
@@ -90,21 +92,24 @@ def test_traces_arrive_with_spans_and_tags_then_mlflow_goes_down(upstream, mlflo
         by_question = {_root(t).inputs["question"]: t for t in traces}
         trace = by_question["trace me"]
         tags = trace.info.tags
-        assert (tags["aistack.stack"], tags["aistack.stage"], tags["aistack.config_hash"], tags["aistack.model"]) == (
+        assert (tags["aistack.stack"], tags["aistack.stage"], tags["aistack.config_hash"],
+                tags["aistack.model"]) == (
             "demo", "staging", "0123456789abcdef", "demo-model")
         names = [s.name for s in trace.data.spans]
         assert _root(trace).name == "chat.completions"
         assert {"rails.input.fast", "retrieval", "prompt", "generation", "rails.output.fast"} <= set(names)
         generation = next(s for s in trace.data.spans if s.name == "generation")
         assert generation.attributes["usage"]["completion_tokens"] > 0
-        assert next(s for s in trace.data.spans if s.name == "retrieval").outputs == [{"source": "obs.md", "score": 0.7}]
+        assert next(s for s in trace.data.spans if s.name == "retrieval").outputs == [{"source": "obs.md",
+                                                                                       "score": 0.7}]
         streamed = by_question["[[say:streamed trace]]"]
         assert _root(streamed).outputs == {"answer": "streamed trace"}
 
         stop_group(proc)
         started = time.perf_counter()
         for i in range(30):
-            out = client.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": f"down {i}"}])
+            out = client.chat.completions.create(model="demo-model",
+                                                 messages=[{"role": "user", "content": f"down {i}"}])
             assert out.choices[0].message.content.startswith("Echo:")
         assert (time.perf_counter() - started) / 30 < 0.5  # no request waits for MLflow
         assert wait_for(lambda: "aistack_gateway_traces_dropped_total" in gw.metrics()
@@ -131,7 +136,8 @@ def _dropped(metrics_text: str) -> float:
 def test_full_queue_drops_and_counts_without_blocking():
     metrics = GatewayMetrics()
     tracer = Tracer(config=None, tags={}, metrics=metrics)
-    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=1)  # no export thread
+    # no export thread
+    tracer.config = TracingConfig(tracking_uri="http://127.0.0.1:1", experiment="x", queue_size=1)
     started = time.perf_counter()
     for _ in range(5):
         trace = tracer.start(name="t", inputs={})

@@ -36,7 +36,8 @@ def test_an_unnamed_collection_takes_the_stack_name() -> None:
 
 def test_every_index_once_and_the_tenant_field_is_the_tenant_keyword_index() -> None:
     spec = collection_spec(stack("rag", tenantField="org", collection={
-        "payloadIndexes": [{"field": "org", "type": "integer"}, {"field": "lang"}, {"field": "source", "type": "text"}]}))
+        "payloadIndexes": [{"field": "org", "type": "integer"}, {"field": "lang"},
+                           {"field": "source", "type": "text"}]}))
     assert spec.indexes() == (
         PayloadIndexSpec("source", "text"),  # a declared index wins over the chunks' own
         PayloadIndexSpec("content_hash", "keyword"),
@@ -49,7 +50,8 @@ def test_every_index_once_and_the_tenant_field_is_the_tenant_keyword_index() -> 
 def test_the_gateway_config_names_the_same_collection() -> None:
     production = stack("production", tenantField="org")
     spec = collection_spec(production)
-    r = build_gateway_config(production, Endpoints(model_base_url="http://m:8000/v1", qdrant_url="http://q:6333",
+    r = build_gateway_config(production,
+                             Endpoints(model_base_url="http://m:8000/v1", qdrant_url="http://q:6333",
                                                      tracking_uri="http://t:5000")).retrieval
     assert r is not None
     assert (r.collection, r.embedder.dimension, r.distance, r.tenant_field) == \

@@ -70,7 +70,8 @@ def test_schema_is_structural() -> None:
         int_or_string = node.get("x-kubernetes-int-or-string")
         if "type" not in node and not int_or_string and not node.get("x-kubernetes-preserve-unknown-fields"):
             problems.append(f"{where}: no type")
-        if "anyOf" in node and (not int_or_string or node["anyOf"] != [{"type": "integer"}, {"type": "string"}]):
+        if "anyOf" in node and (not int_or_string
+                                or node["anyOf"] != [{"type": "integer"}, {"type": "string"}]):
             problems.append(f"{where}: anyOf other than the int-or-string idiom")
         if "properties" in node and node.get("type") != "object":
             problems.append(f"{where}: properties on a non-object")

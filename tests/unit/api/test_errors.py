@@ -23,7 +23,8 @@ def errors_for(model: dict[str, Any], **spec: Any) -> dict[str, str]:
 
 VLLM = {"provider": "vllm", "name": "Qwen/Qwen2.5-7B-Instruct"}
 OPENAI = {"provider": "openai", "name": "gpt-4o-mini",
-          "openai": {"baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": {"name": "openai", "key": "k"}}}
+          "openai": {"baseUrl": "https://api.openai.com/v1",
+                     "apiKeySecretRef": {"name": "openai", "key": "k"}}}
 
 
 def test_a_field_that_lives_elsewhere_is_named_by_its_full_path() -> None:
@@ -35,7 +36,8 @@ def test_a_field_that_lives_elsewhere_is_named_by_its_full_path() -> None:
 
 @pytest.mark.parametrize(("model", "path", "hint"), [
     ({**VLLM, "vllm": {"tag": "v0.11.0"}}, "spec.model.vllm.tag", "did you mean 'image'?"),
-    ({**VLLM, "vllm": {"gpus": 2}}, "spec.model.vllm.gpus", "did you mean 'gpu.count' (spec.model.vllm.gpu.count)?"),
+    ({**VLLM, "vllm": {"gpus": 2}}, "spec.model.vllm.gpus",
+     "did you mean 'gpu.count' (spec.model.vllm.gpu.count)?"),
     ({**VLLM, "vllm": {"replica_count": 2}}, "spec.model.vllm.replica_count", "did you mean 'replicas'?"),
     ({**OPENAI, "baseURL": "https://x/v1"}, "spec.model.baseURL",
      "did you mean 'openai.baseUrl' (spec.model.openai.baseUrl)?"),
@@ -57,12 +59,14 @@ def test_another_casing_of_a_real_field_is_refused_with_its_camel_case(typed: st
     """The CRD knows camelCase only: the API server would drop `tensor_parallel_size`, which the
     models' Python names used to accept, so `aistack validate` passed a field the cluster ignores."""
     errors = errors_for({**VLLM, "vllm": {typed: 2}})
-    assert errors == {f"spec.model.vllm.{typed}": f"unknown field; did you mean {meant!r}? (fields are camelCase)"}
+    assert errors == {
+        f"spec.model.vllm.{typed}": f"unknown field; did you mean {meant!r}? (fields are camelCase)"}
 
 
 def test_spelling_still_decides_when_no_meaning_matches() -> None:
     errors = errors_for({**VLLM, "vllm": {"tensorParallelSise": 2}})
-    assert errors == {"spec.model.vllm.tensorParallelSise": "unknown field; did you mean 'tensorParallelSize'?"}
+    assert errors == {
+        "spec.model.vllm.tensorParallelSise": "unknown field; did you mean 'tensorParallelSize'?"}
 
 
 def test_list_items_are_looked_up_without_their_index() -> None:

@@ -58,10 +58,12 @@ def minimal(**spec: object) -> dict:
         "model": {
             "provider": "openai",
             "name": "gpt-4o-mini",
-            "openai": {"baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": {"name": "openai", "key": "k"}},
+            "openai": {"baseUrl": "https://api.openai.com/v1",
+                       "apiKeySecretRef": {"name": "openai", "key": "k"}},
         }
     }
-    return {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"}, "spec": {**base, **spec}}
+    return {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+            "spec": {**base, **spec}}
 
 
 def test_defaults_fill_a_vllm_model_and_derive_embedder_dimension() -> None:

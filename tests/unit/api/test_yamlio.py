@@ -25,7 +25,8 @@ def test_ambiguous_strings_are_single_quoted_and_read_back_as_strings(value: str
 ])
 def test_output_is_pyyaml_s_where_pyyaml_was_already_right(data: dict[str, object]) -> None:
     assert yamlio.dump(data) == yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True)
-    assert yamlio.dump(data, sort_keys=True) == yaml.safe_dump(data, sort_keys=True, width=100, allow_unicode=True)
+    assert yamlio.dump(data, sort_keys=True) == yaml.safe_dump(data, sort_keys=True, width=100,
+                                                               allow_unicode=True)
 
 
 def test_blocks_write_multi_line_strings_as_literals() -> None:

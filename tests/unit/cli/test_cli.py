@@ -43,7 +43,8 @@ def test_validate_prints_one_line_per_error_and_exits_one() -> None:
 
 
 def test_validate_a_mix_reports_errors_and_still_fails(tmp_path: Path) -> None:
-    result = aistack("validate", str(ROOT / "examples" / "quickstart.yaml"), str(INVALID / "missing-model.yaml"))
+    result = aistack("validate", str(ROOT / "examples" / "quickstart.yaml"),
+                     str(INVALID / "missing-model.yaml"))
     assert result.returncode == 1
     assert "spec.model: required field is missing" in result.stderr
 

@@ -60,7 +60,8 @@ def test_render_of_two_stacks_names_both_documents(tmp_path: Path) -> None:
 
 def test_render_warns_on_stderr_of_a_path_the_cluster_cannot_read(tmp_path: Path) -> None:
     local = tmp_path / "rag.yaml"
-    local.write_text((EXAMPLES / "rag.yaml").read_text().replace("        volume: {configMap: aistack-docs}\n", ""))
+    local.write_text(
+        (EXAMPLES / "rag.yaml").read_text().replace("        volume: {configMap: aistack-docs}\n", ""))
     result = CliRunner().invoke(app, ["render", str(local)])
     assert result.exit_code == 0, result.output
     assert "warning: retrieval.sources: 'docs' is a path with no volume" in result.stderr

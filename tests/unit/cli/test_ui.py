@@ -46,7 +46,8 @@ def test_ui_of_a_stack_without_tracing_names_the_field(tmp_path: Path) -> None:
 
 
 def test_ui_of_a_stack_on_an_external_mlflow_points_there(tmp_path: Path) -> None:
-    path = manifest(tmp_path, observability={"mlflow": {"external": {"trackingUri": "https://mlflow.example.com"}}})
+    path = manifest(tmp_path,
+                    observability={"mlflow": {"external": {"trackingUri": "https://mlflow.example.com"}}})
     result = CliRunner().invoke(app, ["ui", str(path)])
     assert result.exit_code == 2
     assert "spec.observability.mlflow.external" in result.output and "https://mlflow.example.com" in result.output

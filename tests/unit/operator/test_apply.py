@@ -85,7 +85,8 @@ def test_is_subset_ignores_server_fields_but_not_list_lengths() -> None:
 def test_merge_patch_is_minimal_removes_dropped_fields_and_keeps_foreign_ones() -> None:
     last = {"spec": {"replicas": 2, "nodeSelector": {"gpu": "l4"}, "image": "a"}}
     desired = {"spec": {"replicas": 2, "image": "b"}}
-    live = {"spec": {"replicas": 2, "nodeSelector": {"gpu": "l4"}, "image": "a", "progressDeadlineSeconds": 600}}
+    live = {"spec": {"replicas": 2, "nodeSelector": {"gpu": "l4"}, "image": "a",
+                     "progressDeadlineSeconds": 600}}
     assert merge_patch(last, desired, live) == {"spec": {"image": "b", "nodeSelector": None}}
     assert merge_patch(desired, desired, {"spec": {"replicas": 2, "image": "b", "x": 1}}) == {}
 
@@ -158,7 +159,8 @@ def test_transient_errors_propagate_for_a_retry(status: int) -> None:
 def test_switching_on_autoscaling_leaves_replicas_to_the_hpa() -> None:
     def deployment(spec: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "gw", "namespace": "ns", "ownerReferences": [{"uid": UID}]}, "spec": spec}
+                "metadata": {"name": "gw", "namespace": "ns", "ownerReferences": [{"uid": UID}]},
+                "spec": spec}
 
     fixed = with_last_applied(deployment({"replicas": 2, "paused": False}))
     kube = FakeKube({"gw": fixed})
@@ -172,7 +174,8 @@ def test_summaries_skip_intact_children_and_read_drifted_ones_in_full() -> None:
     from aistack.operator.apply import SUMMARY, summarize
 
     desired = cm("a", {"k": "v"})
-    stored = {**with_last_applied(desired), "metadata": {**with_last_applied(desired)["metadata"], "uid": "1"}}
+    stored = {**with_last_applied(desired),
+              "metadata": {**with_last_applied(desired)["metadata"], "uid": "1"}}
     summary = summarize(stored)
     assert summary[SUMMARY]["intact"] and "data" not in summary
     kube = FakeKube({"a": stored})
@@ -182,7 +185,8 @@ def test_summaries_skip_intact_children_and_read_drifted_ones_in_full() -> None:
     edited = copy.deepcopy(stored)
     edited["data"]["k"] = "hand-edited"
     kube = FakeKube({"a": edited})
-    result = apply_children(kube, namespace="ns", desired=[desired], live={("ConfigMap", "a"): summarize(edited)},
+    result = apply_children(kube, namespace="ns", desired=[desired],
+                            live={("ConfigMap", "a"): summarize(edited)},
                             owner_uid=UID)
     assert kube.calls == [("get", "a"), ("patch", "a")] and result.patched == [("ConfigMap", "a")]
     assert kube.objects["a"]["data"] == {"k": "v"}

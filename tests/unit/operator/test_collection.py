@@ -34,7 +34,8 @@ def test_a_new_collection_gets_the_specs_vectors_and_every_index(make_stack) -> 
     assert isinstance(params, models.VectorParams)
     assert (params.size, params.distance.value) == (spec.dimension, spec.distance)
     assert list(client.indexes) == [i.field for i in spec.indexes()]
-    assert client.indexes["org"] == models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    assert client.indexes["org"] == models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD,
+                                                              is_tenant=True)
     assert client.indexes["chunk_index"] == models.PayloadSchemaType.INTEGER
 
 

@@ -46,7 +46,8 @@ def test_operator_pod_is_non_root_with_limits_and_liveness() -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kubectl_kustomize_builds() -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], check=True, capture_output=True,
+                         text=True).stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
     assert kinds.count("CustomResourceDefinition") == 3
 

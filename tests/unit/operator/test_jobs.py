@@ -16,12 +16,14 @@ from aistack.operator.render.jobs import local_only_sources
 from aistack.operator.status import evaluation_status
 
 VERSION = "9.9.9"
-CMREF_DATASET = {"spec": {"evaluation": {"dataset": {"path": None, "configMapKeyRef": {"name": "qa", "key": "q.jsonl"}}}}}
+CMREF_DATASET = {"spec": {"evaluation": {"dataset": {"path": None,
+                                                     "configMapKeyRef": {"name": "qa", "key": "q.jsonl"}}}}}
 
 
 def jobs(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Jobs by component (`ingestion`, `evaluation`)."""
-    return {m["metadata"]["labels"]["app.kubernetes.io/component"]: m for m in manifests if m["kind"] == "Job"}
+    return {m["metadata"]["labels"]["app.kubernetes.io/component"]: m for m in manifests
+            if m["kind"] == "Job"}
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +42,8 @@ def test_ingestion_job_runs_ingest_against_the_managed_qdrant(make_stack) -> Non
     assert c["command"] == ["python", "-m", "aistack.cli"]
     assert c["image"] == f"ghcr.io/aistack-dev/runtime:{VERSION}"
     assert c["args"] == ["ingest", "/etc/aistack/manifest/aistack.yaml", "--qdrant-url",
-                         "http://docs-assistant-vector-store.default.svc.cluster.local:6333", "--state", "/tmp/aistack",
+                         "http://docs-assistant-vector-store.default.svc.cluster.local:6333", "--state",
+                         "/tmp/aistack",
                          "--base", "/sources"]
     # what the Job reads is the stack itself: the ConfigMap parses back to the same spec
     cm = next(m for m in manifests if m["metadata"]["name"] == "docs-assistant-manifest")
@@ -48,7 +51,8 @@ def test_ingestion_job_runs_ingest_against_the_managed_qdrant(make_stack) -> Non
     assert {"name": "manifest", "mountPath": "/etc/aistack/manifest", "readOnly": True} in c["volumeMounts"]
     # the `docs` folder, from its ConfigMap, where `--base` finds it: the same names as locally
     assert {"name": "source-0", "mountPath": "/sources/docs", "readOnly": True} in c["volumeMounts"]
-    assert {"name": "source-0", "configMap": {"name": "aistack-docs"}} in job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "source-0",
+            "configMap": {"name": "aistack-docs"}} in job["spec"]["template"]["spec"]["volumes"]
 
 
 def test_a_path_without_a_volume_is_left_to_local_runs(make_stack) -> None:
@@ -63,10 +67,13 @@ def test_a_path_without_a_volume_is_left_to_local_runs(make_stack) -> None:
     sources = yaml.safe_load(cm["data"]["aistack.yaml"])["spec"]["retrieval"]["sources"]
     assert [s["uri"] for s in sources] == ["s3://bucket/kb/", "handbook/"]
     pod = job["spec"]["template"]["spec"]
-    assert {"name": "source-1", "persistentVolumeClaim": {"claimName": "kb", "readOnly": True}} in pod["volumes"]
-    assert {"name": "source-1", "mountPath": "/sources/handbook", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert {"name": "source-1",
+            "persistentVolumeClaim": {"claimName": "kb", "readOnly": True}} in pod["volumes"]
+    assert {"name": "source-1",
+            "mountPath": "/sources/handbook", "readOnly": True} in pod["containers"][0]["volumeMounts"]
     assert local_only_sources(mixed) == ["docs"]
-    assert render(mixed, version=VERSION).local_only_sources == ("docs",)  # what status and `aistack render` name
+    # what status and `aistack render` name
+    assert render(mixed, version=VERSION).local_only_sources == ("docs",)
     only_local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}]}}})
     assert "ingestion" not in jobs(render(only_local, version=VERSION).manifests)
 
@@ -110,7 +117,8 @@ def test_evaluation_job_runs_eval_against_the_gateway_with_the_mounted_dataset(m
     c = container(job)
     assert c["args"] == [
         "eval", "/etc/aistack/manifest/aistack.yaml", "/etc/aistack/dataset/dataset.jsonl",
-        "--endpoint", "http://support-copilot-gateway.ai-prod.svc.cluster.local:8080/v1", "--state", "/tmp/aistack",
+        "--endpoint", "http://support-copilot-gateway.ai-prod.svc.cluster.local:8080/v1", "--state",
+        "/tmp/aistack",
         "--tracking-uri", "http://support-copilot-mlflow.ai-prod.svc.cluster.local:5000",
         "--api-key-env", "AISTACK_SECRET_SUPPORT_COPILOT_KEYS_KEYS"]
     env = {e["name"]: e for e in c["env"]}
@@ -167,14 +175,17 @@ def _job(*conditions: dict[str, str]) -> dict[str, Any]:
 @pytest.mark.parametrize(("condition", "verdict"), [
     ({"type": "Complete", "status": "True", "reason": "Completed"}, "Passed"),
     ({"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-      "message": "Container eval for pod ns/p failed with exit code 1 matching FailJob rule at index 0"}, "Failed"),
+      "message": "Container eval for pod ns/p failed with exit code 1 matching FailJob rule at index 0"},
+     "Failed"),
     ({"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-      "message": "Container eval for pod ns/p failed with exit code 2 matching FailJob rule at index 1"}, "Error"),
+      "message": "Container eval for pod ns/p failed with exit code 2 matching FailJob rule at index 1"},
+     "Error"),
     ({"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "exit code 1"}, "Error"),
     ({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": ""}, "Error"),
 ])
 def test_evaluation_verdict_from_the_finished_job(condition: dict[str, str], verdict: str) -> None:
-    assert evaluation_status(_job(condition), config_hash="abc", previous={}) == {"configHash": "abc", "verdict": verdict}
+    assert evaluation_status(_job(condition), config_hash="abc", previous={}) == {"configHash": "abc",
+                                                                                  "verdict": verdict}
 
 
 def test_unfinished_or_missing_job_keeps_the_last_evaluation() -> None:
@@ -196,7 +207,8 @@ def test_gateway_in_sync_only_when_live_holds_what_this_render_applies(make_stac
 
     current = gateway(make_stack("production"))
     live = {**with_last_applied(current), "status": {"availableReplicas": 2}}
-    live["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "x"  # server-side additions are fine
+    # server-side additions are fine
+    live["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "x"
     assert in_sync(live, current) and in_sync(summarize(live), current)
     changed = gateway(make_stack("production", {"spec": {"orchestration": {"systemPrompt": "Be brief."}}}))
     assert not in_sync(live, changed) and not in_sync(summarize(live), changed)

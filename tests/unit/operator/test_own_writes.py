@@ -17,7 +17,8 @@ LABELS = {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/managed-by": 
 
 def obj(version: str, *, ready: int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
-                            "metadata": {"name": "shop-gateway", "namespace": "apps", "resourceVersion": version,
+                            "metadata": {"name": "shop-gateway", "namespace": "apps",
+                                         "resourceVersion": version,
                                          "labels": LABELS}}
     if ready is not None:
         body["status"] = {"readyReplicas": ready}

@@ -43,7 +43,8 @@ def test_invalid_spec_writes_only_status(make_stack) -> None:
     assert "spec.model.provider" in status["conditions"][0]["message"]
     assert outcome.events[0][:2] == ("Warning", "InvalidSpec")
     # The same invalid spec again: no write, no second Event.
-    again = reconcile(bad, kube=kube, qdrant=lambda *_: None, version="v", live={}, known_status=outcome.status,
+    again = reconcile(bad, kube=kube, qdrant=lambda *_: None, version="v", live={},
+                      known_status=outcome.status,
                       now=lambda: "T2")
     assert len(kube.calls) == 1 and again.events == []
 
@@ -58,7 +59,8 @@ def test_stack_being_deleted_is_left_alone(make_stack) -> None:
 
 def test_finalize_obeys_deletion_policy(make_stack) -> None:
     client = QdrantClient(":memory:")
-    client.create_collection("docs", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    client.create_collection("docs",
+                             vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
     retain = body(make_stack, "rag")
     assert "retained" in finalize(retain, kube=RecordingKube(), qdrant=lambda *_: client, version="v")
     assert client.collection_exists("docs")
@@ -91,6 +93,7 @@ def test_the_evaluation_job_waits_for_a_gateway_that_serves_this_render(make_sta
     previous = body(make_stack, "production")
     previous["spec"]["orchestration"]["systemPrompt"] = "Be brief."  # the config before this one
     still_old = parse_and_render(stack_document(previous), "v").manifest(gateway)
-    assert job not in run({gateway: {**with_last_applied(still_old), "status": {"availableReplicas": 1}}}).created
+    assert job not in run({gateway: {**with_last_applied(still_old),
+                                     "status": {"availableReplicas": 1}}}).created
     kept = run({job: with_last_applied(rendered.manifest(job))})
     assert job in kept.live and job not in kept.deleted

@@ -32,7 +32,8 @@ def by_kind_name(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[
 
 
 def pod_specs(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m["spec"]["template"]["spec"] for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")]
+    return [m["spec"]["template"]["spec"] for m in manifests if m["kind"] in ("Deployment", "StatefulSet",
+                                                                              "Job")]
 
 
 def containers(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,14 +48,16 @@ ALL_SECRETS = {
         "retrieval": {"vectorStore": {"managed": None, "external": {
             "url": "https://qdrant.example.com", "apiKeySecretRef": {"name": "qd", "key": "k2"}}},
             "embedder": {"provider": "openai", "model": "text-embedding-3-small",
-                         "baseUrl": "https://emb.example.com/v1", "apiKeySecretRef": {"name": "emb", "key": "k3"}}},
+                         "baseUrl": "https://emb.example.com/v1",
+                         "apiKeySecretRef": {"name": "emb", "key": "k3"}}},
         "orchestration": {"tools": [{"name": "t", "description": "d", "endpoint": "https://t.example.com",
                                      "authSecretRef": {"name": "tool", "key": "k4"}}]},
         "observability": {"mlflow": {"managed": None, "external": {
             "trackingUri": "https://mlflow.example.com", "tokenSecretRef": {"name": "ml", "key": "k5"}}}},
     },
 }
-LITERAL_ENV_ALLOWED = {"HOME", "HF_HOME", "AISTACK_GATEWAY_CONFIG", "QDRANT__TELEMETRY_DISABLED", "HF_HUB_OFFLINE"}
+LITERAL_ENV_ALLOWED = {"HOME", "HF_HOME", "AISTACK_GATEWAY_CONFIG", "QDRANT__TELEMETRY_DISABLED",
+                       "HF_HUB_OFFLINE"}
 
 
 @pytest.mark.parametrize("name", ["quickstart", "rag", "production"])
@@ -111,13 +114,15 @@ def test_pods_run_non_root_and_selectors_match(make_stack, name: str) -> None:
     for m in render(make_stack(name), version=VERSION).manifests:
         if m["kind"] == "Service":
             workload = [w for w in render(make_stack(name), version=VERSION).manifests
-                        if w["kind"] in ("Deployment", "StatefulSet") and w["metadata"]["name"] == m["metadata"]["name"]]
+                        if w["kind"] in ("Deployment", "StatefulSet")
+                        and w["metadata"]["name"] == m["metadata"]["name"]]
             assert workload, f"Service {m['metadata']['name']} selects no workload"
             assert m["spec"]["selector"] == workload[0]["spec"]["selector"]["matchLabels"]
 
 
 def test_vllm_args_from_typed_fields_then_extra_args(make_stack) -> None:
-    stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 4}, "tensorParallelSize": 2}}}})
+    stack = make_stack("production",
+                       {"spec": {"model": {"vllm": {"gpu": {"count": 4}, "tensorParallelSize": 2}}}})
     vllm = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]
     args = vllm["spec"]["template"]["spec"]["containers"][0]["args"]
     flags = dict(zip(args[:-1:2], args[1::2], strict=False))
@@ -131,8 +136,10 @@ def test_vllm_args_from_typed_fields_then_extra_args(make_stack) -> None:
 
 
 def test_vllm_defaults_tp_to_gpu_count_and_omits_unset_max_len(make_stack) -> None:
-    stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 2}, "maxModelLen": None}}}})
-    args = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"][
+    stack = make_stack("production",
+                       {"spec": {"model": {"vllm": {"gpu": {"count": 2}, "maxModelLen": None}}}})
+    args = by_kind_name(
+        render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"][
         "containers"][0]["args"]
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert "--max-model-len" not in args
@@ -141,20 +148,25 @@ def test_vllm_defaults_tp_to_gpu_count_and_omits_unset_max_len(make_stack) -> No
 def test_vllm_gpu_limits_node_selector_tolerations(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {
         "count": 2, "type": "nvidia-h100", "nodeSelector": {"pool": "llm"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}]}}}}})
-    template = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm",
+                         "effect": "NoSchedule"}]}}}}})
+    template = by_kind_name(render(stack).manifests)[("Deployment",
+                                                      "support-copilot-model")]["spec"]["template"]
     pod = template["spec"]
-    assert template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"  # no consolidation mid-load
+    # no consolidation mid-load
+    assert template["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["containers"][0]["resources"]["limits"]["memory"] == "32Gi"
     assert pod["nodeSelector"] == {GPU_TYPE_LABEL: "nvidia-h100", "pool": "llm"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm",
+            "effect": "NoSchedule"} in pod["tolerations"]
 
 
 def test_vllm_without_gpu_type_has_no_node_selector(make_stack) -> None:
     stack = make_stack("production", {"spec": {"model": {"vllm": {"gpu": {"count": 1, "type": None}}}}})
-    pod = by_kind_name(render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"]
+    pod = by_kind_name(
+        render(stack).manifests)[("Deployment", "support-copilot-model")]["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod
 
 
@@ -215,7 +227,8 @@ def test_hpa_owns_replicas_when_autoscaling(make_stack) -> None:
     hpa = manifests[("HorizontalPodAutoscaler", "support-copilot-gateway")]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
-    fixed = by_kind_name(render(make_stack("production", {"spec": {"gateway": {"autoscaling": None}}})).manifests)
+    fixed = by_kind_name(render(make_stack("production",
+                                           {"spec": {"gateway": {"autoscaling": None}}})).manifests)
     assert fixed[("Deployment", "support-copilot-gateway")]["spec"]["replicas"] == 2
     assert ("HorizontalPodAutoscaler", "support-copilot-gateway") not in fixed
 
@@ -237,7 +250,8 @@ def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack) -> Non
                 assert e["value"] == "$(AISTACK_SECRET_ML_K5)"  # expanded by the kubelet
             else:
                 assert e["name"] in LITERAL_ENV_ALLOWED, e
-    expected = {("fb", "k1"), ("qd", "k2"), ("emb", "k3"), ("tool", "k4"), ("ml", "k5"), ("hf-token", "token"),
+    expected = {("fb", "k1"), ("qd", "k2"), ("emb", "k3"), ("tool", "k4"), ("ml", "k5"),
+                ("hf-token", "token"),
                 ("support-copilot-keys", "keys")}
     assert expected <= refs.keys()
     assert refs[("qd", "k2")] == "AISTACK_SECRET_QD_K2"
@@ -300,7 +314,8 @@ def test_external_stores_render_no_servers(make_stack) -> None:
 
 
 def test_qdrant_statefulset_keeps_volumes(make_stack) -> None:
-    sts = by_kind_name(render(make_stack("production")).manifests)[("StatefulSet", "support-copilot-vector-store")]
+    sts = by_kind_name(render(make_stack("production")).manifests)[("StatefulSet",
+                                                                    "support-copilot-vector-store")]
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["resources"]["requests"]["storage"] == "50Gi"
@@ -321,10 +336,12 @@ def test_guardrails_sidecar_only_for_llm_rails(make_stack) -> None:
     assert sidecar["command"] == ["python", "-m", "aistack.runtime.guardrails.sidecar"]
     assert sidecar["args"] == ["--port", "8001"]
     env = {e["name"]: e for e in sidecar["env"]}
-    assert env["AISTACK_SECRET_OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key"}
+    assert env["AISTACK_SECRET_OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai",
+                                                                                 "key": "api-key"}
     assert env["AISTACK_GATEWAY_CONFIG"]["value"] == "/etc/aistack/gateway/config.yaml"
     assert env["HF_HUB_OFFLINE"]["value"] == "1"
-    assert {"name": "config", "mountPath": "/etc/aistack/gateway", "readOnly": True} in sidecar["volumeMounts"]
+    assert {"name": "config",
+            "mountPath": "/etc/aistack/gateway", "readOnly": True} in sidecar["volumeMounts"]
     assert "exec" in sidecar["livenessProbe"] and "ports" not in sidecar  # loopback only, off the Service
 
 
@@ -337,7 +354,8 @@ def test_sidecar_builds_an_offline_nemo_config_from_the_rendered_gateway_config(
     data = manifests[("ConfigMap", "docs-assistant-gateway-config")]["data"]
     config = GatewayConfig.model_validate(yaml.safe_load(next(iter(data.values()))))
     nemo = nemo_config(config)
-    assert nemo["rails"] == {"input": {"flows": ["self check input"]}, "output": {"flows": ["self check output"]}}
+    assert nemo["rails"] == {"input": {"flows": ["self check input"]},
+                             "output": {"flows": ["self check output"]}}
     main, embeddings = nemo["models"]
     assert main["parameters"]["base_url"] == "https://api.openai.com/v1"
     assert main["api_key_env_var"] == "AISTACK_SECRET_OPENAI_API_KEY"
@@ -363,7 +381,8 @@ def _hash(manifests: list[dict[str, Any]], name: str) -> str:
 
 def test_config_change_rolls_gateway_but_not_model(make_stack) -> None:
     before = render(make_stack("production")).manifests
-    after = render(make_stack("production", {"spec": {"orchestration": {"systemPrompt": "Be brief."}}})).manifests
+    after = render(make_stack("production",
+                              {"spec": {"orchestration": {"systemPrompt": "Be brief."}}})).manifests
     assert _hash(before, "support-copilot-gateway") != _hash(after, "support-copilot-gateway")
     assert _hash(before, "support-copilot-model") == _hash(after, "support-copilot-model")
     args = render(make_stack("production", {"spec": {"model": {"vllm": {"extraArgs": []}}}})).manifests

@@ -55,9 +55,11 @@ def layer_modules() -> list[Path]:
 
 
 def test_the_rules_see_every_layer_module() -> None:
-    assert {p.stem for p in layer_modules()} >= {"model", "retrieval", "guardrails", "gateway", "tracking", "jobs"}
+    assert {p.stem for p in layer_modules()} >= {"model", "retrieval", "guardrails", "gateway", "tracking",
+                                                 "jobs"}
     # the reader resolves `from package import module` (the form a reach across once took)
-    assert imports(RENDER / "__init__.py") >= {"aistack.operator.render.gateway", "aistack.operator.render.jobs"}
+    assert imports(RENDER / "__init__.py") >= {"aistack.operator.render.gateway",
+                                               "aistack.operator.render.jobs"}
 
 
 def test_each_layer_module_depends_on_common_and_endpoints_only() -> None:

@@ -53,7 +53,8 @@ def test_the_keys_name_exactly_the_rendered_workloads_and_jobs(make_stack, name:
 
 def test_external_layers_have_no_keys(make_stack) -> None:
     rendered = render(make_stack("production", EXTERNAL), version="1.0")
-    assert (rendered.model, rendered.store, rendered.tracking, rendered.qdrant_url) == (None, None, None, None)
+    assert (rendered.model, rendered.store, rendered.tracking, rendered.qdrant_url) == (None, None, None,
+                                                                                        None)
     assert rendered.gateway == ("Deployment", "support-copilot-gateway")
 
 

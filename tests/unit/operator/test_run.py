@@ -18,7 +18,8 @@ def test_kubeconfig_feeds_both_clients(tmp_path: Path) -> None:
     path = tmp_path / "config"
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443", "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "k",
+                      "cluster": {"server": "https://10.0.0.1:6443", "insecure-skip-tls-verify": True}}],
         "users": [{"name": "u", "user": {"token": "abc"}}],
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
     }))
@@ -52,12 +53,15 @@ def test_leader_election_needs_a_namespace_for_its_lease(tmp_path: Path, monkeyp
     from aistack.operator.run import operator_options
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
-    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "standalone": False, "priority": 100,
+    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "standalone": False,
+              "priority": 100,
               "peering": None}
     options = operator_options(**common, leader_elect=True, leader_namespace="ops")
-    assert options.leader == LeaseOptions(namespace="ops") and options.peering and options.peering.priority == 100
+    assert options.leader == LeaseOptions(
+        namespace="ops") and options.peering and options.peering.priority == 100
     monkeypatch.setenv("POD_NAMESPACE", "aistack-system")
-    assert operator_options(**common, leader_elect=True, leader_namespace=None).leader.namespace == "aistack-system"
+    assert operator_options(**common,
+                            leader_elect=True, leader_namespace=None).leader.namespace == "aistack-system"
     assert operator_options(**common, leader_elect=False, leader_namespace=None).leader is None
     monkeypatch.delenv("POD_NAMESPACE")
     if not Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists():
@@ -112,7 +116,8 @@ def test_peering_is_optional_unless_named(tmp_path: Path) -> None:
     from aistack.operator.machinery.peering import PeeringOptions
     from aistack.operator.run import kopf_peering, operator_options
 
-    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "priority": 7, "leader_elect": False,
+    common = {"kubeconfig": _kubeconfig(tmp_path), "drift_interval": 300.0, "priority": 7,
+              "leader_elect": False,
               "leader_namespace": None}
     optional = operator_options(**common, standalone=False, peering=None)
     assert optional.peering == PeeringOptions(name=PEERING_NAME, priority=7, mandatory=False)

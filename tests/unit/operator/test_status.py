@@ -20,7 +20,8 @@ def test_workload_check() -> None:
                                                             message="Deployment x: 1/2 pods ready")
     live = {("Deployment", "x"): deployment(generation=2, observed=1)}
     assert workload_check(live, "Deployment", "x").reason == "Progressing"
-    assert workload_check({("Deployment", "x"): deployment(replicas=0, available=0)}, "Deployment", "x").reason \
+    assert workload_check({("Deployment", "x"): deployment(replicas=0, available=0)}, "Deployment",
+                          "x").reason \
         == "ScaledToZero"
     assert workload_check({("Deployment", "x"): deployment()}, "Deployment", "x").ok
     sts = {("StatefulSet", "q"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
@@ -32,12 +33,14 @@ def test_only_declared_layers_get_conditions(make_stack) -> None:
     assert list(checks) == ["ModelReady", "GatewayReady"]
     assert checks["ModelReady"].ok and not checks["GatewayReady"].ok
     checks = layer_checks(render(make_stack("rag")), {}, collection=None, failed={})
-    assert list(checks) == ["ModelReady", "RetrievalReady", "GuardrailsReady", "TrackingReady", "GatewayReady"]
+    assert list(checks) == ["ModelReady", "RetrievalReady", "GuardrailsReady", "TrackingReady",
+                            "GatewayReady"]
 
 
 def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
     rendered = render(make_stack("rag"))
-    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}},
+    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1},
+                                                             "status": {"readyReplicas": 1}},
             ("Deployment", "docs-assistant-gateway"): deployment(),
             ("Deployment", "docs-assistant-mlflow"): deployment()}
     mismatch = Check(ok=False, reason="CollectionMismatch", message="size differs")
@@ -51,12 +54,15 @@ def test_collection_mismatch_degrades_the_stack(make_stack) -> None:
 
 
 def test_sources_the_cluster_cannot_read_are_named_in_the_retrieval_condition(make_stack) -> None:
-    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
+    live = {("StatefulSet", "docs-assistant-vector-store"): {"spec": {"replicas": 1},
+                                                             "status": {"readyReplicas": 1}}}
     ready = Check(ok=True, reason="CollectionReady", message="collection 'docs': size 384, distance Cosine")
-    assert layer_checks(render(make_stack("rag")), live, collection=ready, failed={})["RetrievalReady"] == ready
+    assert layer_checks(render(make_stack("rag")), live,
+                        collection=ready, failed={})["RetrievalReady"] == ready
     local = make_stack("rag", {"spec": {"retrieval": {"sources": [{"uri": "docs"}, {"uri": "notes/"}]}}})
     check = layer_checks(render(local), live, collection=ready, failed={})["RetrievalReady"]
-    assert (check.ok, check.reason) == (True, "CollectionReady")  # the collection is fine; ingestion is not here
+    # the collection is fine; ingestion is not here
+    assert (check.ok, check.reason) == (True, "CollectionReady")
     assert check.message == ("collection 'docs': size 384, distance Cosine; "
                              "not ingested here, a path with no volume: docs, notes/")
 

@@ -152,8 +152,10 @@ async def test_without_credentials_it_never_reports_synced() -> None:
 
 def aistack(name: str, version: int, *, image: str = "v1") -> dict[str, Any]:
     return {"apiVersion": AISTACK.api_version, "kind": AISTACK.kind,
-            "metadata": {"name": name, "namespace": "apps", "resourceVersion": str(version), "managedFields": [{}],
-                         "annotations": {"kopf.zalando.org/last-handled-configuration": "{...}", "team": "search"}},
+            "metadata": {"name": name, "namespace": "apps", "resourceVersion": str(version),
+                         "managedFields": [{}],
+                         "annotations": {"kopf.zalando.org/last-handled-configuration": "{...}",
+                                         "team": "search"}},
             "spec": {"image": image}}
 
 

@@ -24,8 +24,10 @@ def test_subnets_do_not_overlap_and_fit_the_vpc() -> None:
 
 
 def test_kubernetes_taint_becomes_the_eks_api_form() -> None:
-    assert eks_taint(gpu_node_taint()) == {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
-    assert eks_taint({"key": "k", "value": "v", "effect": "PreferNoSchedule"})["effect"] == "PREFER_NO_SCHEDULE"
+    assert eks_taint(gpu_node_taint()) == {"key": "nvidia.com/gpu", "value": "present",
+                                           "effect": "NO_SCHEDULE"}
+    assert eks_taint({"key": "k", "value": "v",
+                      "effect": "PreferNoSchedule"})["effect"] == "PREFER_NO_SCHEDULE"
 
 
 def test_kubeconfig_uses_aws_eks_get_token_and_holds_no_credential() -> None:
@@ -42,7 +44,8 @@ def test_backend_store_uri_escapes_the_password_and_requires_tls() -> None:
 
 
 def test_irsa_trust_is_bound_to_namespace_service_account_and_audience() -> None:
-    doc = json.loads(irsa_trust(oidc_provider_arn="arn:p", oidc_issuer_url="https://oidc.x/id/1", namespace="ns", service_account="sa"))
+    doc = json.loads(irsa_trust(oidc_provider_arn="arn:p", oidc_issuer_url="https://oidc.x/id/1",
+                                namespace="ns", service_account="sa"))
     [stmt] = doc["Statement"]
     assert stmt["Principal"] == {"Federated": "arn:p"} and stmt["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert stmt["Condition"] == {"StringEquals": {"oidc.x/id/1:aud": "sts.amazonaws.com"},

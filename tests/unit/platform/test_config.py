@@ -75,32 +75,52 @@ BAD = [
     ("dev", "aistack:stage", ..., "aistack:stage: required field is missing"),
     ("dev", "aws:region", ..., "aws:region: required field is missing"),
     ("dev", "aistack:stage", "production", "aistack:stage: Input should be 'dev', 'staging' or 'prod'"),
-    ("dev", "aistack:cluster.kubernetesVersion", 1.3, "aistack:cluster.kubernetesVersion: Input should be a valid string"),
-    ("dev", "aistack:cluster.kubernetesVersion", "v1.33", "aistack:cluster.kubernetesVersion: 'v1.33' does not match"),
-    ("dev", "aistack:cluster.systemNodes.desiredSize", 5, "aistack:cluster.systemNodes.desiredSize: need minSize <= desiredSize <= maxSize"),
-    ("dev", "aistack:cluster.systemNodes.minSize", "1", "aistack:cluster.systemNodes.minSize: Input should be a valid integer"),
-    ("dev", "aistack:cluster.gpuNodeGroups.0.instanceTypes", ["m5.large"], "aistack:cluster.gpuNodeGroups[0].instanceTypes: ['m5.large'] are not NVIDIA GPU"),
-    ("dev", "aistack:cluster.gpuNodeGroups.0.amiType", "AL2_x86_64", "aistack:cluster.gpuNodeGroups[0].amiType: Input should be"),
-    ("dev", "aistack:cluster.gpuNodeGroups.0.gpuType", "Nvidia L4", "aistack:cluster.gpuNodeGroups[0].gpuType: 'Nvidia L4' does not match"),
-    ("dev", "aistack:cluster.gpuNodeGroups", [], "aistack:cluster.gpuNodeGroups: List should have at least 1 item"),
-    ("dev", "aistack:cluster.gpuNodeGroupz", [], "aistack:cluster.gpuNodeGroupz: unknown field; did you mean 'gpuNodeGroups'?"),
-    ("dev", "aistack:cluster.publicAccessCidrs", [], "aistack:cluster.publicAccessCidrs: required when endpointPublicAccess is true"),
-    ("dev", "aistack:network.availabilityZones", ["us-west-2a"], "aistack:network.availabilityZones: List should have at least 2 items"),
-    ("dev", "aistack:network.availabilityZones", ["us-east-1a", "us-east-1b"], "aistack:network.availabilityZones: ['us-east-1a', 'us-east-1b'] are not zones of aws:region"),
+    ("dev", "aistack:cluster.kubernetesVersion", 1.3,
+     "aistack:cluster.kubernetesVersion: Input should be a valid string"),
+    ("dev", "aistack:cluster.kubernetesVersion", "v1.33",
+     "aistack:cluster.kubernetesVersion: 'v1.33' does not match"),
+    ("dev", "aistack:cluster.systemNodes.desiredSize", 5,
+     "aistack:cluster.systemNodes.desiredSize: need minSize <= desiredSize <= maxSize"),
+    ("dev", "aistack:cluster.systemNodes.minSize", "1",
+     "aistack:cluster.systemNodes.minSize: Input should be a valid integer"),
+    ("dev", "aistack:cluster.gpuNodeGroups.0.instanceTypes", ["m5.large"],
+     "aistack:cluster.gpuNodeGroups[0].instanceTypes: ['m5.large'] are not NVIDIA GPU"),
+    ("dev", "aistack:cluster.gpuNodeGroups.0.amiType", "AL2_x86_64",
+     "aistack:cluster.gpuNodeGroups[0].amiType: Input should be"),
+    ("dev", "aistack:cluster.gpuNodeGroups.0.gpuType", "Nvidia L4",
+     "aistack:cluster.gpuNodeGroups[0].gpuType: 'Nvidia L4' does not match"),
+    ("dev", "aistack:cluster.gpuNodeGroups", [],
+     "aistack:cluster.gpuNodeGroups: List should have at least 1 item"),
+    ("dev", "aistack:cluster.gpuNodeGroupz", [],
+     "aistack:cluster.gpuNodeGroupz: unknown field; did you mean 'gpuNodeGroups'?"),
+    ("dev", "aistack:cluster.publicAccessCidrs", [],
+     "aistack:cluster.publicAccessCidrs: required when endpointPublicAccess is true"),
+    ("dev", "aistack:network.availabilityZones", ["us-west-2a"],
+     "aistack:network.availabilityZones: List should have at least 2 items"),
+    ("dev", "aistack:network.availabilityZones", ["us-east-1a", "us-east-1b"],
+     "aistack:network.availabilityZones: ['us-east-1a', 'us-east-1b'] are not zones of aws:region"),
     ("dev", "aistack:network.cidr", "10.0.0.0", "aistack:network.cidr: '10.0.0.0' does not match"),
-    ("dev", "aistack:stores.database.backupRetentionDays", 0, "aistack:stores.database.backupRetentionDays: Input should be greater than or equal to 1"),
-    ("dev", "aistack:stores.database.multiAZ", True, "aistack:stores.database.multiAZ: unknown field; did you mean 'multiAz'?"),
-    ("dev", "aistack:operator.replicas", 0, "aistack:operator.replicas: Input should be greater than or equal to 1"),
+    ("dev", "aistack:stores.database.backupRetentionDays", 0,
+     "aistack:stores.database.backupRetentionDays: Input should be greater than or equal to 1"),
+    ("dev", "aistack:stores.database.multiAZ", True,
+     "aistack:stores.database.multiAZ: unknown field; did you mean 'multiAz'?"),
+    ("dev", "aistack:operator.replicas", 0,
+     "aistack:operator.replicas: Input should be greater than or equal to 1"),
     ("dev", "aistack:clustr", {}, "aistack:clustr: unknown key; did you mean aistack:cluster?"),
-    ("prod", "aistack:stores.database.multiAz", False, "aistack:stores.database.multiAz: must be true in prod"),
-    ("prod", "aistack:stores.database.deletionProtection", False, "aistack:stores.database.deletionProtection: must be true in prod"),
+    ("prod", "aistack:stores.database.multiAz", False,
+     "aistack:stores.database.multiAz: must be true in prod"),
+    ("prod", "aistack:stores.database.deletionProtection", False,
+     "aistack:stores.database.deletionProtection: must be true in prod"),
     ("prod", "aistack:network.natGateways", "single", "aistack:network.natGateways: must be perAz in prod"),
-    ("prod", "aistack:cluster.gpuNodeGroups.1.capacityType", "SPOT", "aistack:cluster.gpuNodeGroups[1].capacityType: SPOT is refused in prod"),
-    ("prod", "aistack:cluster.publicAccessCidrs", ["0.0.0.0/0"], "aistack:cluster.publicAccessCidrs: must not contain 0.0.0.0/0 in prod"),
+    ("prod", "aistack:cluster.gpuNodeGroups.1.capacityType", "SPOT",
+     "aistack:cluster.gpuNodeGroups[1].capacityType: SPOT is refused in prod"),
+    ("prod", "aistack:cluster.publicAccessCidrs", ["0.0.0.0/0"],
+     "aistack:cluster.publicAccessCidrs: must not contain 0.0.0.0/0 in prod"),
 ]
 
 
-@pytest.mark.parametrize(("stage", "path", "value", "expected"), BAD, ids=[f"{b[0]}:{b[1]}={b[2]!r}" for b in BAD])
+@pytest.mark.parametrize(("stage", "path", "value", "expected"), BAD,
+                         ids=[f"{b[0]}:{b[1]}={b[2]!r}" for b in BAD])
 def test_bad_key_is_named_in_the_error(stage: str, path: str, value: Any, expected: str) -> None:
     lines = errors_of(mutate(stage, path, value))
     assert any(line.startswith(expected) for line in lines), lines
@@ -109,7 +129,8 @@ def test_bad_key_is_named_in_the_error(stage: str, path: str, value: Any, expect
 def test_duplicate_gpu_group_names_are_refused() -> None:
     data = decoded("prod")
     data["aistack:cluster"]["gpuNodeGroups"][1]["name"] = "l4"
-    assert any(line.startswith("aistack:cluster.gpuNodeGroups: names must be unique") for line in errors_of(data))
+    assert any(line.startswith("aistack:cluster.gpuNodeGroups: names must be unique")
+               for line in errors_of(data))
 
 
 def test_config_that_is_not_json_is_named() -> None:
@@ -131,7 +152,8 @@ def test_every_broken_key_is_reported_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("path", "value"),
-    [("aistack:cluster", ...), ("aistack:cluster.gpuNodeGroups.0.instanceTypes", ["t3.large"]), ("aistack:clustr", {})],
+    [("aistack:cluster", ...), ("aistack:cluster.gpuNodeGroups.0.instanceTypes", ["t3.large"]),
+     ("aistack:clustr", {})],
 )
 def test_program_declares_nothing_when_config_is_bad(path: str, value: Any) -> None:
     run = Run()

@@ -41,7 +41,8 @@ def test_our_stacks_pass_every_policy(stage_runs: dict[str, Run], stage: str) ->
 def test_every_policy_applies_to_something_in_prod(stage_runs: dict[str, Run]) -> None:
     """Guard against checks that silently match no resource type of ours."""
     types = {r.type for r in stage_runs["prod"].resources}
-    for needed in (p.BUCKET, p.PUBLIC_ACCESS_BLOCK, p.BUCKET_POLICY, p.BUCKET_SSE_TYPES[0], p.RDS_INSTANCE, p.NODE_GROUP, p.EKS_CLUSTER, p.SECURITY_GROUP):
+    for needed in (p.BUCKET, p.PUBLIC_ACCESS_BLOCK, p.BUCKET_POLICY, p.BUCKET_SSE_TYPES[0], p.RDS_INSTANCE,
+                   p.NODE_GROUP, p.EKS_CLUSTER, p.SECURITY_GROUP):
         assert needed in types
 
 
@@ -50,7 +51,9 @@ def test_public_bucket_is_caught(stage_runs: dict[str, Run]) -> None:
     assert "s3-no-public-bucket" in found(broken(run, p.PUBLIC_ACCESS_BLOCK, blockPublicPolicy=False))
     assert "s3-no-public-bucket" in found(broken(run, p.PUBLIC_ACCESS_BLOCK, restrictPublicBuckets=None))
     assert "s3-no-public-bucket" in found(broken(run, p.BUCKET, acl="public-read"))
-    open_policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "*"}]}
+    open_policy = {"Version": "2012-10-17",
+                   "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject",
+                                  "Resource": "*"}]}
     result = found(broken(run, p.BUCKET_POLICY, policy=json.dumps(open_policy)))
     assert {"s3-no-public-bucket", "s3-tls-only"} <= set(result)
 
@@ -63,8 +66,12 @@ def test_bucket_without_kms_encryption_is_caught(stage_runs: dict[str, Run]) -> 
 
 def test_unencrypted_or_public_database_is_caught(stage_runs: dict[str, Run]) -> None:
     run = stage_runs["staging"]
-    assert found(broken(run, p.RDS_INSTANCE, storageEncrypted=False))["rds-encrypted-private"] == ["storageEncrypted must be true"]
-    assert found(broken(run, p.RDS_INSTANCE, publiclyAccessible=True))["rds-encrypted-private"] == ["publiclyAccessible must be false"]
+    assert found(
+        broken(run, p.RDS_INSTANCE, storageEncrypted=False))[
+            "rds-encrypted-private"] == ["storageEncrypted must be true"]
+    assert found(
+        broken(run, p.RDS_INSTANCE, publiclyAccessible=True))[
+            "rds-encrypted-private"] == ["publiclyAccessible must be false"]
 
 
 def test_untainted_or_unlabelled_gpu_node_group_is_caught(stage_runs: dict[str, Run]) -> None:
@@ -83,7 +90,9 @@ def test_untainted_or_unlabelled_gpu_node_group_is_caught(stage_runs: dict[str, 
 def test_cluster_without_secrets_encryption_is_caught(stage_runs: dict[str, Run]) -> None:
     run = stage_runs["dev"]
     assert "eks-secrets-encryption" in found(broken(run, p.EKS_CLUSTER, encryptionConfig=None))
-    assert "eks-secrets-encryption" in found(broken(run, p.EKS_CLUSTER, encryptionConfig={"resources": ["secrets"], "provider": {}}))
+    assert "eks-secrets-encryption" in found(broken(run, p.EKS_CLUSTER,
+                                                    encryptionConfig={"resources": ["secrets"],
+                                                                      "provider": {}}))
 
 
 def test_open_ingress_is_caught_except_a_load_balancer_on_443(stage_runs: dict[str, Run]) -> None:
@@ -98,7 +107,8 @@ def test_open_ingress_is_caught_except_a_load_balancer_on_443(stage_runs: dict[s
     ssh = [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}]
     assert "no-open-ingress" in found(broken(run, p.SECURITY_GROUP, ingress=ssh, tags=lb_tags))
     assert "no-open-ingress" in found(broken(run, p.SECURITY_GROUP, ingress=https))  # not a load balancer
-    rule = {"type": "ingress", "protocol": "tcp", "fromPort": 5432, "toPort": 5432, "cidrBlocks": ["0.0.0.0/0"]}
+    rule = {"type": "ingress", "protocol": "tcp", "fromPort": 5432, "toPort": 5432,
+            "cidrBlocks": ["0.0.0.0/0"]}
     assert p.check_no_open_ingress(p.SECURITY_GROUP_RULE, rule, "") != []
     assert p.check_no_open_ingress(p.SECURITY_GROUP_RULE, {**rule, "type": "egress"}, "") == []
     vpc_rule = {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "0.0.0.0/0"}
@@ -107,7 +117,8 @@ def test_open_ingress_is_caught_except_a_load_balancer_on_443(stage_runs: dict[s
 
 def test_prod_without_deletion_protection_is_caught_and_dev_is_not(stage_runs: dict[str, Run]) -> None:
     prod = stage_runs["prod"]
-    msgs = found(broken(prod, p.RDS_INSTANCE, deletionProtection=False, multiAz=False))["prod-deletion-protection"]
+    msgs = found(broken(prod, p.RDS_INSTANCE,
+                        deletionProtection=False, multiAz=False))["prod-deletion-protection"]
     assert msgs == ["deletionProtection must be true in prod", "multiAz must be true in prod"]
     assert "prod-deletion-protection" in found(broken(prod, p.EKS_CLUSTER, deletionProtection=False))
     dev_db = stage_runs["dev"].one(p.RDS_INSTANCE)

@@ -62,9 +62,11 @@ def test_every_resource_is_parented_by_a_component(stage_runs: dict[str, Run], s
     for r in stage_runs[stage].resources:
         if r.type.startswith("aistack:platform:"):
             continue
-        assert r.parent_type.startswith("aistack:platform:"), f"{r.type} {r.name} has parent {r.parent_type!r}"
+        assert r.parent_type.startswith(
+            "aistack:platform:"), f"{r.type} {r.name} has parent {r.parent_type!r}"
     roots = {r.type for r in stage_runs[stage].resources if r.parent_type == "pulumi:pulumi:Stack"}
-    assert roots == {"aistack:platform:GpuCluster", "aistack:platform:ManagedStores", "aistack:platform:AIStackOperator"}
+    assert roots == {"aistack:platform:GpuCluster", "aistack:platform:ManagedStores",
+                     "aistack:platform:AIStackOperator"}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -94,7 +96,8 @@ def test_cluster_is_private_encrypted_logged_and_versioned(stage_runs: dict[str,
     assert cluster["encryptionConfig"]["provider"]["keyArn"].endswith(secrets_key.name)
     assert cluster["enabledClusterLogTypes"] == cfg["logTypes"]
     logs = run.one("aws:cloudwatch/logGroup:LogGroup").inputs
-    assert logs == {**logs, "name": f"/aws/eks/{cluster['name']}/cluster", "retentionInDays": cfg["logRetentionDays"]}
+    assert logs == {**logs, "name": f"/aws/eks/{cluster['name']}/cluster",
+                    "retentionInDays": cfg["logRetentionDays"]}
     assert cluster["vpcConfig"]["endpointPrivateAccess"] is True
     assert cluster["vpcConfig"]["publicAccessCidrs"] == cfg["publicAccessCidrs"]
     assert cluster["deletionProtection"] is (stage == "prod")
@@ -105,7 +108,8 @@ def test_cluster_is_private_encrypted_logged_and_versioned(stage_runs: dict[str,
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_subnets_are_tagged_for_load_balancers_and_none_maps_public_ips(stage_runs: dict[str, Run], stage: str) -> None:
+def test_subnets_are_tagged_for_load_balancers_and_none_maps_public_ips(stage_runs: dict[str, Run],
+                                                                        stage: str) -> None:
     for subnet in stage_runs[stage].of_type("aws:ec2/subnet:Subnet"):
         tags = subnet.inputs["tags"]
         assert subnet.inputs["mapPublicIpOnLaunch"] is False
@@ -128,19 +132,24 @@ def test_gpu_node_groups_carry_the_operators_label_and_taint(stage_runs: dict[st
         assert ng["instanceTypes"] == cfg["instanceTypes"]
         assert ng["amiType"] == "AL2023_x86_64_NVIDIA"
         assert ng["diskSize"] == cfg["diskSizeGb"]
-        assert ng["scalingConfig"] == {"minSize": cfg["minSize"], "maxSize": cfg["maxSize"], "desiredSize": cfg["desiredSize"]}
+        assert ng["scalingConfig"] == {"minSize": cfg["minSize"], "maxSize": cfg["maxSize"],
+                                       "desiredSize": cfg["desiredSize"]}
         assert ng["capacityType"] == ("SPOT" if stage == "dev" else "ON_DEMAND")
     system = run.one(NODE_GROUP, "-system").inputs
     assert "taints" not in system and GPU_TYPE_LABEL not in system["labels"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_device_plugin_tolerates_the_gpu_taint_and_gp3_is_the_default_class(stage_runs: dict[str, Run], stage: str) -> None:
+def test_device_plugin_tolerates_the_gpu_taint_and_gp3_is_the_default_class(stage_runs: dict[str, Run],
+                                                                            stage: str) -> None:
     run = stage_runs[stage]
     release = run.one("kubernetes:helm.sh/v3:Release").inputs
     assert release["chart"] == "nvidia-device-plugin"
-    assert {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in release["values"]["tolerations"]
-    terms = release["values"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": GPU_TAINT_KEY,
+            "operator": "Exists", "effect": "NoSchedule"} in release["values"]["tolerations"]
+    terms = release[
+        "values"][
+            "affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     expr = terms[0]["matchExpressions"][0]
     any_gpu_labels = gpu_node_labels("any")
     assert any_gpu_labels[expr["key"]] in expr["values"]
@@ -152,11 +161,14 @@ def test_device_plugin_tolerates_the_gpu_taint_and_gp3_is_the_default_class(stag
     assert addon["addonName"] == "aws-ebs-csi-driver"
     ebs_trust = json.loads(run.one("aws:iam/role:Role", "ebs-csi").inputs["assumeRolePolicy"])
     cond = ebs_trust["Statement"][0]["Condition"]
-    assert cond["StringLike"][f"{ISSUER.removeprefix('https://')}:sub"] == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    assert cond[
+        "StringLike"][
+            f"{ISSUER.removeprefix('https://')}:sub"] == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_buckets_are_encrypted_versioned_private_tls_only_with_lifecycle(stage_runs: dict[str, Run], stage: str) -> None:
+def test_buckets_are_encrypted_versioned_private_tls_only_with_lifecycle(stage_runs: dict[str, Run],
+                                                                         stage: str) -> None:
     run = stage_runs[stage]
     stores_key = run.one("aws:kms/key:Key", "stores")
     days = stage_yaml(stage)["aistack:stores"]["noncurrentVersionDays"]
@@ -164,12 +176,19 @@ def test_buckets_are_encrypted_versioned_private_tls_only_with_lifecycle(stage_r
         name = bucket.name
         assert bucket.inputs["forceDestroy"] is (stage == "dev")
         block = run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", name).inputs
-        assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-        sse = run.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", name)
+        assert all(block[k] is True
+                   for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                             "restrictPublicBuckets"))
+        sse = run.one(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", name)
         default = sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]
-        assert default == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": f"arn:aws:kms:us-west-2:123456789012:{stores_key.name}"}
-        assert run.one("aws:s3/bucketVersioning:BucketVersioning", name).inputs["versioningConfiguration"] == {"status": "Enabled"}
-        rule = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", name).inputs["rules"][0]
+        assert default == {"sseAlgorithm": "aws:kms",
+                           "kmsMasterKeyId": f"arn:aws:kms:us-west-2:123456789012:{stores_key.name}"}
+        assert run.one(
+            "aws:s3/bucketVersioning:BucketVersioning", name).inputs[
+                "versioningConfiguration"] == {"status": "Enabled"}
+        rule = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                       name).inputs["rules"][0]
         assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": days}
         policy = json.loads(run.one("aws:s3/bucketPolicy:BucketPolicy", name).inputs["policy"])
         [deny] = policy["Statement"]
@@ -178,7 +197,8 @@ def test_buckets_are_encrypted_versioned_private_tls_only_with_lifecycle(stage_r
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_database_is_encrypted_private_reachable_only_from_nodes(stage_runs: dict[str, Run], stage: str) -> None:
+def test_database_is_encrypted_private_reachable_only_from_nodes(stage_runs: dict[str, Run],
+                                                                 stage: str) -> None:
     run = stage_runs[stage]
     db = run.one(RDS).inputs
     cfg = stage_yaml(stage)["aistack:stores"]["database"]
@@ -211,17 +231,20 @@ def test_prod_protects_and_replicates_what_dev_does_not(stage_runs: dict[str, Ru
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_irsa_roles_grant_one_bucket_each_to_one_service_account_pattern(stage_runs: dict[str, Run], stage: str) -> None:
+def test_irsa_roles_grant_one_bucket_each_to_one_service_account_pattern(stage_runs: dict[str, Run],
+                                                                         stage: str) -> None:
     run = stage_runs[stage]
     issuer = ISSUER.removeprefix("https://")
-    expected = {"gateway": ("*-gateway", "documents", False), "mlflow": ("*-tracking", "mlflow-artifacts", True)}
+    expected = {"gateway": ("*-gateway", "documents", False),
+                "mlflow": ("*-tracking", "mlflow-artifacts", True)}
     for role_name, (sa, bucket, write) in expected.items():
         trust = json.loads(run.one("aws:iam/role:Role", f"-{role_name}").inputs["assumeRolePolicy"])
         cond = trust["Statement"][0]["Condition"]
         assert cond["StringLike"] == {f"{issuer}:sub": f"system:serviceaccount:aistack:{sa}"}
         assert cond["StringEquals"] == {f"{issuer}:aud": "sts.amazonaws.com"}
         policy = json.loads(run.one("aws:iam/rolePolicy:RolePolicy", f"-{role_name}").inputs["policy"])
-        resources = {r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        resources = {r for s in policy["Statement"]
+                     for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
         assert all(bucket in r or ":kms:" in r for r in resources), resources
         actions = {a for s in policy["Statement"] for a in s["Action"]}
         assert ("s3:PutObject" in actions) is write
@@ -232,7 +255,8 @@ def test_irsa_roles_grant_one_bucket_each_to_one_service_account_pattern(stage_r
 def test_stack_outputs_and_secrets(stage_runs: dict[str, Run], stage: str) -> None:
     run = stage_runs[stage]
     out = run.outputs
-    assert {"kubeconfig", "clusterName", "documentsBucket", "artifactsBucket", "mlflowBackendEndpoint"} <= set(out)
+    assert {"kubeconfig", "clusterName", "documentsBucket", "artifactsBucket",
+            "mlflowBackendEndpoint"} <= set(out)
     assert "kubeconfig" in run.secret_outputs
     assert not ({"clusterName", "documentsBucket", "mlflowBackendEndpoint"} & run.secret_outputs)
     assert out["clusterName"] == f"aistack-{stage}"
@@ -247,7 +271,8 @@ def test_stack_outputs_and_secrets(stage_runs: dict[str, Run], stage: str) -> No
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_mlflow_backend_secret_holds_the_uri_as_a_pulumi_secret(stage_runs: dict[str, Run], stage: str) -> None:
+def test_mlflow_backend_secret_holds_the_uri_as_a_pulumi_secret(stage_runs: dict[str, Run],
+                                                                stage: str) -> None:
     secret = stage_runs[stage].one("kubernetes:core/v1:Secret").inputs
     assert secret["metadata"]["name"] == "mlflow-backend"
     assert secret["metadata"]["namespace"] == "aistack"
@@ -259,7 +284,9 @@ def test_mlflow_backend_secret_holds_the_uri_as_a_pulumi_secret(stage_runs: dict
 def test_nothing_in_the_program_invokes_a_provider_function() -> None:
     """Invokes (data sources) would need a cloud at preview; the mocks fail on any of them,
     and the program source uses none."""
-    source = (ROOT / "stacks" / "__main__.py").read_text() + "".join(p.read_text() for p in (ROOT / "platform").glob("*.py"))
+    source = (ROOT / "stacks" / "__main__.py").read_text() + "".join(p.read_text()
+                                                                     for p in (ROOT / "platform").glob(
+                                                                             "*.py"))
     assert ".get_availability_zones(" not in source and "invoke(" not in source
     assert Path(ROOT / "crds" / "aistack.dev_aistacks.yaml").is_file()
 

@@ -54,7 +54,8 @@ def upward_imports(sources: dict[str, ast.Module]) -> list[str]:
             if target == unit:
                 continue
             if target not in RANK or unit not in RANK:
-                wrong.append(f"runtime/{file}:{line}: {unit} imports {target}, and LAYERS places only one of them")
+                wrong.append(
+                    f"runtime/{file}:{line}: {unit} imports {target}, and LAYERS places only one of them")
             elif RANK[target] <= RANK[unit]:
                 wrong.append(f"runtime/{file}:{line}: {unit} imports {target}, which is not in a lower layer")
     return wrong

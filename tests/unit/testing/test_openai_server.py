@@ -25,7 +25,8 @@ def client(upstream):
 
 
 def test_echo_and_usage(client):
-    out = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hello there"}])
+    out = client.chat.completions.create(model="test-model",
+                                         messages=[{"role": "user", "content": "hello there"}])
     assert out.choices[0].message.content == "Echo: hello there"
     assert out.choices[0].finish_reason == "stop"
     assert out.usage.completion_tokens == 3
@@ -40,8 +41,10 @@ def test_scripted_answer_streams_word_by_word(client):
 
 def test_judge_prompt_answers_yes_only_for_unsafe(client):
     ask = "Should the user message be blocked (Yes or No)?\nUser message: {}"
-    yes = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": ask.format("UNSAFE")}])
-    no = client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": ask.format("hi")}])
+    yes = client.chat.completions.create(model="test-model",
+                                         messages=[{"role": "user", "content": ask.format("UNSAFE")}])
+    no = client.chat.completions.create(model="test-model",
+                                        messages=[{"role": "user", "content": ask.format("hi")}])
     assert (yes.choices[0].message.content, no.choices[0].message.content) == ("Yes", "No")
 
 
@@ -65,7 +68,8 @@ def test_unknown_model_is_404(client):
 
 def test_failures_injected_by_marker_and_by_queue(client, upstream):
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "[[fail:500]]"}])
+        client.chat.completions.create(model="test-model",
+                                       messages=[{"role": "user", "content": "[[fail:500]]"}])
     upstream.configure(fail_next=["429"])
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "ok"}])
@@ -73,7 +77,8 @@ def test_failures_injected_by_marker_and_by_queue(client, upstream):
 
 
 def test_reset_mid_stream_breaks_the_connection(upstream):
-    body = {"model": "test-model", "stream": True, "messages": [{"role": "user", "content": "[[fail:reset]] a b c d"}]}
+    body = {"model": "test-model", "stream": True,
+            "messages": [{"role": "user", "content": "[[fail:reset]] a b c d"}]}
     with httpx.Client(timeout=5) as http, pytest.raises(httpx.RemoteProtocolError):
         with http.stream("POST", f"{upstream.base_url}/chat/completions", json=body) as resp:
             assert resp.status_code == 200

@@ -24,8 +24,10 @@ def hash_of(spec: dict[str, Any]) -> str:
 
 
 PROBES: dict[tuple[str, ...], Any] = {
-    ("model", "provider"): None,  # switching provider is covered by test_switching_provider_swaps_the_model_block
-    ("model", "name"): "other/model", ("model", "servedName"): "other", ("model", "defaults"): {"temperature": 0.9},
+    # switching provider is covered by test_switching_provider_swaps_the_model_block
+    ("model", "provider"): None,
+    ("model", "name"): "other/model", ("model", "servedName"): "other",
+    ("model", "defaults"): {"temperature": 0.9},
     ("model", "vllm", "image"): "vllm/vllm-openai:v9", ("model", "vllm", "gpu", "count"): 2,
     ("model", "vllm", "tensorParallelSize"): 2, ("model", "vllm", "maxModelLen"): 4096,
     ("model", "vllm", "gpuMemoryUtilization"): 0.5, ("model", "vllm", "extraArgs"): ["--enforce-eager"],
@@ -33,10 +35,12 @@ PROBES: dict[tuple[str, ...], Any] = {
     ("orchestration", "systemPrompt"): "Be brief.", ("orchestration", "promptTemplate"): "Q: {question}",
     ("orchestration", "maxSteps"): 9, ("orchestration", "timeouts"): {"requestSeconds": 33},
     ("retrieval", "collection", "distance"): "Dot", ("retrieval", "embedder", "provider"): None,
-    ("retrieval", "embedder", "model"): "BAAI/bge-large-en-v1.5", ("retrieval", "embedder", "dimension"): 1024,
+    ("retrieval", "embedder", "model"): "BAAI/bge-large-en-v1.5",
+    ("retrieval", "embedder", "dimension"): 1024,
     ("retrieval", "topK"): 17, ("retrieval", "scoreThreshold"): 0.77, ("retrieval", "maxContextTokens"): 999,
     ("retrieval", "tenantField"): "team", ("retrieval", "chunking"): {"size": 500, "overlap": 50},
-    ("guardrails", "input"): ["max_length"], ("guardrails", "output"): ["pii_mask"], ("guardrails", "policy"): "p",
+    ("guardrails", "input"): ["max_length"], ("guardrails", "output"): ["pii_mask"],
+    ("guardrails", "policy"): "p",
     ("guardrails", "blockedTerms"): ["zzz"], ("guardrails", "maxInputChars"): 123,
     ("guardrails", "maxOutputChars"): 321, ("guardrails", "refusalMessage"): "No.",
     ("guardrails", "model"): {"name": "judge"}, ("guardrails", "configMapRef"): {"name": "rails"},
@@ -65,7 +69,8 @@ def test_every_promotable_path_changes_the_config_hash(example: Path) -> None:
 def test_combine_takes_behaviour_from_the_source_and_keeps_stage_fields(example: Path) -> None:
     target = merge_patch(spec_of(example), {"stage": "prod", "gateway": {"replicas": 5,
                                             "apiKeysSecretRef": {"name": "k", "key": "k"}}})
-    source = merge_patch(spec_of(example), {"stage": "dev", "gateway": {"replicas": 1, "apiKeysSecretRef": None},
+    source = merge_patch(spec_of(example),
+                         {"stage": "dev", "gateway": {"replicas": 1, "apiKeysSecretRef": None},
                                             "orchestration": {"systemPrompt": "Be brief."},
                                             "model": {"defaults": {"temperature": 0.7}}})
     result = combine(source=source, target=target)
@@ -79,7 +84,8 @@ def test_tools_move_by_name_and_keep_the_target_endpoint() -> None:
     tool = {"name": "lookup", "description": "old", "endpoint": "http://prod", "timeoutSeconds": 3,
             "authSecretRef": {"name": "s", "key": "k"}}
     base = {"model": {"provider": "openai", "name": "m", "openai": {"baseUrl": "https://x/v1",
-                                                                    "apiKeySecretRef": {"name": "a", "key": "b"}}},
+                                                                    "apiKeySecretRef": {"name": "a",
+                                                                                        "key": "b"}}},
             "orchestration": {"mode": "agent"}}
     target = merge_patch(base, {"orchestration": {"tools": [tool]}})
     source = merge_patch(base, {"orchestration": {"tools": [
@@ -118,7 +124,8 @@ def test_switching_provider_swaps_the_model_block() -> None:
     back = combine(source={"model": api}, target={"model": vllm})
     assert back.spec["model"] == api
     implicit = combine(source={"model": {"provider": "vllm", "name": "Qwen/Q"}}, target={"model": vllm})
-    assert implicit.spec["model"]["vllm"] == {"replicas": 3, "gpu": {"type": "nvidia-l4"}}, "defaults: keep stage's"
+    assert implicit.spec["model"]["vllm"] == {"replicas": 3,
+                                              "gpu": {"type": "nvidia-l4"}}, "defaults: keep stage's"
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -68,9 +68,11 @@ def test_bounds_are_inclusive() -> None:
 
 def test_a_run_answered_by_the_offline_local_model_does_not_count() -> None:
     offline = EvaluationRun("r3", "exp", NOW - timedelta(hours=1), run().metrics,
-                            tags={"aistack.offline_model": "true", "aistack.model": "aistack-offline-smollm2-135m"})
+                            tags={"aistack.offline_model": "true",
+                                  "aistack.model": "aistack-offline-smollm2-135m"})
     verdict = judge(run=offline, config_hash="h", stage="prod", evaluation=GATE, now=NOW)
     assert not verdict.allowed
     assert "offline local model (aistack-offline-smollm2-135m)" in verdict.reason
-    real = EvaluationRun("r4", "exp", NOW - timedelta(hours=1), run().metrics, tags={"aistack.offline_model": "false"})
+    real = EvaluationRun("r4", "exp", NOW - timedelta(hours=1), run().metrics,
+                         tags={"aistack.offline_model": "false"})
     assert judge(run=real, config_hash="h", stage="prod", evaluation=GATE, now=NOW).allowed

@@ -47,7 +47,8 @@ READY = cond("Ready", "True", "Ready", "serving at http://rag-gateway.ai.svc:808
 
 
 CASES = [
-    pytest.param(stack(READY, cond("ModelReady", "True")), "Healthy", "serving at http://rag-gateway.ai.svc:8080",
+    pytest.param(stack(READY, cond("ModelReady", "True")), "Healthy",
+                 "serving at http://rag-gateway.ai.svc:8080",
                  id="ready"),
     pytest.param(stack(cond("Ready", "True")), "Healthy", "Ready", id="ready-without-message"),
     pytest.param(stack(cond("Ready", "False", "InvalidSpec", "spec is invalid"),
@@ -83,7 +84,8 @@ def test_status_maps_to_argocd_health(obj: dict[str, Any], expected: str, messag
 
 
 def test_the_lua_knows_every_layer_condition() -> None:
-    listed = re.search(r"local LAYERS = \{(.*?)\}", HEALTH_LUA.read_text()).group(1)  # type: ignore[union-attr]
+    listed = re.search(
+        r"local LAYERS = \{(.*?)\}", HEALTH_LUA.read_text()).group(1)  # type: ignore[union-attr]
     assert tuple(re.findall(r'"(\w+)"', listed)) == conventions.LAYER_CONDITIONS
     assert 'byType["Ready"]' in HEALTH_LUA.read_text() and conventions.CONDITION_READY == "Ready"
 
@@ -116,7 +118,8 @@ def test_flux_health_expressions_agree_with_the_lua(obj: dict[str, Any], expecte
     assert "status.?conditions.orValue([])" in check["current"]
     env = celpy.Environment()
     # Flux evaluates the object's fields; an object without status is given an empty one here.
-    activation = {"metadata": celpy.json_to_cel(obj["metadata"]), "status": celpy.json_to_cel(obj.get("status", {}))}
+    activation = {"metadata": celpy.json_to_cel(obj["metadata"]),
+                  "status": celpy.json_to_cel(obj.get("status", {}))}
     results = {key: bool(env.program(env.compile(desugar(check[key]))).evaluate(activation))
                for key in ("current", "failed")}
     assert not (results["current"] and results["failed"])

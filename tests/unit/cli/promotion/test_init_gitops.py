@@ -36,7 +36,8 @@ def test_scaffold_gives_each_stage_a_valid_stack_with_its_own_fields(example: Pa
 
 
 def test_stage_patches_show_the_stage_owned_fields(tmp_path: Path) -> None:
-    CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", str(ROOT / "examples" / "production.yaml"),
+    CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
+                             str(ROOT / "examples" / "production.yaml"),
                              "--stages", "qa,prod"])
     patch = yaml.safe_load((tmp_path / "d" / "stages" / "qa" / "stage.yaml").read_text())["spec"]
     assert patch["stage"] == "qa"
@@ -64,9 +65,11 @@ def test_bad_inputs_are_refused(tmp_path: Path) -> None:
                    + (ROOT / "examples" / "rag.yaml").read_text())
     assert "expected exactly one AIStack, found 2" in CliRunner().invoke(
         app, ["init-gitops", str(tmp_path / "d"), "--from", str(two)]).output
-    dup = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", str(bad), "--stages", "dev,dev"])
+    dup = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", str(bad), "--stages",
+                                   "dev,dev"])
     assert dup.exit_code == 2 and "distinct" in dup.output
-    nofile = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", str(tmp_path / "none.yaml")])
+    nofile = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
+                                      str(tmp_path / "none.yaml")])
     assert nofile.exit_code == 1 and "none.yaml" in nofile.output
 
 
@@ -87,15 +90,19 @@ def test_the_shipped_example_renders_each_stage_and_the_gitops_tools_point_at_it
         for renderer in ("builtin", "auto"):
             doc, stack = effective_stack(layout, stage, renderer=renderer)  # type: ignore[arg-type]
             assert stack.spec.stage == stage and stack.namespace == f"ai-{stage}"
-    apps = [d for d in yaml.safe_load_all((ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text())]
-    assert {a["spec"]["source"]["path"] for a in apps} == {f"deploy/gitops/example/stages/{s}" for s in layout.stages()}
+    apps = [d for d in yaml.safe_load_all(
+        (ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text())]
+    assert {a["spec"]["source"]["path"] for a in apps} == {f"deploy/gitops/example/stages/{s}"
+                                                           for s in layout.stages()}
     assert all(a["spec"]["destination"]["namespace"] == f"ai-{a['metadata']['labels']['aistack.dev/stage']}"
                for a in apps)
-    assert "automated" not in next(a for a in apps if a["metadata"]["name"].endswith("-prod"))["spec"]["syncPolicy"]
+    assert "automated" not in next(a for a in apps
+                                   if a["metadata"]["name"].endswith("-prod"))["spec"]["syncPolicy"]
     appset = yaml.safe_load((ROOT / "deploy" / "gitops" / "argocd" / "applicationset.yaml").read_text())
     elements = appset["spec"]["generators"][0]["list"]["elements"]
     assert sorted(e["stage"] for e in elements) == layout.stages()
-    flux = [d for d in yaml.safe_load_all((ROOT / "deploy" / "gitops" / "flux" / "kustomizations.yaml").read_text())
+    flux = [d for d in yaml.safe_load_all(
+        (ROOT / "deploy" / "gitops" / "flux" / "kustomizations.yaml").read_text())
             if d["kind"] == "Kustomization"]
     assert sorted(k["spec"]["path"] for k in flux) == sorted(f"./deploy/gitops/example/stages/{s}"
                                                            for s in layout.stages())

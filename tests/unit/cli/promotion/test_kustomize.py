@@ -22,7 +22,8 @@ def write(path: Path, data: object) -> None:
 def test_merge_patch_merges_maps_replaces_lists_and_deletes_nulls() -> None:
     base = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "f": [{"name": "x", "v": 1}, {"name": "y"}]}
     patch = {"a": {"c": [3], "d": {"e": None}, "g": 2}, "f": [{"name": "y", "v": 2}], "h": None}
-    assert merge_patch(base, patch) == {"a": {"b": 1, "c": [3], "d": {}, "g": 2}, "f": [{"name": "y", "v": 2}]}
+    assert merge_patch(base, patch) == {"a": {"b": 1, "c": [3], "d": {}, "g": 2},
+                                        "f": [{"name": "y", "v": 2}]}
     assert base["a"]["c"] == [1, 2], "the input is not modified"
 
 
@@ -39,7 +40,8 @@ def test_every_scaffolded_stage_renders_the_same_with_kubectl_and_builtin(
 def test_promoted_overlays_with_lists_and_removals_render_the_same(tmp_path: Path, kubectl: str) -> None:
     """The shapes kustomize treats specially for custom resources: lists of named maps, nulls."""
     base = {**AISTACK, "spec": {
-        "model": {"provider": "vllm", "name": "m", "vllm": {"extraArgs": ["--a", "--b"], "gpu": {"type": "l4"}}},
+        "model": {"provider": "vllm", "name": "m",
+                  "vllm": {"extraArgs": ["--a", "--b"], "gpu": {"type": "l4"}}},
         "orchestration": {"tools": [{"name": "t1", "description": "d", "endpoint": "http://a"},
                                     {"name": "t2", "description": "d", "endpoint": "http://b"}]},
         "guardrails": {"input": ["max_length", "pii_mask"], "blockedTerms": ["x"]},
@@ -72,12 +74,14 @@ def test_promoted_overlays_with_lists_and_removals_render_the_same(tmp_path: Pat
     ({"resources": ["aistack.yaml"], "patches": [{"path": "ops.yaml"}]}, "a JSON 6902 patch needs a target"),
     ({"resources": ["aistack.yaml"], "patches": [{"path": "sm.yaml", "options": {"allowNameChange": True}}]},
      "need kubectl"),
-    ({"resources": ["aistack.yaml"], "patches": [{"path": "directive.yaml"}]}, "directive $patch needs kubectl"),
+    ({"resources": ["aistack.yaml"], "patches": [{"path": "directive.yaml"}]},
+     "directive $patch needs kubectl"),
     ({"resources": ["aistack.yaml"], "patches": [{"path": "other.yaml"}]}, "matches no resource"),
     ({"resources": ["aistack.yaml"], "patches": [{"path": "bad-op.yaml", "target": {"kind": "AIStack"}}]},
      "bad-op.yaml"),
 ])
-def test_builtin_refuses_what_it_cannot_render_faithfully(tmp_path: Path, kustomization: dict, message: str) -> None:
+def test_builtin_refuses_what_it_cannot_render_faithfully(tmp_path: Path, kustomization: dict,
+                                                          message: str) -> None:
     write(tmp_path / "aistack.yaml", {**AISTACK, "spec": {"model": {"provider": "vllm", "name": "m"}}})
     write(tmp_path / "ops.yaml", [{"op": "add", "path": "/spec/stage", "value": "qa"}])
     write(tmp_path / "sm.yaml", {**AISTACK, "spec": {"stage": "qa"}})

@@ -20,7 +20,8 @@ NEW = {"model": {"name": "b", "vllm": {"extraArgs": [], "gpu": {"type": "l4"}}, 
 def test_operations_turn_old_into_new_and_touch_nothing_else() -> None:
     ops = overlay.json_patch(OLD, NEW)
     assert jsonpatch.apply_patch(OLD, ops) == NEW
-    assert {op["path"] for op in ops} == {"/retrieval", "/model/name", "/model/vllm/extraArgs", "/model/defaults",
+    assert {op["path"] for op in ops} == {"/retrieval", "/model/name", "/model/vllm/extraArgs",
+                                          "/model/defaults",
                                          "/a~1b", "/t~0", "/guardrails"}
     assert overlay.json_patch(NEW, NEW) == []
 

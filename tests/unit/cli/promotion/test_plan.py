@@ -18,7 +18,8 @@ STACK = {
     "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "rag"},
     "spec": {
         "model": {"provider": "openai", "name": "gpt-4o-mini",
-                  "openai": {"baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": {"name": "o", "key": "k"}}},
+                  "openai": {"baseUrl": "https://api.openai.com/v1",
+                             "apiKeySecretRef": {"name": "o", "key": "k"}}},
         "observability": {"mlflow": {"managed": {}}},
         "evaluation": {"dataset": {"path": "eval.jsonl"}, "thresholds": {"answer_token_f1": {"min": 0.5}}},
     },
@@ -79,8 +80,10 @@ def test_a_promotion_the_target_would_refuse_is_not_planned(root: Path) -> None:
     # prod keeps its fallback without `model`, which a vLLM model does not allow.
     edit(root, "prod", {"spec": {"model": {"fallback": {"baseUrl": "https://api.openai.com/v1",
                                                         "apiKeySecretRef": {"name": "o", "key": "k"}}}}})
-    edit(root, "dev", {"spec": {"model": {"provider": "vllm", "name": "Qwen/Qwen2.5-7B-Instruct", "openai": None}}})
-    with pytest.raises(PromotionError, match=r"would be invalid in stage 'prod'(.|\n)*spec.model.fallback.model"):
+    edit(root, "dev",
+         {"spec": {"model": {"provider": "vllm", "name": "Qwen/Qwen2.5-7B-Instruct", "openai": None}}})
+    with pytest.raises(PromotionError,
+                       match=r"would be invalid in stage 'prod'(.|\n)*spec.model.fallback.model"):
         plan(root=root, source="dev", target="prod", find_run=found({}), now=NOW, renderer="builtin")
 
 

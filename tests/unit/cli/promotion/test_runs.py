@@ -30,7 +30,8 @@ def stack(namespace: str, *, experiment: str | None = None, external: str | None
                         "spec": {"model": {"provider": "vllm", "name": "m"}, "observability": obs}})
 
 
-def test_tracking_uri_prefers_the_flag_then_the_environment_then_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracking_uri_prefers_the_flag_then_the_environment_then_the_stack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     external = stack("ai-dev", external="https://mlflow.example.com")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
     assert tracking_uri(explicit="http://flag:5000", stack=external) == ("http://flag:5000", "--tracking-uri")
@@ -45,7 +46,8 @@ def test_tracking_uri_prefers_the_flag_then_the_environment_then_the_stack(monke
 
 
 def test_experiments_follow_the_conventions_without_repeats() -> None:
-    assert experiments_of(stack("ai-dev"), stack("ai-staging")) == ["aistack/ai-dev/rag", "aistack/ai-staging/rag"]
+    assert experiments_of(stack("ai-dev"), stack("ai-staging")) == ["aistack/ai-dev/rag",
+                                                                    "aistack/ai-staging/rag"]
     assert experiments_of(stack("ai-dev", experiment="rag"), stack("ai-prod", experiment="rag")) == ["rag"]
 
 

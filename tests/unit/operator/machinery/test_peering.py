@@ -15,7 +15,8 @@ NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
 
 def _entry(priority: int, *, ago: float = 0, lifetime: int = 60) -> dict[str, object]:
-    return {"priority": priority, "lifetime": lifetime, "lastseen": (NOW - datetime.timedelta(seconds=ago)).isoformat()}
+    return {"priority": priority, "lifetime": lifetime,
+            "lastseen": (NOW - datetime.timedelta(seconds=ago)).isoformat()}
 
 
 def _blocking(status: dict[str, object], priority: int = 10) -> set[str]:
@@ -34,7 +35,8 @@ def test_kopf_timestamps_and_unreadable_entries() -> None:
     """kopf writes `lastseen` as an ISO time with an offset; an entry that cannot be read
     counts as a live peer of priority 0: it pauses an operator of priority 0, none above."""
     assert _blocking({"z": {"priority": 20, "lifetime": 60, "lastseen": "2026-11-26T11:59:30Z"}}) == {"z"}
-    assert _blocking({"z": {"priority": 20, "lifetime": 60, "lastseen": "2026-11-26T11:58:00+00:00"}}) == set()
+    assert _blocking({"z": {"priority": 20, "lifetime": 60,
+                            "lastseen": "2026-11-26T11:58:00+00:00"}}) == set()
     garbage = {"odd": {"priority": "high", "lastseen": "yesterday"}, "none": None}
     assert {p.identity for p in blocking_peers(garbage, identity="me", priority=0)} == {"odd", "none"}
     assert {p.identity for p in blocking_peers(garbage, identity="me", priority=1)} == set()
@@ -52,7 +54,8 @@ def test_watch_pauses_until_read_and_while_a_peer_outranks_it_then_resumes_on_ex
     async def scenario() -> list[str]:
         seen: list[str] = []
         watch = PeeringWatch(configuration=Configuration(), namespaces=[],
-                             options=PeeringOptions(priority=10), identity="me", on_resume=lambda: seen.append("resumed"))
+                             options=PeeringOptions(priority=10), identity="me",
+                             on_resume=lambda: seen.append("resumed"))
         assert not watch.active.is_set()  # nothing read yet: paused, as kopf is
         watch._keep(CLUSTER, {"metadata": {"name": "aistack"}, "status": {"me": _live(10)}})
         assert watch.active.is_set() and seen == ["resumed"]
@@ -72,7 +75,8 @@ def test_namespaced_operator_needs_every_namespace_peering() -> None:
     async def scenario() -> None:
         watch = PeeringWatch(configuration=Configuration(), namespaces=["a", "b"],
                              options=PeeringOptions(), identity="me")
-        assert watch._key(None, {"metadata": {"name": "other", "namespace": "a"}}) is None  # type: ignore[arg-type]
+        assert watch._key(None,
+                          {"metadata": {"name": "other", "namespace": "a"}}) is None  # type: ignore[arg-type]
         watch._keep("a", {"metadata": {"name": "aistack", "namespace": "a"}, "status": {}})
         assert not watch.active.is_set()
         watch._keep("b", {"metadata": {"name": "aistack", "namespace": "b"}, "status": {}})
@@ -97,7 +101,8 @@ def test_without_a_named_peering_a_peer_in_one_namespace_pauses_though_another_h
 
 
 def _live(priority: int, *, lifetime: int = 60) -> dict[str, object]:
-    return {"priority": priority, "lifetime": lifetime, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+    return {"priority": priority, "lifetime": lifetime,
+            "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
 
 
 def _listings(watch: PeeringWatch, answers: list[object]) -> None:
@@ -115,7 +120,8 @@ EMPTY = {"items": [], "metadata": {"resourceVersion": "7"}}
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "aistack.operator.peering" and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "aistack.operator.peering"
+            and r.levelname == "WARNING"]
 
 
 def test_a_named_peering_without_its_object_pauses_and_says_what_to_create(caplog) -> None:
@@ -159,7 +165,8 @@ def test_without_a_named_peering_a_missing_object_or_crd_means_working_with_one_
     with caplog.at_level("WARNING", logger="aistack.operator.peering"):
         asyncio.run(scenario())
     crd, obj, paused = _warnings(caplog)
-    assert crd.startswith("peering: no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev) installed: working")
+    assert crd.startswith(
+        "peering: no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev) installed: working")
     assert obj.startswith("peering: no ClusterKopfPeering 'aistack' in the cluster: working without peering")
     for message in (crd, obj):
         assert "kubectl apply -f deploy/operator/peering.yaml" in message and "--standalone" in message

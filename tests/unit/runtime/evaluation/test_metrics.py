@@ -32,7 +32,8 @@ def test_percentiles_interpolate_like_numpy() -> None:
 
 
 def test_claim_sentences_ignore_citations_and_short_fillers() -> None:
-    assert m.answer_sentences("Qdrant stores vectors on disk [1]. Yes. It is so.") == ["Qdrant stores vectors on disk."]
+    assert m.answer_sentences(
+        "Qdrant stores vectors on disk [1]. Yes. It is so.") == ["Qdrant stores vectors on disk."]
     assert m.lexically_supported("Qdrant stores vectors", {"qdrant", "stores", "vectors"})
     assert not m.lexically_supported("Pinecone hosts embeddings remotely", {"qdrant", "vectors"})
 
@@ -42,7 +43,8 @@ def test_thresholds_fail_on_bounds_and_on_missing_metrics() -> None:
                                {"answer_token_f1": Threshold(min=0.6), "latency_p95_ms": Threshold(max=1000),
                                 "retrieval_mrr": Threshold(min=0.1)})
     assert not verdict.passed
-    assert verdict.failures == ["answer_token_f1: 0.5 < min 0.6", "retrieval_mrr: not computed (the dataset has no "
+    assert verdict.failures == ["answer_token_f1: 0.5 < min 0.6",
+                                "retrieval_mrr: not computed (the dataset has no "
                                 "questions it applies to)"]
     assert check_thresholds({"error_rate": 0.0}, {"error_rate": Threshold(max=0.0)}).passed
 

@@ -23,7 +23,8 @@ async def ask(question: Question) -> Answer:
     if question.refuse:
         return Answer(text="I can't help with that.", finish_reason="content_filter", citations=[])
     return Answer(text="Qdrant stores vectors [1].", finish_reason="stop",
-                  citations=[{"source": "docs/b.md"}, {"source": "docs/a.md", "text": "Qdrant stores vectors."}])
+                  citations=[{"source": "docs/b.md"},
+                             {"source": "docs/a.md", "text": "Qdrant stores vectors."}])
 
 
 def test_each_question_is_reported_in_order_already_scored() -> None:
@@ -32,7 +33,8 @@ def test_each_question_is_reported_in_order_already_scored() -> None:
     def on_question(position: int, outcome: Outcome) -> None:
         seen.append((position, outcome.summary()))
 
-    outcomes = asyncio.run(run_questions(QUESTIONS, ask=ask, embedder=HashEmbedder(), on_question=on_question))
+    outcomes = asyncio.run(run_questions(QUESTIONS, ask=ask, embedder=HashEmbedder(),
+                                         on_question=on_question))
     assert seen == [
         (1, "answered, source at rank 2, token F1 1.00, grounded 100%"),
         (2, "refused, as expected"),
@@ -48,7 +50,8 @@ def test_each_question_is_reported_in_order_already_scored() -> None:
      "answered, but a refusal was expected"),
     (Outcome(question="q", reference=None, expected_sources=[], expected_refusal=False, refused=True),
      "refused, but an answer was expected"),
-    (Outcome(question="q", reference=None, expected_sources=["a.md"], expected_refusal=False, reciprocal_rank=0.0,
+    (Outcome(question="q", reference=None, expected_sources=["a.md"], expected_refusal=False,
+             reciprocal_rank=0.0,
              hit=0.0), "answered, expected source not cited"),
     (Outcome(question="q", reference=None, expected_sources=[], expected_refusal=False), "answered"),
 ])

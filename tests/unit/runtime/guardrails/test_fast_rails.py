@@ -24,7 +24,9 @@ def test_jailbreaks_are_blocked(text):
     assert FastRails(spec=SPEC, side="input").check(text).rail == "jailbreak_heuristics"
 
 
-@pytest.mark.parametrize("text", ["How do I ignore whitespace in diffs?", "What are the previous instructions for setup?",
+@pytest.mark.parametrize("text",
+                         ["How do I ignore whitespace in diffs?",
+                          "What are the previous instructions for setup?",
                                   "Show the system status", "internal-onlyness is fine", "project xylophone"])
 def test_ordinary_questions_pass(text):
     assert FastRails(spec=SPEC, side="input").check(text).status == "passed"

@@ -80,8 +80,10 @@ def test_truncated_pdf_is_reported(pdf_bytes: bytes) -> None:
             raise DocumentError("no text")
 
 
-def test_a_damaged_pdf_is_read_and_its_repairs_are_kept_on_the_document(caplog: pytest.LogCaptureFixture) -> None:
-    doc = parse_document(make_damaged_pdf(["Qdrant keeps the vectors."], title="Guide"), name="docs/guide.pdf")
+def test_a_damaged_pdf_is_read_and_its_repairs_are_kept_on_the_document(
+        caplog: pytest.LogCaptureFixture) -> None:
+    doc = parse_document(make_damaged_pdf(["Qdrant keeps the vectors."], title="Guide"),
+                         name="docs/guide.pdf")
     assert doc.title == "Guide" and "Qdrant keeps the vectors." in doc.sections[0].text
     assert any("wrong pointing object" in w for w in doc.warnings)  # pypdf's words, kept for the report
     assert not [r for r in caplog.records if r.name.startswith("pypdf")]  # nothing reached the handlers
@@ -107,7 +109,8 @@ def test_parses_in_several_threads_each_keep_their_own_warnings_and_leave_loggin
 ) -> None:
     damaged = make_damaged_pdf(["a damaged page"])
     with ThreadPoolExecutor(4) as pool:
-        docs = list(pool.map(lambda n: parse_document(damaged if n % 2 else make_pdf(["clean"]), name=f"{n}.pdf"),
+        docs = list(pool.map(lambda n: parse_document(damaged if n % 2 else make_pdf(["clean"]),
+                                                      name=f"{n}.pdf"),
                              range(8)))
     assert [bool(d.warnings) for d in docs] == [n % 2 == 1 for n in range(8)]
     assert logging.getLogger("pypdf").propagate and not logging.getLogger("pypdf").handlers

@@ -34,19 +34,22 @@ def test_full_mlflow_server_is_installed_in_the_dev_environment() -> None:
 
 def test_missing_server_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flask" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flask" else real(name, *a))
     assert mlflow_server.missing_server_packages() == ["flask"]
 
 
 def test_up_without_the_mlflow_server_turns_tracing_off_and_says_how_to_install_it(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("aistack.runtime.local.runner.missing_server_packages", lambda: ["flask", "sqlalchemy"])
+    monkeypatch.setattr("aistack.runtime.local.runner.missing_server_packages",
+                        lambda: ["flask", "sqlalchemy"])
     stack = LocalStack(REPO / "examples" / "rag.yaml", UpOptions(state=tmp_path))
     assert stack.stack.spec.observability is not None and stack.stack.spec.observability.mlflow.managed is not None
     assert stack._start_mlflow() is None
     assert stack._mlflow is None
     assert stack.status.mlflow_state == "not installed"
-    assert any("flask, sqlalchemy missing" in note and "aistack[local]" in note for note in stack.status.notes)
+    assert any("flask, sqlalchemy missing" in note and "aistack[local]" in note
+               for note in stack.status.notes)
 
 
 def _cmdlines(pids: list[int]) -> list[str]:
@@ -67,7 +70,8 @@ def test_a_taken_port_moves_mlflow_to_a_free_one_and_the_status_says_so(tmp_path
         assert stack._mlflow is not None
         try:
             assert stack._mlflow.moved_from == busy and url == stack._mlflow.url and f":{busy}" not in url
-            assert any(f"port {busy} is in use" in note and str(stack._mlflow.port) in note and "--mlflow-port" in note
+            assert any(f"port {busy} is in use" in note and str(stack._mlflow.port) in note
+                       and "--mlflow-port" in note
                        for note in stack.status.notes)
         finally:
             stack._mlflow.stop()

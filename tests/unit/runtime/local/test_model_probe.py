@@ -18,7 +18,8 @@ def stack(base_url: str, provider: str = "openai"):  # type: ignore[no-untyped-d
              if provider == "openai" else
              {"provider": "vllm", "name": "Qwen/Qwen2.5-0.5B-Instruct", "vllm": {"gpu": {"count": 1}}})
     return parse_stack(yaml.safe_load(yaml.safe_dump({
-        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"}, "spec": {"model": model}})))
+        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+        "spec": {"model": model}})))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,8 @@ def test_the_providers_own_variable_supplies_the_key_when_the_secrets_is_unset(u
 
 
 def test_the_secrets_variable_wins_over_the_providers(upstream: str) -> None:
-    choice = choose_model(stack(upstream), env={KEY_ENV: "right", PROVIDER_ENV: "wrong"}, provider_envs=PROVIDERS)
+    choice = choose_model(stack(upstream), env={KEY_ENV: "right", PROVIDER_ENV: "wrong"},
+                          provider_envs=PROVIDERS)
     assert choice.base_url == upstream and f"key from ${KEY_ENV}" in choice.reason
 
 

@@ -38,7 +38,8 @@ def chat(client: TestClient, **body: object) -> dict:
 
 
 def stream_events(client: TestClient, **body: object) -> list[dict]:
-    text = client.post("/v1/chat/completions", json={"model": OFFLINE_MODEL_NAME, "stream": True, **body}).text
+    text = client.post("/v1/chat/completions",
+                       json={"model": OFFLINE_MODEL_NAME, "stream": True, **body}).text
     assert text.rstrip().endswith("data: [DONE]")
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
 
@@ -87,16 +88,19 @@ def test_max_tokens_above_the_old_cap_of_96_is_honoured(client: TestClient) -> N
     ({"messages": SHORT, "temperature": "hot"}, "temperature", "valid number"),
     ({"messages": SHORT, "stream": "yes"}, "stream", "valid boolean"),
 ])
-def test_bad_requests_are_400_naming_the_parameter(client: TestClient, body: dict, param: str, fragment: str) -> None:
+def test_bad_requests_are_400_naming_the_parameter(client: TestClient, body: dict, param: str,
+                                                   fragment: str) -> None:
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["type"] == "invalid_request_error" and error["param"] == param and fragment in error["message"]
+    assert error[
+        "type"] == "invalid_request_error" and error["param"] == param and fragment in error["message"]
 
 
 def test_a_body_that_is_not_a_json_object_is_400(client: TestClient) -> None:
     for raw in (b"{not json", b"[1, 2]"):
-        response = client.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+        response = client.post("/v1/chat/completions", content=raw,
+                               headers={"Content-Type": "application/json"})
         assert response.status_code == 400 and "request body" in response.json()["error"]["message"]
 
 
@@ -117,7 +121,8 @@ def gateway_over_offline_model(client: TestClient, model: OfflineModel) -> Itera
             yield gateway
 
 
-def test_the_gateway_applies_the_manifests_max_tokens_to_the_offline_model(gateway_over_offline_model) -> None:  # type: ignore[no-untyped-def]
+def test_the_gateway_applies_the_manifests_max_tokens_to_the_offline_model(
+        gateway_over_offline_model) -> None:  # type: ignore[no-untyped-def]
     openai_client = gateway_over_offline_model.client(timeout=120)
     answer = openai_client.chat.completions.create(model="demo-model", messages=LONG)
     assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 3

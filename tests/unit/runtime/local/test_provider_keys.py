@@ -32,11 +32,14 @@ def test_each_provider_host_maps_to_its_documented_variable(base_url: str, env: 
 
 
 def test_the_secret_wins_and_unknown_hosts_have_no_fallback() -> None:
-    both = key_source(secret_env=SECRET, base_url="https://api.openai.com/v1", environ={SECRET: "a", "OPENAI_API_KEY": "b"})
+    both = key_source(secret_env=SECRET, base_url="https://api.openai.com/v1",
+                      environ={SECRET: "a", "OPENAI_API_KEY": "b"})
     assert both.env == SECRET and not both.fallback
-    unknown = key_source(secret_env=SECRET, base_url="https://llm.example.com/v1", environ={"OPENAI_API_KEY": "b"})
+    unknown = key_source(secret_env=SECRET, base_url="https://llm.example.com/v1",
+                         environ={"OPENAI_API_KEY": "b"})
     assert unknown.env is None and unknown.tried == (SECRET,) and unknown.unset() == f"${SECRET} is not set"
-    empty = key_source(secret_env=SECRET, base_url="https://api.openai.com/v1", environ={SECRET: "", "OPENAI_API_KEY": ""})
+    empty = key_source(secret_env=SECRET, base_url="https://api.openai.com/v1",
+                       environ={SECRET: "", "OPENAI_API_KEY": ""})
     assert empty.env is None and empty.unset() == f"neither ${SECRET} nor $OPENAI_API_KEY is set"
     assert set(PROVIDER_KEY_ENVS.values()) >= {"OPENAI_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY"}
 
@@ -44,7 +47,8 @@ def test_the_secret_wins_and_unknown_hosts_have_no_fallback() -> None:
 def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     ref = {"name": "openai", "key": "api-key"}
     return parse_stack(yaml.safe_load(yaml.safe_dump({
-        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"}, "spec": {"model": {
+        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+        "spec": {"model": {
             "provider": "openai", "name": "gpt-4o-mini",
             "openai": {"baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": ref},
             "fallback": {"baseUrl": "https://api.groq.com/openai/v1", "model": "llama-3.1-8b-instant",

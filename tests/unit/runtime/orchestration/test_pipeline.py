@@ -16,7 +16,8 @@ def test_template_fills_the_last_user_turn_and_system_prompt_goes_first():
                        template="CTX {context} Q {question}")
     assert out.messages[0] == {"role": "system", "content": "spec system"}
     assert out.messages[1:4] == MSGS[:3]
-    assert out.messages[-1]["content"].startswith("CTX [1] (A) alpha") and out.messages[-1]["content"].endswith("Q q?")
+    assert out.messages[
+        -1]["content"].startswith("CTX [1] (A) alpha") and out.messages[-1]["content"].endswith("Q q?")
     assert out.citations == [{"index": 1, "source": "a.md", "score": 0.9, "title": "A", "chunk_index": 3}]
     assert MSGS[-1]["content"] == "raw question"  # the input is not mutated
 
@@ -33,5 +34,6 @@ def test_empty_retrieval_says_so_and_no_retrieval_skips_context_templates():
     assert NO_CONTEXT in out.messages[-1]["content"] and out.citations == []
     same = build_prompt(messages=MSGS, question="q", passages=None, system_prompt=None, template=None)
     assert same.messages == MSGS
-    plain = build_prompt(messages=MSGS, question="q", passages=None, system_prompt=None, template="Q: {question}")
+    plain = build_prompt(messages=MSGS, question="q", passages=None, system_prompt=None,
+                         template="Q: {question}")
     assert plain.messages[-1]["content"] == "Q: q"

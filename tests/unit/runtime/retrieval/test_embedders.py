@@ -16,7 +16,8 @@ from aistack.runtime.retrieval.embedders import (
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+    return sum(x * y
+               for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
 async def test_local_minilm_gives_normalised_384d_vectors_that_rank_by_meaning(minilm: LocalEmbedder) -> None:
@@ -30,7 +31,8 @@ async def test_local_minilm_gives_normalised_384d_vectors_that_rank_by_meaning(m
 
 
 def test_both_spec_names_map_to_the_shipped_model() -> None:
-    assert resolve_local_model("all-MiniLM-L6-v2") == resolve_local_model("sentence-transformers/all-MiniLM-L6-v2")
+    assert resolve_local_model(
+        "all-MiniLM-L6-v2") == resolve_local_model("sentence-transformers/all-MiniLM-L6-v2")
     assert (resolve_local_model("all-MiniLM-L6-v2") / "modules.json").is_file()
 
 
@@ -44,7 +46,8 @@ def test_local_embedder_refuses_a_wrong_declared_dimension(minilm: LocalEmbedder
         LocalEmbedder(model="all-MiniLM-L6-v2", dimension=768)
 
 
-async def test_remote_embedder_batches_and_keeps_order(embeddings_server: dict, minilm: LocalEmbedder) -> None:
+async def test_remote_embedder_batches_and_keeps_order(embeddings_server: dict,
+                                                       minilm: LocalEmbedder) -> None:
     state = embeddings_server["state"]
     state.update(mode="ok", calls=[], auth=[])
     embedder = build_embedder(

@@ -16,7 +16,8 @@ DOCS = [
 ]
 
 
-async def test_retriever_embeds_filters_by_tenant_and_returns_citable_passages(tmp_path: Path, minilm: LocalEmbedder) -> None:
+async def test_retriever_embeds_filters_by_tenant_and_returns_citable_passages(tmp_path: Path,
+                                                                               minilm: LocalEmbedder) -> None:
     config = RetrievalConfig(
         qdrant_path=str(tmp_path), collection="docs", distance="Cosine", tenant_field="tenant",
         embedder=EmbedderConfig(provider="local", model="all-MiniLM-L6-v2", dimension=384),

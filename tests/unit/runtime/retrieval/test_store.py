@@ -26,7 +26,8 @@ def point(text: str, vector: list[float], *, source: str, tenant: str | None = N
 
 @pytest.fixture(params=["qdrant-edge", "qdrant-client-local"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
-    s: VectorStore = EdgeStore(spec=SPEC, path=tmp_path) if request.param == "qdrant-edge" else QdrantClientStore(spec=SPEC)
+    s: VectorStore = EdgeStore(
+        spec=SPEC, path=tmp_path) if request.param == "qdrant-edge" else QdrantClientStore(spec=SPEC)
     assert await s.ensure_collection() is True
     assert await s.ensure_collection() is False
     await s.upsert([
@@ -56,7 +57,8 @@ async def test_a_collection_without_tenant_field_is_not_filtered(tmp_path: Path)
     spec = CollectionSpec(name="open", dimension=4)
     store = EdgeStore(spec=spec, path=tmp_path)
     await store.ensure_collection()
-    await store.upsert([point("x", [1, 0, 0, 0], source="x.md", tenant="acme"), point("y", [0, 1, 0, 0], source="y.md")])
+    await store.upsert([point("x", [1, 0, 0, 0], source="x.md", tenant="acme"),
+                        point("y", [0, 1, 0, 0], source="y.md")])
     assert len(await store.search([1, 0, 0, 0], limit=10, tenant=None)) == 2
     await store.close()
 
@@ -68,7 +70,8 @@ async def test_score_threshold_drops_weak_hits(store: VectorStore) -> None:
 async def test_documents_and_versioned_deletes(store: VectorStore) -> None:
     await store.upsert([point("acme v2", [1, 0, 0, 0], source="a.md", tenant="acme", h="h2", index=0)])
     docs = sorted((d.source, d.tenant, d.content_hash) for d in await store.documents())
-    assert docs == [("a.md", "acme", "h1"), ("a.md", "acme", "h2"), ("g.md", "globex", "h1"), ("shared.md", None, "h1")]
+    assert docs == [("a.md", "acme", "h1"), ("a.md", "acme", "h2"), ("g.md", "globex", "h1"),
+                    ("shared.md", None, "h1")]
     await store.delete_document(source="a.md", tenant="acme", keep_hash="h2")
     assert await texts(store, "acme") == ["acme v2", "shared handbook"]
     await store.delete_document(source="a.md", tenant="globex")  # another tenant's name: nothing happens
@@ -107,7 +110,8 @@ async def test_edge_shard_is_shared_in_process_and_locked_against_other_processe
         "try:\n    open_edge_shard(Path(sys.argv[1]), CollectionSpec(name='docs', dimension=4))\n"
         "except StoreError as e:\n    print(e); sys.exit(3)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "docs")], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "docs")], capture_output=True,
+                            text=True,
                             timeout=60)
     assert result.returncode == 3, result.stderr
     assert "open in another process" in result.stdout
