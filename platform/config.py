@@ -31,7 +31,8 @@ Stage = Literal["dev", "staging", "prod"]
 
 # EC2 families with NVIDIA GPUs that EKS' NVIDIA AMIs support.
 GPU_INSTANCE = re.compile(r"^(g4dn|g5|g5g|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)\.[0-9a-z]+$")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
+GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
+                 "BOTTLEROCKET_ARM_64_NVIDIA")
 K8S_VERSION = r"^1\.[0-9]{2}$"
 CIDR = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"
 GPU_TYPE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -118,7 +119,8 @@ class GpuNodeGroupConfig(NodeGroupConfig):
     def _gpu_instances(self) -> GpuNodeGroupConfig:
         bad = [t for t in self.instance_types if not GPU_INSTANCE.match(t)]
         if bad:
-            raise violation(("instanceTypes",), f"{bad} are not NVIDIA GPU instance types (use g5, g6, g6e, p4d, p5, ...)")
+            raise violation(("instanceTypes",),
+                            f"{bad} are not NVIDIA GPU instance types (use g5, g6, g6e, p4d, p5, ...)")
         return self
 
 
@@ -135,7 +137,8 @@ class ClusterConfig(ConfigModel):
         default_factory=lambda: ["api", "audit", "authenticator"]
     )
     """Control-plane logs sent to CloudWatch."""
-    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653] = 30
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827,
+                                3653] = 30
     """How long CloudWatch keeps them (EKS would otherwise keep them forever)."""
     system_nodes: NodeGroupConfig
     """Node group for CoreDNS, the operator, gateways, Qdrant and MLflow."""
@@ -183,10 +186,12 @@ class StoresConfig(ConfigModel):
     """Old object versions are deleted after this many days."""
     workload_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "aistack"
     """Namespace of the AIStacks whose gateway and MLflow pods get bucket access (IRSA)."""
-    gateway_service_account: Annotated[str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-gateway"
+    gateway_service_account: Annotated[
+        str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-gateway"
     """Service account name (glob) of gateway pods in that namespace; the account created is
     the name with `*` as `aistack`."""
-    mlflow_service_account: Annotated[str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-tracking"
+    mlflow_service_account: Annotated[
+        str, Field(pattern=r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")] = "*-tracking"
     """Service account name (glob) of MLflow pods in that namespace; created likewise."""
 
 
@@ -223,7 +228,8 @@ class PlatformConfig(ConfigModel):
     def _zones_in_region(self) -> PlatformConfig:
         outside = [z for z in self.network.availability_zones if not z.startswith(self.region)]
         if outside:
-            raise violation(("network", "availabilityZones"), f"{outside} are not zones of aws:region {self.region!r}")
+            raise violation(("network", "availabilityZones"),
+                            f"{outside} are not zones of aws:region {self.region!r}")
         return self
 
     @model_validator(mode="after")
@@ -233,16 +239,19 @@ class PlatformConfig(ConfigModel):
         rules = RuleCollector()
         db = self.stores.database
         if not db.multi_az:
-            rules.add(("stores", "database", "multiAz"), "must be true in prod (one AZ outage would stop MLflow)")
+            rules.add(("stores", "database", "multiAz"),
+                      "must be true in prod (one AZ outage would stop MLflow)")
         if not db.deletion_protection:
             rules.add(("stores", "database", "deletionProtection"), "must be true in prod")
         if self.network.nat_gateways != "perAz":
             rules.add(("network", "natGateways"), "must be perAz in prod (a single NAT is one AZ's failure)")
         for i, group in enumerate(self.cluster.gpu_node_groups):
             if group.capacity_type == "SPOT":
-                rules.add(("cluster", "gpuNodeGroups", i, "capacityType"), "SPOT is refused in prod (model servers get interrupted)")
+                rules.add(("cluster", "gpuNodeGroups", i, "capacityType"),
+                          "SPOT is refused in prod (model servers get interrupted)")
         if self.cluster.endpoint_public_access and OPEN_WORLD in self.cluster.public_access_cidrs:
-            rules.add(("cluster", "publicAccessCidrs"), "must not contain 0.0.0.0/0 in prod; list your CI/VPN egress CIDRs")
+            rules.add(("cluster", "publicAccessCidrs"),
+                      "must not contain 0.0.0.0/0 in prod; list your CI/VPN egress CIDRs")
         rules.raise_if_any()
         return self
 
@@ -272,7 +281,8 @@ def parse_config(raw: Mapping[str, Any]) -> PlatformConfig:
         key = full_key[len(prefix):]
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
-            unknown.append(f"{full_key}: unknown key" + (f"; did you mean {prefix}{hint[0]}?" if hint else ""))
+            unknown.append(f"{full_key}: unknown key"
+                           + (f"; did you mean {prefix}{hint[0]}?" if hint else ""))
             continue
         data[key] = _decode(key, value)
     lines = list(unknown)

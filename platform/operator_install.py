@@ -105,7 +105,8 @@ def _labels() -> dict[str, str]:
 class AIStackOperator(pulumi.ComponentResource):
     """CRD + namespace + RBAC + operator Deployment + MLflow backend Secret (+ an AIStack)."""
 
-    def __init__(self, name: str, args: AIStackOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: AIStackOperatorArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("aistack:platform:AIStackOperator", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
 
@@ -128,7 +129,8 @@ class AIStackOperator(pulumi.ComponentResource):
             opts=after(peering_crd),
         )
         ns = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata=operator_namespace(args.namespace, labels=_labels())["metadata"], opts=k8s_opts
+            f"{name}-ns", metadata=operator_namespace(args.namespace, labels=_labels())["metadata"],
+            opts=k8s_opts
         )
         workloads = k8s.core.v1.Namespace(
             f"{name}-workloads",
@@ -193,7 +195,8 @@ class AIStackOperator(pulumi.ComponentResource):
             k8s.core.v1.ServiceAccount(
                 f"{name}-account-{component}",
                 metadata={"name": account.name, "namespace": args.workload_namespace,
-                          "labels": {LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi", LABEL_COMPONENT: component},
+                          "labels": {LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: "pulumi",
+                                     LABEL_COMPONENT: component},
                           "annotations": {IRSA_ROLE_ANNOTATION: account.role_arn}},
                 # the pods use it for their cloud role only (its token is projected by EKS's
                 # webhook), never for the Kubernetes API
@@ -218,7 +221,8 @@ class AIStackOperator(pulumi.ComponentResource):
                                    {c: a.name for c, a in args.workload_accounts.items()}),
                 opts=after(self.crd, self.deployment, self.backend_secret, *accounts),
             )
-            self.gateway_url = pulumi.Output.from_input(gateway_url(stack_name=args.stack.name, namespace=stack_ns))
+            self.gateway_url = pulumi.Output.from_input(gateway_url(stack_name=args.stack.name,
+                                                                    namespace=stack_ns))
 
         self.namespace = args.namespace
         self.image = args.image

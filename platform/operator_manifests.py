@@ -62,7 +62,8 @@ def operator_args(args: list[str]) -> list[str]:
     return [*(a for a in BASE_ARGS if not (standalone and a.startswith("--peering"))), *args]
 
 
-def operator_pod_spec(*, image: str, args: list[str], node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+def operator_pod_spec(*, image: str, args: list[str],
+                      node_selector: dict[str, str] | None = None) -> dict[str, Any]:
     """Non-root (the images' user), read-only, no capabilities; liveness from kopf's probe."""
     spec: dict[str, Any] = {"serviceAccountName": OPERATOR_NAME}
     if node_selector:
@@ -78,7 +79,8 @@ def operator_pod_spec(*, image: str, args: list[str], node_selector: dict[str, s
                 "args": operator_args(args),
                 "env": POD_ENV,
                 "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
-                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20, "failureThreshold": 3},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 20,
+                                  "failureThreshold": 3},
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
@@ -95,7 +97,8 @@ def operator_pod_spec(*, image: str, args: list[str], node_selector: dict[str, s
 def operator_namespace(name: str, *, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """The operator's namespace, held to the restricted pod security standard."""
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {**(labels or {}), "pod-security.kubernetes.io/enforce": "restricted"}}}
+            "metadata": {"name": name,
+                         "labels": {**(labels or {}), "pod-security.kubernetes.io/enforce": "restricted"}}}
 
 
 def operator_rbac(namespace: str, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -108,7 +111,8 @@ def operator_rbac(namespace: str, *, labels: dict[str, str] | None = None) -> li
          "metadata": {"name": OPERATOR_NAME, "namespace": namespace, **meta}},
         {"apiVersion": f"{rbac}/v1", "kind": "ClusterRole", "metadata": {"name": OPERATOR_NAME, **meta},
          "rules": operator_cluster_rules()},
-        {"apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": OPERATOR_NAME, **meta},
+        {"apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": OPERATOR_NAME, **meta},
          "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": OPERATOR_NAME}, "subjects": [subject]},
         {"apiVersion": f"{rbac}/v1", "kind": "Role",
          "metadata": {"name": LEADER_ELECTION_NAME, "namespace": namespace, **meta},
@@ -120,7 +124,8 @@ def operator_rbac(namespace: str, *, labels: dict[str, str] | None = None) -> li
 
 
 def operator_deployment(*, namespace: str, image: str, replicas: int, args: list[str],
-                        labels: dict[str, str], node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+                        labels: dict[str, str],
+                        node_selector: dict[str, str] | None = None) -> dict[str, Any]:
     """More replicas are standbys: one holds the Lease and works (`--leader-elect`); a rolling
     update starts the new pod as a follower and the old one hands the Lease over as it stops."""
     selector = {LABEL_NAME: OPERATOR_NAME}
@@ -148,7 +153,8 @@ def kustomize_files() -> dict[str, str]:
     image = f"{IMAGE_REGISTRY}/{OPERATOR_IMAGE_NAME}"
     documents = {
         "namespace.yaml": [operator_namespace(DEFAULT_NAMESPACE)],
-        "peering.yaml": [kopf_peering_crd(scope="Cluster"), kopf_peering_crd(scope="Namespaced"), peering_object()],
+        "peering.yaml": [kopf_peering_crd(scope="Cluster"), kopf_peering_crd(scope="Namespaced"),
+                         peering_object()],
         "rbac.yaml": operator_rbac(DEFAULT_NAMESPACE, labels=labels),
         "deployment.yaml": [operator_deployment(namespace=DEFAULT_NAMESPACE, image=image, replicas=1, args=[],
                                                 labels=labels)],

@@ -46,21 +46,25 @@ def operator_cluster_rules() -> list[dict[str, Any]]:
         {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/status"], "verbs": ["patch"]},
         {"apiGroups": [AISTACK_GROUP], "resources": ["aistacks/finalizers"], "verbs": ["update"]},
     ]
-    rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS} for group, resources in CHILD_RESOURCES.items()]
+    rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS}
+              for group, resources in CHILD_RESOURCES.items()]
     rules += [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
+         "verbs": ["get", "list", "watch", "patch"]},
     ]
     return rules
 
 
 def operator_leader_election_rules() -> list[dict[str, Any]]:
     """PolicyRules of the Role, in the operator's namespace, for its leader-election Lease."""
-    return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}]
+    return [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["get", "create", "patch"]}]
 
 
 def kopf_peering_crd(*, scope: Literal["Cluster", "Namespaced"] = "Cluster") -> dict[str, Any]:
@@ -84,7 +88,8 @@ def kopf_peering_crd(*, scope: Literal["Cluster", "Namespaced"] = "Cluster") -> 
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                            "properties": {"status": {"type": "object",
+                                                      "x-kubernetes-preserve-unknown-fields": True}},
                         }
                     },
                 }
