@@ -36,6 +36,8 @@ started by hand with the default 0, which then pauses; the named peering (the ob
 installs create) keeps the operator paused while it is missing, where an operator without the
 flag would work unguarded. Given `args` come after, so they win (`--standalone` drops the
 peering)."""
+COMMAND_LINE = ("python", "-m", "aistack.operator")
+"""The images' ENTRYPOINT too; said here so an `image` override built otherwise still runs it."""
 POD_ENV = [
     {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -76,6 +78,7 @@ def operator_pod_spec(*, image: str, args: list[str],
             {
                 "name": "operator",
                 "image": image,
+                "command": list(COMMAND_LINE),
                 "args": operator_args(args),
                 "env": POD_ENV,
                 "ports": [{"name": "health", "containerPort": LIVENESS_PORT}],
