@@ -11,8 +11,8 @@ are. libyaml's emitter is used when present (~10x faster; render runs on every r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import yaml
 
@@ -21,6 +21,7 @@ _AMBIGUOUS = re.compile(
     r"y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF"  # YAML 1.1 bools
     r"|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+"  # YAML 1.2 numbers
 )
+_Resolve = Callable[[type[yaml.Node], str, tuple[bool, bool]], str]
 _BASE: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -35,8 +36,10 @@ class _BlockDumper(_Dumper):
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     # What PyYAML's own resolver misreads it quotes already; quote the rest the same way, so
     # output that was right stays byte for byte (a config file's bytes are its pods' hash).
-    if _AMBIGUOUS.fullmatch(value) and dumper.resolve(yaml.ScalarNode, value, (True, False)) == _STR:
-        return dumper.represent_scalar(_STR, value, style="'")
+    if _AMBIGUOUS.fullmatch(value):
+        resolve = cast(_Resolve, dumper.resolve)  # the stubs leave it untyped
+        if resolve(yaml.ScalarNode, value, (True, False)) == _STR:
+            return dumper.represent_scalar(_STR, value, style="'")
     return dumper.represent_str(value)
 
 

@@ -24,7 +24,11 @@ from aistack.api.conventions import (
     PART_OF,
     PEERING_NAME,
 )
-from aistack.platform.operator_rbac import kopf_peering_crd, operator_cluster_rules, operator_leader_election_rules
+from aistack.platform.operator_rbac import (
+    kopf_peering_crd,
+    operator_cluster_rules,
+    operator_leader_election_rules,
+)
 
 OPERATOR_NAME = "aistack-operator"
 DEFAULT_NAMESPACE = "aistack-system"

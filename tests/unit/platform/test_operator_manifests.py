@@ -20,7 +20,8 @@ def test_deploy_operator_is_what_the_generator_writes() -> None:
     stale = [name for name, text in kustomize_files().items()
              if not (ROOT / DEPLOY_DIR / name).is_file()
              or (ROOT / DEPLOY_DIR / name).read_text(encoding="utf-8") != text]
-    assert stale == [], f"{', '.join(stale)} in {DEPLOY_DIR} out of date: run `{COMMAND}` (or `make operator-manifests`)"
+    assert stale == [], (f"{', '.join(stale)} in {DEPLOY_DIR} out of date: "
+                         f"run `{COMMAND}` (or `make operator-manifests`)")
 
 
 def test_every_generated_file_is_marked_and_installed_by_the_kustomization() -> None:

@@ -106,7 +106,8 @@ async def test_edge_shard_is_shared_in_process_and_locked_against_other_processe
     code = (
         "import sys; from pathlib import Path\n"
         "from aistack.runtime.retrieval.edge import open_edge_shard\n"
-        "from aistack.api.collection import CollectionSpec\nfrom aistack.runtime.retrieval.store import StoreError\n"
+        "from aistack.api.collection import CollectionSpec\n"
+        "from aistack.runtime.retrieval.store import StoreError\n"
         "try:\n    open_edge_shard(Path(sys.argv[1]), CollectionSpec(name='docs', dimension=4))\n"
         "except StoreError as e:\n    print(e); sys.exit(3)\n"
     )
