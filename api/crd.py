@@ -101,7 +101,8 @@ def _doc(model: type) -> str:
 
 def _structural(schema: dict[str, Any]) -> dict[str, Any]:
     defs = schema.get("$defs", {})
-    return _convert(schema, defs)
+    converted: dict[str, Any] = _convert(schema, defs)
+    return converted
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:

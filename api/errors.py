@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from aistack.api.rules import Loc, RuleViolation
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, models_in
@@ -69,7 +70,7 @@ def field_errors(err: ValidationError, *, root: type[BaseModel] | None = None,
     return result
 
 
-def _message(item: dict[str, Any], loc: Loc, root: type[BaseModel] | None, aliases: Aliases) -> str:
+def _message(item: ErrorDetails, loc: Loc, root: type[BaseModel] | None, aliases: Aliases) -> str:
     kind = item["type"]
     msg: str = item["msg"]
     if kind == "extra_forbidden":

@@ -9,7 +9,7 @@ and on a laptop, and can be shown, logged and diffed freely.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
@@ -23,7 +23,7 @@ from aistack.api.v1alpha1.model import GenerationDefaults
 from aistack.api.v1alpha1.orchestration import Timeouts
 from aistack.api.v1alpha1.retrieval import Chunking, Distance
 
-GATEWAY_CONFIG_VERSION = 1
+GATEWAY_CONFIG_VERSION: Final = 1
 
 
 class Upstream(ApiModel):

@@ -25,6 +25,7 @@ from kubernetes.client import ApiClient, Configuration
 
 from aistack.api.v1alpha1 import GROUP, PLURAL, VERSION
 from aistack.operator.kube import ApiError, Kube
+from aistack.operator.machinery.listwatch import ListWatch
 from aistack.operator.machinery.peering import PeeringWatch
 from aistack.operator.options import OperatorOptions
 from aistack.operator.runner import Runner
@@ -74,7 +75,8 @@ def build_registry(options: OperatorOptions, *,
         """Before any AIStack handler runs: the caches are listed, so that the first reconcile
         of each stack sees what exists (and creates nothing twice). The peering watch starts
         too, but is not waited for: until it has read the peering, reconciles are held."""
-        for watched in (cache, stacks, *([peering] if peering else [])):
+        caches: list[ListWatch[Any]] = [cache, stacks, *([peering] if peering else [])]
+        for watched in caches:
             if not watched.started:
                 await watched.start()
         try:
@@ -90,26 +92,28 @@ def build_registry(options: OperatorOptions, *,
         runner.queue.stop_drift()
         await asyncio.gather(cache.stop(), stacks.stop(), *([peering.stop()] if peering else []))
 
-    async def converge(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+    # kopf's handler protocol allows a cluster-scoped body (namespace None); an AIStack is
+    # namespaced, so None never comes, and is filed as StackCache files it.
+    async def converge(body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
         runner.queue.context = contextvars.copy_context()
         # kopf with optional peering (no --peering) works until it has read the peering object;
         # a peer that outranks this operator must not see it reconcile meanwhile.
         await runner.queue.unpaused()
         try:
-            outcome = await runner.converge((namespace, name), plain_stack(body))
+            outcome = await runner.converge((namespace or "default", name), plain_stack(body))
         except ApiError as err:
             raise kopf.TemporaryError(f"API call failed: {err}", delay=options.retry_delay) from err
         if outcome.retry:
-            runner.queue.schedule((namespace, name), delay=options.retry_delay)
+            runner.queue.schedule((namespace or "default", name), delay=options.retry_delay)
 
     kopf.on.resume(GROUP, VERSION, PLURAL, id="resume", registry=registry)(converge)
     kopf.on.create(GROUP, VERSION, PLURAL, id="create", registry=registry)(converge)
     kopf.on.update(GROUP, VERSION, PLURAL, id="update", registry=registry)(converge)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup", registry=registry, retries=10)
-    async def delete(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    async def delete(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
         try:
-            message = await runner.delete((namespace, name), plain_stack(body))
+            message = await runner.delete((namespace or "default", name), plain_stack(body))
         except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
             raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
         log.info("AIStack %s/%s deleted: %s", namespace, name, message)

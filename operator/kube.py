@@ -94,7 +94,8 @@ class Kube:
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", kind.path(namespace, name))
+            found: dict[str, Any] | None = self.request("GET", kind.path(namespace, name))
+            return found
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -102,15 +103,18 @@ class Kube:
 
     def list(self, kind: Kind, namespace: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector} if label_selector else None
-        return list(self.request("GET", kind.path(namespace), query=query).get("items") or [])
+        items: list[dict[str, Any]] = self.request("GET", kind.path(namespace), query=query).get("items") or []
+        return list(items)
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", kind.path(namespace), body=body)
+        created: dict[str, Any] = self.request("POST", kind.path(namespace), body=body)
+        return created
 
     def patch(self, kind: Kind, namespace: str, name: str, body: dict[str, Any], *,
               subresource: str | None = None) -> dict[str, Any]:
-        return self.request("PATCH", kind.path(namespace, name, subresource), body=body,
-                            content_type=MERGE_PATCH)
+        patched: dict[str, Any] = self.request("PATCH", kind.path(namespace, name, subresource), body=body,
+                                               content_type=MERGE_PATCH)
+        return patched
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:

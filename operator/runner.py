@@ -128,7 +128,8 @@ class Runner:
         self.counters.writes += outcome.writes
         for kind, reason, message in outcome.events:
             try:
-                kopf.event(dict(body), type=kind, reason=reason, message=message)
+                # kopf.event walks any mapping (dicts.walk), though its annotation names kopf.Body.
+                kopf.event(dict(body), type=kind, reason=reason, message=message)  # type: ignore[arg-type]
             except LookupError:  # no kopf handler has run yet in this process: log it instead
                 log.warning("%s %s on %s/%s: %s", kind, reason, *key, message)
         return outcome

@@ -18,7 +18,7 @@ objects that can never get one: a deadlock at start-up with more stacks than wor
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ class Change:
     version: str | None
 
 
-class ChildCache(ListWatch):
+class ChildCache(ListWatch[tuple[StackKey, ChildKey]]):
     """Summaries of the managed children, by stack; `on_change` hears of every change but the
     echoes of this process's own writes."""
 
@@ -128,12 +128,12 @@ class ChildCache(ListWatch):
     def _key(self, kind: Kind, obj: Mapping[str, Any]) -> tuple[StackKey, ChildKey] | None:
         return _locate(obj)
 
-    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+    def _held(self, kind: Kind, namespace: str | None) -> list[tuple[StackKey, ChildKey]]:
         return [(stack, child) for stack, children in self.by_stack.items()
                 if namespace is None or stack[0] == namespace for child in children if child[0] == kind.kind]
 
-    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
-        stack, child = key  # type: ignore[misc]
+    def _keep(self, key: tuple[StackKey, ChildKey], obj: Mapping[str, Any]) -> None:
+        stack, child = key
         summary = summarize(obj)
         children = self.by_stack.setdefault(stack, {})
         old = children.get(child)
@@ -142,8 +142,8 @@ class ChildCache(ListWatch):
         if old is None or old["metadata"].get("resourceVersion") != version:
             self._changed(Change(stack=stack, kind=child[0], name=child[1], version=version))
 
-    def _drop(self, key: Hashable) -> None:
-        stack, child = key  # type: ignore[misc]
+    def _drop(self, key: tuple[StackKey, ChildKey]) -> None:
+        stack, child = key
         children = self.by_stack.get(stack) or {}
         if children.pop(child, None) is not None:
             if not children:
@@ -151,7 +151,7 @@ class ChildCache(ListWatch):
             self._changed(Change(stack=stack, kind=child[0], name=child[1], version=None))
 
 
-class StackCache(ListWatch):
+class StackCache(ListWatch[StackKey]):
     """The AIStacks, as `plain_stack` bodies by (namespace, name)."""
 
     def __init__(self, *, configuration: Configuration, namespaces: Sequence[str] = ()) -> None:
@@ -165,15 +165,14 @@ class StackCache(ListWatch):
         meta = obj.get("metadata") or {}
         return (meta.get("namespace") or "default", meta["name"]) if meta.get("name") else None
 
-    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+    def _held(self, kind: Kind, namespace: str | None) -> list[StackKey]:
         return [key for key in self.bodies if namespace is None or key[0] == namespace]
 
-    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
-        self.bodies[
-            key] = plain_stack(obj, detach=False)  # type: ignore[index]  # parsed here: no one else holds it
+    def _keep(self, key: StackKey, obj: Mapping[str, Any]) -> None:
+        self.bodies[key] = plain_stack(obj, detach=False)  # parsed here: no one else holds it
 
-    def _drop(self, key: Hashable) -> None:
-        self.bodies.pop(key, None)  # type: ignore[call-overload]
+    def _drop(self, key: StackKey) -> None:
+        self.bodies.pop(key, None)
 
 
 def plain_stack(body: Mapping[str, Any], *, detach: bool = True) -> dict[str, Any]:

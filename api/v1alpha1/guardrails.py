@@ -83,4 +83,4 @@ class GuardrailsSpec(ApiModel):
     @property
     def uses_llm(self) -> bool:
         """Whether any rail needs an LLM (and so NeMo Guardrails)."""
-        return bool(LLM_RAILS.intersection(self.input + self.output)) or self.config_map_ref is not None
+        return bool(LLM_RAILS.intersection([*self.input, *self.output])) or self.config_map_ref is not None

@@ -15,7 +15,7 @@ import json
 import logging
 import ssl
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 from kubernetes.client import Configuration
@@ -32,7 +32,11 @@ class NotServed(RuntimeError):
     """A list answered 404: the API server does not serve the kind (its CRD is not installed)."""
 
 
-class ListWatch:
+K = TypeVar("K", bound=Hashable)
+"""The key a cache files an object under."""
+
+
+class ListWatch(Generic[K]):
     """List+watch streams for `kinds` (per namespace, or cluster-wide); subclasses keep what
     they need of each object (`_keep`, `_drop`) under the key `_key` gives it."""
 
@@ -42,25 +46,26 @@ class ListWatch:
     def __init__(self, *, configuration: Configuration, namespaces: Sequence[str],
                  kinds: Sequence[Kind]) -> None:
         self.configuration = configuration
-        self.streams = [(kind, ns) for kind in kinds for ns in (namespaces or [None])]
+        scopes: list[str | None] = [*namespaces] or [None]
+        self.streams = [(kind, ns) for kind in kinds for ns in scopes]
         self.synced = asyncio.Event()
         self._listed: set[tuple[str, str | None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
     # -- what a subclass keeps -------------------------------------------------------------
-    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> K | None:
         """The key of an object in this cache; None: not one of ours, ignored."""
         raise NotImplementedError
 
-    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+    def _held(self, kind: Kind, namespace: str | None) -> list[K]:
         """The keys this cache holds from the stream of (kind, namespace)."""
         raise NotImplementedError
 
-    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+    def _keep(self, key: K, obj: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
-    def _drop(self, key: Hashable) -> None:
+    def _drop(self, key: K) -> None:
         raise NotImplementedError
 
     @property
@@ -90,7 +95,7 @@ class ListWatch:
         failures = 0
         while True:
             try:
-                version = await self._list(kind, namespace)
+                version: str | None = await self._list(kind, namespace)
                 failures = 0
                 while version is not None:
                     version = await self._watch(kind, namespace, version)
@@ -107,7 +112,7 @@ class ListWatch:
         return {"labelSelector": self.selector, **params} if self.selector else params
 
     async def _list(self, kind: Kind, namespace: str | None) -> str:
-        seen: dict[Hashable, dict[str, Any]] = {}
+        seen: dict[K, dict[str, Any]] = {}
         params = self._params(limit="500")
         while True:
             body = await self._get(kind, namespace, params)

@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,8 @@ def peers(status: Mapping[str, Any]) -> list[Peer]:
         info = info if isinstance(info, Mapping) else {}
         try:
             priority = int(info.get("priority") or 0)
-            lifetime = int(info.get("lifetime") if info.get("lifetime") is not None else DEFAULT_LIFETIME)
+            lifetime_field = info.get("lifetime")
+            lifetime = int(lifetime_field if lifetime_field is not None else DEFAULT_LIFETIME)
             seen = info.get("lastseen")
             lastseen = datetime.datetime.fromisoformat(seen) if seen else now
         except (TypeError, ValueError):
@@ -106,7 +107,7 @@ def blocking_peers(status: Mapping[str, Any], *, identity: str, priority: int,
             and p.priority >= priority]
 
 
-class PeeringWatch(ListWatch):
+class PeeringWatch(ListWatch[str]):
     """Follows the peering object(s); `active` is set while no peer outranks this operator.
     `on_resume` is called on each pause -> work transition."""
 
@@ -148,20 +149,20 @@ class PeeringWatch(ListWatch):
         self.evaluate()  # also when the listing found no peering object at all
         return version
 
-    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> Hashable | None:
+    def _key(self, kind: Kind, obj: Mapping[str, Any]) -> str | None:
         meta = obj.get("metadata") or {}
         return (meta.get("namespace") or CLUSTER) if meta.get("name") == self.options.name else None
 
-    def _held(self, kind: Kind, namespace: str | None) -> list[Hashable]:
+    def _held(self, kind: Kind, namespace: str | None) -> list[str]:
         return [scope for scope in self.statuses if scope == (namespace or CLUSTER)]
 
-    def _keep(self, key: Hashable, obj: Mapping[str, Any]) -> None:
+    def _keep(self, key: str, obj: Mapping[str, Any]) -> None:
         status = obj.get("status")
-        self.statuses[key] = status if isinstance(status, Mapping) else {}  # type: ignore[index]
+        self.statuses[key] = status if isinstance(status, Mapping) else {}
         self.evaluate()
 
-    def _drop(self, key: Hashable) -> None:
-        self.statuses.pop(key, None)  # type: ignore[call-overload]
+    def _drop(self, key: str) -> None:
+        self.statuses.pop(key, None)
         self.evaluate()
 
     def evaluate(self) -> None:

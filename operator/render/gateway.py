@@ -84,12 +84,12 @@ def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> lis
     config = gateway_config(ctx)
     secrets = gateway_secrets(ctx)
     _check_env_names(config, {ref.env_name() for ref in secrets})
-    config_map = {
+    config_map: dict[str, Any] = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": metadata(ctx, name=ctx.name("gateway-config"), component=COMPONENT_GATEWAY),
         "data": {CONFIG_FILE: config_file(config.to_wire())},
     }
-    container = {
+    container: dict[str, Any] = {
         "name": "gateway",
         "image": ctx.runtime_image,
         "env": [
