@@ -111,8 +111,8 @@ class _DirectDispatch(kmock.KubernetesScaffold):
     kmock's emulator (which stores the objects first) and its DSL dispatch in the MRO."""
 
     async def _handle(self, request: Any) -> Any:
-        direct: dict[Any, Any] = getattr(self, "_direct")
-        if request.resource in SERVED and len(self._payloads) == getattr(self, "_builtin_payloads"):
+        direct: dict[Any, Any] = self._direct
+        if request.resource in SERVED and len(self._payloads) == self._builtin_payloads:
             reaction = direct.get(request.action)
             if reaction is not None:
                 return await reaction.response(request)

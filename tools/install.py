@@ -75,7 +75,7 @@ class InstallError(Exception):
 def python_problem(version: Sequence[int], executable: str) -> str | None:
     """Why this interpreter cannot run aistack, in one line, or None when it can."""
     found = ".".join(str(part) for part in version[:3])
-    if MIN_PYTHON <= tuple(version[:3]) and tuple(version[:2]) < MAX_PYTHON:
+    if tuple(version[:3]) >= MIN_PYTHON and tuple(version[:2]) < MAX_PYTHON:
         return None
     return (f"aistack needs Python 3.11 (3.11.5 or newer), found {found} at {executable}: install Python 3.11 "
             f"(e.g. `uv python install 3.11` or pyenv) and run `make PYTHON=/path/to/python3.11 ...`")

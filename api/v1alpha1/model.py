@@ -9,7 +9,7 @@ from pydantic import Field, HttpUrl, model_validator
 from aistack.api.cel import cel_rules, rule
 from aistack.api.engine import DEFAULT_VLLM_IMAGE, check_extra_args
 from aistack.api.rules import RuleCollector
-from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Storage, Toleration
+from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Toleration
 
 class OpenAIEndpoint(ApiModel):
     """An OpenAI-compatible HTTP API: a hosted provider, an existing vLLM, Ollama, TGI..."""

@@ -372,7 +372,7 @@ class LocalStack:
         for server, task in reversed(self._servers):
             try:  # requests get SERVER_STOP_SECONDS, then the lifespan closes the tracer (bounded too)
                 await asyncio.wait_for(asyncio.shield(task), timeout=SERVER_STOP_SECONDS + 8)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 server.force_exit = True
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=2)
