@@ -241,12 +241,17 @@ def python_words() -> frozenset[str]:
 
 
 def cli_commands() -> set[str]:
-    """The command names registered on the typer app (`app.command("up")`)."""
+    """The command names registered on the typer app (`app.command("up")`), and its groups
+    (`app.add_typer(engine_app, name="engine")`)."""
     tree = ast.parse((ROOT / "cli" / "main.py").read_text(encoding="utf-8"))
-    return {node.args[0].value for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "command"
-            and node.args and isinstance(node.args[0], ast.Constant)}
+    calls = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
+    commands = {node.args[0].value for node in calls
+                if node.func.attr == "command" and node.args and isinstance(node.args[0], ast.Constant)}
+    groups = {keyword.value.value for node in calls if node.func.attr == "add_typer"
+              for keyword in node.keywords
+              if keyword.arg == "name" and isinstance(keyword.value, ast.Constant)}
+    return commands | groups
 
 
 def architecture_spans() -> list[str]:
