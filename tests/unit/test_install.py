@@ -90,7 +90,8 @@ def other_pythons() -> list[str]:
         if not os.access(candidate, os.X_OK):
             continue
         out = subprocess.run([candidate, "-c",
-                              "import sys; print(sys.version_info[:3] >= (3, 11, 5) and sys.version_info[:2] < (3, 12))"],
+                              ("import sys; print(sys.version_info[:3] >= (3, 11, 5) "
+                               "and sys.version_info[:2] < (3, 12))")],
                              capture_output=True, text=True)
         if out.stdout.strip() == "False":
             found.append(candidate)
@@ -319,4 +320,5 @@ def test_readme_says_what_make_test_skips_without_container_tools_and_how_to_inc
     conftest = (REPO / "tests" / "containers" / "conftest.py").read_text()
     assert "`make container-tools` installs them" in conftest  # the skip reason tells how to include them
     makefile = (REPO / "Makefile").read_text()
-    assert "container-tools:" in makefile and "\ntest: install\n" in makefile
+    # make test installs (through make lint, which needs the venv) and runs ruff and mypy first
+    assert "container-tools:" in makefile and "\ntest: lint\n" in makefile and "\nlint: install\n" in makefile
