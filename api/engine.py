@@ -63,6 +63,8 @@ def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str
 def canonical_flag(flag: str) -> str:
     """The name the parser knows a flag by: vLLM reads `--max_model_len` as `--max-model-len`, and
     `--kv-transfer-config.kv_role` as a key of `--kv-transfer-config`."""
+    if flag.startswith("-O"):  # -O3: vLLM's --optimization-level 3
+        return "--optimization-level"
     if not flag.startswith("--"):
         return _ALIASES.get(flag, flag)
     head = flag.split(".", 1)[0]
