@@ -6,16 +6,14 @@ import sys
 from pathlib import Path
 
 from aistack.api.crd import CRD_FILE, crd_yaml
+from aistack.api.generated import write_generated
 from aistack.api.reference import REFERENCE_FILE, build_reference
 
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else ".")
-    for path, text in ((root / "crds" / CRD_FILE, crd_yaml()),
-                       (root / "docs" / REFERENCE_FILE, build_reference() + "\n")):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
+    write_generated({root / "crds" / CRD_FILE: crd_yaml(),
+                     root / "docs" / REFERENCE_FILE: build_reference() + "\n"})
     return 0
 
 

@@ -24,6 +24,7 @@ from aistack.api.conventions import (
     PART_OF,
     PEERING_NAME,
 )
+from aistack.api.generated import write_generated
 from aistack.platform.operator_rbac import (
     kopf_peering_crd,
     operator_cluster_rules,
@@ -171,11 +172,7 @@ def kustomize_files() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else ".")
-    for name, text in kustomize_files().items():
-        path = root / DEPLOY_DIR / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path}")
+    write_generated({root / DEPLOY_DIR / name: text for name, text in kustomize_files().items()})
     return 0
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from aistack.api.generated import write_generated
+
 PROBE = Path(__file__).with_name("parser_probe.py")
 LINE = 110  # the project's line length
 IMPORT_TIMEOUT_S = 300  # ~10 s on an idle machine; a loaded 2-core one is much slower
@@ -146,8 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stale = target.read_text() != text
         print(f"{target} is {'stale: run make vllm-flags' if stale else 'up to date'}")
         return 1 if stale else 0
-    target.write_text(text)
-    print(f"wrote {target}")
+    write_generated({target: text})
     return 0
 
 
