@@ -124,6 +124,6 @@ def load_stack(path: Path | str) -> AIStack:
         where = ", ".join(d.where for d in docs if d.stack is not None)
         raise ManifestError(str(path),
                             [FieldError("<file>", f"expected exactly one AIStack, found {len(stacks)}")],
-                            lines=[f"{path}: expected exactly one AIStack, found {len(stacks)} ({where}); "
-                                   "put each in a file of its own"])
+                            lines=[(f"{path}: expected exactly one AIStack, found {len(stacks)} ({where}); "
+                                    "put each in a file of its own")])
     return stacks[0]

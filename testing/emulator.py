@@ -229,7 +229,7 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     def _list_type(self, request: Any) -> dict[str, str]:
         """`kind`/`apiVersion` of a list (kubectl needs them to decode it)."""
         resource = request.resource
-        info = self.resources[resource] if resource in self.resources else None
+        info = self.resources.get(resource)
         api_version = resource.version if not resource.group else f"{resource.group}/{resource.version}"
         return {"kind": f"{info.kind if info else 'Object'}List", "apiVersion": api_version}
 

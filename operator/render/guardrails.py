@@ -27,8 +27,8 @@ USER_CONFIG_ROOT = "/etc/aistack/nemo"
 VOLUME = "guardrails-config"
 # NeMo listens on the pod's loopback only (never on the Service), so the kubelet cannot reach
 # it over HTTP: the probe runs inside the container.
-PROBE = ["python", "-c", "import urllib.request as u; "
-         f"u.urlopen('http://127.0.0.1:{GUARDRAILS_PORT}/v1/rails/configs', timeout=4)"]
+PROBE = ["python", "-c", ("import urllib.request as u; "
+                          f"u.urlopen('http://127.0.0.1:{GUARDRAILS_PORT}/v1/rails/configs', timeout=4)")]
 
 
 def needs_sidecar(ctx: RenderContext) -> bool:

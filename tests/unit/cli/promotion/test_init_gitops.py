@@ -90,8 +90,8 @@ def test_the_shipped_example_renders_each_stage_and_the_gitops_tools_point_at_it
         for renderer in ("builtin", "auto"):
             doc, stack = effective_stack(layout, stage, renderer=renderer)  # type: ignore[arg-type]
             assert stack.spec.stage == stage and stack.namespace == f"ai-{stage}"
-    apps = [d for d in yaml.safe_load_all(
-        (ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text())]
+    apps = list(yaml.safe_load_all(
+        (ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text()))
     assert {a["spec"]["source"]["path"] for a in apps} == {f"deploy/gitops/example/stages/{s}"
                                                            for s in layout.stages()}
     assert all(a["spec"]["destination"]["namespace"] == f"ai-{a['metadata']['labels']['aistack.dev/stage']}"

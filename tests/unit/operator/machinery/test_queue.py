@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 
 from aistack.operator.machinery.queue import WorkQueue
 
@@ -115,7 +116,7 @@ async def test_a_run_that_asks_again_is_run_again_after_the_retry_delay() -> Non
     assert fake.keys() == ["a"]
     await asyncio.sleep(0.15)
     assert fake.keys() == ["a", "a", "a"]
-    gaps = [later[1] - earlier[1] for earlier, later in zip(fake.runs, fake.runs[1:])]
+    gaps = [later[1] - earlier[1] for earlier, later in pairwise(fake.runs)]
     assert all(gap >= 0.045 for gap in gaps)
 
 
@@ -144,7 +145,7 @@ async def test_the_drift_pass_spreads_every_key_over_the_interval() -> None:
     first_pass = fake.runs[:4]
     assert [key for key, _, _ in first_pass] == keys
     starts = [started] + [start for _, start, _ in first_pass]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(starts)]
     assert all(0.09 <= gap < 0.2 for gap in gaps), gaps  # interval / 4 keys apart, not all at once
     runs = len(fake.runs)
     await asyncio.sleep(0.2)

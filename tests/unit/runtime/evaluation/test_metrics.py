@@ -44,8 +44,8 @@ def test_thresholds_fail_on_bounds_and_on_missing_metrics() -> None:
                                 "retrieval_mrr": Threshold(min=0.1)})
     assert not verdict.passed
     assert verdict.failures == ["answer_token_f1: 0.5 < min 0.6",
-                                "retrieval_mrr: not computed (the dataset has no "
-                                "questions it applies to)"]
+                                ("retrieval_mrr: not computed (the dataset has no "
+                                 "questions it applies to)")]
     assert check_thresholds({"error_rate": 0.0}, {"error_rate": Threshold(max=0.0)}).passed
 
 

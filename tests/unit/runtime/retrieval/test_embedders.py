@@ -61,7 +61,7 @@ async def test_remote_embedder_batches_and_keeps_order(embeddings_server: dict,
     local = await minilm.embed(texts)
     assert state["calls"] == [4, 4, 2]
     assert state["auth"] == ["Bearer s3cret"] * 3
-    assert all(cosine(r, l) > 0.999 for r, l in zip(remote, local, strict=True))
+    assert all(cosine(r, loc) > 0.999 for r, loc in zip(remote, local, strict=True))
     await embedder.aclose()
 
 

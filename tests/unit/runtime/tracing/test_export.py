@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_exporter_ignores_sigint_from_its_start_and_closes_cleanly(capfd: pytest
 def _ignores_sigint(pid: int) -> bool:
     """The kernel's view of the process: SigIgn is the mask of ignored signals."""
     try:
-        status = open(f"/proc/{pid}/status").read()
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
     ignored = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
@@ -78,7 +79,7 @@ def test_exporter_does_not_outlive_a_killed_gateway() -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
