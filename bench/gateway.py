@@ -284,7 +284,8 @@ def print_table(results: list[Result], *, latency_ms: int, loads: tuple[str, str
         if r.target.startswith("gateway") and r.concurrency in litellm:
             peer = litellm[r.concurrency].p50_ms - d.p50_ms
             vs = f"{add50 / peer:.2f}x" if peer > 0 else "n/a"
-        print(f"| {r.target} | {r.concurrency} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {add50:+.2f} | {add99:+.2f} | "
+        print(f"| {r.target} | {r.concurrency} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+              f"{add50:+.2f} | {add99:+.2f} | "
               f"{r.rps:.0f} | {r.rps / d.rps:.2f}x | {r.cpu_ms:.3f} | {vs} |")
 
 

@@ -67,8 +67,9 @@ def clustered(n: int, *, seed: int, centroids: int = 256) -> np.ndarray:
 
 
 def sample_text(rng: random.Random, words: int) -> str:
-    vocab = ("vector store tenant gateway model guardrail chunk embedding latency qdrant mlflow pipeline agent "
-             "retrieval context budget citation operator cluster stage promote evaluation trace").split()
+    vocab = ("vector store tenant gateway model guardrail chunk embedding latency qdrant mlflow pipeline "
+             "agent retrieval context budget citation operator cluster stage promote evaluation "
+             "trace").split()
     return " ".join(rng.choice(vocab) for _ in range(words)) + "."
 
 

@@ -57,8 +57,8 @@ def validate_cmd(
 ) -> None:
     """Check AIStack manifests, one line per error.
 
-    Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise. Documents of other kinds are skipped,
-    but a file with no AIStack at all is an error.
+    Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise.
+    Documents of other kinds are skipped, but a file with no AIStack at all is an error.
     """
     stacks: list[tuple[str, AIStack]] = []
     failures = 0
@@ -84,7 +84,8 @@ def validate_cmd(
 
 @app.command("render")
 def render_cmd(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A manifest with one AIStack.", show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A manifest with one AIStack.",
+                                         show_default=False)],
 ) -> None:
     """Print the Kubernetes objects the operator would create.
 
@@ -113,7 +114,8 @@ def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:
     for column in ("document", "name", "stage", "model", "layers"):
         table.add_column(column, overflow="fold")
     for where, stack in stacks:
-        table.add_row(where, stack.name, stack.spec.stage, describe_model(stack), ", ".join(describe_layers(stack)))
+        table.add_row(where, stack.name, stack.spec.stage, describe_model(stack),
+                      ", ".join(describe_layers(stack)))
     return table
 
 

@@ -29,9 +29,9 @@ def promote_cmd(
     tracking_uri: Annotated[str | None, typer.Option(metavar="URL",
                                                      help="MLflow tracking URI (else MLFLOW_TRACKING_URI, "
                                                           "else the stage's external MLflow).")] = None,
-    max_age_hours: Annotated[float | None, typer.Option(metavar="HOURS",
-                                                        help="Oldest acceptable evaluation run; "
-                                                            "overrides TO's evaluation.maxRunAgeHours.")] = None,
+    max_age_hours: Annotated[float | None, typer.Option(
+        metavar="HOURS",
+        help="Oldest acceptable evaluation run; overrides TO's evaluation.maxRunAgeHours.")] = None,
 ) -> None:
     """Promote a stage's evaluated behaviour into the next stage.
 

@@ -25,8 +25,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def ui_cmd(
     manifest: Annotated[Path, typer.Argument(metavar="FILE", help="The AIStack manifest.",
                                              show_default=False)],
-    port: Annotated[int, typer.Option("--port", metavar="PORT",
-                                      help="Port of the MLflow UI on 127.0.0.1 (a free one if taken).")] = 5050,
+    port: Annotated[int, typer.Option(
+        "--port", metavar="PORT", help="Port of the MLflow UI on 127.0.0.1 (a free one if taken).")] = 5050,
     state: Annotated[Path | None, typer.Option("--state", metavar="DIR",
                                                help="State folder (default: <manifest "
                                                "folder>/.aistack/<name>).")] = None,
@@ -113,8 +113,8 @@ def _serve(server, *, stack_name: str, experiment: str) -> None:  # type: ignore
                       markup=False)
             raise typer.Exit(1)
         if server.moved_from is not None:
-            err.print(
-                f"port {server.moved_from} is in use: MLflow is on {server.port} instead (--port picks another)")
+            err.print(f"port {server.moved_from} is in use: MLflow is on {server.port} instead "
+                      "(--port picks another)")
         out.print(f"MLflow UI of {stack_name}: {experiment_link(server.url, experiment)}  "
                   f"(experiment '{experiment}' -> Traces)", markup=False)
         err.print("Ctrl-C to stop")

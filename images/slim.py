@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     dropped = drop_dirs(site=site, extra=args.drop)
     stripped = strip(extension_modules(site))
     compile_imports(args.modules)
-    print(f"slim: removed {dropped / 1e6:.0f} MB of tests and unused parts, {stripped / 1e6:.0f} MB of symbols; "
-          f"bytecode for the import closure of {len(args.modules)} modules")
+    print(f"slim: removed {dropped / 1e6:.0f} MB of tests and unused parts, {stripped / 1e6:.0f} MB of "
+          f"symbols; bytecode for the import closure of {len(args.modules)} modules")
 
 
 if __name__ == "__main__":

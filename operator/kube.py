@@ -103,7 +103,8 @@ class Kube:
 
     def list(self, kind: Kind, namespace: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector} if label_selector else None
-        items: list[dict[str, Any]] = self.request("GET", kind.path(namespace), query=query).get("items") or []
+        found: dict[str, Any] = self.request("GET", kind.path(namespace), query=query)
+        items: list[dict[str, Any]] = found.get("items") or []
         return list(items)
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -166,7 +166,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
             (previous.get("ingestion") or {}).get("phase") != "Failed":
         outcome.events.append(("Warning", "IngestionFailed",
                                f"Job {ingestion['job']}: {ingestion['message']}"))
-    if outcome.status_written and collection_check is not None and collection_check.reason == "CollectionMismatch":
+    if (outcome.status_written and collection_check is not None
+            and collection_check.reason == "CollectionMismatch"):
         old = {c.get("type"): c.get("reason") for c in previous.get("conditions") or []}
         if old.get("RetrievalReady") != "CollectionMismatch":
             outcome.events.append(("Warning", "CollectionMismatch", collection_check.message))

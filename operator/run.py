@@ -98,8 +98,8 @@ def peering_of(name: str | None, *, priority: int) -> PeeringOptions:
     if name is None:
         return PeeringOptions(priority=priority)
     if not re.fullmatch(DNS1123_SUBDOMAIN, name) or len(name) > 253:
-        raise ValueError(f"--peering: {name!r} is not an object name (lower-case letters, digits, '-' and '.'); "
-                         f"the install's peering object is {PEERING_NAME!r}")
+        raise ValueError(f"--peering: {name!r} is not an object name (lower-case letters, digits, '-' "
+                         f"and '.'); the install's peering object is {PEERING_NAME!r}")
     return PeeringOptions(name=name, priority=priority, mandatory=True)
 
 
@@ -109,8 +109,8 @@ def check_namespaces(namespaces: Sequence[str]) -> list[str]:
     out: list[str] = []
     for namespace in namespaces:
         if not re.fullmatch(DNS1123_LABEL, namespace) or len(namespace) > 63:
-            raise ValueError(f"--namespace: {namespace!r} is not a namespace name (lower-case letters, digits "
-                             "and '-', at most 63; patterns are not supported)")
+            raise ValueError(f"--namespace: {namespace!r} is not a namespace name (lower-case letters, "
+                             "digits and '-', at most 63; patterns are not supported)")
         if namespace not in out:
             out.append(namespace)
     return out

@@ -96,7 +96,8 @@ class NodeGroupConfig(ConfigModel):
         if not self.min_size <= self.desired_size <= self.max_size:
             raise violation(
                 ("desiredSize",),
-                f"need minSize <= desiredSize <= maxSize, got {self.min_size}, {self.desired_size}, {self.max_size}",
+                f"need minSize <= desiredSize <= maxSize, got {self.min_size}, {self.desired_size}, "
+                f"{self.max_size}",
             )
         return self
 
@@ -315,8 +316,9 @@ def load_stack_file(path: Path, *, workload_namespace: str) -> AIStack:
         raise ConfigError([f"{key}: {e}" for e in str(err).splitlines()]) from None
     if stack.metadata.namespace not in (None, workload_namespace):
         raise ConfigError(
-            [(f"{key}: the AIStack is in namespace {stack.metadata.namespace!r}; use stores.workloadNamespace "
-              f"({workload_namespace!r}) or change the manifest, so it finds the mlflow-backend Secret")]
+            [(f"{key}: the AIStack is in namespace {stack.metadata.namespace!r}; use "
+              f"stores.workloadNamespace ({workload_namespace!r}) or change the manifest, so it finds the "
+              "mlflow-backend Secret")]
         )
     return stack
 

@@ -45,7 +45,8 @@ class ManagedStoresArgs:
 
 def backend_store_uri(*, password: str, host: str, port: int) -> str:
     """MLflow's `--backend-store-uri` for the RDS database; TLS required."""
-    return f"postgresql://{MLFLOW_DB_USER}:{quote(password, safe='')}@{host}:{port}/{MLFLOW_DB}?sslmode=require"
+    return (f"postgresql://{MLFLOW_DB_USER}:{quote(password, safe='')}@{host}:{port}/{MLFLOW_DB}"
+            "?sslmode=require")
 
 
 def parameter_group_family(engine_version: str) -> str:

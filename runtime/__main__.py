@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="gateway config YAML (default: $AISTACK_GATEWAY_CONFIG)")
     parser.add_argument("--workers", type=_workers, default=os.environ.get(WORKERS_ENV, "1"),
-                        help=f"server processes (default: ${WORKERS_ENV} or 1; in Kubernetes scale replicas instead)")
+                        help=f"server processes (default: ${WORKERS_ENV} or 1; "
+                             "in Kubernetes scale replicas instead)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call is a hot-path cost

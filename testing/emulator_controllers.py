@@ -94,8 +94,8 @@ class SimulatedControllers:
             elif (rule := _fail_job_rule(obj.raw, exit_code)) is not None:
                 index, container = rule
                 cond = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                        "message": f"Container {container} for pod {namespace}/{name}-x failed with exit code "
-                                   f"{exit_code} matching FailJob rule at index {index}"}
+                        "message": f"Container {container} for pod {namespace}/{name}-x failed with exit "
+                                   f"code {exit_code} matching FailJob rule at index {index}"}
                 counts = {"failed": 1}
             else:
                 cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",

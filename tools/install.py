@@ -77,8 +77,9 @@ def python_problem(version: Sequence[int], executable: str) -> str | None:
     found = ".".join(str(part) for part in version[:3])
     if tuple(version[:3]) >= MIN_PYTHON and tuple(version[:2]) < MAX_PYTHON:
         return None
-    return (f"aistack needs Python 3.11 (3.11.5 or newer), found {found} at {executable}: install Python 3.11 "
-            f"(e.g. `uv python install 3.11` or pyenv) and run `make PYTHON=/path/to/python3.11 ...`")
+    return (f"aistack needs Python 3.11 (3.11.5 or newer), found {found} at {executable}: "
+            "install Python 3.11 (e.g. `uv python install 3.11` or pyenv) and run "
+            "`make PYTHON=/path/to/python3.11 ...`")
 
 
 def venv_python_version(venv: Path) -> tuple[int, ...] | None:
@@ -230,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extras", default="dev")
     parser.add_argument("--check-python", action="store_true", help="only check this interpreter")
     parser.add_argument("--print-plan", choices=("local", "index"),
-                        help="print the pip commands for a machine with/without a local torch wheel, run nothing")
+                        help="print the pip commands for a machine with/without a local torch wheel, "
+                             "run nothing")
     args = parser.parse_args(argv)
     if args.print_plan:
         steps = [torch_probe(), *plan(local_torch=args.print_plan == "local", extras=args.extras)]

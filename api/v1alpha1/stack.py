@@ -41,7 +41,8 @@ class Autoscaling(ApiModel):
 
     model_config = cel_rules(
         rule(
-            '(has(self.minReplicas) ? self.minReplicas : 1) <= (has(self.maxReplicas) ? self.maxReplicas : 5)',
+            '(has(self.minReplicas) ? self.minReplicas : 1) '
+            '<= (has(self.maxReplicas) ? self.maxReplicas : 5)',
             'minReplicas must not be greater than maxReplicas',
             '.minReplicas',
         ),

@@ -109,8 +109,8 @@ def _plan(work: Layout, *, source: str, target: str, find_run: RunFinder,
         promoted = parse_stack({**target_doc, "spec": combined.spec},
                                source=f"stage {target} after promotion")
     except ManifestError as err:
-        raise PromotionError(f"the promoted spec would be invalid in stage {target!r}; fix its stage.yaml first:\n"
-                             f"{err}") from None
+        raise PromotionError(f"the promoted spec would be invalid in stage {target!r}; "
+                             f"fix its stage.yaml first:\n{err}") from None
     if config_hash(promoted.spec) != wanted_hash:
         raise PromotionError(f"internal: the promoted spec of {target!r} hashes to "
                              f"{config_hash(promoted.spec)}, "
@@ -131,8 +131,8 @@ def _plan(work: Layout, *, source: str, target: str, find_run: RunFinder,
     touched = overlay.write(stage_dir, ops=result.ops)
     _, rendered = effective_stack(work, target, renderer=renderer)
     if rendered.spec.to_wire() != promoted.spec.to_wire():
-        raise PromotionError(f"internal: the written overlay of {target!r} does not render the promoted spec; "
-                             "please report this with the overlay")
+        raise PromotionError(f"internal: the written overlay of {target!r} does not render the promoted "
+                             "spec; please report this with the overlay")
     result.files = {p.name: (p.read_text(encoding="utf-8") if p.exists() else None) for p in touched}
     return result
 

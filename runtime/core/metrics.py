@@ -35,9 +35,9 @@ class GatewayMetrics:
                                  registry=r)
         self.tool_calls = Counter("aistack_gateway_tool_calls", "Agent tool calls, by tool and outcome.",
                                   ["tool", "outcome"], registry=r)
-        self.traces_dropped = Counter("aistack_gateway_traces_dropped",
-                                      "Traces not exported because the export queue was full or export failed.",
-                                      ["reason"], registry=r)
+        self.traces_dropped = Counter(
+            "aistack_gateway_traces_dropped",
+            "Traces not exported because the export queue was full or export failed.", ["reason"], registry=r)
         self.traces_exported = Counter("aistack_gateway_traces_exported", "Traces handed to MLflow.",
                                        registry=r)
         self.config_reloads = Counter("aistack_gateway_config_reloads", "Config reloads, by result.",

@@ -29,10 +29,11 @@ ARTICLES = re.compile(r"\b(a|an|the)\b")
 CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there here you your we our they their he she his her i me my do does did done can could will "
-    "would should may might must not no yes so than then too very just also into over under about which who whom "
-    "what when where why how all any each both few more most other some such only own same has have had".split()
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this "
+    "that these those there here you your we our they their he she his her i me my do does did done can "
+    "could will would should may might must not no yes so than then too very just also into over under "
+    "about which who whom what when where why how all any each both few more most other some such only "
+    "own same has have had".split()
 )
 SUPPORT_WORD_SHARE = 0.5
 SUPPORT_SIMILARITY = 0.6

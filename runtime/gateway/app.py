@@ -50,8 +50,8 @@ class StateHolder:
 
 class _BodyTooLarge(GatewayError):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {limit} bytes; send less (e.g. fewer or shorter "
-                              "messages)", code="request_too_large")
+        super().__init__(413, f"the request body is larger than {limit} bytes; send less (e.g. fewer or "
+                              "shorter messages)", code="request_too_large")
 
 
 class EdgeMiddleware:

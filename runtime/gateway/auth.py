@@ -95,9 +95,10 @@ def _unset_message(name: str, secret: SecretKeyRef | None) -> str:
         return (f"the gateway's API keys are read from ${name}, which is unset or empty: set it ({what}), "
                 "or remove spec.gateway.apiKeysSecretRef from the manifest (server.apiKeysEnv in a "
                 "hand-written gateway config) to serve without keys")
-    return (f"spec.gateway.apiKeysSecretRef asks for API keys, but ${name} is unset or empty. On this machine: "
-            f"export {name} with {what}. In a pod the variable comes from the Secret {secret.name} key "
-            f"{secret.key}: put {what} there. Or remove spec.gateway.apiKeysSecretRef to serve without keys")
+    return (f"spec.gateway.apiKeysSecretRef asks for API keys, but ${name} is unset or empty. "
+            f"On this machine: export {name} with {what}. In a pod the variable comes from the Secret "
+            f"{secret.name} key {secret.key}: put {what} there. Or remove spec.gateway.apiKeysSecretRef to "
+            "serve without keys")
 
 
 def _digest(key: str) -> bytes:

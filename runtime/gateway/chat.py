@@ -17,7 +17,8 @@ from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.streaming import completion_as_stream, refusal_stream, start_stream
-from aistack.runtime.gateway.turn import SSE_HEADERS, Turn, finish_trace, question_of, rails_down, refusal_completion
+from aistack.runtime.gateway.turn import (SSE_HEADERS, Turn, finish_trace, question_of, rails_down,
+                                          refusal_completion)
 from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
@@ -207,8 +208,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                            param="model")
     _check_messages(req)
     if cfg.orchestration.mode == "agent" and (req.tools or req.tool_choice):
-        raise GatewayError(400, "this stack is an agent with its own tools; 'tools' and 'tool_choice' are not "
-                                "accepted from clients", param="tools", code="unsupported_parameter")
+        raise GatewayError(400, "this stack is an agent with its own tools; 'tools' and 'tool_choice' are "
+                                "not accepted from clients", param="tools", code="unsupported_parameter")
     trace = state.tracer.start(name="chat.completions",
                                inputs={"question": _question_text(req), "stream": req.stream})
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace)
@@ -227,8 +228,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
             response = await _generate(turn, payload)
     except TimeoutError:
         finish_trace(turn, answer=None, error="request budget exceeded")
-        raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s budget",
-                           code="request_timeout") from None
+        raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s "
+                                "budget", code="request_timeout") from None
     except GuardrailsUnavailable:
         finish_trace(turn, answer=None, error="guardrails unavailable")
         raise rails_down() from None

@@ -67,5 +67,5 @@ def finish_trace(turn: Turn, *, answer: str | None, error: str | None, usage: An
 
 
 def rails_down() -> GatewayError:
-    return GatewayError(503, "the guardrails engine is unavailable, so the request was not served; retry later",
-                        code="guardrails_unavailable")
+    return GatewayError(503, "the guardrails engine is unavailable, so the request was not served; "
+                             "retry later", code="guardrails_unavailable")

@@ -48,8 +48,8 @@ class Target:
         if upstream.api_key_env:
             key = os.environ.get(upstream.api_key_env)
             if not key:
-                raise ValueError(f"the {role} model's API key env var {upstream.api_key_env} is unset or empty; "
-                                 "set it (the operator fills it from the Secret)")
+                raise ValueError(f"the {role} model's API key env var {upstream.api_key_env} is unset or "
+                                 "empty; set it (the operator fills it from the Secret)")
             headers["Authorization"] = f"Bearer {key}"
         return cls(role=role, upstream=upstream, headers=headers)
 
@@ -274,7 +274,8 @@ def _status_error(target: Target, status: int, content: bytes) -> UpstreamError:
         return UpstreamError(429, f"the {target.role} model is rate limited: {detail}; retry later",
                              code="upstream_rate_limited", retryable=True)
     if status in (401, 403):
-        return UpstreamError(502, f"the {target.role} model refused the gateway's credentials (HTTP {status}); "
-                                  "check the API key Secret", code="upstream_auth", retryable=True)
+        return UpstreamError(502, f"the {target.role} model refused the gateway's credentials "
+                                  f"(HTTP {status}); check the API key Secret", code="upstream_auth",
+                             retryable=True)
     return UpstreamError(502, f"the {target.role} model failed with HTTP {status}: {detail}",
                          code="upstream_error", retryable=status in RETRYABLE_STATUS or status == 404)

@@ -82,8 +82,8 @@ class Ingestor:
         """The listings of `targets` (blocking I/O; run before `ingest` to size a progress bar)."""
         if any(t.tenant is not None for t in targets) and self.store.spec.tenant_field is None:
             raise IngestionError(
-                "a tenant was given but the stack declares no retrieval.tenantField: add `tenantField: tenant` "
-                "to the manifest so searches can be isolated by tenant"
+                "a tenant was given but the stack declares no retrieval.tenantField: "
+                "add `tenantField: tenant` to the manifest so searches can be isolated by tenant"
             )
         return [list_target(t, base=self.base) for t in targets]
 

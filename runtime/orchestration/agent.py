@@ -58,7 +58,8 @@ class Toolbox:
         """(outcome, text for the model); outcome is `ok` or a failure class."""
         tool = self.tools.get(name)
         if tool is None:
-            return "unknown_tool", f"error: there is no tool named {name!r}; available: {', '.join(self.tools) or 'none'}"
+            available = ", ".join(self.tools) or "none"
+            return "unknown_tool", f"error: there is no tool named {name!r}; available: {available}"
         try:
             args = json.loads(arguments or "{}")
         except ValueError as err:

@@ -87,7 +87,8 @@ def open_edge_shard(folder: Path, spec: CollectionSpec) -> tuple[qe.EdgeShard, b
                 except Exception as exc:  # the engine raises a bare Exception on incompatibility
                     raise StoreError(
                         f"collection {spec.name!r} in {folder} does not fit the embedder ({spec.dimension}-d "
-                        f"{spec.distance}): {exc}. Use a new collection name, or delete the folder and re-ingest"
+                        f"{spec.distance}): {exc}. Use a new collection name, or delete the folder and "
+                        "re-ingest"
                     ) from exc
         except BaseException:
             os.close(fd)
