@@ -35,8 +35,8 @@ def missing_tools() -> str | None:
     """Why these tests cannot run here, or None."""
     absent = [tool for tool in ("buildah", "podman", "runc") if shutil.which(tool) is None]
     if absent:
-        return (f"{', '.join(absent)} not installed (`make container-tools` installs them with apt-get as root; "
-                ".ci/run does that first)")
+        return (f"{', '.join(absent)} not installed (`make container-tools` installs them with apt-get as "
+                "root; .ci/run does that first)")
     if os.geteuid() != 0:
         return "container tests need root (rootful buildah/podman; CI runs as root)"
     return None

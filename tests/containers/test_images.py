@@ -50,8 +50,10 @@ for root, dirs, files in os.walk(site):
     compiled += sum(f.endswith(".pyc") for f in files)
     vendored = any(p.endswith(".libs") for p in root.split(os.sep))
     unstripped += [os.path.join(root, f) for f in files
-                   if (f.endswith(".so") or ".so." in f) and not vendored and has_symtab(os.path.join(root, f))]
-print(json.dumps({"tests_dirs": tests_dirs, "unstripped": unstripped, "sources": sources, "compiled": compiled}))
+                   if (f.endswith(".so") or ".so." in f) and not vendored
+                   and has_symtab(os.path.join(root, f))]
+print(json.dumps({"tests_dirs": tests_dirs, "unstripped": unstripped, "sources": sources,
+                  "compiled": compiled}))
 """
 
 NO_BUILD_LEFTOVERS = """
@@ -76,7 +78,8 @@ site = next(p for p in sys.path if p.endswith("site-packages"))
 files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(site, "aistack")) for f in names
          if "testing" in root.split(os.sep) or f.startswith(("emulator", "openai_server", "pulumi_mocks"))]
 print(json.dumps({"importable": importlib.util.find_spec("aistack.testing") is not None,
-                  "distribution": installed, "files": files, "kmock": importlib.util.find_spec("kmock") is not None}))
+                  "distribution": installed, "files": files,
+                  "kmock": importlib.util.find_spec("kmock") is not None}))
 """
 
 
@@ -123,7 +126,8 @@ def test_operator_image_carries_the_operator_extra_only(operator_image, engine) 
 def test_image_adds_no_more_than_measured_to_its_base(component, limit, request, engine, base_image) -> None:
     added = engine.inspect(
         request.getfixturevalue(f"{component}_image"))["Size"] - engine.inspect(base_image)["Size"]
-    assert 0 < added <= limit, f"{component} adds {added / 1e6:.0f} MB to its base (limit {limit / 1e6:.0f} MB)"
+    assert 0 < added <= limit, (
+        f"{component} adds {added / 1e6:.0f} MB to its base (limit {limit / 1e6:.0f} MB)")
 
 
 @pytest.mark.parametrize("component", ["operator", "runtime"])
@@ -152,7 +156,8 @@ def test_runtime_image_has_the_mlflow_client_not_the_server(runtime_image, engin
         "dists = {d.metadata['Name'].lower() for d in m.distributions()}\n"
         f"print(json.dumps({{'server': [p for p in {MLFLOW_SERVER_ONLY!r} if u.find_spec(p)],\n"
         "    'dists': sorted(d for d in dists if d.startswith('mlflow')),\n"
-        "    'api': all(hasattr(mlflow, f) for f in ('start_span_no_context', 'log_table', 'start_run'))}))")))
+        "    'api': all(hasattr(mlflow, f) for f in "
+        "('start_span_no_context', 'log_table', 'start_run'))}))")))
     assert result == {"server": [], "dists": ["mlflow-skinny"], "api": True}
     env = dict(item.split("=", 1) for item in engine.inspect(runtime_image)["Config"]["Env"])
     assert env[GATEWAY_CONFIG_ENV] == GATEWAY_CONFIG_PATH

@@ -255,14 +255,15 @@ def cli_commands() -> set[str]:
 
 
 def architecture_spans() -> list[str]:
-    assert ARCHITECTURE.is_file(), "docs/architecture.md is missing: it is the project's architecture document"
+    assert ARCHITECTURE.is_file(), (
+        "docs/architecture.md is missing: it is the project's architecture document")
     return code_spans(ARCHITECTURE.read_text(encoding="utf-8"))
 
 
 def test_paths_named_in_the_architecture_exist() -> None:
     paths = repo_paths(architecture_spans())
-    assert len(
-        paths) >= 40, f"only {len(paths)} repository paths found in docs/architecture.md: is the pattern broken?"
+    assert len(paths) >= 40, (
+        f"only {len(paths)} repository paths found in docs/architecture.md: is the pattern broken?")
     missing = [f"docs/architecture.md: `{p}` {problem}" for p in paths
                if (problem := path_problem(ROOT / p.rstrip("/"))) is not None]
     assert not missing, "paths that are not in the tree:\n" + "\n".join(missing)

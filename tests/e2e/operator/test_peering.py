@@ -180,8 +180,8 @@ def test_a_named_peering_without_the_crds_stays_paused_and_names_what_to_install
             assert op.runner is not None and op.runner.counters.runs == 0
     [warning] = _warnings(caplog)
     assert warning == ("peering: paused, no ClusterKopfPeering CRD (clusterkopfpeerings.kopf.dev) installed; "
-                       f"--peering aistack waits for the ClusterKopfPeering 'aistack' ({INSTALL}, or run with "
-                       "--standalone)")
+                       f"--peering aistack waits for the ClusterKopfPeering 'aistack' ({INSTALL}, or run "
+                       "with --standalone)")
 
 
 def test_a_named_peering_waits_for_its_object_then_works(qdrant, stack_doc, caplog) -> None:
@@ -198,9 +198,9 @@ def test_a_named_peering_waits_for_its_object_then_works(qdrant, stack_doc, capl
             time.sleep(1.5)
             assert cluster.children("named", "later") == {} and not _finalized(cluster, "named", "later")
             [warning] = _warnings(caplog)
-            assert warning == ("peering: paused, no ClusterKopfPeering 'team-x' in the cluster; --peering team-x "
-                               "waits for the ClusterKopfPeering 'team-x' (create ClusterKopfPeering 'team-x', or "
-                               "run with --standalone)")
+            assert warning == ("peering: paused, no ClusterKopfPeering 'team-x' in the cluster; "
+                               "--peering team-x waits for the ClusterKopfPeering 'team-x' "
+                               "(create ClusterKopfPeering 'team-x', or run with --standalone)")
             cluster.add_peering("team-x")
             cluster.wait_phase("named", "later", "Ready")
             assert _finalized(cluster, "named", "later") and _working(op)

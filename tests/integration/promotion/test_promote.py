@@ -143,7 +143,8 @@ def test_refused_for_a_stale_run_and_max_age_overrides(git: Any, gitops_repo: Pa
 
     stale = promote(gitops_repo, "dev", "staging", uri=mlflow_uri)  # staging accepts up to 72h
     assert stale.exit_code == 1
-    assert f"the latest evaluation run {run_id} is 80.0h old" in stale.output and "up to 72.0h" in stale.output
+    assert f"the latest evaluation run {run_id} is 80.0h old" in stale.output
+    assert "up to 72.0h" in stale.output
 
     strict = promote(gitops_repo, "dev", "staging", "--dry-run", "--max-age-hours", "100", uri=mlflow_uri)
     assert strict.exit_code == 0 and "dry run: would promote" in strict.output
@@ -165,7 +166,8 @@ def test_a_metric_the_run_did_not_log_fails_the_gate(git: Any, gitops_repo: Path
     runs.log(experiment=EXPERIMENT, config_hash=dev_hash,
              metrics={k: v for k, v in GOOD.items() if k != "guardrail_accuracy"})
     result = promote(gitops_repo, "dev", "staging", uri=mlflow_uri)
-    assert result.exit_code == 1 and "guardrail_accuracy = not logged (needs >= 0.95): FAILED" in result.output
+    assert result.exit_code == 1
+    assert "guardrail_accuracy = not logged (needs >= 0.95): FAILED" in result.output
 
 
 def test_refused_on_a_dirty_working_tree(git: Any, gitops_repo: Path, runs: Any, mlflow_uri: str) -> None:
@@ -203,7 +205,8 @@ def test_dry_run_prints_the_diff_and_verdict_and_changes_nothing(
 
 def test_bad_invocations_say_what_to_do(git: Any, gitops_repo: Path, mlflow_uri: str) -> None:
     unknown = promote(gitops_repo, "dev", "qa", uri=mlflow_uri)
-    assert unknown.exit_code == 2 and "no stage 'qa'" in unknown.output and "dev, prod, staging" in unknown.output
+    assert unknown.exit_code == 2
+    assert "no stage 'qa'" in unknown.output and "dev, prod, staging" in unknown.output
     same = promote(gitops_repo, "dev", "dev", uri=mlflow_uri)
     assert same.exit_code == 2 and "both 'dev'" in same.output
     change_dev(git, gitops_repo, model={"name": "Qwen/Qwen2.5-0.5B-Instruct"})

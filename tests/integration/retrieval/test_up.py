@@ -107,7 +107,8 @@ def test_up_serves_isolates_tenants_stops_cleanly_and_keeps_data(stack_factory, 
 
     # the running stack owns the store: a second writer is told so instead of corrupting it
     result = CliRunner().invoke(app, ["ingest", str(manifest), str(tmp_path / "acme"), "--tenant", "acme"])
-    assert result.exit_code == 2 and f"another `aistack up` (pid {proc.pid}) is running this stack" in result.output
+    assert result.exit_code == 2
+    assert f"another `aistack up` (pid {proc.pid}) is running this stack" in result.output
 
     output = stop_up(proc)
     assert "stopped; data kept" in output

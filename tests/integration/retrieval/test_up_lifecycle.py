@@ -297,7 +297,8 @@ def test_a_second_copy_is_refused_at_once_and_a_kill_9_leaves_no_stale_lock(mani
                                  str(free_port())],
                                 env=ENV, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
-        assert f"another `aistack ui` (pid {reopened.pid}) is serving the trace UI of this stack" in second.stderr
+        assert (f"another `aistack ui` (pid {reopened.pid}) is serving the trace UI of this stack"
+                in second.stderr)
     finally:
         reopened.interrupt()
     assert_stopped_quietly(reopened, state)

@@ -30,8 +30,8 @@ OPENAI = {"provider": "openai", "name": "gpt-4o-mini",
 def test_a_field_that_lives_elsewhere_is_named_by_its_full_path() -> None:
     """`vllm.model` was answered "did you mean 'maxModelLen'?" (closest spelling)."""
     errors = errors_for({**VLLM, "vllm": {"model": "Qwen/Qwen2.5-14B-Instruct"}})
-    assert errors == {"spec.model.vllm.model":
-                      "unknown field; did you mean spec.model.name? it is set there, not under spec.model.vllm"}
+    assert errors == {"spec.model.vllm.model": "unknown field; did you mean spec.model.name? "
+                                               "it is set there, not under spec.model.vllm"}
 
 
 @pytest.mark.parametrize(("model", "path", "hint"), [

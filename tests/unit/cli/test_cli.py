@@ -34,7 +34,8 @@ def test_validate_prints_one_line_per_error_and_exits_one() -> None:
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[:2] == [
-        f"{files[0]}[0]: spec.model.vllm.tensorParallelSize: 3 must divide gpu.count (4); use one of [1, 2, 4]",
+        (f"{files[0]}[0]: spec.model.vllm.tensorParallelSize: 3 must divide gpu.count (4); "
+         "use one of [1, 2, 4]"),
         (f"{files[1]}[0]: spec.model.openai.apiKey: inline secrets are not accepted; store it in a Secret "
          "and reference it with apiKeySecretRef: {name, key}"),
     ]

@@ -50,4 +50,5 @@ def test_ui_of_a_stack_on_an_external_mlflow_points_there(tmp_path: Path) -> Non
                     observability={"mlflow": {"external": {"trackingUri": "https://mlflow.example.com"}}})
     result = CliRunner().invoke(app, ["ui", str(path)])
     assert result.exit_code == 2
-    assert "spec.observability.mlflow.external" in result.output and "https://mlflow.example.com" in result.output
+    assert "spec.observability.mlflow.external" in result.output
+    assert "https://mlflow.example.com" in result.output

@@ -99,8 +99,8 @@ def test_ingestion_status_from_the_job() -> None:
     assert ingestion_status(job({"type": "Complete", "status": "True"})) == {
         "job": "s-ingest-1", "phase": "Succeeded", "message": "every document ingested"}
     skipped = ingestion_status(job({"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                                    "message": "Container ingest for pod ns/p failed with exit code 1 matching "
-                                               "FailJob rule at index 0"}))
+                                    "message": "Container ingest for pod ns/p failed with exit code 1 "
+                                               "matching FailJob rule at index 0"}))
     assert skipped["phase"] == "Failed" and skipped["message"].startswith("some documents could not be read")
     gave_up = ingestion_status(job({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                     "message": "Job has reached the specified backoff limit"}))

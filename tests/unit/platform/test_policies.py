@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 import pytest
-from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs,
+                           ResourceValidationPolicy)
 
 from aistack.platform import policies as p
 from aistack.testing.pulumi_mocks import STAGES, Res, Run

@@ -161,9 +161,8 @@ def test_device_plugin_tolerates_the_gpu_taint_and_gp3_is_the_default_class(stag
     assert addon["addonName"] == "aws-ebs-csi-driver"
     ebs_trust = json.loads(run.one("aws:iam/role:Role", "ebs-csi").inputs["assumeRolePolicy"])
     cond = ebs_trust["Statement"][0]["Condition"]
-    assert cond[
-        "StringLike"][
-            f"{ISSUER.removeprefix('https://')}:sub"] == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    subject = cond["StringLike"][f"{ISSUER.removeprefix('https://')}:sub"]
+    assert subject == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
 
 
 @pytest.mark.parametrize("stage", STAGES)

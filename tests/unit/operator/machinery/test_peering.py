@@ -8,7 +8,8 @@ import datetime
 
 from kubernetes.client import Configuration
 
-from aistack.operator.machinery.peering import CLUSTER, PeeringOptions, PeeringWatch, blocking_peers, own_identity
+from aistack.operator.machinery.peering import (CLUSTER, PeeringOptions, PeeringWatch, blocking_peers,
+                                                own_identity)
 from aistack.operator.machinery.listwatch import NotServed
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -186,7 +187,7 @@ def test_a_named_peering_without_its_crd_stays_paused_and_names_the_crd_and_the_
     with caplog.at_level("WARNING", logger="aistack.operator.peering"):
         asyncio.run(scenario())
     [message] = _warnings(caplog)
-    assert message == ("peering: paused, no KopfPeering CRD (kopfpeerings.kopf.dev) installed; --peering team waits "
-                       "for the KopfPeering 'team' (install its CRD with kubectl apply -f "
-                       "deploy/operator/peering.yaml, then create KopfPeering 'team' in each namespace, or run "
-                       "with --standalone)")
+    assert message == ("peering: paused, no KopfPeering CRD (kopfpeerings.kopf.dev) installed; "
+                       "--peering team waits for the KopfPeering 'team' (install its CRD with kubectl apply "
+                       "-f deploy/operator/peering.yaml, then create KopfPeering 'team' in each namespace, "
+                       "or run with --standalone)")

@@ -44,7 +44,8 @@ def test_up_without_the_mlflow_server_turns_tracing_off_and_says_how_to_install_
     monkeypatch.setattr("aistack.runtime.local.runner.missing_server_packages",
                         lambda: ["flask", "sqlalchemy"])
     stack = LocalStack(REPO / "examples" / "rag.yaml", UpOptions(state=tmp_path))
-    assert stack.stack.spec.observability is not None and stack.stack.spec.observability.mlflow.managed is not None
+    observability = stack.stack.spec.observability
+    assert observability is not None and observability.mlflow.managed is not None
     assert stack._start_mlflow() is None
     assert stack._mlflow is None
     assert stack.status.mlflow_state == "not installed"

@@ -55,8 +55,8 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
                          "apiKeySecretRef": {"name": "groq", "key": "api-key"}}}}})))
 
 
-def test_the_local_config_reads_the_providers_variable_for_each_upstream(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_local_config_reads_the_providers_variable_for_each_upstream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SECRET, raising=False)
     monkeypatch.delenv("AISTACK_SECRET_GROQ_API_KEY", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
@@ -67,8 +67,8 @@ def test_the_local_config_reads_the_providers_variable_for_each_upstream(tmp_pat
     assert "sk-local" not in config.model_dump_json()
 
 
-def test_a_set_secret_or_the_cluster_config_keeps_the_secrets_variable(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_set_secret_or_the_cluster_config_keeps_the_secrets_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
     monkeypatch.setenv(SECRET, "sk-secret")
     assert local_gateway_config(stack(tmp_path), state=tmp_path).model.primary.api_key_env == SECRET

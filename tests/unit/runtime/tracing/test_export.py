@@ -56,7 +56,8 @@ from aistack.api.gateway_config import TracingConfig
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.tracing import Tracer
 
-tracer = Tracer(config=TracingConfig(tracking_uri=sys.argv[1], experiment="x"), tags={}, metrics=GatewayMetrics())
+tracer = Tracer(config=TracingConfig(tracking_uri=sys.argv[1], experiment="x"), tags={},
+                metrics=GatewayMetrics())
 print(tracer._process.pid, flush=True)
 time.sleep(600)
 """
