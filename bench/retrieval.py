@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +125,11 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-async def atimed(fn: Callable[[], object], n: int) -> list[float]:
+async def atimed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        await fn()  # type: ignore[misc]
+        await fn()
         out.append((time.perf_counter() - t0) * 1000)
     return out
 

@@ -11,12 +11,15 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from aistack.cli.progress import Stages
+
+if TYPE_CHECKING:
+    from aistack.runtime.local.mlflow_server import MlflowServer
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -90,7 +93,7 @@ def ui_cmd(
     err.print(f"stopped; data kept in {folder}", markup=False)
 
 
-def _serve(server, *, stack_name: str, experiment: str) -> None:  # type: ignore[no-untyped-def]
+def _serve(server: MlflowServer, *, stack_name: str, experiment: str) -> None:
     """Start MLflow, print where to look, wait for Ctrl-C (a second one kills it), stop it."""
     stop = threading.Event()
 

@@ -31,8 +31,8 @@ Stage = Literal["dev", "staging", "prod"]
 
 # EC2 families with NVIDIA GPUs that EKS' NVIDIA AMIs support.
 GPU_INSTANCE = re.compile(r"^(g4dn|g5|g5g|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)\.[0-9a-z]+$")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
-                 "BOTTLEROCKET_ARM_64_NVIDIA")
+GpuAmiType = Literal["AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
+                     "BOTTLEROCKET_ARM_64_NVIDIA"]
 K8S_VERSION = r"^1\.[0-9]{2}$"
 CIDR = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"
 GPU_TYPE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -109,7 +109,7 @@ class GpuNodeGroupConfig(NodeGroupConfig):
     """Short name (`l4`, `h100`), part of the node group's name."""
     gpu_type: Annotated[str, Field(pattern=GPU_TYPE, max_length=63)]
     """Value of the `aistack.dev/gpu-type` node label; what `spec.model.vllm.gpu.type` selects."""
-    ami_type: Literal[GPU_AMI_TYPES] = "AL2023_x86_64_NVIDIA"  # type: ignore[valid-type]
+    ami_type: GpuAmiType = "AL2023_x86_64_NVIDIA"
     """An EKS AMI with the NVIDIA driver."""
     min_size: Annotated[int, Field(ge=0)] = 0
     """Fewest nodes; 0 lets an idle GPU pool cost nothing."""

@@ -91,7 +91,7 @@ class Cluster:
                 for m in parse_and_render(stack_document(body or {}), version).manifests}
 
     def peering(self, name: str = PEERING_NAME) -> dict[str, Any] | None:
-        return self.emulator.find(CLUSTER_PEERING.plural, None, name)  # type: ignore[arg-type]
+        return self.emulator.find(CLUSTER_PEERING.plural, None, name)
 
     def add_peering(self, name: str = PEERING_NAME, status: dict[str, Any] | None = None) -> None:
         """The cluster-wide peering object (as `deploy/operator/peering.yaml` installs it)."""

@@ -174,7 +174,7 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
                 continue
         raise RuntimeError("the emulator's store kept changing during a snapshot")
 
-    def find(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def find(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         for (resource, ns, n), obj in self.snapshot():
             if resource.plural == plural and ns == namespace and n == name and not obj.deleted:
                 return copy.deepcopy(obj.raw)

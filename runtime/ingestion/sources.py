@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from aistack.runtime.ingestion.documents import SUPPORTED_SUFFIXES
 
@@ -121,8 +122,8 @@ def _list_s3(target: Target) -> Listing:
     return listing
 
 
-def _reader(client: object, bucket: str, key: str) -> Callable[[], bytes]:
+def _reader(client: Any, bucket: str, key: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     return read

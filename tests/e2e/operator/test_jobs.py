@@ -10,18 +10,18 @@ import pytest
 
 from aistack.api.commands import EvalExit, IngestExit
 from aistack.operator.kube import AISTACK
-from aistack.testing.cluster import wait_for
+from aistack.testing.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 NAME = "support-copilot"
 
 
-def job_names(cluster, namespace: str, component: str) -> list[str]:  # type: ignore[no-untyped-def]
+def job_names(cluster: Cluster, namespace: str, component: str) -> list[str]:
     return sorted(name for (kind, name), obj in cluster.children(namespace, NAME).items()
                   if kind == "Job" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == component)
 
 
-def evaluation(cluster, namespace: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def evaluation(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
     return ((cluster.stack(namespace, NAME) or {}).get("status") or {}).get("evaluation")
 
 
@@ -63,7 +63,7 @@ def test_evaluation_job_follows_gateway_and_config_and_reports_its_verdict(clust
                                                                     "verdict": "Passed"}
 
 
-def ingestion(cluster, namespace: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def ingestion(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
     return ((cluster.stack(namespace, NAME) or {}).get("status") or {}).get("ingestion")
 
 

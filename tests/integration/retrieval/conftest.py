@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -90,9 +91,10 @@ def write_stack(folder: Path, *, tenant_field: str | None = None, extra: dict | 
 
 
 @pytest.fixture
-def stack_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
-    def make(**kw: object) -> Path:
-        return write_stack(tmp_path, **kw)  # type: ignore[arg-type]
+def stack_factory(tmp_path: Path) -> Callable[..., Path]:
+    """`write_stack` into the test's folder; takes write_stack's keyword arguments."""
+    def make(**kw: Any) -> Path:
+        return write_stack(tmp_path, **kw)
 
     return make
 

@@ -7,8 +7,9 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
@@ -67,7 +68,7 @@ def scripted_gateway() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def eval_stack(stack_factory, tmp_path: Path, thresholds: dict) -> Path:  # type: ignore[no-untyped-def]
+def eval_stack(stack_factory: Callable[..., Path], tmp_path: Path, thresholds: dict[str, Any]) -> Path:
     (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(d) for d in DATASET) + "\n")
     return stack_factory(extra={"evaluation": {"dataset": {"path": "eval.jsonl"}, "thresholds": thresholds}})
 

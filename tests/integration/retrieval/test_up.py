@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 from typer.testing import CliRunner
 
 from aistack.cli.main import app
@@ -55,7 +56,7 @@ def stop_up(proc: subprocess.Popen[str]) -> str:
     return output
 
 
-def ask(port: int, key: str, question: str, **headers: str):  # type: ignore[no-untyped-def]
+def ask(port: int, key: str, question: str, **headers: str) -> ChatCompletion:
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, default_headers=headers or None)
     return client.chat.completions.create(model="gpt-4o-mini",
                                           messages=[{"role": "user", "content": question}])

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 
 from aistack.runtime.local.mlflow_server import group_members
 from aistack.runtime.local.ports import free_port
@@ -49,7 +50,7 @@ def fake_model() -> Iterator[str]:
 
 
 @pytest.fixture
-def manifest(stack_factory, example_docs: Path, fake_model: str) -> Path:  # type: ignore[no-untyped-def]
+def manifest(stack_factory: Callable[..., Path], example_docs: Path, fake_model: str) -> Path:
     path: Path = stack_factory()
     stack = yaml.safe_load(path.read_text())
     stack["spec"]["model"]["openai"]["baseUrl"] = fake_model
@@ -157,7 +158,7 @@ def alive(pids: set[int]) -> set[int]:
     return running
 
 
-def left_behind(pids: set[int], pgid: int, *, timeout: float = 10) -> set[int]:
+def left_behind(pids: set[int], pgid: int, *, timeout: float = 10) -> set[str]:
     """Processes of `pids` or of the group still running after a short grace (reaping by init)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -165,7 +166,7 @@ def left_behind(pids: set[int], pgid: int, *, timeout: float = 10) -> set[int]:
         if not remaining:
             return set()
         time.sleep(0.2)
-    return {f"{pid}: {cmdline(pid)}" for pid in remaining}  # type: ignore[misc]
+    return {f"{pid}: {cmdline(pid)}" for pid in remaining}
 
 
 def assert_stopped_quietly(command: Command, state: Path) -> None:
@@ -177,7 +178,7 @@ def assert_stopped_quietly(command: Command, state: Path) -> None:
     assert err.strip().splitlines()[-1] == f"stopped; data kept in {state}", err
 
 
-def ask(port: int, question: str):  # type: ignore[no-untyped-def]
+def ask(port: int, question: str) -> ChatCompletion:
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
     return client.chat.completions.create(model="gpt-4o-mini",
                                           messages=[{"role": "user", "content": question}])
@@ -206,7 +207,9 @@ def test_ctrl_c_stops_every_part_quietly_and_a_restart_finds_the_data(manifest: 
     for stage in (f"starting MLflow at http://127.0.0.1:{mlflow_port}", "loading the embedder",
                   "ingesting 10 files from docs", "starting the gateway"):
         assert f"{stage}" in err, err
-    chunks = int(re.search(r"docs: (\d+) chunks", up.stdout()).group(1))  # type: ignore[union-attr]
+    ingested = re.search(r"docs: (\d+) chunks", up.stdout())
+    assert ingested is not None, up.stdout()
+    chunks = int(ingested.group(1))
     assert chunks > 0
 
     children = descendants(up.pid)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from aistack.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[3]
-COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(typer.main.get_group(app).commands)
 TYPE_LABEL = re.compile(r"<(bool|str|int|float|path|list\[[^>]*\])>", re.IGNORECASE)
 
 

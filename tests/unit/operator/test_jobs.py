@@ -11,6 +11,7 @@ import yaml
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import CONFIG_HASH_ANNOTATION
 from aistack.api.manifests import parse_stack
+from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render import render
 from aistack.operator.render.jobs import local_only_sources
 from aistack.operator.status import evaluation_status
@@ -30,7 +31,7 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
-def job_name(stack, component: str) -> str:  # type: ignore[no-untyped-def]
+def job_name(stack: AIStack, component: str) -> str:
     return jobs(render(stack, version=VERSION).manifests)[component]["metadata"]["name"]
 
 
@@ -201,7 +202,7 @@ def test_gateway_in_sync_only_when_live_holds_what_this_render_applies(make_stac
     watch cache's summary) holds the current render, not the previous config's."""
     from aistack.operator.apply import in_sync, summarize, with_last_applied
 
-    def gateway(stack) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def gateway(stack: AIStack) -> dict[str, Any]:
         return next(m for m in render(stack, version=VERSION).manifests
                     if (m["kind"], m["metadata"]["name"]) == ("Deployment", "support-copilot-gateway"))
 

@@ -84,9 +84,9 @@ def test_status_maps_to_argocd_health(obj: dict[str, Any], expected: str, messag
 
 
 def test_the_lua_knows_every_layer_condition() -> None:
-    listed = re.search(
-        r"local LAYERS = \{(.*?)\}", HEALTH_LUA.read_text()).group(1)  # type: ignore[union-attr]
-    assert tuple(re.findall(r'"(\w+)"', listed)) == conventions.LAYER_CONDITIONS
+    listed = re.search(r"local LAYERS = \{(.*?)\}", HEALTH_LUA.read_text())
+    assert listed is not None, f"{HEALTH_LUA} has no `local LAYERS = {{...}}`"
+    assert tuple(re.findall(r'"(\w+)"', listed.group(1))) == conventions.LAYER_CONDITIONS
     assert 'byType["Ready"]' in HEALTH_LUA.read_text() and conventions.CONDITION_READY == "Ready"
 
 

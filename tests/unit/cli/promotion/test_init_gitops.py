@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from aistack.api.config_hash import config_hash
 from aistack.cli.main import app
+from aistack.cli.promotion.kustomize import Renderer
 from aistack.cli.promotion.layout import Layout, effective_stack
 
 ROOT = Path(__file__).resolve().parents[4]
+RENDERERS: tuple[Renderer, ...] = ("builtin", "auto")
 
 
 def test_scaffold_gives_each_stage_a_valid_stack_with_its_own_fields(example: Path, tmp_path: Path) -> None:
@@ -25,8 +27,8 @@ def test_scaffold_gives_each_stage_a_valid_stack_with_its_own_fields(example: Pa
     assert sorted(p.name for p in layout.stage_dir("dev").iterdir()) == ["kustomization.yaml", "stage.yaml"]
     hashes = set()
     for stage in layout.stages():
-        for renderer in ("builtin", "auto"):
-            _, stack = effective_stack(layout, stage, renderer=renderer)  # type: ignore[arg-type]
+        for renderer in RENDERERS:
+            _, stack = effective_stack(layout, stage, renderer=renderer)
             assert stack.spec.stage == stage
             hashes.add(config_hash(stack.spec))
         assert f"stage {stage}: AIStack" in result.output
@@ -87,8 +89,8 @@ def test_the_shipped_example_renders_each_stage_and_the_gitops_tools_point_at_it
     layout = Layout(ROOT / "deploy" / "gitops" / "example")
     assert layout.stages() == ["dev", "prod", "staging"]
     for stage in layout.stages():
-        for renderer in ("builtin", "auto"):
-            doc, stack = effective_stack(layout, stage, renderer=renderer)  # type: ignore[arg-type]
+        for renderer in RENDERERS:
+            doc, stack = effective_stack(layout, stage, renderer=renderer)
             assert stack.spec.stage == stage and stack.namespace == f"ai-{stage}"
     apps = list(yaml.safe_load_all(
         (ROOT / "deploy" / "gitops" / "argocd" / "applications.yaml").read_text()))

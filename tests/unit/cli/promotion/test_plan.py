@@ -41,15 +41,20 @@ def edit(root: Path, stage: str, change: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(doc))
 
 
-def found(metrics: dict[str, float]) -> Any:
-    calls: list[str] = []
+class Found:
+    """A run finder that always finds a run with `metrics` and records the hashes it was asked for."""
 
-    def finder(source: Any, target: Any, config_hash: str) -> EvaluationRun:
-        calls.append(config_hash)
-        return EvaluationRun("run-1", "exp", NOW, metrics)
+    def __init__(self, metrics: dict[str, float]) -> None:
+        self.metrics = metrics
+        self.calls: list[str] = []
 
-    finder.calls = calls  # type: ignore[attr-defined]
-    return finder
+    def __call__(self, source: Any, target: Any, config_hash: str) -> EvaluationRun:
+        self.calls.append(config_hash)
+        return EvaluationRun("run-1", "exp", NOW, self.metrics)
+
+
+def found(metrics: dict[str, float]) -> Found:
+    return Found(metrics)
 
 
 @pytest.fixture

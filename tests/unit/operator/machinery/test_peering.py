@@ -8,8 +8,8 @@ import datetime
 
 from kubernetes.client import Configuration
 
-from aistack.operator.machinery.peering import (CLUSTER, PeeringOptions, PeeringWatch, blocking_peers,
-                                                own_identity)
+from aistack.operator.machinery.peering import (CLUSTER, NAMESPACED_PEERING, PeeringOptions, PeeringWatch,
+                                                blocking_peers, own_identity)
 from aistack.operator.machinery.listwatch import NotServed
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -76,8 +76,7 @@ def test_namespaced_operator_needs_every_namespace_peering() -> None:
     async def scenario() -> None:
         watch = PeeringWatch(configuration=Configuration(), namespaces=["a", "b"],
                              options=PeeringOptions(), identity="me")
-        assert watch._key(None,
-                          {"metadata": {"name": "other", "namespace": "a"}}) is None  # type: ignore[arg-type]
+        assert watch._key(NAMESPACED_PEERING, {"metadata": {"name": "other", "namespace": "a"}}) is None
         watch._keep("a", {"metadata": {"name": "aistack", "namespace": "a"}, "status": {}})
         assert not watch.active.is_set()
         watch._keep("b", {"metadata": {"name": "aistack", "namespace": "b"}, "status": {}})
@@ -114,7 +113,7 @@ def _listings(watch: PeeringWatch, answers: list[object]) -> None:
             raise answer
         return answer
 
-    watch._get = get  # type: ignore[method-assign]
+    watch._get = get  # type: ignore[method-assign]  # the fake API server's answers, in order
 
 
 EMPTY = {"items": [], "metadata": {"resourceVersion": "7"}}

@@ -6,13 +6,14 @@ import pytest
 import yaml
 
 from aistack.api.manifests import parse_stack
+from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.local.model_probe import choose_model
 from aistack.testing.openai_server import run_openai_server
 
 KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 
 
-def stack(base_url: str, provider: str = "openai"):  # type: ignore[no-untyped-def]
+def stack(base_url: str, provider: str = "openai") -> AIStack:
     model = ({"provider": "openai", "name": "gpt-4o-mini",
               "openai": {"baseUrl": base_url, "apiKeySecretRef": {"name": "openai", "key": "api-key"}}}
              if provider == "openai" else

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
-from aistack.testing.gateway import base_config, run_gateway
+from aistack.testing.gateway import Gateway, base_config, run_gateway
 from aistack.testing.openai_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_messages_that_fill_the_context_are_400_naming_messages(client: TestClie
 
 
 @pytest.fixture(scope="module")
-def gateway_over_offline_model(client: TestClient, model: OfflineModel) -> Iterator[object]:
+def gateway_over_offline_model(client: TestClient, model: OfflineModel) -> Iterator[Gateway]:
     """The gateway as `aistack up` wires it to the offline model, with the manifest's maxTokens of 3."""
     with serve_in_thread(offline_app(model, instead_of="gpt-4o-mini")) as port:
         config = base_config(f"http://127.0.0.1:{port}/v1", model={"defaults": {"maxTokens": 3}})
@@ -122,7 +122,7 @@ def gateway_over_offline_model(client: TestClient, model: OfflineModel) -> Itera
 
 
 def test_the_gateway_applies_the_manifests_max_tokens_to_the_offline_model(
-        gateway_over_offline_model) -> None:  # type: ignore[no-untyped-def]
+        gateway_over_offline_model: Gateway) -> None:
     openai_client = gateway_over_offline_model.client(timeout=120)
     answer = openai_client.chat.completions.create(model="demo-model", messages=LONG)
     assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 3

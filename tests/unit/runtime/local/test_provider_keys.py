@@ -9,6 +9,7 @@ import yaml
 
 from aistack.api.gateway_config import Endpoints, build_gateway_config
 from aistack.api.manifests import parse_stack
+from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.local.provider_keys import PROVIDER_KEY_ENVS, key_source, with_provider_keys
 from aistack.runtime.local.state import local_gateway_config
 
@@ -44,7 +45,7 @@ def test_the_secret_wins_and_unknown_hosts_have_no_fallback() -> None:
     assert set(PROVIDER_KEY_ENVS.values()) >= {"OPENAI_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY"}
 
 
-def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+def stack(tmp_path: Path) -> AIStack:
     ref = {"name": "openai", "key": "api-key"}
     return parse_stack(yaml.safe_load(yaml.safe_dump({
         "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
