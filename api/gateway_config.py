@@ -50,6 +50,11 @@ class ModelConfig(ApiModel):
     """Where they go when the primary fails before the first byte."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Sampling defaults."""
+    answers: Literal["generative", "extractive"] = "generative"
+    """`extractive`: with passages retrieved, the model only chooses one of their sentences, quoted
+    with its citation (`aistack.runtime.orchestration.extractive`); needs an engine that honours
+    `structured_outputs.choice` (vLLM, the offline server). `aistack up` sets it for the offline
+    model, whose own writing is not to be trusted; no AIStack field sets it."""
 
 
 class EmbedderConfig(ApiModel):

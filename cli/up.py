@@ -7,7 +7,7 @@ import gc
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +16,12 @@ from rich.table import Table
 
 from aistack.cli.progress import Stages
 
+if TYPE_CHECKING:
+    from aistack.runtime.local.engine_model import EngineChoice
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+ENGINES: dict[str, EngineChoice] = {"auto": "auto", "vllm": "vllm", "transformers": "transformers"}
 
 
 def up_cmd(
@@ -37,6 +41,10 @@ def up_cmd(
     mlflow_port: Annotated[int, typer.Option("--mlflow-port", metavar="PORT",
                                              help="Port of the local MLflow UI on 127.0.0.1 (a free one if "
                                              "taken); `aistack ui` reopens it there.")] = 5050,
+    engine: Annotated[str, typer.Option(
+        "--engine", metavar="ENGINE",
+        help="What serves a local model: auto (the vLLM engine where `aistack engine install` made "
+             "one, else transformers), vllm (fail without it), transformers (in-process).")] = "auto",
 ) -> None:
     """Run a manifest's whole stack on this machine until Ctrl-C.
 
@@ -50,6 +58,9 @@ def up_cmd(
     from aistack.runtime.local.runner import LocalStack, UpOptions
     from aistack.runtime.local.state import StateBusy
 
+    if engine not in ENGINES:
+        err.print(f"--engine: {engine!r} is not one of auto, vllm, transformers", markup=False)
+        raise typer.Exit(2)
     if not 1 <= mlflow_port <= 65535:
         err.print(f"--mlflow-port: {mlflow_port} is not a port (1-65535)")
         raise typer.Exit(2)
@@ -58,8 +69,9 @@ def up_cmd(
     try:
         local = LocalStack(manifest,
                            UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
-                                               offline=offline, ingest=ingest, mlflow_port=mlflow_port),
-                           on_status=panel.show, on_stage=stages.begin)
+                                     offline=offline, ingest=ingest, mlflow_port=mlflow_port,
+                                     engine=ENGINES[engine]),
+                           on_status=panel.show, on_stage=stages.begin, on_detail=stages.detail)
         local.lock()
     except ManifestError as exc:
         err.print(str(exc), markup=False)
@@ -98,7 +110,8 @@ class StatusPanel:
         self._last: tuple[Any, ...] | None = None
 
     def show(self, status: Any) -> None:
-        key = (status.gateway_url, status.model, status.model_note, status.chunks, status.ingest_note,
+        key = (status.gateway_url, status.model, status.model_note, status.engine, status.chunks,
+               status.ingest_note,
                status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes))
         if self._last is not None and (key == self._last or not out.is_terminal):
             return
@@ -115,6 +128,8 @@ def _show(status: Any) -> None:
     model_style = "bold yellow" if status.offline else ""
     table.add_row("model", f"[{model_style}]{status.model}[/]  {status.model_note}" if model_style else
                   f"{status.model}  {status.model_note}")
+    if status.engine:
+        table.add_row("engine", status.engine)
     if status.collection is not None:
         table.add_row("collection", f"{status.collection}: {status.chunks} chunks  {status.ingest_note}")
     table.add_row("guardrails", status.guardrails)

@@ -2,8 +2,9 @@
 
 It starts `aistack up` (gateway, embedded Qdrant with examples/docs ingested, a local MLflow,
 guardrails in-process; the model is the spec's OpenAI endpoint when its key is set, else the
-built-in offline model, labelled as such), asks a question through the official `openai` SDK
-and prints the answer with its citations and where its trace is. On an interactive terminal
+built-in offline model on the vLLM engine (transformers where the engine is not installed), whose
+answers are extractive: quoted from the cited documents), asks a question through the official
+`openai` SDK and prints the answer with its citations and where its trace is. On an interactive terminal
 the stack keeps serving, so the trace link opens, until Ctrl-C; elsewhere (CI, a pipe) it
 stops and prints the command that reopens the trace UI (`aistack ui`).
 
@@ -97,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=MANIFEST,
                         help="the AIStack manifest (default: %(default)s)")
     parser.add_argument("--mlflow-port", help="port of the local MLflow UI (default: aistack up's)")
+    parser.add_argument("--engine", choices=("auto", "vllm", "transformers"), default="auto",
+                        help="what serves the offline model (aistack up --engine; default: %(default)s)")
     args = parser.parse_args(argv)
     manifest = args.manifest.resolve()
     stack = load_stack(manifest)
     state = manifest.parent / ".aistack" / stack.name
     port = free_port()
     extra = ["--mlflow-port", args.mlflow_port] if args.mlflow_port else []
+    extra += ["--engine", args.engine] if args.engine != "auto" else []
     print(f"$ aistack up {shlex.join([display(manifest), '--port', str(port), *extra])}", flush=True)
     # its own session: a Ctrl-C reaches only this script, which stops `aistack up` with one SIGINT
     proc = subprocess.Popen(

@@ -186,6 +186,9 @@ class OpenAIServer:
                 return failure, "", {"name": name, "arguments": m.group(2) or "{}"}, delay
         if (m := _SAY.search(last)):
             return failure, m.group(2).upper() if m.group(1) else m.group(2), None, delay
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices:  # vLLM's structured outputs: one of the choices, the first (`[[say:...]]` overrides)
+            return failure, str(choices[0]), None, delay
         return failure, f"Echo: {last}", None, delay
 
     async def _chat(self, request: Request) -> Response:

@@ -87,15 +87,37 @@ class EngineServer:
                 self.stop()
                 raise EngineStartError(
                     f"the vLLM engine did not answer /health in {timeout_s:.0f} s: see {self.log}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return elapsed
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.healthy():
+                return elapsed
             if tick is not None:
                 tick(elapsed)
             time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        """One probe of `/health` (200 once the engine serves)."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def last_log_line(self) -> str:
+        """The engine's latest line of output (what it is doing while it starts), or ''."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(max(0, self.log.stat().st_size - 4096))
+                lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+    def kill(self) -> None:
+        """At once (a second Ctrl-C)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self, *, grace_s: float = 15) -> None:
         if self.process.poll() is None:

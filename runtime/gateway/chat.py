@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
@@ -21,6 +22,7 @@ from aistack.runtime.gateway.turn import (SSE_HEADERS, Turn, finish_trace, quest
                                           refusal_completion)
 from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
+from aistack.runtime.orchestration import extractive
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
 from aistack.runtime.retrieval.contracts import Passage, Retriever
@@ -111,7 +113,7 @@ async def _input_stage(turn: Turn,
                               max_context_tokens=cfg.retrieval.max_context_tokens if cfg.retrieval else 3000)
         span.outputs = {"messages": len(prompt.messages), "citations": len(prompt.citations)}
     if cfg.retrieval is not None:
-        turn.citations = prompt.citations
+        turn.citations, turn.passages = prompt.citations, prompt.passages
     return prompt.messages, None
 
 
@@ -174,6 +176,29 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
+    """An extractive answer: the engine chooses one sentence of the cited passages."""
+    assert turn.passages is not None
+    model = turn.state.config.model.public_name
+    choices = extractive.candidates(turn.passages)
+    if not choices:
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+                "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": extractive.NO_PASSAGE},
+                             "finish_reason": "stop"}]}
+    body = extractive.request(payload["messages"], choices, max_tokens=int(payload.get("max_tokens") or 0))
+    response = await _generate(turn, body)
+    choice = response["choices"][0]
+    try:
+        choice["message"]["content"] = extractive.answer(choice["message"].get("content") or "", choices,
+                                                         model=model)
+    except ValueError as err:
+        raise GatewayError(502, f"the model did not give an extractive answer: {err}",
+                           code="upstream_error") from None
+    choice["finish_reason"] = "stop"
+    return response
+
+
 async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
     guard = turn.state.guard
     decision = RailDecision("passed", answer, None)
@@ -223,9 +248,13 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                                              headers=SSE_HEADERS)
                 return json_response(refusal)
             payload = _payload(turn, messages)
-            if req.stream and not (cfg.orchestration.mode == "agent" and state.toolbox is not None):
+            agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
+            if cfg.model.answers == "extractive" and turn.passages is not None and not agent:
+                response = await _extract(turn, payload)  # a quotation: sent whole, also when streamed
+            elif req.stream and not agent:
                 return await start_stream(turn, payload)
-            response = await _generate(turn, payload)
+            else:
+                response = await _generate(turn, payload)
     except TimeoutError:
         finish_trace(turn, answer=None, error="request budget exceeded")
         raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s "
@@ -252,7 +281,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         response["citations"] = turn.citations
     finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None,
                  usage=response.get("usage"))
-    if req.stream:  # an agent's answer, sent as a stream
+    if req.stream:  # an agent's or an extractive answer, sent as a stream of one chunk
         return StreamingResponse(completion_as_stream(response), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
     return json_response(response)

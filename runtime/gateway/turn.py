@@ -13,6 +13,7 @@ from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.guardrails.fast import RailDecision
+from aistack.runtime.retrieval.contracts import Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -31,6 +32,8 @@ class Turn:
     trace: RequestTrace | NullTrace
     started: float = field(default_factory=time.perf_counter)
     citations: list[dict[str, Any]] | None = None
+    passages: list[Passage] | None = None
+    """What the citations cite (None without retrieval)."""
 
     def step(self, name: str, seconds: float) -> None:
         self.metrics.observe_step(name, seconds)

@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
+                      model_validator)
 
 OFFLINE_MODEL_NAME = "aistack-offline-smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -102,10 +103,7 @@ class OfflineModel:
         """
         import torch
 
-        chat = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages
-                if m.get("role") in ("system", "user", "assistant")]
-        ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)
+        ids = self._prompt_ids(messages)
         prompt_len = int(ids["input_ids"].shape[1])
         room = CONTEXT_TOKENS - prompt_len
         if room < 1:
@@ -121,6 +119,42 @@ class OfflineModel:
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
         return Generation(text=text, prompt_tokens=prompt_len, completion_tokens=len(new),
                           finish_reason="stop" if ended else "length")
+
+    def choose(self, messages: list[dict[str, Any]], choices: list[str]) -> Generation:
+        """The choice the model finds likeliest after the prompt (mean log-probability per token,
+        so a long sentence is not penalised for its length): what `structured_outputs.choice`
+        asks of vLLM, which decodes greedily within the choices instead.
+
+        Raises ContextExceeded when the prompt and the longest choice do not fit the context.
+        """
+        import torch
+
+        prompt = self._prompt_ids(messages)["input_ids"]
+        prompt_len = int(prompt.shape[1])
+        encoded = [self.tokenizer(choice, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                   for choice in choices]
+        if prompt_len + max(int(ids.shape[1]) for ids in encoded) > CONTEXT_TOKENS:
+            raise ContextExceeded(prompt_len)
+        scores: list[float] = []
+        with self._lock, torch.inference_mode():
+            first = self.model(prompt, use_cache=True)
+            cache, last = first.past_key_values, torch.log_softmax(first.logits[0, -1], dim=-1)
+            for ids in encoded:
+                out = self.model(ids, past_key_values=cache, use_cache=True)
+                cache.crop(prompt_len)  # back to the prompt alone for the next choice
+                logits = torch.log_softmax(out.logits[0, :-1], dim=-1)
+                tokens = ids[0]
+                total = float(last[tokens[0]]) + float(logits.gather(1, tokens[1:, None]).sum())
+                scores.append(total / len(tokens))
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return Generation(text=choices[best], prompt_tokens=prompt_len,
+                          completion_tokens=int(encoded[best].shape[1]), finish_reason="stop")
+
+    def _prompt_ids(self, messages: list[dict[str, Any]]) -> Any:
+        chat = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages
+                if m.get("role") in ("system", "user", "assistant")]
+        return self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -141,6 +175,21 @@ class _Message(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class _StructuredOutputs(BaseModel):
+    """vLLM's structured outputs; of its kinds the offline model supports `choice` alone."""
+
+    choice: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]],
+                      Field(min_length=1, max_length=256)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choice_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) - {"choice"}:
+            raise ValueError(f"the offline model supports only `choice` of vLLM's structured outputs "
+                             f"(got {', '.join(sorted(set(data) - {'choice'}))})")
+        return data
+
+
 class _ChatRequest(BaseModel):
     """What the offline model reads from a chat request; other OpenAI fields are accepted and ignored."""
 
@@ -151,6 +200,7 @@ class _ChatRequest(BaseModel):
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     temperature: Annotated[StrictFloat, Field(ge=0, le=2)] | None = None
     stream: StrictBool = False
+    structured_outputs: _StructuredOutputs | None = None
 
     def token_limit(self) -> tuple[str, int]:
         """(parameter name, value): max_completion_tokens wins, as OpenAI's newer name for max_tokens."""
@@ -211,11 +261,15 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
                                 code="context_length_exceeded")
         messages = [m.model_dump() for m in body.messages]
         try:
-            result = await asyncio.to_thread(model.generate, messages, max_tokens=max_tokens,
-                                             temperature=body.temperature or 0.0)
+            if body.structured_outputs is not None:  # the text is one of the choices, so it carries no label
+                result = await asyncio.to_thread(model.choose, messages, body.structured_outputs.choice)
+                content = result.text
+            else:
+                result = await asyncio.to_thread(model.generate, messages, max_tokens=max_tokens,
+                                                 temperature=body.temperature or 0.0)
+                content = prefix + result.text
         except ContextExceeded as err:
             return _bad_request(str(err), param="messages", code="context_length_exceeded")
-        content = prefix + result.text
         created, cid = int(time.time()), f"chatcmpl-offline-{uuid.uuid4().hex[:16]}"
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                  "total_tokens": result.prompt_tokens + result.completion_tokens}

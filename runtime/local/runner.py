@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.local.engine_model import EngineChoice, EngineUnavailable, LocalEngine
 from aistack.runtime.local.loads import in_daemon_thread
 from aistack.runtime.local.mlflow_server import DEFAULT_PORT, INSTALL_HINT, MlflowServer, missing_server_packages
 from aistack.runtime.local.model_probe import choose_model
@@ -70,6 +71,9 @@ class UpOptions:
     """Ingest `retrieval.sources` at start (idempotent: unchanged files cost a hash)."""
     mlflow_port: int = DEFAULT_PORT
     """The local MLflow's port; a free one when it is taken (the status says so)."""
+    engine: EngineChoice = "auto"
+    """What serves the local model: the vLLM engine where installed (`auto`), always (`vllm`), or
+    transformers in-process (`transformers`)."""
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Status:
     model: str = ""
     model_note: str = ""
     offline: bool = False
+    engine: str = ""
+    """What serves a local model (vLLM and its log, or transformers); '' for a remote endpoint."""
     collection: str | None = None
     chunks: int | None = None
     mlflow_url: str | None = None
@@ -90,7 +96,8 @@ class Status:
 class LocalStack:
     def __init__(self, manifest: Path, options: UpOptions, *,
                  on_status: Callable[[Status], None] | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> None:
+                 on_stage: Callable[[str], None] | None = None,
+                 on_detail: Callable[[str], None] | None = None) -> None:
         self.manifest = manifest
         self.options = options
         self.stack: AIStack = load_stack(manifest)
@@ -100,6 +107,10 @@ class LocalStack:
         """Ctrl-C came before the stack was ready: a load may still run in a daemon thread."""
         self._on_status = on_status or (lambda status: None)
         self._stage = on_stage or (lambda text: None)
+        self._detail = on_detail or (lambda text: None)
+        self._engine: LocalEngine | None = None
+        self._engine_starting: Any = None
+        """The engine server while it starts (stopped with the rest if Ctrl-C comes then)."""
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
         self._mlflow: MlflowServer | None = None
         self._retriever: Any = None
@@ -153,7 +164,6 @@ class LocalStack:
                 f"port {self.options.port} on 127.0.0.1 is in use: pass --port, or stop what uses it")
         self._check_gateway_keys()
         self.folder.mkdir(parents=True, exist_ok=True)
-        spec = self.stack.spec
         tracking_uri = self._start_mlflow()
         self._stage("checking the model endpoint")
         choice = await asyncio.to_thread(choose_model, self.stack, model_url=self.options.model_url)
@@ -162,9 +172,8 @@ class LocalStack:
         config = local_gateway_config(self.stack, state=self.folder, model_base_url=model_url,
                                       tracking_uri=tracking_uri)
         if offline:
-            config = await self._start_offline_model(config,
-                                                     reason="--offline" if self.options.offline
-                                                     else choice.reason)
+            config = await self._start_local_model(config, reason="--offline" if self.options.offline
+                                                   else choice.reason)
         else:
             self.status.model, self.status.model_note = config.model.public_name, choice.reason
         embedder = None
@@ -247,8 +256,62 @@ class LocalStack:
             self.status.mlflow_state = "healthy"
         return self.status.mlflow_state == "healthy"
 
+    async def _start_local_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
+        """The vLLM engine where it can serve (per --engine), else the offline model in-process."""
+        from aistack.runtime.local.offline_model import OfflineModelUnavailable
+
+        if self.options.engine != "transformers":
+            try:
+                return await self._start_engine(config, reason=reason)
+            except (EngineUnavailable, OfflineModelUnavailable) as error:
+                if self.options.engine == "vllm":
+                    raise RuntimeError(f"{error} (--engine vllm; --engine auto falls back to transformers)"
+                                       ) from None
+                self.status.notes.append(f"the offline model runs through transformers (~10 tok/s, one "
+                                         f"request at a time) because {error}")
+        return await self._start_offline_model(config, reason=reason)
+
+    async def _start_engine(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
+        from aistack.api.engine import VLLM_VERSION
+        from aistack.runtime.engine.locate import detect_build
+        from aistack.runtime.local.engine_model import launch, plan, usable_engine, wait_ready
+        from aistack.runtime.local.offline_weights import is_prepared, prepare_weights, weights_folder
+
+        build = detect_build()
+        engine = usable_engine(build)
+        folder = weights_folder()
+        chosen = plan(self.stack, build, weights=folder)
+        if chosen.offline and not is_prepared(folder):
+            self._stage("preparing the offline model's weights for vLLM (once, ~30 s)")
+            await in_daemon_thread(prepare_weights, folder, stage=self._stage)
+        self._stage(f"starting vLLM {VLLM_VERSION} ({build} build) with {chosen.model.public_name} "
+                    "(~25 s on 2 cores)")
+        server = self._engine_starting = launch(engine, build, chosen, log=self.folder / "engine.log")
+        seconds = await wait_ready(server, progress=self._detail)
+        self._engine, self._engine_starting = LocalEngine(server, build, chosen, seconds), None
+        self.status.engine = f"{self._engine.describe()}; ready in {seconds:.0f} s"
+        if not chosen.offline:
+            self.status.model = config.model.public_name
+            self.status.model_note = f"served by the local vLLM engine ({reason})"
+            return config.model_copy(update={"model": config.model.model_copy(update={
+                "primary": Upstream(base_url=f"{server.base_url}/v1", model=chosen.model.public_name,
+                                    timeout_seconds=300.0),
+                "fallback": None})})
+        return self._offline_config(config, url=server.base_url, reason=reason)
+
     async def _start_offline_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
-        from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, OfflineModel, offline_app
+        from aistack.runtime.local.offline_model import OfflineModel, offline_app
+
+        self._stage("loading the offline model (SmolLM2-135M) in-process")
+        model = await in_daemon_thread(OfflineModel)
+        url = await self._serve(offline_app(model, instead_of=config.model.public_name), port=free_port())
+        self.status.engine = "transformers, in-process (slow: ~10 tok/s, one request at a time)"
+        return self._offline_config(config, url=url, reason=reason)
+
+    def _offline_config(self, config: GatewayConfig, *, url: str, reason: str) -> GatewayConfig:
+        """The gateway routed to the offline model, wherever it runs: its own name, extractive
+        answers (a 135M model's own writing is invented), defaults within its context."""
+        from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME
 
         spec_model = config.model.public_name
         defaults = config.model.defaults
@@ -257,9 +320,6 @@ class LocalStack:
             self.status.notes.append(f"spec.model.defaults.maxTokens {defaults.max_tokens} is over the offline model's "
                                      f"{CONTEXT_TOKENS}-token context: it answers with at most {CONTEXT_TOKENS}")
             defaults = defaults.model_copy(update={"max_tokens": CONTEXT_TOKENS})
-        self._stage("loading the offline model (SmolLM2-135M)")
-        model = await in_daemon_thread(OfflineModel)
-        url = await self._serve(offline_app(model, instead_of=spec_model), port=free_port())
         self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
         self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"
         guardrails = config.guardrails
@@ -272,7 +332,7 @@ class LocalStack:
             self.status.notes.append("self-check rails are off: the offline model cannot judge safety "
                                      "(fast rails still run)")
         return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
-            public_name=OFFLINE_MODEL_NAME, defaults=defaults,
+            public_name=OFFLINE_MODEL_NAME, defaults=defaults, answers="extractive",
             primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
 
     async def _open_retrieval(self, config: GatewayConfig) -> Any:
@@ -348,7 +408,7 @@ class LocalStack:
         while not self._stop.is_set():
             state = self.status.mlflow_state
             await self._refresh_mlflow()
-            changed = state != self.status.mlflow_state
+            changed = state != self.status.mlflow_state or await self._restart_engine_if_exited()
             if self._retriever is not None:
 
                 chunks = await self._retriever.store.count()
@@ -358,6 +418,37 @@ class LocalStack:
                 self._publish()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+    async def _restart_engine_if_exited(self) -> bool:
+        """An engine that exited (killed, crashed) is started again on the same port, so the gateway's
+        route stays right; meanwhile requests get a clean upstream error and /readyz says the model
+        is not reachable. True when the status changed."""
+        from aistack.runtime.engine.locate import detect_build
+        from aistack.runtime.local.engine_model import launch, usable_engine, wait_ready
+
+        engine = self._engine
+        if engine is None or engine.server.exit_code() is None:
+            return False
+        code = engine.server.exit_code()
+        engine.server.stop()
+        port = int(engine.base_url.rsplit(":", 1)[1])
+        engine.restarts += 1
+        self.status.notes = [n for n in self.status.notes if not n.startswith("the vLLM engine")]
+        try:
+            server = self._engine_starting = launch(usable_engine(detect_build()), engine.build, engine.plan,
+                                                    log=engine.server.log, port=port)
+            seconds = await wait_ready(server)
+        except EngineUnavailable as error:
+            self._engine = self._engine_starting = None
+            self.status.engine = f"stopped: {error}"
+            self.status.notes.append(f"the vLLM engine exited with code {code} and did not start again: "
+                                     f"the model is down until `aistack up` runs again")
+            return True
+        engine.server, self._engine_starting = server, None
+        self.status.engine = f"{engine.describe()}; restarted in {seconds:.0f} s"
+        self.status.notes.append(f"the vLLM engine exited with code {code} and was restarted "
+                                 f"({engine.restarts} restart{'s' if engine.restarts > 1 else ''})")
+        return True
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -386,6 +477,10 @@ class LocalStack:
         if store is not None:
             with contextlib.suppress(Exception):  # flushes the shard; the data is kept either way
                 await asyncio.wait_for(store.close(), timeout=5)
+        for server in (self._engine.server if self._engine else None, self._engine_starting):
+            if server is not None:
+                await asyncio.to_thread(server.stop, grace_s=10)
+        self._engine = self._engine_starting = None
         if self._mlflow is not None:
             await asyncio.to_thread(self._mlflow.stop)
             self._mlflow = None
@@ -398,6 +493,9 @@ class LocalStack:
             server.force_exit = True
         if self._mlflow is not None:
             self._mlflow.kill()
+        for server in (self._engine.server if self._engine else None, self._engine_starting):
+            if server is not None:
+                server.kill()
         for child in multiprocessing.active_children():
             child.kill()
 

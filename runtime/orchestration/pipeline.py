@@ -21,6 +21,8 @@ CHARS_PER_TOKEN = 4  # a cheap, tokenizer-free estimate; errs on the safe side f
 class Prompt:
     messages: list[dict[str, Any]]
     citations: list[dict[str, Any]]
+    passages: list[Passage]
+    """The passages the context holds, in citation order (`citations[i]` is `passages[i]`)."""
 
 
 def format_context(passages: Sequence[Passage], *, max_context_tokens: int) -> tuple[str, list[Passage]]:
@@ -56,6 +58,7 @@ def build_prompt(*, messages: list[dict[str, Any]], question: str, passages: Seq
     """
     out = [dict(m) for m in messages]
     citations: list[dict[str, Any]] = []
+    used: list[Passage] = []
     tmpl = template
     if passages is not None:
         tmpl = tmpl or DEFAULT_TEMPLATE
@@ -72,4 +75,4 @@ def build_prompt(*, messages: list[dict[str, Any]], question: str, passages: Seq
             out[last_user] = {**out[last_user], "content": tmpl.format(question=question, context=context)}
     if system_prompt:
         out.insert(0, {"role": "system", "content": system_prompt})
-    return Prompt(messages=out, citations=citations)
+    return Prompt(messages=out, citations=citations, passages=used)

@@ -128,3 +128,30 @@ def test_the_gateway_applies_the_manifests_max_tokens_to_the_offline_model(
     assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 3
     own = openai_client.chat.completions.create(model="demo-model", messages=LONG, max_completion_tokens=5)
     assert own.usage.completion_tokens == 5  # the request's own limit wins over the manifest's
+
+
+CHOICES = ["Paris is the capital of France.", "Bananas are yellow when they are ripe.",
+           "The moon orbits the earth about once a month."]
+
+
+def test_structured_choice_answers_one_of_the_choices_unlabelled_and_the_likeliest(client: TestClient) -> None:
+    for question, want in (("What is the capital of France?", CHOICES[0]),
+                           ("What colour is a ripe banana?", CHOICES[1])):
+        answer = chat(client, messages=[{"role": "user", "content": question}],
+                      structured_outputs={"choice": CHOICES})
+        choice = answer["choices"][0]
+        assert choice["message"]["content"] == want  # a choice exactly, so no label in front
+        assert choice["finish_reason"] == "stop" and answer["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize(("structured", "param"), [
+    ({"choice": []}, "structured_outputs.choice"),
+    ({"choice": [""]}, "structured_outputs.choice[0]"),
+    ({"json": {"type": "object"}, "choice": ["a"]}, "structured_outputs"),
+    ({"regex": "a+"}, "structured_outputs"),
+])
+def test_structured_outputs_it_cannot_honour_are_400s(client: TestClient, structured: dict, param: str) -> None:
+    response = client.post("/v1/chat/completions", json={"model": OFFLINE_MODEL_NAME, "messages": SHORT,
+                                                          "structured_outputs": structured})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
