@@ -13,10 +13,15 @@ wins; the type gives the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
+
+if TYPE_CHECKING:
+    # typer 0.29 vendors click as typer._click: the contexts its commands are given are this
+    # class (typer.Context only marks a callback's parameter for injection).
+    from typer._click import Context, HelpFormatter
 
 _PLACEHOLDERS: dict[Any, str] = {int: "INTEGER", float: "NUMBER", str: "TEXT", Path: "PATH"}
 
@@ -43,7 +48,7 @@ class HelpCommand(TyperCommand):
                                                                                    or param.count):
                 param.metavar = placeholder(param)
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
@@ -51,7 +56,7 @@ class HelpCommand(TyperCommand):
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
 
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
         arguments, options = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)

@@ -31,6 +31,8 @@ Stage = Literal["dev", "staging", "prod"]
 
 # EC2 families with NVIDIA GPUs that EKS' NVIDIA AMIs support.
 GPU_INSTANCE = re.compile(r"^(g4dn|g5|g5g|g6|g6e|gr6|p4d|p4de|p5|p5e|p5en)\.[0-9a-z]+$")
+LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+DEFAULT_LOG_TYPES: tuple[LogType, ...] = ("api", "audit", "authenticator")
 GpuAmiType = Literal["AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
                      "BOTTLEROCKET_ARM_64_NVIDIA"]
 K8S_VERSION = r"^1\.[0-9]{2}$"
@@ -134,9 +136,7 @@ class ClusterConfig(ConfigModel):
     """Whether the API server is reachable from outside the VPC (it always is from inside)."""
     public_access_cidrs: list[Annotated[str, Field(pattern=CIDR)]] = Field(default_factory=list)
     """Who may reach the public endpoint; required when it is on."""
-    log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = Field(
-        default_factory=lambda: ["api", "audit", "authenticator"]
-    )
+    log_types: list[LogType] = Field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     """Control-plane logs sent to CloudWatch."""
     log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827,
                                 3653] = 30

@@ -107,7 +107,7 @@ class ManagedStores(pulumi.ComponentResource):
             opts=child,
         )
         password = random.RandomPassword(f"{name}-db", length=40, special=False, opts=child)
-        secret_password = pulumi.Output.secret(password.result)
+        secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
         self.database = rds.Instance(
             f"{name}-mlflow",
             engine="postgres",
@@ -148,7 +148,7 @@ class ManagedStores(pulumi.ComponentResource):
         self.artifacts_bucket = self.artifacts.bucket_name
         self.artifact_uri = self.artifacts.bucket_name.apply(lambda b: f"s3://{b}/mlflow")
         self.database_endpoint = self.database.endpoint
-        self.backend_store_uri = pulumi.Output.secret(
+        self.backend_store_uri: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(secret_password, self.database.address, self.database.port).apply(
                 lambda v: backend_store_uri(password=v[0], host=v[1], port=int(v[2]))
             )

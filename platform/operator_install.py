@@ -209,7 +209,7 @@ class AIStackOperator(pulumi.ComponentResource):
         self.gateway_url: pulumi.Output[str] | None = None
         if args.stack is not None:
             stack_ns = args.stack.metadata.namespace or args.workload_namespace
-            metadata = {"name": args.stack.name, "namespace": stack_ns}
+            metadata: dict[str, Any] = {"name": args.stack.name, "namespace": stack_ns}
             if args.stack.metadata.labels:
                 metadata["labels"] = dict(args.stack.metadata.labels)
             self.stack = k8s.apiextensions.CustomResource(

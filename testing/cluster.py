@@ -18,7 +18,7 @@ from aistack.testing.emulator import CHILD_PLURALS, EmulatorThread
 from aistack.operator.handlers import build_registry, build_settings
 from aistack.operator.kube import AISTACK, MERGE_PATCH, Kube
 from aistack.operator.machinery.leader import LeaseOptions
-from aistack.operator.machinery.peering import CLUSTER_PEERING, PeeringOptions
+from aistack.operator.machinery.peering import CLUSTER_PEERING, PeeringOptions, own_identity
 from aistack.operator.options import OperatorOptions
 from aistack.operator.reconcile import parse_and_render, stack_document
 from aistack.operator.run import serve
@@ -139,7 +139,7 @@ class OperatorThread:
                                        version=E2E_VERSION, drift_interval=drift_interval,
                                        retry_delay=retry_delay,
                                        peering=peering, leader=leader,
-                                       **({"identity": identity} if identity else {}))
+                                       identity=identity or own_identity())
         self.runner: Runner | None = None
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()

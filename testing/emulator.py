@@ -48,7 +48,7 @@ import itertools
 import threading
 import uuid
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import kmock
@@ -109,6 +109,10 @@ class _DirectDispatch(kmock.KubernetesScaffold):
     emulator, not the operator, the bottleneck of the benchmark. While no test has added a
     reaction of its own, the reaction of a Kubernetes verb is known: call it. Sits between
     kmock's emulator (which stores the objects first) and its DSL dispatch in the MRO."""
+
+    if TYPE_CHECKING:  # Emulator's fields: two slotted attrs bases cannot both add slots
+        _direct: dict[Any, Any]
+        _builtin_payloads: int
 
     async def _handle(self, request: Any) -> Any:
         direct: dict[Any, Any] = self._direct
@@ -223,6 +227,7 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
     async def _serve_list(self, request: Any) -> Any:
         """As kmock's, but with a real resourceVersion, so a following watch can resume from it."""
         payload = await super()._serve_list(request)
+        assert isinstance(payload, dict), payload  # kmock's list is always a mapping
         payload["metadata"] = {"resourceVersion": str(next(self._versions))}
         return {**self._list_type(request), **payload}
 
@@ -230,8 +235,9 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
         """`kind`/`apiVersion` of a list (kubectl needs them to decode it)."""
         resource = request.resource
         info = self.resources.get(resource)
+        kind = "Object" if info is None else info["kind"] if isinstance(info, dict) else info.kind
         api_version = resource.version if not resource.group else f"{resource.group}/{resource.version}"
-        return {"kind": f"{info.kind if info else 'Object'}List", "apiVersion": api_version}
+        return {"kind": f"{kind}List", "apiVersion": api_version}
 
     # kmock finds the object of a fetch/patch/delete by scanning every stored object; with
     # thousands of objects that dominates a benchmark. The key is known: look it up.

@@ -16,12 +16,13 @@ import json
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pulumi
 import yaml
 from pulumi.runtime import settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import Stack, run_pulumi_func
 
 PROGRAM = Path("stacks") / "__main__.py"
 """The Pulumi program, relative to the project folder."""
@@ -96,7 +97,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["result"] = PASSWORD
         return f"{args.name}-id", out
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> NoReturn:
         raise AssertionError(f"the program must not invoke {args.token} (it would need a cloud)")
 
 
@@ -117,8 +118,15 @@ def run_program(config: dict[str, Any], *, stack: str, project: Path, run: Run |
     pulumi.runtime.set_mocks(RecordingMocks(run), project="aistack", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
     root = settings.get_root_resource()
-    loop.run_until_complete(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
-    urns = settings.get_monitor().resources
+    assert isinstance(root, Stack), f"set_mocks left {root!r} as the root resource, not a Stack"
+
+    def main() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    loop.run_until_complete(run_pulumi_func(main))
+    monitor = settings.get_monitor()
+    assert isinstance(monitor, MockMonitor), f"set_mocks left {monitor!r} as the monitor"
+    urns = monitor.resources
     by_key = {(u.split("::")[2].split("$")[-1], u.split("::")[3]): u for u in urns}
     for r in run.resources:
         r.urn = by_key[(r.type, r.name)]

@@ -44,7 +44,7 @@ class GatewayMetrics:
                                       ["result"], registry=r)
         self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",
                                  ["name", "stage", "config_hash"], registry=r)
-        self._series: dict[tuple[str, ...], Any] = {}
+        self._series: dict[tuple[str | int, ...], Any] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """One answered request: its count by route and status, and its latency by route."""

@@ -57,7 +57,7 @@ class Guard:
         except RailsEngineError as err:
             log.error("guardrails engine failed on the %s: %s", side, err)
             if self.spec.fail_open:
-                return RailDecision("passed", answer if side == "output" else question, None), True
+                return RailDecision("passed", (answer or "") if side == "output" else question, None), True
             raise GuardrailsUnavailable(str(err)) from err
 
 

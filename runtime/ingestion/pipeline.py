@@ -159,7 +159,7 @@ class Ingestor:
         return _Pending(file=file, content_hash=content_hash, title=document.title, chunks=chunks,
                         replaces=bool(stored_hashes))
 
-    async def _write(self, pending: list[_Pending], report: IngestReport) -> None:
+    async def _write(self, pending: Sequence[_Pending], report: IngestReport) -> None:
         if not pending:
             return
         texts = [chunk.text for item in pending for chunk in item.chunks]

@@ -145,8 +145,9 @@ class EdgeStore:
 
     async def delete_document(self, *, source: str, tenant: str | None, keep_hash: str | None = None) -> None:
         must = [qe.FieldCondition(SOURCE, match=qe.MatchValue(source)), _owner(self.spec, tenant)]
-        must_not = [qe.FieldCondition(CONTENT_HASH, match=qe.MatchValue(keep_hash))] if keep_hash else None
-        op = qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=must, must_not=must_not))
+        keep = qe.FieldCondition(CONTENT_HASH, match=qe.MatchValue(keep_hash)) if keep_hash else None
+        op = qe.UpdateOperation.delete_points_by_filter(
+            qe.Filter(must=must, must_not=[keep] if keep is not None else None))
         async with self._write_lock:
             await asyncio.to_thread(self._open().update, op)
 
