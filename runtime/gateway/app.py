@@ -197,7 +197,7 @@ async def chat_completions(request: Request) -> Response:
     caller, tenant = authenticate(request, state)
     req = parse_body(ChatRequest, await request.body())
     return await handle_chat(state=state, metrics=app_state.metrics, req=req, caller=caller, tenant=tenant,
-                             retriever=app_state.retriever)
+                             retriever=app_state.retriever, embedder=app_state.embedder)
 
 
 async def models(request: Request) -> Response:

@@ -25,7 +25,7 @@ from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration import extractive
 from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
-from aistack.runtime.retrieval.contracts import Passage, Retriever
+from aistack.runtime.retrieval.contracts import Embedder, Passage, Retriever
 
 def _check_messages(req: ChatRequest) -> None:
     for i, m in enumerate(req.messages):
@@ -186,6 +186,11 @@ async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
                 "created": int(time.time()), "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": extractive.NO_PASSAGE},
                              "finish_reason": "stop"}]}
+    if turn.embedder is not None and len(choices) > 1:
+        with turn.trace.span("extractive.shortlist", "RERANKER", inputs={"candidates": len(choices)}) as span:
+            vectors = await turn.embedder.embed([question_of(turn), *(c.text for c in choices)])
+            choices = extractive.shortlist(choices, question=vectors[0], vectors=vectors[1:])
+            span.outputs = [c.text[:80] for c in choices]
     body = extractive.request(payload["messages"], choices, max_tokens=int(payload.get("max_tokens") or 0))
     response = await _generate(turn, body)
     choice = response["choices"][0]
@@ -225,7 +230,8 @@ async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
 
 
 async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatRequest, caller: Caller,
-                      tenant: str | None, retriever: Retriever | None) -> Response:
+                      tenant: str | None, retriever: Retriever | None,
+                      embedder: Embedder | None = None) -> Response:
     cfg = state.config
     if req.model != cfg.model.public_name:
         raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
@@ -237,7 +243,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                                 "not accepted from clients", param="tools", code="unsupported_parameter")
     trace = state.tracer.start(name="chat.completions",
                                inputs={"question": _question_text(req), "stream": req.stream})
-    turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace)
+    turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
+                embedder=embedder)
     try:
         async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
             messages, refusal = await _input_stage(turn, retriever)

@@ -13,7 +13,7 @@ from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.guardrails.fast import RailDecision
-from aistack.runtime.retrieval.contracts import Passage
+from aistack.runtime.retrieval.contracts import Embedder, Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -34,6 +34,8 @@ class Turn:
     citations: list[dict[str, Any]] | None = None
     passages: list[Passage] | None = None
     """What the citations cite (None without retrieval)."""
+    embedder: Embedder | None = None
+    """The stack's embedder, where the gateway has one (extractive answers rank sentences with it)."""
 
     def step(self, name: str, seconds: float) -> None:
         self.metrics.observe_step(name, seconds)

@@ -138,10 +138,10 @@ class OfflineModel:
         scores: list[float] = []
         with self._lock, torch.inference_mode():
             first = self.model(prompt, use_cache=True)
-            cache, last = first.past_key_values, torch.log_softmax(first.logits[0, -1], dim=-1)
+            cache, last = first.cache, torch.log_softmax(first.logits[0, -1], dim=-1)
             for ids in encoded:
-                out = self.model(ids, past_key_values=cache, use_cache=True)
-                cache.crop(prompt_len)  # back to the prompt alone for the next choice
+                out = self.model(ids, cache=cache, use_cache=True)
+                cache.crop(-int(ids.shape[1]))  # back to the prompt alone for the next choice
                 logits = torch.log_softmax(out.logits[0, :-1], dim=-1)
                 tokens = ids[0]
                 total = float(last[tokens[0]]) + float(logits.gather(1, tokens[1:, None]).sum())

@@ -27,10 +27,19 @@ def config(upstream_url: str, **retrieval: object) -> dict:
         orchestration={"systemPrompt": "Cite sources as [n].", "promptTemplate": "C:\n{context}\nQ: {question}"})
 
 
+class KeywordEmbedder:
+    """Vectors that count `prune` and `hash`: a sentence's closeness to a question is predictable."""
+
+    model, dimension = "keyword-embed", 3
+
+    async def embed(self, texts):
+        return [[t.count("prune") + 0.0, t.count("hash") + 0.0, 0.01] for t in texts]
+
+
 @pytest.fixture(scope="module")
 def gw(upstream):
-    with run_gateway(config(upstream.base_url), retriever=ListRetriever(list(PASSAGES)),
-                     embedder=HashEmbedder()) as gateway:
+    """Without an embedder: the model chooses among every sentence."""
+    with run_gateway(config(upstream.base_url), retriever=ListRetriever(list(PASSAGES))) as gateway:
         yield gateway
 
 
@@ -63,6 +72,15 @@ def test_an_engine_that_ignores_the_choice_is_an_upstream_error(gw):
             {"role": "user", "content": "[[say:npm run clean --prune /path/to]]"}])
     assert err.value.status_code == 502
     assert "did not give an extractive answer" in err.value.message
+
+
+def test_with_an_embedder_the_model_chooses_among_the_sentences_nearest_the_question(upstream):
+    with run_gateway(config(upstream.base_url), retriever=ListRetriever(list(PASSAGES)),
+                     embedder=KeywordEmbedder()) as gw:
+        out = gw.client().chat.completions.create(model="demo-model", messages=[
+            {"role": "user", "content": "How do I prune the chunks of deleted files?"}])
+    assert upstream.requests[-1]["structured_outputs"]["choice"] == [DELETED]
+    assert out.choices[0].message.content.startswith(f"{DELETED} [1]")
 
 
 def test_no_passage_means_no_model_call_and_says_so(upstream):

@@ -71,3 +71,24 @@ def test_answer_refuses_text_that_is_not_a_candidate() -> None:
     found = extractive.candidates([passage(INGESTION)])
     with pytest.raises(ValueError, match="not one of the 3 sentences"):
         extractive.answer("npm run clean --prune /path/to", found, model="m")
+
+
+def test_shortlist_keeps_the_candidates_closest_to_the_question_closest_first() -> None:
+    found = [extractive.Candidate(f"Sentence {i} that is long enough to be kept.", 1) for i in range(6)]
+    vectors = [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0], [0.8, 0.6], [0.0, 0.0]]
+    kept = extractive.shortlist(found, question=[0.0, 2.0], vectors=vectors, keep=3, margin=1.0)
+    assert kept == [found[1], found[2], found[4]]
+    assert extractive.shortlist(found, question=[0.0, 2.0], vectors=vectors, keep=3, margin=0.25) == [
+        found[1], found[2]]  # cosine 1.0 and 0.8; 0.6 is further than the margin from the best
+    assert extractive.shortlist(found, question=[0.0, 2.0], vectors=vectors, keep=1) == [found[1]]
+
+
+def test_a_paragraphs_wrapped_lines_are_one_sentence_and_list_items_are_their_own() -> None:
+    text = ("When no model endpoint is reachable, `aistack up` serves a small\n"
+            "built-in offline model, labelled as such.\n"
+            "- a list item that\n  wraps onto a second line.\n"
+            "- another item.\n\nA new paragraph.")
+    assert extractive.sentences(text) == [
+        "When no model endpoint is reachable, `aistack up` serves a small built-in offline model, "
+        "labelled as such.",
+        "a list item that wraps onto a second line.", "another item.", "A new paragraph."]
