@@ -28,13 +28,11 @@ demo: install
 
 # Container-image tests (tests/containers) skip, each saying why, unless buildah/podman are
 # installed: `make container-tools` first (CI does).
-test: install
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # ruff (settings in pyproject.toml) and mypy through tools/typecheck.py, which lets mypy see the
-# folders as the aistack.* packages they are installed as. Not part of `make test` until the
-# files of the vLLM engine work (issue 15: runtime/local/, cli/up.py and their tests), the only
-# ones it still finds fault with, are clean too.
+# folders as the aistack.* packages they are installed as; `make test` runs it before pytest.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/python tools/typecheck.py

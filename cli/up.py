@@ -31,11 +31,13 @@ def up_cmd(
                                                help="State folder (default: <manifest "
                                                "folder>/.aistack/<name>).")] = None,
     model_url: Annotated[str | None, typer.Option("--model-url", metavar="URL",
-                                                  help="An OpenAI-compatible model endpoint (vLLM, Ollama) for a vLLM spec.")] = None,
+                                                  help="An OpenAI-compatible model endpoint (vLLM, Ollama) "
+                                                  "for a vLLM spec.")] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", metavar="URL",
                                                      help="Use this MLflow instead of starting one.")] = None,
     offline: Annotated[bool, typer.Option("--offline",
-                                          help="Serve the built-in offline model even if the spec's endpoint answers.")] = False,
+                                          help="Serve the built-in offline model even if the spec's "
+                                          "endpoint answers.")] = False,
     ingest: Annotated[bool, typer.Option("--ingest/--no-ingest",
                                          help="Ingest retrieval.sources at start.")] = True,
     mlflow_port: Annotated[int, typer.Option("--mlflow-port", metavar="PORT",

@@ -96,7 +96,8 @@ class LocalEngine:
         return self.plan.model.public_name
 
     def describe(self) -> str:
-        return f"vLLM {VLLM_VERSION} ({self.build} build), pid {self.server.process.pid}, log {self.server.log}"
+        return (f"vLLM {VLLM_VERSION} ({self.build} build), pid {self.server.process.pid}, "
+                f"log {self.server.log}")
 
 
 def launch(engine: EngineLocation, build: Build, chosen: EnginePlan, *, log: Path,

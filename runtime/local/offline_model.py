@@ -256,7 +256,8 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
             return body
         param, max_tokens = body.token_limit()
         if max_tokens > CONTEXT_TOKENS:
-            return _bad_request(f"{param} is {max_tokens}, but the offline model's context is {CONTEXT_TOKENS} "
+            return _bad_request(f"{param} is {max_tokens}, but the offline model's context is "
+                                f"{CONTEXT_TOKENS} "
                                 f"tokens: ask for at most {CONTEXT_TOKENS}", param=param,
                                 code="context_length_exceeded")
         messages = [m.model_dump() for m in body.messages]
@@ -294,6 +295,8 @@ async def _sse(cid: str, created: int, content: str, usage: dict[str, int],
         delta: dict[str, Any] = {"content": word + (" " if i < len(words) - 1 else "")}
         if i == 0:
             delta["role"] = "assistant"
-        yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]})}\n\n".encode()
-    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': finish_reason}], 'usage': usage})}\n\n".encode()
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}], "usage": usage}
+    yield f"data: {json.dumps(last)}\n\n".encode()
     yield b"data: [DONE]\n\n"

@@ -34,9 +34,11 @@ from fastapi.responses import JSONResponse
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.engine.server import EngineServer
 from aistack.runtime.local.engine_model import EngineChoice, EngineUnavailable, LocalEngine
 from aistack.runtime.local.loads import in_daemon_thread
-from aistack.runtime.local.mlflow_server import DEFAULT_PORT, INSTALL_HINT, MlflowServer, missing_server_packages
+from aistack.runtime.local.mlflow_server import (DEFAULT_PORT, INSTALL_HINT, MlflowServer,
+                                                 missing_server_packages)
 from aistack.runtime.local.model_probe import choose_model
 from aistack.runtime.local.ports import free_port, port_free
 from aistack.runtime.local.state import RUNNING_FILE, RunningStack, StateLock, local_gateway_config, state_dir
@@ -109,7 +111,7 @@ class LocalStack:
         self._stage = on_stage or (lambda text: None)
         self._detail = on_detail or (lambda text: None)
         self._engine: LocalEngine | None = None
-        self._engine_starting: Any = None
+        self._engine_starting: EngineServer | None = None
         """The engine server while it starts (stopped with the rest if Ctrl-C comes then)."""
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
         self._mlflow: MlflowServer | None = None
@@ -190,8 +192,7 @@ class LocalStack:
         """Unset gateway keys fail before anything slow starts (the gateway would refuse them last)."""
         from aistack.runtime.gateway.auth import ApiKeys
 
-        gateway = self.stack.spec.gateway
-        ref = gateway.api_keys_secret_ref if gateway is not None else None
+        ref = self.stack.spec.gateway.api_keys_secret_ref
         if ref is not None:
             try:
                 ApiKeys.from_env(ref.env_name(), secret=ref)
@@ -212,8 +213,9 @@ class LocalStack:
         if missing:
             # Serving goes on without traces rather than failing on a child process that exits.
             self.status.mlflow_state = "not installed"
-            self.status.notes.append(f"no local MLflow server: {', '.join(missing)} missing (the runtime extra "
-                                     f"carries the tracing client only); traces are off. {INSTALL_HINT}")
+            self.status.notes.append(f"no local MLflow server: {', '.join(missing)} missing (the runtime "
+                                     "extra carries the tracing client only); traces are off. "
+                                     f"{INSTALL_HINT}")
             return None
         self._mlflow = MlflowServer(folder=self.folder / "mlflow", port=self.options.mlflow_port)
         self._mlflow.start()
@@ -238,8 +240,8 @@ class LocalStack:
                 self._stage(f"waiting for MLflow at {mlflow.url}")
                 waiting = True
             await asyncio.sleep(0.5)
-        self.status.notes.append(f"MLflow did not answer within {MLFLOW_READY_SECONDS:.0f} s: traces are dropped "
-                                 f"until it does (its log: {mlflow.log})")
+        self.status.notes.append(f"MLflow did not answer within {MLFLOW_READY_SECONDS:.0f} s: traces are "
+                                 f"dropped until it does (its log: {mlflow.log})")
 
     async def _refresh_mlflow(self) -> bool:
         """Follow the local MLflow (starting, healthy, exited); True once it is healthy or gone."""
@@ -317,8 +319,9 @@ class LocalStack:
         defaults = config.model.defaults
         if defaults.max_tokens is not None and defaults.max_tokens > CONTEXT_TOKENS:
             # the offline model refuses more than its context; every request would fail on the spec's default
-            self.status.notes.append(f"spec.model.defaults.maxTokens {defaults.max_tokens} is over the offline model's "
-                                     f"{CONTEXT_TOKENS}-token context: it answers with at most {CONTEXT_TOKENS}")
+            self.status.notes.append(f"spec.model.defaults.maxTokens {defaults.max_tokens} is over the "
+                                     f"offline model's {CONTEXT_TOKENS}-token context: it answers with at "
+                                     f"most {CONTEXT_TOKENS}")
             defaults = defaults.model_copy(update={"max_tokens": CONTEXT_TOKENS})
         self.status.model, self.status.offline = OFFLINE_MODEL_NAME, True
         self.status.model_note = f"OFFLINE model (spec model {spec_model}: {reason})"
@@ -477,9 +480,9 @@ class LocalStack:
         if store is not None:
             with contextlib.suppress(Exception):  # flushes the shard; the data is kept either way
                 await asyncio.wait_for(store.close(), timeout=5)
-        for server in (self._engine.server if self._engine else None, self._engine_starting):
-            if server is not None:
-                await asyncio.to_thread(server.stop, grace_s=10)
+        for engine_server in (self._engine.server if self._engine else None, self._engine_starting):
+            if engine_server is not None:
+                await asyncio.to_thread(engine_server.stop, grace_s=10)
         self._engine = self._engine_starting = None
         if self._mlflow is not None:
             await asyncio.to_thread(self._mlflow.stop)
@@ -493,9 +496,9 @@ class LocalStack:
             server.force_exit = True
         if self._mlflow is not None:
             self._mlflow.kill()
-        for server in (self._engine.server if self._engine else None, self._engine_starting):
-            if server is not None:
-                server.kill()
+        for engine_server in (self._engine.server if self._engine else None, self._engine_starting):
+            if engine_server is not None:
+                engine_server.kill()
         for child in multiprocessing.active_children():
             child.kill()
 

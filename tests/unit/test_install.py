@@ -320,6 +320,6 @@ def test_readme_says_what_make_test_skips_without_container_tools_and_how_to_inc
     conftest = (REPO / "tests" / "containers" / "conftest.py").read_text()
     assert "`make container-tools` installs them" in conftest  # the skip reason tells how to include them
     makefile = (REPO / "Makefile").read_text()
-    # make test installs first; make lint (ruff, mypy) needs the venv too
-    assert "container-tools:" in makefile and "\ntest: install\n" in makefile
+    # make test installs (through make lint, which needs the venv) and runs ruff and mypy first
+    assert "container-tools:" in makefile and "\ntest: lint\n" in makefile
     assert "\nlint: install\n" in makefile

@@ -13,9 +13,11 @@ from aistack.runtime.retrieval.contracts import Passage
 from aistack.testing.gateway import HashEmbedder, ListRetriever, base_config, run_gateway
 
 DELETED = "Files deleted from a folder keep their chunks until you run ingest with `--prune`."
-PASSAGES = [Passage(text=f"Ingestion skips unchanged files by their hash. {DELETED}", source="docs/ingestion.md",
+PASSAGES = [Passage(text=f"Ingestion skips unchanged files by their hash. {DELETED}",
+                    source="docs/ingestion.md",
                     score=0.9),
-            Passage(text="The operator retains collections when an AIStack is deleted.", source="docs/operator.txt",
+            Passage(text="The operator retains collections when an AIStack is deleted.",
+                    source="docs/operator.txt",
                     score=0.5)]
 QUESTION = [{"role": "user", "content": "How do I remove the chunks of deleted files?"}]
 
@@ -24,7 +26,8 @@ def config(upstream_url: str, **retrieval: object) -> dict:
     return base_config(upstream_url, model={"answers": "extractive"}, retrieval={
         "collection": "docs", "distance": "Cosine", "topK": 2, "maxContextTokens": 500,
         "embedder": {"provider": "local", "model": "hash-embed", "dimension": 8}, **retrieval},
-        orchestration={"systemPrompt": "Cite sources as [n].", "promptTemplate": "C:\n{context}\nQ: {question}"})
+        orchestration={"systemPrompt": "Cite sources as [n].",
+                       "promptTemplate": "C:\n{context}\nQ: {question}"})
 
 
 class KeywordEmbedder:

@@ -83,7 +83,8 @@ def test_an_engine_that_exits_while_starting_is_one_line_naming_its_log(tmp_path
                           env={}, log=log, base_url="http://127.0.0.1:9")
     with pytest.raises(EngineUnavailable) as error:
         asyncio.run(engine_model.wait_ready(server, timeout_s=30))
-    assert str(error.value) == (f"the vLLM engine exited with code 3 while starting (ValueError: No such model): "
+    assert str(
+        error.value) == (f"the vLLM engine exited with code 3 while starting (ValueError: No such model): "
                                 f"see {log}")
 
 

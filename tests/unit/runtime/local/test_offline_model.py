@@ -134,7 +134,8 @@ CHOICES = ["Paris is the capital of France.", "Bananas are yellow when they are 
            "The moon orbits the earth about once a month."]
 
 
-def test_structured_choice_answers_one_of_the_choices_unlabelled_and_the_likeliest(client: TestClient) -> None:
+def test_structured_choice_answers_one_of_the_choices_unlabelled_and_the_likeliest(
+        client: TestClient) -> None:
     for question, want in (("What is the capital of France?", CHOICES[0]),
                            ("What colour is a ripe banana?", CHOICES[1])):
         answer = chat(client, messages=[{"role": "user", "content": question}],
@@ -150,7 +151,8 @@ def test_structured_choice_answers_one_of_the_choices_unlabelled_and_the_likelie
     ({"json": {"type": "object"}, "choice": ["a"]}, "structured_outputs"),
     ({"regex": "a+"}, "structured_outputs"),
 ])
-def test_structured_outputs_it_cannot_honour_are_400s(client: TestClient, structured: dict, param: str) -> None:
+def test_structured_outputs_it_cannot_honour_are_400s(client: TestClient, structured: dict,
+                                                      param: str) -> None:
     response = client.post("/v1/chat/completions", json={"model": OFFLINE_MODEL_NAME, "messages": SHORT,
                                                           "structured_outputs": structured})
     assert response.status_code == 400, response.text

@@ -35,7 +35,8 @@ def test_candidates_keep_sentences_verbatim_with_their_citation_best_passage_fir
     other = passage("The operator reconciles an AIStack into Deployments and Services.", "docs/operator.txt")
     found = extractive.candidates([passage(INGESTION), other])
     assert [c.citation for c in found] == [1, 1, 1, 2]
-    assert found[2].text == "Files deleted from a folder keep their chunks until you run ingest with `--prune`."
+    assert found[
+        2].text == "Files deleted from a folder keep their chunks until you run ingest with `--prune`."
     for c in found:
         assert c.text in (INGESTION if c.citation == 1 else other.text)
         assert extractive.MIN_CHARS <= len(c.text) <= extractive.MAX_CHARS
@@ -51,7 +52,8 @@ def test_candidates_are_distinct_and_bounded() -> None:
 def test_request_constrains_the_engine_to_the_candidates_greedily() -> None:
     found = extractive.candidates([passage(INGESTION)])
     body = extractive.request([{"role": "system", "content": "Cite sources as [n]."},
-                               {"role": "user", "content": "Context: ... Question: how?"}], found, max_tokens=0)
+                               {"role": "user", "content": "Context: ... Question: how?"}], found,
+                              max_tokens=0)
     assert body["messages"][0] == {"role": "system", "content": extractive.INSTRUCTION}
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert body["structured_outputs"] == {"choice": [c.text for c in found]}
@@ -89,6 +91,6 @@ def test_a_paragraphs_wrapped_lines_are_one_sentence_and_list_items_are_their_ow
             "- a list item that\n  wraps onto a second line.\n"
             "- another item.\n\nA new paragraph.")
     assert extractive.sentences(text) == [
-        "When no model endpoint is reachable, `aistack up` serves a small built-in offline model, "
-        "labelled as such.",
+        ("When no model endpoint is reachable, `aistack up` serves a small built-in offline model, "
+         "labelled as such."),
         "a list item that wraps onto a second line.", "another item.", "A new paragraph."]
