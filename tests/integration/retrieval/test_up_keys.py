@@ -62,8 +62,8 @@ def clean_env(**env: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in unset}, "HF_HUB_OFFLINE": "1", **env}
 
 
-def start_up(path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "up", str(path), "--port", str(port)],
+def start_up(path: Path, port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "up", str(path), "--port", str(port), *extra],
                             env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = path.parent / ".aistack" / "keyed" / "up.json"
     deadline = time.monotonic() + 180
@@ -105,7 +105,8 @@ def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_pa
 def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_serves(tmp_path: Path,
                                                                                     provider: str) -> None:
     port = free_port()
-    proc = start_up(manifest(tmp_path, provider, max_tokens=4096), port, {})
+    # the in-process offline model, whose answers carry the label (vLLM: tests/integration/engine)
+    proc = start_up(manifest(tmp_path, provider, max_tokens=4096), port, {}, "--engine", "transformers")
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
         # no max_tokens: the gateway sends the manifest's 4096, capped for the offline model's 2048 context
