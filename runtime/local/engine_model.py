@@ -84,16 +84,11 @@ class LocalEngine:
     server: EngineServer
     build: Build
     plan: EnginePlan
-    started_in_s: float
     restarts: int = 0
 
     @property
     def base_url(self) -> str:
         return self.server.base_url
-
-    @property
-    def served_name(self) -> str:
-        return self.plan.model.public_name
 
     def describe(self) -> str:
         return (f"vLLM {VLLM_VERSION} ({self.build} build), pid {self.server.process.pid}, "

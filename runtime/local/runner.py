@@ -290,7 +290,7 @@ class LocalStack:
                     "(~25 s on 2 cores)")
         server = self._engine_starting = launch(engine, build, chosen, log=self.folder / "engine.log")
         seconds = await wait_ready(server, progress=self._detail)
-        self._engine, self._engine_starting = LocalEngine(server, build, chosen, seconds), None
+        self._engine, self._engine_starting = LocalEngine(server, build, chosen), None
         self.status.engine = f"{self._engine.describe()}; ready in {seconds:.0f} s"
         if not chosen.offline:
             self.status.model = config.model.public_name
@@ -425,8 +425,8 @@ class LocalStack:
     async def _restart_engine_if_exited(self) -> bool:
         """An engine that exited (killed, crashed) is started again on the same port, so the gateway's
         route stays right; meanwhile requests get a clean upstream error and /readyz says the model
-        is not reachable. True when the status changed."""
-        from aistack.runtime.engine.locate import detect_build
+        is not reachable. Ctrl-C during the restart ends it (the refresh loop must not hold the stop
+        for the engine's whole start). True when the status changed."""
         from aistack.runtime.local.engine_model import launch, usable_engine, wait_ready
 
         engine = self._engine
@@ -438,9 +438,19 @@ class LocalStack:
         engine.restarts += 1
         self.status.notes = [n for n in self.status.notes if not n.startswith("the vLLM engine")]
         try:
-            server = self._engine_starting = launch(usable_engine(detect_build()), engine.build, engine.plan,
+            server = self._engine_starting = launch(usable_engine(engine.build), engine.build, engine.plan,
                                                     log=engine.server.log, port=port)
-            seconds = await wait_ready(server)
+            ready = asyncio.ensure_future(wait_ready(server))
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not ready.done():  # stopping: wait_ready stops the engine when cancelled
+                ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ready
+                self._engine = self._engine_starting = None
+                return False
+            seconds = ready.result()
         except EngineUnavailable as error:
             self._engine = self._engine_starting = None
             self.status.engine = f"stopped: {error}"

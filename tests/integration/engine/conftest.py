@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aistack.runtime.engine.install import is_installed
-from aistack.runtime.engine.locate import Build, EngineLocation, detect_build, find_engine
+from aistack.runtime.engine.locate import Build, EngineLocation, detect_build
 from aistack.runtime.engine.parser import ParserSession
+from aistack.runtime.local.engine_model import EngineUnavailable, usable_engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,14 +24,10 @@ def build() -> Build:
 
 @pytest.fixture(scope="session")
 def engine(build: Build) -> EngineLocation:
-    found = find_engine(build)
-    if found is None:
-        pytest.skip("no vLLM engine installed: `aistack engine install` (or `make engine`) makes one")
-    if not found.python.exists():
-        pytest.skip(f"the vLLM engine {found.python} (from {found.source}) does not exist")
-    if found.home is not None and not is_installed(found.home, build):
-        pytest.skip(f"the vLLM engine in {found.home} is not (fully) installed: run `aistack engine install`")
-    return found
+    try:
+        return usable_engine(build)
+    except EngineUnavailable as why:
+        pytest.skip(str(why))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ weights, answers an OpenAI chat completion."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from aistack.api.v1alpha1.model import ModelSpec
 from aistack.runtime.engine.locate import Build, EngineLocation
 from aistack.runtime.engine.server import EngineServer, local_command, local_environ
+from aistack.runtime.local.engine_model import wait_ready
 from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME
 from aistack.runtime.local.offline_weights import is_prepared, weights_folder
 from aistack.runtime.local.ports import free_port
@@ -35,7 +37,7 @@ def server(engine: EngineLocation, build: Build,
     base_url = f"http://127.0.0.1:{port}"
     with EngineServer(command, env=local_environ(build), log=log, base_url=base_url) as running:
         started = time.monotonic()
-        running.wait_ready(timeout_s=START_TIMEOUT_S)
+        asyncio.run(wait_ready(running, timeout_s=START_TIMEOUT_S))
         print(f"vLLM ready in {time.monotonic() - started:.0f} s")
         yield running
 

@@ -82,6 +82,18 @@ def test_up_serves_the_offline_model_on_vllm_extractively_and_restarts_a_killed_
         again = client.chat.completions.create(model=OFFLINE_MODEL_NAME,
                                                messages=[{"role": "user", "content": QUESTION}])
         assert again.choices[0].message.content == text  # greedy: the same quotation
+
+        # killed again, then Ctrl-C while it restarts (~30 s): the stop does not wait for the engine
+        restarted = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "vllm.entrypoints.openai.api_server"],
+                                   capture_output=True, text=True).stdout.split()
+        engines += restarted
+        for pid in restarted:
+            os.kill(int(pid), signal.SIGKILL)
+        time.sleep(4)  # the refresh loop (every 2 s) has begun the restart
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        proc.wait(timeout=60)
+        assert time.monotonic() - started < 20
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
