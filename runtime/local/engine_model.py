@@ -2,8 +2,8 @@
 
 Where no endpoint of the spec answers, the local model is the offline SmolLM2-135M served by vLLM
 (its own virtualenv, `aistack engine install`) from the prepared weights folder, with the engine
-flags the spec's vLLM section gives the cluster (tool-call parser, extraArgs; its context capped at
-the model's 2048 tokens). Where an NVIDIA driver is loaded and the spec serves a vLLM model, the CUDA
+flags the spec's vLLM section gives the cluster (extraArgs; its context capped at the model's 2048
+tokens; tool calls always in the Hermes format its chat template writes). Where an NVIDIA driver is loaded and the spec serves a vLLM model, the CUDA
 build serves that model itself (downloading it unless HF_HUB_OFFLINE is set). The engine runs as a
 child process in its own process group, its output in `<state>/engine.log`; every way it can fail
 ends in `EngineUnavailable`, one line that says what failed, the log, and what to do.
@@ -24,6 +24,7 @@ from aistack.api.v1alpha1.model import ModelSpec, VllmSpec
 from aistack.runtime.engine.install import is_installed
 from aistack.runtime.engine.locate import Build, EngineLocation, find_engine
 from aistack.runtime.engine.server import EngineServer, local_command, local_environ
+from aistack.runtime.local.chat_template import TOOL_CALL_PARSER
 from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME
 from aistack.runtime.local.ports import free_port
 
@@ -50,11 +51,13 @@ class EnginePlan:
 
 
 def offline_model_spec(spec: ModelSpec) -> ModelSpec:
-    """The offline model as a vLLM model spec, keeping the engine behaviour a vLLM spec sets."""
+    """The offline model as a vLLM model spec, keeping the engine behaviour a vLLM spec sets, except
+    the tool-call format: the offline model's chat template writes Hermes tool calls, whatever
+    format the spec's own model uses, so its engine always parses them with `hermes`."""
     vllm = spec.vllm
     return ModelSpec(provider="vllm", name=OFFLINE_MODEL_NAME, vllm=VllmSpec(
         max_model_len=min(vllm.max_model_len or CONTEXT_TOKENS, CONTEXT_TOKENS) if vllm else CONTEXT_TOKENS,
-        tool_call_parser=vllm.tool_call_parser if vllm else None,
+        tool_call_parser=TOOL_CALL_PARSER,
         extra_args=list(vllm.extra_args) if vllm else []))
 
 

