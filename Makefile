@@ -12,7 +12,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint test-containers container-tools install crd operator-manifests engine vllm-flags clean
+.PHONY: demo test lint test-containers container-tools install crd operator-manifests engine vllm-flags gpu-check clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -57,6 +57,12 @@ operator-manifests: install
 # offline model's weights as a folder vLLM loads; once, then a no-op while the pins are unchanged.
 engine: install
 	$(BIN)/aistack engine install
+
+# On a host with an NVIDIA GPU: the production example's rendered vLLM command on vLLM's CUDA build
+# (installed first where missing), its tokens/s printed and recorded (bench/gpu_check.py); refuses
+# with exit code 2, installing nothing of vLLM, where there is no NVIDIA GPU.
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py --install
 
 # api/vllm_flags.py from the installed engine's real parser (after changing the vLLM pin).
 vllm-flags: engine
