@@ -44,6 +44,23 @@ class GatewayMetrics:
                                       ["result"], registry=r)
         self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",
                                  ["name", "stage", "config_hash"], registry=r)
+        # the model engine's own numbers (vLLM's /metrics), read by runtime/gateway/engine_metrics.py
+        self.engine_available = Gauge("aistack_engine_metrics_available",
+                                      "1 when the last read of the upstream engine's /metrics succeeded.",
+                                      ["upstream"], registry=r)
+        self.engine_running = Gauge("aistack_engine_requests_running",
+                                    "Requests the engine is running (vllm:num_requests_running).",
+                                    ["upstream"], registry=r)
+        self.engine_waiting = Gauge("aistack_engine_requests_waiting",
+                                    "Requests queued in the engine (vllm:num_requests_waiting).",
+                                    ["upstream"], registry=r)
+        self.engine_kv_cache = Gauge("aistack_engine_kv_cache_usage_ratio",
+                                     "Share of the engine's KV cache in use, 0-1 (vllm:kv_cache_usage_perc).",
+                                     ["upstream"], registry=r)
+        self.engine_prefix_hits = Gauge(
+            "aistack_engine_prefix_cache_hit_ratio",
+            "Prompt tokens found in the engine's prefix cache over those looked up, since the engine "
+            "started; absent before its first lookup.", ["upstream"], registry=r)
         self._series: dict[tuple[str | int, ...], Any] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:

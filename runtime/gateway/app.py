@@ -29,6 +29,7 @@ from aistack.runtime.core.config import load_config
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
+from aistack.runtime.gateway.engine_metrics import SCRAPE_INTERVAL_S, EngineMetrics
 from aistack.runtime.gateway.errors import GatewayError, error_response, install_handlers
 from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.reload import ConfigWatcher
@@ -107,13 +108,16 @@ async def _send_error(send: Any, err: GatewayError) -> None:
 
 def create_app(config: GatewayConfig | None = None, *, config_path: Path | None = None,
                retriever: Retriever | None = None, embedder: Embedder | None = None,
-               http: httpx.AsyncClient | None = None, reload_interval_s: float = 1.0) -> FastAPI:
+               http: httpx.AsyncClient | None = None, reload_interval_s: float = 1.0,
+               engine_metrics_interval_s: float = SCRAPE_INTERVAL_S) -> FastAPI:
     """Build the gateway for `config` (or the file at `config_path`, watched for changes).
 
     Everything that can be wrong with the config or its secrets fails here, at startup, with
     a message that says what to set. `http` lets a caller share or tune the connection pool.
     What the handlers below need lives on `app.state`: the `StateHolder`, the metrics, the
-    retriever and embedder, the HTTP clients, and the config watcher (None without a file).
+    retriever and embedder, the HTTP clients, the config watcher (None without a file) and the
+    upstream engines' metrics (`EngineMetrics`, read every `engine_metrics_interval_s` while the
+    app runs).
     """
     if (config is None) == (config_path is None):
         raise ValueError("pass exactly one of config or config_path")
@@ -142,6 +146,9 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     app.state.own_http = http is None
     app.state.pool = pool
     app.state.watcher = None
+    app.state.engine_metrics = EngineMetrics(http=client, metrics=metrics,
+                                             targets=lambda: holder.current.model.targets,
+                                             interval_s=engine_metrics_interval_s)
     if config_path is not None:
         app.state.watcher = ConfigWatcher(path=config_path, apply=functools.partial(_apply_config, app),
                                           interval_s=reload_interval_s,
@@ -180,9 +187,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher: ConfigWatcher | None = app.state.watcher
     if watcher is not None:
         watcher.start()
+    engine_metrics = asyncio.create_task(app.state.engine_metrics.run())
     try:
         yield
     finally:
+        engine_metrics.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await engine_metrics
         if watcher is not None:
             await watcher.stop()
         await app.state.holder.current.aclose()
