@@ -105,7 +105,9 @@ def up_cmd(
 class StatusPanel:
     """The status panel, printed when the stack is ready. Outside a terminal (a log, `make demo`
     piping it) it is printed once, so it never lands between later output; on a terminal it is
-    printed again only when something in it really changed (MLflow came up, chunks changed)."""
+    printed again only when something in it really changed (MLflow came up, chunks changed). The
+    engine's load is as of the print: new numbers alone do not print it again (its /metrics and the
+    gateway's `aistack_engine_*` gauges follow them), its row appearing or going does."""
 
     def __init__(self, stages: Stages) -> None:
         self.stages = stages
@@ -114,7 +116,8 @@ class StatusPanel:
     def show(self, status: Any) -> None:
         key = (status.gateway_url, status.model, status.model_note, status.engine, status.chunks,
                status.ingest_note,
-               status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes))
+               status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes),
+               status.engine_load is not None)
         if self._last is not None and (key == self._last or not out.is_terminal):
             return
         self._last = key
@@ -132,6 +135,8 @@ def _show(status: Any) -> None:
                   f"{status.model}  {status.model_note}")
     if status.engine:
         table.add_row("engine", status.engine)
+    if status.engine_load is not None:
+        table.add_row("engine load", engine_load_text(status.engine_load))
     if status.collection is not None:
         table.add_row("collection", f"{status.collection}: {status.chunks} chunks  {status.ingest_note}")
     table.add_row("guardrails", status.guardrails)
@@ -140,3 +145,10 @@ def _show(status: Any) -> None:
     for note in status.notes:
         table.add_row("note", note)
     out.print(Panel(table, title="aistack up", subtitle="Ctrl-C to stop", expand=False))
+
+
+def engine_load_text(load: Any) -> str:
+    """`2 running · 0 waiting · KV cache 3% · prefix hits 41%` from an `EngineLoad`."""
+    hits = load.prefix_cache_hit_rate
+    return (f"{load.running} running · {load.waiting} waiting · KV cache {load.kv_cache_usage:.0%} · "
+            f"prefix hits {'none yet' if hits is None else format(hits, '.0%')}")

@@ -4,7 +4,8 @@ Why our own: tests and benchmarks need an upstream whose answers, latency and fa
 known in advance, and that runs offline on loopback in milliseconds.
 
 Endpoints: `POST /v1/chat/completions` (JSON or SSE with `data: [DONE]`, tool calls),
-`GET /v1/models`, `POST /v1/embeddings` (hash vectors), `GET /health`.
+`GET /v1/models`, `POST /v1/embeddings` (hash vectors), `GET /health`, and `GET /metrics` when
+`metrics_page` is set (404 otherwise, as from a hosted API).
 
 What it answers (first rule that applies, looking at the **last user message** unless said):
 
@@ -78,6 +79,8 @@ class ServerOptions:
     fail_next: list[str] = field(default_factory=list)
     api_key: str | None = None
     """When set, requests must carry `Authorization: Bearer <api_key>`."""
+    metrics_page: str | None = None
+    """What `GET /metrics` answers (Prometheus text, e.g. a page recorded from vLLM); 404 when None."""
 
 
 def _text(content: Any) -> str:
@@ -116,6 +119,7 @@ class OpenAIServer:
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
         ])
 
     def configure(self, **changes: Any) -> None:
@@ -143,6 +147,12 @@ class OpenAIServer:
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def _metrics(self, request: Request) -> Response:
+        page = self.options.metrics_page
+        if page is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return Response(page, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _models(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:

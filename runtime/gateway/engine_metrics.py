@@ -161,11 +161,16 @@ class EngineMetrics:
         self.timeout_s = timeout_s
         self._watches: dict[str, _Watch] = {}
         self._lock = asyncio.Lock()
+        self._first_round = asyncio.Event()
 
     def latest(self, role: str = "primary") -> EngineSnapshot | None:
         """The last read of the `role` upstream; None before the first."""
         watch = self._watches.get(role)
         return watch.snapshot if watch is not None else None
+
+    async def first_round(self) -> None:
+        """Return once every upstream has been read (or found due later) at least once."""
+        await self._first_round.wait()
 
     async def run(self) -> None:
         """Read every upstream every `interval_s` until cancelled."""
@@ -185,6 +190,7 @@ class EngineMetrics:
                 self._remove(role, self._value_gauges() + (self.metrics.engine_available,))
             due = [t for t in targets.values() if self._due(t)]
             await asyncio.gather(*(self._read(t) for t in due))
+        self._first_round.set()
 
     def _due(self, target: Target) -> bool:
         url = metrics_url(target.upstream.base_url)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import Request
@@ -42,6 +42,9 @@ from aistack.runtime.local.mlflow_server import (DEFAULT_PORT, INSTALL_HINT, Mlf
 from aistack.runtime.local.model_probe import choose_model
 from aistack.runtime.local.ports import free_port, port_free
 from aistack.runtime.local.state import RUNNING_FILE, RunningStack, StateLock, local_gateway_config, state_dir
+
+if TYPE_CHECKING:
+    from aistack.runtime.gateway.engine_metrics import EngineLoad, EngineMetrics
 
 
 LLM_RAILS = frozenset({"self_check_input", "self_check_output"})
@@ -86,6 +89,9 @@ class Status:
     offline: bool = False
     engine: str = ""
     """What serves a local model (vLLM and its log, or transformers); '' for a remote endpoint."""
+    engine_load: EngineLoad | None = None
+    """The model engine's load as the gateway last read it from its `/metrics`; None where the model
+    has no vLLM metrics (the transformers fallback, a hosted API) or the engine is not answering."""
     collection: str | None = None
     chunks: int | None = None
     mlflow_url: str | None = None
@@ -117,6 +123,7 @@ class LocalStack:
         self._mlflow: MlflowServer | None = None
         self._retriever: Any = None
         self._store: Any = None
+        self._engine_metrics: EngineMetrics | None = None
         self._lock = StateLock(self.folder, command="aistack up")
         self._stop = asyncio.Event()
 
@@ -184,6 +191,7 @@ class LocalStack:
         self.status.guardrails = "in-process" if config.guardrails is not None else "off"
         await self._start_gateway(config, embedder)
         await self._wait_for_mlflow()
+        await self._read_engine_load(first=True)
         self._publish()  # before up.json: whoever waits for up.json prints after the panel
         RunningStack(pid=os.getpid(), gateway_url=self.status.gateway_url, mlflow_url=self.status.mlflow_url,
                      model=self.status.model, offline_model=self.status.offline).write(self.folder)
@@ -392,6 +400,25 @@ class LocalStack:
                     for p in passages]})
 
         self.status.gateway_url = await self._serve(app, port=self.options.port)
+        self._engine_metrics = app.state.engine_metrics
+
+    async def _read_engine_load(self, *, first: bool = False) -> bool:
+        """Take the engine's load from the gateway's own reads (no request of ours; `first`: wait for
+        its first read, bounded). True when the load appeared or went: the panel shows its row only
+        while there is one, and is not printed again for a change of the numbers alone."""
+        from aistack.runtime.gateway.engine_metrics import SCRAPE_TIMEOUT_S, EngineLoad
+
+        reader = self._engine_metrics
+        if reader is None:
+            return False
+        if first:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.first_round(), timeout=SCRAPE_TIMEOUT_S + 1)
+        latest = reader.latest()
+        load = latest if isinstance(latest, EngineLoad) else None
+        appeared_or_went = (load is None) != (self.status.engine_load is None)
+        self.status.engine_load = load
+        return appeared_or_went
 
     async def _serve(self, app: Any, *, port: int) -> str:
         server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -412,6 +439,7 @@ class LocalStack:
             state = self.status.mlflow_state
             await self._refresh_mlflow()
             changed = state != self.status.mlflow_state or await self._restart_engine_if_exited()
+            changed = await self._read_engine_load() or changed
             if self._retriever is not None:
 
                 chunks = await self._retriever.store.count()
