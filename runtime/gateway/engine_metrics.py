@@ -35,7 +35,9 @@ from aistack.runtime.gateway.upstream import Target
 log = logging.getLogger("aistack.gateway.engine")
 
 SCRAPE_INTERVAL_S = 5.0
-SCRAPE_TIMEOUT_S = 1.0
+SCRAPE_TIMEOUT_S = 3.0
+"""Generous: the read is off the request path, and under load (2 cores, load average 10) an engine
+just ready took over 1 s to answer its first one."""
 NOT_AN_ENGINE_RECHECK_S = 300.0
 MAX_PAGE_BYTES = 4 * 1024 * 1024
 """vLLM 0.32's page is ~60 KB; more than this is not an engine's metrics page."""
