@@ -2,7 +2,8 @@
 `aistack up` serves it): the OpenAI surface passes through unchanged (JSON, SSE as generated,
 usage, stop, max_tokens and finish reasons, /v1/models), the engine's own refusals come back as
 OpenAI errors, the agent calls a tool through vLLM's Hermes tool-call parser, NeMo's self-check
-rails judge with the engine, and `aistack eval` logs a run of the engine's answers to MLflow.
+rails judge with the engine, `aistack eval` logs a run of the engine's answers to MLflow, and the
+gateway's `aistack_engine_*` gauges show the engine's own load and prefix-cache hits.
 
 The model is SmolLM2-135M at temperature 0: what it says is checked against the engine itself
 (the same request sent direct), never against a wording of ours."""
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +120,8 @@ def test_max_tokens_ends_with_length_and_a_stop_sequence_with_stop(gateway: Gate
     assert [c.finish_reason for c in streamed if c.finish_reason] == ["stop"]
 
 
-def test_models_and_readiness_reflect_the_engine(gateway: Gateway) -> None:
+def test_models_and_readiness_reflect_the_engine(gateway: Gateway, direct: openai.OpenAI) -> None:
+    assert [m.id for m in direct.models.list().data] == [OFFLINE_MODEL_NAME]  # the served name
     models = gateway.client().models.list()
     assert [m.id for m in models.data] == [PUBLIC]
     ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
@@ -206,7 +210,8 @@ def test_self_check_rails_ask_the_engine_and_act_on_its_verdict(engine_server: E
             # alone (blocked there), or the check, the answer and the output check
             if out.choices[0].finish_reason == "content_filter":
                 assert content == REFUSAL
-                assert extra["aistack"]["blocked_by"] == f"self check {extra['aistack']['side']}"  # NeMo's flow
+                side = extra["aistack"]["side"]
+                assert extra["aistack"]["blocked_by"] == f"self check {side}"  # NeMo's flow name
                 assert served == (1 if extra["aistack"]["side"] == "input" else 3)
             else:
                 assert served == 3 and content and content != REFUSAL
@@ -252,3 +257,70 @@ def test_aistack_eval_logs_a_run_of_the_engines_answers(engine_server: EngineSer
     assert run.data.params["model"] == public
     assert run.data.metrics["error_rate"] == 0.0
     assert 0 < run.data.metrics["answer_token_f1"] <= 1  # Paris, at least, is named
+
+
+# The engine's load in the gateway's metrics ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def metered(engine_server: EngineServer) -> Iterator[Gateway]:
+    """A gateway reading the engine's /metrics every 0.2 s (5 s by default)."""
+    with run_gateway(upstream(engine_server), engine_metrics_interval_s=0.2) as gw:
+        yield gw
+
+
+def gauges(gw: Gateway) -> dict[str, float]:
+    """The gateway's engine gauges of the primary upstream, by name."""
+    return {s.name: s.value for family in text_string_to_metric_families(gw.metrics())
+            for s in family.samples
+            if s.name.startswith("aistack_engine_") and s.labels == {"upstream": "primary"}}
+
+
+def engine_prefix_cache(server: EngineServer) -> tuple[float, float]:
+    """(hits, queries) as the engine's own /metrics gives them."""
+    page = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    values = {s.name: s.value for family in text_string_to_metric_families(page) for s in family.samples}
+    return values["vllm:prefix_cache_hits_total"], values["vllm:prefix_cache_queries_total"]
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_the_gauges_show_the_requests_the_engine_runs(metered: Gateway) -> None:
+    wait_for(lambda: gauges(metered).get("aistack_engine_metrics_available") == 1, 10, "no engine metrics")
+    seen: list[dict[str, float]] = []
+
+    def busy() -> bool:
+        seen.append(gauges(metered))
+        return seen[-1].get("aistack_engine_requests_running", 0) >= 1
+
+    client = metered.client(timeout=300)
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(client.chat.completions.create, model=PUBLIC, messages=STORY,
+                               max_tokens=150, temperature=0) for _ in range(4)]
+        wait_for(busy, 120, "the gauges never showed a running request")
+        assert 0 < seen[-1]["aistack_engine_kv_cache_usage_ratio"] <= 1
+        assert all(a.result().choices[0].message.content for a in answers)
+    wait_for(lambda: gauges(metered).get("aistack_engine_requests_running") == 0, 10, "still running")
+    idle = gauges(metered)
+    assert idle["aistack_engine_requests_waiting"] == 0
+    assert 0 <= idle["aistack_engine_kv_cache_usage_ratio"] <= 1
+
+
+def test_the_hit_ratio_is_the_engines_and_grows_with_a_repeated_prompt(metered: Gateway,
+                                                                       engine_server: EngineServer) -> None:
+    # a prefix of its own (the CPU cache works in blocks of 128 tokens), long enough to fill blocks
+    prefix = f"Session {uuid.uuid4()}. " + "The bakery opens at seven and closes at noon. " * 40
+    messages = [{"role": "system", "content": prefix}, {"role": "user", "content": "When does it open?"}]
+    client = metered.client(timeout=300)
+    client.chat.completions.create(model=PUBLIC, messages=messages, max_tokens=4, temperature=0)
+    hits_before, _ = engine_prefix_cache(engine_server)
+    client.chat.completions.create(model=PUBLIC, messages=messages, max_tokens=4, temperature=0)
+    hits, queries = engine_prefix_cache(engine_server)
+    assert hits - hits_before >= 128, "the repeated prompt found none of its blocks in the cache"
+    ratio = pytest.approx(hits / queries)
+    wait_for(lambda: gauges(metered).get("aistack_engine_prefix_cache_hit_ratio") == ratio, 10,
+             f"the gateway's ratio is not the engine's {hits}/{queries}: {gauges(metered)}")
