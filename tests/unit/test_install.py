@@ -322,4 +322,7 @@ def test_readme_says_what_make_test_skips_without_container_tools_and_how_to_inc
     makefile = (REPO / "Makefile").read_text()
     # make test installs (through make lint, which needs the venv) and runs ruff and mypy first
     assert "container-tools:" in makefile and "\ntest: lint\n" in makefile
+    test_recipe = makefile[makefile.index("\ntest: lint\n"):].split("\n\n", 1)[0]
+    # the engine is installed before pytest, and a failed install only skips the engine's tests
+    assert test_recipe.index("aistack engine install ||") < test_recipe.index("-m pytest")
     assert "\nlint: install\n" in makefile
