@@ -1,0 +1,433 @@
+"""The engine benchmark (issue 15 item 6): the offline model on the real vLLM engine, as `aistack up`
+starts it, measured side by side in one run.
+
+- **engine start**: from the engine process's start to `/health` 200 (load average beside it), and
+  the memory of its process tree (RSS and PSS, psutil) after warm-up;
+- **direct vs gateway**: streamed chat completions straight to vLLM and through a real gateway
+  process (`python -m aistack.runtime`: pipeline mode, no rails, no retrieval, no tracing) routed
+  to the same engine, at each concurrency level, in interleaved rounds (direct, gateway, direct,
+  gateway) so drifting background load hits both: time to first token (the first streamed content
+  event), latency, tokens/s from `usage.completion_tokens`; and the gateway's own cost to the
+  first token at c=1 from many back-to-back pairs of short requests (one to each path), whose
+  median difference takes the machine's drift out;
+- **old path vs vLLM**: the same requests to the transformers path the offline model had before the
+  engine (`aistack.runtime.local.offline_model`, in this process), after the engine has stopped.
+
+Every request is greedy (temperature 0) with a fixed `max_tokens`, plus vLLM's `ignore_eos` where
+the gateway accepts it, so both paths generate the same tokens; the tables show the tokens per
+request of each. The targets of issue 15 are checked at the end. Linux only (psutil's PSS).
+
+    .venv/bin/python bench/engine.py [--quick] [--levels 1,8] [--requests 16] [--rounds 2]
+                                     [--max-tokens 48] [--ttft-pairs 40] [--no-old-path]
+
+A full run takes ~4-5 minutes on 2 idle cores; `--quick` is a smoke run (~2 minutes). Ratios
+measured in one run are the point: the load generator and the gateway share the engine's cores
+(on 2 cores vLLM's threads take both while they compute, so the gateway waits for a core; on a
+loaded machine its added TTFT swings by +-10 ms from one batch of requests to the next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from aistack.api.manifests import load_stack
+from aistack.runtime.engine.locate import Build, EngineLocation, detect_build
+from aistack.runtime.engine.server import EngineServer
+from aistack.runtime.local.engine_model import (EnginePlan, EngineUnavailable, launch, plan, usable_engine,
+                                                wait_ready)
+from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
+from aistack.runtime.local.offline_weights import is_prepared, weights_folder
+from aistack.runtime.local.ports import free_port
+from aistack.testing.chat_load import LoadResult, StreamResult, merge, percentile, run_load, stream_chat
+from aistack.testing.gateway import base_config
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_STACK = REPO / "examples" / "rag.yaml"
+"""What `make demo` runs: its model is not served here, so `aistack up` serves the offline model."""
+PROMPT = "Write a detailed, long story about a lighthouse keeper who finds a message in a bottle."
+TTFT_MAX_TOKENS = 2
+TARGETS = {"gateway_ttft_ms": 1.0, "gateway_throughput_loss": 0.05, "stream_tok_s": 15.0,
+           "aggregate_tok_s": 80.0, "ready_s": 45.0}
+"""Issue 15's: the gateway adds <= 1 ms p50 TTFT at c=1 and costs <= 5% of direct throughput at c=8;
+>= 15 tok/s on one stream, >= 80 tok/s in aggregate at c=8; ready <= 45 s on an idle machine."""
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MiB of a process and all its descendants: RSS counts the pages the engine's
+    processes share once per process, PSS splits them, so PSS is what the tree really holds."""
+    rss = pss = 0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            info = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", 0)
+    return rss / 2**20, pss / 2**20
+
+
+def chat_body(*, max_tokens: int, ignore_eos: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": OFFLINE_MODEL_NAME, "messages": [{"role": "user", "content": PROMPT}],
+                            "temperature": 0, "max_tokens": max_tokens}
+    if ignore_eos:
+        body["ignore_eos"] = True
+    return body
+
+
+def start_gateway(engine_url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The gateway as the pod runs it, in its own process group, routed to the engine."""
+    config = base_config(f"{engine_url}/v1", model={
+        "publicName": OFFLINE_MODEL_NAME, "primary": {"model": OFFLINE_MODEL_NAME, "timeoutSeconds": 300}})
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (folder / "gateway.log").open("wb")
+    command = [sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
+               "--config", str(path)]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with code {proc.returncode}: "
+                               f"see {folder / 'gateway.log'}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_process(proc)
+    raise RuntimeError(f"the gateway did not answer /healthz within 120 s: see {folder / 'gateway.log'}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def gateway_takes_ignore_eos(gateway: str) -> tuple[bool, str]:
+    """Whether the gateway passes vLLM's `ignore_eos` on (it refuses parameters it does not know)."""
+    reply = httpx.post(f"{gateway}/v1/chat/completions", timeout=120,
+                       json=chat_body(max_tokens=1, ignore_eos=True))
+    return reply.status_code == 200, f"{reply.status_code}: {reply.text[:160]}"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+
+
+def per_round(requests: int, *, concurrency: int, rounds: int) -> int:
+    """Requests in one round: at least 4 full waves of `concurrency` per level, split over the
+    rounds, each round whole waves (a closed loop's tail of fewer requests would lower throughput)."""
+    total = max(requests, 4 * concurrency)
+    waves = math.ceil(total / rounds / concurrency)
+    return waves * concurrency
+
+
+def interleaved(targets: Sequence[Target], *, body: dict[str, Any], concurrency: int, requests: int,
+                rounds: int) -> dict[str, LoadResult]:
+    loads: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
+    n = per_round(requests, concurrency=concurrency, rounds=rounds)
+    for _ in range(rounds):
+        for t in targets:
+            load = asyncio.run(run_load(t.url, body=body, concurrency=concurrency, requests=n))
+            loads[t.name].append(load)
+            print(f"  {t.name:<8} c={concurrency:<2} {len(load.ok)}/{len(load.results)} ok  "
+                  f"TTFT p50 {load.ttft_ms(0.5):7.1f} ms  {load.tokens_per_s:6.1f} tok/s  load {loadavg()}",
+                  flush=True)
+    return {name: merge(parts) for name, parts in loads.items()}
+
+
+@dataclass(frozen=True)
+class PairedTtft:
+    direct: LoadResult
+    gateway: LoadResult
+    differences_ms: list[float]
+    """Gateway minus direct, one per pair of back-to-back requests."""
+
+
+async def paired_ttft(direct: str, gateway: str, *, body: dict[str, Any], pairs: int) -> PairedTtft:
+    """Time to first token at c=1, one request to each path back to back (who goes first alternates),
+    over kept-alive connections: a pair shares the machine's load at that moment, so the median of
+    the pairs' differences is the gateway's cost with the drift taken out, and short answers make
+    many pairs cheap (the first token does not depend on max_tokens)."""
+    results: dict[str, list[StreamResult]] = {"direct": [], "gateway": []}
+    differences: list[float] = []
+    urls = {"direct": direct, "gateway": gateway}
+    async with httpx.AsyncClient(timeout=120) as a, httpx.AsyncClient(timeout=120) as b:
+        clients = {"direct": a, "gateway": b}
+        for name in urls:  # connections open before the first pair
+            await stream_chat(clients[name], urls[name], body)
+        started = time.perf_counter()
+        for i in range(pairs):
+            pair = {}
+            for name in (("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")):
+                pair[name] = await stream_chat(clients[name], urls[name], body)
+                results[name].append(pair[name])
+            if pair["direct"].error is None and pair["gateway"].error is None:
+                differences.append((pair["gateway"].ttft_s - pair["direct"].ttft_s) * 1e3)
+        elapsed = time.perf_counter() - started
+    return PairedTtft(direct=LoadResult(1, results["direct"], elapsed / 2),
+                      gateway=LoadResult(1, results["gateway"], elapsed / 2), differences_ms=differences)
+
+
+def row(name: str, r: LoadResult, base: LoadResult | None) -> str:
+    per = r.tokens / len(r.ok) if r.ok else 0
+    added = f"{r.ttft_ms(0.5) - base.ttft_ms(0.5):+.2f}" if base else ""
+    ratio = f"{r.tokens_per_s / base.tokens_per_s:.3f}x" if base and base.tokens_per_s else ""
+    errors = f" ({r.errors[0][:60]})" if r.errors else ""
+    return (f"| {name} | {r.concurrency} | {len(r.results)} | {len(r.errors)}{errors} | {per:.1f} | "
+            f"{r.ttft_ms(0.5):.2f} | {r.ttft_ms(0.9):.2f} | {added} | {r.latency_ms(0.5):.0f} | "
+            f"{r.stream_tokens_per_s():.1f} | {r.tokens_per_s:.1f} | {ratio} |")
+
+
+HEADER = ("| path | c | requests | errors | tokens/request | TTFT p50 ms | TTFT p90 ms | added TTFT p50 ms "
+          "| latency p50 ms | tok/s per stream | tok/s aggregate | throughput vs direct |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def old_path(levels: Sequence[int], *, body: dict[str, Any], requests: int) -> dict[int, LoadResult]:
+    """The transformers path, served in this process as `aistack up --engine transformers` does;
+    it answers one request at a time, so a level gets one wave."""
+    from aistack.runtime.local.offline_model import OfflineModel, offline_app
+    from aistack.testing.openai_server import serve_in_thread
+
+    started = time.monotonic()
+    model = OfflineModel()
+    print(f"  transformers path loaded in {time.monotonic() - started:.0f} s", flush=True)
+    out: dict[int, LoadResult] = {}
+    with serve_in_thread(offline_app(model)) as port:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        asyncio.run(run_load(url, body=body, concurrency=1, requests=1))  # its first generation is slower
+        for c in levels:
+            out[c] = asyncio.run(run_load(url, body=body, concurrency=c, requests=max(requests, c)))
+            r = out[c]
+            print(f"  old path c={c:<2} {len(r.ok)}/{len(r.results)} ok  {r.tokens_per_s:6.1f} tok/s  "
+                  f"load {loadavg()}", flush=True)
+    return out
+
+
+def verdict(value: float, goal: float, *, at_most: bool) -> str:
+    if math.isnan(value):
+        return "not measured"
+    return "met" if (value <= goal if at_most else value >= goal) else "NOT met"
+
+
+@dataclass
+class Run:
+    """Everything one run measured, with the load average before and after each part."""
+
+    ready_s: float = math.nan
+    start_loads: tuple[str, str] = ("", "")
+    rss_mib: float = math.nan
+    pss_mib: float = math.nan
+    processes: int = 0
+    ignore_eos: bool = False
+    ttft: PairedTtft | None = None
+    ttft_loads: tuple[str, str] = ("", "")
+    levels: dict[int, tuple[dict[str, LoadResult], tuple[str, str]]] = field(default_factory=dict)
+    old: dict[int, LoadResult] = field(default_factory=dict)
+    old_loads: tuple[str, str] = ("", "")
+
+    def errors(self) -> list[str]:
+        loads = [r for results, _ in self.levels.values() for r in results.values()] + list(self.old.values())
+        if self.ttft is not None:
+            loads += [self.ttft.direct, self.ttft.gateway]
+        return [e for r in loads for e in r.errors]
+
+
+def measure(args: argparse.Namespace, run: Run, *, engine: EngineLocation, build: Build, chosen: EnginePlan,
+            folder: Path) -> None:
+    """Start the engine and a gateway, measure, stop both; then the old path."""
+    server: EngineServer | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        before, started = loadavg(), time.monotonic()
+        server = launch(engine, build, chosen, log=folder / "engine.log")
+        asyncio.run(wait_ready(server, timeout_s=600))
+        run.ready_s, run.start_loads = time.monotonic() - started, (before, loadavg())
+        print(f"engine ready in {run.ready_s:.1f} s (load average before: {before})", flush=True)
+        gateway, gateway_url = start_gateway(server.base_url, folder)
+        run.ignore_eos, answer = gateway_takes_ignore_eos(gateway_url)
+        said = "passes ignore_eos on" if run.ignore_eos else f"refuses ignore_eos ({answer})"
+        print(f"the gateway {said}: both paths run {'with' if run.ignore_eos else 'without'} it", flush=True)
+        body = chat_body(max_tokens=args.max_tokens, ignore_eos=run.ignore_eos)
+        targets = [Target("direct", f"{server.base_url}/v1/chat/completions"),
+                   Target("gateway", f"{gateway_url}/v1/chat/completions")]
+        for t in targets:  # both paths warmed at the highest level
+            asyncio.run(run_load(t.url, body=body, concurrency=max(args.levels), requests=max(args.levels)))
+        run.rss_mib, run.pss_mib = memory_mib(server.process.pid)
+        run.processes = len(psutil.Process(server.process.pid).children(recursive=True)) + 1
+        print(f"engine memory after warm-up: RSS {run.rss_mib:.0f} MiB, PSS {run.pss_mib:.0f} MiB "
+              f"({run.processes} processes)", flush=True)
+        before = loadavg()
+        run.ttft = asyncio.run(paired_ttft(targets[0].url, targets[1].url, pairs=args.ttft_pairs,
+                                           body={**body, "max_tokens": TTFT_MAX_TOKENS}))
+        run.ttft_loads = (before, loadavg())
+        print(f"  TTFT pairs: {len(run.ttft.differences_ms)}, gateway minus direct p50 "
+              f"{percentile(run.ttft.differences_ms, 0.5):+.2f} ms", flush=True)
+        for c in args.levels:
+            before = loadavg()
+            results = interleaved(targets, body=body, concurrency=c, requests=args.requests,
+                                  rounds=args.rounds)
+            run.levels[c] = (results, (before, loadavg()))
+    finally:
+        if gateway is not None:
+            stop_process(gateway)
+        if server is not None:
+            server.stop()
+    if not args.no_old_path:  # after the engine has stopped: the cores are the old path's alone
+        before = loadavg()
+        run.old = old_path(args.levels, body=body, requests=args.old_requests)
+        run.old_loads = (before, loadavg())
+
+
+def report(args: argparse.Namespace, run: Run) -> None:
+    print(f"\n### engine start and memory (load average before: {run.start_loads[0]}; "
+          f"after: {run.start_loads[1]})\n")
+    print("| ready s | RSS MiB | PSS MiB | processes |\n|---|---|---|---|")
+    print(f"| {run.ready_s:.1f} | {run.rss_mib:.0f} | {run.pss_mib:.0f} | {run.processes} |")
+    if run.ttft is not None:
+        d, g, diffs = run.ttft.direct, run.ttft.gateway, run.ttft.differences_ms
+        print(f"\n### time to first token at c=1: {len(diffs)} back-to-back pairs, {TTFT_MAX_TOKENS} tokens "
+              f"each (load average before: {run.ttft_loads[0]}; after: {run.ttft_loads[1]})\n")
+        print("| path | requests | errors | TTFT p10 ms | TTFT p50 ms | TTFT p90 ms |\n"
+              "|---|---|---|---|---|---|")
+        for name, r in (("direct", d), ("gateway", g)):
+            print(f"| {name} | {len(r.results)} | {len(r.errors)} | {r.ttft_ms(0.1):.2f} | "
+                  f"{r.ttft_ms(0.5):.2f} | {r.ttft_ms(0.9):.2f} |")
+        print(f"\ngateway minus direct, per pair: p10 {percentile(diffs, 0.1):+.2f} ms, "
+              f"p50 {percentile(diffs, 0.5):+.2f} ms, p90 {percentile(diffs, 0.9):+.2f} ms")
+    eos = " (ignore_eos)" if run.ignore_eos else ""
+    for c, (results, (before, after)) in run.levels.items():
+        print(f"\n### c={c}, {args.max_tokens} tokens per request{eos} "
+              f"(load average before: {before}; after: {after})\n")
+        print(HEADER)
+        print(row("direct", results["direct"], None))
+        print(row("gateway", results["gateway"], results["direct"]))
+    if run.old:
+        print(f"\n### old path (transformers) vs vLLM direct "
+              f"(load average before the old path: {run.old_loads[0]}; after: {run.old_loads[1]})\n")
+        print(HEADER)
+        for c, r in run.old.items():
+            print(row("vLLM", run.levels[c][0]["direct"], None))
+            print(row("transformers", r, run.levels[c][0]["direct"]))
+    first, last = min(args.levels), max(args.levels)
+    one, many = run.levels[first][0], run.levels[last][0]
+    added = percentile(run.ttft.differences_ms, 0.5) if run.ttft is not None else math.nan
+    direct_tps = many["direct"].tokens_per_s
+    loss = 1 - many["gateway"].tokens_per_s / direct_tps if direct_tps else math.nan
+    checks = [
+        ("gateway's added TTFT at c=1 (p50 of the pairs)", f"{added:+.2f} ms", added,
+         TARGETS["gateway_ttft_ms"], f"<= {TARGETS['gateway_ttft_ms']} ms", True),
+        (f"gateway's throughput cost at c={last}", f"{loss:.1%}", loss,
+         TARGETS["gateway_throughput_loss"], f"<= {TARGETS['gateway_throughput_loss']:.0%}", True),
+        (f"vLLM tok/s on one stream (c={first})", f"{one['direct'].tokens_per_s:.1f}",
+         one["direct"].tokens_per_s, TARGETS["stream_tok_s"], f">= {TARGETS['stream_tok_s']:.0f}", False),
+        (f"vLLM tok/s aggregate at c={last}", f"{direct_tps:.1f}", direct_tps, TARGETS["aggregate_tok_s"],
+         f">= {TARGETS['aggregate_tok_s']:.0f}", False),
+        ("engine ready", f"{run.ready_s:.1f} s (load average before: {run.start_loads[0]})", run.ready_s,
+         TARGETS["ready_s"], f"<= {TARGETS['ready_s']:.0f} s on an idle machine", True),
+    ]
+    print("\n### issue 15's targets\n\n| what | measured | target | |\n|---|---|---|---|")
+    for what, shown, value, goal, wanted, at_most in checks:
+        print(f"| {what} | {shown} | {wanted} | {verdict(value, goal, at_most=at_most)} |")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="vLLM engine: direct vs gateway, old path vs vLLM, "
+                                                 "start time and memory")
+    parser.add_argument("--levels", default="1,8", help="concurrency levels")
+    parser.add_argument("--requests", type=int, default=16,
+                        help="requests per path and level (at least 4 waves of the level)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (direct, gateway, ...)")
+    parser.add_argument("--max-tokens", type=int, default=48, help="tokens generated per request")
+    parser.add_argument("--ttft-pairs", type=int, default=40,
+                        help="back-to-back direct/gateway pairs of short requests for the TTFT at c=1")
+    parser.add_argument("--old-requests", type=int, default=3,
+                        help="requests per level on the transformers path (~10 tok/s, one at a time)")
+    parser.add_argument("--no-old-path", action="store_true", help="skip the transformers path")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 4 requests, 16 tokens, 1 on the old path")
+    args = parser.parse_args(argv)
+    try:
+        args.levels = sorted({int(x) for x in args.levels.split(",")})
+    except ValueError:
+        parser.error(f"--levels {args.levels!r} is not a comma-separated list of whole numbers")
+    if args.quick:
+        args.requests, args.max_tokens, args.old_requests, args.ttft_pairs = 4, 16, 1, 10
+    for name in ("requests", "rounds", "max_tokens", "old_requests", "ttft_pairs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.levels) < 1:
+        parser.error("every concurrency level must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in measure() on kill
+    build = detect_build()
+    weights = weights_folder()
+    try:
+        engine = usable_engine(build)
+    except EngineUnavailable as why:
+        print(f"bench/engine.py: {why}", file=sys.stderr)
+        return 2
+    if not is_prepared(weights):
+        print(f"bench/engine.py: the offline weights are not prepared in {weights}: "
+              "run `aistack engine install`", file=sys.stderr)
+        return 2
+    chosen = plan(load_stack(DEMO_STACK), build, weights=weights)
+    folder = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    print(f"{os.cpu_count()} CPUs; vLLM {build} build at {engine.python}; load average {loadavg()}",
+          flush=True)
+    run = Run()
+    try:
+        measure(args, run, engine=engine, build=build, chosen=chosen, folder=folder)
+    except (EngineUnavailable, RuntimeError, httpx.HTTPError) as why:
+        print(f"bench/engine.py: {why}; the engine's and the gateway's logs are in {folder}", file=sys.stderr)
+        return 1
+    shutil.rmtree(folder, ignore_errors=True)
+    report(args, run)
+    errors = run.errors()
+    if errors:
+        print(f"\n{len(errors)} request(s) failed; the first: {errors[0]}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
