@@ -1,16 +1,21 @@
-"""`aistack up examples/rag.yaml` on the real vLLM engine (a copy of the example, no MLflow): the
-offline model is served by vLLM, its answer quotes a sentence of a cited document, the engine is
-restarted when it is killed (requests meanwhile fail cleanly), and Ctrl-C leaves no engine."""
+"""`aistack up` on the real vLLM engine (copies of the examples, no MLflow): with retrieval, the offline
+model served by vLLM answers with a sentence of a cited document; without, it generates, and an
+engine killed mid-stream gives the client a clean error and is restarted (the same greedy answer
+after), and Ctrl-C while it restarts leaves no engine."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -26,6 +31,7 @@ from aistack.runtime.local.ports import free_port
 
 pytestmark = pytest.mark.slow
 QUESTION = "How do I remove the chunks of deleted files from the collection?"
+ENGINE_ARGV = "vllm.entrypoints.openai.api_server"
 
 
 def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen[str]) -> None:
@@ -37,15 +43,43 @@ def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen[str]
         time.sleep(0.5)
 
 
-def test_up_serves_the_offline_model_on_vllm_extractively_and_restarts_a_killed_engine(
-        engine: EngineLocation, examples: Path, tmp_path: Path) -> None:
+def engines_of(proc: subprocess.Popen[str]) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(proc.pid), "-f", ENGINE_ARGV], capture_output=True,
+                          text=True).stdout.split()
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    port: int
+    state: Path
+    engines: list[str] = field(default_factory=list)
+    """Every engine pid seen: none may outlive the stop."""
+    output: str = ""
+
+    @property
+    def client(self) -> OpenAI:
+        return OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="local", max_retries=0,
+                      timeout=120)
+
+    def kill_engine(self) -> None:
+        pids = engines_of(self.proc)
+        assert pids, "no vLLM engine process"
+        self.engines += pids
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@contextmanager
+def aistack_up(engine: EngineLocation, example: Path, tmp_path: Path) -> Iterator[Up]:
+    """`aistack up --engine vllm` on a copy of `example` without MLflow; stopped with Ctrl-C after."""
     if not is_prepared(weights_folder()):
         pytest.skip(f"the offline weights are not prepared in {weights_folder()}: "
                     "run `aistack engine install`")
-    shutil.copytree(examples / "docs", tmp_path / "docs")
-    doc = yaml.safe_load((examples / "rag.yaml").read_text())
-    del doc["spec"]["observability"]  # no MLflow: this test is about the model
-    manifest = tmp_path / "rag.yaml"
+    shutil.copytree(example.parent / "docs", tmp_path / "docs")
+    doc = yaml.safe_load(example.read_text())
+    doc["spec"].pop("observability", None)  # no MLflow: these tests are about the model
+    manifest = tmp_path / example.name
     manifest.write_text(yaml.safe_dump(doc))
     port, state = free_port(), tmp_path / "state"
     keys = ("AISTACK_SECRET_OPENAI_API_KEY", "OPENAI_API_KEY")  # unset: the spec's endpoint is not used
@@ -54,12 +88,27 @@ def test_up_serves_the_offline_model_on_vllm_extractively_and_restarts_a_killed_
                              "--state", str(state), "--engine", "vllm"],
                             env={**env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = Up(proc=proc, port=port, state=state)
     try:
         wait_for((state / "up.json").exists, 600, "aistack up did not start", proc)
         assert json.loads((state / "up.json").read_text())["model"] == OFFLINE_MODEL_NAME
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
-        answer = client.chat.completions.create(model=OFFLINE_MODEL_NAME,
-                                                messages=[{"role": "user", "content": QUESTION}])
+        up.engines += engines_of(proc)
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        up.output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, up.output
+    assert re.search(r"│ engine +vLLM 0\.32\.0 \((cpu|cuda) build\)", up.output), up.output
+    left = subprocess.run(["pgrep", "-f", ENGINE_ARGV], capture_output=True, text=True)
+    assert not set(left.stdout.split()) & set(up.engines)
+
+
+def test_up_serves_the_offline_model_on_vllm_with_an_extractive_answer(
+        engine: EngineLocation, examples: Path, tmp_path: Path) -> None:
+    with aistack_up(engine, examples / "rag.yaml", tmp_path) as up:
+        answer = up.client.chat.completions.create(model=OFFLINE_MODEL_NAME,
+                                                   messages=[{"role": "user", "content": QUESTION}])
         text = answer.choices[0].message.content or ""
         quoted, _, label = text.partition(" [")
         number = int(label.split("]", 1)[0])
@@ -67,39 +116,34 @@ def test_up_serves_the_offline_model_on_vllm_extractively_and_restarts_a_killed_
         assert " ".join(quoted.split()) in " ".join((tmp_path / cited).read_text().split())
         assert "Extractive answer" in text
 
-        engines = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "vllm.entrypoints.openai.api_server"],
-                                 capture_output=True, text=True).stdout.split()
-        assert engines, "no vLLM engine process"
-        for pid in engines:
-            os.kill(int(pid), signal.SIGKILL)
-        with pytest.raises(openai.APIStatusError) as down:  # a clean OpenAI error while the engine is down
-            client.chat.completions.create(model=OFFLINE_MODEL_NAME,
-                                           messages=[{"role": "user", "content": QUESTION}])
-        assert down.value.status_code in (502, 503), down.value.message
-        ready = f"http://127.0.0.1:{port}/readyz"
-        wait_for(lambda: httpx.get(ready, timeout=5).status_code == 200, 300,
-                 "the engine was not restarted", proc)
-        again = client.chat.completions.create(model=OFFLINE_MODEL_NAME,
-                                               messages=[{"role": "user", "content": QUESTION}])
-        assert again.choices[0].message.content == text  # greedy: the same quotation
+
+def test_an_engine_killed_mid_stream_fails_the_stream_cleanly_and_is_restarted(
+        engine: EngineLocation, examples: Path, tmp_path: Path) -> None:
+    story = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+    with aistack_up(engine, examples / "quickstart.yaml", tmp_path) as up:
+        before = up.client.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=story, temperature=0,
+                                                   max_tokens=24)
+        received: list[str] = []
+        with pytest.raises(openai.APIError) as broken:  # the stream ends with an OpenAI error event
+            for chunk in up.client.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=story,
+                                                           temperature=0, max_tokens=400, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received.append(chunk.choices[0].delta.content)
+                    if len(received) == 3:
+                        up.kill_engine()
+        assert 3 <= len(received) < 400, received
+        assert "model" in broken.value.message or "upstream" in broken.value.message, broken.value.message
+        ready = f"http://127.0.0.1:{up.port}/readyz"
+        wait_for(lambda: httpx.get(ready, timeout=5).status_code == 200, 300, "the engine was not restarted",
+                 up.proc)
+        again = up.client.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=story, temperature=0,
+                                                  max_tokens=24)
+        assert again.choices[0].message.content == before.choices[0].message.content  # greedy: the same
 
         # killed again, then Ctrl-C while it restarts (~30 s): the stop does not wait for the engine
-        restarted = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "vllm.entrypoints.openai.api_server"],
-                                   capture_output=True, text=True).stdout.split()
-        engines += restarted
-        for pid in restarted:
-            os.kill(int(pid), signal.SIGKILL)
+        up.kill_engine()
         time.sleep(4)  # the refresh loop (every 2 s) has begun the restart
-        proc.send_signal(signal.SIGINT)
+        up.proc.send_signal(signal.SIGINT)
         started = time.monotonic()
-        proc.wait(timeout=60)
+        up.proc.wait(timeout=60)
         assert time.monotonic() - started < 20
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
-    assert "engine      vLLM 0.32.0 (cpu build)" in output or "vLLM 0.32.0 (cuda build)" in output
-    left = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server"], capture_output=True,
-                          text=True)
-    assert not set(left.stdout.split()) & set(engines)
