@@ -19,7 +19,8 @@ TOOL_CALL_PARSER = "hermes"
 
 SMOLLM2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+    "trained by Hugging Face<|im_end|>\n' }}"
     "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 """SmolLM2-135M-Instruct's own template (as the GGUF carries it), kept to test the one below against."""
@@ -35,7 +36,8 @@ CHAT_TEMPLATE = (
     "{% endif %}"
     "{%- for message in messages %}"
     "{%- if loop.first and messages[0]['role'] != 'system' and not tools %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+    "trained by Hugging Face<|im_end|>\n' }}"
     "{%- endif %}"
     "{%- if message['role'] == 'system' and tools %}"
     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"

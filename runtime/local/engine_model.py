@@ -3,10 +3,11 @@
 Where no endpoint of the spec answers, the local model is the offline SmolLM2-135M served by vLLM
 (its own virtualenv, `aistack engine install`) from the prepared weights folder, with the engine
 flags the spec's vLLM section gives the cluster (extraArgs; its context capped at the model's 2048
-tokens; tool calls always in the Hermes format its chat template writes). Where an NVIDIA driver is loaded and the spec serves a vLLM model, the CUDA
-build serves that model itself (downloading it unless HF_HUB_OFFLINE is set). The engine runs as a
-child process in its own process group, its output in `<state>/engine.log`; every way it can fail
-ends in `EngineUnavailable`, one line that says what failed, the log, and what to do.
+tokens; tool calls always in the Hermes format its chat template writes). Where an NVIDIA driver
+is loaded and the spec serves a vLLM model, the CUDA build serves that model itself (downloading it
+unless HF_HUB_OFFLINE is set). The engine runs as a child process in its own process group, its
+output in `<state>/engine.log`; every way it can fail ends in `EngineUnavailable`, one line that
+says what failed, the log, and what to do.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def test_a_prepared_folder_is_not_prepared_again(tmp_path: Path, gguf: Path) -> 
     assert prepare_weights(folder, stage=lambda text: pytest.fail(f"began {text}")) is False
 
 
-def test_an_older_template_is_replaced_without_preparing_the_weights_again(tmp_path: Path, gguf: Path) -> None:
+def test_an_older_template_is_replaced_without_preparing_the_weights_again(
+        tmp_path: Path, gguf: Path) -> None:
     folder = tmp_path / "w"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"weights")
