@@ -8,8 +8,9 @@ starts it, measured side by side in one run.
   to the same engine, at each concurrency level, in interleaved rounds (direct, gateway, direct,
   gateway) so drifting background load hits both: time to first token (the first streamed content
   event), latency, tokens/s from `usage.completion_tokens`; and the gateway's own cost to the
-  first token at c=1 from many back-to-back pairs of short requests (one to each path), whose
-  median difference takes the machine's drift out;
+  first token at c=1 from many back-to-back rounds of short requests (one to each path, and one
+  through bench/relay.py, a bare streaming relay), whose median difference takes the machine's
+  drift out and splits the gateway's cost into one HTTP hop's (the relay's) and its own work's;
 - **old path vs vLLM**: the same requests to the transformers path the offline model had before the
   engine (`aistack.runtime.local.offline_model`, in this process), after the engine has stopped.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -179,31 +181,73 @@ class PairedTtft:
     gateway: LoadResult
     differences_ms: list[float]
     """Gateway minus direct, one per pair of back-to-back requests."""
+    relay: LoadResult | None = None
+    """The bare relay (bench/relay.py), where it was timed in the same rounds."""
+    relay_ms: list[float] = field(default_factory=list)
+    """Relay minus direct, per round: what one Python HTTP hop costs on this machine."""
+    own_ms: list[float] = field(default_factory=list)
+    """Gateway minus relay, per round: the gateway's own work on top of the hop."""
 
 
-async def paired_ttft(direct: str, gateway: str, *, body: dict[str, Any], pairs: int) -> PairedTtft:
-    """Time to first token at c=1, one request to each path back to back (who goes first alternates),
-    over kept-alive connections: a pair shares the machine's load at that moment, so the median of
-    the pairs' differences is the gateway's cost with the drift taken out, and short answers make
-    many pairs cheap (the first token does not depend on max_tokens)."""
-    results: dict[str, list[StreamResult]] = {"direct": [], "gateway": []}
+async def paired_ttft(direct: str, gateway: str, *, body: dict[str, Any], pairs: int,
+                      relay: str | None = None) -> PairedTtft:
+    """Time to first token at c=1, one request to each path back to back (who goes first rotates),
+    over kept-alive connections: a round shares the machine's load at that moment, so the median of
+    the rounds' differences is the gateway's cost with the drift taken out, and short answers make
+    many rounds cheap (the first token does not depend on max_tokens). With `relay`, a bare relay
+    to the same engine takes part in every round, splitting the gateway's cost into the hop's and
+    its own."""
+    urls = {"direct": direct, "gateway": gateway, **({"relay": relay} if relay else {})}
+    results: dict[str, list[StreamResult]] = {name: [] for name in urls}
     differences: list[float] = []
-    urls = {"direct": direct, "gateway": gateway}
-    async with httpx.AsyncClient(timeout=120) as a, httpx.AsyncClient(timeout=120) as b:
-        clients = {"direct": a, "gateway": b}
-        for name in urls:  # connections open before the first pair
+    relay_ms: list[float] = []
+    own_ms: list[float] = []
+    names = list(urls)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {name: await stack.enter_async_context(httpx.AsyncClient(timeout=120)) for name in urls}
+        for name in urls:  # connections open before the first round
             await stream_chat(clients[name], urls[name], body)
         started = time.perf_counter()
         for i in range(pairs):
-            pair = {}
-            for name in (("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")):
-                pair[name] = await stream_chat(clients[name], urls[name], body)
-                results[name].append(pair[name])
-            if pair["direct"].error is None and pair["gateway"].error is None:
-                differences.append((pair["gateway"].ttft_s - pair["direct"].ttft_s) * 1e3)
+            got = {}
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                got[name] = await stream_chat(clients[name], urls[name], body)
+                results[name].append(got[name])
+            ttft = {name: r.ttft_s * 1e3 for name, r in got.items() if r.error is None}
+            if "direct" in ttft and "gateway" in ttft:
+                differences.append(ttft["gateway"] - ttft["direct"])
+            if "relay" in ttft and "direct" in ttft:
+                relay_ms.append(ttft["relay"] - ttft["direct"])
+            if "relay" in ttft and "gateway" in ttft:
+                own_ms.append(ttft["gateway"] - ttft["relay"])
         elapsed = time.perf_counter() - started
-    return PairedTtft(direct=LoadResult(1, results["direct"], elapsed / 2),
-                      gateway=LoadResult(1, results["gateway"], elapsed / 2), differences_ms=differences)
+    share = elapsed / len(urls)
+    return PairedTtft(direct=LoadResult(1, results["direct"], share),
+                      gateway=LoadResult(1, results["gateway"], share), differences_ms=differences,
+                      relay=LoadResult(1, results["relay"], share) if relay else None,
+                      relay_ms=relay_ms, own_ms=own_ms)
+
+
+def start_relay(engine_url: str, folder: Path,
+                prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/relay.py routed to the engine, in its own process group (`prefix` as for the gateway)."""
+    port = free_port()
+    log = (folder / "relay.log").open("wb")
+    command = [*prefix, sys.executable, str(Path(__file__).with_name("relay.py")), "--port", str(port),
+               "--upstream", engine_url]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the relay exited with code {proc.returncode}: see {folder / 'relay.log'}")
+        try:
+            httpx.get(f"{url}/", timeout=1)  # any answer (404) means it listens
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    stop_process(proc)
+    raise RuntimeError(f"the relay did not listen within 60 s: see {folder / 'relay.log'}")
 
 
 def row(name: str, r: LoadResult, base: LoadResult | None) -> str:
@@ -271,7 +315,7 @@ class Run:
         loads = [r for results, _ in self.levels.values() for r in results.values()] + list(self.old.values())
         for pairs in (self.ttft, self.isolated):
             if pairs is not None:
-                loads += [pairs.direct, pairs.gateway]
+                loads += [pairs.direct, pairs.gateway] + ([pairs.relay] if pairs.relay else [])
         return [e for r in loads for e in r.errors]
 
 
@@ -280,6 +324,7 @@ def measure(args: argparse.Namespace, run: Run, *, engine: EngineLocation, build
     """Start the engine and a gateway, measure, stop both; then the old path."""
     server: EngineServer | None = None
     gateway: subprocess.Popen[bytes] | None = None
+    relay: subprocess.Popen[bytes] | None = None
     try:
         before, started = loadavg(), time.monotonic()
         server = launch(engine, build, chosen, log=folder / "engine.log")
@@ -287,6 +332,7 @@ def measure(args: argparse.Namespace, run: Run, *, engine: EngineLocation, build
         run.ready_s, run.start_loads = time.monotonic() - started, (before, loadavg())
         print(f"engine ready in {run.ready_s:.1f} s (load average before: {before})", flush=True)
         gateway, gateway_url = start_gateway(server.base_url, folder)
+        relay, relay_url = start_relay(server.base_url, folder)
         run.ignore_eos, answer = gateway_takes_ignore_eos(gateway_url)
         said = "passes ignore_eos on" if run.ignore_eos else f"refuses ignore_eos ({answer})"
         print(f"the gateway {said}: both paths run {'with' if run.ignore_eos else 'without'} it", flush=True)
@@ -301,7 +347,8 @@ def measure(args: argparse.Namespace, run: Run, *, engine: EngineLocation, build
               f"({run.processes} processes)", flush=True)
         before = loadavg()
         run.ttft = asyncio.run(paired_ttft(targets[0].url, targets[1].url, pairs=args.ttft_pairs,
-                                           body={**body, "max_tokens": TTFT_MAX_TOKENS}))
+                                           body={**body, "max_tokens": TTFT_MAX_TOKENS},
+                                           relay=f"{relay_url}/v1/chat/completions"))
         run.ttft_loads = (before, loadavg())
         print(f"  TTFT pairs: {len(run.ttft.differences_ms)}, gateway minus direct p50 "
               f"{percentile(run.ttft.differences_ms, 0.5):+.2f} ms", flush=True)
@@ -311,8 +358,9 @@ def measure(args: argparse.Namespace, run: Run, *, engine: EngineLocation, build
                                   rounds=args.rounds)
             run.levels[c] = (results, (before, loadavg()))
     finally:
-        if gateway is not None:
-            stop_process(gateway)
+        for proc in (gateway, relay):
+            if proc is not None:
+                stop_process(proc)
         if server is not None:
             server.stop()
     if args.isolated and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
@@ -346,20 +394,39 @@ def isolated_ttft(args: argparse.Namespace, *, engine: EngineLocation, build: Bu
     server = EngineServer(command, env=env, log=folder / "engine-isolated.log",
                           base_url=f"http://127.0.0.1:{port}")
     gateway: subprocess.Popen[bytes] | None = None
+    relay: subprocess.Popen[bytes] | None = None
     own = os.sched_getaffinity(0)
     try:
         asyncio.run(wait_ready(server, timeout_s=600))
         pinned = ("taskset", "-c", str(GATEWAY_CORE))
         gateway, gateway_url = start_gateway(server.base_url, folder, prefix=pinned)
+        relay, relay_url = start_relay(server.base_url, folder, prefix=pinned)
         os.sched_setaffinity(0, {GATEWAY_CORE})
         direct = f"{server.base_url}/v1/chat/completions"
         return asyncio.run(paired_ttft(direct, f"{gateway_url}/v1/chat/completions", pairs=args.ttft_pairs,
-                                       body=body))
+                                       body=body, relay=f"{relay_url}/v1/chat/completions"))
     finally:
         os.sched_setaffinity(0, own)
-        if gateway is not None:
-            stop_process(gateway)
+        for proc in (gateway, relay):
+            if proc is not None:
+                stop_process(proc)
         server.stop()
+
+
+def ttft_table(paired: PairedTtft) -> None:
+    print("| path | requests | errors | TTFT p10 ms | TTFT p50 ms | TTFT p90 ms |\n"
+          "|---|---|---|---|---|---|")
+    paths = [("direct", paired.direct), ("gateway", paired.gateway)]
+    for name, r in paths + ([("bare relay", paired.relay)] if paired.relay else []):
+        print(f"| {name} | {len(r.results)} | {len(r.errors)} | {r.ttft_ms(0.1):.2f} | "
+              f"{r.ttft_ms(0.5):.2f} | {r.ttft_ms(0.9):.2f} |")
+    print()
+    for what, diffs in (("gateway minus direct", paired.differences_ms),
+                        ("bare relay minus direct (one HTTP hop)", paired.relay_ms),
+                        ("gateway minus bare relay (the gateway's own work)", paired.own_ms)):
+        if diffs:
+            print(f"- {what}, per round: p10 {percentile(diffs, 0.1):+.2f} ms, "
+                  f"p50 {percentile(diffs, 0.5):+.2f} ms, p90 {percentile(diffs, 0.9):+.2f} ms")
 
 
 def report(args: argparse.Namespace, run: Run) -> None:
@@ -368,28 +435,15 @@ def report(args: argparse.Namespace, run: Run) -> None:
     print("| ready s | RSS MiB | PSS MiB | processes |\n|---|---|---|---|")
     print(f"| {run.ready_s:.1f} | {run.rss_mib:.0f} | {run.pss_mib:.0f} | {run.processes} |")
     if run.ttft is not None:
-        d, g, diffs = run.ttft.direct, run.ttft.gateway, run.ttft.differences_ms
-        print(f"\n### time to first token at c=1: {len(diffs)} back-to-back pairs, {TTFT_MAX_TOKENS} tokens "
-              f"each (load average before: {run.ttft_loads[0]}; after: {run.ttft_loads[1]})\n")
-        print("| path | requests | errors | TTFT p10 ms | TTFT p50 ms | TTFT p90 ms |\n"
-              "|---|---|---|---|---|---|")
-        for name, r in (("direct", d), ("gateway", g)):
-            print(f"| {name} | {len(r.results)} | {len(r.errors)} | {r.ttft_ms(0.1):.2f} | "
-                  f"{r.ttft_ms(0.5):.2f} | {r.ttft_ms(0.9):.2f} |")
-        print(f"\ngateway minus direct, per pair: p10 {percentile(diffs, 0.1):+.2f} ms, "
-              f"p50 {percentile(diffs, 0.5):+.2f} ms, p90 {percentile(diffs, 0.9):+.2f} ms")
+        print(f"\n### time to first token at c=1: {len(run.ttft.direct.results)} back-to-back rounds, "
+              f"{TTFT_MAX_TOKENS} tokens each (load average before: {run.ttft_loads[0]}; "
+              f"after: {run.ttft_loads[1]})\n")
+        ttft_table(run.ttft)
     if run.isolated is not None:
-        d, g, diffs = run.isolated.direct, run.isolated.gateway, run.isolated.differences_ms
-        print(f"\n### the same pairs, the engine on core {ENGINE_CORE} (one compute thread), the gateway and "
-              f"the client on core {GATEWAY_CORE} (load average before: {run.isolated_loads[0]}; "
-              f"after: {run.isolated_loads[1]})\n")
-        print("| path | requests | errors | TTFT p10 ms | TTFT p50 ms | TTFT p90 ms |\n"
-              "|---|---|---|---|---|---|")
-        for name, r in (("direct", d), ("gateway", g)):
-            print(f"| {name} | {len(r.results)} | {len(r.errors)} | {r.ttft_ms(0.1):.2f} | "
-                  f"{r.ttft_ms(0.5):.2f} | {r.ttft_ms(0.9):.2f} |")
-        print(f"\ngateway minus direct, per pair: p10 {percentile(diffs, 0.1):+.2f} ms, "
-              f"p50 {percentile(diffs, 0.5):+.2f} ms, p90 {percentile(diffs, 0.9):+.2f} ms")
+        print(f"\n### the same rounds, the engine on core {ENGINE_CORE} (one compute thread), the gateway, "
+              f"the relay and the client on core {GATEWAY_CORE} (load average before: "
+              f"{run.isolated_loads[0]}; after: {run.isolated_loads[1]})\n")
+        ttft_table(run.isolated)
     eos = " (ignore_eos)" if run.ignore_eos else ""
     for c, (results, (before, after)) in run.levels.items():
         print(f"\n### c={c}, {args.max_tokens} tokens per request{eos} "
@@ -408,6 +462,9 @@ def report(args: argparse.Namespace, run: Run) -> None:
     one, many = run.levels[first][0], run.levels[last][0]
     added = percentile(run.ttft.differences_ms, 0.5) if run.ttft is not None else math.nan
     alone = percentile(run.isolated.differences_ms, 0.5) if run.isolated is not None else math.nan
+    paired = run.isolated if run.isolated is not None else run.ttft
+    hop = percentile(paired.relay_ms, 0.5) if paired is not None and paired.relay_ms else math.nan
+    own = percentile(paired.own_ms, 0.5) if paired is not None and paired.own_ms else math.nan
     direct_tps = many["direct"].tokens_per_s
     loss = 1 - many["gateway"].tokens_per_s / direct_tps if direct_tps else math.nan
     checks = [
@@ -415,6 +472,10 @@ def report(args: argparse.Namespace, run: Run) -> None:
          f"{added:+.2f} ms", added, TARGETS["gateway_ttft_ms"], f"<= {TARGETS['gateway_ttft_ms']} ms", True),
         ("gateway's added TTFT at c=1 (p50 of the pairs), the engine on a core of its own",
          f"{alone:+.2f} ms", alone, TARGETS["gateway_ttft_ms"], f"<= {TARGETS['gateway_ttft_ms']} ms", True),
+        ("  of which one bare HTTP hop (bench/relay.py minus direct)", f"{hop:+.2f} ms", hop,
+         TARGETS["gateway_ttft_ms"], f"<= {TARGETS['gateway_ttft_ms']} ms", True),
+        ("  of which the gateway's own work (gateway minus bare relay)", f"{own:+.2f} ms", own,
+         TARGETS["gateway_ttft_ms"], f"<= {TARGETS['gateway_ttft_ms']} ms", True),
         (f"gateway's throughput cost at c={last}", f"{loss:.1%}", loss,
          TARGETS["gateway_throughput_loss"], f"<= {TARGETS['gateway_throughput_loss']:.0%}", True),
         (f"vLLM tok/s on one stream (c={first})", f"{one['direct'].tokens_per_s:.1f}",

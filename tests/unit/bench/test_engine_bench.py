@@ -1,14 +1,17 @@
 """bench/engine.py's own logic, without an engine: rounds of whole waves, the back-to-back TTFT
-pairs (against the fake OpenAI server), the memory of a process tree, and its options."""
+pairs and rounds with the bare relay (against the fake OpenAI server), the memory of a process
+tree, and its options."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -73,3 +76,34 @@ def test_quick_is_a_small_run_and_bad_options_are_refused() -> None:
         with pytest.raises(SystemExit) as exited:
             bench.parse_args(argv)
         assert exited.value.code == 2
+
+
+def test_rounds_with_the_bare_relay_rotate_and_split_the_gateways_cost(tmp_path: Path) -> None:
+    with run_openai_server(models=[bench.OFFLINE_MODEL_NAME]) as upstream:
+        relay, relay_url = bench.start_relay(upstream.base_url.removesuffix("/v1"), tmp_path)
+        try:
+            url = f"{upstream.base_url}/chat/completions"
+            body = bench.chat_body(max_tokens=2, ignore_eos=False)
+            direct = httpx.post(url, json={**body, "stream": True}).text
+            relayed = httpx.post(f"{relay_url}/v1/chat/completions", json={**body, "stream": True})
+            assert relayed.headers["content-type"].startswith("text/event-stream")
+            assert _contents(direct) and _contents(relayed.text) == _contents(direct) and "[DONE]" in relayed.text
+            paired = asyncio.run(bench.paired_ttft(url, url, body=body, pairs=6,
+                                                   relay=f"{relay_url}/v1/chat/completions"))
+        finally:
+            bench.stop_process(relay)
+        sent = len(upstream.requests)
+    assert relay.poll() is not None
+    assert sent == 2 + 3 + 3 * 6  # the two above, three opening requests, then three per round
+    assert paired.relay is not None and len(paired.relay.ok) == 6
+    assert len(paired.differences_ms) == len(paired.relay_ms) == len(paired.own_ms) == 6
+    for gateway_minus_direct, relay_minus_direct, gateway_minus_relay in zip(
+            paired.differences_ms, paired.relay_ms, paired.own_ms, strict=True):
+        assert gateway_minus_direct == pytest.approx(relay_minus_direct + gateway_minus_relay)
+
+
+def _contents(sse: str) -> list[str]:
+    """The content deltas of an SSE chat stream (ids and timestamps differ between requests)."""
+    events = [json.loads(line[5:]) for line in sse.splitlines()
+              if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    return [c["delta"].get("content") or "" for e in events for c in e.get("choices", [])]
