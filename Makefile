@@ -13,7 +13,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint test-containers container-tools install crd operator-manifests engine vllm-flags gpu-check clean
+.PHONY: demo test lint test-containers container-tools install crd operator-manifests gitops-example engine vllm-flags gpu-check clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -58,6 +58,11 @@ crd: install
 # deploy/operator/ (the kustomize install) from the data the Pulumi install uses.
 operator-manifests: install
 	$(BIN)/python -m aistack.platform.operator_manifests
+
+# deploy/gitops/example/ as `aistack init-gitops` writes it (a test fails when they differ).
+gitops-example: install
+	rm -rf deploy/gitops/example
+	$(BIN)/aistack init-gitops deploy/gitops/example --from examples/production.yaml
 
 # The vLLM engine in its own virtualenv (~/.cache/aistack/engines/, or $AISTACK_ENGINE_HOME) and the
 # offline model's weights as a folder vLLM loads; once, then a no-op while the pins are unchanged.

@@ -9,8 +9,9 @@ DIR/
   stages/<stage>/promoted.yaml   what `aistack promote` moved in (JSON 6902, written by aistack)
 ```
 
-Argo CD / Flux point one Application / Kustomization at each `stages/<stage>` folder. A stage
-owns its name, replicas, GPU type, endpoints, Secret references, tracking server and its own
+Argo CD / Flux point one Application / Kustomization at each `stages/<stage>` folder. Each stage
+renders into a namespace of its own (`stage_namespaces`), so stages can share a cluster. A stage
+owns its name, namespace, replicas, GPU type, endpoints, Secret references, tracking server and its own
 evaluation gate; everything else (the behaviour: model, prompts, retrieval, guardrails) moves
 between stages only through `aistack promote`. DIR must be self-contained (no resource outside).
 """
@@ -18,6 +19,7 @@ between stages only through `aistack promote`. DIR must be self-contained (no re
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import yaml
 
 from aistack.api.manifests import parse_stack
+from aistack.api.types import DNS1123_LABEL
 from aistack.api.v1alpha1 import AIStack
 from aistack.cli.promotion.kustomize import Renderer, render
 from aistack.api.yamlio import dump
@@ -32,6 +35,8 @@ from aistack.api.yamlio import dump
 DEFAULT_STAGES = ("dev", "staging", "prod")
 STAGE_PATCH = "stage.yaml"
 PROMOTED_PATCH = "promoted.yaml"
+# The namespace stages are named after when the manifest names none.
+DEFAULT_NAMESPACE = "aistack"
 
 # Stage-owned fields copied into each stage's patch by `init-gitops`, so a reader sees in one
 # file what differs between stages. (Paths in the manifest's camelCase form, under `spec`.)
@@ -92,23 +97,66 @@ def effective_stack(layout: Layout, stage: str, *,
     return docs[0], parse_stack(docs[0], source=f"{directory} (rendered)")
 
 
-def scaffold(*, root: Path, stack_doc: dict[str, Any], stages: list[str]) -> list[Path]:
+def stage_namespaces(stack_doc: dict[str, Any], *, stages: list[str],
+                     overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Each stage's namespace: `overrides` (`--namespace STAGE=NS`), else the manifest's
+    namespace with its stage suffix replaced (`ai-prod` -> `ai-dev`), else `<namespace>-<stage>`
+    (`aistack-<stage>` when the manifest names none).
+
+    A suffix is `-<stage>` for one of `stages` or the manifest's own `spec.stage`. Raises
+    LayoutError for an override of an unknown stage, a name that is no namespace, or two stages
+    in one namespace: they would render the same namespace/name, and on one cluster each stage's
+    sync would overwrite the other's AIStack.
+    """
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(stages))
+    if unknown:
+        raise LayoutError(f"--namespace {unknown[0]}=...: no stage {unknown[0]!r} "
+                          f"(stages: {', '.join(stages)})")
+    namespace = (stack_doc.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE
+    base = namespace
+    own_stage = (stack_doc.get("spec") or {}).get("stage")
+    suffixes = {*stages, *([own_stage] if isinstance(own_stage, str) else [])}
+    for suffix in sorted(suffixes, key=len, reverse=True):  # `ai-eu-prod` of stage eu-prod is `ai`
+        if namespace.endswith(f"-{suffix}") and len(namespace) > len(suffix) + 1:
+            base = namespace.removesuffix(f"-{suffix}")
+            break
+    out = {stage: overrides.get(stage) or f"{base}-{stage}" for stage in stages}
+    for stage, name in out.items():
+        if len(name) > 63 or not re.fullmatch(DNS1123_LABEL, name):
+            given = "--namespace" if stage in overrides else "the derived namespace"
+            raise LayoutError(f"{given} {name!r} of stage {stage!r} is not a namespace name (lower-case "
+                              "letters, digits and '-', at most 63); set one with --namespace "
+                              f"{stage}=NAMESPACE")
+    seen: dict[str, str] = {}
+    for stage, name in out.items():
+        if name in seen:
+            raise LayoutError(f"stages {seen[name]!r} and {stage!r} would both render their AIStack into "
+                              f"namespace {name!r}: on one cluster each sync would overwrite the other; "
+                              "give each stage its own namespace (--namespace STAGE=NAMESPACE)")
+        seen[name] = stage
+    return out
+
+
+def scaffold(*, root: Path, stack_doc: dict[str, Any], stages: list[str],
+             namespaces: dict[str, str] | None = None) -> list[Path]:
     """Write base/ and one overlay per stage from a manifest; return the files written.
 
-    Refuses to overwrite an existing folder's files: scaffolding is a one-time start.
+    `namespaces` overrides `stage_namespaces`' rule per stage. Refuses to overwrite an existing
+    folder's files: scaffolding is a one-time start.
     """
     stack = parse_stack(stack_doc, source="--from")
+    placed = stage_namespaces(stack_doc, stages=stages, overrides=namespaces)
     layout = Layout(root)
     files: dict[Path, str] = {
         layout.base / "kustomization.yaml": dump({"resources": ["aistack.yaml"]}),
         layout.base / "aistack.yaml": dump(_clean_doc(stack_doc)),
     }
-    namespace = (stack_doc.get("metadata") or {}).get("namespace")
     for stage in stages:
         patch = stage_patch(stack_doc, stage=stage, name=stack.name)
         files[layout.stage_dir(stage) / STAGE_PATCH] = dump(patch)
-        files[layout.stage_dir(stage) / "kustomization.yaml"] = dump(stage_kustomization(promoted=False,
-                                                                                       namespace=namespace))
+        files[layout.stage_dir(stage) / "kustomization.yaml"] = dump(
+            stage_kustomization(promoted=False, namespace=placed[stage]))
     existing = [p for p in files if p.exists()]
     if existing:
         raise LayoutError(f"{root} already has {', '.join(map(str, existing))}; "

@@ -37,6 +37,79 @@ def test_scaffold_gives_each_stage_a_valid_stack_with_its_own_fields(example: Pa
     assert prod.spec.gateway.api_keys_secret_ref is not None, "a prod gateway is never open"
 
 
+def test_each_stage_renders_into_a_namespace_of_its_own(example: Path, tmp_path: Path) -> None:
+    """Stages on one cluster (the shipped ApplicationSet) must not share an AIStack: the manifest's
+    namespace with its stage suffix replaced, else `<namespace>-<stage>`, `aistack-<stage>` without one."""
+    target = tmp_path / "deploy"
+    assert CliRunner().invoke(app, ["init-gitops", str(target), "--from", str(example)]).exit_code == 0
+    declared = (yaml.safe_load(example.read_text()).get("metadata") or {}).get("namespace")
+    expected = {"ai-prod": "ai-{}", None: "aistack-{}"}[declared]
+    for renderer in RENDERERS:
+        placed = {stage: effective_stack(Layout(target), stage, renderer=renderer)[1].namespace
+                  for stage in ("dev", "staging", "prod")}
+        assert placed == {stage: expected.format(stage) for stage in placed}
+
+
+def test_namespace_option_places_a_stage(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
+                                      str(ROOT / "examples" / "production.yaml"),
+                                      "--namespace", "dev=team-a-sandbox", "--namespace", "prod=support"])
+    assert result.exit_code == 0, result.output
+    placed = {stage: effective_stack(Layout(tmp_path / "d"), stage)[1].namespace
+              for stage in ("dev", "staging", "prod")}
+    assert placed == {"dev": "team-a-sandbox", "staging": "ai-staging", "prod": "support"}
+    assert "stage dev: AIStack team-a-sandbox/support-copilot valid" in result.output
+
+
+def test_a_suffix_is_replaced_whichever_stage_the_manifest_names(tmp_path: Path) -> None:
+    from aistack.cli.promotion.layout import stage_namespaces
+
+    def doc(namespace: str, stage: str = "prod") -> dict[str, object]:
+        return {"metadata": {"name": "s", "namespace": namespace}, "spec": {"stage": stage}}
+
+    assert stage_namespaces(doc("ai-prod"), stages=["qa", "prod"]) == {"qa": "ai-qa", "prod": "ai-prod"}
+    assert stage_namespaces(doc("ai-staging", "staging"), stages=["dev", "prod"]) == {
+        "dev": "ai-dev", "prod": "ai-prod"}
+    assert stage_namespaces(doc("ai-eu-prod"), stages=["prod", "eu-prod"]) == {
+        "prod": "ai-prod", "eu-prod": "ai-eu-prod"}
+    assert stage_namespaces(doc("support", "dev"), stages=["dev", "prod"]) == {
+        "dev": "support-dev", "prod": "support-prod"}
+
+
+def test_two_stages_in_one_namespace_are_refused(tmp_path: Path) -> None:
+    source = str(ROOT / "examples" / "production.yaml")
+    same = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", source,
+                                    "--namespace", "dev=ai-prod"])
+    assert same.exit_code == 2
+    assert "stages 'dev' and 'prod' would both render their AIStack into namespace 'ai-prod'" in same.output
+    assert not (tmp_path / "d").exists(), "nothing written"
+    for option, message in [("qa=ai-qa", "no stage 'qa'"), ("dev", "expected STAGE=NAMESPACE"),
+                            ("dev=Not_A_Namespace", "'Not_A_Namespace' of stage 'dev' is not a namespace"),
+                            ("dev=", "expected STAGE=NAMESPACE")]:
+        refused = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", source,
+                                           "--namespace", option])
+        assert refused.exit_code == 2 and message in refused.output, (option, refused.output)
+    assert not (tmp_path / "d").exists()
+    twice = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from", source,
+                                     "--namespace", "dev=a", "--namespace", "dev=b"])
+    assert twice.exit_code == 2 and "given twice" in twice.output
+
+
+def test_the_committed_example_is_what_the_command_writes(tmp_path: Path) -> None:
+    """deploy/gitops/example is `aistack init-gitops deploy/gitops/example --from
+    examples/production.yaml` (regenerate with `make gitops-example`)."""
+    committed = ROOT / "deploy" / "gitops" / "example"
+    result = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "example"), "--from",
+                                      str(ROOT / "examples" / "production.yaml")])
+    assert result.exit_code == 0, result.output
+    written = {p.relative_to(tmp_path / "example"): p.read_text() for p in (tmp_path / "example").rglob("*")
+               if p.is_file()}
+    shipped = {p.relative_to(committed): p.read_text() for p in committed.rglob("*") if p.is_file()}
+    assert sorted(map(str, shipped)) == sorted(map(str, written)), "regenerate with `make gitops-example`"
+    for path, text in written.items():
+        assert shipped[path] == text, f"{path} differs; regenerate with `make gitops-example`"
+
+
 def test_stage_patches_show_the_stage_owned_fields(tmp_path: Path) -> None:
     CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
                              str(ROOT / "examples" / "production.yaml"),
@@ -108,3 +181,11 @@ def test_the_shipped_example_renders_each_stage_and_the_gitops_tools_point_at_it
             if d["kind"] == "Kustomization"]
     assert sorted(k["spec"]["path"] for k in flux) == sorted(f"./deploy/gitops/example/stages/{s}"
                                                            for s in layout.stages())
+    # Each stage goes to the namespace it renders into, so stages on one cluster never share one.
+    rendered = {stage: effective_stack(layout, stage)[1].namespace for stage in layout.stages()}
+    assert len(set(rendered.values())) == len(rendered)
+    assert {e["stage"]: e["namespace"] for e in elements} == rendered
+    assert {a["metadata"]["labels"]["aistack.dev/stage"]: a["spec"]["destination"]["namespace"]
+            for a in apps} == rendered
+    assert {k["metadata"]["name"].rsplit("-", 1)[1]: k["spec"]["healthChecks"][0]["namespace"]
+            for k in flux} == rendered
