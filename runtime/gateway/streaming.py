@@ -16,7 +16,8 @@ from fastapi.responses import Response, StreamingResponse
 from aistack.runtime.gateway.jsonio import sse
 from aistack.runtime.gateway.turn import DONE, SSE_HEADERS, Turn, finish_trace, question_of, rails_down
 from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
-from aistack.runtime.guardrails.guard import GuardrailsUnavailable, StreamGuard
+from aistack.runtime.guardrails.guard import GuardrailsUnavailable
+from aistack.runtime.guardrails.stream import StreamGuard
 
 async def refusal_stream(turn: Turn, completion: dict[str, Any]) -> AsyncIterator[bytes]:
     base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],

@@ -48,8 +48,6 @@ CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 PHONE = re.compile(
     r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])"
     r"\d{3,4}[\s.-]?\d{3,4}\b(?![ .-]?\d)")
-# The longest PII pattern a stream must hold back before it can be masked whole.
-PII_HOLDBACK_CHARS = 64
 
 
 def _luhn(digits: str) -> bool:
@@ -90,6 +88,11 @@ class FastRails:
 
     def __bool__(self) -> bool:
         return bool(self.rails)
+
+    @property
+    def term_pattern(self) -> re.Pattern[str] | None:
+        """The blocked terms as one pattern (whole words, any case); None without terms."""
+        return self._terms
 
     def check(self, text: str) -> RailDecision:
         status: Status = "passed"

@@ -8,7 +8,6 @@ import pytest
 
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
 from aistack.runtime.guardrails.fast import FastRails, mask_pii
-from aistack.runtime.guardrails.guard import Guard, StreamGuard
 
 SPEC = GuardrailsSpec(input=["max_length", "jailbreak_heuristics", "blocked_terms", "pii_mask"],
                       output=["blocked_terms", "pii_mask"], blocked_terms=["internal-only", "Project X"],
@@ -64,29 +63,3 @@ def test_fast_rails_cost_well_under_a_millisecond():
         rails.check(text)
     per_call = (time.perf_counter() - started) / 200
     assert per_call < 0.001, per_call  # generous bound: measured ~30 us
-
-
-def feed_all(sg: StreamGuard, parts):
-    sent = [sg.feed(p) for p in parts]
-    return sent
-
-
-def test_stream_guard_never_sends_part_of_a_blocked_term():
-    sg = StreamGuard(Guard(spec=SPEC, llm=None))
-    parts = ["This ", "is ", "about the inter", "nal-", "only plan"]
-    sent = "".join(feed_all(sg, parts))
-    assert sg.decision.rail == "blocked_terms"
-    assert "inter" not in sent and sent == "This is about"[: len(sent)]
-
-
-def test_stream_guard_masks_pii_across_chunks_and_releases_the_rest():
-    sg = StreamGuard(Guard(spec=SPEC, llm=None))
-    sent = "".join(feed_all(sg, ["write to jane", ".doe@exa", "mple.com please, ", "x" * 100]))
-    sent += sg.flush()
-    assert sent == "write to [EMAIL] please, " + "x" * 100
-    assert sg.window == 64
-
-
-def test_stream_guard_without_output_rails_is_a_passthrough():
-    sg = StreamGuard(Guard(spec=GuardrailsSpec(input=["pii_mask"]), llm=None))
-    assert sg.window == 0 and sg.feed("abc") == "abc"
