@@ -1,4 +1,5 @@
-"""`aistack engine install|status`: the vLLM engine's own environment and the offline weights.
+"""`aistack engine install|status|pull`: the vLLM engine's own environment, the offline weights, and
+the model cache's pull.
 
 vLLM pins torch, transformers, fastapi and setuptools exactly, so it gets a virtualenv of its own
 (`aistack.runtime.engine`), never the project's; the offline model's weights are prepared once
@@ -8,11 +9,13 @@ from the installed GGUF into a folder vLLM loads (`aistack.runtime.local.offline
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
+from aistack.api.model_cache import DEST_FLAG, SOURCE_FLAG, TOKEN_ENV_FLAG
 from aistack.cli.help import App
 from aistack.cli.progress import Stages
 
@@ -122,3 +125,38 @@ def status_cmd(
         ready = False
     if not ready:
         raise typer.Exit(1)
+
+
+@engine_app.command("pull")
+def pull_cmd(
+    model: Annotated[str, typer.Argument(
+        help="The model: a Hugging Face repo id, e.g. Qwen/Qwen2.5-7B-Instruct.")],
+    dest: Annotated[Path, typer.Option(DEST_FLAG, metavar="DIR", help="The folder to pull into (created).")],
+    source: Annotated[str, typer.Option(
+        SOURCE_FLAG, metavar="SOURCE",
+        help="hub (the Hugging Face Hub), s3://bucket/prefix (a mirror of the model's files; credentials "
+             "and AWS_ENDPOINT_URL as boto3 reads them) or an absolute folder path.")] = "hub",
+    token_env: Annotated[str | None, typer.Option(
+        TOKEN_ENV_FLAG, metavar="VAR", help="The environment variable holding a Hugging Face token.")] = None,
+) -> None:
+    """Pull a model's files into a folder vLLM loads with the hub offline: the model cache's pull.
+
+    Refuses a volume too small before a byte moves; a folder already current moves nothing; an
+    interrupted pull resumes. Exits 0 when cached, 1 when the source is unreachable now (retry),
+    3 when the volume is too small, 4 when the model or mirror is not found or not readable.
+    """
+    import os
+
+    from aistack.runtime.engine.pull import PullError, human, pull
+
+    token = os.environ.get(token_env, "").strip() or None if token_env else None
+    started = time.monotonic()
+    try:
+        result = pull(model, source=source, dest=dest, token=token,
+                      progress=lambda line: err.print(line, markup=False))
+    except PullError as error:
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(int(error.code)) from None
+    moved = f"moved {human(result.pulled_bytes)}" if result.pulled_bytes else "already current"
+    out.print(f"{model}: {result.files} files, {human(result.bytes)} in {dest} ({moved}, "
+              f"{time.monotonic() - started:.0f} s)", markup=False)

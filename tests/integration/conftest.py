@@ -1,5 +1,6 @@
 """A real MLflow tracking server on loopback, started once per session for the integration tests
-that log to one (evaluation, promotion gates, the engine's evaluation)."""
+that log to one (evaluation, promotion gates, the engine's evaluation), and moto's S3 server (S3
+sources of ingestion, the model cache's s3:// mirror)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for key, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    return s3_endpoint

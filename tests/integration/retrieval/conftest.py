@@ -1,18 +1,17 @@
-"""Real servers for the retrieval/ingestion/evaluation integration tests: MiniLM (loaded once) and
-moto's S3 server on loopback, each started once per session (MLflow's is in ../conftest.py)."""
+"""For the retrieval/ingestion/evaluation integration tests: MiniLM, loaded once per session (moto's
+S3 server and MLflow are in ../conftest.py), and test stacks and documents."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from aistack.runtime.local.ports import free_port
 from aistack.runtime.retrieval.embedders import LocalEmbedder
 from aistack.testing.documents import make_pdf
 
@@ -22,25 +21,6 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="session")
 def minilm() -> LocalEmbedder:
     return LocalEmbedder(model="all-MiniLM-L6-v2")
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for key, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    return s3_endpoint
 
 
 def write_stack(folder: Path, *, tenant_field: str | None = None, extra: dict | None = None,
