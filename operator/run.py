@@ -1,8 +1,9 @@
 """Start the operator: cluster credentials, namespace scoping, liveness, peering.
 
 `python -m aistack.operator` and `aistack operator` both end here. Credentials are loaded
-explicitly (in-cluster service account, else KUBECONFIG) into one Configuration shared by
-kopf and the operator's own client, never from import-time globals.
+explicitly (in-cluster service account, else `--kubeconfig`, $KUBECONFIG or ~/.kube/config) into
+one Configuration shared by kopf and the operator's own client, never from import-time globals;
+without a usable one, start-up stops with one line saying what was tried (ClusterConfigError).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
+import yaml
 from aiohttp import web
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
@@ -36,15 +39,58 @@ from aistack.operator.options import OperatorOptions
 log = logging.getLogger("aistack.operator")
 
 
+class ClusterConfigError(ValueError):
+    """No usable cluster configuration. One line: each source tried and what it lacks."""
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+
 def kube_configuration(*, kubeconfig: str | None = None, context: str | None = None) -> Configuration:
-    """In a pod (service account present and no kubeconfig named): in-cluster; else KUBECONFIG."""
+    """In a pod (service account present and no kubeconfig named): in-cluster; else `--kubeconfig`,
+    else $KUBECONFIG, else ~/.kube/config. Raises ClusterConfigError naming what was tried."""
     configuration = Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        kube_config.load_incluster_config(client_configuration=configuration)
+    env = os.environ.get("KUBECONFIG")
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not env:
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except kube_config.ConfigException as err:
+            raise ClusterConfigError(
+                f"no usable cluster configuration: tried the in-cluster service account "
+                f"(KUBERNETES_SERVICE_HOST is set): {_in_cluster_gap(err)}; $KUBECONFIG is unset and no "
+                "--kubeconfig PATH was given. Mount the service account token (automountServiceAccountToken) "
+                "or pass --kubeconfig PATH") from None
+        return configuration
+    if kubeconfig is not None:
+        tried, value = f"--kubeconfig {kubeconfig}", kubeconfig
+    elif env:
+        tried, value = f"$KUBECONFIG={env}", env
     else:
-        kube_config.load_kube_config(config_file=kubeconfig, context=context,
-                                     client_configuration=configuration)
+        tried, value = f"{DEFAULT_KUBECONFIG} (no $KUBECONFIG, no --kubeconfig PATH)", DEFAULT_KUBECONFIG
+    not_in_pod = "" if os.environ.get("KUBERNETES_SERVICE_HOST") else (
+        "the in-cluster service account (not in a pod: KUBERNETES_SERVICE_HOST is unset), then ")
+    missing = [p for p in value.split(os.pathsep) if p and not Path(p).expanduser().is_file()]
+    if missing:
+        raise ClusterConfigError(f"no usable cluster configuration: tried {not_in_pod}{tried}: no such file "
+                                 f"{', '.join(missing)}. Pass --kubeconfig PATH or set KUBECONFIG")
+    try:
+        kube_config.load_kube_config(config_file=value, context=context, client_configuration=configuration)
+    except (kube_config.ConfigException, yaml.YAMLError, OSError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ClusterConfigError(f"no usable cluster configuration: tried {not_in_pod}{tried}: {reason}. "
+                                 "Pass --kubeconfig PATH to a kubeconfig with a current context") from None
     return configuration
+
+
+def _in_cluster_gap(err: Exception) -> str:
+    """What the pod lacks, in the words of its manifest; else the client's own reason."""
+    if not os.environ.get("KUBERNETES_SERVICE_PORT"):
+        return "KUBERNETES_SERVICE_PORT is unset"
+    for name in ("token", "ca.crt"):
+        if not (SERVICE_ACCOUNT_DIR / name).is_file():
+            return f"{SERVICE_ACCOUNT_DIR / name} is missing (the service account token is not mounted)"
+    return " ".join(str(err).split())
 
 
 @dataclass(frozen=True, kw_only=True)

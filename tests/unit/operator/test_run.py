@@ -145,3 +145,69 @@ def test_both_entry_points_refuse_a_named_peering_with_standalone(tmp_path: Path
                              "--peering", "aistack"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--peering aistack: cannot be combined with --standalone" in result.stderr
+
+
+# Start-up without a usable cluster configuration: one line naming what was tried, exit code 2,
+# no traceback; the same from the image's entry point and from `aistack operator`.
+
+ENTRY_POINTS = {"module": [sys.executable, "-m", "aistack.operator"],
+                "cli": [sys.executable, "-m", "aistack.cli", "operator"]}
+
+
+def _start_without_cluster(tmp_path: Path, entry: str, *args: str,
+                           **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
+    clean.update(HOME=str(tmp_path), **env)  # no ~/.kube/config
+    return subprocess.run([*ENTRY_POINTS[entry], *args], capture_output=True, text=True, env=clean,
+                          timeout=120, cwd=tmp_path)
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "ConfigException" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no usable cluster configuration: tried" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_no_configuration_anywhere_names_every_source(tmp_path: Path, entry: str) -> None:
+    line = _one_line(_start_without_cluster(tmp_path, entry))
+    assert "in-cluster service account (not in a pod: KUBERNETES_SERVICE_HOST is unset)" in line
+    assert "~/.kube/config (no $KUBECONFIG, no --kubeconfig PATH): no such file" in line
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_a_pod_without_its_service_account_token(tmp_path: Path, entry: str) -> None:
+    from aistack.operator.run import SERVICE_ACCOUNT_DIR
+
+    if (SERVICE_ACCOUNT_DIR / "token").exists():
+        pytest.skip("this machine has a mounted service account token")
+    line = _one_line(_start_without_cluster(tmp_path, entry, KUBERNETES_SERVICE_HOST="10.96.0.1",
+                                            KUBERNETES_SERVICE_PORT="443"))
+    assert f"{SERVICE_ACCOUNT_DIR}/token is missing (the service account token is not mounted)" in line
+    assert "$KUBECONFIG is unset and no --kubeconfig PATH was given" in line
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_a_missing_kubeconfig_file_is_named(tmp_path: Path, entry: str) -> None:
+    missing = tmp_path / "nowhere" / "config"
+    line = _one_line(_start_without_cluster(tmp_path, entry, "--kubeconfig", str(missing)))
+    assert f"--kubeconfig {missing}: no such file {missing}" in line
+    line = _one_line(_start_without_cluster(tmp_path, entry, KUBECONFIG=str(missing)))
+    assert f"$KUBECONFIG={missing}: no such file {missing}" in line
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_an_unusable_kubeconfig_says_why(tmp_path: Path, entry: str) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    assert f"--kubeconfig {empty}: Invalid kube-config" in _one_line(
+        _start_without_cluster(tmp_path, entry, "--kubeconfig", str(empty)))
+    no_context = tmp_path / "no-context"
+    no_context.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [],
+                                          "users": [], "contexts": []}))
+    assert f"$KUBECONFIG={no_context}:" in _one_line(
+        _start_without_cluster(tmp_path, entry, KUBECONFIG=str(no_context)))
