@@ -107,13 +107,14 @@ def no_stack_message(path: Path | str, docs: list[Document]) -> str:
     """Why a file gave no AIStack, naming what it does hold; the same words for every command."""
     kinds = sorted({d.skipped for d in docs if d.skipped})
     found = f"it holds only {', '.join(kinds)}" if kinds else "it has no YAML document"
-    return (f"no AIStack document in {path} ({found}); an AIStack starts with "
+    return (f"no AIStack found in {path} ({found}); an AIStack starts with "
             f"apiVersion: {API_VERSION} and kind: {KIND}")
 
 
-def load_stack(path: Path | str) -> AIStack:
-    """The single AIStack of a file (what `aistack up` and `render` take)."""
-    docs = load_documents(path)
+def load_stack(path: Path | str, *, text: str | None = None) -> AIStack:
+    """The single AIStack of a file (what `aistack up` and `render` take); `text` is its content
+    when it was read already (standard input)."""
+    docs = load_documents(path, text=text)
     if any(d.errors for d in docs):
         raise ManifestError.of_documents(str(path), docs)
     if holds_no_stack(docs):

@@ -52,21 +52,27 @@ def crd_cmd() -> None:
 @app.command("validate")
 def validate_cmd(
     files: Annotated[list[Path], typer.Argument(
-        metavar="FILE", help="Manifest files (multi-document YAML).", show_default=False)],
+        metavar="FILE", help="Manifest files (multi-document YAML); - reads standard input.",
+        show_default=False)],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only, no summary.")] = False,
 ) -> None:
     """Check AIStack manifests, one line per error.
 
     Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise.
-    Documents of other kinds are skipped, but a file with no AIStack at all is an error.
+    Documents of other kinds are skipped, but a file with no AIStack at all is an error. The summary
+    shows each stack's config hash, the one `aistack promote` looks for on evaluation runs. With -,
+    reads standard input: `kubectl kustomize deploy/stages/prod | aistack validate -`.
     """
+    from aistack.cli.render import read_input
+
     stacks: list[tuple[str, AIStack]] = []
     failures = 0
     for path in files:
-        docs = load_documents(path)
+        name, text = read_input(path)
+        docs = load_documents(name, text=text)
         if holds_no_stack(docs):  # "0 AIStack(s) valid" and exit 0 read as a pass
             failures += 1
-            err.print(no_stack_message(path, docs), markup=False)
+            err.print(no_stack_message(name, docs), markup=False)
         for doc in docs:
             for error in doc.errors:
                 failures += 1
@@ -75,6 +81,8 @@ def validate_cmd(
                 stacks.append((doc.where, doc.stack))
     if not quiet and stacks:
         out.print(summary_table(stacks))
+        for where, stack in stacks:
+            out.print(hash_line(where, stack), markup=False)
     if failures:
         err.print(f"{failures} error(s)", style="bold red")
         raise typer.Exit(1)
@@ -84,18 +92,25 @@ def validate_cmd(
 
 @app.command("render")
 def render_cmd(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A manifest with one AIStack.",
-                                         show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A manifest with one AIStack; - reads "
+                                                                "standard input.", show_default=False)],
+    config_hash: Annotated[bool, typer.Option(
+        "--config-hash", help="Print only the stack's config hash (what evaluation runs are tagged "
+                              "with and `aistack promote` looks for).")] = False,
 ) -> None:
     """Print the Kubernetes objects the operator would create.
 
     The children of FILE's AIStack, as YAML (like `helm template`): review them, diff them, or
-    pipe them to `kubectl apply -f -`. Warnings go to stderr, so stdout stays plain YAML.
+    pipe them to `kubectl apply -f -`. Warnings go to stderr, so stdout stays plain YAML. With
+    --config-hash, only the hash: `kubectl kustomize deploy/stages/dev | aistack render --config-hash -`.
     """
     from aistack.api.manifests import ManifestError
-    from aistack.cli.render import render_yaml
+    from aistack.cli.render import render_yaml, stack_config_hash
 
     try:
+        if config_hash:
+            out.print(stack_config_hash(file), markup=False)
+            return
         text, warnings = render_yaml(file)
     except ManifestError as error:
         err.print(str(error), markup=False)
@@ -117,6 +132,13 @@ def summary_table(stacks: list[tuple[str, AIStack]]) -> Table:
         table.add_row(where, stack.name, stack.spec.stage, describe_model(stack),
                       ", ".join(describe_layers(stack)))
     return table
+
+
+def hash_line(where: str, stack: AIStack) -> str:
+    """A stack's config hash on one line of its own (a table would fold it), greppable."""
+    from aistack.api.config_hash import config_hash
+
+    return f"config hash {config_hash(stack.spec)}: {stack.name} (stage {stack.spec.stage}, {where})"
 
 
 def describe_model(stack: AIStack) -> str:

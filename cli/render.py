@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,34 @@ def manifests_yaml(manifests: list[dict[str, Any]]) -> str:
     return yamlio.dump_all(manifests, blocks=True)
 
 
+STDIN = "-"
+
+
+def read_input(path: Path) -> tuple[str, str | None]:
+    """How a FILE argument is named in messages, and its text when it is `-` (standard input,
+    for `kubectl kustomize DIR | aistack validate -`); None: read the file itself."""
+    if str(path) == STDIN:
+        return "<stdin>", sys.stdin.read()
+    return str(path), None
+
+
 def render_yaml(path: Path, *, version: str | None = None) -> tuple[str, list[str]]:
-    """The rendered children of the one AIStack in `path`, and warnings for the reviewer:
-    what the manifest declares that the cluster will not do (a path source with no volume)."""
+    """The rendered children of the one AIStack in `path` (`-`: standard input), and warnings for
+    the reviewer: what the manifest declares that the cluster will not do (a path source with no
+    volume)."""
     from aistack.operator.render import render
 
-    rendered = render(load_stack(path), version=version)
+    name, text = read_input(path)
+    rendered = render(load_stack(name, text=text), version=version)
     warnings = [f"retrieval.sources: {uri!r} is a path with no volume: `aistack ingest` reads it, "
                 "the cluster's ingestion Job does not" for uri in rendered.local_only_sources]
     return manifests_yaml(rendered.manifests), warnings
+
+
+def stack_config_hash(path: Path) -> str:
+    """The config hash of the one AIStack in `path` (`-`: standard input): what `aistack eval`
+    tags its runs with and `aistack promote` looks for, for runs logged by other means."""
+    from aistack.api.config_hash import config_hash
+
+    name, text = read_input(path)
+    return config_hash(load_stack(name, text=text).spec)

@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[3]
 INVALID = ROOT / "tests" / "unit" / "api" / "invalid"
 
 
-def aistack(*args: str) -> subprocess.CompletedProcess[str]:
+def aistack(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aistack.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-m", "aistack.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        input=stdin)
 
 
 def test_validate_examples_exits_zero_with_a_summary() -> None:
@@ -75,8 +75,8 @@ def test_validate_a_file_with_no_aistack_is_an_error_naming_it(tmp_path: Path) -
     empty.write_text("# nothing yet\n")
     result = aistack("validate", str(only_configmap), str(empty))
     assert result.returncode == 1
-    assert f"no AIStack document in {only_configmap} (it holds only v1/ConfigMap)" in result.stderr
-    assert f"no AIStack document in {empty} (it has no YAML document)" in result.stderr
+    assert f"no AIStack found in {only_configmap} (it holds only v1/ConfigMap)" in result.stderr
+    assert f"no AIStack found in {empty} (it has no YAML document)" in result.stderr
     assert "apiVersion: aistack.dev/v1alpha1 and kind: AIStack" in result.stderr
     assert "valid" not in result.stdout
 
@@ -87,6 +87,38 @@ def test_validate_a_file_mixing_an_aistack_and_other_kinds_passes(tmp_path: Path
     result = aistack("validate", str(mixed))
     assert result.returncode == 0, result.stderr
     assert "1 AIStack(s) valid" in result.stdout
+
+
+def test_validate_dash_reads_standard_input() -> None:
+    """`kubectl kustomize deploy/stages/prod | aistack validate -` failed: "cannot read: '-'"."""
+    result = aistack("validate", "-", stdin=(ROOT / "examples" / "production.yaml").read_text())
+    assert result.returncode == 0, result.stderr
+    assert "1 AIStack(s) valid" in result.stdout and "<stdin>[0]" in result.stdout
+    bad = aistack("validate", "--quiet", "-", stdin=(ROOT / "examples" / "quickstart.yaml").read_text()
+                  .replace("provider: openai", "provider: tgi"))
+    assert bad.returncode == 1 and "<stdin>[0]: spec.model.provider:" in bad.stderr
+
+
+def test_validate_of_input_with_no_aistack_fails_saying_so() -> None:
+    for text, held in [(CONFIGMAP, "it holds only v1/ConfigMap"), ("", "it has no YAML document")]:
+        result = aistack("validate", "-", stdin=text)
+        assert result.returncode == 1
+        assert f"no AIStack found in <stdin> ({held})" in result.stderr
+        assert "valid" not in result.stdout
+
+
+def test_validate_prints_each_stacks_config_hash() -> None:
+    """Users who log evaluation runs without `aistack eval` tag them with this hash."""
+    from aistack.api.config_hash import config_hash
+    from aistack.api.manifests import load_stack
+
+    files = sorted((ROOT / "examples").glob("*.yaml"))
+    result = aistack("validate", *map(str, files))
+    assert result.returncode == 0, result.stderr
+    for path in files:
+        stack = load_stack(path)
+        assert (f"config hash {config_hash(stack.spec)}: {stack.name} (stage {stack.spec.stage}, {path}[0])"
+                in result.stdout.splitlines())
 
 
 def test_crd_prints_the_generated_crd() -> None:

@@ -46,7 +46,7 @@ def test_render_of_a_file_without_an_aistack_says_so(tmp_path: Path) -> None:
     empty.write_text("")
     result = CliRunner().invoke(app, ["render", str(empty)])
     assert result.exit_code == 1
-    assert f"no AIStack document in {empty}" in result.stderr
+    assert f"no AIStack found in {empty}" in result.stderr
 
 
 def test_render_of_two_stacks_names_both_documents(tmp_path: Path) -> None:
@@ -88,3 +88,22 @@ def test_strings_that_look_like_bools_or_numbers_read_back_as_strings(tmp_path: 
     assert {k: rendered[k] for k in selector} == selector
     for value in AMBIGUOUS:
         assert f"'{value}'" in result.stdout  # quoted: a YAML 1.2 reader sees a string too
+
+
+def test_render_config_hash_prints_the_hash_promote_looks_for(tmp_path: Path) -> None:
+    """The hash of a stage as `aistack promote` computes it, from a file or from standard input
+    (`kubectl kustomize deploy/stages/dev | aistack render --config-hash -`)."""
+    from aistack.api.config_hash import config_hash
+    from aistack.cli.promotion.layout import Layout, effective_stack
+
+    scaffold = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
+                                        str(EXAMPLES / "production.yaml")])
+    assert scaffold.exit_code == 0, scaffold.output
+    doc, stack = effective_stack(Layout(tmp_path / "d"), "dev")
+    piped = CliRunner().invoke(app, ["render", "--config-hash", "-"], input=yaml.safe_dump(doc))
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout == f"{config_hash(stack.spec)}\n"
+    from_file = CliRunner().invoke(app, ["render", "--config-hash", str(EXAMPLES / "production.yaml")])
+    assert from_file.stdout == piped.stdout, "the stage's hash is the behaviour's: same as its source"
+    empty = CliRunner().invoke(app, ["render", "--config-hash", "-"], input="")
+    assert empty.exit_code == 1 and "no AIStack found in <stdin>" in empty.stderr
