@@ -66,6 +66,8 @@ class EmbedderConfig(ApiModel):
     base_url: str | None = None
     api_key_env: str | None = None
     batch_size: int = 64
+    max_input_tokens: int | None = None
+    """As declared (`retrieval.embedder.maxInputTokens`); `embedder_max_input_tokens()` resolves it."""
 
 
 class RetrievalConfig(ApiModel):
@@ -204,7 +206,8 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
             distance=store.distance,
             embedder=EmbedderConfig(provider=e.provider, model=e.model, dimension=store.dimension,
                                     base_url=str(e.base_url).rstrip("/") if e.base_url else None,
-                                    api_key_env=_env(e.api_key_secret_ref), batch_size=e.batch_size),
+                                    api_key_env=_env(e.api_key_secret_ref), batch_size=e.batch_size,
+                                    max_input_tokens=e.max_input_tokens),
             top_k=r.top_k, score_threshold=r.score_threshold, max_context_tokens=r.max_context_tokens,
             tenant_field=store.tenant_field, chunking=r.chunking,
         )

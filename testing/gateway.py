@@ -16,6 +16,7 @@ import openai
 from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.gateway import create_app
 from aistack.runtime.retrieval.contracts import Passage
+from aistack.runtime.retrieval.tokens import EstimatedMeter
 from aistack.testing.openai_server import hash_embedding, serve_in_thread
 
 
@@ -88,6 +89,10 @@ class ListRetriever:
 class HashEmbedder:
     model: str = "hash-embed"
     dimension: int = 8
+
+    @property
+    def token_meter(self) -> EstimatedMeter:
+        return EstimatedMeter(limit=510)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [hash_embedding(t, self.dimension) for t in texts]

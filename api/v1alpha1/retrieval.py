@@ -34,6 +34,35 @@ KNOWN_EMBEDDER_DIMENSIONS: dict[str, int] = {
     "text-embedding-ada-002": 1536,
 }
 
+# Tokens each embedder reads per text (its special tokens included); others are taken to read
+# DEFAULT_EMBEDDER_MAX_INPUT_TOKENS unless `maxInputTokens` says otherwise.
+KNOWN_EMBEDDER_MAX_INPUT_TOKENS: dict[str, int] = {
+    "sentence-transformers/all-MiniLM-L6-v2": 256,
+    "all-MiniLM-L6-v2": 256,
+    "sentence-transformers/all-mpnet-base-v2": 384,
+    "BAAI/bge-small-en-v1.5": 512,
+    "BAAI/bge-base-en-v1.5": 512,
+    "BAAI/bge-large-en-v1.5": 512,
+    "BAAI/bge-m3": 8192,
+    "intfloat/e5-small-v2": 512,
+    "intfloat/e5-base-v2": 512,
+    "intfloat/e5-large-v2": 512,
+    "nomic-ai/nomic-embed-text-v1.5": 8192,
+    "text-embedding-3-small": 8191,
+    "text-embedding-3-large": 8191,
+    "text-embedding-ada-002": 8191,
+}
+DEFAULT_EMBEDDER_MAX_INPUT_TOKENS = 512
+"""What most BERT-style embedders read; an embedder not in the table above is assumed to read this."""
+
+
+def embedder_max_input_tokens(model: str, declared: int | None) -> int:
+    """Tokens an embedder reads per text: `maxInputTokens` when declared, else the table's, else 512."""
+    if declared is not None:
+        return declared
+    return KNOWN_EMBEDDER_MAX_INPUT_TOKENS.get(model, DEFAULT_EMBEDDER_MAX_INPUT_TOKENS)
+
+
 QDRANT_NAME = r"^[A-Za-z0-9_-]{1,255}$"
 PAYLOAD_FIELD = r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$"
 
@@ -135,6 +164,10 @@ class Embedder(ApiModel):
     """Secret key with the endpoint's API key."""
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     """Texts per embedding call."""
+    max_input_tokens: Annotated[int, Field(ge=16, le=1_000_000)] | None = None
+    """Tokens the model reads per text, its special tokens included; what follows is dropped, so
+    no chunk is made longer. Known for common models (all-MiniLM-L6-v2: 256), 512 otherwise; a
+    local model's own limit always applies too."""
 
     @model_validator(mode="after")
     def _check(self) -> Embedder:
@@ -217,20 +250,22 @@ class Source(ApiModel):
 
 
 class Chunking(ApiModel):
-    """How documents are cut into chunks."""
+    """How documents are cut into chunks, in the embedder's tokens: a local model's own
+    word-pieces, an estimate (from above) for a remote one. Every chunk, its heading included,
+    is at most `size` tokens and never more than the embedder reads (`embedder.maxInputTokens`)."""
 
     model_config = cel_rules(
         rule(
-            '(has(self.overlap) ? self.overlap : 150) < (has(self.size) ? self.size : 1000)',
+            '(has(self.overlap) ? self.overlap : 32) < (has(self.size) ? self.size : 256)',
             'overlap must be smaller than size',
             '.overlap',
         ),
     )
 
-    size: Annotated[int, Field(ge=64, le=32768)] = 1000
-    """Target chunk size in characters."""
-    overlap: Annotated[int, Field(ge=0, le=8192)] = 150
-    """Characters shared by consecutive chunks."""
+    size: Annotated[int, Field(ge=16, le=32768)] = 256
+    """Largest chunk in the embedder's tokens (lowered to what the embedder reads)."""
+    overlap: Annotated[int, Field(ge=0, le=8192)] = 32
+    """Tokens of the previous chunk repeated at the start of the next (at most half a chunk)."""
 
     @model_validator(mode="after")
     def _check(self) -> Chunking:

@@ -155,7 +155,8 @@ class Ingestor:
         if document.warnings:
             report.warnings.append((file.source, warnings_note(document, name=file.source)))
         chunks = [] if document.empty else chunk_document(document, size=self.chunking.size,
-                                                          overlap=self.chunking.overlap)
+                                                          overlap=self.chunking.overlap,
+                                                          meter=self.embedder.token_meter)
         return _Pending(file=file, content_hash=content_hash, title=document.title, chunks=chunks,
                         replaces=bool(stored_hashes))
 

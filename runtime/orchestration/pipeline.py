@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aistack.runtime.retrieval.context import truncate_to_tokens
 from aistack.runtime.retrieval.contracts import Passage
+from aistack.runtime.retrieval.tokens import estimate_tokens
 
 DEFAULT_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}"
 NO_CONTEXT = "(no relevant context was found)"
-CHARS_PER_TOKEN = 4  # a cheap, tokenizer-free estimate; errs on the safe side for English
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,21 @@ class Prompt:
 
 
 def format_context(passages: Sequence[Passage], *, max_context_tokens: int) -> tuple[str, list[Passage]]:
-    """Numbered passages (`[1] (source) text`) within the token budget, best first."""
-    budget = max_context_tokens * CHARS_PER_TOKEN
+    """Numbered passages (`[1] (source) text`) within the token budget (`estimate_tokens`, as the
+    retriever's), best first; the first is cut down to the budget when it alone exceeds it."""
     parts: list[str] = []
     used: list[Passage] = []
+    spent = 0
     for passage in passages:
         block = f"[{len(used) + 1}] ({passage.title or passage.source}) {passage.text.strip()}"
-        if used and sum(len(p) for p in parts) + len(block) > budget:
-            break
-        parts.append(block[:budget])
+        cost = estimate_tokens(block)
+        if spent + cost > max_context_tokens:
+            if used:
+                break
+            block = truncate_to_tokens(block, max_context_tokens)
+        parts.append(block)
         used.append(passage)
+        spent += cost
     return "\n\n".join(parts), used
 
 

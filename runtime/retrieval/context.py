@@ -1,37 +1,22 @@
 """Fitting retrieved passages into the prompt's token budget, and numbering them for citations.
 
 Tokens are estimated, not counted with the generating model's tokenizer (the gateway may not
-know it, e.g. a hosted API): `estimate_tokens` takes the larger of words-and-punctuation and
-characters/4, which stays at or above BPE counts for English prose and code, so the budget is
-rarely exceeded and never by much.
+know it, e.g. a hosted API), with `estimate_tokens`, the one estimate the prompt's context
+(`aistack.runtime.orchestration.pipeline`) uses too.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 
 from aistack.runtime.retrieval.contracts import Passage
-
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def estimate_tokens(text: str) -> int:
-    return max(len(_TOKEN.findall(text)), math.ceil(len(text) / 4))
+from aistack.runtime.retrieval.tokens import EstimatedMeter, estimate_tokens
 
 
-def _truncate(text: str, budget: int) -> str:
-    """The longest prefix (cut at a word boundary) estimated at or under `budget` tokens."""
-    lo, hi = 0, len(text)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if estimate_tokens(text[:mid]) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    cut = text[:lo]
+def truncate_to_tokens(text: str, budget: int) -> str:
+    """The longest prefix (cut at a word boundary) estimated within `budget` tokens, marked `…`."""
+    cut = text[:EstimatedMeter(limit=budget).prefix(text, max(budget - 1, 0))]  # the mark costs one
     space = cut.rfind(" ")
     return (cut[:space] if space > len(cut) // 2 else cut).rstrip() + " …"
 
@@ -52,7 +37,7 @@ def fit_to_budget(passages: Sequence[Passage], *, max_tokens: int) -> list[Passa
             used += cost
     if not kept and passages:
         first = passages[0]
-        kept.append(replace(first, text=_truncate(first.text, max_tokens),
+        kept.append(replace(first, text=truncate_to_tokens(first.text, max_tokens),
                             metadata={**first.metadata, "truncated": True}))
     return kept
 

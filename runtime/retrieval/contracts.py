@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from aistack.runtime.retrieval.tokens import TokenMeter
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -33,6 +35,10 @@ class Embedder(Protocol):
 
     @property
     def dimension(self) -> int: ...
+
+    @property
+    def token_meter(self) -> TokenMeter:
+        """How the embedder counts text and how many tokens of a text it reads (chunks fit in it)."""
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 

