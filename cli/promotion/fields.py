@@ -68,6 +68,13 @@ REINGEST_PATHS: dict[Path, str] = {
 _EMBEDDER_IDENTITY = ("provider", "model", "dimension")
 
 
+class Presence(str):
+    """The value of a layer or tool that exists, in a Change (shown unquoted)."""
+
+
+PRESENT = Presence("present")
+
+
 @dataclass(frozen=True)
 class Change:
     """One promotable field that differs: its dotted path and both values (None = unset)."""
@@ -162,17 +169,33 @@ def diff_promotable(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     changes = []
     for layer in OPTIONAL_LAYERS:
         if present(old, layer) != present(new, layer):
-            changes.append(Change(".".join(layer), "present" if present(old, layer) else None,
-                                  "present" if present(new, layer) else None))
+            changes.append(Change(".".join(layer), PRESENT if present(old, layer) else None,
+                                  PRESENT if present(new, layer) else None))
     for path in PROMOTABLE_PATHS:
         a, b = get(old, path), get(new, path)
         if a != b:
             changes.append(Change(".".join(path), a, b))
-    a_tools = [_tool_identity(t) for t in get(old, ("orchestration", "tools")) or []]
-    b_tools = [_tool_identity(t) for t in get(new, ("orchestration", "tools")) or []]
-    if a_tools != b_tools:
-        changes.append(Change("orchestration.tools", [t["name"] for t in a_tools] or None,
-                              [t["name"] for t in b_tools] or None))
+    changes.extend(tool_changes(get(old, ("orchestration", "tools")) or [],
+                                get(new, ("orchestration", "tools")) or []))
+    return changes
+
+
+def tool_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[Change]:
+    """Tools by name: one added or removed, each promotable field of one that changed
+    (`orchestration.tools[order_status].description`), and a new order of the same tools."""
+    a = {tool.get("name"): _tool_identity(tool) for tool in old}
+    b = {tool.get("name"): _tool_identity(tool) for tool in new}
+    changes = []
+    for name in [*a, *(n for n in b if n not in a)]:
+        where = f"orchestration.tools[{name}]"
+        if name not in b or name not in a:
+            changes.append(Change(where, PRESENT if name in a else None, PRESENT if name in b else None))
+            continue
+        changes.extend(Change(f"{where}.{key}", a[name][key], b[name][key])
+                       for key in TOOL_PROMOTABLE_KEYS if a[name][key] != b[name][key])
+    kept_a, kept_b = [n for n in a if n in b], [n for n in b if n in a]
+    if kept_a != kept_b:  # the agent sees its tools in this order: part of the behaviour
+        changes.append(Change("orchestration.tools (order)", kept_a, kept_b))
     return changes
 
 
@@ -223,6 +246,7 @@ def drop(node: dict[str, Any], path: Path) -> None:
 def _short(value: Any, width: int) -> str:
     if value is None:
         return "(unset)"
-    text = value if isinstance(value, str) else repr(value)
-    text = " ".join(str(text).split())
+    if isinstance(value, Presence):
+        return str(value)
+    text = " ".join(repr(value).split())  # strings quoted: an empty or spaced value stays visible
     return text if len(text) <= width else f"{text[: width - 12]}... ({len(str(value))} chars)"

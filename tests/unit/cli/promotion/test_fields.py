@@ -102,6 +102,30 @@ def test_tools_move_by_name_and_keep_the_target_endpoint() -> None:
     assert "tools" not in no_tools.spec["orchestration"]
 
 
+def test_a_changed_tool_shows_its_changed_fields() -> None:
+    """The diff read `orchestration.tools: ['order_status'] -> ['order_status']`."""
+    from aistack.cli.promotion.fields import diff_promotable
+
+    tool = {"name": "order_status", "description": "Look up an order.", "endpoint": "http://prod",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}
+    other = {"name": "refund", "description": "Refund an order.", "endpoint": "http://prod-refund"}
+    old = {"orchestration": {"mode": "agent", "tools": [tool, other]}}
+    new = {"orchestration": {"mode": "agent", "tools": [
+        {**tool, "description": "Look up an order by its id.", "endpoint": "http://dev"},
+        {"name": "track", "description": "Track a parcel.", "endpoint": "http://dev-track"}]}}
+    lines = [c.describe() for c in diff_promotable(old, new)]
+    assert lines == [("orchestration.tools[order_status].description: 'Look up an order.' -> "
+                      "'Look up an order by its id.'"),
+                     "orchestration.tools[refund]: present -> (unset)",
+                     "orchestration.tools[track]: (unset) -> present"], "the endpoint is the stage's"
+    reordered = {"orchestration": {"mode": "agent", "tools": [other, tool]}}
+    assert [c.describe() for c in diff_promotable(old, reordered)] == [
+        "orchestration.tools (order): ['order_status', 'refund'] -> ['refund', 'order_status']"]
+    params = {"orchestration": {"mode": "agent",
+                                "tools": [{**tool, "parameters": {"type": "object"}}, other]}}
+    assert [c.path for c in diff_promotable(old, params)] == ["orchestration.tools[order_status].parameters"]
+
+
 def test_layers_come_and_go_with_the_source(example: Path) -> None:
     full = spec_of(Path(example).parent / "rag.yaml")
     bare = {k: v for k, v in full.items() if k not in ("retrieval", "guardrails")}
