@@ -54,6 +54,12 @@ BODY = {"model": "demo-model",
         "max_tokens": 32}
 
 
+UNFROZEN = "gateway (gc not frozen)"
+UNFROZEN_ENTRY = ("import sys; import aistack.runtime.gateway.app as app; app.settle_heap = lambda: None; "
+                  "from aistack.runtime.__main__ import main; main(sys.argv[1:])")
+"""The gateway's own entry point with the heap never frozen, as it served before issue 18 item 10."""
+
+
 @dataclass
 class Result:
     target: str
@@ -308,6 +314,27 @@ def print_side_by_side(results: list[Result], *, latencies: list[int], c: int) -
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def print_gc_freeze(results: list[Result], *, loads: list[tuple[str, str]]) -> None:
+    """The gateway with its heap frozen after start-up (as it serves) beside the same gateway
+    never frozen (as before issue 18 item 10), at each concurrency with the zero-latency upstream:
+    a full collection's walk of the long-lived heap shows in the p99. Target: +15 ms at c=16."""
+    by = {(r.target, r.concurrency, r.latency_ms): r for r in results}
+    levels = sorted({r.concurrency for r in results if r.target == UNFROZEN})
+    if not levels:
+        return
+    print("\n### gc.freeze after start-up: added p99 ms over direct, never frozen -> frozen "
+          f"(load averages {'; '.join(f'{a} -> {b}' for a, b in loads)})\n")
+    print("| upstream | c | added p50 ms: not frozen / frozen | added p99 ms: not frozen / frozen |")
+    print("|---|---|---|---|")
+    for ms in sorted({r.latency_ms for r in results}):
+        for c in levels:
+            d, old, new = (by.get((name, c, ms)) for name in ("direct", UNFROZEN, "gateway"))
+            if d is None or old is None or new is None:
+                continue
+            print(f"| {ms} ms | {c} | {old.p50_ms - d.p50_ms:+.2f} / {new.p50_ms - d.p50_ms:+.2f} | "
+                  f"{old.p99_ms - d.p99_ms:+.2f} / {new.p99_ms - d.p99_ms:+.2f} |")
+
+
 def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -355,18 +382,22 @@ def main() -> None:
                                 "--port", str(ml_port), "--workers", "1"],
                                health=f"http://127.0.0.1:{ml_port}/health", timeout=240))
             tracking = f"http://127.0.0.1:{ml_port}"
-        variants = [("gateway", False, None, 1)]
+        # (name, rails, tracing URI, workers, heap frozen): the unfrozen twin is the gateway as it
+        # ran before issue 18 item 10, beside it in every round
+        variants = [("gateway", False, None, 1, True), (UNFROZEN, False, None, 1, False)]
         if args.gateway_workers > 1:
-            variants.append((f"gateway ({args.gateway_workers} workers)", False, None, args.gateway_workers))
-        variants.append(("gateway+fast rails", True, None, 1))
+            variants.append((f"gateway ({args.gateway_workers} workers)", False, None, args.gateway_workers,
+                             True))
+        variants.append(("gateway+fast rails", True, None, 1, True))
         if tracking:
-            variants.append(("gateway+rails+tracing", True, tracking, 1))
+            variants.append(("gateway+rails+tracing", True, tracking, 1, True))
         traced_port = None
-        for name, rails, trace_uri, workers in variants:
+        for name, rails, trace_uri, workers, frozen in variants:
             path = tmp / f"{len(targets)}.yaml"
             path.write_text(yaml.safe_dump(gateway_config(upstream, rails=rails, tracing=trace_uri)))
             port = free_port()
-            procs.append(start([py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
+            entry = ["-m", "aistack.runtime"] if frozen else ["-c", UNFROZEN_ENTRY]
+            procs.append(start([py, *entry, "--host", "127.0.0.1", "--port", str(port),
                                 "--config", str(path), "--workers", str(workers)],
                                health=f"http://127.0.0.1:{port}/healthz"))
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", "demo-model", {},
@@ -418,6 +449,7 @@ def main() -> None:
     if len(latencies) > 1:
         for c in sorted({r.concurrency for r in results}):
             print_side_by_side(results, latencies=latencies, c=c)
+    print_gc_freeze(results, loads=[loads for _, _, loads in tables])
     costs = micro_costs()
     print("\nin-process costs on the request path (microseconds per request):")
     for k, v in costs.items():

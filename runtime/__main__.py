@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -52,23 +51,7 @@ def app_from_env(config_path: Path | None = None) -> Any:
 
     path = config_path or config_path_from_env()
     retriever, embedder = _retrieval(load_config(path))
-    app = create_app(config_path=path, retriever=retriever, embedder=embedder)
-    _settle_heap()
-    return app
-
-
-def _settle_heap() -> None:
-    """Keep the garbage collector off the request path of a serving process.
-
-    With the defaults (a young collection every 700 allocations, full ones scanning the ~80k
-    objects the imports left behind) collection cost 0.2 ms of CPU per request at 64 concurrent
-    requests, a fifth of the gateway's. Startup's objects are frozen out of every later scan,
-    and young collections run every 10k allocations: requests leave no reference cycles in
-    steady state (measured), so this delays little garbage.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    return create_app(config_path=path, retriever=retriever, embedder=embedder)
 
 
 async def _open_and_close(app: Any) -> None:

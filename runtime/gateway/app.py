@@ -31,6 +31,7 @@ from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
 from aistack.runtime.gateway.engine_metrics import SCRAPE_INTERVAL_S, EngineMetrics
 from aistack.runtime.gateway.errors import GatewayError, error_response, install_handlers
+from aistack.runtime.gateway.heap import settle_heap
 from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.reload import ConfigWatcher
 from aistack.runtime.gateway.schemas import ChatRequest, EmbeddingsRequest, parse_body
@@ -177,9 +178,15 @@ async def _apply_config(app: FastAPI, new: GatewayConfig) -> None:
     holder.current = state
     metrics.config_reloads.labels("applied").inc()
     _publish_info(metrics, new, previous=old.config)
+    settle_heap()
     drain = old.config.orchestration.timeouts.request_seconds
     asyncio.get_running_loop().call_later(
-        drain, lambda: asyncio.ensure_future(old.aclose(keep_tracer=state.tracer is old.tracer)))
+        drain, lambda: asyncio.ensure_future(_retire(old, keep_tracer=state.tracer is old.tracer)))
+
+
+async def _retire(old: GatewayState, *, keep_tracer: bool) -> None:
+    await old.aclose(keep_tracer=keep_tracer)
+    settle_heap()  # the old state was frozen with the rest: let its cycles go
 
 
 @contextlib.asynccontextmanager
@@ -188,6 +195,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if watcher is not None:
         watcher.start()
     engine_metrics = asyncio.create_task(app.state.engine_metrics.run())
+    settle_heap()  # everything long-lived is built: the app, its state, the caller's models
     try:
         yield
     finally:

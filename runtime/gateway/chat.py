@@ -27,7 +27,19 @@ from aistack.runtime.orchestration.agent import AgentBudgetExceeded, run_agent
 from aistack.runtime.orchestration.pipeline import build_prompt
 from aistack.runtime.retrieval.contracts import Embedder, Passage, Retriever
 
-def _check_messages(req: ChatRequest) -> None:
+MAX_MESSAGES = 2048
+"""The longest conversation accepted, as the OpenAI API's own limit: every turn goes through the
+rails, so a client must not be able to make that unbounded."""
+
+
+def _check_messages(req: ChatRequest, *, templated: bool) -> None:
+    """Refuse what the rails or the prompt would otherwise drop or misread. `templated`: the
+    stack rewrites the last user message with its prompt template, so a part that is not text
+    would be lost there."""
+    if len(req.messages) > MAX_MESSAGES:
+        raise GatewayError(400, f"messages holds {len(req.messages)} messages; at most {MAX_MESSAGES} are "
+                                "accepted", param="messages", code="too_many_messages")
+    last_user = max((i for i, m in enumerate(req.messages) if m.role == "user"), default=-1)
     for i, m in enumerate(req.messages):
         if m.role == "tool" and not m.tool_call_id:
             raise GatewayError(400, f"messages[{i}]: a 'tool' message needs tool_call_id",
@@ -35,8 +47,28 @@ def _check_messages(req: ChatRequest) -> None:
         if m.role == "user" and m.content is None:
             raise GatewayError(400, f"messages[{i}]: a 'user' message needs content",
                                param=f"messages.{i}.content")
-    if not any(m.role == "user" for m in req.messages):
+        if isinstance(m.content, list):
+            _check_parts(m.content, index=i, templated=templated and i == last_user)
+    if last_user < 0:
         raise GatewayError(400, "messages must contain at least one 'user' message", param="messages")
+
+
+def _check_parts(parts: list[dict[str, Any]], *, index: int, templated: bool) -> None:
+    for j, part in enumerate(parts):
+        where = f"messages[{index}].content[{j}]"
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise GatewayError(400, f"{where}: a content part needs a 'type' (e.g. 'text')",
+                               param=f"messages.{index}.content.{j}.type", code="invalid_type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise GatewayError(400, f"{where}: a 'text' part needs 'text' as a string",
+                                   param=f"messages.{index}.content.{j}.text", code="invalid_type")
+        elif templated:
+            raise GatewayError(400, f"{where}: a {kind!r} part cannot be sent in the last user message: this "
+                                    "stack rewrites that message with its prompt template (retrieval), which "
+                                    "carries text only; send the question as text parts",
+                               param=f"messages.{index}.content.{j}.type", code="unsupported_content")
 
 
 async def _retrieve(turn: Turn, retriever: Retriever, question: str) -> list[Passage]:
@@ -64,26 +96,31 @@ async def _retrieve(turn: Turn, retriever: Retriever, question: str) -> list[Pas
 
 async def _input_stage(turn: Turn,
                        retriever: Retriever | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(prompt messages, refusal completion or None): fast rails, then LLM rail || retrieval."""
+    """(prompt messages, refusal completion or None): fast rails over every turn the client sent,
+    then LLM rail || retrieval. The trace records the question only as the rails let it through."""
     state = turn.state
     cfg = state.config
     messages = [m.model_dump(exclude_none=True) for m in turn.req.messages]
     q_index = max(i for i, m in enumerate(turn.req.messages) if m.role == "user")
-    question = turn.req.messages[q_index].text()
     guard = state.guard
     if guard is not None and guard.fast_input:
         started = time.perf_counter()
         with turn.trace.span("rails.input.fast", "GUARDRAIL",
-                             inputs={"rails": guard.fast_input.rails}) as span:
-            decision = guard.fast_input.check(question)
+                             inputs={"rails": guard.fast_input.rails, "messages": len(messages)}) as span:
+            places, turns = _texts(messages)
+            decision, texts = guard.fast_input.check_conversation(turns)
             span.outputs = {"status": decision.status, "rail": decision.rail}
         turn.step("rails_input_fast", time.perf_counter() - started)
         if decision.blocked:
             turn.blocked("input", decision)
+            turn.trace.record_inputs({"question": None, "blocked_by": decision.rail,
+                                      "stream": turn.req.stream})
             return [], refusal_completion(turn, side="input", rail=decision.rail)
         if decision.status == "modified":
-            question = decision.text
-            messages[q_index] = {**messages[q_index], "content": question}
+            _put_texts(messages, places, texts)
+    question = _text_of(messages[q_index])
+    turn.question = question
+    turn.trace.record_inputs({"question": question[:4000], "stream": turn.req.stream})
     retrieval = None
     if cfg.retrieval is not None:
         if retriever is None:
@@ -237,12 +274,11 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
                                 f"`{cfg.model.public_name}` (see GET /v1/models)", code="model_not_found",
                            param="model")
-    _check_messages(req)
+    _check_messages(req, templated=cfg.retrieval is not None or cfg.orchestration.prompt_template is not None)
     if cfg.orchestration.mode == "agent" and (req.tools or req.tool_choice):
         raise GatewayError(400, "this stack is an agent with its own tools; 'tools' and 'tool_choice' are "
                                 "not accepted from clients", param="tools", code="unsupported_parameter")
-    trace = state.tracer.start(name="chat.completions",
-                               inputs={"question": _question_text(req), "stream": req.stream})
+    trace = state.tracer.start(name="chat.completions", inputs=None)  # recorded once the rails ran
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
                 embedder=embedder)
     try:
@@ -294,8 +330,38 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     return json_response(response)
 
 
-def _question_text(req: ChatRequest) -> str:
-    users = [m for m in req.messages if m.role == "user"]
-    return users[-1].text()[:4000] if users else ""
+def _texts(messages: list[dict[str, Any]]) -> tuple[list[tuple[int, int | None]], list[tuple[str, str]]]:
+    """Every text the client sent, in order: where each sits ((message, part or None)) and
+    (role, text)."""
+    places: list[tuple[int, int | None]] = []
+    turns: list[tuple[str, str]] = []
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str):
+            places.append((i, None))
+            turns.append((m["role"], content))
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") == "text":
+                    places.append((i, j))
+                    turns.append((m["role"], part["text"]))
+    return places, turns
 
 
+def _put_texts(messages: list[dict[str, Any]], places: list[tuple[int, int | None]],
+               texts: list[str]) -> None:
+    """Write the rails' texts back where `_texts` found them (copies: the request stays as sent)."""
+    for (i, j), text in zip(places, texts, strict=True):
+        if j is None:
+            messages[i] = {**messages[i], "content": text}
+        else:
+            parts = list(messages[i]["content"])
+            parts[j] = {**parts[j], "text": text}
+            messages[i] = {**messages[i], "content": parts}
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if p.get("type") == "text")
+    return content or ""

@@ -1,7 +1,8 @@
 """Request bodies the gateway accepts, validated at the edge.
 
 Unknown top-level parameters are refused with 400 (the OpenAI API does the same), so a
-client never believes a parameter took effect when it was silently dropped.
+client never believes a parameter took effect when it was silently dropped. Types are strict,
+as the OpenAI API's: `"stream": "yes"` or `"max_tokens": "12"` is refused, never coerced.
 """
 
 from __future__ import annotations
@@ -16,36 +17,30 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str
     arguments: str
 
 
 class ToolCall(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    """Text, or content parts (checked by the chat handler, which knows what the stack can carry)."""
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type", "text") == "text")
-        return ""
 
 
 class ChatRequest(_Strict):
@@ -97,10 +92,40 @@ def parse_body(model: type[_M], raw: bytes) -> _M:
         if first["type"] == "json_invalid":
             raise GatewayError(400, f"the request body is not valid JSON ({first['msg']})",
                                code="invalid_json") from None
-        loc = ".".join(str(p) for p in first["loc"])
+        loc = ".".join(str(p) for p in first["loc"] if not _is_type_tag(p))
         if first["type"] == "extra_forbidden":
             raise GatewayError(400, f"unsupported parameter {loc!r}", param=loc,
                                code="unsupported_parameter") from None
         if loc == "n":
             raise GatewayError(400, "only n=1 is supported", param="n", code="unsupported_value") from None
+        if first["type"] == "literal_error":
+            raise GatewayError(400, f"invalid value for {loc!r}: {first['msg']}, got {first['input']!r}",
+                               param=loc, code="invalid_value") from None
+        if first["type"] in _EXPECTED:
+            raise GatewayError(400, _type_message(err, loc), param=loc or None, code="invalid_type") from None
         raise GatewayError(400, f"invalid {loc or 'body'}: {first['msg']}", param=loc or None) from None
+
+
+_EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number",
+             "bool_type": "a boolean", "list_type": "an array", "dict_type": "an object",
+             "model_type": "an object"}
+_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+               dict: "an object", type(None): "null"}
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic's name of a union member in an error's location (`str`, `list[str]`), not a field."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict", "list", "none"}
+                                      or "[" in part)
+
+
+def _type_message(err: ValidationError, loc: str) -> str:
+    """The OpenAI API's wording: `invalid type for 'max_tokens': expected an integer, but got a
+    string instead`; a union's members are listed together."""
+    first = err.errors()[0]
+    expected = []
+    for e in err.errors():
+        if ".".join(str(p) for p in e["loc"] if not _is_type_tag(p)) == loc and e["type"] in _EXPECTED:
+            expected.append(_EXPECTED[e["type"]])
+    got = _JSON_TYPES.get(type(first["input"]), "another type")
+    return f"invalid type for {loc!r}: expected {' or '.join(dict.fromkeys(expected))}, but got {got} instead"

@@ -12,7 +12,7 @@ from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
-from aistack.runtime.guardrails.fast import RailDecision
+from aistack.runtime.guardrails.fast import RailDecision, mask_pii
 from aistack.runtime.retrieval.contracts import Embedder, Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
@@ -36,6 +36,9 @@ class Turn:
     """What the citations cite (None without retrieval)."""
     embedder: Embedder | None = None
     """The stack's embedder, where the gateway has one (extractive answers rank sentences with it)."""
+    question: str = ""
+    """The last user message as the input rails let it through (masked): what every later step
+    (retrieval, the LLM rails, the trace) sees instead of the client's text."""
 
     def step(self, name: str, seconds: float) -> None:
         self.metrics.observe_step(name, seconds)
@@ -63,10 +66,17 @@ def refusal_completion(turn: Turn, *, side: str, rail: str | None,
 
 
 def question_of(turn: Turn) -> str:
-    return [m for m in turn.req.messages if m.role == "user"][-1].text()
+    return turn.question
 
 
 def finish_trace(turn: Turn, *, answer: str | None, error: str | None, usage: Any = None) -> None:
+    """End the trace with the answer as the client got it: masked where the output rails mask
+    (a stream's answer is gathered before its rails run)."""
+    if not turn.trace.enabled:
+        return
+    guard = turn.state.guard
+    if answer and guard is not None and "pii_mask" in guard.fast_output.rails:
+        answer = mask_pii(answer)
     turn.trace.finish(outputs={"answer": answer}, error=error, usage=usage)
     turn.state.tracer.submit(turn.trace)
 

@@ -7,13 +7,15 @@ cheap checks never go through it; only `self_check_*` do.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
 
 Status = Literal["passed", "modified", "blocked"]
+SCREENED_ROLES = frozenset({"user", "system", "developer"})
+"""Roles whose text every input rail screens; the others (assistant, tool) are masked only."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,15 @@ class FastRails:
         """The blocked terms as one pattern (whole words, any case); None without terms."""
         return self._terms
 
-    def check(self, text: str) -> RailDecision:
+    def check(self, text: str, *, whole: bool = True, screen: bool = True) -> RailDecision:
+        """One text through the rails in order. `whole=False`: a part of a conversation (its length
+        is judged over the whole); `screen=False`: only masked (no blocked terms or jailbreaks)."""
         status: Status = "passed"
         for rail in self.rails:
-            if rail == "max_length" and len(text) > self.max_chars:
+            if rail == "max_length" and whole and len(text) > self.max_chars:
                 return RailDecision("blocked", text, "max_length")
+            if not screen and rail != "pii_mask":
+                continue
             if rail == "blocked_terms" and self._terms is not None and self._terms.search(text):
                 return RailDecision("blocked", text, "blocked_terms")
             if rail == "jailbreak_heuristics" and self._jailbreak.search(text):
@@ -108,6 +114,25 @@ class FastRails:
                 if masked != text:
                     text, status = masked, "modified"
         return RailDecision(status, text, None)
+
+    def check_conversation(self, turns: Sequence[tuple[str, str]]) -> tuple[RailDecision, list[str]]:
+        """Every text of a conversation the client sent, as (role, text) in order: (decision, the
+        texts that continue, masked). A client writes every turn, so an earlier turn or a system
+        message is screened like the last question; `max_length` bounds the whole conversation.
+        Assistant and tool turns are masked only: an answer that quotes a jailbreak phrase or a
+        blocked term to refuse it must not block the next question."""
+        if "max_length" in self.rails and sum(len(text) for _, text in turns) > self.max_chars:
+            return RailDecision("blocked", "", "max_length"), []
+        status: Status = "passed"
+        texts = []
+        for role, text in turns:
+            decision = self.check(text, whole=False, screen=role in SCREENED_ROLES)
+            if decision.blocked:
+                return decision, []
+            if decision.status == "modified":
+                status = "modified"
+            texts.append(decision.text)
+        return RailDecision(status, texts[-1] if texts else "", None), texts
 
     def find_blocked_term(self, text: str) -> re.Match[str] | None:
         return self._terms.search(text) if self._terms is not None and "blocked_terms" in self.rails else None

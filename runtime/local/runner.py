@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from fastapi import Request
-from fastapi.responses import JSONResponse
 
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
 from aistack.api.manifests import load_stack
@@ -382,22 +380,13 @@ class LocalStack:
 
     async def _start_gateway(self, config: GatewayConfig, embedder: Any) -> None:
         from aistack.runtime.gateway.app import create_app
+        from aistack.runtime.gateway.retrieve import add_local_retrieve
 
         self._stage("starting the gateway")
         app = await in_daemon_thread(create_app, config, retriever=self._retriever, embedder=embedder)
         retriever = self._retriever
         if retriever is not None and config.server.api_keys_env is None:
-            tenant_header = config.server.tenant_header
-
-            @app.post("/aistack/retrieve")
-            async def retrieve(request: Request) -> JSONResponse:
-                """Local only: the passages a question retrieves (used by `aistack eval` for groundedness)."""
-                body = await request.json()
-                passages = await retriever.search(str(body.get("query", "")),
-                                                  tenant=request.headers.get(tenant_header) or None)
-                return JSONResponse({"passages": [
-                    {"text": p.text, "source": p.source, "title": p.title, "score": p.score}
-                    for p in passages]})
+            add_local_retrieve(app, retriever=retriever, tenant_header=config.server.tenant_header)
 
         self.status.gateway_url = await self._serve(app, port=self.options.port)
         self._engine_metrics = app.state.engine_metrics

@@ -49,6 +49,11 @@ class RequestTrace:
         finally:
             record.end_ns = time.time_ns()
 
+    def record_inputs(self, inputs: Any) -> None:
+        """The request's inputs, once known: the gateway records them after the input rails, so
+        a trace never holds text the rails masked or refused."""
+        self.root.inputs = inputs
+
     def finish(self, *, outputs: Any = None, error: str | None = None, **attributes: Any) -> None:
         self.root.end_ns = time.time_ns()
         self.root.outputs = outputs
@@ -74,6 +79,9 @@ class NullTrace:
     @contextlib.contextmanager
     def span(self, name: str, span_type: str = "UNKNOWN", inputs: Any = None) -> Iterator[Any]:
         yield _NullSpan()
+
+    def record_inputs(self, inputs: Any) -> None:
+        return None
 
     def finish(self, *, outputs: Any = None, error: str | None = None, **attributes: Any) -> None:
         return None

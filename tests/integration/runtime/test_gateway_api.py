@@ -113,6 +113,54 @@ def test_bad_requests_get_openai_400(gw, body, fragment):
     assert fragment in error["message"]
 
 
+@pytest.mark.parametrize(("extra", "param", "message"), [
+    ({"stream": "yes"}, "stream", "invalid type for 'stream': expected a boolean, but got a string instead"),
+    ({"max_tokens": "12"}, "max_tokens",
+     "invalid type for 'max_tokens': expected an integer, but got a string instead"),
+    ({"temperature": "0.5"}, "temperature", "expected a number, but got a string"),
+    ({"stop": 5}, "stop", "expected a string or an array, but got an integer"),
+    ({"messages": [{"role": "user", "content": 7}]}, "messages.0.content", "expected a string or an array"),
+])
+def test_wrong_types_are_refused_not_coerced(gw, upstream, extra, param, message):
+    sent = len(upstream.requests)
+    resp = httpx.post(f"{gw.url}/v1/chat/completions",
+                      json={"model": "demo-model", "messages": USER, **extra})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_type") and message in error["message"]
+    assert len(upstream.requests) == sent
+
+
+def test_an_image_in_the_templated_question_is_refused_naming_the_part(gw, upstream):
+    sent = len(upstream.requests)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    resp = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "demo-model", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}]})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert (error["param"], error["code"]) == ("messages.0.content.1.type", "unsupported_content")
+    assert "'image_url'" in error["message"] and "prompt template" in error["message"]
+    assert len(upstream.requests) == sent
+
+
+@pytest.mark.parametrize(("part", "param"), [({"text": "no type"}, "messages.0.content.0.type"),
+                                              ({"type": "text", "text": 3}, "messages.0.content.0.text")])
+def test_malformed_content_parts_are_refused(gw, part, param):
+    resp = httpx.post(f"{gw.url}/v1/chat/completions",
+                      json={"model": "demo-model", "messages": [{"role": "user", "content": [part]}]})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+def test_an_image_passes_through_to_a_stack_without_a_template(upstream):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with run_gateway(base_config(upstream.base_url)) as plain:
+        resp = httpx.post(f"{plain.url}/v1/chat/completions", json={"model": "demo-model", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}]})
+    assert resp.status_code == 200, resp.text
+    sent = upstream.requests[-1]["messages"][-1]["content"]
+    assert sent == [{"type": "text", "text": "what is this?"}, image]
+
+
 def test_integers_past_64_bits_are_forwarded_not_a_500(gw, upstream):
     # the hot path encodes with orjson, which refuses such integers; pydantic accepts them
     body = {"model": "demo-model", "messages": USER, "seed": 2**70}
