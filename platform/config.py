@@ -9,6 +9,7 @@ plane open to the internet) are refused here rather than discovered in productio
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 import types
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from aistack.api.errors import field_errors
@@ -40,6 +41,23 @@ CIDR = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"
 GPU_TYPE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 OPEN_WORLD = "0.0.0.0/0"
+SUBNET_PREFIX = 20
+"""Each availability zone gets one public and one private subnet of this size (`platform/network.py`)."""
+
+
+def _ipv4_network(value: str) -> str:
+    """An IPv4 network as written (`10.40.0.0/16`): octets 0-255, a prefix 0-32, no host bits."""
+    try:
+        ipaddress.IPv4Network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IPv4 network ({exc})") from None
+    network = ipaddress.IPv4Network(value, strict=False)
+    if str(network) != value:
+        raise ValueError(f"{value!r} has host bits set: the network is {network}")
+    return value
+
+
+Cidr = Annotated[str, Field(pattern=CIDR), AfterValidator(_ipv4_network)]
 
 
 class ConfigError(ValueError):
@@ -69,12 +87,23 @@ class ConfigModel(BaseModel):
 class NetworkConfig(ConfigModel):
     """`aistack:network`: the VPC."""
 
-    cidr: Annotated[str, Field(pattern=CIDR)] = "10.40.0.0/16"
+    cidr: Cidr = "10.40.0.0/16"
     """VPC CIDR; split into one public and one private /20 per availability zone."""
     availability_zones: Annotated[list[str], Field(min_length=2, max_length=3)]
     """2-3 AZ names of the region (EKS and RDS subnet groups need at least two)."""
     nat_gateways: Literal["single", "perAz"] = "perAz"
     """`single` saves money (dev); `perAz` keeps private subnets online when one AZ fails."""
+
+    @model_validator(mode="after")
+    def _room_for_subnets(self) -> NetworkConfig:
+        network = ipaddress.IPv4Network(self.cidr)
+        needed = 2 * len(self.availability_zones)
+        if network.prefixlen < 16:
+            raise violation(("cidr",), f"{self.cidr}: a VPC is at most a /16 (AWS refuses larger blocks)")
+        if network.prefixlen > SUBNET_PREFIX or 2 ** (SUBNET_PREFIX - network.prefixlen) < needed:
+            raise violation(("cidr",), f"{self.cidr} is too small for {needed} /{SUBNET_PREFIX} subnets (a "
+                                       "public and a private one per availability zone): use a /16 or /17")
+        return self
 
 
 class NodeGroupConfig(ConfigModel):
@@ -134,7 +163,7 @@ class ClusterConfig(ConfigModel):
     """EKS version, quoted (`"1.32"`)."""
     endpoint_public_access: bool = True
     """Whether the API server is reachable from outside the VPC (it always is from inside)."""
-    public_access_cidrs: list[Annotated[str, Field(pattern=CIDR)]] = Field(default_factory=list)
+    public_access_cidrs: list[Cidr] = Field(default_factory=list)
     """Who may reach the public endpoint; required when it is on."""
     log_types: list[LogType] = Field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     """Control-plane logs sent to CloudWatch."""
