@@ -11,8 +11,10 @@ What it answers (first rule that applies, looking at the **last user message** u
 
 - **judge prompts** (any message contains `(Yes or No)`, as the NeMo self-check prompts that
   aistack generates do): `Yes` when any of `unsafe_markers` appears in the prompt, else `No`.
-- `[[fail:500]]`, `[[fail:429]]`, `[[fail:timeout]]` (hangs `hang_seconds`),
-  `[[fail:reset]]` (streams a few chunks, then drops the connection).
+- `[[fail:500]]`, `[[fail:429]]`, any other status as `[[fail:NNN]]` (429 and 503 carry
+  `Retry-After: <retry_after>` when that option is set), `[[fail:timeout]]` (hangs
+  `hang_seconds`), `[[fail:reset]]` (streams a few chunks, then drops the connection).
+- `[[big:N]]`: answers N times `x`, streamed as one event (for the gateway's line limit).
 - `[[sleep:0.2]]`: waits that long before answering (on top of `latency_s`).
 - `[[tool:NAME {"json": "args"}]]`: calls tool NAME with those arguments when the request
   offers tools and `tool_choice` is not `"none"`, unless the conversation already holds a
@@ -60,7 +62,8 @@ from starlette.routing import Route
 
 DEFAULT_MODEL = "test-model"
 JUDGE_MARKER = "(Yes or No)"
-_FAIL = re.compile(r"\[\[fail:(500|429|timeout|reset)\]\]")
+_FAIL = re.compile(r"\[\[fail:(\d{3}|timeout|reset)\]\]")
+_BIG = re.compile(r"\[\[big:(\d+)\]\]")
 _SLEEP = re.compile(r"\[\[sleep:([0-9.]+)\]\]")
 _TOOL = re.compile(r"\[\[tool:([A-Za-z0-9_-]+)\s*(\{.*?\})?\]\]", re.S)
 _SAY = re.compile(r"\[\[say(-upper)?:(.*?)\]\]", re.S)
@@ -81,6 +84,8 @@ class ServerOptions:
     """When set, requests must carry `Authorization: Bearer <api_key>`."""
     metrics_page: str | None = None
     """What `GET /metrics` answers (Prometheus text, e.g. a page recorded from vLLM); 404 when None."""
+    retry_after: str | None = None
+    """`Retry-After` sent with injected 429 and 503 answers (seconds or an HTTP date)."""
 
 
 def _text(content: Any) -> str:
@@ -135,10 +140,14 @@ class OpenAIServer:
             return self.options.fail_next.pop(0) if self.options.fail_next else None
 
     @staticmethod
-    def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    def _error(status: int, message: str, code: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": {"message": message,
                                        "type": "server_error" if status >= 500 else "invalid_request_error",
-                                       "param": None, "code": code}}, status_code=status)
+                                       "param": None, "code": code}}, status_code=status, headers=headers)
+
+    def _retry_after(self) -> dict[str, str] | None:
+        return {"Retry-After": self.options.retry_after} if self.options.retry_after else None
 
     def _unauthorized(self, request: Request) -> JSONResponse | None:
         if self.options.api_key and request.headers.get("authorization") != f"Bearer {self.options.api_key}":
@@ -165,6 +174,10 @@ class OpenAIServer:
         if (denied := self._unauthorized(request)) is not None:
             return denied
         body = await request.json()
+        failure = self._take_failure()
+        if failure is not None and failure.isdigit():
+            return self._error(int(failure), "injected failure",
+                               headers=self._retry_after() if failure in ("429", "503") else None)
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dim = int(body.get("dimensions") or self.options.embedding_dim)
@@ -194,6 +207,8 @@ class OpenAIServer:
                 return failure, f"Tool {name} said: {_text(tool_results[-1].get('content'))}", None, delay
             if body.get("tools") and body.get("tool_choice") != "none":
                 return failure, "", {"name": name, "arguments": m.group(2) or "{}"}, delay
+        if (m := _BIG.search(last)):
+            return failure, "x" * int(m.group(1)), None, delay
         if (m := _SAY.search(last)):
             return failure, m.group(2).upper() if m.group(1) else m.group(2), None, delay
         choices = (body.get("structured_outputs") or {}).get("choice")
@@ -217,10 +232,11 @@ class OpenAIServer:
         wait = self.options.latency_s + delay
         if wait:
             await asyncio.sleep(wait)
-        if failure == "500":
-            return self._error(500, "injected failure")
         if failure == "429":
-            return self._error(429, "injected rate limit", "rate_limit_exceeded")
+            return self._error(429, "injected rate limit", "rate_limit_exceeded", self._retry_after())
+        if failure is not None and failure.isdigit():
+            return self._error(int(failure), "injected failure",
+                               headers=self._retry_after() if failure == "503" else None)
         if failure == "timeout":
             await asyncio.sleep(self.options.hang_seconds)
             return self._error(504, "hung for hang_seconds")

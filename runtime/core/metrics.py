@@ -33,6 +33,10 @@ class GatewayMetrics:
                                        ["upstream", "kind"], registry=r)
         self.fallbacks = Counter("aistack_gateway_fallbacks", "Requests served by the fallback upstream.",
                                  registry=r)
+        self.upstream_circuit_open = Gauge(
+            "aistack_gateway_upstream_circuit_open",
+            "1 while the upstream's circuit breaker keeps requests from it (open, or one probe in flight).",
+            ["upstream"], registry=r)
         self.tool_calls = Counter("aistack_gateway_tool_calls", "Agent tool calls, by tool and outcome.",
                                   ["tool", "outcome"], registry=r)
         self.traces_dropped = Counter(

@@ -53,7 +53,7 @@ async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
     span_cm = turn.trace.span("generation", "LLM", inputs={"messages": len(payload["messages"])})
     span = span_cm.__enter__()
     try:
-        upstream = await turn.state.model.stream(payload)
+        upstream = await turn.state.model.stream(payload, deadline=turn.deadline)
     except BaseException as err:
         span_cm.__exit__(type(err), err, err.__traceback__)
         raise

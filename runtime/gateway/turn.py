@@ -40,6 +40,11 @@ class Turn:
     """The last user message as the input rails let it through (masked): what every later step
     (retrieval, the LLM rails, the trace) sees instead of the client's text."""
 
+    @property
+    def deadline(self) -> float:
+        """The end of the request's budget (`time.perf_counter()` seconds): retries must fit before it."""
+        return self.started + self.state.config.orchestration.timeouts.request_seconds
+
     def step(self, name: str, seconds: float) -> None:
         self.metrics.observe_step(name, seconds)
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from aistack.api.gateway_config import EmbedderConfig
+from aistack.runtime.core.retry import RETRY_STATUSES, Backoff, retry_after_s
 from aistack.api.v1alpha1.retrieval import embedder_max_input_tokens
 from aistack.runtime.retrieval.tokens import EstimatedMeter, TokenizerMeter, TokenMeter
 
@@ -124,7 +125,12 @@ class LocalEmbedder:
 
 
 class OpenAIEmbedder:
-    """A remote OpenAI-compatible `/v1/embeddings` (vLLM, TEI, a hosted API), batched."""
+    """A remote OpenAI-compatible `/v1/embeddings` (vLLM, TEI, a hosted API), batched.
+
+    A batch that meets a refused or dropped connection, 429 or 502-504 is tried again (up to
+    `retries` times, jittered backoff honouring `Retry-After`): one busy moment of the endpoint
+    must not fail a whole ingestion.
+    """
 
     def __init__(
         self,
@@ -137,7 +143,11 @@ class OpenAIEmbedder:
         max_input_tokens: int | None = None,
         timeout_seconds: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 4,
+        backoff: Backoff | None = None,
     ) -> None:
+        self._retries = retries
+        self._backoff = backoff or Backoff(base_s=0.2, cap_s=10.0)
         self._name = model
         self._dimension = dimension
         # Its tokenizer is not at hand: the estimate (from above), within the declared limit less
@@ -166,12 +176,33 @@ class OpenAIEmbedder:
             out.extend(await self._embed_batch(list(texts[start:start + self._batch_size])))
         return out
 
+    async def _post(self, batch: list[str]) -> httpx.Response:
+        """The endpoint's answer to `batch`, after the retries another try could fix."""
+        attempt = 0
+        while True:
+            wait: float | None = None
+            try:
+                response = await self._client.post(self._url, json={"model": self._name, "input": batch})
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                if attempt >= self._retries:
+                    raise EmbeddingError(f"embeddings endpoint {self._url} unreachable ({exc!r}) after "
+                                         f"{attempt + 1} tries; is it running?") from exc
+                wait = self._backoff.wait_s(attempt)
+            except httpx.HTTPError as exc:
+                raise EmbeddingError(
+                    f"embeddings endpoint {self._url} unreachable ({exc!r}); is it running?") from exc
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+                    return response
+                wait = self._backoff.wait_s(attempt,
+                                            retry_after=retry_after_s(response.headers.get("Retry-After")))
+                if wait is None:  # asked to come back later than we wait
+                    return response
+            await asyncio.sleep(wait)
+            attempt += 1
+
     async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
-        try:
-            response = await self._client.post(self._url, json={"model": self._name, "input": batch})
-        except httpx.HTTPError as exc:
-            raise EmbeddingError(
-                f"embeddings endpoint {self._url} unreachable ({exc!r}); is it running?") from exc
+        response = await self._post(batch)
         if response.status_code != 200:
             raise EmbeddingError(
                 f"embeddings endpoint {self._url} answered {response.status_code}: {response.text[:300]}"

@@ -1,4 +1,5 @@
-"""Upstream failures become clear OpenAI errors; retries before the first byte; fallback."""
+"""Upstream failures become clear OpenAI errors; retries before the first byte, only of what can
+succeed and within the request's budget; fallback; an oversized stream event."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import httpx
 import openai
 import pytest
 
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.local.ports import free_port
+from aistack.runtime.tracing import RequestTrace, Tracer
 from aistack.testing.gateway import base_config, run_gateway
 from aistack.testing.openai_server import run_openai_server
 
@@ -24,21 +27,71 @@ def ask(gw, text, **kw):
                                                messages=[{"role": "user", "content": text}], **kw)
 
 
-def test_transient_500s_are_retried_before_the_first_byte(gw, upstream):
-    upstream.configure(fail_next=["500", "500"])
+def test_transient_failures_are_retried_before_the_first_byte(gw, upstream):
+    upstream.configure(fail_next=["502", "503"])
     assert ask(gw, "again").choices[0].message.content == "Echo: again"
-    upstream.configure(fail_next=["429", "500"])
+    upstream.configure(fail_next=["429", "504"])
     chunks = list(ask(gw, "[[say:streamed fine]]", stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "streamed fine"
 
 
-def test_persistent_500_is_502_after_retries(gw, upstream):
+def test_persistent_502_is_502_after_retries(gw, upstream):
     before = len(upstream.requests)
     with pytest.raises(openai.InternalServerError) as err:
-        ask(gw, "[[fail:500]]")
+        ask(gw, "[[fail:502]]")
     assert err.value.status_code == 502 and err.value.code == "upstream_error"
     assert len(upstream.requests) - before == 3
     assert 'aistack_gateway_upstream_errors_total{kind="upstream_error",upstream="primary"} ' in gw.metrics()
+
+
+@pytest.mark.parametrize("status", ["500", "401", "403", "404"])
+def test_what_would_fail_again_is_tried_once(gw, upstream, status):
+    before = len(upstream.requests)
+    with pytest.raises(openai.InternalServerError) as err:
+        ask(gw, f"[[fail:{status}]]")
+    assert err.value.status_code == 502 and len(upstream.requests) - before == 1
+
+
+def test_a_slow_504_is_not_retried_when_the_budget_is_mostly_spent(upstream):
+    # Budget 3 s, each 504 after 1.6 s: a second try could only end in the request's own timeout.
+    upstream.configure(fail_next=["504"] * 3, latency_s=1.6)
+    cfg = base_config(upstream.base_url, model={"primary": {"timeoutSeconds": 10}},
+                      orchestration={"timeouts": {"requestSeconds": 3}})
+    with run_gateway(cfg) as gw:
+        before = len(upstream.requests)
+        with pytest.raises(openai.InternalServerError) as err:
+            ask(gw, "slow")
+        assert err.value.code == "upstream_error" and "HTTP 504" in err.value.message
+        assert len(upstream.requests) - before == 1
+
+
+class RecordingTracer(Tracer):
+    """Every request traced, kept in memory instead of exported."""
+
+    def __init__(self) -> None:
+        super().__init__(config=None, tags={}, metrics=GatewayMetrics())
+        self.traces: list[RequestTrace] = []
+
+    def start(self, *, name, inputs):
+        return RequestTrace(name=name, inputs=inputs, tags={})
+
+    def submit(self, trace):
+        self.traces.append(trace)
+
+
+def test_a_stream_event_over_the_line_limit_ends_with_an_error_event_and_is_traced(gw):
+    tracer = RecordingTracer()
+    gw.app.state["holder"].current.tracer = tracer
+    try:
+        body = {"model": "demo-model", "stream": True,
+                "messages": [{"role": "user", "content": "[[big:600000]]"}]}
+        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=20) as resp:
+            assert resp.status_code == 200
+            events = [line for line in resp.iter_lines() if line.startswith("data:")]
+    finally:
+        gw.app.state["holder"].current.tracer = RecordingTracer()
+    assert "event_too_large" in events[-1] and "longer than 512 KiB" in events[-1]
+    assert tracer.traces and "longer than 512 KiB" in (tracer.traces[-1].root.error or "")
 
 
 def test_upstream_rate_limit_is_429(gw, upstream):
