@@ -237,7 +237,9 @@ class Source(ApiModel):
     tenant: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     """Tenant stamped on every chunk of this source."""
     include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.txt", "**/*.html", "**/*.pdf"])
-    """Glob patterns of files to take."""
+    """Glob patterns of files to take, relative to the source and matched as in .gitignore: `*`
+    stays within a folder (`guides/*.md`), `**/` spans folders (`guides/**/*.md`), and a
+    pattern without a `/` (`*.md`) matches a file's name at any depth."""
     volume: SourceVolume | None = None
     """For a path: the volume that holds it in Kubernetes (ignored by local runs)."""
 

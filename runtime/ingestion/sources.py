@@ -9,7 +9,6 @@ shows.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aistack.runtime.ingestion.documents import SUPPORTED_SUFFIXES
+from aistack.runtime.ingestion.globs import glob_match
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,7 @@ class Listing:
 
 def _wanted(relative: str, include: tuple[str, ...]) -> bool:
     if include:
-        return any(fnmatch.fnmatch(relative, pattern)
-                   or fnmatch.fnmatch(relative, pattern.removeprefix("**/"))
-                   for pattern in include)
+        return any(glob_match(relative, pattern) for pattern in include)
     return PurePosixPath(relative).suffix.lower() in SUPPORTED_SUFFIXES
 
 
