@@ -4,6 +4,8 @@ user with a read-only root filesystem."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -137,6 +139,29 @@ def test_venv_is_trimmed(component, request, engine) -> None:
     assert found["tests_dirs"] == []
     assert found["unstripped"] == [], "extension modules with a symbol table"
     assert 0 < found["compiled"] < found["sources"] / 2
+
+
+INSTALLED = """
+import json, importlib.metadata as m
+print(json.dumps({d.metadata["Name"]: d.version for d in m.distributions()}))
+"""
+
+
+@pytest.mark.parametrize("component", ["operator", "runtime"])
+def test_every_installed_distribution_has_its_pinned_version(component, request, engine) -> None:
+    """What the image holds against constraints.txt (the runtime image once took setuptools 84.2.1:
+    torch needs it and nothing pinned it). tests/unit/test_image_pins.py checks the same from the
+    Dockerfiles without building."""
+    pins = {}
+    for line in (Path(__file__).resolve().parents[2] / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    installed = json.loads(engine.python(request.getfixturevalue(f"{component}_image"), INSTALLED))
+    found = {re.sub(r"[-_.]+", "-", name).lower(): version.split("+", 1)[0]  # torch's +cpu
+             for name, version in installed.items() if name != "aistack"}
+    assert {n: v for n, v in found.items() if pins.get(n) != v} == {}, "unpinned or not the pinned version"
 
 
 def test_runtime_image_has_cpu_torch_and_the_guardrails_server(runtime_image, engine) -> None:
