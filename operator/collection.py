@@ -11,6 +11,8 @@ when a stack has retrieval: it costs ~90 MiB of operator memory.
 from __future__ import annotations
 
 import base64
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,41 @@ def default_qdrant_factory(url: str, api_key: str | None) -> QdrantClient:
     from qdrant_client import QdrantClient
 
     return QdrantClient(url=url, api_key=api_key, timeout=10)
+
+
+class QdrantClients:
+    """The operator's Qdrant clients, one per (URL, API key), kept from one reconcile to the next.
+
+    A client holds an HTTP connection pool: made per reconcile (every drift pass, every child
+    change) and never closed, each left its sockets and threads behind. The least recently used
+    client beyond `size` is closed (a stack deleted, a key rotated), and `close()` closes the rest
+    when the operator stops. Called as a `QdrantFactory`, so reconcile code is unchanged.
+    """
+
+    def __init__(self, factory: QdrantFactory, *, size: int = 64) -> None:
+        self._factory = factory
+        self._size = size
+        self._clients: OrderedDict[tuple[str, str | None], QdrantClient] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, api_key: str | None) -> QdrantClient:
+        key = (url, api_key)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+            client = self._clients[key] = self._factory(url, api_key)
+            evicted = self._clients.popitem(last=False)[1] if len(self._clients) > self._size else None
+        if evicted is not None:
+            evicted.close()
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            client.close()
 
 
 def connect(stack: AIStack, *, managed_url: str | None, kube: Kube, factory: QdrantFactory) -> QdrantClient:

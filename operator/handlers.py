@@ -91,6 +91,7 @@ def build_registry(options: OperatorOptions, *,
     async def stop_children(**_: Any) -> None:
         runner.queue.stop_drift()
         await asyncio.gather(cache.stop(), stacks.stop(), *([peering.stop()] if peering else []))
+        await asyncio.to_thread(runner.close)
 
     # kopf's handler protocol allows a cluster-scoped body (namespace None); an AIStack is
     # namespaced, so None never comes, and is filed as StackCache files it.

@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from aistack.operator.collection import QdrantClients
 from aistack.operator.kube import ApiError, Kube
 from aistack.operator.machinery.peering import PeeringWatch
 from aistack.operator.machinery.queue import WorkQueue
@@ -51,6 +52,8 @@ class Runner:
             gate=None if peering is None else peering.active.wait)
         self.counters = Counters()
         self.renders = RenderMemo()
+        self.qdrant = QdrantClients(options.qdrant_factory)
+        """Qdrant clients kept between reconciles; closed by `close()` when the operator stops."""
         self.known_status: dict[StackKey, dict[str, Any]] = {}
         self.generations: dict[StackKey, int] = {}
         self.deleting: set[str] = set()
@@ -67,8 +70,7 @@ class Runner:
         forgotten then, as the finalizer keeps the stack until a retry succeeds."""
         self.deleting.add((body.get("metadata") or {}).get("uid") or "")
         async with self.queue.serialised(key):
-            message = await asyncio.to_thread(finalize, body, kube=self.kube,
-                                              qdrant=self.options.qdrant_factory,
+            message = await asyncio.to_thread(finalize, body, kube=self.kube, qdrant=self.qdrant,
                                               version=self.options.version)
         self.forget(key)
         return message
@@ -79,6 +81,10 @@ class Runner:
         self.renders.forget(key)
         self.cache.forget(key)
         self.queue.forget(key)
+
+    def close(self) -> None:
+        """The operator stops: close what outlives a reconcile (the Qdrant clients)."""
+        self.qdrant.close()
 
     def child_changed(self, change: Change) -> None:
         """A child was added, changed or deleted by someone else: reconcile its stack soon."""
@@ -114,7 +120,7 @@ class Runner:
         self.counters.runs += 1
         try:
             outcome = await asyncio.to_thread(
-                reconcile, body, kube=self.kube, qdrant=self.options.qdrant_factory,
+                reconcile, body, kube=self.kube, qdrant=self.qdrant,
                 version=self.options.version,
                 live=self.cache.with_own_writes(key, cached), known_status=self.known_status.get(key),
                 renderer=self.renders)

@@ -7,8 +7,9 @@ import asyncio
 import copy
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from kubernetes.client import ApiClient, Configuration
 from qdrant_client import QdrantClient
@@ -42,17 +43,37 @@ E2E_VERSION = "0.0.0-e2e"
 
 
 class QdrantPool:
-    """One local-mode Qdrant per URL, as if each were a server (the operator's client factory)."""
+    """One local-mode Qdrant per URL, as if each were a server (the operator's client factory).
+
+    Each call is a client connecting to that "server": `connects` and `closes` count them per URL,
+    and closing one leaves the server (the in-memory Qdrant) running, as a real server would."""
 
     def __init__(self) -> None:
         self.clients: dict[str, QdrantClient] = {}
+        self.connects: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
         self.lock = threading.Lock()
 
     def __call__(self, url: str, api_key: str | None) -> QdrantClient:
         with self.lock:
             if url not in self.clients:
                 self.clients[url] = QdrantClient(":memory:")
-            return self.clients[url]
+            self.connects[url] += 1
+            return cast(QdrantClient, _Connection(self, url))
+
+
+class _Connection:
+    """A client of a `QdrantPool` server: its calls go to the server; `close()` only counts."""
+
+    def __init__(self, pool: QdrantPool, url: str) -> None:
+        self._pool, self._url = pool, url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool.clients[self._url], name)
+
+    def close(self) -> None:
+        with self._pool.lock:
+            self._pool.closes[self._url] += 1
 
 
 class Cluster:

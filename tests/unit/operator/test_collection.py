@@ -9,7 +9,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from aistack.api.collection import collection_spec
-from aistack.operator.collection import ensure_collection
+from aistack.operator.collection import QdrantClients, ensure_collection
 
 
 class IndexRecordingClient(QdrantClient):
@@ -47,3 +47,31 @@ def test_a_collection_of_another_size_is_reported_and_left_alone(make_stack) -> 
     check = ensure_collection(client, stack)
     assert (check.ok, check.reason) == (False, "CollectionMismatch")
     assert "size 8 and distance Dot" in check.message and client.indexes == {}
+
+
+class _Client:
+    def __init__(self, url: str, key: str | None) -> None:
+        self.url, self.key, self.closed = url, key, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_client_per_server_and_key_is_kept_and_closed_when_dropped() -> None:
+    made: list[_Client] = []
+
+    def factory(url: str, key: str | None) -> Any:
+        made.append(_Client(url, key))
+        return made[-1]
+
+    clients = QdrantClients(factory, size=2)
+    first = clients("http://a:6333", None)
+    assert clients("http://a:6333", None) is first and len(made) == 1
+    rotated = clients("http://a:6333", "new-key")  # a rotated key: a client of its own
+    assert rotated is not first and len(made) == 2
+    clients("http://a:6333", None)  # used again: the key's client is now the least recent
+    third = clients("http://b:6333", None)
+    assert rotated.closed and not first.closed and not third.closed  # beyond size: the least recent closed
+    clients.close()
+    assert all(c.closed for c in made)
+    assert clients("http://a:6333", None) is not first  # after close, a new one
