@@ -20,6 +20,7 @@ QDRANT_URL_FLAG = "--qdrant-url"
 BASE_FLAG = "--base"
 TENANT_FLAG = "--tenant"
 PRUNE_FLAG = "--prune"
+MAX_FILE_SIZE_FLAG = "--max-file-size"
 ENDPOINT_FLAG = "--endpoint"
 TRACKING_URI_FLAG = "--tracking-uri"
 API_KEY_ENV_FLAG = "--api-key-env"
@@ -71,12 +72,15 @@ class IngestCommand:
     base: str | None = None
     tenant: str | None = None
     prune: bool = False
+    max_file_size: str | None = None
+    """A quantity (`64Mi`); None: the manifest's `retrieval.maxFileSize`, which the Job reads."""
 
     def args(self) -> list[str]:
         """The arguments after the program (`python -m aistack.cli`)."""
         return [INGEST, self.manifest, *self.paths, *_option(QDRANT_URL_FLAG, self.qdrant_url),
                 *_option(STATE_FLAG, self.state), *_option(BASE_FLAG, self.base),
-                *_option(TENANT_FLAG, self.tenant), *([PRUNE_FLAG] if self.prune else [])]
+                *_option(TENANT_FLAG, self.tenant), *([PRUNE_FLAG] if self.prune else []),
+                *_option(MAX_FILE_SIZE_FLAG, self.max_file_size)]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import typing
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -70,6 +71,24 @@ Quantity = Annotated[
     WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY}),
 ]
 """A Kubernetes resource quantity ('50Gi', '500m', 2); stored as its string form."""
+
+_SUFFIXES: dict[str, Decimal] = {
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60, "n": Decimal("1e-9"), "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"), "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18")}
+
+
+def quantity_value(quantity: str) -> Decimal:
+    """A quantity's number: `'16Mi'` -> 16777216, `'500m'` -> 0.5, `'1e3'` -> 1000."""
+    match = re.match(r"^\+?([0-9.]+)(.*)$", quantity)
+    if match is None or not _QUANTITY_RE.match(quantity):
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match.group(1)), match.group(2)
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIXES.get(suffix, Decimal(1))
+
 
 DnsLabel = Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=63)]
 DnsSubdomain = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, min_length=1, max_length=253)]

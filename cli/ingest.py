@@ -14,7 +14,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 from rich.table import Table
 
-from aistack.api.commands import BASE_FLAG, PRUNE_FLAG, QDRANT_URL_FLAG, STATE_FLAG, TENANT_FLAG, IngestExit
+from aistack.api.commands import (BASE_FLAG, MAX_FILE_SIZE_FLAG, PRUNE_FLAG, QDRANT_URL_FLAG, STATE_FLAG,
+                                  TENANT_FLAG, IngestExit)
 from aistack.cli.progress import Stages
 
 if TYPE_CHECKING:
@@ -43,12 +44,17 @@ def ingest_cmd(
     base: Annotated[Path | None, typer.Option(
         BASE_FLAG, metavar="DIR",
         help="Folder the sources' relative paths start from (default: the manifest's folder).")] = None,
+    max_file_size: Annotated[str | None, typer.Option(
+        MAX_FILE_SIZE_FLAG, metavar="SIZE",
+        help="Skip files bigger than this, e.g. 64Mi (default: the manifest's "
+             "retrieval.maxFileSize).")] = None,
 ) -> None:
     """Ingest documents into the stack's collection.
 
     Reads .md/.txt/.html/.pdf files, local or on S3. Re-running is cheap: unchanged files
     write nothing, changed files replace their chunks, and --prune removes documents deleted
-    from the given paths. Unreadable files are reported and skipped. Exit code 0: all files
+    from the given paths. Unreadable files, links out of their source folder and files over the
+    size cap are reported and skipped. Exit code 0: all files
     ingested; 1: some were skipped with errors; 2: nothing could be done (bad manifest, store
     or embedder unavailable).
     """
@@ -56,7 +62,7 @@ def ingest_cmd(
     from aistack.runtime.local.commands import IngestionRequest, run_ingestion
 
     request = IngestionRequest(manifest=manifest, paths=tuple(paths or ()), prune=prune, tenant=tenant,
-                               state=state, qdrant_url=qdrant_url, base=base)
+                               state=state, qdrant_url=qdrant_url, base=base, max_file_size=max_file_size)
     try:
         with Stages(err) as stages:
             result = run_ingestion(request, progress=_Shown(stages))
@@ -83,6 +89,13 @@ class _Shown:
 
     def begin(self, text: str) -> None:
         self.stages.begin(text)
+
+    def working(self, source: str, text: str) -> None:
+        """On a terminal, in the bar; elsewhere (a Job's log) a line, a few per large file."""
+        if self.stages.interactive:
+            self.bar.note(f"{source}: {text}")
+        else:
+            self.stages.console.print(f"{source}: {text}", markup=False)
 
     @contextlib.contextmanager
     def files(self, total: int) -> Iterator[OnFile]:
@@ -119,6 +132,10 @@ class _FileProgress:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1 if status != "pruned" else 0,
                                   last=f"{status}: {source}")
+
+    def note(self, text: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, last=text)
 
 
 def summary(report: IngestReport, *, collection: str) -> Table:

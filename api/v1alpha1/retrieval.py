@@ -9,9 +9,11 @@ from pydantic import Field, HttpUrl, model_validator
 
 from aistack.api.cel import cel_rules, rule
 from aistack.api.rules import RuleCollector, violation
-from aistack.api.types import ApiModel, DnsSubdomain, Resources, SecretKeyRef, Storage
+from aistack.api.types import (ApiModel, DnsSubdomain, Quantity, Resources, SecretKeyRef, Storage,
+                               quantity_value)
 
 DEFAULT_QDRANT_IMAGE = "qdrant/qdrant:v1.15.4"
+DEFAULT_MAX_FILE_SIZE = "16Mi"
 
 Distance = Literal["Cosine", "Dot", "Euclid", "Manhattan"]
 PayloadIndexType = Literal["keyword", "integer", "float", "bool", "datetime", "text", "uuid"]
@@ -298,3 +300,17 @@ class RetrievalSpec(ApiModel):
     """Chunking of ingested documents."""
     sources: list[Source] = Field(default_factory=list)
     """Documents to ingest (an ingestion Job in Kubernetes, `aistack ingest` locally)."""
+    max_file_size: Quantity = DEFAULT_MAX_FILE_SIZE
+    """Largest file ingested, e.g. `16Mi`: a bigger one is skipped unread and reported (one huge
+    file would hold ingestion, and `aistack up`, for many minutes). `aistack ingest
+    --max-file-size` overrides it."""
+
+    @model_validator(mode="after")
+    def _file_size(self) -> RetrievalSpec:
+        if quantity_value(self.max_file_size) < 1:
+            raise violation(("maxFileSize",), f"{self.max_file_size!r} must be at least 1 byte")
+        return self
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(quantity_value(self.max_file_size))

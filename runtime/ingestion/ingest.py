@@ -42,6 +42,8 @@ class IngestionPlan:
     base: Path
     """The folder relative source paths start from (documents are named relative to it)."""
     prune: bool
+    max_file_bytes: int | None = None
+    """Files bigger than this are skipped unread (`retrieval.maxFileSize`, `--max-file-size`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,9 @@ class IngestionProgress(Protocol):
 
     def files(self, total: int) -> AbstractContextManager[OnFile]:
         """While the listed files are ingested."""
+
+    def working(self, source: str, text: str) -> None:
+        """A large file is being read or embedded (`embedded 2048 of 60000 chunks`)."""
 
 
 async def ingest(plan: IngestionPlan, *, progress: IngestionProgress) -> IngestionResult:
@@ -79,7 +84,8 @@ async def ingest(plan: IngestionPlan, *, progress: IngestionProgress) -> Ingesti
             embedder = await asyncio.to_thread(build_embedder, config.embedder)
             progress.begin("listing " + ", ".join(t.uri for t in plan.targets))
             ingestor = Ingestor(store=store, embedder=embedder, chunking=config.chunking, base=plan.base,
-                                on_progress=report_file)
+                                max_file_bytes=plan.max_file_bytes, on_progress=report_file,
+                                on_working=progress.working)
             listings = await asyncio.to_thread(ingestor.list, plan.targets)
             with progress.files(sum(len(x.files) for x in listings)) as on_file:
                 report = await ingestor.ingest(listings, prune=plan.prune)

@@ -4,7 +4,9 @@ Idempotent by content hash: an unchanged file costs a read and a hash, and write
 changed file's new chunks are written *before* its old ones are deleted (chunk 0, which marks
 a stored version, last), so a crash or an embedding failure leaves the old version searchable.
 A file that cannot be read or parsed is reported and skipped; what was stored for it stays.
-One the parser read with warnings (a damaged PDF it repaired) is written and noted once.
+One the parser read with warnings (a damaged PDF it repaired) is written and noted once. A file
+the listing refused (a link out of its source folder, over the size cap) is reported the same
+way, unread. A large file reports its progress while it is parsed and embedded (`on_working`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, TEXT, TITL
 from aistack.api.v1alpha1.retrieval import Chunking
 from aistack.runtime.ingestion.chunking import Chunk, chunk_document
 from aistack.runtime.ingestion.documents import DocumentError, parse_document, warnings_note
-from aistack.runtime.ingestion.sources import Listing, SourceFile, Target, list_target
+from aistack.runtime.ingestion.sources import Listing, SourceFile, Target, format_size, list_target
 from aistack.runtime.retrieval.contracts import Embedder
 from aistack.runtime.retrieval.store import StoredPoint, VectorStore
 
 _ID_NAMESPACE = uuid.UUID("5b0e8f43-52a5-4c38-9a39-4d2f6a1f3c11")
 EMBED_BATCH_CHUNKS = 256
+LARGE_FILE_BYTES = 1024 * 1024
+"""A file this big says what it is doing while it is parsed (`on_working`)."""
 
 
 @dataclass
@@ -71,12 +75,19 @@ class Ingestor:
     """Ingests targets into one collection with one embedder."""
 
     def __init__(self, *, store: VectorStore, embedder: Embedder, chunking: Chunking, base: Path,
-                 on_progress: Callable[[str, str], None] | None = None) -> None:
+                 max_file_bytes: int | None = None,
+                 on_progress: Callable[[str, str], None] | None = None,
+                 on_working: Callable[[str, str], None] | None = None) -> None:
+        """`on_progress(source, status)`: a file is done (`new`, `unchanged`, `error`, `pruned`...);
+        `on_working(source, text)`: a large file is being parsed or embedded (`embedded 2048 of
+        60000 chunks`), every tenth of its chunks."""
         self.store = store
         self.embedder = embedder
         self.chunking = chunking
         self.base = base
+        self.max_file_bytes = max_file_bytes
         self._progress = on_progress or (lambda source, status: None)
+        self._working = on_working or (lambda source, text: None)
 
     def list(self, targets: Sequence[Target]) -> list[Listing]:
         """The listings of `targets` (blocking I/O; run before `ingest` to size a progress bar)."""
@@ -85,7 +96,7 @@ class Ingestor:
                 "a tenant was given but the stack declares no retrieval.tenantField: "
                 "add `tenantField: tenant` to the manifest so searches can be isolated by tenant"
             )
-        return [list_target(t, base=self.base) for t in targets]
+        return [list_target(t, base=self.base, max_bytes=self.max_file_bytes) for t in targets]
 
     async def ingest(self, listings: Sequence[Listing], *, prune: bool = False) -> IngestReport:
         started = time.perf_counter()
@@ -101,6 +112,9 @@ class Ingestor:
             if listing.error:
                 report.errors.append((listing.target.uri, listing.error))
                 continue
+            for source, reason in listing.skipped:
+                report.errors.append((source, reason))
+                self._progress(source, "skipped")
             for file in listing.files:
                 report.files += 1
                 key = (file.tenant, file.source)
@@ -135,6 +149,8 @@ class Ingestor:
         return report
 
     def _prepare(self, file: SourceFile, stored_hashes: set[str], report: IngestReport) -> _Pending | None:
+        if file.size is not None and file.size >= LARGE_FILE_BYTES:
+            self._working(file.source, f"reading {format_size(file.size)}")
         try:
             data = file.read()
         except Exception as exc:  # OSError locally, botocore errors for S3: report, never abort
@@ -165,7 +181,7 @@ class Ingestor:
             return
         texts = [chunk.text for item in pending for chunk in item.chunks]
         t0 = time.perf_counter()
-        vectors = await self.embedder.embed(texts)
+        vectors = await _embed(self.embedder, texts, pending, self._working)
         report.embed_seconds += time.perf_counter() - t0
         tenant_key = self.store.spec.tenant_key
         offset = 0
@@ -194,3 +210,23 @@ class Ingestor:
             else:
                 report.new += 1
                 self._progress(item.file.source, "new")
+
+
+async def _embed(embedder: Embedder, texts: list[str], pending: Sequence[_Pending],
+                 working: Callable[[str, str], None]) -> list[list[float]]:
+    """All texts' vectors, `EMBED_BATCH_CHUNKS` at a time, saying how far a file of more chunks
+    than that has got (each tenth of it)."""
+    large = [(item, sum(len(p.chunks) for p in pending[:i]))
+             for i, item in enumerate(pending) if len(item.chunks) > EMBED_BATCH_CHUNKS]
+    told: dict[str, int] = {}
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
+        vectors += await embedder.embed(texts[start:start + EMBED_BATCH_CHUNKS])
+        for item, offset in large:
+            total = len(item.chunks)
+            done = min(max(len(vectors) - offset, 0), total)
+            tenth = done * 10 // total
+            if done and tenth > told.get(item.file.source, -1):
+                told[item.file.source] = tenth
+                working(item.file.source, f"embedded {done} of {total} chunks")
+    return vectors

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aistack.api.commands import DEFAULT_API_KEY_ENV
 from aistack.api.manifests import ManifestError, load_stack
+from aistack.api.types import quantity_value
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.evaluation.evaluate import (
     EvaluationPlan,
@@ -58,6 +59,8 @@ class IngestionRequest:
     state: Path | None = None
     qdrant_url: str | None = None
     base: Path | None = None
+    max_file_size: str | None = None
+    """`--max-file-size`, a quantity (`64Mi`); None: the manifest's `retrieval.maxFileSize`."""
 
 
 def run_evaluation(request: EvaluationRequest, *, progress: EvaluationProgress) -> EvaluationResult:
@@ -143,9 +146,19 @@ def ingestion_plan(request: IngestionRequest) -> IngestionPlan:
             raise IngestionUnavailable("no PATH given and the manifest declares no retrieval.sources: "
                                        "name what to ingest")
         targets = [Target(uri=s.uri, tenant=tenant or s.tenant, include=tuple(s.include)) for s in sources]
+    max_file_bytes = stack.spec.retrieval.max_file_bytes
+    if request.max_file_size is not None:
+        try:
+            max_file_bytes = int(quantity_value(request.max_file_size))
+        except ValueError:
+            max_file_bytes = 0
+        if max_file_bytes < 1:
+            raise IngestionUnavailable(f"--max-file-size: {request.max_file_size!r} is not a size of at "
+                                       "least 1 byte (examples: 64Mi, 500k, 1048576)")
     folder = state_dir(manifest, stack, request.state)
     config = local_retrieval_config(stack, state=folder, qdrant_url=request.qdrant_url)
-    return IngestionPlan(stack=stack, config=config, targets=targets, base=base, prune=request.prune)
+    return IngestionPlan(stack=stack, config=config, targets=targets, base=base, prune=request.prune,
+                         max_file_bytes=max_file_bytes)
 
 
 def _load(manifest: Path, unavailable: type[RuntimeError]) -> AIStack:

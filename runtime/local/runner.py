@@ -362,8 +362,11 @@ class LocalStack:
         await store.ensure_collection()
         sources = self.stack.spec.retrieval.sources if self.stack.spec.retrieval else []
         if self.options.ingest and sources:
+            assert self.stack.spec.retrieval is not None
             ingestor = Ingestor(store=store, embedder=embedder, chunking=r.chunking,
-                                base=self.manifest.resolve().parent)
+                                base=self.manifest.resolve().parent,
+                                max_file_bytes=self.stack.spec.retrieval.max_file_bytes,
+                                on_working=lambda source, text: self._stage(f"ingesting {source}: {text}"))
             listings = await asyncio.to_thread(
                 ingestor.list,
                 [Target(uri=s.uri, tenant=s.tenant, include=tuple(s.include)) for s in sources])

@@ -30,10 +30,12 @@ def parsed(args: list[str]) -> dict[str, Any]:
 
 def test_a_full_ingest_line_parses_to_the_values_it_was_built_from() -> None:
     line = IngestCommand(manifest="m.yaml", paths=("docs", "s3://bucket/prefix/"), qdrant_url="http://q:6333",
-                         state="/tmp/state", base="/sources", tenant="team-a", prune=True)
+                         state="/tmp/state", base="/sources", tenant="team-a", prune=True,
+                         max_file_size="64Mi")
     assert parsed(line.args()) == {
         "manifest": Path("m.yaml"), "paths": ["docs", "s3://bucket/prefix/"], "qdrant_url": "http://q:6333",
-        "state": Path("/tmp/state"), "base": Path("/sources"), "tenant": "team-a", "prune": True}
+        "state": Path("/tmp/state"), "base": Path("/sources"), "tenant": "team-a", "prune": True,
+        "max_file_size": "64Mi"}
 
 
 def test_a_full_eval_line_parses_to_the_values_it_was_built_from() -> None:
@@ -47,7 +49,7 @@ def test_a_full_eval_line_parses_to_the_values_it_was_built_from() -> None:
 def test_options_left_out_take_the_cli_defaults() -> None:
     assert parsed(IngestCommand(manifest="m.yaml").args()) == {
         "manifest": Path("m.yaml"), "paths": (), "qdrant_url": None, "state": None, "base": None,
-        "tenant": None, "prune": False}
+        "tenant": None, "prune": False, "max_file_size": None}
     assert parsed(EvalCommand(manifest="m.yaml").args())["api_key_env"] == "AISTACK_API_KEY"
 
 
