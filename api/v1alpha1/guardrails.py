@@ -46,7 +46,8 @@ class GuardrailsSpec(ApiModel):
     blocked_terms: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
     """Terms (case-insensitive, whole words) that block a message; needed by `blocked_terms`."""
     max_input_chars: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
-    """Longest user message accepted by `max_length`."""
+    """Longest conversation accepted by `max_length`: the text of every message the client sends,
+    counted together (each turn is screened, so a long one cannot pass in short pieces)."""
     max_output_chars: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
     """Longest answer let through by `max_length`."""
     refusal_message: Annotated[str, Field(min_length=1, max_length=2000)] = (
@@ -64,7 +65,8 @@ class GuardrailsSpec(ApiModel):
     image: str | None = None
     """Guardrails sidecar image; the aistack runtime image when unset."""
     resources: Resources = Field(default_factory=Resources)
-    """Sidecar container resources."""
+    """Sidecar container resources; unset keys default to requests `{cpu: 250m, memory: 1Gi}` and
+    limits `{memory: 2Gi}`."""
 
     @model_validator(mode="after")
     def _check(self) -> GuardrailsSpec:

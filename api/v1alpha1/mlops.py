@@ -40,7 +40,8 @@ class ManagedMlflow(ApiModel):
     storage: Storage = Field(default_factory=lambda: Storage(size="10Gi"))
     """PVC for sqlite and local artifacts."""
     resources: Resources = Field(default_factory=Resources)
-    """Container resources."""
+    """Container resources; unset keys default to requests `{cpu: 250m, memory: 512Mi}` and limits
+    `{memory: 2Gi}`."""
     service_account_name: DnsSubdomain | None = None
     """ServiceAccount of the MLflow pods, e.g. one bound to a cloud role that writes the
     `s3://` artifactUri (EKS IRSA: `pulumi up` creates `aistack-tracking`); the namespace's
@@ -152,6 +153,9 @@ class EvaluationSpec(ApiModel):
     """An evaluation run older than this does not count for promotion."""
     judge: Literal["none"] = "none"
     """LLM-as-judge scorers; `none` (deterministic metrics only) is the one supported now."""
+    resources: Resources = Field(default_factory=Resources)
+    """The evaluation Job's container resources; unset keys default to requests `{cpu: 250m,
+    memory: 1Gi}` and limits `{memory: 2Gi}`."""
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationSpec:

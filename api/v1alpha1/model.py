@@ -89,7 +89,9 @@ class VllmSpec(ApiModel):
     """Further vLLM flags, e.g. `["--enable-prefix-caching"]`; checked against the parser of the
     pinned vLLM release (`aistack.api.vllm_flags`)."""
     resources: Resources = Field(default_factory=Resources)
-    """CPU and memory of the server container (GPUs come from `gpu.count`)."""
+    """CPU and memory of the server container (GPUs come from `gpu.count`); unset keys default to
+    requests `{cpu: 2, memory: 16Gi}` and limits `{memory: 32Gi}` (or the memory request, when
+    higher)."""
 
     @model_validator(mode="after")
     def _check(self) -> VllmSpec:

@@ -79,7 +79,8 @@ class ManagedQdrant(ApiModel):
     storage: Storage = Field(default_factory=lambda: Storage(size="10Gi"))
     """Volume per pod."""
     resources: Resources = Field(default_factory=Resources)
-    """Container resources."""
+    """Container resources; unset keys default to requests `{cpu: 500m, memory: 1Gi}` and limits
+    `{memory: 4Gi}` (or the memory request, when higher)."""
 
 
 class ExternalQdrant(ApiModel):
@@ -310,6 +311,10 @@ class RetrievalSpec(ApiModel):
         if quantity_value(self.max_file_size) < 1:
             raise violation(("maxFileSize",), f"{self.max_file_size!r} must be at least 1 byte")
         return self
+
+    ingestion_resources: Resources = Field(default_factory=Resources)
+    """The ingestion Job's container resources; unset keys default to requests `{cpu: 500m,
+    memory: 1Gi}` and limits `{memory: 4Gi}`."""
 
     @property
     def max_file_bytes(self) -> int:

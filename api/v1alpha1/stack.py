@@ -82,7 +82,8 @@ class GatewaySpec(ApiModel):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     """Largest accepted request body."""
     resources: Resources = Field(default_factory=Resources)
-    """Gateway container resources."""
+    """Gateway container resources; unset keys default to requests `{cpu: 250m, memory: 1Gi}` and
+    limits `{memory: 2Gi}`."""
     service_account_name: DnsSubdomain | None = None
     """ServiceAccount of the gateway pods and the ingestion Job, e.g. one bound to a cloud role
     that reads the `s3://` sources (EKS IRSA: `pulumi up` creates `aistack-gateway`); the

@@ -25,6 +25,7 @@ from aistack.api.conventions import (
     child_name,
 )
 from aistack.api.images import image_reference
+from aistack.api.resources import ResourceDefaults, with_defaults
 from aistack.api.types import Resources, SecretKeyRef
 from aistack.api.v1alpha1 import API_VERSION, KIND, AIStack
 
@@ -89,7 +90,10 @@ def content_hash(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def resources(spec: Resources, *, extra_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+def resources(spec: Resources, defaults: ResourceDefaults, *,
+              extra_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A container's `resources`: the spec's over the component's defaults (`aistack.api.resources`)."""
+    spec = with_defaults(spec, defaults)
     out: dict[str, Any] = {}
     if spec.requests:
         out["requests"] = dict(sorted(spec.requests.items()))

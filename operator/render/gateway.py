@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.api import resources as default_resources
 from aistack.api.conventions import (
     COMPONENT_GATEWAY,
     CONFIG_HASH_ANNOTATION,
@@ -99,7 +100,7 @@ def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> lis
             *[secret_env(ref.env_name(), ref) for ref in secrets],
         ],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-        "resources": resources(spec.gateway.resources),
+        "resources": resources(spec.gateway.resources, default_resources.GATEWAY),
         "startupProbe": http_probe("/healthz", "http", period=2, failures=90),
         "readinessProbe": http_probe("/readyz", "http", period=5, failures=3),
         "livenessProbe": http_probe("/healthz", "http", period=10, failures=3),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.api import resources as default_resources
 from aistack.api.conventions import GATEWAY_CONFIG_ENV, GATEWAY_CONFIG_PATH, GUARDRAILS_PORT
 from aistack.api.v1alpha1 import GuardrailsSpec
 from aistack.operator.render.common import (
@@ -65,7 +66,7 @@ def sidecar(ctx: RenderContext, *,
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             *_key_env(ctx, guardrails),
         ],
-        "resources": resources(guardrails.resources),
+        "resources": resources(guardrails.resources, default_resources.GUARDRAILS_SIDECAR),
         "startupProbe": {"exec": {"command": PROBE}, "periodSeconds": 5, "timeoutSeconds": 5,
                          "failureThreshold": 60},
         "livenessProbe": {"exec": {"command": PROBE}, "periodSeconds": 30, "timeoutSeconds": 5,

@@ -25,6 +25,7 @@ from typing import Any
 
 from aistack.api.commands import EvalCommand, EvalExit, IngestCommand, IngestExit
 from aistack.api.config_hash import config_hash
+from aistack.api import resources as default_resources
 from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, CONFIG_HASH_ANNOTATION
 from aistack.api.types import SecretKeyRef
 from aistack.api.v1alpha1 import AIStack
@@ -38,6 +39,7 @@ from aistack.operator.render.common import (
     labels,
     metadata,
     pod_security,
+    resources,
     secret_env,
     service_account,
 )
@@ -117,7 +119,8 @@ def ingestion_job(ctx: RenderContext) -> Manifest | None:
                          base=SOURCES_DIR).args()
     volumes, mounts = source_volumes(sources)
     spec = _job_spec(ctx, component=COMPONENT_INGESTION, container=_container(
-        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts), volumes=volumes,
+        ctx, name=INGEST_CONTAINER, args=args, env=_secret_envs(secrets), mounts=mounts,
+        resources=resources(retrieval.ingestion_resources, default_resources.INGESTION_JOB)), volumes=volumes,
         account=ctx.stack.spec.gateway.service_account_name)  # the gateway's: it may read the sources
     spec["podFailurePolicy"] = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": INGEST_CONTAINER, "operator": "In",
@@ -172,7 +175,8 @@ def evaluation_job(ctx: RenderContext) -> Manifest | None:
                        endpoint=gateway_endpoint(ctx), state=STATE_DIR, tracking_uri=uri,
                        api_key_env=keys.env_name() if keys is not None else None).args()
     container = _container(ctx, name=EVAL_CONTAINER, args=args, env=env,
-                           mounts=[{"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True}])
+                           mounts=[{"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True}],
+                           resources=resources(evaluation.resources, default_resources.EVALUATION_JOB))
     volumes = [{"name": "dataset", "configMap": {"name": dataset.name,
                                                  "items": [{"key": dataset.key, "path": DATASET_FILE}]}}]
     spec = _job_spec(ctx, component=COMPONENT_EVALUATION, container=container, volumes=volumes)
@@ -197,7 +201,7 @@ def _secret_envs(refs: list[SecretKeyRef | None]) -> list[dict[str, Any]]:
 
 
 def _container(ctx: RenderContext, *, name: str, args: list[str], env: list[dict[str, Any]],
-               mounts: list[dict[str, Any]]) -> dict[str, Any]:
+               mounts: list[dict[str, Any]], resources: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "image": ctx.runtime_image,
@@ -207,6 +211,7 @@ def _container(ctx: RenderContext, *, name: str, args: list[str], env: list[dict
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"}, *env],
         "volumeMounts": [{"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "resources": resources,
         "securityContext": container_security(),
     }
 

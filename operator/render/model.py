@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.api import resources as default_resources
 from aistack.api.conventions import (
     COMPONENT_MODEL,
     CONFIG_HASH_ANNOTATION,
@@ -63,6 +64,7 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     container = _container(ctx, vllm)
     pod_spec = {
         "securityContext": pod_security(),
+        "automountServiceAccountToken": False,  # vLLM never calls the Kubernetes API
         "containers": [container],
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_name}},
@@ -116,7 +118,8 @@ def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:
         "args": server_args(model, placement=cluster_placement(vllm)),
         "env": env,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-        "resources": resources(vllm.resources, extra_limits={GPU_RESOURCE: str(vllm.gpu.count)}),
+        "resources": resources(vllm.resources, default_resources.VLLM,
+                               extra_limits={GPU_RESOURCE: str(vllm.gpu.count)}),
         "startupProbe": http_probe("/health", "http", period=STARTUP_PERIOD_SECONDS,
                                    failures=STARTUP_FAILURES),
         "readinessProbe": http_probe("/health", "http", period=5, failures=3),

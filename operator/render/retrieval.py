@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.api import resources as default_resources
 from aistack.api.conventions import (
     COMPONENT_VECTOR_STORE,
     CONFIG_HASH_ANNOTATION,
@@ -47,7 +48,7 @@ def render_retrieval(ctx: RenderContext) -> list[Manifest]:
             {"name": "http", "containerPort": QDRANT_HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": QDRANT_GRPC_PORT, "protocol": "TCP"},
         ],
-        "resources": resources(managed.resources),
+        "resources": resources(managed.resources, default_resources.QDRANT),
         "startupProbe": http_probe("/readyz", "http", period=5, failures=60),
         "readinessProbe": http_probe("/readyz", "http", period=5, failures=3),
         "livenessProbe": http_probe("/livez", "http", period=10, failures=3),
@@ -79,6 +80,7 @@ def render_retrieval(ctx: RenderContext) -> list[Manifest]:
                 },
                 "spec": {
                     "securityContext": pod_security(),
+                    "automountServiceAccountToken": False,  # Qdrant never calls the Kubernetes API
                     "containers": [container],
                     "volumes": [
                         {"name": "snapshots", "emptyDir": {}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.api import resources as default_resources
 from aistack.api.conventions import COMPONENT_TRACKING, CONFIG_HASH_ANNOTATION, MLFLOW_PORT
 from aistack.operator.render.common import (
     Manifest,
@@ -58,7 +59,7 @@ def render_tracking(ctx: RenderContext) -> list[Manifest]:
                  "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts],
         "env": env,
         "ports": [{"name": "http", "containerPort": MLFLOW_PORT, "protocol": "TCP"}],
-        "resources": resources(managed.resources),
+        "resources": resources(managed.resources, default_resources.MLFLOW),
         "startupProbe": http_probe("/health", "http", period=5, failures=60),
         "readinessProbe": http_probe("/health", "http", period=10, failures=3),
         "livenessProbe": http_probe("/health", "http", period=20, failures=3, timeout=5),
