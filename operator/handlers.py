@@ -100,12 +100,15 @@ def build_registry(options: OperatorOptions, *,
         # kopf with optional peering (no --peering) works until it has read the peering object;
         # a peer that outranks this operator must not see it reconcile meanwhile.
         await runner.queue.unpaused()
+        key = (namespace or "default", name)
         try:
-            outcome = await runner.converge((namespace or "default", name), plain_stack(body))
+            outcome = await runner.converge(key, plain_stack(body))
         except ApiError as err:
-            raise kopf.TemporaryError(f"API call failed: {err}", delay=options.retry_delay) from err
+            raise kopf.TemporaryError(f"API call failed: {err}", delay=runner.queue.backoff(key)) from err
         if outcome.retry:
-            runner.queue.schedule((namespace or "default", name), delay=options.retry_delay)
+            runner.queue.retry(key)
+        else:
+            runner.queue.succeeded(key)
 
     kopf.on.resume(GROUP, VERSION, PLURAL, id="resume", registry=registry)(converge)
     kopf.on.create(GROUP, VERSION, PLURAL, id="create", registry=registry)(converge)
@@ -116,7 +119,8 @@ def build_registry(options: OperatorOptions, *,
         try:
             message = await runner.delete((namespace or "default", name), plain_stack(body))
         except Exception as err:  # Qdrant or the API down: the finalizer keeps the stack until done
-            raise kopf.TemporaryError(f"cleanup failed, retrying: {err}", delay=options.retry_delay) from err
+            raise kopf.TemporaryError(f"cleanup failed, retrying: {err}",
+                                      delay=runner.queue.backoff((namespace or "default", name))) from err
         log.info("AIStack %s/%s deleted: %s", namespace, name, message)
 
     @kopf.on.probe(id="reconciles", registry=registry)

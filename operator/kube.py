@@ -8,10 +8,14 @@ checkable against the RBAC rules in `deploy/operator/` (see `CALLS`).
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
+from urllib3 import BaseHTTPResponse
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 from aistack.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 
@@ -58,6 +62,42 @@ CALLS: set[tuple[str, str]] = {
     (KIND, "list"), (KIND, "watch"), (KIND, "patch"), (f"{KIND}/status", "patch"),
     ("Secret", "get"), ("Event", "create"),
 }
+
+
+RETRY_AFTER_CAP = 10.0
+"""The longest one Retry-After is waited (a thread of the operator waits it)."""
+
+
+class ApiRetry(Retry):
+    """urllib3's Retry as the API server's flow control wants it: a `Retry-After` is honoured, at
+    most RETRY_AFTER_CAP seconds, with up to half again at random, so that the clients a 429
+    turned away do not all come back in the same instant."""
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:  # not a number or a date: back off as if none was sent
+            return None
+        if seconds is None:
+            return None
+        return min(seconds, RETRY_AFTER_CAP) * random.uniform(1.0, 1.5)
+
+
+def api_retries() -> Retry:
+    """What the operator's API calls retry: a 429 (API Priority and Fairness turned the request
+    away before doing anything, so any method is safe to resend) and a 503 that names a
+    Retry-After, up to 5 times; a refused connection 3 times; never a read error (the server may
+    have acted). Backoff 0.25 s doubling, jittered; after the last try the answer is returned
+    (an ApiError), not raised."""
+    return ApiRetry(total=8, connect=3, read=0, other=0, status=5, status_forcelist=(429,),
+                    allowed_methods=None, backoff_factor=0.25, backoff_max=10.0, backoff_jitter=0.25,
+                    respect_retry_after_header=True, raise_on_status=False)
+
+
+def with_retries(configuration: Configuration) -> Configuration:
+    """`configuration` with `api_retries()` (read by every ApiClient built from it afterwards)."""
+    configuration.retries = api_retries()
+    return configuration
 
 
 class ApiError(Exception):

@@ -21,8 +21,11 @@ class OperatorOptions:
     version: str = field(default_factory=package_version)
     drift_interval: float = 300.0
     """Seconds between full re-checks of a stack (child changes are handled at once)."""
-    retry_delay: float = 10.0
-    """Seconds before retrying a reconcile that could not finish (API or Qdrant down)."""
+    retry_delay: float = 5.0
+    """Seconds before the first retry of a reconcile that could not finish (API or Qdrant down, a
+    layer starting); each further failure in a row doubles it, with jitter (`WorkQueue.backoff`)."""
+    max_retry_delay: float = 300.0
+    """The longest a stack's retries back off to."""
     debounce: float = 0.1
     """Seconds to gather a burst of child events into one reconcile."""
     sync_timeout: float = 60.0

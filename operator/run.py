@@ -31,7 +31,7 @@ from aistack.api.conventions import PEERING_NAME
 from aistack.api.operator_flags import OperatorFlags
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from aistack.operator.handlers import build_registry, build_settings
-from aistack.operator.kube import Kube
+from aistack.operator.kube import Kube, with_retries
 from aistack.operator.machinery.leader import LeaderElection, LeaseOptions, lease_namespace
 from aistack.operator.machinery.peering import PeeringOptions
 from aistack.operator.options import OperatorOptions
@@ -61,7 +61,7 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
                 f"(KUBERNETES_SERVICE_HOST is set): {_in_cluster_gap(err)}; $KUBECONFIG is unset and no "
                 "--kubeconfig PATH was given. Mount the service account token (automountServiceAccountToken) "
                 "or pass --kubeconfig PATH") from None
-        return configuration
+        return with_retries(configuration)
     if kubeconfig is not None:
         tried, value = f"--kubeconfig {kubeconfig}", kubeconfig
     elif env:
@@ -80,7 +80,7 @@ def kube_configuration(*, kubeconfig: str | None = None, context: str | None = N
         reason = " ".join(str(err).split()) or type(err).__name__
         raise ClusterConfigError(f"no usable cluster configuration: tried {not_in_pod}{tried}: {reason}. "
                                  "Pass --kubeconfig PATH to a kubeconfig with a current context") from None
-    return configuration
+    return with_retries(configuration)
 
 
 def _in_cluster_gap(err: Exception) -> str:

@@ -48,7 +48,7 @@ class Runner:
                  peering: PeeringWatch | None = None) -> None:
         self.kube, self.options, self.cache, self.stacks, self.peering = kube, options, cache, stacks, peering
         self.queue: WorkQueue[StackKey] = WorkQueue(
-            self._from_cache, retry_delay=options.retry_delay,
+            self._from_cache, retry_delay=options.retry_delay, max_retry_delay=options.max_retry_delay,
             gate=None if peering is None else peering.active.wait)
         self.counters = Counters()
         self.renders = RenderMemo()
@@ -104,7 +104,7 @@ class Runner:
         try:
             outcome = await self._run(key, body)
         except ApiError as err:
-            log.warning("reconcile of %s/%s failed, retrying in %ss: %s", *key, self.options.retry_delay, err)
+            log.warning("reconcile of %s/%s failed, retrying (backing off): %s", *key, err)
             return True
         return bool(outcome.retry)
 

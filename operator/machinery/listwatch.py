@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import ssl
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,13 @@ log = logging.getLogger("aistack.operator.watch")
 WATCH_TIMEOUT = 300
 """Seconds the server keeps one watch open; the stream is then resumed from the last version."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def watch_backoff(failures: int) -> float:
+    """Seconds before listing again after `failures` failures in a row: BACKOFF's step, between
+    half and all of it at random, so that the streams an API server's restart broke (of this
+    operator and of its peers) do not all come back in the same instant."""
+    return BACKOFF[min(failures, len(BACKOFF) - 1)] * random.uniform(0.5, 1.0)
 
 
 class NotServed(RuntimeError):
@@ -102,7 +110,7 @@ class ListWatch(Generic[K]):
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # connection refused, 5xx, a broken stream: list again later
-                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                delay = watch_backoff(failures)
                 failures += 1
                 log.warning("watch of %s in %s failed (%s); listing again in %ss", kind.plural,
                             namespace or "all namespaces", err, delay)

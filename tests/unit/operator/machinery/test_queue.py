@@ -114,10 +114,34 @@ async def test_a_run_that_asks_again_is_run_again_after_the_retry_delay() -> Non
     queue.schedule("a")
     await asyncio.sleep(0.02)
     assert fake.keys() == ["a"]
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.3)
     assert fake.keys() == ["a", "a", "a"]
     gaps = [later[1] - earlier[1] for earlier, later in pairwise(fake.runs)]
-    assert all(gap >= 0.045 for gap in gaps)
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # the second retry waits twice as long
+
+
+async def test_retries_back_off_exponentially_per_key_with_jitter_and_reset_on_success() -> None:
+    queue: WorkQueue[str] = WorkQueue(FakeReconcile(), retry_delay=5, max_retry_delay=60)
+    delays = [queue.backoff("a") for _ in range(6)]
+    for delay, base in zip(delays, [5, 10, 20, 40, 60, 60], strict=True):
+        assert base <= delay <= 1.5 * base
+    assert 5 <= queue.backoff("b") <= 7.5  # another stack's failures are its own
+    jittered = {WorkQueue(FakeReconcile(), retry_delay=5).backoff("a") for _ in range(20)}
+    assert len(jittered) > 1  # stacks failing together do not retry together
+    queue.succeeded("a")
+    assert 5 <= queue.backoff("a") <= 7.5
+
+
+async def test_a_sooner_trigger_replaces_a_retry_waiting_longer() -> None:
+    fake = FakeReconcile()
+    queue: WorkQueue[str] = WorkQueue(fake, retry_delay=10)
+    queue.schedule("a", delay=60)  # a long backoff
+    queue.schedule("a", delay=0.01)  # a child changed: run now
+    await asyncio.sleep(0.1)
+    assert fake.keys() == ["a"]
+    queue.schedule("a", delay=60)
+    queue.schedule("a", delay=120)  # later than the one waiting: nothing changes
+    queue.forget("a")
 
 
 async def test_a_closed_gate_holds_runs_and_a_burst_meanwhile_stays_one_run() -> None:
