@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,10 +186,13 @@ def fetch_children(kube: Kube, *, name: str, namespace: str) -> dict[ChildKey, d
 
 
 def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str, Any]],
-                   live: Mapping[ChildKey, Mapping[str, Any]], owner_uid: str | None) -> ApplyResult:
+                   live: Mapping[ChildKey, Mapping[str, Any]], owner_uid: str | None,
+                   hold: Collection[ChildKey] = ()) -> ApplyResult:
     """Create missing children, patch drifted ones, delete the ones no longer rendered.
 
-    `live` holds full objects or `summarize`d ones (from a watch cache).
+    `live` holds full objects or `summarize`d ones (from a watch cache). A child in `hold` is
+    left as it is live, neither written nor deleted (not created when missing): the model's
+    Deployment while the weights it will load are still being pulled.
 
     A child the server refuses (e.g. an immutable field changed, 422) is recorded in `failed`
     and the rest still converge; connection and server errors (0, 409 races aside, 5xx)
@@ -200,6 +203,10 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
     for manifest in desired:
         key = key_of(manifest)
         wanted.add(key)
+        if key in hold:
+            if key in live:
+                result.live[key] = dict(live[key])
+            continue
         kind = CHILD_KINDS[key[0]]
         record = applied_record(manifest)
         current = live.get(key)

@@ -142,7 +142,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
         live = fetch_children(kube, name=name, namespace=namespace)
     stack = rendered.stack
     applied = apply_children(kube, namespace=namespace, desired=_to_apply(rendered, live), live=live,
-                             owner_uid=stack.metadata.uid)
+                             owner_uid=stack.metadata.uid, hold=_held(rendered, live))
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
         outcome.events.append(("Warning", "ApplyFailed", f"{key[0]} {key[1]}: {message}"[:1000]))
@@ -186,6 +186,15 @@ def _to_apply(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) ->
     if in_sync(live.get(key), rendered.manifest(key)) and status.workload_check(live, *key).ok:
         return rendered.manifests
     return rendered.without(job)
+
+
+def _held(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> set[ChildKey]:
+    """The model's Deployment while the weights it loads are not pulled yet: not created, or (a new
+    model) left serving the old one, so that its GPU pods never wait on a download."""
+    job = rendered.pull_job
+    if job is None or rendered.model is None or status.job_finished(live.get(job)) == "Complete":
+        return set()
+    return {rendered.model}
 
 
 def _collection(rendered: Rendered, *, kube: Kube, qdrant: QdrantFactory,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aistack.api.commands import EvalExit, IngestExit
+from aistack.api.model_cache import PullExit
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import (
     CONDITION_GATEWAY,
@@ -61,7 +62,7 @@ def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
     checks: dict[str, Check] = {}
     gateway = workload_check(live, *rendered.gateway)
     if rendered.model is not None:
-        checks[CONDITION_MODEL] = workload_check(live, *rendered.model)
+        checks[CONDITION_MODEL] = model_check(rendered, live)
     else:
         checks[CONDITION_MODEL] = Check(ok=True, reason="ExternalAPI",
                                         message="served by an OpenAI-compatible API")
@@ -95,6 +96,55 @@ def layer_checks(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
         layer = _layer_of(stack, kind, child)
         checks[layer] = Check(ok=False, reason="ApplyFailed", message=f"{kind} {child}: {message}")
     return checks
+
+
+def job_finished(job: Mapping[str, Any] | None) -> str | None:
+    """"Complete" or "Failed" once the Job controller says so; None while it runs (or is absent)."""
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return str(cond["type"])
+    return None
+
+
+def model_check(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> Check:
+    """`ModelReady`: the Deployment's pods, after the model cache's pull where there is one
+    (Downloading while it runs, DownloadFailed when it failed, Cached until the pods are ready)."""
+    assert rendered.model is not None
+    workload = workload_check(live, *rendered.model)
+    if rendered.pull_job is None:
+        return workload
+    name = rendered.pull_job[1]
+    logs = f"`kubectl logs job/{name} -n {rendered.stack.namespace}`"
+    job = live.get(rendered.pull_job)
+    finished = job_finished(job)
+    model = rendered.stack.spec.model.name
+    if finished is None:
+        return Check(ok=False, reason="Downloading",
+                     message=f"Job {name} pulls {model} into the model cache; the model's pods start when it "
+                             f"has finished ({logs} shows its progress)")
+    if finished == "Failed":
+        return Check(ok=False, reason="DownloadFailed",
+                     message=f"Job {name}: {_pull_failure(job)} ({logs})"[:1000])
+    if workload.ok:
+        return workload
+    return Check(ok=False, reason="Cached", message=f"{model} is in the model cache; {workload.message}")
+
+
+def _pull_failure(job: Mapping[str, Any] | None) -> str:
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") != "Failed" or cond.get("status") != "True":
+            continue
+        by_policy = cond.get("reason") == "PodFailurePolicy"
+        code = _EXIT_CODE.search(str(cond.get("message", ""))) if by_policy else None
+        if code is not None:
+            return {int(PullExit.TOO_SMALL): "the model does not fit in the cache volume: raise "
+                                             "model.vllm.cache.size",
+                    int(PullExit.NOT_FOUND): "the model or its mirror was not found, or is not readable "
+                                             "(hfTokenSecretRef for a gated model, the service account "
+                                             "for an S3 mirror)"}.get(
+                int(code.group(1)), f"the pull ended with exit code {code.group(1)}")
+        return f"{cond.get('reason') or 'failed'}: {cond.get('message') or 'no message'}"
+    return "failed"
 
 
 def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -208,7 +258,7 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 
 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
-    if name.endswith(("-model", "-model-cache")):
+    if name.endswith(("-model", "-model-cache")) or name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
     if name.endswith("-vector-store") or name.startswith(f"{stack.name}-ingest-"):
         return CONDITION_RETRIEVAL

@@ -38,13 +38,46 @@ class GpuSpec(ApiModel):
     """Extra tolerations; the `nvidia.com/gpu` taint is always tolerated."""
 
 
+MIRROR_PATTERN = r"^(hub|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?)$"
+
+
 class ModelCache(ApiModel):
-    """The volume that holds downloaded weights (the Hugging Face cache), kept across restarts."""
+    """The volume that holds the model's weights, kept across restarts, and how they get there."""
+
+    model_config = cel_rules(
+        rule("!has(self.source) || self.source == 'hub' || (has(self.prePull) && self.prePull)",
+             "an s3:// mirror needs prePull: true (vLLM itself downloads from the Hugging Face Hub only)",
+             '.source'),
+    )
 
     size: Quantity = "100Gi"
     """Capacity; leave room for the weights plus one upgrade."""
     storage_class_name: str | None = None
     """StorageClass; the cluster default when unset."""
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteOnce"
+    """`ReadWriteMany` (a storage class that allows it: EFS, Filestore, Azure Files, NFS): one volume
+    that every replica shares. `ReadWriteOnce` (block storage, e.g. gp3) attaches to one node: one
+    replica keeps its volume across restarts; with more replicas each pod gets a volume of its own
+    that lives as long as the pod (a new pod downloads again)."""
+    pre_pull: bool = False
+    """Download the weights into the cache before vLLM starts, and start vLLM with the hub offline
+    on the cached folder. On a shared volume (`ReadWriteMany`, or one replica) a Job downloads
+    once and the model's pods are created (or changed to a new model) only when it has finished,
+    so GPU pods never sit idle downloading (`ModelReady`: Downloading, Cached, DownloadFailed);
+    on per-pod volumes an init container of each pod downloads."""
+    source: Annotated[str, Field(pattern=MIRROR_PATTERN, max_length=1024)] = "hub"
+    """Where the weights come from: `hub` (the Hugging Face Hub, with `hfTokenSecretRef`), or an
+    `s3://bucket/prefix` mirror holding the model's files (read with the gateway's service
+    account, as the ingestion Job reads S3 sources; needs `prePull`)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelCache:
+        rules = RuleCollector()
+        if self.source != "hub" and not self.pre_pull:
+            rules.add(("source",), f"{self.source!r} needs prePull: true (vLLM itself downloads from the "
+                                  "Hugging Face Hub only)")
+        rules.raise_if_any()
+        return self
 
 
 class VllmSpec(ApiModel):

@@ -17,7 +17,7 @@ from aistack.api.images import package_version
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render import endpoints, gateway, guardrails, jobs
 from aistack.operator.render.common import Manifest, RenderContext, selector_labels
-from aistack.operator.render.model import render_model
+from aistack.operator.render.model import pull_job, render_model
 from aistack.operator.render.retrieval import render_retrieval
 from aistack.operator.render.tracking import render_tracking
 
@@ -48,6 +48,8 @@ class Rendered:
     """The managed MLflow's Deployment; None without observability or with an external MLflow."""
     ingestion_job: ChildKey | None
     evaluation_job: ChildKey | None
+    pull_job: ChildKey | None
+    """The model cache's pull Job (prePull on a shared volume): the model's Deployment waits for it."""
     endpoint: str
     """The gateway's in-cluster OpenAI-compatible base URL (`status.endpoint`)."""
     qdrant_url: str | None
@@ -77,9 +79,11 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
                                  gateway_mount=gateway.CONFIG_DIR) \
         if guardrails.needs_sidecar(ctx) else None
     ingestion, evaluation = jobs.ingestion_job(ctx), jobs.evaluation_job(ctx)
+    pull = pull_job(ctx)
     runs = [job for job in (ingestion, evaluation) if job is not None]
     manifests = [
-        *render_model(ctx), *render_retrieval(ctx), *render_tracking(ctx), *guardrails.render_guardrails(ctx),
+        *render_model(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
+        *guardrails.render_guardrails(ctx),
         *gateway.render_gateway(ctx, sidecar=sidecar),
         *([jobs.manifest_config_map(ctx), *runs] if runs else []),  # the ConfigMap the Jobs read
     ]
@@ -92,6 +96,7 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
         tracking=_key("Deployment", endpoints.tracking_name(ctx)),
         ingestion_job=_key("Job", ingestion["metadata"]["name"] if ingestion else None),
         evaluation_job=_key("Job", evaluation["metadata"]["name"] if evaluation else None),
+        pull_job=_key("Job", pull["metadata"]["name"] if pull else None),
         endpoint=endpoints.gateway_endpoint(ctx),
         qdrant_url=endpoints.qdrant_url(ctx),
         gateway_selector=selector_labels(stack, COMPONENT_GATEWAY),

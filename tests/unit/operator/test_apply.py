@@ -130,6 +130,21 @@ def test_creates_patches_and_prunes_only_owned() -> None:
     assert "retained" in kube.objects
 
 
+def test_a_held_child_is_neither_written_nor_created_nor_pruned() -> None:
+    kube = FakeKube()
+    old = with_last_applied(cm("held", {"model": "old"}))
+    kube.objects = {"held": old}
+    live = {("ConfigMap", "held"): old}
+    result = apply_children(kube, namespace="ns", desired=[cm("held", {"model": "new"}), cm("later", {})],
+                            live=live, owner_uid=UID, hold={("ConfigMap", "held"), ("ConfigMap", "later")})
+    assert kube.calls == [] and result.writes == 0
+    assert kube.objects == {"held": old}
+    assert result.live == {("ConfigMap", "held"): old}
+    released = apply_children(kube, namespace="ns", desired=[cm("held", {"model": "new"}), cm("later", {})],
+                              live=live, owner_uid=UID)
+    assert released.patched == [("ConfigMap", "held")] and released.created == [("ConfigMap", "later")]
+
+
 def test_create_conflict_from_a_stale_cache_patches_instead() -> None:
     existing = with_last_applied(cm("a", {"k": "old"}))
     kube = FakeKube({"a": existing})

@@ -21,7 +21,8 @@ def _pod_specs(manifests: Manifests) -> Manifests:
 
 
 def _containers(manifests: Manifests) -> Manifests:
-    return [c for spec in _pod_specs(manifests) for c in spec["containers"]]
+    return [c for spec in _pod_specs(manifests)
+            for c in [*spec.get("initContainers", []), *spec["containers"]]]
 
 
 @pytest.fixture
