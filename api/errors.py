@@ -76,6 +76,10 @@ def _message(item: ErrorDetails, loc: Loc, root: type[BaseModel] | None, aliases
         return "unknown field" + _unknown_field_hint(loc, root, aliases)
     if kind == "missing":
         return "required field is missing"
+    if kind in ("model_type", "dict_type"):
+        known = _known_fields(root, loc) if root is not None and kind == "model_type" else []
+        fields = f" ({', '.join(known[:4])}, ...)" if known else ""
+        return f"expected a mapping of fields{fields}, got {_yaml_kind(item['input'])}"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
@@ -106,6 +110,17 @@ def _unknown_field_hint(loc: Loc, root: type[BaseModel] | None, aliases: Aliases
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; known fields here: {', '.join(known)}" if known else ""
+
+
+def _yaml_kind(value: object) -> str:
+    """What a value is, in YAML's words."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+                       (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 def _normal(word: str) -> str:

@@ -26,6 +26,17 @@ PLURAL = "aistacks"
 SINGULAR = "aistack"
 SHORT_NAMES = ["ais"]
 
+PRODUCTION_STAGE = r"(^|-)(prod|production|prd|live)(-|$)"
+"""A stage whose role is production: one of these words as the name or a '-'-separated part of it
+(`prod`, `production`, `prod-eu`, `eu-live`; not `preprod` or `products`). RE2 and Python alike,
+so the CRD's CEL rule and the models decide the same way."""
+
+
+def is_production(stage: str) -> bool:
+    """True when `stage` serves production (`PRODUCTION_STAGE`): its gateway is never open."""
+    return re.search(PRODUCTION_STAGE, stage) is not None
+
+
 # Keys whose literal string value would be a credential. Matched on the normalised key
 # (lower case, no separators), anywhere in the spec.
 _SECRET_KEY_NAMES = re.compile(r"(apikey|token|password|passwd|secret|credentials?|privatekey|accesskey)$")
@@ -76,7 +87,8 @@ class GatewaySpec(ApiModel):
     """Scale on CPU instead of a fixed replica count."""
     api_keys_secret_ref: SecretKeyRef | None = None
     """Secret key holding the accepted API keys, one per line as `key` or `key tenant`;
-    the gateway is open when unset (dev only: refused for stage `prod`)."""
+    the gateway is open when unset (refused for a production stage: `prod`, `production`,
+    `prod-eu`...)."""
     tenant_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "X-Tenant"
     """Header naming the tenant when the API key does not."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
@@ -99,9 +111,10 @@ class AIStackSpec(ApiModel):
 
     model_config = cel_rules(
         rule(
-            "!has(self.stage) || self.stage != 'prod' || (has(self.gateway) && "
+            f"!has(self.stage) || !self.stage.matches('{PRODUCTION_STAGE}') || (has(self.gateway) && "
             "has(self.gateway.apiKeysSecretRef))",
-            "stage 'prod' needs gateway.apiKeysSecretRef: a prod gateway is never open",
+            "a production stage (prod, production, prd or live, alone or as a '-' part of the name) needs "
+            "gateway.apiKeysSecretRef: a production gateway is never open",
             '.gateway',
         ),
         rule(
@@ -112,7 +125,9 @@ class AIStackSpec(ApiModel):
     )
 
     stage: Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=63)] = "dev"
-    """Stage this manifest is for: `dev`, `staging`, `prod` or any DNS label."""
+    """Stage this manifest is for: `dev`, `staging`, `prod` or any DNS label. A production stage
+    (`prod`, `production`, `prd` or `live`, alone or as a '-' part: `prod-eu`) needs
+    `gateway.apiKeysSecretRef`."""
     model: ModelSpec
     """Layer 2: the foundation model (required)."""
     retrieval: RetrievalSpec | None = None
@@ -139,9 +154,10 @@ class AIStackSpec(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> AIStackSpec:
         rules = RuleCollector()
-        if self.stage == "prod" and self.gateway.api_keys_secret_ref is None:
+        if is_production(self.stage) and self.gateway.api_keys_secret_ref is None:
             rules.add(("gateway", "apiKeysSecretRef"),
-                      "required for stage 'prod': a prod gateway is never open")
+                      f"required for stage {self.stage!r}, a production stage: a production gateway is "
+                      "never open")
         if self.evaluation is not None and self.observability is None:
             rules.add(("observability",), "required with evaluation: runs are logged to MLflow for promotion")
         orch = self.orchestration

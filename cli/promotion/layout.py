@@ -29,6 +29,7 @@ import yaml
 from aistack.api.manifests import parse_stack
 from aistack.api.types import DNS1123_LABEL
 from aistack.api.v1alpha1 import AIStack
+from aistack.api.v1alpha1.stack import is_production
 from aistack.cli.promotion.kustomize import Renderer, render
 from aistack.api.yamlio import dump
 
@@ -189,8 +190,8 @@ def stage_patch(stack_doc: dict[str, Any], *, stage: str, name: str) -> dict[str
         value = _get(spec, path)
         if value is not None:
             _set(out, path, copy.deepcopy(value))
-    if stage == "prod" and _get(out, ("gateway", "apiKeysSecretRef")) is None:
-        # A prod gateway is never open (the API refuses it): reference a Secret to create.
+    if is_production(stage) and _get(out, ("gateway", "apiKeysSecretRef")) is None:
+        # A production gateway is never open (the API refuses it): reference a Secret to create.
         _set(out, ("gateway", "apiKeysSecretRef"), {"name": f"{name}-gateway-keys", "key": "keys"})
     return {"apiVersion": stack_doc["apiVersion"], "kind": "AIStack", "metadata": {"name": name}, "spec": out}
 

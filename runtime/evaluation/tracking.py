@@ -14,6 +14,7 @@ from aistack.api import conventions as c
 from aistack.api.config_hash import config_hash
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.evaluation.runner import Outcome, Verdict
+from aistack.runtime.guardrails.fast import mask_pii
 
 TABLE_ARTIFACT = "eval/questions.json"
 OFFLINE_MODEL_TAG = c.RUN_TAG_OFFLINE_MODEL
@@ -54,8 +55,8 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
                            "dataset": dataset, "endpoint": endpoint, "questions": len(outcomes)})
         mlflow.log_metrics(values)
         columns: dict[str, list[Any]] = {}
-        for outcome in outcomes:
-            for key, value in outcome.row().items():
+        for row in table_rows(stack, outcomes):
+            for key, value in row.items():
                 columns.setdefault(key, []).append(value)
         mlflow.log_table(data=columns, artifact_file=TABLE_ARTIFACT)
         thresholds = {k: v.model_dump(exclude_none=True) for k, v in
@@ -63,3 +64,17 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
         mlflow.log_dict({"thresholds": thresholds, "failures": verdict.failures}, "eval/verdict.json")
         run_id = run.info.run_id
     return run_id, f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def table_rows(stack: AIStack, outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """The per-question table: its texts masked as the stack's rails mask a request, where it masks
+    PII (an evaluation's questions are requests, and MLflow keeps what it is given)."""
+    rails = stack.spec.guardrails
+    masks = rails is not None and ("pii_mask" in rails.input or "pii_mask" in rails.output)
+    rows = [outcome.row() for outcome in outcomes]
+    if masks:
+        for row in rows:
+            for key in ("question", "reference", "answer", "error"):
+                if isinstance(row.get(key), str):
+                    row[key] = mask_pii(row[key])
+    return rows

@@ -61,6 +61,11 @@ class ApiKeys:
         source = f"${name}" if secret is None else f"${name} (the Secret {secret.name} key {secret.key})"
         return cls.parse(value, source=source)
 
+    @property
+    def without_tenant(self) -> int:
+        """How many keys name no tenant: their callers choose one with the tenant header."""
+        return sum(tenant is None for tenant in self._keys.values())
+
     def lookup(self, key: str) -> tuple[bool, str | None]:
         digest = _digest(key)
         if digest in self._keys:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import httpx
@@ -14,6 +15,8 @@ from aistack.runtime.gateway.upstream import HttpPool, ModelClient
 from aistack.runtime.guardrails.guard import Guard
 from aistack.runtime.orchestration.agent import Toolbox
 from aistack.runtime.tracing import Tracer
+
+log = logging.getLogger("aistack.gateway")
 
 
 @dataclass
@@ -47,6 +50,10 @@ def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPoo
     server = config.server
     api_keys = ApiKeys.from_env(server.api_keys_env,
                                 secret=server.api_keys_secret_ref) if server.api_keys_env else None
+    if api_keys is not None and api_keys.without_tenant and config.retrieval is not None:
+        log.warning("%d of the gateway's API keys name no tenant: a caller with one reads any tenant's "
+                    "documents by sending the %s header. Give each key its tenant ('key tenant' per line) "
+                    "unless it is meant to see every tenant", api_keys.without_tenant, server.tenant_header)
     model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool,
                         metrics=metrics)
     toolbox = None

@@ -11,6 +11,7 @@ import openai
 import pytest
 import yaml
 
+from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.core.config import ConfigError, load_config
 from aistack.runtime.gateway import create_app
 from aistack.testing.gateway import ListRetriever, base_config, run_gateway
@@ -53,6 +54,20 @@ def test_tenant_comes_from_the_key_then_the_header(keyed):
     assert keyed.retriever.calls[-1][1] == "team-b"
     ask(keyed, "key-open")
     assert keyed.retriever.calls[-1][1] is None
+
+
+@pytest.mark.parametrize(("keys", "warned"), [(KEYS, True), ("key-acme acme\nkey-b team-b\n", False)])
+def test_keys_without_a_tenant_are_warned_about_at_start(upstream, monkeypatch, caplog, keys, warned):
+    monkeypatch.setenv("GW_KEYS", keys)
+    cfg = base_config(upstream.base_url, server={"apiKeysEnv": "GW_KEYS"}, retrieval={
+        "collection": "c", "distance": "Cosine", "topK": 1, "maxContextTokens": 100,
+        "embedder": {"provider": "local", "model": "e", "dimension": 8}})
+    with caplog.at_level("WARNING", logger="aistack.gateway"):
+        create_app(GatewayConfig.model_validate(cfg), retriever=ListRetriever([]))
+    warnings = [r.getMessage() for r in caplog.records if "no tenant" in r.getMessage()]
+    assert bool(warnings) == warned
+    if warned:
+        assert warnings[0].startswith("1 of the gateway's API keys") and "X-Tenant header" in warnings[0]
 
 
 def test_health_and_metrics_need_no_key(keyed):

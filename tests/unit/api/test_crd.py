@@ -22,6 +22,7 @@ import yaml
 from jsonschema import Draft4Validator
 
 from aistack.api.crd import CRD_FILE, build_crd, crd_yaml
+from aistack.api.manifests import ManifestError, parse_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 INVALID = Path(__file__).parent / "invalid"
@@ -188,7 +189,7 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
         ("openai-with-gpu", "vllm must not be set with provider 'openai'"),
         ("openai-without-key", "provider 'openai' needs openai.baseUrl and openai.apiKeySecretRef"),
         ("tools-in-pipeline", "tools are only called in mode 'agent'"),
-        ("prod-open-gateway", "stage 'prod' needs gateway.apiKeysSecretRef"),
+        ("prod-open-gateway", "a production stage (prod, production, prd or live"),
         ("evaluation-without-observability", "evaluation needs observability"),
         ("vectorstore-both", "set either managed or external, not both"),
         ("source-volume-both", "set exactly one of configMap or persistentVolumeClaim"),
@@ -198,6 +199,23 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
 def test_cross_field_rules_are_enforced_by_cel_too(fixture: str, message: str) -> None:
     manifest = yaml.safe_load((INVALID / f"{fixture}.yaml").read_text())
     assert any(message in m for m in failed_cel_messages(manifest))
+
+
+@pytest.mark.parametrize(("stage", "open_refused"), [
+    ("prod", True), ("production", True), ("prod-eu", True), ("eu-live", True), ("prd", True),
+    ("preprod", False), ("products", False), ("staging", False), ("dev", False),
+])
+def test_a_production_stage_is_known_by_its_role_in_models_and_cel(stage: str, open_refused: bool) -> None:
+    """Not only a stage named exactly `prod`: `production` ran an open gateway."""
+    manifest = yaml.safe_load((INVALID / "prod-open-gateway.yaml").read_text())
+    manifest["spec"]["stage"] = stage
+    cel = [m for m in failed_cel_messages(manifest) if "apiKeysSecretRef" in m]
+    assert bool(cel) == open_refused
+    if open_refused:
+        with pytest.raises(ManifestError, match=rf"gateway.apiKeysSecretRef: required for stage '{stage}'"):
+            parse_stack(manifest)
+    else:
+        assert parse_stack(manifest).spec.stage == stage
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,19 @@ def test_every_alias_points_at_a_real_field_and_shadows_none(parent: str) -> Non
         assert typed.lower() not in normal, f"{parent}.{typed} is a real field (or another casing of one)"
         path = target.split(".") if target.startswith("spec.") else here + target.split(".")
         assert path[-1] in _fields(path[:-1]), f"{parent}.{typed} -> {target}: no such field"
+
+
+@pytest.mark.parametrize(("spec", "got"), [([{"model": OPENAI}], "a list"), ("model: x", "a string"),
+                                          (None, "null")])
+def test_a_spec_that_is_no_mapping_says_so(spec: Any, got: str) -> None:
+    """Not `spec.spec: unknown field`, nor pydantic's 'instance of AIStackSpec'."""
+    data = {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"}, "spec": spec}
+    with pytest.raises(ManifestError) as info:
+        parse_stack(data)
+    assert [(e.path, e.message) for e in info.value.errors] == [
+        ("spec", f"expected a mapping of fields (stage, model, retrieval, orchestration, ...), got {got}")]
+
+
+def test_a_layer_that_is_no_mapping_names_its_fields() -> None:
+    assert errors_for([VLLM]) == {
+        "spec.model": "expected a mapping of fields (provider, name, servedName, vllm, ...), got a list"}

@@ -122,6 +122,17 @@ def test_stage_patches_show_the_stage_owned_fields(tmp_path: Path) -> None:
     assert "name" not in patch["model"], "behaviour stays in the base"
 
 
+def test_a_production_stage_by_any_of_its_names_gets_gateway_keys(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["init-gitops", str(tmp_path / "d"), "--from",
+                                      str(ROOT / "examples" / "quickstart.yaml"),
+                                      "--stages", "dev,production"])
+    assert result.exit_code == 0, result.output
+    _, production = effective_stack(Layout(tmp_path / "d"), "production")
+    assert production.spec.gateway.api_keys_secret_ref is not None, "a production gateway is never open"
+    _, dev = effective_stack(Layout(tmp_path / "d"), "dev")
+    assert dev.spec.gateway.api_keys_secret_ref is None
+
+
 def test_refuses_to_overwrite_an_existing_scaffold(tmp_path: Path) -> None:
     args = ["init-gitops", str(tmp_path / "d"), "--from", str(ROOT / "examples" / "quickstart.yaml")]
     assert CliRunner().invoke(app, args).exit_code == 0

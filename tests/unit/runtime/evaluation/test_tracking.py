@@ -1,0 +1,47 @@
+"""The evaluation run's per-question table holds no raw PII where the stack's rails mask it: an
+evaluation's questions are requests, and MLflow keeps whatever it is given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aistack.api.manifests import parse_stack
+from aistack.runtime.evaluation.runner import Outcome, Verdict
+from aistack.runtime.evaluation.tracking import TABLE_ARTIFACT, log_run
+
+EMAIL, CARD = "jane.doe@example.com", "4111 1111 1111 1111"
+
+
+def stack(guardrails: dict[str, Any] | None) -> Any:
+    spec: dict[str, Any] = {"model": {"provider": "openai", "name": "gpt-4o-mini", "openai": {
+        "baseUrl": "https://api.openai.com/v1", "apiKeySecretRef": {"name": "openai", "key": "k"}}},
+        "observability": {}}
+    if guardrails is not None:
+        spec["guardrails"] = guardrails
+    return parse_stack({"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack",
+                        "metadata": {"name": "demo"}, "spec": spec})
+
+
+def logged_table(tmp_path: Path, guardrails: dict[str, Any] | None) -> str:
+    import mlflow
+
+    outcome = Outcome(question=f"I am {EMAIL}, card {CARD}: refund?", reference=f"Mail {EMAIL}.",
+                      expected_sources=[], expected_refusal=False, answer=f"We wrote to {EMAIL}.")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id, _ = log_run(tracking_uri=uri, stack=stack(guardrails), values={}, outcomes=[outcome],
+                        verdict=Verdict(passed=True, failures=[]), dataset="eval.jsonl", endpoint="http://x")
+    path = mlflow.MlflowClient(uri).download_artifacts(run_id, TABLE_ARTIFACT, str(tmp_path))
+    return json.dumps(json.loads(Path(path).read_text()))
+
+
+@pytest.mark.slow
+def test_the_table_is_masked_where_the_stack_masks_pii(tmp_path: Path) -> None:
+    table = logged_table(tmp_path / "masked", {"input": ["pii_mask"]})
+    assert EMAIL not in table and "4111" not in table
+    assert "I am [EMAIL], card [CARD]: refund?" in table and "We wrote to [EMAIL]." in table
+    plain = logged_table(tmp_path / "plain", None)
+    assert EMAIL in plain, "a stack without the mask keeps its questions as written"
