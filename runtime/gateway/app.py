@@ -30,7 +30,7 @@ from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
 from aistack.runtime.gateway.engine_metrics import SCRAPE_INTERVAL_S, EngineMetrics
-from aistack.runtime.gateway.errors import GatewayError, error_response, install_handlers
+from aistack.runtime.gateway.errors import INTERNAL_ERROR, GatewayError, error_response, install_handlers
 from aistack.runtime.gateway.heap import settle_heap
 from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.reload import ConfigWatcher
@@ -57,7 +57,8 @@ class _BodyTooLarge(GatewayError):
 
 
 class EdgeMiddleware:
-    """Pure ASGI (cheap): request metrics with the final status, and the body size limit."""
+    """Pure ASGI (cheap): request metrics with the final status, the body size limit, and an
+    unexpected error answered as the OpenAI 500 on a connection that stays open."""
 
     def __init__(self, app: Any, *, holder: StateHolder, metrics: GatewayMetrics) -> None:
         self.app = app
@@ -88,14 +89,24 @@ class EdgeMiddleware:
                     raise _BodyTooLarge(limit)
             return message
 
+        responded = False
+
         async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            # Answered here, not re-raised: past this middleware Starlette's error middleware would
+            # send the 500 and re-raise, and the server then closes the keep-alive connection.
+            if responded:
+                raise  # a stream already under way can only be cut
+            log.exception("unexpected error on %s", scope["path"])
+            status = 500
+            await _send_error(send, GatewayError(500, INTERNAL_ERROR, code="internal_error"))
         finally:
             self.metrics.observe_request(route, status, time.perf_counter() - started)
 

@@ -24,6 +24,9 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           429: "rate_limit_error"}
 
 
+INTERNAL_ERROR = "internal error in the gateway; it was logged, retry later"
+
+
 class GatewayError(Exception):
     """An error answered to the client as `{"error": {...}}` with `status`."""
 
@@ -74,5 +77,4 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(GatewayError(500, "internal error in the gateway; it was logged, retry later",
-                                           code="internal_error"))
+        return error_response(GatewayError(500, INTERNAL_ERROR, code="internal_error"))
