@@ -5,6 +5,13 @@ reconcile makes zero write requests). Patches are JSON merge patches computed th
 like client-side `kubectl apply`: the last applied manifest is kept in an annotation, so a
 field that the spec stopped rendering is removed, while fields other actors own (defaults,
 an HPA's replica count, `kubectl rollout restart` annotations) are left alone.
+
+Lists of named things (`LIST_KEYS`: containers, env, volumes, volume mounts, image pull
+secrets) are merged by their key, as strategic merge does: an item another writer added (a
+webhook's sidecar, env var or volume, a controller's pull secret) is neither drift nor removed;
+only items this operator applied before and renders no more are. A merge patch can only carry
+a list whole, so such a patch lists the others' items too and names the resourceVersion it was
+computed from (a 409 if the object changed meanwhile, and the reconcile is retried).
 """
 
 from __future__ import annotations
@@ -94,14 +101,61 @@ def key_of(manifest: Mapping[str, Any]) -> ChildKey:
     return manifest["kind"], manifest["metadata"]["name"]
 
 
-def is_subset(want: Any, have: Any) -> bool:
+LIST_KEYS: dict[str, str] = {
+    "containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+    "volumeMounts": "mountPath", "imagePullSecrets": "name",
+}
+"""List fields merged by key (the items' key field), as the API server's strategic merge does."""
+
+
+def _keyed(field: str | None, *lists: Any) -> str | None:
+    """The merge key of `field` when every item of every list carries it, else None (replace)."""
+    key = LIST_KEYS.get(field or "")
+    if key is None:
+        return None
+    for items in lists:
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) and key in i for i in items):
+            return None
+    return key
+
+
+def is_subset(want: Any, have: Any, field: str | None = None, *, same_items: bool = False) -> bool:
     """Whether every field of `want` has the same value in `have` (which may hold more:
-    server defaults, status, fields of other managers)."""
+    server defaults, status, fields of other managers, and items of other writers in a list
+    merged by key; with `same_items`, a keyed list of `have` holds no item `want` lacks)."""
     if isinstance(want, dict):
-        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k], k, same_items=same_items)
+                                                 for k, v in want.items())
     if isinstance(want, list):
+        key = _keyed(field, want, have)
+        if key is not None:
+            by_key = {item[key]: item for item in have}
+            if same_items and len(by_key) != len({item[key] for item in want}):
+                return False
+            return all(item[key] in by_key and is_subset(item, by_key[item[key]], same_items=same_items)
+                       for item in want)
         return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
     return bool(want == have)
+
+
+def keep_others(desired: Any, live: Any, last: Any, field: str | None = None) -> Any:
+    """`desired` with the items other writers added to its keyed lists (live items whose key
+    this operator neither renders nor applied before), recursively; the rest is `desired`."""
+    if isinstance(desired, dict) and isinstance(live, Mapping):
+        prior = last if isinstance(last, Mapping) else {}
+        return {k: keep_others(v, live.get(k), prior.get(k), k) for k, v in desired.items()}
+    if isinstance(desired, list) and isinstance(live, list):
+        key = _keyed(field, desired, live)
+        if key is None:
+            return desired
+        live_by_key = {item[key]: item for item in live}
+        last_by_key = {item.get(key): item for item in (last if isinstance(last, list) else [])
+                       if isinstance(item, Mapping)}
+        mine = {item[key] for item in desired}
+        merged = [keep_others(item, live_by_key.get(item[key]), last_by_key.get(item[key]))
+                  for item in desired]
+        return merged + [item for item in live if item[key] not in mine and item[key] not in last_by_key]
+    return desired
 
 
 def applied_record(desired: Mapping[str, Any]) -> str:
@@ -120,8 +174,9 @@ def with_last_applied(desired: Mapping[str, Any], record: str | None = None) -> 
 def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any],
                 live: Mapping[str, Any]) -> dict[str, Any]:
     """The smallest JSON merge patch turning `live` into one that contains `desired`, with
-    fields that were in `last` but are no longer desired set to null (removed). Lists are
-    replaced whole, as merge patch does."""
+    fields that were in `last` but are no longer desired set to null (removed). A list is
+    replaced whole, as merge patch does; a keyed list (`LIST_KEYS`) keeps the items of other
+    writers (`keep_others`)."""
     patch: dict[str, Any] = {}
     for k, want in desired.items():
         have = live.get(k, _MISSING)
@@ -130,8 +185,12 @@ def merge_patch(last: Mapping[str, Any], desired: Mapping[str, Any],
             sub = merge_patch(prior if isinstance(prior, dict) else {}, want, have)
             if sub:
                 patch[k] = sub
-        elif have is _MISSING or not is_subset(want, have):
+        elif have is _MISSING:
             patch[k] = want
+        else:
+            merged = keep_others(want, have, last.get(k), k)  # the others' list items kept, ours dropped
+            if not is_subset(merged, have, k, same_items=True):
+                patch[k] = merged
     for k in last:
         if k not in desired and k in live:
             patch[k] = None
@@ -146,6 +205,12 @@ def _keep_autoscaled_replicas(patch: dict[str, Any]) -> None:
         del spec["replicas"]
         if not spec:
             del patch["spec"]
+
+
+def _carries_lists(patch: Any) -> bool:
+    if isinstance(patch, dict):
+        return any(_carries_lists(v) for v in patch.values())
+    return isinstance(patch, list)
 
 
 def last_applied(live: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,6 +296,10 @@ def apply_children(kube: Kube, *, namespace: str, desired: Iterable[Mapping[str,
                         raise
             patch = merge_patch(last_applied(current), body, current)
             _keep_autoscaled_replicas(patch)
+            if patch and _carries_lists(patch) and current.get("metadata", {}).get("resourceVersion"):
+                # a list in a merge patch is written whole, the others' items with it: only onto
+                # the version they were read from
+                patch.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
             if patch:
                 result.live[key] = kube.patch(kind, namespace, key[1], patch)
                 result.patched.append(key)

@@ -10,10 +10,12 @@ import pytest
 
 from aistack.operator.apply import (
     LAST_APPLIED,
+    SUMMARY,
     apply_children,
     is_subset,
     last_applied,
     merge_patch,
+    summarize,
     with_last_applied,
 )
 from aistack.operator.kube import ApiError, Kind
@@ -205,3 +207,68 @@ def test_summaries_skip_intact_children_and_read_drifted_ones_in_full() -> None:
                             owner_uid=UID)
     assert kube.calls == [("get", "a"), ("patch", "a")] and result.patched == [("ConfigMap", "a")]
     assert kube.objects["a"]["data"] == {"k": "v"}
+
+
+def deployment(env: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "gw", "namespace": "ns", "ownerReferences": [{"uid": UID}]},
+            "spec": {"template": {"spec": {
+                "containers": [{"name": "gateway", "image": "gw:1", "env": env,
+                                "volumeMounts": [{"name": "config", "mountPath": "/etc/aistack"}]}],
+                "volumes": [{"name": "config", "configMap": {"name": "gw-config"}}]}}}}
+
+
+def others_added(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a webhook and a controller add: an env var, a sidecar, a volume, a pull secret."""
+    out = copy.deepcopy(obj)
+    pod = out["spec"]["template"]["spec"]
+    pod["containers"][0]["env"].append({"name": "OTEL_ENDPOINT", "value": "http://otel:4317"})
+    pod["containers"].append({"name": "istio-proxy", "image": "istio/proxy:1"})
+    pod["volumes"].append({"name": "vault-secrets", "emptyDir": {}})
+    pod["imagePullSecrets"] = [{"name": "regcred"}]
+    out["metadata"]["resourceVersion"] = "7"
+    return out
+
+
+def test_list_items_other_writers_add_are_neither_drift_nor_removed() -> None:
+    ours = deployment([{"name": "A", "value": "1"}])
+    live = others_added(with_last_applied(ours))
+    kube = FakeKube({"gw": copy.deepcopy(live)})
+    result = apply_children(kube, namespace="ns", desired=[ours], live={("Deployment", "gw"): live},
+                            owner_uid=UID)
+    assert result.patched == [] and kube.calls == []  # no re-patch, no rollout
+    assert summarize(live)[SUMMARY]["intact"]  # nor from a watch cache's summary
+
+
+def test_a_patch_replaces_only_what_the_operator_applied_and_keeps_the_others_items() -> None:
+    before = deployment([{"name": "A", "value": "1"}, {"name": "DROPPED", "value": "x"}])
+    live = others_added(with_last_applied(before))
+    kube = FakeKube({"gw": copy.deepcopy(live)})
+    sent: list[dict[str, Any]] = []
+    patch = kube.patch
+    kube.patch = lambda kind, ns, name, body: sent.append(body) or patch(kind, ns, name, body)  # type: ignore[method-assign]
+    after = deployment([{"name": "A", "value": "2"}])
+    result = apply_children(kube, namespace="ns", desired=[after], live={("Deployment", "gw"): live},
+                            owner_uid=UID)
+    assert result.patched == [("Deployment", "gw")]
+    pod = kube.objects["gw"]["spec"]["template"]["spec"]
+    gateway, sidecar = pod["containers"]
+    assert gateway["env"] == [{"name": "A", "value": "2"}, {"name": "OTEL_ENDPOINT", "value": "http://otel:4317"}]
+    assert sidecar == {"name": "istio-proxy", "image": "istio/proxy:1"}
+    assert [v["name"] for v in pod["volumes"]] == ["config", "vault-secrets"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert sent[0]["metadata"]["resourceVersion"] == "7"  # only onto the version the lists were read from
+    again = apply_children(kube, namespace="ns", desired=[after],
+                           live={("Deployment", "gw"): kube.objects["gw"]}, owner_uid=UID)
+    assert again.patched == []  # converged: the next pass writes nothing
+
+
+def test_an_item_the_operator_stops_rendering_is_removed_even_beside_others_items() -> None:
+    with_sidecar = deployment([{"name": "A", "value": "1"}])
+    with_sidecar["spec"]["template"]["spec"]["containers"].append({"name": "guardrails", "image": "gr:1"})
+    live = others_added(with_last_applied(with_sidecar))
+    kube = FakeKube({"gw": copy.deepcopy(live)})
+    apply_children(kube, namespace="ns", desired=[deployment([{"name": "A", "value": "1"}])],
+                   live={("Deployment", "gw"): live}, owner_uid=UID)
+    containers = kube.objects["gw"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["gateway", "istio-proxy"]
