@@ -1,5 +1,5 @@
-"""The command lines the in-cluster Jobs run, `aistack ingest` and `aistack eval`: their flags
-and exit codes, written once.
+"""The command lines the in-cluster Jobs run, `aistack ingest`, `aistack eval` and `aistack
+collection`: their flags and exit codes, written once.
 
 The CLI declares its options with these flag names and ends with these codes; the operator
 renders each Job's `args` with `IngestCommand`/`EvalCommand` and reads the codes in the Job's
@@ -14,6 +14,7 @@ from enum import IntEnum
 
 INGEST = "ingest"
 EVAL = "eval"
+COLLECTION = "collection"
 
 STATE_FLAG = "--state"
 QDRANT_URL_FLAG = "--qdrant-url"
@@ -40,6 +41,19 @@ class IngestExit(IntEnum):
     UNAVAILABLE = 2
     """Nothing could be done (bad manifest or flags, store or embedder unavailable). The Job
     retries up to its backoffLimit: in a cluster this is mostly Qdrant still starting."""
+
+
+class CollectionExit(IntEnum):
+    """How `aistack collection` ends; the collection Job of an external Qdrant reports it."""
+
+    READY = 0
+    """The collection exists (created when missing) with the spec's vectors; missing payload
+    indexes were added: the Job completes, `RetrievalReady`."""
+    MISMATCH = 1
+    """The collection holds other vectors (size, distance, named vectors): left untouched, the
+    Job fails at once (a FailJob rule), `CollectionMismatch`."""
+    UNAVAILABLE = 2
+    """Qdrant is unreachable or refused the key: the Job retries up to its backoffLimit."""
 
 
 class EvalExit(IntEnum):
@@ -81,6 +95,17 @@ class IngestCommand:
                 *_option(STATE_FLAG, self.state), *_option(BASE_FLAG, self.base),
                 *_option(TENANT_FLAG, self.tenant), *([PRUNE_FLAG] if self.prune else []),
                 *_option(MAX_FILE_SIZE_FLAG, self.max_file_size)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectionCommand:
+    """`aistack collection MANIFEST`: create or check the stack's collection on its Qdrant."""
+
+    manifest: str
+
+    def args(self) -> list[str]:
+        """The arguments after the program (`python -m aistack.cli`)."""
+        return [COLLECTION, self.manifest]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ COMPONENT_GATEWAY: Final = "gateway"
 COMPONENT_TRACKING: Final = "tracking"
 COMPONENT_INGESTION: Final = "ingestion"
 COMPONENT_EVALUATION: Final = "evaluation"
+COMPONENT_COLLECTION: Final = "collection"
 
 # Children of an AIStack are named `<stack>-<component>` (`child_name`); the longest suffix
 # plus the API's cap on AIStack names fits a DNS label (a test keeps it so).

@@ -36,6 +36,7 @@ MLFLOW: Final = ResourceDefaults(cpu="250m", memory="512Mi", memory_limit="2Gi")
 VLLM: Final = ResourceDefaults(cpu="2", memory="16Gi", memory_limit="32Gi")
 INGESTION_JOB: Final = ResourceDefaults(cpu="500m", memory="1Gi", memory_limit="4Gi")
 EVALUATION_JOB: Final = ResourceDefaults(cpu="250m", memory="1Gi", memory_limit="2Gi")
+COLLECTION_JOB: Final = ResourceDefaults(cpu="100m", memory="256Mi", memory_limit="512Mi")
 
 
 def with_defaults(spec: Resources, defaults: ResourceDefaults) -> Resources:

@@ -169,12 +169,14 @@ app.command("init-gitops")(gitops.init_gitops_cmd)
 app.command("promote")(promote.promote_cmd)
 
 from aistack.cli.engine import engine_app  # noqa: E402  (light: heavy imports live inside the commands)
+from aistack.cli.collection import collection_cmd  # noqa: E402
 from aistack.cli.eval import eval_cmd  # noqa: E402
 from aistack.cli.ingest import ingest_cmd  # noqa: E402
 from aistack.cli.ui import ui_cmd  # noqa: E402
 from aistack.cli.up import up_cmd  # noqa: E402
 
 app.command("ingest")(ingest_cmd)
+app.command("collection")(collection_cmd)
 app.command("eval")(eval_cmd)
 app.command("up")(up_cmd)
 app.command("ui")(ui_cmd)

@@ -10,7 +10,6 @@ when a stack has retrieval: it costs ~90 MiB of operator memory.
 
 from __future__ import annotations
 
-import base64
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from aistack.api.collection import PayloadIndexSpec, collection_spec
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.check import Check
-from aistack.operator.kube import SECRET, ApiError, Kube
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -68,27 +66,19 @@ class QdrantClients:
             client.close()
 
 
-def connect(stack: AIStack, *, managed_url: str | None, kube: Kube, factory: QdrantFactory) -> QdrantClient:
+def connect(stack: AIStack, *, managed_url: str | None, factory: QdrantFactory) -> QdrantClient:
     """A client for the stack's Qdrant: the managed Service at `managed_url` (the render's
-    `qdrant_url`), or the external URL with its key."""
+    `qdrant_url`), or an external URL that needs no key. The operator reads no Secret: the
+    collection of an external Qdrant with a key is the collection Job's (`aistack collection`,
+    the render's `collection_job`), which holds the key."""
     retrieval = stack.spec.retrieval
     assert retrieval is not None
     external = retrieval.vector_store.external
     if external is None:
         assert managed_url is not None
         return factory(managed_url, None)
-    key = None
-    if external.api_key_secret_ref is not None:
-        key = read_secret(kube, stack.namespace, external.api_key_secret_ref.name,
-                          external.api_key_secret_ref.key)
-    return factory(str(external.url).rstrip("/"), key)
-
-
-def read_secret(kube: Kube, namespace: str, name: str, key: str) -> str:
-    secret = kube.get(SECRET, namespace, name)
-    if secret is None or key not in (secret.get("data") or {}):
-        raise ApiError(404, f"Secret {namespace}/{name} has no key {key!r}; create it, the operator retries")
-    return base64.b64decode(secret["data"][key]).decode()
+    assert external.api_key_secret_ref is None, "a keyed external Qdrant is the collection Job's"
+    return factory(str(external.url).rstrip("/"), None)
 
 
 def ensure_collection(client: QdrantClient, stack: AIStack) -> Check:

@@ -43,7 +43,6 @@ class Kind:
 
 
 AISTACK = Kind(api_version=f"{GROUP}/{VERSION}", kind=KIND, plural=PLURAL)
-SECRET = Kind(api_version="v1", kind="Secret", plural="secrets")
 EVENT = Kind(api_version="v1", kind="Event", plural="events")
 # Every kind render() can produce, keyed by `kind`.
 CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (
@@ -60,7 +59,7 @@ CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (
 CALLS: set[tuple[str, str]] = {
     *((k, v) for k in CHILD_KINDS for v in ("get", "list", "watch", "create", "patch", "delete")),
     (KIND, "list"), (KIND, "watch"), (KIND, "patch"), (f"{KIND}/status", "patch"),
-    ("Secret", "get"), ("Event", "create"),
+    ("Event", "create"),
 }
 
 

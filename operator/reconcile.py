@@ -146,7 +146,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
         outcome.events.append(("Warning", "ApplyFailed", f"{key[0]} {key[1]}: {message}"[:1000]))
-    collection_check = _collection(rendered, kube=kube, qdrant=qdrant, live=applied.live, outcome=outcome)
+    collection_check = _collection(rendered, qdrant=qdrant, live=applied.live, outcome=outcome)
     checks = status.layer_checks(rendered, applied.live, collection=collection_check, failed=applied.failed)
     gateway = applied.live.get(rendered.gateway) or {}
     new = status.build_status(
@@ -197,7 +197,7 @@ def _held(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> set
     return {rendered.model}
 
 
-def _collection(rendered: Rendered, *, kube: Kube, qdrant: QdrantFactory,
+def _collection(rendered: Rendered, *, qdrant: QdrantFactory,
                 live: Mapping[ChildKey, Mapping[str, Any]], outcome: Outcome) -> Check | None:
     """Check the collection once its Qdrant is up; None when the stack has no retrieval."""
     stack = rendered.stack
@@ -205,10 +205,12 @@ def _collection(rendered: Rendered, *, kube: Kube, qdrant: QdrantFactory,
         return None
     if rendered.store is not None and not status.workload_check(live, *rendered.store).ok:
         return None  # layer_checks reports the StatefulSet's progress
+    if rendered.collection_job is not None:  # an external Qdrant with a key: the Job holds the key
+        return status.collection_check(rendered, live)
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     try:
-        client = collection.connect(stack, managed_url=rendered.qdrant_url, kube=kube, factory=qdrant)
+        client = collection.connect(stack, managed_url=rendered.qdrant_url, factory=qdrant)
         return collection.ensure_collection(client, stack)
     except (ResponseHandlingException, UnexpectedResponse, OSError, ApiError) as err:
         outcome.retry = f"Qdrant: {err}"
@@ -237,6 +239,8 @@ def finalize(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, vers
     name = collection_spec(stack).name
     if retrieval.collection.deletion_policy != "Delete":
         return f"collection {name!r} retained (deletionPolicy Retain)"
-    client = collection.connect(stack, managed_url=rendered.qdrant_url, kube=kube, factory=qdrant)
+    if rendered.collection_job is not None:  # refused by validation; a stored older object may have it
+        return f"collection {name!r} retained: the operator holds no key to the external Qdrant"
+    client = collection.connect(stack, managed_url=rendered.qdrant_url, factory=qdrant)
     deleted = collection.delete_collection(client, stack)
     return f"collection {name!r} deleted" if deleted else f"collection {name!r} was already gone"

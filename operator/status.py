@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from aistack.api.commands import EvalExit, IngestExit
+from aistack.api.commands import CollectionExit, EvalExit, IngestExit
 from aistack.api.model_cache import PullExit
 from aistack.api.config_hash import config_hash
 from aistack.api.conventions import (
@@ -145,6 +145,38 @@ def _pull_failure(job: Mapping[str, Any] | None) -> str:
                 int(code.group(1)), f"the pull ended with exit code {code.group(1)}")
         return f"{cond.get('reason') or 'failed'}: {cond.get('message') or 'no message'}"
     return "failed"
+
+
+def collection_check(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> Check:
+    """`RetrievalReady` of a stack on an external Qdrant with a key, from its collection Job
+    (`aistack collection`, which holds the key): pending while it runs, ready when it completes,
+    `CollectionMismatch` on `CollectionExit.MISMATCH`, unreachable after its retries."""
+    assert rendered.collection_job is not None
+    name = rendered.collection_job[1]
+    logs = f"`kubectl logs job/{name} -n {rendered.stack.namespace}`"
+    conditions = ((live.get(rendered.collection_job) or {}).get("status") or {}).get("conditions") or []
+    for cond in conditions:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return Check(ok=True, reason="CollectionReady",
+                         message=f"the collection on the external Qdrant is as the spec says (Job {name})")
+        if cond.get("type") != "Failed":
+            continue
+        code = _EXIT_CODE.search(
+            str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
+        if code is not None and int(code.group(1)) == CollectionExit.MISMATCH:
+            return Check(ok=False, reason="CollectionMismatch",
+                         message="the collection on the external Qdrant holds other vectors than the "
+                                 "spec's; left untouched: use another collection name, or delete and "
+                                 f"re-ingest it ({logs} says how it differs)")
+        return Check(ok=False, reason="VectorStoreUnreachable",
+                     message=(f"Job {name}: {cond.get('reason') or 'failed'}: {cond.get('message') or ''} "
+                              f"({logs}; the Job runs again when the collection, the URL or the Job "
+                              "change)")[:1000])
+    return Check(ok=False, reason="CollectionPending",
+                 message=f"Job {name} creates or checks the collection on the external Qdrant with the key "
+                         "from its Secret (the operator reads no Secret)")
 
 
 def ingestion_status(job: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -14,11 +14,12 @@ Least privilege, rule by rule:
   (peering: a second operator of higher priority, say a developer's, pauses this one).
 - leader election between replicas: `leases` get/create/patch, in a Role of the operator's
   own namespace only (`operator_leader_election_rules`).
-- Secrets: `get` by name only (no list, no watch, no write): the operator reads one Secret,
-  the API key of an *external* Qdrant, to manage the collection there. Every other secret is
-  only referenced (`secretKeyRef`) and resolved by the kubelet; the MLflow backend Secret is
-  created by this Pulumi program. (No `pods`, `serviceaccounts`, RBAC or `*` rights, so a
-  compromised operator cannot enumerate credentials or escalate.)
+- Secrets: nothing. Every secret is only referenced (`secretKeyRef`) and resolved by the
+  kubelet into the pods that use it: the key of an *external* Qdrant reaches the gateway, the
+  ingestion Job and the collection Job (`aistack collection`, which creates or checks the
+  collection there), never the operator; the MLflow backend Secret is created by this Pulumi
+  program. (No `secrets`, `pods`, `serviceaccounts`, RBAC or `*` rights, so a compromised
+  operator cannot read or enumerate credentials or escalate.)
 
 `deploy/operator/rbac.yaml` (the kustomize install) is generated from these rules
 (`operator_manifests.py`), and the operator's e2e RBAC test replays its API calls against it.
@@ -49,7 +50,6 @@ def operator_cluster_rules() -> list[dict[str, Any]]:
     rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS}
               for group, resources in CHILD_RESOURCES.items()]
     rules += [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},

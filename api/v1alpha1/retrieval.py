@@ -282,6 +282,17 @@ class Chunking(ApiModel):
 class RetrievalSpec(ApiModel):
     """Retrieval-augmented generation: search the collection and put the hits in the prompt."""
 
+    model_config = cel_rules(
+        rule(
+            "!has(self.vectorStore) || !has(self.vectorStore.external) || "
+            "!has(self.vectorStore.external.apiKeySecretRef) || !has(self.collection) || "
+            "!has(self.collection.deletionPolicy) || self.collection.deletionPolicy != 'Delete'",
+            "deletionPolicy Delete needs a Qdrant the operator can reach without a key: it reads no "
+            "Secret (delete the collection on the external Qdrant yourself)",
+            '.collection.deletionPolicy',
+        ),
+    )
+
     vector_store: VectorStore = Field(default_factory=VectorStore)
     """The Qdrant to use."""
     collection: Collection = Field(default_factory=Collection)
@@ -307,9 +318,17 @@ class RetrievalSpec(ApiModel):
     --max-file-size` overrides it."""
 
     @model_validator(mode="after")
-    def _file_size(self) -> RetrievalSpec:
+    def _check(self) -> RetrievalSpec:
+        rules = RuleCollector()
         if quantity_value(self.max_file_size) < 1:
-            raise violation(("maxFileSize",), f"{self.max_file_size!r} must be at least 1 byte")
+            rules.add(("maxFileSize",), f"{self.max_file_size!r} must be at least 1 byte")
+        external = self.vector_store.external
+        if (external is not None and external.api_key_secret_ref is not None
+                and self.collection.deletion_policy == "Delete"):
+            rules.add(("collection", "deletionPolicy"),
+                      "Delete needs a Qdrant the operator can reach without a key: it reads no Secret "
+                      "(delete the collection on the external Qdrant yourself)")
+        rules.raise_if_any()
         return self
 
     ingestion_resources: Resources = Field(default_factory=Resources)

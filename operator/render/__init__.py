@@ -50,6 +50,9 @@ class Rendered:
     evaluation_job: ChildKey | None
     pull_job: ChildKey | None
     """The model cache's pull Job (prePull on a shared volume): the model's Deployment waits for it."""
+    collection_job: ChildKey | None
+    """The external Qdrant's collection step (`aistack collection` holding its key); None when the
+    operator manages the collection itself (a managed Qdrant, or an external one with no key)."""
     endpoint: str
     """The gateway's in-cluster OpenAI-compatible base URL (`status.endpoint`)."""
     qdrant_url: str | None
@@ -80,7 +83,8 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
         if guardrails.needs_sidecar(ctx) else None
     ingestion, evaluation = jobs.ingestion_job(ctx), jobs.evaluation_job(ctx)
     pull = pull_job(ctx)
-    runs = [job for job in (ingestion, evaluation) if job is not None]
+    collection = jobs.collection_job(ctx)
+    runs = [job for job in (ingestion, evaluation, collection) if job is not None]
     manifests = [
         *render_model(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
         *guardrails.render_guardrails(ctx),
@@ -95,6 +99,7 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
         store=_key("StatefulSet", endpoints.store_name(ctx)),
         tracking=_key("Deployment", endpoints.tracking_name(ctx)),
         ingestion_job=_key("Job", ingestion["metadata"]["name"] if ingestion else None),
+        collection_job=_key("Job", collection["metadata"]["name"] if collection else None),
         evaluation_job=_key("Job", evaluation["metadata"]["name"] if evaluation else None),
         pull_job=_key("Job", pull["metadata"]["name"] if pull else None),
         endpoint=endpoints.gateway_endpoint(ctx),

@@ -1,6 +1,8 @@
 """Run-to-completion work of a stack: the ingestion Job (`aistack ingest` of
-`retrieval.sources` into the in-cluster Qdrant) and the evaluation Job (`aistack eval` against
-the gateway Service), plus the ConfigMap holding the stack's manifest that both read.
+`retrieval.sources` into the in-cluster Qdrant), the evaluation Job (`aistack eval` against
+the gateway Service) and the collection Job (`aistack collection` on an external Qdrant with a
+key: the Job holds the key, so the operator reads no Secret), plus the ConfigMap holding the
+stack's manifest that they read.
 
 Both Jobs are named by a short hash of what they depend on, so a change of their inputs is a
 new Job (a new run) and an unchanged stack keeps its finished Job (no re-run on resync). Their
@@ -21,13 +23,27 @@ diff and a finished Job stays what the operator rendered:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from aistack.api.commands import EvalCommand, EvalExit, IngestCommand, IngestExit
+from aistack.api.collection import collection_spec
+from aistack.api.commands import (
+    CollectionCommand,
+    CollectionExit,
+    EvalCommand,
+    EvalExit,
+    IngestCommand,
+    IngestExit,
+)
 from aistack.api.config_hash import config_hash
 from aistack.api import resources as default_resources
-from aistack.api.conventions import COMPONENT_EVALUATION, COMPONENT_INGESTION, CONFIG_HASH_ANNOTATION
-from aistack.api.types import SecretKeyRef
+from aistack.api.conventions import (
+    COMPONENT_COLLECTION,
+    COMPONENT_EVALUATION,
+    COMPONENT_INGESTION,
+    CONFIG_HASH_ANNOTATION,
+)
+from aistack.api.types import Resources, SecretKeyRef
 from aistack.api.v1alpha1 import AIStack
 from aistack.api.v1alpha1.retrieval import Source
 from aistack.operator.render.common import (
@@ -56,6 +72,7 @@ SOURCES_DIR = "/sources"
 """Where the ingestion Job mounts the sources' volumes, each at its path (`--base`)."""
 INGEST_CONTAINER = "ingest"
 EVAL_CONTAINER = "eval"
+COLLECTION_CONTAINER = "collection"
 SUFFIX_LENGTH = 10
 
 
@@ -65,6 +82,10 @@ def ingestion_job_name(ctx: RenderContext, suffix: str) -> str:
 
 def evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
     return ctx.name(f"eval-{suffix}")
+
+
+def collection_job_name(ctx: RenderContext, suffix: str) -> str:
+    return ctx.name(f"coll-{suffix}")
 
 
 def _in_cluster(source: Source) -> bool:
@@ -129,6 +150,30 @@ def ingestion_job(ctx: RenderContext) -> Manifest | None:
     # the Job re-runs when the sources or how they are chunked, embedded or stored change
     suffix = content_hash(ctx.stack.spec.to_wire()["retrieval"], spec)[:SUFFIX_LENGTH]
     return _job(ctx, name=ingestion_job_name(ctx, suffix), component=COMPONENT_INGESTION, spec=spec,
+                annotations={})
+
+
+def collection_job(ctx: RenderContext) -> Manifest | None:
+    """`aistack collection` with the external Qdrant's key from its Secret; None unless the stack
+    uses an external Qdrant with a key (the operator manages any other collection itself, with
+    no key to read). Named by a hash of the collection, the URL and the Job: a changed
+    collection is checked again, an unchanged one is not."""
+    retrieval = ctx.stack.spec.retrieval
+    external = retrieval.vector_store.external if retrieval is not None else None
+    if external is None or external.api_key_secret_ref is None:
+        return None
+    args = CollectionCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}").args()
+    container = _container(ctx, name=COLLECTION_CONTAINER, args=args,
+                           env=_secret_envs([external.api_key_secret_ref]), mounts=[],
+                           resources=resources(Resources(), default_resources.COLLECTION_JOB))
+    spec = _job_spec(ctx, component=COMPONENT_COLLECTION, container=container, volumes=[])
+    spec["podFailurePolicy"] = {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": COLLECTION_CONTAINER, "operator": "In",
+                                              "values": [int(CollectionExit.MISMATCH)]}},
+    ]}
+    wanted = dataclasses.asdict(collection_spec(ctx.stack))
+    suffix = content_hash(str(external.url), wanted, spec)[:SUFFIX_LENGTH]
+    return _job(ctx, name=collection_job_name(ctx, suffix), component=COMPONENT_COLLECTION, spec=spec,
                 annotations={})
 
 

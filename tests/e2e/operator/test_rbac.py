@@ -1,5 +1,6 @@
 """Every API call the operator made in a full lifecycle is allowed by deploy/operator's
-ClusterRole, and the ClusterRole grants nothing the operator never uses."""
+ClusterRole, the ClusterRole grants nothing the operator never uses, and the operator never
+reads a Secret (an external Qdrant's key goes to the collection Job, not to the operator)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, SECRET
+from aistack.operator.kube import AISTACK, CALLS, CHILD_KINDS, Kind
 from aistack.operator.machinery.leader import LeaseOptions
 from aistack.operator.machinery.peering import PeeringOptions
 from aistack.testing.cluster import Cluster, OperatorThread, wait_for
 from aistack.testing.emulator import EmulatorThread
 
 RBAC = Path(__file__).resolve().parents[3] / "deploy" / "operator" / "rbac.yaml"
+SECRET = Kind(api_version="v1", kind="Secret", plural="secrets")
 VERBS = {"GET": "get", "WATCH": "watch", "POST": "create", "PATCH": "patch", "PUT": "update",
          "DELETE": "delete"}
 PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
@@ -64,13 +66,21 @@ def test_permission_parsing() -> None:
 
 def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, namespace, stack_doc) -> None:
     since = len(cluster.emulator.log)
-    # An external Qdrant whose key is read from a Secret.
+    # An external Qdrant whose key is in a Secret: its collection Job holds the key, not the operator.
     cluster.kube.create(SECRET, namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "qd"},
                                             "data": {"key": base64.b64encode(b"not-a-real-key").decode()}})
     external = stack_doc("rag", namespace, name="external")
     external["spec"]["retrieval"]["vectorStore"] = {"external": {
         "url": "https://qdrant.example.com", "apiKeySecretRef": {"name": "qd", "key": "key"}}}
     cluster.apply_stack(external)
+    [job] = wait_for(lambda: [j for j in cluster.emulator.all("jobs")
+                              if j["metadata"]["namespace"] == namespace
+                              and j["metadata"]["name"].startswith("external-coll-")] or None,
+                     what="the collection Job")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "AISTACK_SECRET_QD_KEY", "valueFrom": {"secretKeyRef": {"name": "qd", "key": "key"}}} \
+        in container["env"]
+    cluster.thread.call(cluster.emulator.finish_job, namespace, job["metadata"]["name"], 0)
     cluster.wait_phase(namespace, "external", "Ready")
     # Create, update, layer removal, invalid spec, deletion with collection cleanup.
     doc = stack_doc("production", namespace)
@@ -105,7 +115,11 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
         if not allowed(rules, *perm):
             denied.append((method, path, perm))
     assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"
-    assert ("", "secrets", "get") in used and ("aistack.dev", "aistacks/status", "patch") in used
+    assert ("aistack.dev", "aistacks/status", "patch") in used
+    secret_calls = [(m, p) for m, p in cluster.emulator.log[since:]
+                    if "/secrets" in p and (m, p) not in test_client]
+    assert secret_calls == [], "the operator read a Secret"
+    assert not any("secrets" in rule["resources"] for rule in rules), "the ClusterRole grants Secrets"
     assert since < len(cluster.emulator.log)
 
 
@@ -149,14 +163,15 @@ def test_peering_and_leader_election_calls_are_allowed(qdrant, stack_doc) -> Non
 
 def test_declared_calls_are_allowed_and_nothing_more_is_granted() -> None:
     rules = cluster_role()
-    resources = {k.kind: (k.group, k.plural) for k in (*CHILD_KINDS.values(), SECRET, AISTACK)}
+    resources = {k.kind: (k.group, k.plural) for k in (*CHILD_KINDS.values(), AISTACK)}
     resources["Event"] = ("", "events")
     resources[f"{AISTACK.kind}/status"] = (AISTACK.group, f"{AISTACK.plural}/status")
     for kind, verb in CALLS:
         group, resource = resources[kind]
         assert allowed(rules, group, resource, verb), (kind, verb)
-    # Nothing broader than needed: no wildcards, no secrets beyond get, no cluster-admin verbs.
+    # Nothing broader than needed: no wildcards, no Secrets at all, no cluster-admin verbs.
     for rule in rules:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
-    assert [r["verbs"] for r in rules if "secrets" in r["resources"]] == [["get"]]
+    assert not [r for r in rules if "secrets" in r["resources"]]
+    assert not [call for call in CALLS if call[0] == "Secret"]

@@ -42,9 +42,7 @@ def test_rbac_is_least_privilege() -> None:
             for v in rule["verbs"]}
     resources = {r for _, r, _ in flat}
     assert not any("*" in x for rule in rules for x in rule["apiGroups"] + rule["resources"] + rule["verbs"])
-    assert {(g, r, v) for g, r, v in flat if r == "secrets"} == {("", "secrets", "get")}, \
-        "Secrets: get by name only (the external Qdrant key); never list, watch or write"
-    assert not resources & {"pods", "serviceaccounts", "roles", "rolebindings", "clusterroles",
+    assert not resources & {"secrets", "pods", "serviceaccounts", "roles", "rolebindings", "clusterroles",
                             "clusterrolebindings", "nodes"}
     # what it reconciles and writes status to
     assert {("aistack.dev", "aistacks", "watch"), ("aistack.dev", "aistacks/status", "patch"),

@@ -122,7 +122,8 @@ def test_every_secret_is_a_secret_key_ref_and_never_a_literal(make_stack, by_kin
             for m in manifests if m["kind"] == "Job"}
     secret_envs = {k: {e["name"] for e in c["env"] if "valueFrom" in e} for k, c in jobs.items()}
     assert secret_envs == {"ingestion": {"AISTACK_SECRET_EMB_K3", "AISTACK_SECRET_QD_K2"},
-                           "evaluation": {"AISTACK_SECRET_ML_K5", "AISTACK_SECRET_SUPPORT_COPILOT_KEYS_KEYS"}}
+                           "evaluation": {"AISTACK_SECRET_ML_K5", "AISTACK_SECRET_SUPPORT_COPILOT_KEYS_KEYS"},
+                           "collection": {"AISTACK_SECRET_QD_K2"}}  # the external Qdrant's key
     # The manifest ConfigMap holds Secret references (names), nothing read from a Secret.
     manifest = by_kind_name(manifests)[("ConfigMap", "support-copilot-manifest")]["data"]["aistack.yaml"]
     assert "tokenSecretRef" in manifest and "valueFrom" not in manifest
