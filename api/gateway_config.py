@@ -15,7 +15,7 @@ from pydantic import Field
 
 from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
-from aistack.api.conventions import GUARDRAILS_PORT, experiment_name
+from aistack.api.conventions import GUARDRAILS_PORT, VLLM_PORT, experiment_name
 from aistack.api.types import ApiModel, SecretKeyRef
 from aistack.api.v1alpha1 import AIStack
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
@@ -24,6 +24,24 @@ from aistack.api.v1alpha1.orchestration import Timeouts
 from aistack.api.v1alpha1.retrieval import Chunking, Distance
 
 GATEWAY_CONFIG_VERSION: Final = 1
+
+
+class Replicas(ApiModel):
+    """The replicas of a self-hosted model: the gateway spreads requests over them
+    (`aistack.runtime.gateway.routing`) instead of leaving it to a Service's connection balancing."""
+
+    policy: Literal["prefix", "least-busy", "round-robin"] = "prefix"
+    """`prefix`: a prompt's leading text keeps to the replica holding its KV cache, within bounded
+    loads; `least-busy`: the fewest requests in flight; `round-robin`."""
+    dns_name: str | None = None
+    """A headless Service's name: its A records are the model's ready pods (no Kubernetes API
+    rights needed); read again every `refreshSeconds`."""
+    port: int = 8000
+    """The replicas' port (with `dnsName`)."""
+    urls: list[str] = Field(default_factory=list)
+    """Fixed replicas, base URLs with `/v1` (`aistack up`'s engines)."""
+    refresh_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How often `dnsName` is resolved again."""
 
 
 class Upstream(ApiModel):
@@ -37,6 +55,8 @@ class Upstream(ApiModel):
     """Environment variable holding the API key."""
     timeout_seconds: float = 60.0
     """Whole-request timeout."""
+    replicas: Replicas | None = None
+    """Replicas to spread requests over; `baseUrl` alone (one Service) when unset."""
 
 
 class ModelConfig(ApiModel):
@@ -139,6 +159,9 @@ class ServerConfig(ApiModel):
     rendered before it existed and in hand-written ones."""
     tenant_header: str = "X-Tenant"
     max_body_bytes: int = 1024 * 1024
+    sse_keepalive_seconds: Annotated[float, Field(gt=0, le=300)] | None = None
+    """A stream that has sent nothing for this long gets a `: keep-alive` comment, so a proxy's
+    idle timeout (often 60 s) does not cut it while the answer is held or generated; None: 15."""
 
 
 class GatewayConfig(ApiModel):
@@ -162,6 +185,10 @@ class Endpoints(ApiModel):
 
     model_base_url: str | None = None
     """Base URL of the self-hosted model (vLLM Service); unused for provider openai."""
+    model_replicas_dns: str | None = None
+    """The self-hosted model's headless Service (its ready pods), for the gateway's routing."""
+    model_replica_urls: list[str] = Field(default_factory=list)
+    """Fixed replicas of the self-hosted model (`aistack up`'s engines)."""
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     tracking_uri: str | None = None
@@ -185,8 +212,12 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
     else:
         if endpoints.model_base_url is None:
             raise ValueError("a vLLM model needs endpoints.model_base_url")
+        replicas = None
+        if m.vllm is not None and (endpoints.model_replicas_dns or endpoints.model_replica_urls):
+            replicas = Replicas(policy=m.vllm.routing.policy, dns_name=endpoints.model_replicas_dns,
+                                port=VLLM_PORT, urls=endpoints.model_replica_urls)
         primary = Upstream(base_url=endpoints.model_base_url, model=m.public_name,
-                           timeout_seconds=spec.orchestration.timeouts.model_seconds)
+                           timeout_seconds=spec.orchestration.timeouts.model_seconds, replicas=replicas)
     fallback = None
     if m.fallback is not None:
         fallback = Upstream(base_url=str(m.fallback.base_url).rstrip("/"), model=m.fallback.model or m.name,

@@ -290,7 +290,8 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 
 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
-    if name.endswith(("-model", "-model-cache")) or name.startswith(f"{stack.name}-model-pull-"):
+    if name.endswith(("-model", "-model-cache", "-model-replicas")) or \
+            name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
     if name.endswith("-vector-store") or name.startswith(f"{stack.name}-ingest-"):
         return CONDITION_RETRIEVAL

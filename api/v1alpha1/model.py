@@ -80,6 +80,16 @@ class ModelCache(ApiModel):
         return self
 
 
+class Routing(ApiModel):
+    """How the gateway spreads requests over the model's replicas (each gateway pod finds the ready
+    ones through a headless Service: no Kubernetes API rights)."""
+
+    policy: Literal["prefix", "least-busy", "round-robin"] = "prefix"
+    """`prefix`: requests sharing a prompt's leading text (system prompt and retrieved context) go
+    to the replica whose prefix cache holds it, with bounded loads (no replica takes more than 1.25x
+    the average in flight); `least-busy`: the fewest requests in flight; `round-robin`."""
+
+
 class VllmSpec(ApiModel):
     """How the self-hosted model is served by vLLM's OpenAI-compatible server."""
 
@@ -121,6 +131,8 @@ class VllmSpec(ApiModel):
     extra_args: list[str] = Field(default_factory=list)
     """Further vLLM flags, e.g. `["--enable-prefix-caching"]`; checked against the parser of the
     pinned vLLM release (`aistack.api.vllm_flags`)."""
+    routing: Routing = Field(default_factory=Routing)
+    """How the gateway spreads requests over the replicas."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory of the server container (GPUs come from `gpu.count`); unset keys default to
     requests `{cpu: 2, memory: 16Gi}` and limits `{memory: 32Gi}` (or the memory request, when

@@ -54,6 +54,17 @@ def gateway_endpoint(ctx: RenderContext) -> str:
     return _url(ctx, gateway_name(ctx), GATEWAY_PORT, path="/v1")
 
 
+def model_replicas_name(ctx: RenderContext) -> str | None:
+    """The headless Service whose DNS records are the model's ready pods (the gateway's routing)."""
+    name = model_name(ctx)
+    return None if name is None else f"{name}-replicas"
+
+
+def model_replicas_dns(ctx: RenderContext) -> str | None:
+    name = model_replicas_name(ctx)
+    return None if name is None else f"{name}.{ctx.stack.namespace}.svc.cluster.local"
+
+
 def model_base_url(ctx: RenderContext) -> str | None:
     """Where the gateway (and the guardrails sidecar) reach a self-hosted model."""
     name = model_name(ctx)

@@ -38,7 +38,13 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
-from aistack.operator.render.endpoints import gateway_name, model_base_url, qdrant_url, tracking_uri
+from aistack.operator.render.endpoints import (
+    gateway_name,
+    model_base_url,
+    model_replicas_dns,
+    qdrant_url,
+    tracking_uri,
+)
 
 CONFIG_FILE = GATEWAY_CONFIG_PATH.rsplit("/", 1)[1]
 CONFIG_DIR = GATEWAY_CONFIG_PATH.rsplit("/", 1)[0]
@@ -52,6 +58,7 @@ Sidecar = tuple[dict[str, Any], list[dict[str, Any]]]
 def gateway_config(ctx: RenderContext) -> GatewayConfig:
     return build_gateway_config(ctx.stack, Endpoints(
         model_base_url=model_base_url(ctx),
+        model_replicas_dns=model_replicas_dns(ctx),
         qdrant_url=qdrant_url(ctx),
         tracking_uri=tracking_uri(ctx),
         guardrails_engine="sidecar",

@@ -46,7 +46,7 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
-from aistack.operator.render.endpoints import model_name
+from aistack.operator.render.endpoints import model_name, model_replicas_name
 
 # Large weights download on first start: allow 30 minutes before liveness applies.
 STARTUP_PERIOD_SECONDS = 10
@@ -111,8 +111,19 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     return [
         *([claim] if claim is not None else []),
         service(ctx, name=name, component=COMPONENT_MODEL, ports=[("http", VLLM_PORT)]),
+        _replicas_service(ctx),
         deployment,
     ]
+
+
+def _replicas_service(ctx: RenderContext) -> Manifest:
+    """A headless Service of the same pods: its DNS records are the ready replicas, which the
+    gateway resolves to route each request to one of them (`spec.model.vllm.routing`)."""
+    name = model_replicas_name(ctx)
+    assert name is not None
+    headless = service(ctx, name=name, component=COMPONENT_MODEL, ports=[("http", VLLM_PORT)])
+    headless["spec"]["clusterIP"] = "None"
+    return headless
 
 
 def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:

@@ -30,9 +30,10 @@ def test_create_makes_every_child_and_becomes_ready(cluster, operator, qdrant, n
     children = cluster.children(namespace, "support-copilot")
     assert set(children) == cluster.rendered_keys(namespace, "support-copilot")
     # the guardrails sidecar reads the gateway ConfigMap: no ConfigMap of its own; + the manifest
-    # ConfigMap and the ingestion and evaluation Jobs; no model-cache claim: the model's 2 replicas
-    # on block storage each get a volume of their own (pod-owned, not the stack's)
-    assert len(children) == 13
+    # ConfigMap and the ingestion and evaluation Jobs, and the model's headless Service (routing); no
+    # model-cache claim: the model's 2 replicas on block storage each get a volume of their own
+    # (pod-owned, not the stack's)
+    assert len(children) == 14
     status = stack["status"]
     assert [c["type"] for c in status["conditions"]] == LAYERS
     assert all(c["status"] == "True" and c["observedGeneration"] == 1 for c in status["conditions"])

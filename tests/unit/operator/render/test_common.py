@@ -81,7 +81,8 @@ def test_pods_run_non_root_and_selectors_match(make_stack, name: str) -> None:
         if m["kind"] == "Service":
             workload = [w for w in render(make_stack(name), version=VERSION).manifests
                         if w["kind"] in ("Deployment", "StatefulSet")
-                        and w["metadata"]["name"] == m["metadata"]["name"]]
+                        and m["metadata"]["name"] in (w["metadata"]["name"],
+                                                      f"{w['metadata']['name']}-replicas")]
             assert workload, f"Service {m['metadata']['name']} selects no workload"
             assert m["spec"]["selector"] == workload[0]["spec"]["selector"]["matchLabels"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from aistack.api.conventions import GPU_TYPE_LABEL
 from aistack.api.manifests import ManifestError
@@ -166,3 +167,17 @@ def test_bad_cache_settings_name_the_field(make_stack, fields: dict[str, Any], m
     with pytest.raises(ManifestError) as refused:
         make_stack("production", cache(**fields))
     assert message in str(refused.value), str(refused.value)
+
+
+def test_the_gateway_routes_over_the_replicas_of_a_headless_service(make_stack, by_kind_name) -> None:
+    stack = make_stack("production", {"spec": {"model": {"vllm": {"routing": {"policy": "least-busy"}}}}})
+    manifests = by_kind_name(render(stack).manifests)
+    headless = manifests[("Service", "support-copilot-model-replicas")]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == manifests[MODEL]["spec"]["selector"]["matchLabels"]
+    config = yaml.safe_load(manifests[("ConfigMap", "support-copilot-gateway-config")]["data"]["config.yaml"])
+    assert config["model"]["primary"]["replicas"] == {
+        "policy": "least-busy", "dnsName": "support-copilot-model-replicas.ai-prod.svc.cluster.local",
+        "port": 8000, "urls": [], "refreshSeconds": 1.0}
+    with pytest.raises(ManifestError, match="routing.policy"):
+        make_stack("production", {"spec": {"model": {"vllm": {"routing": {"policy": "random"}}}}})
