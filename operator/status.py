@@ -293,7 +293,7 @@ def _layer_of(stack: AIStack, kind: str, name: str) -> str:
     if name.endswith(("-model", "-model-cache", "-model-replicas")) or \
             name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
-    if name.endswith("-vector-store") or name.startswith(f"{stack.name}-ingest-"):
+    if name.endswith("-vector-store") or name.startswith((f"{stack.name}-ingest-", f"{stack.name}-coll-")):
         return CONDITION_RETRIEVAL
     if name.endswith(("-mlflow", "-mlflow-data")):
         return CONDITION_TRACKING

@@ -10,7 +10,8 @@ import pytest
 from aistack.api.commands import CollectionExit
 from aistack.api.manifests import ManifestError
 from aistack.operator.render import render
-from aistack.operator.status import collection_check
+from aistack.api.conventions import CONDITION_RETRIEVAL
+from aistack.operator.status import collection_check, layer_checks
 
 EXTERNAL = {"spec": {"retrieval": {"vectorStore": {"managed": None, "external": {
     "url": "https://qdrant.example.com:6333", "apiKeySecretRef": {"name": "qd", "key": "api-key"}}}}}}
@@ -76,3 +77,12 @@ def test_retrieval_ready_follows_the_collection_job(make_stack, status, ok, reas
     assert (check.ok, check.reason) == (ok, reason)
     assert rendered.collection_job[1] in check.message
 
+
+
+def test_a_refused_collection_job_is_reported_on_retrieval(make_stack) -> None:
+    rendered = render(make_stack("rag", EXTERNAL))
+    assert rendered.collection_job is not None
+    checks = layer_checks(rendered, {}, collection=collection_check(rendered, {}),
+                          failed={rendered.collection_job: "forbidden"})
+    assert checks[CONDITION_RETRIEVAL].reason == "ApplyFailed"
+    assert rendered.collection_job[1] in checks[CONDITION_RETRIEVAL].message
