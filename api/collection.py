@@ -30,6 +30,15 @@ CHUNK_INDEXES: tuple[tuple[str, PayloadIndexType], ...] = (
 """What ingestion looks chunks up by (a document's chunks, a version's hash)."""
 
 
+TENANT_SEARCH_EF = 384
+"""`hnsw_ef` of a search filtered by tenant, in both engines. A tenant is a slice of the graph:
+with Qdrant's default beam (the build's 100) a 10%-tenant's recall@10 fell to 0.76 at 300k
+chunks (clustered 384-d vectors, qdrant-edge); 384 gave 0.97 at p99 3 ms there, 512 0.985 at
+twice the time, exact search 1.0 at four times (`bench/retrieval.py` prints them side by side).
+The payload index on the tenant key lets Qdrant plan a small tenant as an exact scan instead.
+An unfiltered search keeps the default."""
+
+
 @dataclass(frozen=True)
 class PayloadIndexSpec:
     field: str

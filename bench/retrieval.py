@@ -1,6 +1,7 @@
 """Retrieval benchmark: ingestion vs embedding throughput, search latency per engine, pipeline overhead.
 
     .venv/bin/python bench/retrieval.py [--sizes 10000 100000] [--queries 300] [--skip-client-100k]
+                                        [--filtered-size 300000] [--only-filtered]
 
 Everything is measured side by side in one run on this machine and printed as tables:
 1. embeddings/s of the local MiniLM beside ingestion chunks/s (parse + chunk + embed + write);
@@ -9,7 +10,11 @@ Everything is measured side by side in one run on this machine and printed as ta
    search) and qdrant-client's local mode;
 3. the RAG pipeline overhead per query excluding the model call: retriever search with a
    precomputed query vector (store search + budget fit + context formatting), and with the
-   MiniLM query embedding included.
+   MiniLM query embedding included;
+4. filtered recall: recall@10 and p50/p99 of a search filtered to one tenant of 10 at
+   `--filtered-size` points (300k by default; the HNSW build takes minutes on 2 cores), for
+   Qdrant's default beam (what the stores did before), a few beams, exact search, and the
+   store's own search (`TENANT_SEARCH_EF`), each against exact search's top 10.
 Vectors are clustered (centroids + noise, normalised) so HNSW sees a structure like real
 embeddings rather than uniform noise.
 """
@@ -46,7 +51,8 @@ from aistack.runtime.retrieval.edge import EdgeStore  # noqa: E402
 from aistack.runtime.retrieval.embedders import LocalEmbedder  # noqa: E402
 from aistack.runtime.retrieval.qdrant_server import QdrantClientStore  # noqa: E402
 from aistack.runtime.retrieval.retriever import QdrantRetriever  # noqa: E402
-from aistack.api.collection import CollectionSpec  # noqa: E402
+from aistack.api.collection import TENANT_SEARCH_EF, CollectionSpec  # noqa: E402
+from aistack.runtime.retrieval.edge import tenant_filter  # noqa: E402
 from aistack.runtime.retrieval.store import StoredPoint, VectorStore  # noqa: E402
 
 DIM = 384
@@ -249,6 +255,54 @@ async def bench_pipeline(embedder: LocalEmbedder, rows: list[tuple[str, str, str
     ]
 
 
+async def bench_filtered(size: int, queries: np.ndarray, rows: list[tuple[str, ...]]) -> None:
+    """Recall@10 of tenant-filtered searches (tenant t3, a tenth of the points) against exact search."""
+    import qdrant_edge as qe
+
+    spec = CollectionSpec(name="bench", dimension=DIM, tenant_field="tenant")
+    folder = Path(tempfile.mkdtemp())
+    store = EdgeStore(spec=spec, path=folder)
+    upsert_s = await fill(store, clustered(size, seed=size))
+    t0 = time.perf_counter()
+    await store.optimize()
+    build_s = time.perf_counter() - t0
+    shard = store._open()
+    where = tenant_filter(spec, "t3")
+    qs = [q.tolist() for q in queries]
+
+    def raw(params: object) -> Callable[[list[float]], list[str]]:
+        def search(vector: list[float]) -> list[str]:
+            return [str(p.id) for p in shard.query(qe.QueryRequest(
+                limit=10, query=qe.Query.Nearest(vector), filter=where, with_payload=False, with_vector=False,
+                params=params))]
+        return search
+
+    def own(vector: list[float]) -> list[str]:
+        return [h.id for h in store.search_sync(vector, limit=10, tenant="t3")]
+
+    exact = [raw(qe.SearchParams(exact=True))(q) for q in qs]
+    ways: list[tuple[str, Callable[[list[float]], list[str]]]] = [
+        ("Qdrant's default beam (before)", raw(None)),
+        *((f"hnsw_ef={ef}", raw(qe.SearchParams(hnsw_ef=ef))) for ef in (128, 256, 512)),
+        ("exact search", raw(qe.SearchParams(exact=True))),
+        (f"EdgeStore.search (hnsw_ef={TENANT_SEARCH_EF}, after)", own),
+    ]
+    for name, search in ways:
+        for q in qs[:20]:
+            search(q)  # warm
+        found, times = [], []
+        for q in qs:
+            t = time.perf_counter()
+            found.append(search(q))
+            times.append((time.perf_counter() - t) * 1000)
+        recall = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact, found, strict=True))
+        rows.append((f"{size:,}", name, f"{recall:.3f}", f"{pct(times, 50):.2f}", f"{pct(times, 99):.2f}"))
+    note = f"(upsert {upsert_s:.0f} s, HNSW build {build_s:.0f} s, load {os.getloadavg()[0]:.1f})"
+    rows.append((f"{size:,}", note, "", "", ""))
+    await store.close()
+    shutil.rmtree(folder)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,8 +310,23 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--skip-client-100k", action="store_true",
                         help="qdrant-client local mode only at 10k")
+    parser.add_argument("--filtered-size", type=int, default=300_000,
+                        help="points for the filtered-recall table (0 skips it)")
+    parser.add_argument("--only-filtered", action="store_true", help="only the filtered-recall table")
     args = parser.parse_args()
-    console.print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    console.print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    if args.filtered_size:
+        filtered_rows: list[tuple[str, ...]] = []
+        await bench_filtered(args.filtered_size, clustered(args.queries, seed=7), filtered_rows)
+        table = Table(title="tenant-filtered search, top 10, 384-d cosine, 1 tenant of 10 (ms); "
+                            "recall@10 against exact search")
+        for col in ("points", "search", "recall@10", "p50", "p99"):
+            table.add_column(col)
+        for row in filtered_rows:
+            table.add_row(*row)
+        console.print(table)
+    if args.only_filtered:
+        return
     embedder = LocalEmbedder(model="all-MiniLM-L6-v2")
 
     ingest_rows: list[tuple[str, str, str]] = []

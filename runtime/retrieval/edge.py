@@ -17,7 +17,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, CollectionSpec
+from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, TENANT_SEARCH_EF, CollectionSpec
 from aistack.runtime.retrieval.store import DocumentRecord, Hit, StoredPoint, StoreError
 
 _SCHEMA = {
@@ -118,6 +118,7 @@ class EdgeStore:
         self._folder = Path(path) / spec.name
         self._shard: qe.EdgeShard | None = None
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        self._tenant_params = qe.SearchParams(hnsw_ef=hnsw_ef or TENANT_SEARCH_EF)
         self._write_lock = asyncio.Lock()
 
     def _open(self) -> qe.EdgeShard:
@@ -173,9 +174,11 @@ class EdgeStore:
     def search_sync(self, vector: list[float], *, limit: int, tenant: str | None,
                     score_threshold: float | None = None) -> list[Hit]:
         """Blocking search (sub-millisecond to a few ms): for callers already off the loop."""
+        where = tenant_filter(self.spec, tenant)
+        params = self._params if where is None else self._tenant_params
         points = self._open().query(qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vector), filter=tenant_filter(self.spec, tenant),
-            score_threshold=score_threshold, with_payload=True, with_vector=False, params=self._params))
+            limit=limit, query=qe.Query.Nearest(vector), filter=where, score_threshold=score_threshold,
+            with_payload=True, with_vector=False, params=params))
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in points]
 
     async def search(self, vector: list[float], *, limit: int, tenant: str | None,

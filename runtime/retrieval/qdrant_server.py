@@ -10,7 +10,14 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
-from aistack.api.collection import CHUNK_INDEX, CONTENT_HASH, SOURCE, CollectionSpec, PayloadIndexSpec
+from aistack.api.collection import (
+    CHUNK_INDEX,
+    CONTENT_HASH,
+    SOURCE,
+    TENANT_SEARCH_EF,
+    CollectionSpec,
+    PayloadIndexSpec,
+)
 from aistack.runtime.retrieval.store import DocumentRecord, Hit, StoredPoint, StoreError
 
 _SCHEMA = {
@@ -135,9 +142,11 @@ class QdrantClientStore:
 
     async def search(self, vector: list[float], *, limit: int, tenant: str | None,
                      score_threshold: float | None = None) -> list[Hit]:
+        where = tenant_filter(self.spec, tenant)
         response = await self._client.query_points(
-            self.spec.name, query=vector, limit=limit, query_filter=tenant_filter(self.spec, tenant),
-            score_threshold=score_threshold, with_payload=True)
+            self.spec.name, query=vector, limit=limit, query_filter=where, score_threshold=score_threshold,
+            search_params=None if where is None else models.SearchParams(hnsw_ef=TENANT_SEARCH_EF),
+            with_payload=True)
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in response.points]
 
     async def count(self) -> int:
