@@ -122,7 +122,10 @@ def _keyed(field: str | None, *lists: Any) -> str | None:
 def is_subset(want: Any, have: Any, field: str | None = None, *, same_items: bool = False) -> bool:
     """Whether every field of `want` has the same value in `have` (which may hold more:
     server defaults, status, fields of other managers, and items of other writers in a list
-    merged by key; with `same_items`, a keyed list of `have` holds no item `want` lacks)."""
+    merged by key; with `same_items`, a keyed list of `have` holds no item `want` lacks). A
+    digest (see `applied_record`) matches the string it was made from."""
+    if isinstance(want, dict) and len(want) == 1 and DIGEST in want:
+        return isinstance(have, str) and _digest(have) == want[DIGEST]
     if isinstance(want, dict):
         return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k], k, same_items=same_items)
                                                  for k, v in want.items())
@@ -158,9 +161,35 @@ def keep_others(desired: Any, live: Any, last: Any, field: str | None = None) ->
     return desired
 
 
+DIGEST = "aistack.dev/sha256"
+"""In the last-applied record, a long string is kept as `{DIGEST: <its sha256>}`."""
+DIGEST_OVER = 256
+"""Strings longer than this (characters) are recorded by digest."""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _recorded(value: Any) -> Any:
+    """`value` with every string longer than DIGEST_OVER replaced by its digest."""
+    if isinstance(value, str):
+        return {DIGEST: _digest(value)} if len(value) > DIGEST_OVER else value
+    if isinstance(value, Mapping):
+        return {k: _recorded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_recorded(v) for v in value]
+    return value
+
+
 def applied_record(desired: Mapping[str, Any]) -> str:
-    """The text recorded in the last-applied annotation (compact, sorted: equal specs, equal text)."""
-    return json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    """The text recorded in the last-applied annotation (compact, sorted: equal specs, equal text).
+
+    Long strings (a ConfigMap's config file, a system prompt in an env var) are recorded by
+    their digest: a three-way merge needs the last applied keys and, for drift, whether a value
+    is still the one applied, never the value itself. A full copy doubled every large child and
+    put its annotations over the API server's 256 KiB limit (a long system prompt and policy)."""
+    return json.dumps(_recorded(desired), sort_keys=True, separators=(",", ":"))
 
 
 def with_last_applied(desired: Mapping[str, Any], record: str | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -106,7 +107,8 @@ class AIStackSpec(ApiModel):
     """An AI application stack: the model plus, optionally, each further layer.
 
     Phased adoption: start with `model` only and add retrieval, orchestration, guardrails and
-    MLOps by editing this one manifest.
+    MLOps by editing this one manifest. The whole spec is at most 512 KiB as JSON: the operator's
+    ConfigMaps hold it, and the API server takes at most 1 MiB per object.
     """
 
     model_config = cel_rules(
@@ -169,8 +171,35 @@ class AIStackSpec(ApiModel):
         if orch.prompt_template and "{context}" in orch.prompt_template and self.retrieval is None:
             rules.add(("orchestration", "promptTemplate"),
                       "uses {context} but the stack has no retrieval layer")
+        _check_size(self, rules)
         rules.raise_if_any()
         return self
+
+
+MAX_SPEC_BYTES = 512 * 1024
+"""The largest spec (as JSON) the operator renders: the stack's manifest ConfigMap holds all of it
+and the gateway's config ConfigMap most of it, and the API server takes at most 1 MiB per
+object (a ConfigMap's data included), so half of that leaves room for YAML and metadata."""
+
+
+def _check_size(spec: AIStackSpec, rules: RuleCollector) -> None:
+    wire = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    size = len(json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode())
+    if size <= MAX_SPEC_BYTES:
+        return
+    fields = sorted(_field_sizes(wire, ()), key=lambda item: -item[1])
+    path, _ = fields[0]
+    largest = ", ".join(f"spec.{'.'.join(map(str, p))} ({n // 1024} KiB)" for p, n in fields[:3])
+    rules.add(path, f"the spec is {size // 1024} KiB as JSON, over the {MAX_SPEC_BYTES // 1024} KiB the "
+                    "operator can render (its ConfigMaps hold the spec, and the API server takes at most "
+                    f"1 MiB per object); the largest fields: {largest}")
+
+
+def _field_sizes(value: Any, path: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], int]]:
+    """(path, JSON bytes) of each field at most two levels below a layer, the unit a user shortens."""
+    if isinstance(value, dict) and len(path) < 3:
+        return [item for k, v in value.items() for item in _field_sizes(v, (*path, k))]
+    return [(path, len(json.dumps(value, ensure_ascii=False).encode()))]
 
 
 def _find_inline_secrets(node: Any, loc: tuple[str | int, ...], rules: RuleCollector) -> None:
