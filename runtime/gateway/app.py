@@ -36,6 +36,7 @@ from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.reload import ConfigWatcher
 from aistack.runtime.gateway.schemas import ChatRequest, EmbeddingsRequest, parse_body
 from aistack.runtime.gateway.state import GatewayState, build_state
+from aistack.runtime.gateway.streaming import KEEPALIVE_S, with_keepalive
 from aistack.runtime.gateway.upstream import HttpPool
 from aistack.runtime.retrieval.contracts import Embedder, Retriever
 
@@ -229,8 +230,12 @@ async def chat_completions(request: Request) -> Response:
     state: GatewayState = app_state["holder"].current
     caller, tenant = authenticate(request, state)
     req = parse_body(ChatRequest, await request.body())
-    return await handle_chat(state=state, metrics=app_state["metrics"], req=req, caller=caller,
-                             tenant=tenant, retriever=app_state["retriever"], embedder=app_state["embedder"])
+    answer = handle_chat(state=state, metrics=app_state["metrics"], req=req, caller=caller,
+                         tenant=tenant, retriever=app_state["retriever"], embedder=app_state["embedder"])
+    if req.stream:
+        interval_s = state.config.server.sse_keepalive_seconds or KEEPALIVE_S
+        return await with_keepalive(answer, interval_s=interval_s)
+    return await answer
 
 
 async def models(request: Request) -> Response:

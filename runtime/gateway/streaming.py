@@ -1,23 +1,133 @@
 """The SSE side of `/v1/chat/completions`: relaying the upstream stream through the output rails.
 
-The response starts only once the first upstream event is in hand (errors before it are JSON
-errors); after that a failure ends the stream with an OpenAI error event, never a hung
-connection.
+The response starts once the first upstream event is in hand (errors before it are JSON errors)
+or, when that takes longer than the keep-alive interval, at that interval; after that a failure
+ends the stream with an OpenAI error event, never a hung connection. Whenever nothing was sent
+for the interval (the request still held before its first event, the answer held back for
+`self_check_output`, a silent upstream), the client gets a `: keep-alive` comment, which SSE
+clients ignore and proxies count as traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
 
+from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import sse
 from aistack.runtime.gateway.turn import DONE, SSE_HEADERS, Turn, finish_trace, question_of, rails_down
 from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.guardrails.stream import StreamGuard
+
+log = logging.getLogger("aistack.gateway")
+KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_S = 15.0
+"""The default interval: well under the 60 s idle timeout of nginx and cloud load balancers."""
+
+
+async def with_keepalive(answer: Awaitable[Response], *, interval_s: float) -> Response:
+    """The streamed answer `answer` will be, with keep-alives while it is held and while it flows.
+
+    Ready within `interval_s` (the usual case), it is returned as it is, errors included (JSON
+    errors). Later, the SSE response starts now with keep-alives, and the answer, or its error as
+    an error event, follows when ready.
+    """
+    task = asyncio.ensure_future(answer)
+    try:
+        await asyncio.wait({task}, timeout=interval_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        response = task.result()
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = keepalive(response.body_iterator, interval_s=interval_s)
+        return response
+    return StreamingResponse(keepalive(_when_ready(task), interval_s=interval_s),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _when_ready(task: asyncio.Future[Response]) -> AsyncIterator[bytes]:
+    yield KEEPALIVE  # the response starts now: show the proxy some traffic at once
+    try:
+        response = await task
+    except GatewayError as err:
+        yield sse(err.body())
+        return
+    except Exception:
+        log.exception("unexpected error on a held stream")
+        yield sse(GatewayError(500, "internal error in the gateway; it was logged, retry later",
+                               code="internal_error").body())
+        return
+    if isinstance(response, StreamingResponse):
+        body = response.body_iterator
+        try:
+            async for part in body:
+                yield part if isinstance(part, bytes) else str(part).encode()
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    else:  # an error answered as a response: its body is the OpenAI error
+        yield b"data: " + bytes(response.body) + b"\n\n"
+
+
+async def keepalive(body: AsyncIterable[Any], *, interval_s: float) -> AsyncIterator[bytes]:
+    """`body` as it comes, plus `: keep-alive` whenever it sent nothing for `interval_s`.
+
+    One task reads `body` into a queue of one; a timer adds the comment when the queue stayed
+    empty for the interval. No task or timer per event: a stream has thousands.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    end = object()
+    last = loop.time()
+    timer: asyncio.TimerHandle | None = None
+
+    async def pump() -> None:
+        try:
+            async for part in body:
+                await queue.put(part)
+        except Exception as err:  # handed to the reader, which raises it
+            await queue.put(err)
+            return
+        await queue.put(end)
+
+    def tick() -> None:
+        nonlocal timer
+        idle = loop.time() - last
+        if idle >= interval_s and queue.empty():
+            queue.put_nowait(KEEPALIVE)
+            idle = 0.0
+        timer = loop.call_later(max(interval_s - idle, 0.001), tick)
+
+    reader = asyncio.ensure_future(pump())
+    timer = loop.call_later(interval_s, tick)
+    try:
+        while True:
+            part = await queue.get()
+            if part is end:
+                return
+            if isinstance(part, BaseException):
+                raise part
+            last = loop.time()
+            yield part if isinstance(part, bytes) else str(part).encode()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader  # the body's own cleanup runs in it
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 async def refusal_stream(turn: Turn, completion: dict[str, Any]) -> AsyncIterator[bytes]:
     base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],

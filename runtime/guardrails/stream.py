@@ -25,18 +25,21 @@ from aistack.runtime.guardrails.fast import RailDecision, mask_pii
 if TYPE_CHECKING:
     from aistack.runtime.guardrails.guard import Guard
 
-# Characters that may be part of a PII match; whitespace may be too, but only after these two kinds.
+# Characters that may be part of a PII match. Whitespace may be too, between a digit or ')' and a
+# digit or '(' (inside a card or phone number); and a phone starting ('+', '(' or a digit) right
+# after "<digit> " reads that digit, which the whole answer's masking may have replaced.
 _PII_CHARS = frozenset(string.ascii_letters + string.digits + "._%+-@()")
 _BEFORE_SEPARATOR = frozenset(string.digits + ")")
+_AFTER_SEPARATOR = frozenset(string.digits + "(+")
 CONTEXT_CHARS = 2
 """Released characters kept for the patterns' look-behinds (`(?<!\\d[ .-])` reads two)."""
 
 
 def safe_cut(text: str, at: int) -> bool:
-    """Whether no PII match can contain both `text[at - 1]` and `text[at]`."""
+    """Whether no PII match can contain `text[at - 1]` (`text[at]` must exist)."""
     ch = text[at - 1]
-    if ch.isspace():  # cards and phones hold whitespace only after a digit or ')'
-        return at < 2 or text[at - 2] not in _BEFORE_SEPARATOR
+    if ch.isspace():
+        return at < 2 or text[at - 2] not in _BEFORE_SEPARATOR or text[at] not in _AFTER_SEPARATOR
     return ch not in _PII_CHARS
 
 

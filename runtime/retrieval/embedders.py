@@ -198,7 +198,7 @@ class OpenAIEmbedder:
                                             retry_after=retry_after_s(response.headers.get("Retry-After")))
                 if wait is None:  # asked to come back later than we wait
                     return response
-            await asyncio.sleep(wait)
+            await asyncio.sleep(wait or 0.0)
             attempt += 1
 
     async def _embed_batch(self, batch: list[str]) -> list[list[float]]:

@@ -144,7 +144,8 @@ def test_blocked_term_in_a_streamed_answer_is_stopped_before_it_is_sent(fast_gw,
     streamed = "".join(contents)
     assert "internal" not in streamed
     assert streamed.startswith("w0 w1 w2") and streamed.endswith(REFUSAL)
-    assert len([c for c in contents if c]) > 3  # text was released progressively, not all at the end
+    # Released progressively (in batches of about 64 characters), not all at the end.
+    assert len([c for c in contents[:-1] if c]) >= 2
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 

@@ -124,3 +124,11 @@ def test_max_length_blocks_a_long_answer():
 def test_without_output_rails_deltas_pass_through():
     sg = guard(GuardrailsSpec(input=["pii_mask"]))
     assert sg.window == 0 and sg.feed("abc") == "abc" and sg.flush() == ""
+
+
+def test_numbered_words_are_released_before_the_end():
+    text = " ".join(f"w{i}" for i in range(60)) + " and 4111 1111 1111 1111 +1 415-555-0100 end"
+    sg = guard()
+    released = "".join(sg.feed(part) for part in split(text, random.Random(3), 3))
+    assert len(released) > 100 and text.startswith(released)
+    assert released + sg.flush() == mask_pii(text)
