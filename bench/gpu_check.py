@@ -13,7 +13,10 @@ with only `--host`/`--port` moved from the pod's 0.0.0.0:8000 to loopback and a 
 with the CUDA engine's interpreter as `python -m vllm.entrypoints.openai.api_server` (the server
 the image runs). The model comes from the Hugging Face hub on the first run (production's
 Qwen2.5-7B-Instruct: ~15 GB; `HF_TOKEN` from the environment for a gated model, as the pod gets
-it from its Secret); the engine's output goes to `--log`.
+it from its Secret); the engine's output goes to `--log`. Where the example pre-pulls its model
+(`model.vllm.cache.prePull`, so vLLM loads `--model /model-cache/models/...` with the hub offline),
+the check first runs the same pull (`aistack engine pull`'s code, from the example's `source`) into
+`--cache` and points `--model` at that folder: the one argument that differs from the pod's.
 
 Then, per concurrency level, streamed chat completions at temperature 0 with vLLM's `ignore_eos`,
 so every request generates exactly `--max-tokens` tokens (counted from `usage`): time to first
@@ -42,7 +45,9 @@ from typing import Any
 from aistack.api.conventions import GPU_RESOURCE
 from aistack.api.engine import VLLM_VERSION
 from aistack.api.manifests import ManifestError, load_stack
+from aistack.api.model_cache import CACHE_PATH
 from aistack.operator.render import render
+from aistack.runtime.engine.pull import PullError, human, pull
 from aistack.runtime.engine.server import EngineServer, local_environ
 from aistack.runtime.local.engine_model import EngineUnavailable, usable_engine, wait_ready
 from aistack.runtime.local.ports import free_port
@@ -117,6 +122,42 @@ def engine_command(python: Path, container: Mapping[str, Any], *, port: int) -> 
     """What this host runs: the container's rendered arguments, served on loopback by `python`."""
     return [str(python), "-m", "vllm.entrypoints.openai.api_server",
             *on_loopback(container["args"], port=port)]
+
+
+def on_local_cache(args: Sequence[str], *, root: Path) -> tuple[list[str], Path | None]:
+    """The arguments with a `--model` in the pod's model cache (`/model-cache/...`) moved under
+    `root`, and that local folder; (the arguments, None) when vLLM loads the model from the hub."""
+    model = flag_value(args, "--model")
+    if model is None or not model.startswith(CACHE_PATH + "/"):
+        return list(args), None
+    local = root / model[len(CACHE_PATH) + 1:]
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--model" and i + 1 < len(out):
+            out[i + 1] = str(local)
+        elif arg.startswith("--model="):
+            out[i] = f"--model={local}"
+    return out, local
+
+
+def pull_source(example: Path) -> tuple[str, str]:
+    """(the model, where its cache is pulled from) of `example`."""
+    model = load_stack(example).spec.model
+    if model.vllm is None:
+        raise Refused(f"{example} serves no model with vLLM")
+    return model.name, model.vllm.cache.source
+
+
+def pull_model(example: Path, dest: Path) -> None:
+    """The model cache's pull for `example` into `dest`, or Refused."""
+    model, source = pull_source(example)
+    print(f"pulling {model} from {source} into {dest}", flush=True)
+    try:
+        result = pull(model, source=source, dest=dest, token=os.environ.get("HF_TOKEN"),
+                      progress=lambda line: print(f"  {line}", flush=True))
+    except PullError as err:
+        raise Refused(f"the model cache's pull failed: {err}") from None
+    print(f"  {result.files} files, {human(result.bytes)} in {dest}", flush=True)
 
 
 def flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -257,6 +298,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where the JSON record goes")
     parser.add_argument("--log", type=Path, default=Path(f"gpu-check-{stamp}.log"),
                         help="the engine's output")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "aistack" / "gpu-check",
+                        help="the local stand-in for the pod's /model-cache volume (a pre-pulled model)")
     parser.add_argument("--install", action="store_true",
                         help="install the CUDA engine first where it is missing (several GB)")
     return parser.parse_args(argv)
@@ -299,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refused as why:
         print(f"gpu_check: refused: {why}", file=sys.stderr)
         return 2
+    args_cached, local = on_local_cache(container["args"], root=args.cache)
+    if local is not None:
+        try:
+            pull_model(args.example, local)
+        except Refused as why:
+            print(f"gpu_check: refused: {why}", file=sys.stderr)
+            return 2
+        container = {**container, "args": args_cached}
     port = free_port()
     command = engine_command(python, container, port=port)
     served = flag_value(command, "--served-model-name") or flag_value(command, "--model") or ""

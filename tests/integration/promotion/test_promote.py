@@ -73,7 +73,7 @@ def test_promotion_commits_exactly_the_promotable_fields(
     message = git(gitops_repo, "log", "-1", "--format=%B")
     assert f"Aistack-Run-Id: {run_id}" in message and f"Aistack-Config-Hash: {dev_hash}" in message
     assert "answer_token_f1 = 0.75 (needs >= 0.5): ok" in message
-    assert "model.name: Qwen/Qwen2.5-7B-Instruct -> Qwen/Qwen2.5-14B-Instruct" in message
+    assert "model.name: 'Qwen/Qwen2.5-7B-Instruct' -> 'Qwen/Qwen2.5-14B-Instruct'" in message
     assert "Re-ingestion needed in staging: embedder changed" in message
 
     dev_doc, dev = stage(gitops_repo, "dev")

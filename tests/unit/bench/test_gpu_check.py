@@ -48,10 +48,22 @@ def test_the_command_is_the_production_examples_rendered_args_on_loopback() -> N
         [a for a in command[3:] if a not in ("127.0.0.1", "8123")]
     args = command[3:]
     assert args[args.index("--host") + 1] == "127.0.0.1" and args[args.index("--port") + 1] == "8123"
-    assert args[args.index("--model") + 1] == "Qwen/Qwen2.5-7B-Instruct"
+    assert args[args.index("--model") + 1] == "/model-cache/models/Qwen--Qwen2.5-7B-Instruct"  # pre-pulled
     assert args[args.index("--tool-call-parser") + 1] == "hermes" and "--enable-prefix-caching" in args
     assert gpu_check.flag_value(args, "--served-model-name") == "qwen2.5-7b-instruct"
     assert gpu_check.gpus_needed(container) == 1
+
+
+def test_a_pre_pulled_model_is_pulled_into_the_local_cache_from_the_examples_source(tmp_path: Path) -> None:
+    rendered = deployment_args(PRODUCTION)
+    args, local = gpu_check.on_local_cache(rendered, root=tmp_path)
+    assert local == tmp_path / "models" / "Qwen--Qwen2.5-7B-Instruct"
+    assert [a for a in args if a != str(local)] == [a for a in rendered if not a.startswith("/model-cache/")]
+    assert gpu_check.flag_value(args, "--model") == str(local)
+    assert gpu_check.pull_source(PRODUCTION) == ("Qwen/Qwen2.5-7B-Instruct", "hub")
+    inline, where = gpu_check.on_local_cache(["--model=/model-cache/models/m", "--port", "1"], root=tmp_path)
+    assert inline == [f"--model={tmp_path}/models/m", "--port", "1"] and where == tmp_path / "models" / "m"
+    assert gpu_check.on_local_cache(["--model", "Org/Name"], root=tmp_path) == (["--model", "Org/Name"], None)
 
 
 def test_host_and_port_given_inline_are_moved_too() -> None:

@@ -18,7 +18,7 @@ def test_render_prints_every_child_as_yaml() -> None:
     docs = list(yaml.safe_load_all(result.stdout))
     assert len(docs) == 14  # 11 serving objects, the manifest ConfigMap, the ingestion and evaluation Jobs
     assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "ConfigMap",
-                                        "PersistentVolumeClaim", "HorizontalPodAutoscaler", "Job"}
+                                        "HorizontalPodAutoscaler", "Job"}  # per-pod model volumes: no PVC
 
 
 def test_render_of_invalid_manifest_names_the_field(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ def log_evaluation_run(uri: str, *, experiment: str, config_hash: str, metrics: 
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"  # not ./mlruns in the cwd
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifacts.as_uri())
     run = client.create_run(experiment_id, tags={"aistack.run_kind": "evaluation",
                                                  "aistack.config_hash": config_hash})
     for name, value in metrics.items():

@@ -39,7 +39,9 @@ def logged_table(tmp_path: Path, guardrails: dict[str, Any] | None) -> str:
 
 
 @pytest.mark.slow
-def test_the_table_is_masked_where_the_stack_masks_pii(tmp_path: Path) -> None:
+def test_the_table_is_masked_where_the_stack_masks_pii(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     table = logged_table(tmp_path / "masked", {"input": ["pii_mask"]})
     assert EMAIL not in table and "4111" not in table
     assert "I am [EMAIL], card [CARD]: refund?" in table and "We wrote to [EMAIL]." in table
