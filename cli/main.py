@@ -145,7 +145,10 @@ def describe_model(stack: AIStack) -> str:
     model = stack.spec.model
     text = f"{model.provider}: {model.public_name}"
     if model.vllm is not None:
-        text += f" ({model.vllm.replicas}x{model.vllm.gpu.count} {model.vllm.gpu.type or 'GPU'})"
+        scaling = model.vllm.autoscaling
+        count = (f"{scaling.min_replicas}-{scaling.max_replicas}" if scaling is not None
+                 else str(model.vllm.fixed_replicas))
+        text += f" ({count}x{model.vllm.gpu.count} {model.vllm.gpu.type or 'GPU'})"
     return text
 
 

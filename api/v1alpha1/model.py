@@ -90,10 +90,71 @@ class Routing(ApiModel):
     the average in flight); `least-busy`: the fewest requests in flight; `round-robin`."""
 
 
+class ModelAutoscaling(ApiModel):
+    """The model's replica count follows its load, down to zero replicas if allowed.
+
+    `builtin`: the operator sets the count through the Deployment's scale subresource from the load
+    the stack's gateways report (requests in flight to the model plus requests held while it has no
+    replica): up at once, down only after the load stayed below 80% of the target for
+    `scaleDownDelaySeconds`. `keda`: a KEDA ScaledObject does it instead, from the gateways' demand
+    metric in Prometheus. With `minReplicas: 0` the model stops after `idleSeconds` without a request,
+    and the gateway holds a request that arrives then for up to `holdSeconds` while it starts again.
+    """
+
+    model_config = cel_rules(
+        rule("(has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas",
+             "minReplicas must not be greater than maxReplicas", ".minReplicas"),
+        rule("!has(self.engine) || self.engine != 'keda' || has(self.prometheusUrl)",
+             "engine 'keda' needs prometheusUrl (the Prometheus that scrapes the gateways)",
+             ".prometheusUrl"),
+        rule("!has(self.prometheusUrl) || (has(self.engine) && self.engine == 'keda')",
+             "prometheusUrl is only for engine 'keda'", ".prometheusUrl"),
+    )
+
+    engine: Literal["builtin", "keda"] = "builtin"
+    """`builtin`: the operator scales (nothing to install); `keda`: a KEDA ScaledObject (KEDA must be
+    installed in the cluster)."""
+    min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    """Fewest replicas; 0 lets an idle model stop (scale to zero)."""
+    max_replicas: Annotated[int, Field(ge=1, le=100)]
+    """Most replicas (each takes `gpu.count` GPUs)."""
+    target_requests: Annotated[int, Field(ge=1, le=10_000)] = 8
+    """Requests per replica to aim for: in flight to the model or held for it, as the gateways count
+    them (vLLM's running plus waiting requests). A replica count is `ceil(demand / targetRequests)`."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    """How long the load must stay low before a replica is removed (no flapping under noisy load)."""
+    idle_seconds: Annotated[int, Field(ge=0, le=86_400)] = 900
+    """With `minReplicas: 0`: how long without any request before the model goes to 0 replicas."""
+    hold_seconds: Annotated[int, Field(ge=1, le=900)] = 180
+    """How long the gateway holds a request while the model has no ready replica (it is starting from
+    zero); a stream gets SSE keep-alive comments meanwhile. Then: 503 with Retry-After."""
+    prometheus_url: HttpUrl | None = None
+    """With `engine: keda`: the Prometheus server that scrapes the gateways' `/metrics`, whose
+    `aistack_gateway_model_demand` the ScaledObject queries."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelAutoscaling:
+        rules = RuleCollector()
+        if self.min_replicas > self.max_replicas:
+            rules.add(("minReplicas",),
+                      f"{self.min_replicas} is greater than maxReplicas ({self.max_replicas})")
+        if self.engine == "keda" and self.prometheus_url is None:
+            rules.add(("prometheusUrl",), "required with engine 'keda': the Prometheus that scrapes the "
+                                          "gateways (KEDA queries their demand metric there)")
+        if self.engine != "keda" and self.prometheus_url is not None:
+            rules.add(("prometheusUrl",), "only for engine 'keda' (the builtin autoscaler reads the load "
+                                          "the gateways report)")
+        rules.raise_if_any()
+        return self
+
+
 class VllmSpec(ApiModel):
     """How the self-hosted model is served by vLLM's OpenAI-compatible server."""
 
     model_config = cel_rules(
+        rule("!has(self.autoscaling) || !has(self.replicas)",
+             "replicas must be unset with autoscaling (the autoscaler owns the count, between "
+             "autoscaling.minReplicas and maxReplicas)", ".replicas"),
         rule(
             '!has(self.gpu) || !has(self.gpu.count) || self.gpu.count >= 1',
             'vLLM needs at least 1 GPU per pod',
@@ -109,8 +170,10 @@ class VllmSpec(ApiModel):
 
     image: str = DEFAULT_VLLM_IMAGE
     """vLLM server image."""
-    replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    """Model server pods."""
+    replicas: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Model server pods, a fixed count (1 when unset); must be unset with `autoscaling`."""
+    autoscaling: ModelAutoscaling | None = None
+    """Let the replica count follow the load, optionally down to zero; none: `replicas` pods always."""
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     """GPUs per pod and node placement."""
     tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] | None = None
@@ -152,8 +215,23 @@ class VllmSpec(ApiModel):
             )
         for i, message in check_extra_args(self.extra_args):
             rules.add(("extraArgs", i), message)
+        if self.autoscaling is not None and self.replicas is not None:
+            scaling = self.autoscaling
+            rules.add(("replicas",), f"must be unset with autoscaling (got {self.replicas}): the autoscaler "
+                                     f"owns the count, between minReplicas ({scaling.min_replicas}) and "
+                                     f"maxReplicas ({scaling.max_replicas})")
         rules.raise_if_any()
         return self
+
+    @property
+    def fixed_replicas(self) -> int:
+        """The pinned count (without autoscaling)."""
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def most_replicas(self) -> int:
+        """The most pods that can run at once: what a shared cache volume must serve."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.fixed_replicas
 
     @property
     def effective_tensor_parallel_size(self) -> int:
@@ -177,7 +255,8 @@ class ModelSpec(ApiModel):
     model_config = cel_rules(
         rule(
             "self.provider != 'openai' || !has(self.vllm)",
-            "vllm must not be set with provider 'openai' (no GPU settings for an API model)",
+            "vllm must not be set with provider 'openai' (no GPU, routing or autoscaling settings for an "
+            "API model: the API spreads its own load)",
             '.vllm',
         ),
         rule(
@@ -214,7 +293,8 @@ class ModelSpec(ApiModel):
         if self.provider == "openai":
             if self.vllm is not None:
                 rules.add(("vllm",),
-                          "must not be set with provider 'openai' (no GPU settings for an API model)")
+                          "must not be set with provider 'openai' (no GPU, routing or autoscaling settings "
+                          "for an API model: the API spreads its own load)")
             if self.openai is None:
                 rules.add(("openai",), "required with provider 'openai': baseUrl and apiKeySecretRef")
             elif self.openai.api_key_secret_ref is None:

@@ -92,7 +92,9 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": metadata(ctx, name=name, component=COMPONENT_MODEL),
         "spec": {
-            "replicas": vllm.replicas,
+            # With autoscaling the count is the autoscaler's (through the scale subresource): left
+            # out, so apply never fights it; a new Deployment starts at the API server's default, 1.
+            **({} if vllm.autoscaling is not None else {"replicas": vllm.fixed_replicas}),
             # A GPU pod cannot surge onto a node whose GPUs the old pod holds.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector_labels(ctx.stack, COMPONENT_MODEL)},
@@ -188,7 +190,7 @@ SUFFIX_LENGTH = 10
 
 def is_shared(vllm: VllmSpec) -> bool:
     """One volume for every replica: it can be attached where they all run."""
-    return vllm.cache.access_mode == "ReadWriteMany" or vllm.replicas <= 1
+    return vllm.cache.access_mode == "ReadWriteMany" or vllm.most_replicas <= 1
 
 
 def claim_name(ctx: RenderContext) -> str:

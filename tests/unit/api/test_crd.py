@@ -20,9 +20,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from jsonschema import Draft4Validator
+from pydantic import ValidationError
 
 from aistack.api.crd import CRD_FILE, build_crd, crd_yaml
+from aistack.api.errors import field_errors
 from aistack.api.manifests import ManifestError, parse_stack
+from aistack.api.v1alpha1 import AIStack
 
 ROOT = Path(__file__).resolve().parents[3]
 INVALID = Path(__file__).parent / "invalid"
@@ -194,6 +197,10 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
         ("vectorstore-both", "set either managed or external, not both"),
         ("source-volume-both", "set exactly one of configMap or persistentVolumeClaim"),
         ("source-volume-parent-path", "with a volume, uri must be a relative path"),
+        ("autoscaling-min-above-max", "minReplicas must not be greater than maxReplicas"),
+        ("autoscaling-with-replicas", "replicas must be unset with autoscaling"),
+        ("autoscaling-keda-without-prometheus", "engine 'keda' needs prometheusUrl"),
+        ("routing-on-openai", "vllm must not be set with provider 'openai'"),
     ],
 )
 def test_cross_field_rules_are_enforced_by_cel_too(fixture: str, message: str) -> None:
@@ -225,3 +232,67 @@ def test_a_production_stage_is_known_by_its_role_in_models_and_cel(stage: str, o
 def test_field_rules_are_enforced_by_the_openapi_schema(fixture: str) -> None:
     manifest = yaml.safe_load((INVALID / f"{fixture}.yaml").read_text())
     assert list(Draft4Validator(schema()).iter_errors(manifest))
+
+
+# --- spec.model.vllm.autoscaling: pydantic and CEL agree ---------------------------------
+
+
+def autoscaling_manifest(vllm: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "s"},
+            "spec": {"model": {"provider": "vllm", "name": "Qwen/Qwen2.5-7B-Instruct", "vllm": vllm}}}
+
+
+def pydantic_errors(doc: dict[str, Any]) -> list[str]:
+    try:
+        AIStack.model_validate(copy.deepcopy(doc))
+    except ValidationError as err:
+        return [str(e) for e in field_errors(err)]
+    return []
+
+
+@pytest.mark.parametrize("vllm", [
+    {"autoscaling": {"minReplicas": 0, "maxReplicas": 4}},
+    {"autoscaling": {"maxReplicas": 1}},
+    {"autoscaling": {"engine": "keda", "maxReplicas": 3, "prometheusUrl": "http://prometheus.monitoring:9090"}},
+    {"replicas": 0},
+    {"replicas": 3},
+])
+def test_consistent_autoscaling_is_accepted_by_both(vllm: dict[str, Any]) -> None:
+    doc = autoscaling_manifest(vllm)
+    assert pydantic_errors(doc) == []
+    assert failed_cel_messages(doc) == []
+
+
+@pytest.mark.parametrize(("vllm", "field", "cel"), [
+    ({"autoscaling": {"minReplicas": 2, "maxReplicas": 1}}, "spec.model.vllm.autoscaling.minReplicas",
+     "minReplicas must not be greater than maxReplicas"),
+    ({"replicas": 1, "autoscaling": {"maxReplicas": 3}}, "spec.model.vllm.replicas",
+     "replicas must be unset with autoscaling"),
+    ({"replicas": 2, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}}, "spec.model.vllm.replicas",
+     "replicas must be unset with autoscaling"),
+    ({"autoscaling": {"prometheusUrl": "http://p:9090", "maxReplicas": 3}},
+     "spec.model.vllm.autoscaling.prometheusUrl", "prometheusUrl is only for engine 'keda'"),
+    ({"autoscaling": {"engine": "keda", "maxReplicas": 3}}, "spec.model.vllm.autoscaling.prometheusUrl",
+     "engine 'keda' needs prometheusUrl"),
+])
+def test_contradictory_autoscaling_names_the_field_in_both(vllm: dict[str, Any], field: str,
+                                                           cel: str) -> None:
+    doc = autoscaling_manifest(vllm)
+    assert any(e.startswith(f"{field}:") for e in pydantic_errors(doc)), pydantic_errors(doc)
+    assert any(cel in m for m in failed_cel_messages(doc)), failed_cel_messages(doc)
+
+
+def test_max_replicas_is_required_and_bounds_are_checked() -> None:
+    def refused(scaling: dict[str, Any]) -> str:
+        return " ".join(pydantic_errors(autoscaling_manifest({"autoscaling": scaling})))
+
+    assert "autoscaling.maxReplicas" in refused({"minReplicas": 0})
+    assert "autoscaling.minReplicas" in refused({"minReplicas": -1, "maxReplicas": 2})
+    assert "autoscaling.holdSeconds" in refused({"maxReplicas": 2, "holdSeconds": 0})
+
+
+def test_a_shared_cache_is_sized_for_the_most_replicas() -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 3}
+    stack = AIStack.model_validate(autoscaling_manifest({"autoscaling": scaling}))
+    vllm = stack.spec.model.vllm
+    assert vllm is not None and vllm.most_replicas == 3 and vllm.fixed_replicas == 1
