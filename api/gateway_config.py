@@ -75,6 +75,9 @@ class ModelConfig(ApiModel):
     with its citation (`aistack.runtime.orchestration.extractive`); needs an engine that honours
     `structured_outputs.choice` (vLLM, the offline server). `aistack up` sets it for the offline
     model, whose own writing is not to be trusted; no AIStack field sets it."""
+    notice: str | None = None
+    """Sent with every answer in the `x-aistack-notice` header, logged and traced, never in the
+    answer's text: `aistack up` sets it for the offline model (which model answers instead)."""
 
 
 class EmbedderConfig(ApiModel):

@@ -14,9 +14,11 @@ import httpx
 import openai
 
 from aistack.api.gateway_config import GatewayConfig
+from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway import create_app
 from aistack.runtime.retrieval.contracts import Passage
 from aistack.runtime.retrieval.tokens import EstimatedMeter
+from aistack.runtime.tracing import NullTrace, RequestTrace, Tracer
 from aistack.testing.openai_server import hash_embedding, serve_in_thread
 
 
@@ -96,3 +98,19 @@ class HashEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [hash_embedding(t, self.dimension) for t in texts]
+
+
+class RecordingTracer(Tracer):
+    """Every request traced, kept in memory instead of exported (set it on the gateway's state:
+    `gw.app.state["holder"].current.tracer = RecordingTracer()`)."""
+
+    def __init__(self) -> None:
+        super().__init__(config=None, tags={}, metrics=GatewayMetrics())
+        self.traces: list[RequestTrace] = []
+
+    def start(self, *, name: str, inputs: Any) -> RequestTrace:
+        return RequestTrace(name=name, inputs=inputs, tags={})
+
+    def submit(self, trace: RequestTrace | NullTrace) -> None:
+        if isinstance(trace, RequestTrace):
+            self.traces.append(trace)

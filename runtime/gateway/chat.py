@@ -18,8 +18,8 @@ from aistack.runtime.gateway.jsonio import json_response
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.streaming import completion_as_stream, refusal_stream, start_stream
-from aistack.runtime.gateway.turn import (SSE_HEADERS, Turn, finish_trace, question_of, rails_down,
-                                          refusal_completion)
+from aistack.runtime.gateway.turn import (RAIL_FAILED_OPEN, SSE_HEADERS, Turn, answered_by, finish_trace,
+                                          question_of, rails_down, refusal_completion)
 from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration import extractive
@@ -136,6 +136,7 @@ async def _input_stage(turn: Turn,
             turn.step("rails_input_llm", time.perf_counter() - started)
             if failed:
                 turn.metrics.rail_errors.labels("input").inc()
+                turn.notice(RAIL_FAILED_OPEN.format(side="input"))
             if decision.blocked:
                 turn.blocked("input", decision)
                 return [], refusal_completion(turn, side="input", rail=decision.rail)
@@ -179,6 +180,7 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
                 response, target = await state.model.complete(body, deadline=turn.deadline)
                 turn.step("generation", time.perf_counter() - started)
                 span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
+                answered_by(turn, target)
                 return response
 
         def on_tool(name: str, arguments: str, outcome: str, text: str, seconds: float) -> None:
@@ -210,6 +212,7 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
         response, target = await state.model.complete(payload, deadline=turn.deadline)
         turn.step("generation", time.perf_counter() - started)
         span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
+    answered_by(turn, target)
     return response
 
 
@@ -232,12 +235,12 @@ async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
     response = await _generate(turn, body)
     choice = response["choices"][0]
     try:
-        choice["message"]["content"] = extractive.answer(choice["message"].get("content") or "", choices,
-                                                         model=model)
+        choice["message"]["content"] = extractive.answer(choice["message"].get("content") or "", choices)
     except ValueError as err:
         raise GatewayError(502, f"the model did not give an extractive answer: {err}",
                            code="upstream_error") from None
     choice["finish_reason"] = "stop"
+    turn.notice(extractive.notice(model))
     return response
 
 
@@ -258,6 +261,7 @@ async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
             span.outputs = {"status": llm_decision.status, "rail": llm_decision.rail, "engine_failed": failed}
         if failed:
             turn.metrics.rail_errors.labels("output").inc()
+            turn.notice(RAIL_FAILED_OPEN.format(side="output"))
         if llm_decision.blocked:
             decision = llm_decision
     turn.step("rails_output", time.perf_counter() - started)
@@ -281,6 +285,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     trace = state.tracer.start(name="chat.completions", inputs=None)  # recorded once the rails ran
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
                 embedder=embedder)
+    if cfg.model.notice:
+        turn.notice(cfg.model.notice)
     try:
         async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
             messages, refusal = await _input_stage(turn, retriever)
@@ -288,8 +294,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                 finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
                 if req.stream:
                     return StreamingResponse(refusal_stream(turn, refusal), media_type="text/event-stream",
-                                             headers=SSE_HEADERS)
-                return json_response(refusal)
+                                             headers=turn.headers(SSE_HEADERS))
+                return json_response(refusal, headers=turn.headers())
             payload = _payload(turn, messages)
             agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
             if cfg.model.answers == "extractive" and turn.passages is not None and not agent:
@@ -326,8 +332,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                  usage=response.get("usage"))
     if req.stream:  # an agent's or an extractive answer, sent as a stream of one chunk
         return StreamingResponse(completion_as_stream(response), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
-    return json_response(response)
+                                 headers=turn.headers(SSE_HEADERS))
+    return json_response(response, headers=turn.headers())
 
 
 def _texts(messages: list[dict[str, Any]]) -> tuple[list[tuple[int, int | None]], list[tuple[str, str]]]:

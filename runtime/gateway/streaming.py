@@ -21,7 +21,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import sse
-from aistack.runtime.gateway.turn import DONE, SSE_HEADERS, Turn, finish_trace, question_of, rails_down
+from aistack.runtime.gateway.turn import (DONE, RAIL_FAILED_OPEN, SSE_HEADERS, Turn, answered_by,
+                                          finish_trace, question_of, rails_down)
 from aistack.runtime.gateway.upstream import UpstreamError, UpstreamStream
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.guardrails.stream import StreamGuard
@@ -169,8 +170,9 @@ async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
         raise
     turn.step("first_byte", time.perf_counter() - started)
     span.attributes["upstream"] = upstream.target.role
+    answered_by(turn, upstream.target)
     return StreamingResponse(relay(turn, upstream, wants_usage, span, span_cm, started),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+                             media_type="text/event-stream", headers=turn.headers(SSE_HEADERS))
 
 
 async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: Any, span_cm: Any,
@@ -264,6 +266,7 @@ async def stream_tail(turn: Turn, sguard: StreamGuard) -> str:
         decision, failed = await guard.check_llm(side="output", question=question_of(turn), answer=tail)
         if failed:
             turn.metrics.rail_errors.labels("output").inc()
+            turn.notice(RAIL_FAILED_OPEN.format(side="output"))  # the headers are sent: log and trace
         if decision.blocked:
             sguard.decision = decision
             sguard.sent = already_sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,12 +13,18 @@ from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
+from aistack.runtime.gateway.upstream import Target
 from aistack.runtime.guardrails.fast import RailDecision, mask_pii
 from aistack.runtime.retrieval.contracts import Embedder, Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
+log = logging.getLogger("aistack.gateway")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+NOTICE_HEADER = "x-aistack-notice"
+"""Notices about an answer (the offline model answers, the fallback answered, a rail failed open,
+an extractive quotation) go in this header, the log and the trace: never in the answer's text,
+which a client may parse (JSON mode, tool arguments)."""
 
 
 @dataclass
@@ -39,6 +46,8 @@ class Turn:
     question: str = ""
     """The last user message as the input rails let it through (masked): what every later step
     (retrieval, the LLM rails, the trace) sees instead of the client's text."""
+    notices: list[str] = field(default_factory=list)
+    """What the client is told beside the answer (`NOTICE_HEADER`)."""
 
     @property
     def deadline(self) -> float:
@@ -50,6 +59,19 @@ class Turn:
 
     def blocked(self, side: str, decision: RailDecision) -> None:
         self.metrics.rail_blocks.labels(side, decision.rail or "unknown").inc()
+
+    def notice(self, text: str) -> None:
+        """Tell the client (header), the log and the trace something about this answer."""
+        if text not in self.notices:
+            self.notices.append(text)
+            log.info("notice: %s", text)
+
+    def headers(self, base: dict[str, str] | None = None) -> dict[str, str] | None:
+        """`base` plus the notice header, when there is a notice (one line, ASCII, as HTTP wants)."""
+        if not self.notices:
+            return base
+        value = " | ".join(self.notices).encode("ascii", "replace").decode().replace("\r", " ")
+        return {**(base or {}), NOTICE_HEADER: value.replace("\n", " ")}
 
 
 def refusal_completion(turn: Turn, *, side: str, rail: str | None,
@@ -82,8 +104,20 @@ def finish_trace(turn: Turn, *, answer: str | None, error: str | None, usage: An
     guard = turn.state.guard
     if answer and guard is not None and "pii_mask" in guard.fast_output.rails:
         answer = mask_pii(answer)
-    turn.trace.finish(outputs={"answer": answer}, error=error, usage=usage)
+    if turn.notices:
+        turn.trace.finish(outputs={"answer": answer}, error=error, usage=usage, notices=turn.notices)
+    else:
+        turn.trace.finish(outputs={"answer": answer}, error=error, usage=usage)
     turn.state.tracer.submit(turn.trace)
+
+
+RAIL_FAILED_OPEN = "the guardrails engine failed, so the {side} passed without its LLM rail (failOpen)"
+
+
+def answered_by(turn: Turn, target: Target) -> None:
+    """A notice when the fallback model answered instead of the primary."""
+    if target.role != "primary":
+        turn.notice(f"answered by the {target.role} model ({target.upstream.model}): the primary failed")
 
 
 def rails_down() -> GatewayError:

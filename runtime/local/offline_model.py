@@ -3,7 +3,8 @@
 `aistack up` serves it when the spec's model endpoint is not configured or not reachable, so
 the stack runs with no network at all. It is a real instruct LLM but a tiny one (135M
 parameters, ~10 tokens/s on 2 cores): it is served under its own name, never the spec's, and
-every answer starts with a label saying so.
+every answer carries a notice saying so in its `x-aistack-notice` header (never in the answer's
+text, which a client may parse as JSON).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
                       model_validator)
 
+from aistack.runtime.gateway.turn import NOTICE_HEADER
+
 OFFLINE_MODEL_NAME = "aistack-offline-smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTEXT_TOKENS = 2048
@@ -35,9 +38,10 @@ DEFAULT_MAX_TOKENS = 96
 take minutes. The gateway sends the manifest's `model.defaults.maxTokens` when it has one."""
 
 
-def label(instead_of: str | None) -> str:
+def notice(instead_of: str | None) -> str:
+    """What a client is told beside each answer: which model answers, instead of which."""
     target = f", not {instead_of}" if instead_of else ""
-    return f"[offline model SmolLM2-135M-Instruct{target}; answers are weak] "
+    return f"offline model SmolLM2-135M-Instruct{target}; answers are weak"
 
 
 class OfflineModelUnavailable(RuntimeError):
@@ -242,7 +246,7 @@ async def _parse(request: Request) -> _ChatRequest | JSONResponse:
 def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAPI:
     """`/v1/models` and `/v1/chat/completions` (plain and SSE) for the offline model."""
     app = FastAPI(title="aistack offline model", docs_url=None, redoc_url=None, openapi_url=None)
-    prefix = label(instead_of)
+    headers = {NOTICE_HEADER: notice(instead_of)}
 
     @app.get("/v1/models")
     async def models() -> Response:
@@ -262,13 +266,12 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
                                 code="context_length_exceeded")
         messages = [m.model_dump() for m in body.messages]
         try:
-            if body.structured_outputs is not None:  # the text is one of the choices, so it carries no label
+            if body.structured_outputs is not None:
                 result = await asyncio.to_thread(model.choose, messages, body.structured_outputs.choice)
-                content = result.text
             else:
                 result = await asyncio.to_thread(model.generate, messages, max_tokens=max_tokens,
                                                  temperature=body.temperature or 0.0)
-                content = prefix + result.text
+            content = result.text
         except ContextExceeded as err:
             return _bad_request(str(err), param="messages", code="context_length_exceeded")
         created, cid = int(time.time()), f"chatcmpl-offline-{uuid.uuid4().hex[:16]}"
@@ -276,13 +279,13 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
                  "total_tokens": result.prompt_tokens + result.completion_tokens}
         if body.stream:
             return StreamingResponse(_sse(cid, created, content, usage, result.finish_reason),
-                                     media_type="text/event-stream")
+                                     media_type="text/event-stream", headers=headers)
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": OFFLINE_MODEL_NAME,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": result.finish_reason}],
             "usage": usage,
-        })
+        }, headers=headers)
 
     return app
 

@@ -319,7 +319,7 @@ class LocalStack:
     def _offline_config(self, config: GatewayConfig, *, url: str, reason: str) -> GatewayConfig:
         """The gateway routed to the offline model, wherever it runs: its own name, extractive
         answers (a 135M model's own writing is invented), defaults within its context."""
-        from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME
+        from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, notice
 
         spec_model = config.model.public_name
         defaults = config.model.defaults
@@ -342,6 +342,7 @@ class LocalStack:
                                      "(fast rails still run)")
         return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
             public_name=OFFLINE_MODEL_NAME, defaults=defaults, answers="extractive",
+            notice=notice(spec_model),
             primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
 
     async def _open_retrieval(self, config: GatewayConfig) -> Any:

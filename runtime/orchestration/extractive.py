@@ -4,7 +4,7 @@ A tiny model (the offline SmolLM2-135M) writes fluent text that is not in any do
 gateway asks a different question: which of these sentences, cut from the cited passages, answers
 the question? The choice is enforced by the engine (vLLM's `structured_outputs.choice`, or the
 offline transformers server scoring each candidate), so every sentence of the answer appears in a
-cited document, and the answer says it is a quotation. Pure functions; the gateway does the I/O.
+cited document, and the response's notice says it is a quotation. Pure functions; the gateway does the I/O.
 """
 
 from __future__ import annotations
@@ -93,6 +93,12 @@ def shortlist(choices: Sequence[Candidate], *, question: Sequence[float], vector
     return [choices[i] for i in ranked[:keep] if scores[i] >= best - margin]
 
 
+def notice(model: str) -> str:
+    """What the answer is, said beside it (the `x-aistack-notice` header), never in its text."""
+    return (f"extractive answer: {model} chose this sentence from the cited documents; "
+            "it is quoted, not written")
+
+
 def request(messages: list[dict[str, Any]], choices: Sequence[Candidate], *,
             max_tokens: int) -> dict[str, Any]:
     """The body sent to the engine: the prompt's messages with the instruction, greedy decoding,
@@ -108,14 +114,12 @@ def request(messages: list[dict[str, Any]], choices: Sequence[Candidate], *,
     }
 
 
-def answer(chosen: str, choices: Sequence[Candidate], *, model: str) -> str:
+def answer(chosen: str, choices: Sequence[Candidate]) -> str:
     """The quoted sentence with its citation. Raises ValueError when the engine returned something
     that is not one of the candidates (an engine that ignored the constraint)."""
     text = chosen.strip()
     for candidate in choices:
         if candidate.text == text:
-            return (f"{candidate.text} [{candidate.citation}]\n\n"
-                    f"(Extractive answer: {model} chose this sentence from the cited documents; "
-                    "it is quoted, not written.)")
+            return f"{candidate.text} [{candidate.citation}]"
     raise ValueError(f"the engine answered {text[:80]!r}, which is not one of the "
                      f"{len(choices)} sentences it was given")

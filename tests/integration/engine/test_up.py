@@ -107,14 +107,17 @@ def aistack_up(engine: EngineLocation, example: Path, tmp_path: Path) -> Iterato
 def test_up_serves_the_offline_model_on_vllm_with_an_extractive_answer(
         engine: EngineLocation, examples: Path, tmp_path: Path) -> None:
     with aistack_up(engine, examples / "rag.yaml", tmp_path) as up:
-        answer = up.client.chat.completions.create(model=OFFLINE_MODEL_NAME,
-                                                   messages=[{"role": "user", "content": QUESTION}])
+        raw = up.client.chat.completions.with_raw_response.create(
+            model=OFFLINE_MODEL_NAME, messages=[{"role": "user", "content": QUESTION}])
+        answer = raw.parse()
         text = answer.choices[0].message.content or ""
         quoted, _, label = text.partition(" [")
         number = int(label.split("]", 1)[0])
         cited = (answer.model_extra or {})["citations"][number - 1]["source"]
         assert " ".join(quoted.split()) in " ".join((tmp_path / cited).read_text().split())
-        assert "Extractive answer" in text
+        notice = raw.headers["x-aistack-notice"]
+        assert "offline model" in notice and "quoted, not written" in notice
+        assert "offline" not in text and "quoted" not in text
 
 
 def test_an_engine_killed_mid_stream_fails_the_stream_cleanly_and_is_restarted(

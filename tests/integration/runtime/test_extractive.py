@@ -1,6 +1,7 @@
 """The gateway's extractive mode (what `aistack up` sets for the offline model), against the fake
 upstream: the engine is asked to choose among sentences of the cited passages, the answer quotes
-the chosen one with its citation, plain and streamed, and an engine that ignores the constraint
+the chosen one with its citation, plain and streamed (the notice that it is a quotation in the
+`x-aistack-notice` header, never in the text), and an engine that ignores the constraint
 is an upstream error, never an unquoted answer."""
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def gw(upstream):
 
 
 def test_the_engine_chooses_among_the_passages_sentences_and_the_answer_quotes_it(gw, upstream):
-    out = gw.client().chat.completions.create(model="demo-model", messages=QUESTION)
+    raw = gw.client().chat.completions.with_raw_response.create(model="demo-model", messages=QUESTION)
+    out = raw.parse()
+    assert "quoted, not written" in raw.headers["x-aistack-notice"]
     sent = upstream.requests[-1]
     assert sent["structured_outputs"]["choice"] == [
         "Ingestion skips unchanged files by their hash.", DELETED,
@@ -56,8 +59,8 @@ def test_the_engine_chooses_among_the_passages_sentences_and_the_answer_quotes_i
     assert sent["messages"][-1]["content"].endswith("Q: How do I remove the chunks of deleted files?")
     assert sent["temperature"] == 0.0
     answer = out.choices[0].message.content
-    assert answer.startswith("Ingestion skips unchanged files by their hash. [1]")  # the fake picks the first
-    assert "Extractive answer" in answer and out.choices[0].finish_reason == "stop"
+    assert answer == "Ingestion skips unchanged files by their hash. [1]"  # the fake picks the first
+    assert out.choices[0].finish_reason == "stop"
     assert [c["source"] for c in out.citations] == ["docs/ingestion.md", "docs/operator.txt"]
 
 

@@ -3,16 +3,15 @@ succeed and within the request's budget; fallback; an oversized stream event."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
 import openai
 import pytest
 
-from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.local.ports import free_port
-from aistack.runtime.tracing import RequestTrace, Tracer
-from aistack.testing.gateway import base_config, run_gateway
+from aistack.testing.gateway import RecordingTracer, base_config, run_gateway
 from aistack.testing.openai_server import run_openai_server
 
 
@@ -63,20 +62,6 @@ def test_a_slow_504_is_not_retried_when_the_budget_is_mostly_spent(upstream):
             ask(gw, "slow")
         assert err.value.code == "upstream_error" and "HTTP 504" in err.value.message
         assert len(upstream.requests) - before == 1
-
-
-class RecordingTracer(Tracer):
-    """Every request traced, kept in memory instead of exported."""
-
-    def __init__(self) -> None:
-        super().__init__(config=None, tags={}, metrics=GatewayMetrics())
-        self.traces: list[RequestTrace] = []
-
-    def start(self, *, name, inputs):
-        return RequestTrace(name=name, inputs=inputs, tags={})
-
-    def submit(self, trace):
-        self.traces.append(trace)
 
 
 def test_a_stream_event_over_the_line_limit_ends_with_an_error_event_and_is_traced(gw):
@@ -139,11 +124,19 @@ def test_fallback_serves_when_the_primary_is_down(upstream):
         cfg = base_config(f"http://127.0.0.1:{free_port()}/v1",
                           model={"fallback": {"baseUrl": backup.base_url, "model": "backup-model"}})
         with run_gateway(cfg) as gw:
-            out = ask(gw, "hi")
+            raw = gw.client().chat.completions.with_raw_response.create(
+                model="demo-model", messages=[{"role": "user", "content": "hi"}])
+            out = raw.parse()
             assert out.choices[0].message.content == "Echo: hi" and out.model == "demo-model"
+            assert "fallback model (backup-model)" in raw.headers["x-aistack-notice"]  # beside the text
             assert backup.requests[-1]["model"] == "backup-model"
-            chunks = list(ask(gw, "[[say:via backup]]", stream=True))
-            assert "".join(c.choices[0].delta.content or "" for c in chunks) == "via backup"
+            streamed = httpx.post(f"{gw.url}/v1/chat/completions", timeout=10, json={
+                "model": "demo-model", "stream": True,
+                "messages": [{"role": "user", "content": "[[say:via backup]]"}]})
+            assert "fallback model" in streamed.headers["x-aistack-notice"]
+            chunks = [json.loads(line[6:]) for line in streamed.text.splitlines()
+                      if line.startswith("data: {")]
+            assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "via backup"
             assert "aistack_gateway_fallbacks_total 2.0" in gw.metrics()
             assert httpx.get(f"{gw.url}/readyz").status_code == 200
 

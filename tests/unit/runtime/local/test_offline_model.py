@@ -1,4 +1,5 @@
-"""The offline model really generates, offline, labels every answer, and is honest about its limits:
+"""The offline model really generates, offline, says so beside every answer (a header, never in the
+text), and is honest about its limits:
 `finish_reason` says whether it stopped or was cut off, `max_tokens` is honoured within its
 context, and bad requests get OpenAI-style 400s instead of a 500."""
 
@@ -16,7 +17,7 @@ from aistack.testing.openai_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
-LABEL = "[offline model SmolLM2-135M-Instruct, not gpt-4o-mini; answers are weak] "
+NOTICE = "offline model SmolLM2-135M-Instruct, not gpt-4o-mini; answers are weak"
 LONG = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 SHORT = [{"role": "user", "content": "Say hello."}]
 
@@ -44,14 +45,18 @@ def stream_events(client: TestClient, **body: object) -> list[dict]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
 
 
-def test_offline_model_generates_a_labelled_answer_plain_and_streamed(client: TestClient) -> None:
+def test_offline_model_answers_with_its_notice_in_a_header_not_the_text(client: TestClient) -> None:
     assert client.get("/v1/models").json()["data"][0]["id"] == OFFLINE_MODEL_NAME
-    answer = chat(client, max_tokens=8, messages=SHORT)
+    response = client.post("/v1/chat/completions",
+                           json={"model": OFFLINE_MODEL_NAME, "max_tokens": 8, "messages": SHORT})
+    assert response.headers["x-aistack-notice"] == NOTICE
+    answer = response.json()
     content = answer["choices"][0]["message"]["content"]
-    assert content.startswith(LABEL) and len(content) > len(LABEL)
+    assert content and "answers are weak" not in content and not content.startswith("[")
     assert 0 < answer["usage"]["completion_tokens"] <= 8 and answer["model"] == OFFLINE_MODEL_NAME
-    events = stream_events(client, max_tokens=4, messages=SHORT)
-    assert events[0]["choices"][0]["delta"]["content"].startswith("[offline")
+    streamed = client.post("/v1/chat/completions", json={"model": OFFLINE_MODEL_NAME, "stream": True,
+                                                         "max_tokens": 4, "messages": SHORT})
+    assert streamed.headers["x-aistack-notice"] == NOTICE and "answers are weak" not in streamed.text
 
 
 @pytest.mark.parametrize("param", ["max_tokens", "max_completion_tokens"])
