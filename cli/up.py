@@ -47,6 +47,10 @@ def up_cmd(
         "--engine", metavar="ENGINE",
         help="What serves a local model: auto (the vLLM engine where `aistack engine install` made "
              "one, else transformers), vllm (fail without it), transformers (in-process).")] = "auto",
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", metavar="N", min=1, max=16,
+        help="vLLM engines for the local model, routed over by the gateway as a cluster's replicas "
+             "(each ~4 GB of memory). Default: the spec's model.vllm.replicas, else 1.")] = None,
 ) -> None:
     """Run a manifest's whole stack on this machine until Ctrl-C.
 
@@ -72,7 +76,7 @@ def up_cmd(
         local = LocalStack(manifest,
                            UpOptions(port=port, state=state, model_url=model_url, tracking_uri=tracking_uri,
                                      offline=offline, ingest=ingest, mlflow_port=mlflow_port,
-                                     engine=ENGINES[engine]),
+                                     engine=ENGINES[engine], replicas=replicas),
                            on_status=panel.show, on_stage=stages.begin, on_detail=stages.detail)
         local.lock()
     except ManifestError as exc:

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 
-from aistack.api.gateway_config import GatewayConfig, ModelConfig, Upstream
+from aistack.api.engine import VLLM_VERSION
+from aistack.api.gateway_config import GatewayConfig, ModelConfig, Replicas, Upstream
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.engine.server import EngineServer
@@ -77,6 +78,9 @@ class UpOptions:
     engine: EngineChoice = "auto"
     """What serves the local model: the vLLM engine where installed (`auto`), always (`vllm`), or
     transformers in-process (`transformers`)."""
+    replicas: int | None = None
+    """vLLM engines to start for the local model (the gateway routes over them as over a cluster's
+    replicas); None: the spec's `model.vllm.replicas`, else 1."""
 
 
 @dataclass
@@ -99,6 +103,15 @@ class Status:
     notes: list[str] = field(default_factory=list)
 
 
+def engine_log_name(replica: int) -> str:
+    """The first engine logs to `engine.log`, the others to `engine-<n>.log`."""
+    return "engine.log" if replica == 0 else f"engine-{replica}.log"
+
+
+def _quiet(_: str) -> None:
+    """The start progress of every engine but the first (one line of progress is shown)."""
+
+
 class LocalStack:
     def __init__(self, manifest: Path, options: UpOptions, *,
                  on_status: Callable[[Status], None] | None = None,
@@ -114,9 +127,9 @@ class LocalStack:
         self._on_status = on_status or (lambda status: None)
         self._stage = on_stage or (lambda text: None)
         self._detail = on_detail or (lambda text: None)
-        self._engine: LocalEngine | None = None
-        self._engine_starting: EngineServer | None = None
-        """The engine server while it starts (stopped with the rest if Ctrl-C comes then)."""
+        self._engines: list[LocalEngine] = []
+        self._engines_starting: list[EngineServer] = []
+        """Engine servers while they start (stopped with the rest if Ctrl-C comes then)."""
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
         self._mlflow: MlflowServer | None = None
         self._retriever: Any = None
@@ -280,7 +293,6 @@ class LocalStack:
         return await self._start_offline_model(config, reason=reason)
 
     async def _start_engine(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
-        from aistack.api.engine import VLLM_VERSION
         from aistack.runtime.engine.locate import detect_build
         from aistack.runtime.local.engine_model import launch, plan, usable_engine, wait_ready
         from aistack.runtime.local.offline_weights import is_prepared, prepare_weights, weights_folder
@@ -292,20 +304,61 @@ class LocalStack:
         if chosen.offline and not is_prepared(folder):
             self._stage("preparing the offline model's weights for vLLM (once, ~30 s)")
             await in_daemon_thread(prepare_weights, folder, stage=self._stage)
-        self._stage(f"starting vLLM {VLLM_VERSION} ({build} build) with {chosen.model.public_name} "
-                    "(~25 s on 2 cores)")
-        server = self._engine_starting = launch(engine, build, chosen, log=self.folder / "engine.log")
-        seconds = await wait_ready(server, progress=self._detail)
-        self._engine, self._engine_starting = LocalEngine(server, build, chosen), None
-        self.status.engine = f"{self._engine.describe()}; ready in {seconds:.0f} s"
+        count = self._engine_count(build)
+        self._stage(f"starting {f'{count} engines of ' if count > 1 else ''}vLLM {VLLM_VERSION} ({build} "
+                    f"build) with {chosen.model.public_name} (~25 s on 2 cores"
+                    f"{', each engine ~4 GB of memory' if count > 1 else ''})")
+        servers = self._engines_starting = [
+            launch(engine, build, chosen, log=self.folder / engine_log_name(i)) for i in range(count)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                waits = [group.create_task(wait_ready(server, progress=self._detail if i == 0 else _quiet))
+                         for i, server in enumerate(servers)]
+        except BaseExceptionGroup as failed:  # the others were cancelled, and so stopped
+            raise failed.exceptions[0] from None
+        seconds = max(w.result() for w in waits)
+        self._engines = [LocalEngine(server, build, chosen) for server in servers]
+        self._engines_starting = []
+        self.status.engine = f"{self._describe_engines()}; ready in {seconds:.0f} s"
+        if count > 1:
+            source = "--replicas" if self.options.replicas else "model.vllm.replicas"
+            self.status.notes.append(f"{count} vLLM engines ({source}), each ~4 GB of memory; the gateway "
+                                     f"routes over them (policy {self._routing_policy()}); --replicas 1 "
+                                     "starts one")
+        urls = [f"{server.base_url}/v1" for server in servers]
         if not chosen.offline:
             self.status.model = config.model.public_name
             self.status.model_note = f"served by the local vLLM engine ({reason})"
             return config.model_copy(update={"model": config.model.model_copy(update={
-                "primary": Upstream(base_url=f"{server.base_url}/v1", model=chosen.model.public_name,
-                                    timeout_seconds=300.0),
-                "fallback": None})})
-        return self._offline_config(config, url=server.base_url, reason=reason)
+                "primary": self._upstream(urls, model=chosen.model.public_name), "fallback": None})})
+        return self._offline_config(config, urls=urls, reason=reason)
+
+    def _engine_count(self, build: str) -> int:
+        """`--replicas`, else the spec's vLLM replicas, else 1; one on a GPU host (each engine takes
+        most of a GPU's memory)."""
+        vllm = self.stack.spec.model.vllm
+        wanted = self.options.replicas or (vllm.replicas if vllm is not None and vllm.replicas else 1)
+        if wanted > 1 and build == "cuda":
+            self.status.notes.append(f"one vLLM engine instead of {wanted}: locally each would take most of "
+                                     "the GPU's memory")
+            return 1
+        return wanted
+
+    def _routing_policy(self) -> Literal["prefix", "least-busy", "round-robin"]:
+        vllm = self.stack.spec.model.vllm
+        return vllm.routing.policy if vllm is not None else "prefix"
+
+    def _upstream(self, urls: list[str], *, model: str) -> Upstream:
+        """One engine's URL, or every engine's with the spec's routing policy."""
+        replicas = Replicas(urls=urls, policy=self._routing_policy()) if len(urls) > 1 else None
+        return Upstream(base_url=urls[0], model=model, timeout_seconds=300.0, replicas=replicas)
+
+    def _describe_engines(self) -> str:
+        if len(self._engines) == 1:
+            return self._engines[0].describe()
+        pids = ", ".join(str(e.server.process.pid) for e in self._engines)
+        return (f"vLLM {VLLM_VERSION} ({self._engines[0].build} build) x{len(self._engines)}, pids {pids}, "
+                f"logs {self.folder}/engine*.log")
 
     async def _start_offline_model(self, config: GatewayConfig, *, reason: str) -> GatewayConfig:
         from aistack.runtime.local.offline_model import OfflineModel, offline_app
@@ -314,9 +367,9 @@ class LocalStack:
         model = await in_daemon_thread(OfflineModel)
         url = await self._serve(offline_app(model, instead_of=config.model.public_name), port=free_port())
         self.status.engine = "transformers, in-process (slow: ~10 tok/s, one request at a time)"
-        return self._offline_config(config, url=url, reason=reason)
+        return self._offline_config(config, urls=[f"{url}/v1"], reason=reason)
 
-    def _offline_config(self, config: GatewayConfig, *, url: str, reason: str) -> GatewayConfig:
+    def _offline_config(self, config: GatewayConfig, *, urls: list[str], reason: str) -> GatewayConfig:
         """The gateway routed to the offline model, wherever it runs: its own name, extractive
         answers (a 135M model's own writing is invented), defaults within its context."""
         from aistack.runtime.local.offline_model import CONTEXT_TOKENS, OFFLINE_MODEL_NAME, notice
@@ -343,7 +396,7 @@ class LocalStack:
         return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
             public_name=OFFLINE_MODEL_NAME, defaults=defaults, answers="extractive",
             notice=notice(spec_model),
-            primary=Upstream(base_url=f"{url}/v1", model=OFFLINE_MODEL_NAME, timeout_seconds=300.0))})
+            primary=self._upstream(urls, model=OFFLINE_MODEL_NAME))})
 
     async def _open_retrieval(self, config: GatewayConfig) -> Any:
         from aistack.runtime.ingestion.pipeline import Ingestor
@@ -445,22 +498,30 @@ class LocalStack:
 
     async def _restart_engine_if_exited(self) -> bool:
         """An engine that exited (killed, crashed) is started again on the same port, so the gateway's
-        route stays right; meanwhile requests get a clean upstream error and /readyz says the model
-        is not reachable. Ctrl-C during the restart ends it (the refresh loop must not hold the stop
-        for the engine's whole start). True when the status changed."""
+        route stays right; meanwhile its requests go to the other engines (the gateway's replica
+        failover), or get a clean upstream error and /readyz says the model is not reachable where
+        it was the only one. Ctrl-C during the restart ends it (the refresh loop must not hold the
+        stop for the engine's whole start). True when the status changed."""
+        changed = False
+        for engine in list(self._engines):
+            if engine.server.exit_code() is not None:
+                changed = await self._restart_engine(engine) or changed
+        return changed
+
+    async def _restart_engine(self, engine: LocalEngine) -> bool:
         from aistack.runtime.local.engine_model import launch, usable_engine, wait_ready
 
-        engine = self._engine
-        if engine is None or engine.server.exit_code() is None:
-            return False
         code = engine.server.exit_code()
         engine.server.stop()
         port = int(engine.base_url.rsplit(":", 1)[1])
         engine.restarts += 1
-        self.status.notes = [n for n in self.status.notes if not n.startswith("the vLLM engine")]
+        which = ("the vLLM engine" if len(self._engines) == 1
+                 else f"vLLM engine {self._engines.index(engine) + 1} of {len(self._engines)}")
+        self.status.notes = [n for n in self.status.notes if not n.startswith(which)]
         try:
-            server = self._engine_starting = launch(usable_engine(engine.build), engine.build, engine.plan,
-                                                    log=engine.server.log, port=port)
+            server = launch(usable_engine(engine.build), engine.build, engine.plan, log=engine.server.log,
+                            port=port)
+            self._engines_starting = [server]
             ready = asyncio.ensure_future(wait_ready(server))
             stopping = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -469,18 +530,21 @@ class LocalStack:
                 ready.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ready
-                self._engine = self._engine_starting = None
+                self._engines.remove(engine)
+                self._engines_starting = []
                 return False
             seconds = ready.result()
         except EngineUnavailable as error:
-            self._engine = self._engine_starting = None
-            self.status.engine = f"stopped: {error}"
-            self.status.notes.append(f"the vLLM engine exited with code {code} and did not start again: "
-                                     f"the model is down until `aistack up` runs again")
+            self._engines.remove(engine)
+            self._engines_starting = []
+            down = "the model is down" if not self._engines else f"{len(self._engines)} engines serve"
+            self.status.engine = f"stopped: {error}" if not self._engines else self._describe_engines()
+            self.status.notes.append(f"{which} exited with code {code} and did not start again: "
+                                     f"{down} until `aistack up` runs again")
             return True
-        engine.server, self._engine_starting = server, None
-        self.status.engine = f"{engine.describe()}; restarted in {seconds:.0f} s"
-        self.status.notes.append(f"the vLLM engine exited with code {code} and was restarted "
+        engine.server, self._engines_starting = server, []
+        self.status.engine = f"{self._describe_engines()}; restarted in {seconds:.0f} s"
+        self.status.notes.append(f"{which} exited with code {code} and was restarted "
                                  f"({engine.restarts} restart{'s' if engine.restarts > 1 else ''})")
         return True
 
@@ -511,10 +575,9 @@ class LocalStack:
         if store is not None:
             with contextlib.suppress(Exception):  # flushes the shard; the data is kept either way
                 await asyncio.wait_for(store.close(), timeout=5)
-        for engine_server in (self._engine.server if self._engine else None, self._engine_starting):
-            if engine_server is not None:
-                await asyncio.to_thread(engine_server.stop, grace_s=10)
-        self._engine = self._engine_starting = None
+        servers = [e.server for e in self._engines] + self._engines_starting
+        await asyncio.gather(*(asyncio.to_thread(server.stop, grace_s=10) for server in servers))
+        self._engines, self._engines_starting = [], []
         if self._mlflow is not None:
             await asyncio.to_thread(self._mlflow.stop)
             self._mlflow = None
@@ -527,9 +590,8 @@ class LocalStack:
             server.force_exit = True
         if self._mlflow is not None:
             self._mlflow.kill()
-        for engine_server in (self._engine.server if self._engine else None, self._engine_starting):
-            if engine_server is not None:
-                engine_server.kill()
+        for engine_server in [e.server for e in self._engines] + self._engines_starting:
+            engine_server.kill()
         for child in multiprocessing.active_children():
             child.kill()
 

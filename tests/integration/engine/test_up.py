@@ -1,7 +1,9 @@
 """`aistack up` on the real vLLM engine (copies of the examples, no MLflow): with retrieval, the offline
 model served by vLLM answers with a sentence of a cited document; without, it generates, and an
 engine killed mid-stream gives the client a clean error and is restarted (the same greedy answer
-after), and Ctrl-C while it restarts leaves no engine."""
+after), and Ctrl-C while it restarts leaves no engine; with `--replicas 2`, two engines, the gateway
+routing over them by prefix as over a cluster's replicas (each prefix on one engine, different
+prefixes on both), an engine killed routed around at once (no request fails) and then restarted."""
 
 from __future__ import annotations
 
@@ -71,8 +73,8 @@ class Up:
 
 
 @contextmanager
-def aistack_up(engine: EngineLocation, example: Path, tmp_path: Path) -> Iterator[Up]:
-    """`aistack up --engine vllm` on a copy of `example` without MLflow; stopped with Ctrl-C after."""
+def aistack_up(engine: EngineLocation, example: Path, tmp_path: Path, *args: str) -> Iterator[Up]:
+    """`aistack up --engine vllm [ARGS]` on a copy of `example` without MLflow; stopped with Ctrl-C after."""
     if not is_prepared(weights_folder()):
         pytest.skip(f"the offline weights are not prepared in {weights_folder()}: "
                     "run `aistack engine install`")
@@ -85,7 +87,7 @@ def aistack_up(engine: EngineLocation, example: Path, tmp_path: Path) -> Iterato
     keys = ("AISTACK_SECRET_OPENAI_API_KEY", "OPENAI_API_KEY")  # unset: the spec's endpoint is not used
     env = {k: v for k, v in os.environ.items() if k not in keys}
     proc = subprocess.Popen([sys.executable, "-m", "aistack.cli", "up", str(manifest), "--port", str(port),
-                             "--state", str(state), "--engine", "vllm"],
+                             "--state", str(state), "--engine", "vllm", *args],
                             env={**env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     up = Up(proc=proc, port=port, state=state)
@@ -150,3 +152,70 @@ def test_an_engine_killed_mid_stream_fails_the_stream_cleanly_and_is_restarted(
         started = time.monotonic()
         up.proc.wait(timeout=60)
         assert time.monotonic() - started < 20
+
+
+def engine_ports(up: Up) -> dict[str, int]:
+    """Each engine's pid and port, from its command line."""
+    ports = {}
+    for pid in engines_of(up.proc):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        ports[pid] = int(args[args.index(b"--port") + 1])
+    return ports
+
+
+def served(ports: list[int]) -> list[float]:
+    """Requests each engine finished, from its own /metrics."""
+    out = []
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        out.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vllm:request_success_total")))
+    return out
+
+
+def ask(up: Up, prefix: int, question: int = 0) -> str:
+    system = f"Document {prefix}: " + " ".join(f"fact{prefix}-{i}" for i in range(120))
+    answer = up.client.chat.completions.create(
+        model=OFFLINE_MODEL_NAME, max_tokens=2, temperature=0,
+        messages=[{"role": "system", "content": system},
+                  {"role": "user", "content": f"Question {question}?"}])
+    return answer.choices[0].message.content or ""
+
+
+@pytest.mark.timeout(900)  # two engines start (~1 min on 2 cores), one again after the kill
+def test_two_local_engines_routed_by_prefix_and_an_engine_killed_is_routed_around(
+        engine: EngineLocation, examples: Path, tmp_path: Path) -> None:
+    with aistack_up(engine, examples / "quickstart.yaml", tmp_path, "--replicas", "2") as up:
+        ports = engine_ports(up)
+        assert len(ports) == 2, ports
+        order = sorted(ports.values())
+
+        before = served(order)
+        for question in range(3):  # one prefix, asked three times: one engine takes all three
+            ask(up, 0, question)
+        after = served(order)
+        assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 3]
+
+        before = served(order)
+        for prefix in range(1, 13):  # twelve prefixes: both engines take some (all on one: p = 2^-11)
+            ask(up, prefix)
+        after = served(order)
+        spread = [a - b for a, b in zip(after, before, strict=True)]
+        assert sum(spread) == 12 and min(spread) > 0, spread
+
+        victim = next(iter(ports))
+        up.engines += list(ports)
+        subprocess.run(["kill", "-9", victim], check=True)
+        time.sleep(0.5)
+        for prefix in range(1, 13):  # every prefix answered: the gateway goes on to the other engine
+            ask(up, prefix, question=1)
+
+        def two_engines_again() -> bool:
+            now = engine_ports(up)
+            return len(now) == 2 and victim not in now and all(
+                httpx.get(f"http://127.0.0.1:{p}/health", timeout=5).status_code == 200 for p in now.values())
+
+        wait_for(two_engines_again, 300, "the killed engine was not restarted", up.proc)
+        up.engines += list(engine_ports(up))
+    assert re.search(r"vLLM 0\.32\.0 \((cpu|cuda) build\) x2", up.output), up.output
+    assert "2 vLLM engines (--replicas)" in up.output, up.output

@@ -121,7 +121,9 @@ def test_messages_that_fill_the_context_are_400_naming_messages(client: TestClie
 def gateway_over_offline_model(client: TestClient, model: OfflineModel) -> Iterator[Gateway]:
     """The gateway as `aistack up` wires it to the offline model, with the manifest's maxTokens of 3."""
     with serve_in_thread(offline_app(model, instead_of="gpt-4o-mini")) as port:
-        config = base_config(f"http://127.0.0.1:{port}/v1", model={"defaults": {"maxTokens": 3}})
+        config = base_config(f"http://127.0.0.1:{port}/v1", model={
+            "defaults": {"maxTokens": 3},
+            "primary": {"timeoutSeconds": 120}})  # one request at a time, ~10 tok/s: slow when loaded
         with run_gateway(config) as gateway:
             yield gateway
 
