@@ -59,6 +59,19 @@ class Upstream(ApiModel):
     """Replicas to spread requests over; `baseUrl` alone (one Service) when unset."""
 
 
+class ModelScaling(ApiModel):
+    """The self-hosted model autoscales (`spec.model.vllm.autoscaling`)."""
+
+    target_requests: int
+    """Requests per replica the autoscaler aims for: how much demand is worth reporting."""
+    hold_seconds: float | None = None
+    """With `minReplicas: 0`: how long a request waits while the model has no ready replica (it is
+    starting from zero) before a 503 with Retry-After; None: no hold."""
+    report_lease: str | None = None
+    """The Lease in the stack's namespace the gateway writes its load on (`aistack.api.model_load`),
+    for the operator's built-in autoscaler; None with KEDA (which reads the demand metric)."""
+
+
 class ModelConfig(ApiModel):
     """The model the gateway serves under `public_name`."""
 
@@ -70,6 +83,8 @@ class ModelConfig(ApiModel):
     """Where they go when the primary fails before the first byte."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Sampling defaults."""
+    scaling: ModelScaling | None = None
+    """How the gateway helps the model autoscale: holds requests while it is at zero, reports its load."""
     answers: Literal["generative", "extractive"] = "generative"
     """`extractive`: with passages retrieved, the model only chooses one of their sentences, quoted
     with its citation (`aistack.runtime.orchestration.extractive`); needs an engine that honours
@@ -192,6 +207,8 @@ class Endpoints(ApiModel):
     """The self-hosted model's headless Service (its ready pods), for the gateway's routing."""
     model_replica_urls: list[str] = Field(default_factory=list)
     """Fixed replicas of the self-hosted model (`aistack up`'s engines)."""
+    model_load_lease: str | None = None
+    """The Lease the gateway reports the model's load on (the operator's built-in autoscaler)."""
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     tracking_uri: str | None = None
@@ -201,6 +218,16 @@ class Endpoints(ApiModel):
 
 def _env(ref: SecretKeyRef | None) -> str | None:
     return ref.env_name() if ref is not None else None
+
+
+def _scaling(stack: AIStack, endpoints: Endpoints) -> ModelScaling | None:
+    vllm = stack.spec.model.vllm
+    if stack.spec.model.provider != "vllm" or vllm is None or vllm.autoscaling is None:
+        return None
+    scaling = vllm.autoscaling
+    return ModelScaling(target_requests=scaling.target_requests,
+                        hold_seconds=scaling.hold_seconds if scaling.min_replicas == 0 else None,
+                        report_lease=endpoints.model_load_lease if scaling.engine == "builtin" else None)
 
 
 def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
@@ -273,7 +300,8 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
                                 token_env=_env(ext.token_secret_ref) if ext else None)
     return GatewayConfig(
         name=stack.name, namespace=stack.namespace, stage=spec.stage, config_hash=config_hash(spec),
-        model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults),
+        model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults,
+                          scaling=_scaling(stack, endpoints)),
         retrieval=retrieval, orchestration=orchestration, guardrails=guardrails, tracing=tracing,
         server=ServerConfig(api_keys_env=_env(spec.gateway.api_keys_secret_ref),
                             api_keys_secret_ref=spec.gateway.api_keys_secret_ref,

@@ -53,6 +53,12 @@ CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind(api_version="apps/v1", kind="Deployment", plural="deployments"),
     Kind(api_version="autoscaling/v2", kind="HorizontalPodAutoscaler", plural="horizontalpodautoscalers"),
     Kind(api_version="batch/v1", kind="Job", plural="jobs"),
+    # the model's autoscaling: the gateways' load Lease and their right to write it; KEDA's object
+    Kind(api_version="coordination.k8s.io/v1", kind="Lease", plural="leases"),
+    Kind(api_version="v1", kind="ServiceAccount", plural="serviceaccounts"),
+    Kind(api_version="rbac.authorization.k8s.io/v1", kind="Role", plural="roles"),
+    Kind(api_version="rbac.authorization.k8s.io/v1", kind="RoleBinding", plural="rolebindings"),
+    Kind(api_version="keda.sh/v1alpha1", kind="ScaledObject", plural="scaledobjects"),
 )}
 
 # (kind, verb) pairs this module's callers use; the RBAC test checks the ClusterRole covers them.
@@ -60,6 +66,7 @@ CALLS: set[tuple[str, str]] = {
     *((k, v) for k in CHILD_KINDS for v in ("get", "list", "watch", "create", "patch", "delete")),
     (KIND, "list"), (KIND, "watch"), (KIND, "patch"), (f"{KIND}/status", "patch"),
     ("Event", "create"),
+    ("Deployment/scale", "patch"),  # the built-in autoscaler sets a model's replicas
 }
 
 

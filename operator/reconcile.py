@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.operator import collection, status
+from aistack.operator.autoscale import ScaleMemory, autoscale
 from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync
 from aistack.operator.check import Check
 from aistack.operator.collection import QdrantFactory
@@ -40,6 +42,12 @@ class Outcome:
     """(type, reason, message) to post as Kubernetes Events."""
     retry: str | None = None
     """Why to run again soon (a layer is still starting, Qdrant unreachable...)."""
+    scale_memory: ScaleMemory | None = None
+    """What the built-in autoscaler remembers for the next reconcile; None: the model does not
+    autoscale here."""
+    recheck_in: float | None = None
+    """Seconds until the autoscaler wants to decide again though nothing changes (a pending
+    scale-down, the idle window, a gateway's report going stale)."""
 
     @property
     def writes(self) -> int:
@@ -115,12 +123,15 @@ class RenderMemo:
 def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, version: str,
               live: Mapping[ChildKey, Mapping[str, Any]] | None = None,
               known_status: Mapping[str, Any] | None = None, now: Callable[[], str] = utc_now,
-              renderer: Renderer = parse_and_render) -> Outcome:
+              renderer: Renderer = parse_and_render, scale_memory: ScaleMemory | None = None,
+              clock: Callable[[], float] = time.time) -> Outcome:
     """Converge the children of `body` and write its status.
 
     `live` is a watch cache of its children (listed from the API server when None);
     `known_status` is the status this process last wrote, fresher than a cached body's;
-    `renderer` validates and renders (a `RenderMemo` in the operator).
+    `renderer` validates and renders (a `RenderMemo` in the operator); `scale_memory` is what the
+    built-in autoscaler returned last time (`Outcome.scale_memory`), `clock` its time (Unix
+    seconds, as the gateways' reports carry).
     """
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
@@ -146,6 +157,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
         outcome.events.append(("Warning", "ApplyFailed", f"{key[0]} {key[1]}: {message}"[:1000]))
+    _autoscale(rendered, kube=kube, live=applied.live, outcome=outcome, memory=scale_memory, clock=clock)
     collection_check = _collection(rendered, qdrant=qdrant, live=applied.live, outcome=outcome)
     checks = status.layer_checks(rendered, applied.live, collection=collection_check, failed=applied.failed)
     gateway = applied.live.get(rendered.gateway) or {}
@@ -186,6 +198,26 @@ def _to_apply(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) ->
     if in_sync(live.get(key), rendered.manifest(key)) and status.workload_check(live, *key).ok:
         return rendered.manifests
     return rendered.without(job)
+
+
+def _autoscale(rendered: Rendered, *, kube: Kube, live: Mapping[ChildKey, Mapping[str, Any]],
+               outcome: Outcome, memory: ScaleMemory | None, clock: Callable[[], float]) -> None:
+    """The built-in autoscaler's step, once the model's Deployment exists (not while it is held for
+    the model cache's pull)."""
+    vllm = rendered.stack.spec.model.vllm
+    scaling = vllm.autoscaling if vllm is not None else None
+    model, lease = rendered.model, rendered.load_lease
+    if scaling is None or lease is None or model is None or model not in live:
+        return
+    now = clock()
+    decision, scaled = autoscale(kube, namespace=rendered.stack.namespace, scaling=scaling, model=model,
+                                 live=live, lease=lease, now=now, memory=memory or ScaleMemory())
+    outcome.scale_memory = decision.memory
+    outcome.recheck_in = None if decision.recheck_at is None else max(0.0, decision.recheck_at - now)
+    if scaled:
+        log.info("scaled %s/%s to %d: %s", rendered.stack.namespace, model[1], decision.replicas,
+                 decision.reason)
+        outcome.events.append(("Normal", "Scaled", f"model scaled to {decision.replicas}: {decision.reason}"))
 
 
 def _held(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> set[ChildKey]:

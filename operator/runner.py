@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from aistack.operator.autoscale import ScaleMemory
 from aistack.operator.collection import QdrantClients
 from aistack.operator.kube import ApiError, Kube
 from aistack.operator.machinery.peering import PeeringWatch
@@ -58,6 +59,9 @@ class Runner:
         self.generations: dict[StackKey, int] = {}
         self.deleting: set[str] = set()
         """The uids of stacks being deleted."""
+        self.scale_memory: dict[StackKey, ScaleMemory] = {}
+        """What the built-in autoscaler remembers of each autoscaled model (lost on restart: its
+        delays start again, which only postpones a scale-down)."""
 
     async def converge(self, key: StackKey, body: Mapping[str, Any]) -> Outcome:
         """Reconcile `key` from `body` (a kopf handler's, made plain) once no other run of it runs."""
@@ -76,7 +80,7 @@ class Runner:
         return message
 
     def forget(self, key: StackKey) -> None:
-        for table in (self.known_status, self.generations):
+        for table in (self.known_status, self.generations, self.scale_memory):
             table.pop(key, None)
         self.renders.forget(key)
         self.cache.forget(key)
@@ -123,12 +127,18 @@ class Runner:
                 reconcile, body, kube=self.kube, qdrant=self.qdrant,
                 version=self.options.version,
                 live=self.cache.with_own_writes(key, cached), known_status=self.known_status.get(key),
-                renderer=self.renders)
+                renderer=self.renders, scale_memory=self.scale_memory.get(key))
         except ApiError:
             self.counters.errors += 1
             raise
         if outcome.status:
             self.known_status[key] = outcome.status
+        if outcome.scale_memory is not None:
+            self.scale_memory[key] = outcome.scale_memory
+        else:
+            self.scale_memory.pop(key, None)
+        if outcome.recheck_in is not None:
+            self.queue.schedule(key, delay=outcome.recheck_in)
         if outcome.applied is not None:
             self.cache.record(key, outcome.applied, read=cached)
         self.counters.writes += outcome.writes

@@ -111,6 +111,14 @@ def model_check(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) 
     (Downloading while it runs, DownloadFailed when it failed, Cached until the pods are ready)."""
     assert rendered.model is not None
     workload = workload_check(live, *rendered.model)
+    vllm = rendered.stack.spec.model.vllm
+    scaling = vllm.autoscaling if vllm is not None else None
+    if workload.reason == "ScaledToZero" and scaling is not None and scaling.min_replicas == 0:
+        # the autoscaler stopped an idle model: serving, as far as clients can tell (not a failure)
+        workload = Check(ok=True, reason="ScaledToZero",
+                         message=f"idle: 0 replicas after {scaling.idle_seconds}s without a request; the "
+                                 f"gateway holds the next one (up to {scaling.hold_seconds}s) while the "
+                                 "model starts")
     if rendered.pull_job is None:
         return workload
     name = rendered.pull_job[1]
@@ -290,7 +298,7 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 
 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
-    if name.endswith(("-model", "-model-cache", "-model-replicas")) or \
+    if name.endswith(("-model", "-model-cache", "-model-replicas", "-model-load")) or \
             name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
     if name.endswith("-vector-store") or name.startswith((f"{stack.name}-ingest-", f"{stack.name}-coll-")):

@@ -8,6 +8,12 @@ Least privilege, rule by rule:
 - children of a stack (Deployments, StatefulSets, Services, ConfigMaps, PVCs, HPAs):
   read, create, patch and delete, never `update` (apply is a patch) and nothing else.
   PVC `delete` is needed for `deletionPolicy: Delete`; data is otherwise retained.
+- the model's autoscaling (`spec.model.vllm.autoscaling`): `deployments/scale` `patch` (the
+  built-in autoscaler sets a model's replicas); as children, the load Lease the gateways write,
+  the gateway's ServiceAccount and a Role + RoleBinding granting that account `patch` on that one
+  Lease, and KEDA's ScaledObject. Roles and RoleBindings are written, never `bind` or `escalate`:
+  the API server lets the operator grant only what it holds itself (`patch` on leases), so the
+  most a compromised operator could hand a pod is the right to write a Lease.
 - events (core and events.k8s.io): `create`, to report failures on the AIStack.
 - kopf itself: `namespaces` and `customresourcedefinitions` list/watch (it discovers and
   follows namespaces and the CRD), `clusterkopfpeerings`/`kopfpeerings` get/list/watch/patch
@@ -18,8 +24,8 @@ Least privilege, rule by rule:
   kubelet into the pods that use it: the key of an *external* Qdrant reaches the gateway, the
   ingestion Job and the collection Job (`aistack collection`, which creates or checks the
   collection there), never the operator; the MLflow backend Secret is created by this Pulumi
-  program. (No `secrets`, `pods`, `serviceaccounts`, RBAC or `*` rights, so a compromised
-  operator cannot read or enumerate credentials or escalate.)
+  program. (No `secrets`, `pods` or `*` rights and no `bind`/`escalate`, so a compromised operator
+  cannot read or enumerate credentials or escalate.)
 
 `deploy/operator/rbac.yaml` (the kustomize install) is generated from these rules
 (`operator_manifests.py`), and the operator's e2e RBAC test replays its API calls against it.
@@ -34,9 +40,12 @@ CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
 
 CHILD_RESOURCES: dict[str, list[str]] = {
     "apps": ["deployments", "statefulsets"],
-    "": ["services", "configmaps", "persistentvolumeclaims"],
+    "": ["services", "configmaps", "persistentvolumeclaims", "serviceaccounts"],
     "autoscaling": ["horizontalpodautoscalers"],
     "batch": ["jobs"],
+    "coordination.k8s.io": ["leases"],
+    "rbac.authorization.k8s.io": ["roles", "rolebindings"],
+    "keda.sh": ["scaledobjects"],
 }
 
 
@@ -50,6 +59,7 @@ def operator_cluster_rules() -> list[dict[str, Any]]:
     rules += [{"apiGroups": [group], "resources": resources, "verbs": CHILD_VERBS}
               for group, resources in CHILD_RESOURCES.items()]
     rules += [
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},

@@ -25,6 +25,7 @@ this subclass fills them, each the simple way:
   (status written with the object, as their CRDs have no status subresource) and `Lease`;
   `peering_crds=False` is a cluster without kopf's CRDs: discovery leaves `kopf.dev` out and
   its lists answer 404;
+- the `scale` subresource of Deployments (a patch of `spec.replicas`, answered with a Scale);
 - a simulated kubelet + controllers (`emulator_controllers.py`): Deployments/StatefulSets get
   `status` replicas equal to `spec.replicas` after each spec change (or 0 when
   `kubelet_ready` is False), and a rollout is counted whenever the pod template changes; Jobs
@@ -81,7 +82,7 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "v1/services": ("Service", True, set()),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, set()),
     "v1/events": ("Event", True, set()),
-    "apps/v1/deployments": ("Deployment", True, {"status"}),
+    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
     "apps/v1/statefulsets": ("StatefulSet", True, {"status"}),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     "batch/v1/jobs": ("Job", True, {"status"}),
@@ -90,6 +91,11 @@ RESOURCES: dict[str, tuple[str, bool, set[str]]] = {
     "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False, set()),
     "kopf.dev/v1/kopfpeerings": ("KopfPeering", True, set()),
     "coordination.k8s.io/v1/leases": ("Lease", True, set()),
+    # the model's autoscaling: the gateway's account and its Role on the load Lease; KEDA's object
+    "v1/serviceaccounts": ("ServiceAccount", True, set()),
+    "rbac.authorization.k8s.io/v1/roles": ("Role", True, set()),
+    "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, set()),
+    "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True, {"status"}),
 }
 SERVED = {references.resource(*key.rsplit("/", 2)) if key.count("/") == 2
           else references.resource("", *key.split("/")) for key in RESOURCES}
@@ -97,7 +103,8 @@ STATUS_PLURALS = {key.rsplit("/", 1)[1] for key, (_, _, sub) in RESOURCES.items(
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 HISTORY_WINDOW = 32
 CHILD_PLURALS = {"configmaps", "services", "persistentvolumeclaims", "deployments", "statefulsets",
-                 "horizontalpodautoscalers", "jobs"}
+                 "horizontalpodautoscalers", "jobs", "leases", "serviceaccounts", "roles", "rolebindings",
+                 "scaledobjects"}
 
 
 @attrs.define(kw_only=True)
@@ -217,8 +224,12 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
         if resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
             name = request.name or request.data.get("metadata", {}).get("name")
             namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
-            if resource.plural in WORKLOADS and request.subresource is None:
+            if resource.plural in WORKLOADS and request.subresource in (None, "scale"):
                 self._kubelet(resource, namespace, name, old)
+            if request.subresource == "scale":
+                import aiohttp.web
+
+                return aiohttp.web.json_response(self._scale(self._get(resource, namespace, name) or {}))
         if resource is not None and old is not None and self._get(resource, request.namespace,
                                                                   request.name) is None:
             await self._collect_garbage(old.get("metadata", {}).get("uid"))
@@ -330,6 +341,9 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
             return
         if request.subresource == "status":
             data = {"status": data.get("status")} if "status" in data else {}
+        elif request.subresource == "scale":  # a Scale carries only the replica count
+            replicas = (data.get("spec") or {}).get("replicas")
+            data = {"spec": {"replicas": replicas}} if isinstance(replicas, int) else {}
         elif self._has_status(request.resource):
             data = {k: v for k, v in data.items() if k != "status"}
         merged = dicts.patch_dict(old, data)
@@ -340,6 +354,17 @@ class Emulator(SimulatedControllers, kmock.KubernetesEmulator, _DirectDispatch):
         data["metadata"] = meta
         # kmock patches with the parsed request body: hand it the filtered one.
         object.__setattr__(request, "data", data)
+
+    @staticmethod
+    def _scale(obj: dict[str, Any]) -> dict[str, Any]:
+        """The `autoscaling/v1` Scale a scale subresource answers with (the patch itself, a merge
+        of `spec.replicas`, went into the object like any patch)."""
+        meta = obj.get("metadata") or {}
+        return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion")
+                             if k in meta},
+                "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0)}}
 
     def _has_status(self, resource: Any) -> bool:
         return resource.plural in STATUS_PLURALS

@@ -19,11 +19,12 @@ from aistack.operator.render import endpoints, gateway, guardrails, jobs
 from aistack.operator.render.common import Manifest, RenderContext, selector_labels
 from aistack.operator.render.model import pull_job, render_model
 from aistack.operator.render.retrieval import render_retrieval
+from aistack.operator.render.scaling import render_scaling
 from aistack.operator.render.tracking import render_tracking
 
 # Kinds in the order a human (and `kubectl apply -f`) wants them: config and storage first.
-KIND_ORDER = ("ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment",
-              "HorizontalPodAutoscaler", "Job")
+KIND_ORDER = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "PersistentVolumeClaim", "Service",
+              "StatefulSet", "Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Lease", "Job")
 
 ChildKey = tuple[str, str]
 """(kind, name) of a child, as `aistack.operator.apply` keys them."""
@@ -48,6 +49,8 @@ class Rendered:
     """The managed MLflow's Deployment; None without observability or with an external MLflow."""
     ingestion_job: ChildKey | None
     evaluation_job: ChildKey | None
+    load_lease: ChildKey | None
+    """The Lease the gateways report the model's load on (the built-in autoscaler's); None without."""
     pull_job: ChildKey | None
     """The model cache's pull Job (prePull on a shared volume): the model's Deployment waits for it."""
     collection_job: ChildKey | None
@@ -86,7 +89,8 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
     collection = jobs.collection_job(ctx)
     runs = [job for job in (ingestion, evaluation, collection) if job is not None]
     manifests = [
-        *render_model(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
+        *render_model(ctx), *render_scaling(ctx), *([pull] if pull else []), *render_retrieval(ctx),
+        *render_tracking(ctx),
         *guardrails.render_guardrails(ctx),
         *gateway.render_gateway(ctx, sidecar=sidecar),
         *([jobs.manifest_config_map(ctx), *runs] if runs else []),  # the ConfigMap the Jobs read
@@ -102,6 +106,7 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
         collection_job=_key("Job", collection["metadata"]["name"] if collection else None),
         evaluation_job=_key("Job", evaluation["metadata"]["name"] if evaluation else None),
         pull_job=_key("Job", pull["metadata"]["name"] if pull else None),
+        load_lease=_key("Lease", endpoints.model_load_lease(ctx)),
         endpoint=endpoints.gateway_endpoint(ctx),
         qdrant_url=endpoints.qdrant_url(ctx),
         gateway_selector=selector_labels(stack, COMPONENT_GATEWAY),

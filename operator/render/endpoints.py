@@ -19,6 +19,7 @@ from aistack.api.conventions import (
     VLLM_PORT,
     service_url,
 )
+from aistack.api.model_load import LOAD_COMPONENT
 from aistack.operator.render.common import RenderContext
 
 TRACKING_SUFFIX = "mlflow"
@@ -85,3 +86,23 @@ def tracking_uri(ctx: RenderContext) -> str | None:
 
 def _url(ctx: RenderContext, name: str, port: int, *, path: str = "") -> str:
     return service_url(name=name, namespace=ctx.stack.namespace, port=port, path=path)
+
+
+def model_load_lease(ctx: RenderContext) -> str | None:
+    """The Lease the gateways report the model's load on (`aistack.api.model_load`), for the
+    operator's built-in autoscaler; None without it (no autoscaling, or KEDA's)."""
+    vllm = ctx.stack.spec.model.vllm
+    if model_name(ctx) is None or vllm is None or vllm.autoscaling is None or \
+            vllm.autoscaling.engine != "builtin":
+        return None
+    return ctx.name(LOAD_COMPONENT)
+
+
+def gateway_account(ctx: RenderContext) -> str | None:
+    """The gateway pods' service account: the spec's, else, where they report the model's load,
+    one of the stack's own (`<stack>-gateway`, so the right to write the Lease is no other pod's);
+    None: the namespace's `default`."""
+    named = ctx.stack.spec.gateway.service_account_name
+    if named or model_load_lease(ctx) is None:
+        return named
+    return gateway_name(ctx)

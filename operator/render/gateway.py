@@ -39,8 +39,10 @@ from aistack.operator.render.common import (
     service_account,
 )
 from aistack.operator.render.endpoints import (
+    gateway_account,
     gateway_name,
     model_base_url,
+    model_load_lease,
     model_replicas_dns,
     qdrant_url,
     tracking_uri,
@@ -53,12 +55,27 @@ CONFIG_VOLUME = "config"
 
 Sidecar = tuple[dict[str, Any], list[dict[str, Any]]]
 """A container that joins the gateway pod, and the volumes it adds."""
+API_TOKEN_VOLUME = "kube-api-access"
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_TOKEN_SECONDS = 3600
+
+
+def api_token_volume() -> dict[str, Any]:
+    """The service account's token (rotated by the kubelet), the cluster's CA and the namespace, as
+    the API server's own automount projects them; mounted into the gateway container alone (the
+    guardrails sidecar gets none), which uses it for one call: patching the load Lease."""
+    return {"name": API_TOKEN_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": API_TOKEN_SECONDS}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}
 
 
 def gateway_config(ctx: RenderContext) -> GatewayConfig:
     return build_gateway_config(ctx.stack, Endpoints(
         model_base_url=model_base_url(ctx),
         model_replicas_dns=model_replicas_dns(ctx),
+        model_load_lease=model_load_lease(ctx),
         qdrant_url=qdrant_url(ctx),
         tracking_uri=tracking_uri(ctx),
         guardrails_engine="sidecar",
@@ -122,6 +139,10 @@ def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> lis
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map["metadata"]["name"]}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if model_load_lease(ctx) is not None:  # the gateway reports the model's load (one Lease, `patch`)
+        volumes.append(api_token_volume())
+        container["volumeMounts"].append({"name": API_TOKEN_VOLUME, "mountPath": API_TOKEN_DIR,
+                                          "readOnly": True})
     if sidecar is not None:
         containers.append(sidecar[0])
         volumes.extend(sidecar[1])
@@ -135,7 +156,7 @@ def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> lis
                 "annotations": {CONFIG_HASH_ANNOTATION: content_hash(config_data, containers)},
             },
             "spec": {
-                **service_account(spec.gateway.service_account_name),
+                **service_account(gateway_account(ctx)),
                 "securityContext": pod_security(),
                 "automountServiceAccountToken": False,
                 "containers": containers,

@@ -85,8 +85,13 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
     # Create, update, layer removal, invalid spec, deletion with collection cleanup.
     doc = stack_doc("production", namespace)
     doc["spec"]["retrieval"]["collection"]["deletionPolicy"] = "Delete"
+    # the built-in autoscaler: its load Lease, the gateway's Role on it, and a scale to minReplicas
+    del doc["spec"]["model"]["vllm"]["replicas"]
+    doc["spec"]["model"]["vllm"]["autoscaling"] = {"minReplicas": 2, "maxReplicas": 3}
     cluster.apply_stack(doc)
     cluster.wait_phase(namespace, "support-copilot", "Ready")
+    wait_for(lambda: (cluster.emulator.find("deployments", namespace, "support-copilot-model")
+                      or {}).get("spec", {}).get("replicas") == 2, what="scaled to minReplicas")
     cluster.kube.patch(AISTACK, namespace, "support-copilot", {"spec": {"gateway": {"autoscaling": None}}})
     wait_for(lambda: not cluster.emulator.find("horizontalpodautoscalers", namespace,
                                                "support-copilot-gateway"),
@@ -116,6 +121,8 @@ def test_every_call_of_a_full_lifecycle_is_allowed(cluster, operator, qdrant, na
             denied.append((method, path, perm))
     assert not denied, f"calls not allowed by {RBAC.name}: {sorted(set(denied))[:10]}"
     assert ("aistack.dev", "aistacks/status", "patch") in used
+    assert {("apps", "deployments/scale", "patch"), ("rbac.authorization.k8s.io", "roles", "create"),
+            ("coordination.k8s.io", "leases", "create")} <= used
     secret_calls = [(m, p) for m, p in cluster.emulator.log[since:]
                     if "/secrets" in p and (m, p) not in test_client]
     assert secret_calls == [], "the operator read a Secret"
@@ -166,6 +173,7 @@ def test_declared_calls_are_allowed_and_nothing_more_is_granted() -> None:
     resources = {k.kind: (k.group, k.plural) for k in (*CHILD_KINDS.values(), AISTACK)}
     resources["Event"] = ("", "events")
     resources[f"{AISTACK.kind}/status"] = (AISTACK.group, f"{AISTACK.plural}/status")
+    resources["Deployment/scale"] = ("apps", "deployments/scale")
     for kind, verb in CALLS:
         group, resource = resources[kind]
         assert allowed(rules, group, resource, verb), (kind, verb)

@@ -1,0 +1,115 @@
+"""The built-in autoscaler on the emulator, with the real operator: a model's replicas follow the load
+its gateways report on the load Lease (written here as a gateway pod writes it), through the
+Deployment's scale subresource; down only after the delay, to zero after the idle window (status
+ScaledToZero, not failed), and back up at once for a held request. A model without autoscaling is
+never scaled.
+
+Not covered here: the API server's RBAC enforcement of the gateway's Role (the emulator enforces no
+RBAC; `test_rbac.py` checks the operator's own calls, the render test the Role's one rule).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aistack.api.model_load import LoadReport, report_key
+from aistack.operator.kube import CHILD_KINDS, MERGE_PATCH
+from aistack.testing.cluster import Cluster, wait_for
+
+LEASE = CHILD_KINDS["Lease"]
+
+
+def vllm_stack(namespace: str, name: str, vllm: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"model": {"provider": "vllm", "name": "Qwen/Qwen2.5-0.5B-Instruct", "vllm": vllm}}}
+
+
+def report(cluster: Cluster, namespace: str, stack: str, *, demand: int, held: int = 0,
+           pod: str = "gw-1") -> None:
+    """What one gateway pod writes: a merge patch of its own annotation on the load Lease."""
+    body = {"metadata": {"annotations": {
+        report_key(pod): LoadReport(demand=demand, held=held, at=time.time()).encode()}}}
+    cluster.kube.request("PATCH", LEASE.path(namespace, f"{stack}-model-load"), body=body,
+                         content_type=MERGE_PATCH)
+
+
+def replicas(cluster: Cluster, namespace: str, name: str) -> int | None:
+    deployment = cluster.emulator.find("deployments", namespace, name)
+    if deployment is None:
+        return None
+    return int(deployment["spec"].get("replicas", 1))
+
+
+def scale_calls(cluster: Cluster, namespace: str, name: str) -> int:
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+    return sum(1 for method, p in cluster.emulator.log if method == "PATCH" and p == path)
+
+
+def test_replicas_follow_the_reported_load_down_to_zero_and_wake_on_held_demand(
+        cluster: Cluster, operator: Any, namespace: str) -> None:
+    scaling = {"minReplicas": 0, "maxReplicas": 3, "targetRequests": 2, "scaleDownDelaySeconds": 1,
+               "idleSeconds": 2, "holdSeconds": 30}
+    cluster.apply_stack(vllm_stack(namespace, "auto", {"autoscaling": scaling}))
+    cluster.wait_phase(namespace, "auto", "Ready")
+    model = "auto-model"
+    lease = wait_for(lambda: cluster.emulator.find("leases", namespace, "auto-model-load"), what="load Lease")
+    assert lease["metadata"]["ownerReferences"][0]["name"] == "auto"
+    role = cluster.emulator.find("roles", namespace, "auto-gateway-load")
+    assert role is not None and role["rules"] == [{
+        "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["auto-model-load"],
+        "verbs": ["patch"]}]
+    assert "replicas" not in cluster.emulator.find("deployments", namespace, model)["spec"]
+
+    report(cluster, namespace, "auto", demand=5)  # ceil(5 / 2) = 3
+    wait_for(lambda: replicas(cluster, namespace, model) == 3, what="scaled up to 3")
+    report(cluster, namespace, "auto", demand=5, pod="gw-2")  # 10 over two pods: still capped at 3
+    time.sleep(0.5)
+    assert replicas(cluster, namespace, model) == 3 and scale_calls(cluster, namespace, model) == 1
+
+    report(cluster, namespace, "auto", demand=1)
+    report(cluster, namespace, "auto", demand=0, pod="gw-2")
+    lowered = time.monotonic()
+    wait_for(lambda: replicas(cluster, namespace, model) == 1, timeout=10, what="scaled down to 1")
+    assert time.monotonic() - lowered >= 0.9  # only after scaleDownDelaySeconds
+
+    report(cluster, namespace, "auto", demand=0)
+    idle = time.monotonic()
+    wait_for(lambda: replicas(cluster, namespace, model) == 0, timeout=10, what="scaled to zero")
+    assert time.monotonic() - idle >= 1.9  # only after idleSeconds
+    ready = wait_for(lambda: (c := cluster.condition(namespace, "auto", "ModelReady"))
+                     and c["reason"] == "ScaledToZero" and c, what="ModelReady ScaledToZero")
+    assert ready["status"] == "True" and "holds the next one" in ready["message"]
+    assert cluster.stack(namespace, "auto")["status"]["phase"] == "Ready"
+
+    report(cluster, namespace, "auto", demand=1, held=1)  # a request held at zero wakes it at once
+    woke = time.monotonic()
+    wait_for(lambda: replicas(cluster, namespace, model) == 1, timeout=5, what="woken by held demand")
+    assert time.monotonic() - woke < 2
+    assert scale_calls(cluster, namespace, model) == 4  # 3, 1, 0, 1: no flapping between
+
+
+def test_a_model_without_autoscaling_is_never_scaled(cluster: Cluster, operator: Any, namespace: str) -> None:
+    cluster.apply_stack(vllm_stack(namespace, "pinned", {"replicas": 2}))
+    cluster.wait_phase(namespace, "pinned", "Ready")
+    assert cluster.emulator.find("leases", namespace, "pinned-model-load") is None
+    assert cluster.emulator.find("roles", namespace, "pinned-gateway-load") is None
+    time.sleep(1.0)  # a few drift passes (1 s in the harness)
+    assert replicas(cluster, namespace, "pinned-model") == 2
+    assert scale_calls(cluster, namespace, "pinned-model") == 0
+
+
+def test_autoscaling_removed_pins_the_count_and_drops_the_lease(cluster: Cluster, operator: Any,
+                                                                namespace: str) -> None:
+    cluster.apply_stack(vllm_stack(namespace, "flip", {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}))
+    wait_for(lambda: replicas(cluster, namespace, "flip-model") == 2, what="scaled to minReplicas")
+    cluster.kube.request("PATCH", f"/apis/aistack.dev/v1alpha1/namespaces/{namespace}/aistacks/flip",
+                         body={"spec": {"model": {"vllm": {"autoscaling": None, "replicas": 1}}}},
+                         content_type=MERGE_PATCH)
+    wait_for(lambda: replicas(cluster, namespace, "flip-model") == 1, what="pinned to replicas")
+    for plural, name in (("leases", "flip-model-load"), ("serviceaccounts", "flip-gateway"),
+                         ("roles", "flip-gateway-load"), ("rolebindings", "flip-gateway-load")):
+        wait_for(lambda plural=plural, name=name: cluster.emulator.find(plural, namespace, name) is None,
+                 what=f"{plural} {name} pruned")
+    assert scale_calls(cluster, namespace, "flip-model") == 1
