@@ -3,9 +3,13 @@
 Why our own: tests and benchmarks need an upstream whose answers, latency and failures are
 known in advance, and that runs offline on loopback in milliseconds.
 
-Endpoints: `POST /v1/chat/completions` (JSON or SSE with `data: [DONE]`, tool calls),
-`GET /v1/models`, `POST /v1/embeddings` (hash vectors), `GET /health`, and `GET /metrics` when
-`metrics_page` is set (404 otherwise, as from a hosted API).
+Endpoints: `POST /v1/chat/completions` (JSON or SSE with `data: [DONE]`, tool calls, `n`
+choices), `POST /v1/completions` (legacy text completions, JSON or SSE; 404 with
+`completions=False`, as from a provider without them), `GET /v1/models`, `POST /v1/embeddings`
+(hash vectors), `GET /health`, and `GET /metrics` when `metrics_page` is set (404 otherwise, as
+from a hosted API). A parameter neither the OpenAI API nor vLLM knows is refused with OpenAI's own
+400 (`Unrecognized request argument supplied: NAME`), so tests can tell a forwarded parameter from
+a dropped one.
 
 What it answers (first rule that applies, looking at the **last user message** unless said):
 
@@ -21,7 +25,16 @@ What it answers (first rule that applies, looking at the **last user message** u
   tool result; after a tool result, it answers `Tool NAME said: <result>`.
 - `[[say:TEXT]]`: answers exactly TEXT; `[[say-upper:TEXT]]` answers it upper-cased (so an
   answer can hold an unsafe marker that the question does not, for output-rail tests).
+- `[[params]]`: answers the JSON of the parameters it received (all but `model`, `messages`,
+  `prompt`), so a test sees through the gateway what reached the upstream.
+- `tool_choice` `"required"` or `{"type": "function", "function": {"name": N}}` with `tools`:
+  calls that tool (the first for `"required"`) with arguments built from its parameters' schema.
+- `response_format` `json_object`: answers `{"answer": <last user message>}`; `json_schema`: an
+  instance of the schema (required properties, the first enum value, `"x"`, 1, true).
 - otherwise: `Echo: <last user message>`.
+
+Completions read the prompt (the strings of a list joined) where chat reads the last user message:
+the `[[fail:...]]`, `[[sleep:...]]`, `[[say:...]]` and `[[params]]` markers work the same.
 
 Server-wide knobs (constructor or `configure()`): `latency_s` before the first byte,
 `chunk_delay_s` between stream chunks, `fail_next` (a list of failure kinds applied to the
@@ -86,6 +99,47 @@ class ServerOptions:
     """What `GET /metrics` answers (Prometheus text, e.g. a page recorded from vLLM); 404 when None."""
     retry_after: str | None = None
     """`Retry-After` sent with injected 429 and 503 answers (seconds or an HTTP date)."""
+    completions: bool = True
+    """Serve `POST /v1/completions`; False answers 404 as a chat-only provider does."""
+
+
+CHAT_PARAMS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "stop", "n", "presence_penalty", "frequency_penalty", "seed", "user",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs",
+    "logit_bias", "metadata", "store", "service_tier", "modalities", "reasoning_effort", "prediction",
+    "audio", "web_search_options", "prompt_cache_key", "safety_identifier", "verbosity",
+    # vLLM's own
+    "top_k", "min_p", "repetition_penalty", "structured_outputs", "chat_template_kwargs",
+    "skip_special_tokens", "ignore_eos", "min_tokens", "include_stop_str_in_output",
+})
+COMPLETION_PARAMS = frozenset({
+    "model", "prompt", "stream", "stream_options", "temperature", "top_p", "max_tokens", "stop", "n",
+    "presence_penalty", "frequency_penalty", "seed", "user", "logprobs", "logit_bias", "echo", "suffix",
+    "best_of", "top_k", "min_p", "repetition_penalty", "structured_outputs", "min_tokens", "ignore_eos",
+})
+
+
+def schema_instance(schema: Any) -> Any:
+    """A small value valid against a JSON schema (the common keywords only)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return schema_instance(schema[key][0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: schema_instance(props[k]) for k in schema.get("required", list(props)) if k in props}
+    if kind == "array":
+        return [schema_instance(schema.get("items") or {"type": "string"})]
+    return {"string": "x", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), "x")
 
 
 def _text(content: Any) -> str:
@@ -121,6 +175,7 @@ class OpenAIServer:
         self._lock = threading.Lock()
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/health", self._health, methods=["GET"]),
@@ -190,6 +245,10 @@ class OpenAIServer:
     def _plan(self, body: dict[str, Any]) -> tuple[str | None, str, dict[str, Any] | None, float]:
         """(failure, answer text, tool call or None, extra delay) for one request."""
         messages = body.get("messages") or []
+        if "prompt" in body:  # a completion: the prompt is the question
+            prompt = body["prompt"]
+            messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else
+                         "\n".join(str(p) for p in prompt)}]
         everything = "\n".join(_text(m.get("content")) for m in messages)
         users = [m for m in messages if m.get("role") == "user"]
         last = _text(users[-1].get("content")) if users else ""
@@ -211,12 +270,40 @@ class OpenAIServer:
             return failure, "x" * int(m.group(1)), None, delay
         if (m := _SAY.search(last)):
             return failure, m.group(2).upper() if m.group(1) else m.group(2), None, delay
+        if "[[params]]" in last:
+            received = {k: v for k, v in body.items() if k not in ("model", "messages", "prompt")}
+            return failure, json.dumps(received, sort_keys=True), None, delay
+        if (call := self._forced_call(body)) is not None and not tool_results:
+            return failure, "", call, delay
+        answer_format = body.get("response_format") or {}
+        if answer_format.get("type") == "json_object":
+            return failure, json.dumps({"answer": last}), None, delay
+        if answer_format.get("type") == "json_schema":
+            schema = (answer_format.get("json_schema") or {}).get("schema")
+            return failure, json.dumps(schema_instance(schema)), None, delay
         choices = (body.get("structured_outputs") or {}).get("choice")
         if choices:  # vLLM's structured outputs: one of the choices, the first (`[[say:...]]` overrides)
             return failure, str(choices[0]), None, delay
         return failure, f"Echo: {last}", None, delay
 
-    async def _chat(self, request: Request) -> Response:
+    @staticmethod
+    def _forced_call(body: dict[str, Any]) -> dict[str, Any] | None:
+        """The call `tool_choice` forces (`"required"`: the first tool; a named function: that one)."""
+        tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+        choice = body.get("tool_choice")
+        if not tools or choice in (None, "auto", "none"):
+            return None
+        if isinstance(choice, dict):
+            name = (choice.get("function") or {}).get("name")
+            tools = [t for t in tools if t.get("name") == name]
+            if not tools:
+                return None
+        tool = tools[0]
+        return {"name": tool.get("name", ""),
+                "arguments": json.dumps(schema_instance(tool.get("parameters") or {"type": "object"}))}
+
+    async def _read(self, request: Request, known: frozenset[str]) -> dict[str, Any] | JSONResponse:
+        """The body, recorded; or the error OpenAI answers (401, 400 for an unknown argument, 404)."""
         if (denied := self._unauthorized(request)) is not None:
             return denied
         try:
@@ -225,10 +312,16 @@ class OpenAIServer:
             return self._error(400, "body is not JSON")
         with self._lock:
             self.requests.append(body)
+        unknown = sorted(set(body) - known)
+        if unknown:
+            return self._error(400, f"Unrecognized request argument supplied: {unknown[0]}")
         model = body.get("model")
         if model not in self.options.models:
             return self._error(404, f"The model `{model}` does not exist.", "model_not_found")
-        failure, answer, tool_call, delay = self._plan(body)
+        return body
+
+    async def _injected(self, failure: str | None, delay: float) -> Response | None:
+        """Wait, then the injected failure's answer (None: answer normally)."""
         wait = self.options.latency_s + delay
         if wait:
             await asyncio.sleep(wait)
@@ -240,15 +333,31 @@ class OpenAIServer:
         if failure == "timeout":
             await asyncio.sleep(self.options.hang_seconds)
             return self._error(504, "hung for hang_seconds")
-        prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in body.get("messages") or [])
+        return None
+
+    @staticmethod
+    def _cut(answer: str, body: dict[str, Any], finish: str) -> tuple[list[str], str, str]:
+        """(words, answer, finish_reason) within the request's max_tokens (a word is a token)."""
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         words = answer.split(" ")
-        finish = "tool_calls" if tool_call else "stop"
         if max_tokens is not None and len(words) > max_tokens:
             words, finish = words[:max_tokens], "length"
             answer = " ".join(words)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(answer),
-                 "total_tokens": prompt_tokens + _tokens(answer)}
+        return words, answer, finish
+
+    async def _chat(self, request: Request) -> Response:
+        body = await self._read(request, CHAT_PARAMS)
+        if isinstance(body, JSONResponse):
+            return body
+        model = body["model"]
+        failure, answer, tool_call, delay = self._plan(body)
+        if (refused := await self._injected(failure, delay)) is not None:
+            return refused
+        n = int(body.get("n") or 1)
+        prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in body.get("messages") or [])
+        words, answer, finish = self._cut(answer, body, "tool_calls" if tool_call else "stop")
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n * _tokens(answer),
+                 "total_tokens": prompt_tokens + n * _tokens(answer)}
         cid = f"chatcmpl-{uuid.uuid4().hex[:16]}"
         created = int(time.time())
         calls = None
@@ -259,44 +368,98 @@ class OpenAIServer:
             if calls:
                 message["tool_calls"] = calls
             return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
-                                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                                 "choices": [{"index": i, "message": message, "finish_reason": finish}
+                                             for i in range(n)],
                                  "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
             self._stream(cid, created, model, words, calls, finish, usage if include_usage else None,
-                         failure == "reset"),
+                         failure == "reset", n),
             media_type="text/event-stream")
 
     async def _stream(self, cid: str, created: int, model: str, words: list[str],
-                      calls: list[dict[str, Any]] | None,
-                      finish: str, usage: dict[str, int] | None, reset: bool) -> AsyncIterator[bytes]:
-        def event(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+                      calls: list[dict[str, Any]] | None, finish: str, usage: dict[str, int] | None,
+                      reset: bool, n: int = 1) -> AsyncIterator[bytes]:
+        def event(delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> bytes:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+                     "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
-        yield event({"role": "assistant", "content": ""})
+        for index in range(n):
+            yield event({"role": "assistant", "content": ""}, index=index)
         if calls:
             call = calls[0]
-            yield event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                         "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            yield event({"tool_calls": [{"index": 0,
-                                         "function": {"arguments": call["function"]["arguments"]}}]})
+            name = call["function"]["name"]
+            for index in range(n):
+                yield event({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]}, index=index)
+                yield event({"tool_calls": [{"index": 0,
+                                             "function": {"arguments": call["function"]["arguments"]}}]},
+                            index=index)
         else:
             for i, word in enumerate(words):
                 if reset and i == 2:
                     raise ConnectionResetError("injected connection reset mid-stream")
                 if self.options.chunk_delay_s:
                     await asyncio.sleep(self.options.chunk_delay_s)
-                yield event({"content": word if i == 0 else " " + word})
+                for index in range(n):  # the answers interleaved, as vLLM streams n > 1
+                    yield event({"content": word if i == 0 else " " + word}, index=index)
             if reset:
                 raise ConnectionResetError("injected connection reset mid-stream")
-        yield event({}, finish)
+        for index in range(n):
+            yield event({}, finish, index=index)
         if usage is not None:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [], "usage": usage}
             yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+    async def _completions(self, request: Request) -> Response:
+        if not self.options.completions:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await self._read(request, COMPLETION_PARAMS)
+        if isinstance(body, JSONResponse):
+            return body
+        model = body["model"]
+        failure, answer, _, delay = self._plan(body)
+        if (refused := await self._injected(failure, delay)) is not None:
+            return refused
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        n = int(body.get("n") or 1) * max(1, len(prompts))
+        words, answer, finish = self._cut(answer, body, "stop")
+        prompt_tokens = sum(_tokens(str(p)) for p in prompts)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n * _tokens(answer),
+                 "total_tokens": prompt_tokens + n * _tokens(answer)}
+        cid, created = f"cmpl-{uuid.uuid4().hex[:16]}", int(time.time())
+        if not body.get("stream"):
+            return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": model,
+                                 "choices": [{"index": i, "text": answer, "logprobs": None,
+                                              "finish_reason": finish} for i in range(n)],
+                                 "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def stream() -> AsyncIterator[bytes]:
+            def event(text: str, finish_reason: str | None, index: int) -> bytes:
+                chunk = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                         "choices": [{"index": index, "text": text, "logprobs": None,
+                                      "finish_reason": finish_reason}]}
+                return f"data: {json.dumps(chunk)}\n\n".encode()
+
+            for i, word in enumerate(words):
+                if self.options.chunk_delay_s:
+                    await asyncio.sleep(self.options.chunk_delay_s)
+                for index in range(n):
+                    yield event(word if i == 0 else " " + word, None, index)
+            for index in range(n):
+                yield event("", finish, index)
+            if include_usage:
+                chunk = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                         "choices": [], "usage": usage}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
 
 
 @dataclass

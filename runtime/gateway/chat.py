@@ -280,8 +280,11 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                            param="model")
     _check_messages(req, templated=cfg.retrieval is not None or cfg.orchestration.prompt_template is not None)
     if cfg.orchestration.mode == "agent" and (req.tools or req.tool_choice):
-        raise GatewayError(400, "this stack is an agent with its own tools; 'tools' and 'tool_choice' are "
-                                "not accepted from clients", param="tools", code="unsupported_parameter")
+        raise GatewayError(400, "this stack is an agent that runs its own tools in the gateway; a "
+                                "client's 'tools' and 'tool_choice' are not merged with them (the client "
+                                "would run some calls and the gateway others in one loop); send them to a "
+                                "pipeline stack", param="tools" if req.tools else "tool_choice",
+                           code="unsupported_parameter")
     trace = state.tracer.start(name="chat.completions", inputs=None)  # recorded once the rails ran
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
                 embedder=embedder)
@@ -298,7 +301,8 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                 return json_response(refusal, headers=turn.headers())
             payload = _payload(turn, messages)
             agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
-            if cfg.model.answers == "extractive" and turn.passages is not None and not agent:
+            if cfg.model.answers == "extractive" and turn.passages is not None and not agent \
+                    and not req.shapes_output():
                 response = await _extract(turn, payload)  # a quotation: sent whole, also when streamed
             elif req.stream and not agent:
                 return await start_stream(turn, payload)
@@ -315,18 +319,22 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         finish_trace(turn, answer=None, error=err.message)
         raise
     response["model"] = cfg.model.public_name
-    choice = response["choices"][0]
-    answer = choice["message"].get("content") or ""
-    try:
-        decision = await _output_rails(turn, question_of(turn), answer)
-    except GuardrailsUnavailable:
-        finish_trace(turn, answer=None, error="guardrails unavailable")
-        raise rails_down() from None
-    if decision.blocked:
-        response = refusal_completion(turn, side="output", rail=decision.rail, usage=response.get("usage"))
-    elif decision.status == "modified":
-        choice["message"]["content"] = decision.text
-    if turn.citations is not None and not decision.blocked:
+    blocked = None
+    for choice in response["choices"]:  # each of the `n` answers is judged on its own
+        message = choice.get("message") or {}
+        try:
+            decision = await _output_rails(turn, question_of(turn), message.get("content") or "")
+        except GuardrailsUnavailable:
+            finish_trace(turn, answer=None, error="guardrails unavailable")
+            raise rails_down() from None
+        if decision.blocked:
+            blocked = decision
+            break
+        if decision.status == "modified":
+            message["content"] = decision.text
+    if blocked is not None:
+        response = refusal_completion(turn, side="output", rail=blocked.rail, usage=response.get("usage"))
+    if turn.citations is not None and blocked is None:
         response["citations"] = turn.citations
     finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None,
                  usage=response.get("usage"))

@@ -1,8 +1,11 @@
 """Request bodies the gateway accepts, validated at the edge.
 
-Unknown top-level parameters are refused with 400 (the OpenAI API does the same), so a
-client never believes a parameter took effect when it was silently dropped. Types are strict,
-as the OpenAI API's: `"stream": "yes"` or `"max_tokens": "12"` is refused, never coerced.
+The parameters the gateway itself reads are typed strictly, as the OpenAI API types them:
+`"stream": "yes"` or `"max_tokens": "12"` is refused, never coerced. A model parameter the
+gateway does not know is forwarded to the model as sent (vLLM's `top_k` or `structured_outputs`,
+a newer OpenAI parameter): the upstream accepts it or refuses it with its own 400, which the
+client gets; it is never silently dropped. The few that would undo the stack's own layers
+(`GATEWAY_OWNED`) are refused here.
 """
 
 from __future__ import annotations
@@ -43,7 +46,26 @@ class Message(BaseModel):
     tool_call_id: str | None = None
 
 
-class ChatRequest(_Strict):
+GATEWAY_OWNED = {
+    "chat_template": "the chat template is the model's: a request's own template would decide what the "
+                     "model sees past the stack's prompt and rails",
+}
+"""Parameters an engine accepts that no client may set through the gateway, with the reason."""
+
+
+class _Forwarding(BaseModel):
+    """Typed fields strict; any other top-level parameter kept, to be forwarded to the model."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    def model_post_init(self, context: Any) -> None:
+        for name in self.__pydantic_extra__ or ():
+            if name in GATEWAY_OWNED:
+                raise GatewayError(400, f"unsupported parameter {name!r}: {GATEWAY_OWNED[name]}", param=name,
+                                   code="unsupported_parameter")
+
+
+class ChatRequest(_Forwarding):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
     stream: bool = False
@@ -53,7 +75,7 @@ class ChatRequest(_Strict):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     seed: int | None = None
@@ -68,9 +90,16 @@ class ChatRequest(_Strict):
     metadata: dict[str, str] | None = None
 
     def sampling(self) -> dict[str, Any]:
-        """Parameters forwarded upstream as given (everything but model, messages, stream)."""
+        """Parameters forwarded upstream as given (everything but model, messages, stream), the ones
+        the gateway does not know included."""
         return self.model_dump(exclude_none=True,
                                exclude={"model", "messages", "stream", "stream_options", "metadata"})
+
+    def shapes_output(self) -> bool:
+        """The client asked for the output in a form of its own (JSON, a tool call, several
+        choices, log-probabilities): the model's own answer must come back, not a quotation."""
+        return bool(self.response_format or self.tools or (self.n or 1) > 1 or self.logprobs
+                    or (self.__pydantic_extra__ or {}).get("structured_outputs"))
 
 
 class EmbeddingsRequest(_Strict):
@@ -96,8 +125,6 @@ def parse_body(model: type[_M], raw: bytes) -> _M:
         if first["type"] == "extra_forbidden":
             raise GatewayError(400, f"unsupported parameter {loc!r}", param=loc,
                                code="unsupported_parameter") from None
-        if loc == "n":
-            raise GatewayError(400, "only n=1 is supported", param="n", code="unsupported_value") from None
         if first["type"] == "literal_error":
             raise GatewayError(400, f"invalid value for {loc!r}: {first['msg']}, got {first['input']!r}",
                                param=loc, code="invalid_value") from None

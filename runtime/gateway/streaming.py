@@ -159,7 +159,8 @@ async def completion_as_stream(response: dict[str, Any]) -> AsyncIterator[bytes]
 
 async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
     wants_usage = bool((turn.req.stream_options or {}).get("include_usage"))
-    payload = {**payload, "stream_options": {"include_usage": True}}
+    # the gateway always wants the usage (metrics, trace); the client's other options go along
+    payload = {**payload, "stream_options": {**(turn.req.stream_options or {}), "include_usage": True}}
     started = time.perf_counter()
     span_cm = turn.trace.span("generation", "LLM", inputs={"messages": len(payload["messages"])})
     span = span_cm.__enter__()
@@ -176,17 +177,19 @@ async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
 
 
 async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: Any, span_cm: Any,
-                 started: float) -> AsyncIterator[bytes]:
-    """Pass the upstream stream through, event by event, with the output rails in between."""
+                started: float) -> AsyncIterator[bytes]:
+    """Pass the upstream stream through, event by event, with the output rails in between: one
+    `StreamGuard` per choice (`n` > 1 streams its answers interleaved, each judged on its own)."""
     state = turn.state
     public = state.config.model.public_name
     guard = state.guard
-    sguard = StreamGuard(guard) if guard is not None and (guard.fast_output or guard.llm_output) else None
-    answer: list[str] = []
+    rails_on = guard is not None and bool(guard.fast_output or guard.llm_output)
+    guards: dict[int, StreamGuard] = {}
+    answers: dict[int, list[str]] = {}
+    finished: set[int] = set()
     usage = None
     error: str | None = None
     first = True
-    finished = False
     meta: dict[str, Any] = {}
     try:
         async for chunk in upstream:
@@ -206,39 +209,47 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                 continue
             if not wants_usage:
                 chunk.pop("usage", None)
-            choice = choices[0]
-            if not isinstance(choice.get("delta"), dict):
-                choice["delta"] = {}
-            delta = choice["delta"]
-            content = delta.get("content")
-            if content:
-                answer.append(content)
-            if sguard is None:
+            for choice in choices:
+                if not isinstance(choice.get("delta"), dict):
+                    choice["delta"] = {}
+                content = choice["delta"].get("content")
+                if content:
+                    answers.setdefault(choice.get("index", 0), []).append(content)
+            if not rails_on:
                 yield sse(chunk)
                 continue
-            if content:
-                delta["content"] = sguard.feed(content)
-                if sguard.decision.blocked:
-                    yield filtered(turn, meta, sguard)
-                    return
-            if choice.get("finish_reason"):
-                finished = True
-                tail = await stream_tail(turn, sguard)
-                if sguard.decision.blocked:
-                    yield filtered(turn, meta, sguard)
-                    return
-                delta["content"] = (delta.get("content") or "") + tail
-            if delta.get(
-                    "content") or set(
-                        delta) - {"content"} or choice.get("finish_reason") or "citations" in chunk:
+            assert guard is not None
+            kept = []
+            for choice in choices:
+                index = choice.get("index", 0)
+                sguard = guards.get(index) or guards.setdefault(index, StreamGuard(guard))
+                delta = choice["delta"]
+                if delta.get("content"):
+                    delta["content"] = sguard.feed(delta["content"])
+                    if sguard.decision.blocked:
+                        yield filtered(turn, meta, sguard, index=index)
+                        return
+                if choice.get("finish_reason"):
+                    finished.add(index)
+                    tail = await stream_tail(turn, sguard)
+                    if sguard.decision.blocked:
+                        yield filtered(turn, meta, sguard, index=index)
+                        return
+                    delta["content"] = (delta.get("content") or "") + tail
+                if delta.get("content") or set(delta) - {"content"} or choice.get("finish_reason"):
+                    kept.append(choice)
+            if kept or "citations" in chunk:
+                chunk["choices"] = kept
                 yield sse(chunk)
-        if sguard is not None and not finished:  # the upstream ended without a finish_reason
+        for index, sguard in sorted(guards.items()):
+            if index in finished:
+                continue  # the upstream ended this answer without a finish_reason
             tail = await stream_tail(turn, sguard)
             if sguard.decision.blocked:
-                yield filtered(turn, meta, sguard)
+                yield filtered(turn, meta, sguard, index=index)
                 return
             yield sse({**meta,
-                       "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": "stop"}]})
+                       "choices": [{"index": index, "delta": {"content": tail}, "finish_reason": "stop"}]})
         yield DONE
     except UpstreamError as err:
         error = err.message
@@ -250,9 +261,10 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
         await upstream.aclose()
         turn.step("generation", time.perf_counter() - started)
         span.attributes["usage"] = usage
-        span.outputs = {"chars": sum(len(a) for a in answer)}
+        span.outputs = {"chars": sum(len(a) for parts in answers.values() for a in parts)}
         span_cm.__exit__(None, None, None)
-        finish_trace(turn, answer="".join(answer)[:4000], error=error, usage=usage)
+        answer = "\n\n".join("".join(parts) for _, parts in sorted(answers.items()))
+        finish_trace(turn, answer=answer[:4000], error=error, usage=usage)
 
 
 async def stream_tail(turn: Turn, sguard: StreamGuard) -> str:
@@ -274,10 +286,10 @@ async def stream_tail(turn: Turn, sguard: StreamGuard) -> str:
     return tail
 
 
-def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard) -> bytes:
+def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard, *, index: int = 0) -> bytes:
     turn.blocked("output", sguard.decision)
     refusal = turn.state.guard.refusal if turn.state.guard else ""
     text = ("\n\n" + refusal) if sguard.sent else refusal
     return sse({**meta,
-                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "content_filter"}],
+                "choices": [{"index": index, "delta": {"content": text}, "finish_reason": "content_filter"}],
                 "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}) + DONE

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import jsonschema
+import openai
 import pytest
 
-from aistack.testing.gateway import RecordingTracer, base_config, run_gateway
+from aistack.runtime.retrieval.contracts import Passage
+from aistack.testing.gateway import HashEmbedder, ListRetriever, RecordingTracer, base_config, run_gateway
 
 NOTICE = "offline model SmolLM2-135M-Instruct, not gpt-4o-mini; answers are weak"
 
@@ -34,3 +37,114 @@ def test_a_notice_goes_in_the_header_log_and_trace_never_in_the_text(noticed):
     deltas = [json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
               for line in streamed.text.splitlines() if line.startswith("data: {")]
     assert "".join(deltas) == "x y"
+
+
+# --- request parameters reach the engine ---------------------------------------------------------
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"enum": ["c", "f"]}},
+                   "required": ["city", "unit"]}}}
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+RAILS = {"input": ["jailbreak_heuristics", "pii_mask"], "output": ["blocked_terms", "pii_mask"],
+         "blockedTerms": ["internal-only"], "refusalMessage": "Sorry, I can't help with that."}
+
+
+@pytest.fixture(scope="module")
+def rag(upstream):
+    """A pipeline stack with retrieval, a prompt template and fast rails on both sides."""
+    retriever = ListRetriever([Passage(text="Acme ships in 3 days; mail sales@acme.example.",
+                                       source="acme.md", score=0.9)])
+    cfg = base_config(upstream.base_url, retrieval={
+        "collection": "docs", "distance": "Cosine", "topK": 1, "maxContextTokens": 200,
+        "embedder": {"provider": "local", "model": "hash-embed", "dimension": 8}},
+        guardrails={"rails": RAILS, "engine": "inprocess"},
+        orchestration={"systemPrompt": "Answer from context.",
+                       "promptTemplate": "C:\n{context}\nQ: {question}"})
+    with run_gateway(cfg, retriever=retriever, embedder=HashEmbedder()) as gw:
+        gw.retriever = retriever
+        yield gw
+
+
+def chat(gw, text, **kw):
+    return gw.client().chat.completions.create(model="demo-model",
+                                               messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_n_choices_come_back_plain_and_streamed(rag, upstream):
+    out = chat(rag, "[[say:two answers]]", n=2)
+    assert [c.index for c in out.choices] == [0, 1] and upstream.requests[-1]["n"] == 2
+    assert all(c.message.content == "two answers" for c in out.choices)
+    chunks = list(chat(rag, "[[say:a b c]]", n=2, stream=True))
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == {0: "a b c", 1: "a b c"}
+    assert sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason) == [0, 1]
+
+
+def test_every_choice_goes_through_the_output_rails(rag):
+    masked = chat(rag, "How do I order?", n=2)  # the fake echoes the context, which holds an address
+    assert [c.message.content.count("[EMAIL]") for c in masked.choices] == [1, 1]
+    assert "sales@acme.example" not in str(masked)
+    streamed = list(chat(rag, "How do I order?", n=2, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert "sales@acme.example" not in text and text.count("[EMAIL]") == 2
+    blocked = chat(rag, "[[say:the internal-only plan]]", n=2)
+    assert blocked.choices[0].finish_reason == "content_filter" and "internal-only" not in str(blocked)
+
+
+def test_json_mode_and_json_schema_reach_the_model_with_the_retrieved_context(rag, upstream):
+    out = chat(rag, "Where does Acme ship?", response_format={"type": "json_object"})
+    sent = upstream.requests[-1]
+    assert sent["response_format"] == {"type": "json_object"}
+    assert "Acme ships in 3 days" in sent["messages"][-1]["content"]  # the context is still added
+    assert "answer" in json.loads(out.choices[0].message.content)
+    schema = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    out = chat(rag, "Who?", response_format=schema)
+    assert upstream.requests[-1]["response_format"] == schema
+    jsonschema.validate(json.loads(out.choices[0].message.content), PERSON)
+
+
+def test_client_tools_reach_the_model_and_a_required_call_comes_back(rag, upstream):
+    out = chat(rag, "Weather in Paris?", tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
+    sent = upstream.requests[-1]
+    assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "required"
+    assert sent["parallel_tool_calls"] is False
+    call = out.choices[0].message.tool_calls[0]
+    assert out.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    named = chat(rag, "x", tools=[WEATHER],
+                 tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert named.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_sampling_parameters_and_engine_extensions_reach_the_upstream(rag, upstream):
+    params = {"seed": 7, "stop": ["\n\n"], "logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5,
+              "frequency_penalty": 0.25, "user": "u-1", "logit_bias": {"50256": -100}, "temperature": 0.3}
+    out = chat(rag, "[[params]]", **params, extra_body={"top_k": 5, "min_p": 0.1})
+    received = json.loads(out.choices[0].message.content)
+    assert received.items() >= {**params, "top_k": 5, "min_p": 0.1}.items()
+    list(chat(rag, "[[say:x]]", stream=True, stream_options={"include_usage": False,
+                                                               "continuous_usage_stats": True}))
+    assert upstream.requests[-1]["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+
+
+def test_an_unknown_parameter_gets_the_upstreams_own_error(rag):
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(rag, "x", extra_body={"frobnicate": 1})
+    assert "Unrecognized request argument supplied: frobnicate" in err.value.message
+
+
+def test_an_extractive_stack_answers_a_json_request_with_the_models_own_output(upstream):
+    cfg = base_config(upstream.base_url, model={"answers": "extractive"}, retrieval={
+        "collection": "docs", "distance": "Cosine", "topK": 1, "maxContextTokens": 200,
+        "embedder": {"provider": "local", "model": "hash-embed", "dimension": 8}})
+    passages = [Passage(text="Acme ships every order within three days.", source="acme.md", score=0.9)]
+    with run_gateway(cfg, retriever=ListRetriever(passages)) as gw:
+        out = chat(gw, "When?", response_format={"type": "json_object"})
+        assert "structured_outputs" not in upstream.requests[-1]
+        assert isinstance(json.loads(out.choices[0].message.content), dict)  # JSON, not a quotation
