@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
@@ -156,16 +157,23 @@ async def _input_stage(turn: Turn,
 
 
 def _payload(turn: Turn, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    d = turn.state.config.model.defaults
+    payload = model_defaults(turn.state, own_limit=turn.req.max_completion_tokens is not None)
+    payload.update(turn.req.sampling())
+    payload["messages"] = messages
+    return payload
+
+
+def model_defaults(state: GatewayState, *, own_limit: bool = False) -> dict[str, Any]:
+    """The spec's sampling defaults (`model.defaults`), which a request's own values override;
+    `own_limit`: the request sets a token limit of a name `max_tokens` does not override."""
+    d = state.config.model.defaults
     payload: dict[str, Any] = {}
     if d.temperature is not None:
         payload["temperature"] = d.temperature
     if d.top_p is not None:
         payload["top_p"] = d.top_p
-    if d.max_tokens is not None and turn.req.max_completion_tokens is None:
+    if d.max_tokens is not None and not own_limit:
         payload["max_tokens"] = d.max_tokens
-    payload.update(turn.req.sampling())
-    payload["messages"] = messages
     return payload
 
 
@@ -244,7 +252,7 @@ async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
+async def output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
     guard = turn.state.guard
     decision = RailDecision("passed", answer, None)
     if guard is None:
@@ -270,9 +278,38 @@ async def _output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
     return decision
 
 
+@dataclass
+class ChatAnswer:
+    """A chat request's answer before it is encoded: the completion (`stream` None), or the open
+    relay of the model's stream; `refused`: the input rails refused it (the completion says so)."""
+
+    turn: Turn
+    completion: dict[str, Any] | None = None
+    stream: Response | None = None
+    refused: bool = False
+
+
 async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatRequest, caller: Caller,
                       tenant: str | None, retriever: Retriever | None,
                       embedder: Embedder | None = None) -> Response:
+    answer = await run_chat(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant,
+                            retriever=retriever, embedder=embedder)
+    turn = answer.turn
+    if answer.stream is not None:
+        return answer.stream
+    assert answer.completion is not None
+    if req.stream:  # a refusal, or an agent's or an extractive answer, sent as a stream of one chunk
+        events = refusal_stream(turn, answer.completion) if answer.refused else \
+            completion_as_stream(answer.completion)
+        return StreamingResponse(events, media_type="text/event-stream", headers=turn.headers(SSE_HEADERS))
+    return json_response(answer.completion, headers=turn.headers())
+
+
+async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatRequest, caller: Caller,
+                   tenant: str | None, retriever: Retriever | None, embedder: Embedder | None = None,
+                   trace_name: str = "chat.completions") -> ChatAnswer:
+    """Every layer of a chat request (rails, retrieval, the model or the agent, output rails,
+    tracing), short of encoding the answer: `/v1/chat/completions` and `/v1/responses` share it."""
     cfg = state.config
     if req.model != cfg.model.public_name:
         raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
@@ -285,7 +322,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
                                 "would run some calls and the gateway others in one loop); send them to a "
                                 "pipeline stack", param="tools" if req.tools else "tool_choice",
                            code="unsupported_parameter")
-    trace = state.tracer.start(name="chat.completions", inputs=None)  # recorded once the rails ran
+    trace = state.tracer.start(name=trace_name, inputs=None)  # recorded once the rails ran
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
                 embedder=embedder)
     if cfg.model.notice:
@@ -295,17 +332,14 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
             messages, refusal = await _input_stage(turn, retriever)
             if refusal is not None:
                 finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
-                if req.stream:
-                    return StreamingResponse(refusal_stream(turn, refusal), media_type="text/event-stream",
-                                             headers=turn.headers(SSE_HEADERS))
-                return json_response(refusal, headers=turn.headers())
+                return ChatAnswer(turn, completion=refusal, refused=True)
             payload = _payload(turn, messages)
             agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
             if cfg.model.answers == "extractive" and turn.passages is not None and not agent \
                     and not req.shapes_output():
                 response = await _extract(turn, payload)  # a quotation: sent whole, also when streamed
             elif req.stream and not agent:
-                return await start_stream(turn, payload)
+                return ChatAnswer(turn, stream=await start_stream(turn, payload))
             else:
                 response = await _generate(turn, payload)
     except TimeoutError:
@@ -323,7 +357,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
     for choice in response["choices"]:  # each of the `n` answers is judged on its own
         message = choice.get("message") or {}
         try:
-            decision = await _output_rails(turn, question_of(turn), message.get("content") or "")
+            decision = await output_rails(turn, question_of(turn), message.get("content") or "")
         except GuardrailsUnavailable:
             finish_trace(turn, answer=None, error="guardrails unavailable")
             raise rails_down() from None
@@ -338,10 +372,7 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
         response["citations"] = turn.citations
     finish_trace(turn, answer=response["choices"][0]["message"].get("content"), error=None,
                  usage=response.get("usage"))
-    if req.stream:  # an agent's or an extractive answer, sent as a stream of one chunk
-        return StreamingResponse(completion_as_stream(response), media_type="text/event-stream",
-                                 headers=turn.headers(SSE_HEADERS))
-    return json_response(response, headers=turn.headers())
+    return ChatAnswer(turn, completion=response)
 
 
 def _texts(messages: list[dict[str, Any]]) -> tuple[list[tuple[int, int | None]], list[tuple[str, str]]]:

@@ -102,6 +102,36 @@ class ChatRequest(_Forwarding):
                     or (self.__pydantic_extra__ or {}).get("structured_outputs"))
 
 
+class CompletionRequest(_Forwarding):
+    """`POST /v1/completions` (legacy text completions): the prompt is text, as the rails must read
+    it (token-id prompts are refused)."""
+
+    model: Annotated[str, Field(min_length=1)]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: str | list[str] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    user: str | None = None
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def sampling(self) -> dict[str, Any]:
+        """Parameters forwarded upstream as given (everything but model, prompt, stream)."""
+        return self.model_dump(exclude_none=True, exclude={"model", "prompt", "stream", "stream_options"})
+
+
 class EmbeddingsRequest(_Strict):
     model: Annotated[str, Field(min_length=1)]
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.responses import Response, StreamingResponse
 
@@ -158,11 +158,14 @@ async def completion_as_stream(response: dict[str, Any]) -> AsyncIterator[bytes]
 
 
 async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
+    """Open the model's stream (chat chunks, or a text completion's when `payload` has a `prompt`)
+    and relay it through the output rails."""
     wants_usage = bool((turn.req.stream_options or {}).get("include_usage"))
     # the gateway always wants the usage (metrics, trace); the client's other options go along
     payload = {**payload, "stream_options": {**(turn.req.stream_options or {}), "include_usage": True}}
     started = time.perf_counter()
-    span_cm = turn.trace.span("generation", "LLM", inputs={"messages": len(payload["messages"])})
+    size = {"messages": len(payload["messages"])} if "messages" in payload else {"prompt": 1}
+    span_cm = turn.trace.span("generation", "LLM", inputs=size)
     span = span_cm.__enter__()
     try:
         upstream = await turn.state.model.stream(payload, deadline=turn.deadline)
@@ -172,12 +175,49 @@ async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
     turn.step("first_byte", time.perf_counter() - started)
     span.attributes["upstream"] = upstream.target.role
     answered_by(turn, upstream.target)
-    return StreamingResponse(relay(turn, upstream, wants_usage, span, span_cm, started),
+    kind: Kind = "chat" if "messages" in payload else "text"
+    return StreamingResponse(relay(turn, upstream, wants_usage, span, span_cm, started, kind=kind),
                              media_type="text/event-stream", headers=turn.headers(SSE_HEADERS))
 
 
+Kind = Literal["chat", "text"]
+"""What a stream's chunks are: chat completion chunks (`delta.content`) or text completions (`text`)."""
+
+
+def _text(choice: dict[str, Any], kind: Kind) -> str | None:
+    if kind == "text":
+        return choice.get("text")
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = choice["delta"] = {}
+    return delta.get("content")
+
+
+def _set_text(choice: dict[str, Any], kind: Kind, text: str) -> None:
+    if kind == "text":
+        choice["text"] = text
+    else:
+        choice["delta"]["content"] = text
+
+
+def _worth_sending(choice: dict[str, Any], kind: Kind) -> bool:
+    """A choice that still says something once the rails held its text back."""
+    if choice.get("finish_reason"):
+        return True
+    if kind == "text":
+        return bool(choice.get("text") or choice.get("logprobs"))
+    delta = choice["delta"]
+    return bool(delta.get("content") or set(delta) - {"content"})
+
+
+def _choice(kind: Kind, index: int, text: str, finish_reason: str) -> dict[str, Any]:
+    if kind == "text":
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "delta": {"content": text}, "finish_reason": finish_reason}
+
+
 async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: Any, span_cm: Any,
-                started: float) -> AsyncIterator[bytes]:
+                started: float, *, kind: Kind = "chat") -> AsyncIterator[bytes]:
     """Pass the upstream stream through, event by event, with the output rails in between: one
     `StreamGuard` per choice (`n` > 1 streams its answers interleaved, each judged on its own)."""
     state = turn.state
@@ -194,8 +234,8 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
     try:
         async for chunk in upstream:
             chunk["model"] = public
-            meta = {"id": chunk.get("id"), "object": "chat.completion.chunk", "created": chunk.get("created"),
-                    "model": public}
+            meta = {"id": chunk.get("id"), "object": "chat.completion.chunk" if kind == "chat" else
+                    "text_completion", "created": chunk.get("created"), "model": public}
             if first:
                 first = False
                 if turn.citations is not None:
@@ -210,9 +250,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
             if not wants_usage:
                 chunk.pop("usage", None)
             for choice in choices:
-                if not isinstance(choice.get("delta"), dict):
-                    choice["delta"] = {}
-                content = choice["delta"].get("content")
+                content = _text(choice, kind)
                 if content:
                     answers.setdefault(choice.get("index", 0), []).append(content)
             if not rails_on:
@@ -223,20 +261,20 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
             for choice in choices:
                 index = choice.get("index", 0)
                 sguard = guards.get(index) or guards.setdefault(index, StreamGuard(guard))
-                delta = choice["delta"]
-                if delta.get("content"):
-                    delta["content"] = sguard.feed(delta["content"])
+                content = _text(choice, kind)
+                if content:
+                    _set_text(choice, kind, sguard.feed(content))
                     if sguard.decision.blocked:
-                        yield filtered(turn, meta, sguard, index=index)
+                        yield filtered(turn, meta, sguard, index=index, kind=kind)
                         return
                 if choice.get("finish_reason"):
                     finished.add(index)
                     tail = await stream_tail(turn, sguard)
                     if sguard.decision.blocked:
-                        yield filtered(turn, meta, sguard, index=index)
+                        yield filtered(turn, meta, sguard, index=index, kind=kind)
                         return
-                    delta["content"] = (delta.get("content") or "") + tail
-                if delta.get("content") or set(delta) - {"content"} or choice.get("finish_reason"):
+                    _set_text(choice, kind, (_text(choice, kind) or "") + tail)
+                if _worth_sending(choice, kind):
                     kept.append(choice)
             if kept or "citations" in chunk:
                 chunk["choices"] = kept
@@ -246,10 +284,9 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                 continue  # the upstream ended this answer without a finish_reason
             tail = await stream_tail(turn, sguard)
             if sguard.decision.blocked:
-                yield filtered(turn, meta, sguard, index=index)
+                yield filtered(turn, meta, sguard, index=index, kind=kind)
                 return
-            yield sse({**meta,
-                       "choices": [{"index": index, "delta": {"content": tail}, "finish_reason": "stop"}]})
+            yield sse({**meta, "choices": [_choice(kind, index, tail, "stop")]})
         yield DONE
     except UpstreamError as err:
         error = err.message
@@ -286,10 +323,11 @@ async def stream_tail(turn: Turn, sguard: StreamGuard) -> str:
     return tail
 
 
-def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard, *, index: int = 0) -> bytes:
+def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard, *, index: int = 0,
+             kind: Kind = "chat") -> bytes:
     turn.blocked("output", sguard.decision)
     refusal = turn.state.guard.refusal if turn.state.guard else ""
     text = ("\n\n" + refusal) if sguard.sent else refusal
     return sse({**meta,
-                "choices": [{"index": index, "delta": {"content": text}, "finish_reason": "content_filter"}],
+                "choices": [_choice(kind, index, text, "content_filter")],
                 "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}) + DONE

@@ -6,12 +6,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
-from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.upstream import Target
 from aistack.runtime.guardrails.fast import RailDecision, mask_pii
@@ -27,13 +28,17 @@ an extractive quotation) go in this header, the log and the trace: never in the 
 which a client may parse (JSON mode, tool arguments)."""
 
 
+R = TypeVar("R", bound=BaseModel)
+
+
 @dataclass
-class Turn:
-    """One request in flight, with everything the steps share."""
+class Turn(Generic[R]):
+    """One request in flight, with everything the steps share; `req` is its validated body
+    (a `ChatRequest` on the chat path and `/v1/responses`, a `CompletionRequest` on completions)."""
 
     state: GatewayState
     metrics: GatewayMetrics
-    req: ChatRequest
+    req: R
     caller: Caller
     tenant: str | None
     trace: RequestTrace | NullTrace

@@ -261,7 +261,8 @@ class ModelClient:
                 continue
             attempt = 0
             pool = self.pools.get(target.role)
-            key = prompt_key(payload.get("messages") or []) if pool and pool.spec.policy == "prefix" else b""
+            key = prompt_key(payload.get("messages") or [{"content": payload.get("prompt")}]) \
+                if pool and pool.spec.policy == "prefix" else b""
             tried: list[str] = []
             while True:
                 started = time.perf_counter()
@@ -363,7 +364,8 @@ class ModelClient:
 
     async def _post(self, target: Target, payload: dict[str, Any], budget_s: float | None,
                     base: str | None = None) -> dict[str, Any]:
-        url = f"{base or target.upstream.base_url}/chat/completions"
+        path = endpoint(payload)
+        url = f"{base or target.upstream.base_url}{path}"
         try:
             timeout = target.timeout(stream=False, budget_s=budget_s)
             async with self.http.session().post(url, data=self._body(target, payload), headers=target.headers,
@@ -378,7 +380,7 @@ class ModelClient:
         except aiohttp.ClientError as err:
             raise _broken(target, err) from None
         if status != 200:
-            raise _status_error(target, status, content, headers.get("Retry-After"))
+            raise _status_error(target, status, content, headers.get("Retry-After"), path=path)
         try:
             return jsonio.loads(content)
         except ValueError:
@@ -387,7 +389,8 @@ class ModelClient:
 
     async def _open_stream(self, target: Target, payload: dict[str, Any],
                            base: str | None = None) -> UpstreamStream:
-        url = f"{base or target.upstream.base_url}/chat/completions"
+        path = endpoint(payload)
+        url = f"{base or target.upstream.base_url}{path}"
         try:
             resp = await self.http.session().post(url, data=self._body(target, payload),
                                                   headers=target.headers,
@@ -404,7 +407,7 @@ class ModelClient:
                     content = await resp.read()
                 except (aiohttp.ClientError, TimeoutError):
                     content = b""
-                raise _status_error(target, resp.status, content, resp.headers.get("Retry-After"))
+                raise _status_error(target, resp.status, content, resp.headers.get("Retry-After"), path=path)
             lines = aiter(resp.content)
             first = await _next_event(lines, target)
             if first is None:
@@ -447,12 +450,22 @@ def _broken(target: Target, err: Exception) -> UpstreamError:
                          code="upstream_error", retryable=True, unhealthy=True)
 
 
+def endpoint(payload: dict[str, Any]) -> str:
+    """The upstream path a request goes to: a body with a `prompt` and no `messages` is a legacy
+    text completion (`/completions`), every other one a chat completion."""
+    return "/completions" if "prompt" in payload and "messages" not in payload else "/chat/completions"
+
+
 def _status_error(target: Target, status: int, content: bytes,
-                  retry_after: str | None = None) -> UpstreamError:
+                  retry_after: str | None = None, *, path: str = "/chat/completions") -> UpstreamError:
     try:
         detail = jsonio.loads(content)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         detail = content[:200].decode(errors="replace")
+    if status in (404, 405) and path != "/chat/completions" and "model" not in detail.lower():
+        return UpstreamError(400, f"the {target.role} model's provider does not serve /v1{path} (HTTP "
+                                  f"{status}); use /v1/chat/completions", code="unsupported_endpoint",
+                             retryable=False)
     retryable = status in RETRY_STATUSES
     if status == 429:
         return UpstreamError(429, f"the {target.role} model is rate limited: {detail}; retry later",
