@@ -48,6 +48,15 @@ class GatewayMetrics:
                                       ["result"], registry=r)
         self.config_info = Gauge("aistack_gateway_config_info", "The config in use (value 1).",
                                  ["name", "stage", "config_hash"], registry=r)
+        # the self-hosted model's demand (runtime/gateway/demand.py): what its autoscaler scales on
+        self.model_demand = Gauge("aistack_gateway_model_demand",
+                                  "Requests of this gateway in flight to the self-hosted model or held "
+                                  "for it.",
+                                  ["stack", "stack_namespace"], registry=r)
+        self.model_held = Gauge("aistack_gateway_model_held",
+                                "Requests held while the model has no ready replica (scaled to zero, "
+                                "starting).",
+                                ["stack", "stack_namespace"], registry=r)
         # the model engine's own numbers (vLLM's /metrics), read by runtime/gateway/engine_metrics.py
         self.engine_available = Gauge("aistack_engine_metrics_available",
                                       "1 when the last read of the upstream engine's /metrics succeeded.",

@@ -8,6 +8,7 @@ message says what was wrong and what to do, and no stack trace ever leaves the p
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,6 +59,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway(request: Request, exc: GatewayError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        retry_after = getattr(exc, "retry_after", None)  # an upstream's, or a held request's wait
+        if exc.status in (429, 503) and retry_after:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         return error_response(exc, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -69,7 +73,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = {404: f"unknown path {request.url.path}; this gateway serves /v1/chat/completions, "
-                        "/v1/models and /v1/embeddings",
+                        "/v1/completions, /v1/responses, /v1/models and /v1/embeddings",
                    405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
                                                                                              str(exc.detail))
         return error_response(GatewayError(exc.status_code, message))

@@ -11,6 +11,7 @@ import httpx
 from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import ApiKeys
+from aistack.runtime.gateway.demand import KUBE_API_ENV, Demand, LeaseReporter, kube_api
 from aistack.runtime.gateway.upstream import HttpPool, ModelClient
 from aistack.runtime.guardrails.guard import Guard
 from aistack.runtime.orchestration.agent import Toolbox
@@ -29,6 +30,8 @@ class GatewayState:
     api_keys: ApiKeys | None
 
     async def aclose(self, *, keep_tracer: bool = False) -> None:
+        if self.model.demand is not None and self.model.demand.reporter is not None:
+            self.model.demand.reporter.close()
         if self.guard is not None and self.guard.llm is not None:
             await self.guard.llm.aclose()
         if not keep_tracer:
@@ -39,6 +42,24 @@ def trace_tags(config: GatewayConfig) -> dict[str, str]:
     return {"aistack.stack": config.name, "aistack.namespace": config.namespace,
             "aistack.stage": config.stage,
             "aistack.config_hash": config.config_hash, "aistack.model": config.model.public_name}
+
+
+def _demand(config: GatewayConfig, *, pool: HttpPool, metrics: GatewayMetrics) -> Demand | None:
+    """The model's demand counter where it autoscales, with its report to the operator's autoscaler."""
+    scaling = config.model.scaling
+    if scaling is None:
+        return None
+    reporter = None
+    if scaling.report_lease is not None:
+        api = kube_api()
+        if api is None:
+            log.warning("the model autoscales on the load this gateway reports, but no Kubernetes API is "
+                        "known here (no KUBERNETES_SERVICE_HOST or %s): not reporting", KUBE_API_ENV)
+        else:
+            reporter = LeaseReporter(api=api, namespace=config.namespace, lease=scaling.report_lease,
+                                     target=scaling.target_requests, session=pool.session)
+    return Demand(scaling=scaling, stack=config.name, namespace=config.namespace, metrics=metrics,
+                  reporter=reporter)
 
 
 def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPool, metrics: GatewayMetrics,
@@ -55,7 +76,7 @@ def build_state(config: GatewayConfig, *, http: httpx.AsyncClient, pool: HttpPoo
                     "documents by sending the %s header. Give each key its tenant ('key tenant' per line) "
                     "unless it is meant to see every tenant", api_keys.without_tenant, server.tenant_header)
     model = ModelClient(primary=config.model.primary, fallback=config.model.fallback, http=pool,
-                        metrics=metrics)
+                        metrics=metrics, demand=_demand(config, pool=pool, metrics=metrics))
     toolbox = None
     if config.orchestration.mode == "agent" and config.orchestration.tools:
         toolbox = Toolbox(tools=config.orchestration.tools, http=http)

@@ -14,6 +14,10 @@ sends each request to the replica its `Router` picks; a replica that refuses, dr
 request before the first byte sits out a cool-down and the request goes straight on to another
 replica (no backoff, no breaker count: the model is not down while a replica answers).
 
+A model that may be at zero replicas (`ModelScaling.hold_seconds`) has a request that finds none
+held until a replica accepts connections, up to the hold (`Demand` counts it, and the operator's
+autoscaler hears of it at once); then a 503 with Retry-After.
+
 It uses aiohttp, not httpx: at 64 concurrent requests httpx's pool cost 3.7-6.7 ms of CPU per
 request against aiohttp's 0.3 ms on the same machine, and this is the gateway's hot path.
 """
@@ -30,14 +34,21 @@ from typing import Any
 
 import aiohttp
 from aiohttp.http_exceptions import LineTooLong
+from yarl import URL
 
 from aistack.api.gateway_config import Replicas, Upstream
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.core.retry import RETRY_STATUSES, Backoff, CircuitBreaker, retry_after_s
 from aistack.runtime.gateway import jsonio
+from aistack.runtime.gateway.demand import Demand
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.routing import Router, prompt_key
 
+HOLD_POLL_S = 0.25
+"""How often a held request looks for a replica (discovery itself resolves at most every second)."""
+HOLD_MARGIN_S = 0.25
+HOLD_RETRY_AFTER_S = 30.0
+"""What a request that waited out the hold is told to wait before it tries again."""
 MAX_EVENT_BYTES = 2**19
 """The longest line of an upstream stream the gateway reads (aiohttp's own limit: 512 KiB)."""
 
@@ -222,7 +233,10 @@ class ModelClient:
 
     def __init__(self, *, primary: Upstream, fallback: Upstream | None, http: HttpPool,
                  metrics: GatewayMetrics, retries: int = 2, backoff: Backoff | None = None,
-                 breaker: Callable[[], CircuitBreaker] = CircuitBreaker) -> None:
+                 breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
+                 demand: Demand | None = None) -> None:
+        """`demand`: the self-hosted model autoscales; count its requests, and hold them while it has
+        no ready replica when `demand.scaling.hold_seconds` says so."""
         self.targets = [Target.of("primary", primary)] + ([Target.of("fallback", fallback)] if fallback
                                                           else [])
         self.http = http
@@ -234,17 +248,62 @@ class ModelClient:
                       if t.upstream.replicas is not None}
         for t in self.targets:
             metrics.upstream_circuit_open.labels(t.role).set(0)
+        self.demand = demand
 
     async def complete(self, payload: dict[str, Any], *,
                        deadline: float | None = None) -> tuple[dict[str, Any], Target]:
         """A non-streamed completion and the target that answered; `deadline` (`time.perf_counter()`
         seconds) is the end of the request's budget."""
-        return await self._with_retries(payload, stream=False, deadline=deadline)
+        if self.demand is None:
+            return await self._with_retries(payload, stream=False, deadline=deadline)
+        self.demand.started()
+        try:
+            return await self._with_retries(payload, stream=False, deadline=deadline)
+        finally:
+            self.demand.finished()
 
     async def stream(self, payload: dict[str, Any], *, deadline: float | None = None) -> UpstreamStream:
         """Open a stream; returns once the first event arrived (retries and fallback before that)."""
-        result, _ = await self._with_retries({**payload, "stream": True}, stream=True, deadline=deadline)
+        demand = self.demand
+        if demand is None:
+            result, _ = await self._with_retries({**payload, "stream": True}, stream=True, deadline=deadline)
+            return result
+        demand.started()
+        try:
+            result, _ = await self._with_retries({**payload, "stream": True}, stream=True, deadline=deadline)
+        except BaseException:
+            demand.finished()
+            raise
+        routed = result.on_close
+
+        def closed() -> None:
+            if routed is not None:
+                routed()
+            demand.finished()
+
+        result.on_close = closed  # in flight until the stream ends
         return result
+
+    async def _hold(self, pool: ReplicaPool, key: bytes, *, deadline: float | None) -> str | None:
+        """Wait for a replica of a model that has none (scaled to zero, starting) for up to its
+        `holdSeconds` (and within the request's budget); the replica to use, or None."""
+        assert self.demand is not None and self.demand.scaling.hold_seconds is not None
+        until = time.perf_counter() + self.demand.scaling.hold_seconds
+        if deadline is not None:
+            until = min(until, deadline - HOLD_MARGIN_S)  # a 503 to retry, not the budget's 504
+        self.demand.hold(+1)
+        try:
+            while time.perf_counter() < until:
+                await asyncio.sleep(min(HOLD_POLL_S, max(0.0, until - time.perf_counter())))
+                await pool.refresh()
+                base = pool.router.pick(key)
+                if base is not None and await _accepts(base):
+                    return base
+                if base is not None:
+                    pool.router.failed(base)  # not listening yet: out for its cool-down
+        finally:
+            self.demand.hold(-1)
+        return None
 
     async def _with_retries(self, payload: dict[str, Any], *, stream: bool,
                             deadline: float | None) -> tuple[Any, Target]:
@@ -294,17 +353,48 @@ class ModelClient:
 
     async def _attempt(self, target: Target, payload: dict[str, Any], *, stream: bool, budget: float | None,
                        pool: ReplicaPool | None, key: bytes, tried: list[str]) -> Any:
-        """One call, to the replica the router picks where the upstream has replicas."""
+        """One call, to the replica the router picks where the upstream has replicas. A model that
+        may be at zero replicas (`holdSeconds`) has its request held while it has none: none listed
+        by discovery, or the one listed refuses connections (an engine not started yet)."""
         if pool is None:
             if stream:
                 return await self._open_stream(target, payload)
             return await self._post(target, payload, budget)
         await pool.refresh()
         base = pool.router.pick(key, exclude=tried)
+        holds = self.demand is not None and self.demand.scaling.hold_seconds is not None \
+            and target.role == "primary"
+        if base is None and holds and not tried and not pool.router.replicas:
+            base = await self._held(pool, key, budget)
         if base is None:
             raise UpstreamError(503, f"the {target.role} model has no ready replica"
                                      f"{f' left ({len(tried)} failed)' if tried else ''}; retry later",
                                 code="upstream_unavailable", retryable=True, unhealthy=True)
+        try:
+            return await self._call(target, payload, stream=stream, budget=budget, pool=pool, base=base,
+                                    tried=tried)
+        except UpstreamError as err:
+            if not (holds and err.status == 503 and pool.router.pick(key, exclude=tried) is None):
+                raise
+        # the only replica refused the connection: the model is starting (or stopped, locally)
+        base = await self._held(pool, key, budget)
+        if base in tried:
+            tried.remove(base)
+        return await self._call(target, payload, stream=stream, budget=budget, pool=pool, base=base,
+                                tried=tried)
+
+    async def _held(self, pool: ReplicaPool, key: bytes, budget: float | None) -> str:
+        """A replica once one accepts connections, within the hold; else the 503 to retry later."""
+        deadline = None if budget is None else time.perf_counter() + budget
+        base = await self._hold(pool, key, deadline=deadline)
+        if base is None:
+            raise UpstreamError(503, "the model is scaled to zero and did not start within the wait for it; "
+                                     "retry later", code="model_starting", retryable=False,
+                                retry_after=HOLD_RETRY_AFTER_S)
+        return base
+
+    async def _call(self, target: Target, payload: dict[str, Any], *, stream: bool, budget: float | None,
+                    pool: ReplicaPool, base: str, tried: list[str]) -> Any:
         pool.router.started(base)
         result: UpstreamStream | dict[str, Any]
         try:
@@ -419,7 +509,10 @@ class ModelClient:
         return UpstreamStream(resp, lines, first, target)
 
     async def models_reachable(self, timeout_s: float = 2.0) -> bool:
-        """Readiness: the primary (or else the fallback) answers `GET /models`."""
+        """Readiness: the primary (or else the fallback) answers `GET /models`; a model that may be
+        at zero replicas counts as reachable (the gateway must stay in its Service to wake it)."""
+        if self.demand is not None and self.demand.scaling.hold_seconds is not None:
+            return True
         for target in self.targets:
             try:
                 async with self.http.session().get(f"{target.upstream.base_url}/models",
@@ -430,6 +523,17 @@ class ModelClient:
             except (aiohttp.ClientError, TimeoutError):
                 continue
         return False
+
+
+async def _accepts(base: str) -> bool:
+    """Whether the replica at `base` accepts a connection (a starting engine refuses)."""
+    url = URL(base)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), HOLD_POLL_S * 4)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 def _timeout(target: Target) -> UpstreamError:

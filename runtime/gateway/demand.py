@@ -1,0 +1,182 @@
+"""The self-hosted model's demand as this gateway pod sees it, and its report to the operator's
+built-in autoscaler (`spec.model.vllm.autoscaling`).
+
+`Demand` counts the requests in flight to the model and those held while it has no ready replica
+(scaled to zero, starting), publishes both as `aistack_gateway_model_demand` and
+`aistack_gateway_model_held` (KEDA's trigger reads the first through Prometheus), and tells the
+`LeaseReporter`. The reporter merge-patches this pod's annotation of the load Lease
+(`aistack.api.model_load`) with the one right the pod has (`patch` on that Lease): only when the
+demand changed materially, at once when it goes from zero or a request starts waiting, at most once
+a second otherwise, and every `HEARTBEAT_SECONDS` while it is not zero (so a gone pod's report ages
+out). Writes run in the background, one at a time; the request path never waits on the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from aistack.api.gateway_config import ModelScaling
+from aistack.api.model_load import HEARTBEAT_SECONDS, LoadReport, material, report_key
+from aistack.runtime.core.metrics import GatewayMetrics
+
+log = logging.getLogger("aistack.gateway")
+TOKEN_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+KUBE_API_ENV = "AISTACK_KUBE_API"
+"""The API server's URL, where not in a pod (tests); in a pod the service's environment names it."""
+MIN_INTERVAL_S = 1.0
+
+
+def kube_api() -> str | None:
+    """The Kubernetes API's base URL: `AISTACK_KUBE_API`, else the in-cluster service; None outside."""
+    if url := os.environ.get(KUBE_API_ENV):
+        return url.rstrip("/")
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+class LeaseReporter:
+    """Writes this pod's load to the Lease `lease` in `namespace` when it changes materially."""
+
+    def __init__(self, *, api: str, namespace: str, lease: str, target: int,
+                 session: Callable[[], aiohttp.ClientSession], pod: str | None = None,
+                 token_dir: Path = TOKEN_DIR) -> None:
+        """`session`: the gateway's HTTP session (made on first use, in the serving loop)."""
+        self.url = f"{api}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
+        self.key = report_key(pod or os.environ.get("HOSTNAME") or socket.gethostname())
+        self.target = target
+        self.session = session
+        self.token_dir = token_dir
+        self.demand = self.held = 0
+        self.written: tuple[int, int] | None = None
+        self.written_at = -1e9
+        self.writes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._failing = False
+
+    def update(self, demand: int, held: int) -> None:
+        """The counts changed: write now, later, or not at all."""
+        self.demand, self.held = demand, held
+        self._schedule()
+
+    def _due(self) -> float | None:
+        """Seconds until the next write is due; None: nothing to write."""
+        if self.written is None:
+            return 0.0
+        old_demand, old_held = self.written
+        since = time.monotonic() - self.written_at
+        urgent = (old_held == 0 and self.held > 0) or (old_demand == 0 and self.demand > 0)
+        if urgent or (self._failing and self.demand != old_demand):
+            return 0.0
+        if material(old_demand, self.demand, target=self.target) or (self.held == 0) != (old_held == 0):
+            return max(0.0, MIN_INTERVAL_S - since)
+        if self.demand > 0:
+            return max(0.0, HEARTBEAT_SECONDS - since)
+        return None
+
+    def _schedule(self) -> None:
+        if self._task is not None and not self._task.done():
+            return  # the write in flight looks again when it ends
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = self._due()
+        if due is None:
+            return
+        loop = asyncio.get_running_loop()
+        if due <= 0:
+            self._task = loop.create_task(self._write())
+        else:
+            self._timer = loop.call_later(due, self._schedule)
+
+    async def _write(self) -> None:
+        report = LoadReport(demand=self.demand, held=self.held, at=time.time())
+        body = {"metadata": {"annotations": {self.key: report.encode()}}}
+        headers = {"Content-Type": "application/merge-patch+json"}
+        token = self._read("token")
+        if token:
+            headers["Authorization"] = f"Bearer {token.strip()}"
+        try:
+            async with self.session().patch(self.url, json=body, headers=headers, ssl=self._context(),
+                                          timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                ok = resp.status < 300
+                detail = "" if ok else (await resp.text())[:200]
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            ok, detail = False, f"{type(err).__name__}: {err}"
+        self.written_at = time.monotonic()
+        if ok:
+            self.written, self.writes = (report.demand, report.held), self.writes + 1
+            if self._failing:
+                log.info("reporting the model's load to the autoscaler works again")
+            self._failing = False
+        else:
+            if not self._failing:
+                log.warning("could not report the model's load to the autoscaler (%s); retrying", detail)
+            self._failing = True
+        self._task = None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(MIN_INTERVAL_S if not ok else 0.0, self._schedule)
+
+    def _read(self, name: str) -> str | None:
+        try:
+            return (self.token_dir / name).read_text(encoding="utf-8")  # re-read: the kubelet rotates it
+        except OSError:
+            return None
+
+    def _context(self) -> ssl.SSLContext | bool:
+        if not self.url.startswith("https://"):
+            return False
+        if self._ssl is None:
+            ca = self.token_dir / "ca.crt"
+            self._ssl = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
+        return self._ssl
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Demand:
+    """Requests of this pod in flight to the model or held for it."""
+
+    def __init__(self, *, scaling: ModelScaling, stack: str, namespace: str, metrics: GatewayMetrics,
+                 reporter: LeaseReporter | None = None) -> None:
+        self.scaling = scaling
+        self.in_flight = self.held = 0
+        self.reporter = reporter
+        self._demand = metrics.model_demand.labels(stack, namespace)
+        self._held = metrics.model_held.labels(stack, namespace)
+        self._demand.set(0)
+        self._held.set(0)
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self._changed()
+
+    def finished(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self._changed()
+
+    def hold(self, delta: int) -> None:
+        self.held = max(0, self.held + delta)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._demand.set(self.in_flight)
+        self._held.set(self.held)
+        if self.reporter is not None:
+            self.reporter.update(self.in_flight, self.held)
