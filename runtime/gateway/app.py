@@ -30,6 +30,7 @@ from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
 from aistack.runtime.gateway.completions import handle_completion
+from aistack.runtime.gateway.responses import ResponsesRequest, handle_responses
 from aistack.runtime.gateway.engine_metrics import SCRAPE_INTERVAL_S, EngineMetrics
 from aistack.runtime.gateway.errors import INTERNAL_ERROR, GatewayError, error_response, install_handlers
 from aistack.runtime.gateway.heap import settle_heap
@@ -42,8 +43,8 @@ from aistack.runtime.gateway.upstream import HttpPool
 from aistack.runtime.retrieval.contracts import Embedder, Retriever
 
 log = logging.getLogger("aistack.gateway")
-ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings", "/healthz", "/readyz",
-          "/metrics"}
+ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/embeddings",
+          "/healthz", "/readyz", "/metrics"}
 
 
 class StateHolder:
@@ -173,6 +174,7 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     # validates its body itself (`parse_body`), so the injection layer was pure per-request cost.
     for path, endpoint, method in (("/v1/chat/completions", chat_completions, "POST"),
                                    ("/v1/completions", completions, "POST"),
+                                   ("/v1/responses", responses, "POST"),
                                    ("/v1/models", models, "GET"),
                                    ("/v1/embeddings", embeddings, "POST"), ("/healthz", healthz, "GET"),
                                    ("/readyz", readyz, "GET"), ("/metrics", prometheus, "GET")):
@@ -248,6 +250,19 @@ async def completions(request: Request) -> Response:
     req = parse_body(CompletionRequest, await request.body())
     answer = handle_completion(state=state, metrics=app_state["metrics"], req=req, caller=caller,
                                tenant=tenant)
+    if req.stream:
+        interval_s = state.config.server.sse_keepalive_seconds or KEEPALIVE_S
+        return await with_keepalive(answer, interval_s=interval_s)
+    return await answer
+
+
+async def responses(request: Request) -> Response:
+    app_state = request.app.state
+    state: GatewayState = app_state["holder"].current
+    caller, tenant = authenticate(request, state)
+    req = parse_body(ResponsesRequest, await request.body())
+    answer = handle_responses(state=state, metrics=app_state["metrics"], req=req, caller=caller,
+                              tenant=tenant, retriever=app_state["retriever"], embedder=app_state["embedder"])
     if req.stream:
         interval_s = state.config.server.sse_keepalive_seconds or KEEPALIVE_S
         return await with_keepalive(answer, interval_s=interval_s)

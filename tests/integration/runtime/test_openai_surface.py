@@ -212,3 +212,189 @@ def test_bad_completion_bodies_are_openai_400s_naming_the_parameter(rag, body):
     error = resp.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] in {"prompt", "max_tokens",
                                                                             "chat_template"}
+
+
+# --- /v1/responses -------------------------------------------------------------------------------
+
+FUNCTION = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+            "parameters": WEATHER["function"]["parameters"], "strict": True}
+
+
+def test_a_response_is_created_from_a_string_with_instructions(rag, upstream):
+    tracer = RecordingTracer()
+    rag.app.state["holder"].current.tracer = tracer
+    out = rag.client().responses.create(model="demo-model", input="[[say:hello there]]",
+                                        instructions="Be brief.", temperature=0.2, max_output_tokens=50,
+                                        metadata={"ticket": "42"})
+    sent = upstream.requests[-1]
+    assert sent["messages"][0] == {"role": "system", "content": "Answer from context."}
+    assert {"role": "system", "content": "Be brief."} in sent["messages"]
+    assert (sent["temperature"], sent["max_completion_tokens"]) == (0.2, 50)
+    assert out.id.startswith("resp_") and out.object == "response" and out.status == "completed"
+    assert out.output_text == "hello there" and out.model == "demo-model"
+    assert out.metadata == {"ticket": "42"} and out.store is False
+    assert out.usage.output_tokens == 2 and out.usage.total_tokens == out.usage.input_tokens + 2
+    assert out.model_extra["citations"][0]["source"] == "acme.md"
+    assert tracer.traces[-1].root.name == "responses"
+
+
+def test_a_function_tool_round_trip_through_input_items(rag, upstream):
+    client = rag.client()
+    first = client.responses.create(model="demo-model", input="Weather in Paris?", tools=[FUNCTION],
+                                    tool_choice="required")
+    assert upstream.requests[-1]["tools"] == [{"type": "function", "function": {
+        k: FUNCTION[k] for k in ("name", "description", "parameters", "strict")}}]
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    jsonschema.validate(json.loads(call.arguments), FUNCTION["parameters"])
+    second = client.responses.create(model="demo-model", tools=[FUNCTION], input=[
+        {"role": "user", "content": "[[tool:get_weather]] Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments,
+         "id": call.id, "status": "completed"},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24 C"}])
+    sent = upstream.requests[-1]["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == call.call_id and sent[-1] == {
+        "role": "tool", "tool_call_id": call.call_id, "content": "sunny, 24 C"}
+    assert second.output_text == "Tool get_weather said: sunny, 24 C"
+    named = client.responses.create(model="demo-model", input="x", tools=[FUNCTION],
+                                    tool_choice={"type": "function", "name": "get_weather"})
+    assert upstream.requests[-1]["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert named.output[0].name == "get_weather"
+
+
+def test_text_format_json_object_and_json_schema(rag, upstream):
+    out = rag.client().responses.create(model="demo-model", input="Where?",
+                                        text={"format": {"type": "json_object"}})
+    assert upstream.requests[-1]["response_format"] == {"type": "json_object"}
+    assert isinstance(json.loads(out.output_text), dict)
+    out = rag.client().responses.create(model="demo-model", input="Who?", text={"format": {
+        "type": "json_schema", "name": "person", "schema": PERSON, "strict": True}})
+    assert upstream.requests[-1]["response_format"]["json_schema"]["name"] == "person"
+    jsonschema.validate(json.loads(out.output_text), PERSON)
+
+
+def test_a_response_cut_at_max_output_tokens_is_incomplete(rag):
+    out = rag.client().responses.create(model="demo-model", input="[[say:one two three four]]",
+                                        max_output_tokens=2)
+    assert out.status == "incomplete" and out.incomplete_details.reason == "max_output_tokens"
+    assert out.output_text == "one two"
+
+
+def events_of(stream):
+    return list(stream)
+
+
+def test_a_streamed_response_has_the_documented_event_sequence(noticed):
+    """Without output rails, so each upstream delta is one event (rails hold text back in batches)."""
+    events = events_of(noticed.client().responses.create(model="demo-model", input="[[say:a b c]]",
+                                                         stream=True))
+    kinds = [e.type for e in events]
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added", "response.output_text.delta",
+                     "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
+                     "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "a b c"
+    done = events[-1].response
+    assert done.output_text == "a b c" and done.usage.output_tokens == 3 and done.status == "completed"
+    with noticed.client().responses.stream(model="demo-model", input="[[say:x y]]") as stream:
+        assert stream.get_final_response().output_text == "x y"  # the SDK's own accumulator agrees
+
+
+def test_a_streamed_function_call(rag):
+    events = events_of(rag.client().responses.create(model="demo-model", input="Weather?", tools=[FUNCTION],
+                                                     tool_choice="required", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[2:] == ["response.output_item.added", "response.function_call_arguments.delta",
+                         "response.function_call_arguments.done", "response.output_item.done",
+                         "response.completed"]
+    item = events[-1].response.output[0]
+    assert item.type == "function_call" and item.name == "get_weather"
+    jsonschema.validate(json.loads(item.arguments), FUNCTION["parameters"])
+
+
+def test_the_rails_apply_to_responses_plain_and_streamed(rag, upstream):
+    before = len(upstream.requests)
+    out = rag.client().responses.create(model="demo-model", input=JAILBREAK)
+    assert out.status == "incomplete" and out.incomplete_details.reason == "content_filter"
+    assert out.output_text == RAILS["refusalMessage"] and out.model_extra["aistack"]["side"] == "input"
+    items = [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+             {"role": "assistant", "content": [{"type": "output_text", "text": "hello"}]},
+             {"role": "user", "content": [{"type": "input_text", "text": JAILBREAK}]}]
+    events = events_of(rag.client().responses.create(model="demo-model", input=items, stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.output_text == RAILS["refusalMessage"]
+    assert len(upstream.requests) == before
+    rag.client().responses.create(model="demo-model", input="mail me at jane@example.com")
+    assert "jane@example.com" not in json.dumps(upstream.requests[-1])
+    blocked = events_of(rag.client().responses.create(model="demo-model", stream=True,
+                                                      input="[[say:the internal-only plan]]"))
+    assert "internal-only" not in "".join(e.delta for e in blocked if e.type == "response.output_text.delta")
+    assert blocked[-1].type == "response.incomplete"
+
+
+@pytest.mark.parametrize(("extra", "param", "fragment"), [
+    ({"previous_response_id": "resp_1"}, "previous_response_id", "send the whole conversation"),
+    ({"store": True}, "store", "send the whole conversation"),
+    ({"conversation": "conv_1"}, "conversation", "stateless"),
+    ({"tools": [{"type": "web_search"}]}, "tools.0.type", "function tools"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0.type", "stateless"),
+    ({"input": [{"type": "file_search_call", "id": "x"}]}, "input.0.type", "not supported"),
+    ({"text": {"format": {"type": "xml"}}}, "text.format.type", "json_schema"),
+    ({"include": ["file_search_call.results"]}, "include.0", "not supported"),
+    ({"frobnicate": 1}, "frobnicate", "unsupported parameter"),
+    ({"temperature": "hot"}, "temperature", "expected a number"),
+    ({"input": []}, "input", "input"),
+])
+def test_what_responses_cannot_carry_is_a_400_naming_the_parameter(rag, upstream, extra, param, fragment):
+    before = len(upstream.requests)
+    resp = httpx.post(f"{rag.url}/v1/responses", json={"model": "demo-model", "input": "hi", **extra},
+                      timeout=10)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["param"] == param and fragment in error["message"]
+    assert len(upstream.requests) == before
+
+
+class TenantRetriever(ListRetriever):
+    """Only the caller's tenant's passages, as the store's tenant filter does."""
+
+    async def search(self, query, *, tenant, top_k=None):
+        self.calls.append((query, tenant, top_k))
+        return [p for p in self.passages if p.source.startswith(f"{tenant}/")]
+
+
+@pytest.fixture
+def tenants(upstream, monkeypatch):
+    monkeypatch.setenv("GW_KEYS", "key-acme acme\nkey-globex globex\n")
+    retriever = TenantRetriever([Passage(text="ACME-SECRET roadmap", source="acme/plan.md", score=1.0),
+                                 Passage(text="GLOBEX-SECRET roadmap", source="globex/plan.md", score=1.0)])
+    cfg = base_config(upstream.base_url, server={"apiKeysEnv": "GW_KEYS"}, retrieval={
+        "collection": "c", "distance": "Cosine", "topK": 2, "maxContextTokens": 100,
+        "embedder": {"provider": "local", "model": "e", "dimension": 8}})
+    with run_gateway(cfg, retriever=retriever) as gw:
+        gw.retriever = retriever
+        yield gw
+
+
+def test_a_tenants_key_never_reaches_another_tenants_documents_on_responses(tenants, upstream):
+    acme = tenants.client(api_key="key-acme", default_headers={"X-Tenant": "globex"})
+    out = acme.responses.create(model="demo-model", input="What is the roadmap?")
+    assert tenants.retriever.calls[-1][1] == "acme"
+    assert "ACME-SECRET" in out.output_text and "GLOBEX-SECRET" not in json.dumps(upstream.requests[-1])
+    streamed = events_of(acme.responses.create(model="demo-model", input="roadmap?", stream=True))
+    assert "GLOBEX-SECRET" not in "".join(e.delta for e in streamed if e.type == "response.output_text.delta")
+    for path in ("/v1/responses", "/v1/completions"):
+        resp = httpx.post(f"{tenants.url}{path}", json={"model": "demo-model", "input": "x", "prompt": "x"},
+                          headers={"Authorization": "Bearer key-wrong"}, timeout=10)
+        assert resp.status_code == 401
+
+
+def test_an_agent_stack_refuses_client_tools_on_responses(upstream):
+    cfg = base_config(upstream.base_url, orchestration={"mode": "agent", "tools": [
+        {"name": "t", "description": "d", "endpoint": "http://127.0.0.1:9/t", "method": "GET",
+         "parameters": {"type": "object"}, "timeoutSeconds": 1}]})
+    with run_gateway(cfg) as gw:
+        with pytest.raises(openai.BadRequestError) as err:
+            gw.client().responses.create(model="demo-model", input="x", tools=[FUNCTION])
+        assert err.value.param == "tools" and "agent" in err.value.message
