@@ -14,6 +14,7 @@ out). Writes run in the background, one at a time; the request path never waits 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -65,9 +66,12 @@ class LeaseReporter:
         self._timer: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None
         self._failing = False
+        self.closed = False
 
     def update(self, demand: int, held: int) -> None:
         """The counts changed: write now, later, or not at all."""
+        if self.closed:
+            return
         self.demand, self.held = demand, held
         self._schedule()
 
@@ -87,6 +91,8 @@ class LeaseReporter:
         return None
 
     def _schedule(self) -> None:
+        if self.closed:
+            return
         if self._task is not None and not self._task.done():
             return  # the write in flight looks again when it ends
         if self._timer is not None:
@@ -126,8 +132,9 @@ class LeaseReporter:
                 log.warning("could not report the model's load to the autoscaler (%s); retrying", detail)
             self._failing = True
         self._task = None
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(MIN_INTERVAL_S if not ok else 0.0, self._schedule)
+        if not self.closed:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(MIN_INTERVAL_S if not ok else 0.0, self._schedule)
 
     def _read(self, name: str) -> str | None:
         try:
@@ -143,11 +150,21 @@ class LeaseReporter:
             self._ssl = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
         return self._ssl
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """The pod stops (or its config is replaced): report nothing left, or its last report would
+        keep the model up until it goes stale."""
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
-            self._task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), 2)
+        if self.written is not None and self.written != (0, 0):
+            self.demand = self.held = 0
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._write(), 3)
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class Demand:

@@ -31,7 +31,7 @@ class GatewayState:
 
     async def aclose(self, *, keep_tracer: bool = False) -> None:
         if self.model.demand is not None and self.model.demand.reporter is not None:
-            self.model.demand.reporter.close()
+            await self.model.demand.reporter.aclose()
         if self.guard is not None and self.guard.llm is not None:
             await self.guard.llm.aclose()
         if not keep_tracer:

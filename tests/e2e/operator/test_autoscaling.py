@@ -10,12 +10,21 @@ RBAC; `test_rbac.py` checks the operator's own calls, the render test the Role's
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import httpx
+import pytest
+import yaml
+
 from aistack.api.model_load import LoadReport, report_key
 from aistack.operator.kube import CHILD_KINDS, MERGE_PATCH
+from aistack.runtime.gateway.demand import KUBE_API_ENV
 from aistack.testing.cluster import Cluster, wait_for
+from aistack.testing.gateway import run_gateway
+from aistack.testing.openai_server import ServerOptions
+from aistack.testing.starting_server import StartingReplica
 
 LEASE = CHILD_KINDS["Lease"]
 
@@ -113,3 +122,46 @@ def test_autoscaling_removed_pins_the_count_and_drops_the_lease(cluster: Cluster
         wait_for(lambda plural=plural, name=name: cluster.emulator.find(plural, namespace, name) is None,
                  what=f"{plural} {name} pruned")
     assert scale_calls(cluster, namespace, "flip-model") == 1
+
+
+def test_a_request_to_a_model_at_zero_wakes_it_through_the_gateways_report(
+        cluster: Cluster, operator: Any, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole chain: the operator stops the idle model; a request to the real gateway (its config
+    as the operator rendered it, the replica's address swapped for a loopback one) is held; the
+    gateway's report on the Lease makes the operator scale to 1; the "kubelet" below starts the
+    replica's server; the held request is answered."""
+    scaling = {"minReplicas": 0, "maxReplicas": 2, "targetRequests": 4, "idleSeconds": 1,
+               "holdSeconds": 20}
+    cluster.apply_stack(vllm_stack(namespace, "wake", {"autoscaling": scaling}))
+    wait_for(lambda: replicas(cluster, namespace, "wake-model") == 0, timeout=10, what="idle model stopped")
+    config_map = cluster.emulator.find("configmaps", namespace, "wake-gateway-config")
+    assert config_map is not None
+    config = yaml.safe_load(next(iter(config_map["data"].values())))
+    assert config["model"]["scaling"] == {"targetRequests": 4, "holdSeconds": 20.0,
+                                          "reportLease": "wake-model-load"}
+    with StartingReplica(ServerOptions(models=[config["model"]["primary"]["model"]])) as replica:
+        config["model"]["primary"]["replicas"] = {"urls": [replica.base_url], "policy": "least-busy"}
+        config["model"]["primary"]["baseUrl"] = replica.base_url
+        monkeypatch.setenv(KUBE_API_ENV, cluster.thread.url)
+        stop = threading.Event()
+
+        def kubelet() -> None:  # the replica's server starts when the model is scaled up
+            while not stop.is_set():
+                if replicas(cluster, namespace, "wake-model"):
+                    replica.start()
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=kubelet, daemon=True).start()
+        try:
+            with run_gateway(config) as gateway:
+                started = time.monotonic()
+                response = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=30, json={
+                    "model": config["model"]["publicName"], "messages": [{"role": "user", "content": "hi"}]})
+                woke = time.monotonic() - started
+        finally:
+            stop.set()
+    assert response.status_code == 200, response.text
+    assert woke < 5, woke
+    assert replicas(cluster, namespace, "wake-model") == 1
+    wait_for(lambda: replicas(cluster, namespace, "wake-model") == 0, timeout=10, what="idle again, stopped")

@@ -9,16 +9,12 @@ the server listens on it.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from aistack.api.model_load import LoadReport, report_key
 from aistack.operator.kube import CHILD_KINDS
@@ -26,44 +22,7 @@ from aistack.runtime.gateway.demand import KUBE_API_ENV
 from aistack.testing.cluster import Cluster, wait_for
 from aistack.testing.emulator import EmulatorThread
 from aistack.testing.gateway import base_config, run_gateway
-from aistack.testing.openai_server import OpenAIServer, ServerOptions
-
-
-class StartingReplica:
-    """A replica's address whose server starts only when `start()` is called."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
-        self.port = int(self.sock.getsockname()[1])
-        self.server: uvicorn.Server | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        config = uvicorn.Config(OpenAIServer(ServerOptions()).app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True).start()
-
-    def start_after(self, seconds: float) -> None:
-        threading.Timer(seconds, self.start).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def replica() -> Iterator[StartingReplica]:
-    r = StartingReplica()
-    try:
-        yield r
-    finally:
-        r.stop()
+from aistack.testing.starting_server import StartingReplica
 
 
 def scaled(r: StartingReplica, *, hold: float, **scaling: Any) -> dict[str, Any]:
@@ -86,7 +45,7 @@ def held_gauge(url: str) -> float:
 
 
 def test_a_held_request_is_answered_when_the_replica_starts() -> None:
-    with replica() as r, run_gateway(scaled(r, hold=10)) as gateway:
+    with StartingReplica() as r, run_gateway(scaled(r, hold=10)) as gateway:
         assert httpx.get(f"{gateway.url}/readyz").status_code == 200  # in its Service, to wake the model
         result: dict[str, Any] = {}
         started = time.monotonic()
@@ -103,7 +62,7 @@ def test_a_held_request_is_answered_when_the_replica_starts() -> None:
 
 
 def test_after_the_hold_a_503_with_retry_after_in_the_openai_shape() -> None:
-    with replica() as r, run_gateway(scaled(r, hold=1)) as gateway:
+    with StartingReplica() as r, run_gateway(scaled(r, hold=1)) as gateway:
         started = time.monotonic()
         response = ask(gateway.url)
         assert time.monotonic() - started >= 1.0
@@ -115,7 +74,7 @@ def test_after_the_hold_a_503_with_retry_after_in_the_openai_shape() -> None:
 
 
 def test_a_held_stream_gets_keep_alive_comments_then_the_answer() -> None:
-    with replica() as r, run_gateway(scaled(r, hold=10)) as gateway:
+    with StartingReplica() as r, run_gateway(scaled(r, hold=10)) as gateway:
         r.start_after(1.2)
         lines: list[str] = []
         with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", timeout=30, json={
@@ -129,7 +88,7 @@ def test_a_held_stream_gets_keep_alive_comments_then_the_answer() -> None:
 
 
 def test_a_held_stream_that_waits_out_the_hold_ends_with_an_error_event() -> None:
-    with replica() as r, run_gateway(scaled(r, hold=1)) as gateway:
+    with StartingReplica() as r, run_gateway(scaled(r, hold=1)) as gateway:
         with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", timeout=30, json={
                 "model": "demo-model", "stream": True,
                 "messages": [{"role": "user", "content": "hello"}]}) as response:
@@ -140,7 +99,7 @@ def test_a_held_stream_that_waits_out_the_hold_ends_with_an_error_event() -> Non
 
 def test_held_demand_reaches_the_load_lease_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     lease = CHILD_KINDS["Lease"]
-    with EmulatorThread() as thread, replica() as r:
+    with EmulatorThread() as thread, StartingReplica() as r:
         cluster = Cluster(thread)
         cluster.kube.create(lease, "default", {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                                "metadata": {"name": "demo-model-load"}, "spec": {}})
