@@ -97,6 +97,10 @@ def test_replicas_follow_the_reported_load_down_to_zero_and_wake_on_held_demand(
     wait_for(lambda: replicas(cluster, namespace, model) == 1, timeout=5, what="woken by held demand")
     assert time.monotonic() - woke < 2
     assert scale_calls(cluster, namespace, model) == 4  # 3, 1, 0, 1: no flapping between
+    scaled = wait_for(lambda: len(events := cluster.events(namespace, "Scaled")) >= 4 and events,
+                      what="a Scaled event per change")
+    assert {e["type"] for e in scaled} == {"Normal"}
+    assert any("demand 5 needs 3 replicas" in e["message"] for e in scaled)
 
 
 def test_a_model_without_autoscaling_is_never_scaled(cluster: Cluster, operator: Any, namespace: str) -> None:
