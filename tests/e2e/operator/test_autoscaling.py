@@ -73,9 +73,14 @@ def test_replicas_follow_the_reported_load_down_to_zero_and_wake_on_held_demand(
 
     report(cluster, namespace, "auto", demand=5)  # ceil(5 / 2) = 3
     wait_for(lambda: replicas(cluster, namespace, model) == 3, what="scaled up to 3")
+    wait_for(lambda: "3/3 pods ready" in (cluster.condition(namespace, "auto", "ModelReady") or {}).get(
+        "message", ""), what="3 replicas available")
+    since = len(cluster.emulator.log)
     report(cluster, namespace, "auto", demand=5, pod="gw-2")  # 10 over two pods: still capped at 3
     time.sleep(0.5)
     assert replicas(cluster, namespace, model) == 3 and scale_calls(cluster, namespace, model) == 1
+    # a report that changes no count costs the operator no write (one reconcile, from its caches)
+    assert [w for w in cluster.emulator.writes(since) if "/leases/" not in w[1]] == []
 
     report(cluster, namespace, "auto", demand=1)
     report(cluster, namespace, "auto", demand=0, pod="gw-2")
