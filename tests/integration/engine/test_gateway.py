@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import yaml
@@ -147,6 +148,55 @@ def test_a_parameter_the_engine_refuses_is_its_400(gateway: Gateway, direct: ope
     assert via.value.code == "upstream_bad_request"
     engine_says = raw.value.body["message"] if isinstance(raw.value.body, dict) else str(raw.value.body)
     assert engine_says[:60] in via.value.message
+
+
+# Clients' structured output and tools (issue 21): the engine's structured outputs hold even a 135M model
+
+CAPITAL = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 24}},
+           "required": ["capital"], "additionalProperties": False}
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                   "required": ["city"], "additionalProperties": False}}}
+
+
+def test_json_mode_and_json_schema_return_valid_json_from_the_engine(gateway: Gateway) -> None:
+    # json_object lets the model write any object, and a 135M model left alone keeps adding keys until
+    # max_tokens (measured): an earlier answer in the conversation shows it the one-key object wanted
+    shown = [{"role": "user", "content": "Give the capital of Italy as JSON."},
+             {"role": "assistant", "content": '{"capital": "Rome"}'},
+             {"role": "user", "content": "Give the capital of France as JSON."}]
+    answer = ask(gateway, shown, temperature=0, max_tokens=200, response_format={"type": "json_object"})
+    content = answer.choices[0].message.content or ""
+    assert answer.choices[0].finish_reason == "stop", content
+    assert isinstance(json.loads(content), dict)
+    schema = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
+    out = gateway.client(timeout=120).responses.create(
+        model=PUBLIC, input="What is the capital of France?", temperature=0, max_output_tokens=64,
+        text={"format": {"type": "json_schema", "name": "capital", "schema": CAPITAL, "strict": True}})
+    jsonschema.validate(json.loads(out.output_text), CAPITAL)
+    direct = ask(gateway, FRANCE, temperature=0, max_tokens=64, response_format=schema)
+    jsonschema.validate(json.loads(direct.choices[0].message.content or ""), CAPITAL)
+
+
+def test_tool_choice_required_returns_a_valid_call_from_the_engine(gateway: Gateway) -> None:
+    answer = ask(gateway, [{"role": "user", "content": "What is the weather in Paris?"}], temperature=0,
+                 max_tokens=64, tools=[WEATHER_TOOL], tool_choice="required")
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER_TOOL["function"]["parameters"])
+    out = gateway.client(timeout=120).responses.create(
+        model=PUBLIC, input="What is the weather in Paris?", temperature=0, max_output_tokens=64,
+        tools=[{"type": "function", **WEATHER_TOOL["function"]}], tool_choice="required")
+    assert out.output[0].type == "function_call" and out.output[0].name == "get_weather"
+
+
+def test_completions_and_n_reach_the_engine(gateway: Gateway) -> None:
+    text = gateway.client(timeout=120).completions.create(model=PUBLIC, prompt="The capital of France is",
+                                                          max_tokens=4, temperature=0)
+    assert text.object == "text_completion" and text.choices[0].text and text.usage.completion_tokens <= 4
+    two = ask(gateway, FRANCE, n=2, max_tokens=8, temperature=0.8, seed=1)
+    assert [c.index for c in two.choices] == [0, 1]
 
 
 # The agent ------------------------------------------------------------------------------------------
