@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,9 +308,12 @@ async def handle_chat(*, state: GatewayState, metrics: GatewayMetrics, req: Chat
 
 async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatRequest, caller: Caller,
                    tenant: str | None, retriever: Retriever | None, embedder: Embedder | None = None,
-                   trace_name: str = "chat.completions") -> ChatAnswer:
+                   trace_name: str = "chat.completions",
+                   emit: Callable[[dict[str, Any]], bytes] | None = None,
+                   end: Callable[[], bytes] | None = None) -> ChatAnswer:
     """Every layer of a chat request (rails, retrieval, the model or the agent, output rails,
-    tracing), short of encoding the answer: `/v1/chat/completions` and `/v1/responses` share it."""
+    tracing), short of encoding the answer: `/v1/chat/completions` and `/v1/responses` share it.
+    `emit` and `end` write a stream's chunks and its end (`Turn.emit`)."""
     cfg = state.config
     if req.model != cfg.model.public_name:
         raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
@@ -324,7 +328,7 @@ async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatReq
                            code="unsupported_parameter")
     trace = state.tracer.start(name=trace_name, inputs=None)  # recorded once the rails ran
     turn = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant, trace=trace,
-                embedder=embedder)
+                embedder=embedder, emit=emit, end=end)
     if cfg.model.notice:
         turn.notice(cfg.model.notice)
     try:

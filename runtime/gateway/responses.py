@@ -27,8 +27,8 @@ from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.chat import run_chat
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import json_response
-from aistack.runtime.gateway.responses_stream import (INCOMPLETE, message_item, response_events,
-                                                      response_object, usage_of)
+from aistack.runtime.gateway.responses_stream import (INCOMPLETE, EventWriter, message_item,
+                                                      response_object, usage_of, whole_answer_events)
 from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.turn import SSE_HEADERS
@@ -262,12 +262,17 @@ async def handle_responses(*, state: GatewayState, metrics: GatewayMetrics, req:
                            caller: Caller, tenant: str | None, retriever: Retriever | None,
                            embedder: Embedder | None = None) -> Response:
     chat = to_chat(req)
+    writer = EventWriter(req, model=state.config.model.public_name) if req.stream else None
     answer = await run_chat(state=state, metrics=metrics, req=chat, caller=caller, tenant=tenant,
-                            retriever=retriever, embedder=embedder, trace_name="responses")
+                            retriever=retriever, embedder=embedder, trace_name="responses",
+                            emit=writer.emit if writer is not None else None,
+                            end=writer.end if writer is not None else None)
     turn = answer.turn
-    if not req.stream:
+    if writer is None:
         assert answer.completion is not None
         return json_response(from_completion(req, answer.completion), headers=turn.headers())
-    events = response_events(req, model=state.config.model.public_name, stream=answer.stream,
-                             completion=answer.completion)
-    return StreamingResponse(events, media_type="text/event-stream", headers=turn.headers(SSE_HEADERS))
+    if answer.stream is not None:  # the relay writes the Responses events itself
+        return answer.stream
+    assert answer.completion is not None
+    return StreamingResponse(whole_answer_events(writer, answer.completion), media_type="text/event-stream",
+                             headers=turn.headers(SSE_HEADERS))

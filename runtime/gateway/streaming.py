@@ -221,6 +221,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
     """Pass the upstream stream through, event by event, with the output rails in between: one
     `StreamGuard` per choice (`n` > 1 streams its answers interleaved, each judged on its own)."""
     state = turn.state
+    emit = turn.emit or sse
     public = state.config.model.public_name
     guard = state.guard
     rails_on = guard is not None and bool(guard.fast_output or guard.llm_output)
@@ -245,7 +246,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                 usage = chunk["usage"]
             if not choices:
                 if wants_usage:
-                    yield sse(chunk)
+                    yield emit(chunk)
                 continue
             if not wants_usage:
                 chunk.pop("usage", None)
@@ -254,7 +255,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                 if content:
                     answers.setdefault(choice.get("index", 0), []).append(content)
             if not rails_on:
-                yield sse(chunk)
+                yield emit(chunk)
                 continue
             assert guard is not None
             kept = []
@@ -278,7 +279,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                     kept.append(choice)
             if kept or "citations" in chunk:
                 chunk["choices"] = kept
-                yield sse(chunk)
+                yield emit(chunk)
         for index, sguard in sorted(guards.items()):
             if index in finished:
                 continue  # the upstream ended this answer without a finish_reason
@@ -286,14 +287,14 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
             if sguard.decision.blocked:
                 yield filtered(turn, meta, sguard, index=index, kind=kind)
                 return
-            yield sse({**meta, "choices": [_choice(kind, index, tail, "stop")]})
-        yield DONE
+            yield emit({**meta, "choices": [_choice(kind, index, tail, "stop")]})
+        yield turn.done()
     except UpstreamError as err:
         error = err.message
-        yield sse(err.body())
+        yield emit(err.body())
     except GuardrailsUnavailable:
         error = "guardrails unavailable"
-        yield sse(rails_down().body())
+        yield emit(rails_down().body())
     finally:
         await upstream.aclose()
         turn.step("generation", time.perf_counter() - started)
@@ -328,6 +329,6 @@ def filtered(turn: Turn, meta: dict[str, Any], sguard: StreamGuard, *, index: in
     turn.blocked("output", sguard.decision)
     refusal = turn.state.guard.refusal if turn.state.guard else ""
     text = ("\n\n" + refusal) if sguard.sent else refusal
-    return sse({**meta,
-                "choices": [_choice(kind, index, text, "content_filter")],
-                "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}) + DONE
+    chunk = {**meta, "choices": [_choice(kind, index, text, "content_filter")],
+             "aistack": {"blocked_by": sguard.decision.rail, "side": "output"}}
+    return (turn.emit or sse)(chunk) + turn.done()

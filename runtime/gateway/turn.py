@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -53,6 +54,14 @@ class Turn(Generic[R]):
     (retrieval, the LLM rails, the trace) sees instead of the client's text."""
     notices: list[str] = field(default_factory=list)
     """What the client is told beside the answer (`NOTICE_HEADER`)."""
+    emit: Callable[[dict[str, Any]], bytes] | None = None
+    """How a streamed chat chunk (or `{"error": ...}`) is written for the client; None: as a chat SSE
+    event. `/v1/responses` writes its own events from the chunks directly (no second parse)."""
+    end: Callable[[], bytes] | None = None
+    """What ends a stream written by `emit` (None: `data: [DONE]`)."""
+
+    def done(self) -> bytes:
+        return self.end() if self.end is not None else DONE
 
     @property
     def deadline(self) -> float:

@@ -18,6 +18,14 @@ NOTICE = "offline model SmolLM2-135M-Instruct, not gpt-4o-mini; answers are weak
 
 
 @pytest.fixture(scope="module")
+def upstream():
+    """This module's own upstream: its log holds text completions (a `prompt`, no `messages`),
+    which the session's other modules do not expect to read."""
+    with run_openai_server(hang_seconds=5.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def noticed(upstream):
     """A gateway whose model config carries a notice, as `aistack up` sets for the offline model."""
     with run_gateway(base_config(upstream.base_url, model={"notice": NOTICE})) as gw:
