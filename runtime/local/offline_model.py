@@ -243,6 +243,26 @@ async def _parse(request: Request) -> _ChatRequest | JSONResponse:
         return _invalid(err)
 
 
+def _unsupported(body: _ChatRequest) -> JSONResponse | None:
+    """A 400 for what generate() would silently ignore: the output a client asked to shape (JSON,
+    tool calls, several choices, log-probabilities) must come back shaped or not at all."""
+    extra = body.model_extra or {}
+    kind = (extra.get("response_format") or {}).get("type") if isinstance(extra.get("response_format"),
+                                                                          dict) else None
+    wanted = {
+        "response_format": kind not in (None, "text"),
+        "tools": bool(extra.get("tools")) and extra.get("tool_choice") != "none",
+        "n": isinstance(extra.get("n"), int) and extra["n"] > 1,
+        "logprobs": bool(extra.get("logprobs")),
+    }
+    for param, asked in wanted.items():
+        if asked:
+            return _bad_request(f"the offline model on transformers cannot honour {param!r}; run it on the "
+                                "vLLM engine (aistack engine install), which can", param=param,
+                                code="unsupported_parameter")
+    return None
+
+
 def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAPI:
     """`/v1/models` and `/v1/chat/completions` (plain and SSE) for the offline model."""
     app = FastAPI(title="aistack offline model", docs_url=None, redoc_url=None, openapi_url=None)
@@ -258,6 +278,8 @@ def offline_app(model: OfflineModel, *, instead_of: str | None = None) -> FastAP
         body = await _parse(request)
         if isinstance(body, JSONResponse):
             return body
+        if (refused := _unsupported(body)) is not None:
+            return refused
         param, max_tokens = body.token_limit()
         if max_tokens > CONTEXT_TOKENS:
             return _bad_request(f"{param} is {max_tokens}, but the offline model's context is "

@@ -164,3 +164,20 @@ def test_structured_outputs_it_cannot_honour_are_400s(client: TestClient, struct
                                                           "structured_outputs": structured})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "tools"),
+    ({"n": 2}, "n"),
+    ({"logprobs": True}, "logprobs"),
+])
+def test_what_transformers_cannot_honour_is_a_400_not_ignored(extra: dict, param: str) -> None:
+    """Checked before the model is asked, so no model is loaded for it."""
+    never_used = TestClient(offline_app(None))  # type: ignore[arg-type]
+    response = never_used.post("/v1/chat/completions", json={"model": OFFLINE_MODEL_NAME, "messages": SHORT,
+                                                              **extra})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert "vLLM engine" in response.json()["error"]["message"]
