@@ -10,6 +10,7 @@ on its `/health`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,6 +105,10 @@ class EngineServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        # What a leader killed from outside leaves behind: vLLM's engine core and workers, still
+        # holding the model and the KV cache (a restart then found no memory for its own).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log_file.close()
 
     def __enter__(self) -> EngineServer:
