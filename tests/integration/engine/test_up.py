@@ -174,7 +174,8 @@ def served(ports: list[int]) -> list[float]:
 
 
 def ask(up: Up, prefix: int, question: int = 0) -> str:
-    system = f"Document {prefix}: " + " ".join(f"fact{prefix}-{i}" for i in range(120))
+    # over the 4096 characters the gateway keys a prompt by (`prompt_key`), as a RAG context is
+    system = f"Document {prefix}: " + "The quick brown fox jumps over the lazy dog. " * 100
     answer = up.client.chat.completions.create(
         model=OFFLINE_MODEL_NAME, max_tokens=2, temperature=0,
         messages=[{"role": "system", "content": system},
@@ -210,10 +211,15 @@ def test_two_local_engines_routed_by_prefix_and_an_engine_killed_is_routed_aroun
         for prefix in range(1, 13):  # every prefix answered: the gateway goes on to the other engine
             ask(up, prefix, question=1)
 
+        def healthy(port: int) -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+            except httpx.HTTPError:  # the restarted engine binds its port once it is ready
+                return False
+
         def two_engines_again() -> bool:
             now = engine_ports(up)
-            return len(now) == 2 and victim not in now and all(
-                httpx.get(f"http://127.0.0.1:{p}/health", timeout=5).status_code == 200 for p in now.values())
+            return len(now) == 2 and victim not in now and all(healthy(p) for p in now.values())
 
         wait_for(two_engines_again, 300, "the killed engine was not restarted", up.proc)
         up.engines += list(engine_ports(up))
