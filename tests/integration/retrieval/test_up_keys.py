@@ -105,15 +105,17 @@ def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_pa
 def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_serves(tmp_path: Path,
                                                                                     provider: str) -> None:
     port = free_port()
-    # the in-process offline model, whose answers carry the label (vLLM: tests/integration/engine)
+    # the in-process offline model, whose answers carry a notice beside the text (vLLM: tests/integration/engine)
     proc = start_up(manifest(tmp_path, provider, max_tokens=4096), port, {}, "--engine", "transformers")
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
         # no max_tokens: the gateway sends the manifest's 4096, capped for the offline model's 2048 context
-        answer = client.chat.completions.create(model="aistack-offline-smollm2-135m",
-                                                messages=[{"role": "user", "content": "Say hello."}])
-        assert answer.choices[
-            0].finish_reason == "stop" and answer.choices[0].message.content.startswith("[offline")
+        raw = client.chat.completions.with_raw_response.create(
+            model="aistack-offline-smollm2-135m", messages=[{"role": "user", "content": "Say hello."}])
+        answer = raw.parse()
+        text = answer.choices[0].message.content or ""
+        assert answer.choices[0].finish_reason == "stop" and text.strip()
+        assert "offline model" in raw.headers["x-aistack-notice"] and "offline" not in text.lower()
     finally:
         output = stop_up(proc)
     assert f"neither ${SECRET_ENV} nor ${PROVIDER_ENV} is set (the key for {provider})" in output
