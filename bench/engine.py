@@ -47,7 +47,6 @@ from typing import Any
 
 import httpx
 import psutil
-import yaml
 
 from aistack.api.manifests import load_stack
 from aistack.runtime.engine.locate import Build, EngineLocation, detect_build
@@ -57,8 +56,10 @@ from aistack.runtime.local.engine_model import (EnginePlan, EngineUnavailable, l
 from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
 from aistack.runtime.local.offline_weights import is_prepared, weights_folder
 from aistack.runtime.local.ports import free_port
+from aistack.testing import processes
 from aistack.testing.chat_load import LoadResult, StreamResult, merge, percentile, run_load, stream_chat
 from aistack.testing.gateway import base_config
+from aistack.testing.processes import loadavg, start_server, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_STACK = REPO / "examples" / "rag.yaml"
@@ -69,10 +70,6 @@ TARGETS = {"gateway_ttft_ms": 1.0, "gateway_throughput_loss": 0.05, "stream_tok_
            "aggregate_tok_s": 80.0, "ready_s": 45.0}
 """Issue 15's: the gateway adds <= 1 ms p50 TTFT at c=1 and costs <= 5% of direct throughput at c=8;
 >= 15 tok/s on one stream, >= 80 tok/s in aggregate at c=8; ready <= 45 s on an idle machine."""
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def memory_mib(pid: int) -> tuple[float, float]:
@@ -100,44 +97,10 @@ def chat_body(*, max_tokens: int, ignore_eos: bool) -> dict[str, Any]:
 
 def start_gateway(engine_url: str, folder: Path,
                   prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
-    """The gateway as the pod runs it, in its own process group, routed to the engine; `prefix`
-    (e.g. `taskset -c 0`) goes before its command."""
+    """The gateway routed to the engine (`prefix` as for processes.start_gateway())."""
     config = base_config(f"{engine_url}/v1", model={
         "publicName": OFFLINE_MODEL_NAME, "primary": {"model": OFFLINE_MODEL_NAME, "timeoutSeconds": 300}})
-    path = folder / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (folder / "gateway.log").open("wb")
-    command = [*prefix, sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
-               "--config", str(path)]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with code {proc.returncode}: "
-                               f"see {folder / 'gateway.log'}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_process(proc)
-    raise RuntimeError(f"the gateway did not answer /healthz within 120 s: see {folder / 'gateway.log'}")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-            return
-        except subprocess.TimeoutExpired:
-            pass
+    return processes.start_gateway(config, folder, prefix=prefix)
 
 
 def gateway_takes_ignore_eos(gateway: str) -> tuple[bool, str]:
@@ -232,22 +195,10 @@ def start_relay(engine_url: str, folder: Path,
                 prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
     """bench/relay.py routed to the engine, in its own process group (`prefix` as for the gateway)."""
     port = free_port()
-    log = (folder / "relay.log").open("wb")
     command = [*prefix, sys.executable, str(Path(__file__).with_name("relay.py")), "--port", str(port),
                "--upstream", engine_url]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the relay exited with code {proc.returncode}: see {folder / 'relay.log'}")
-        try:
-            httpx.get(f"{url}/", timeout=1)  # any answer (404) means it listens
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    stop_process(proc)
-    raise RuntimeError(f"the relay did not listen within 60 s: see {folder / 'relay.log'}")
+    return start_server(command, port=port, log=folder / "relay.log", name="relay", probe="/",
+                        any_answer=True, timeout_s=60)  # any answer (404) means it listens
 
 
 def row(name: str, r: LoadResult, base: LoadResult | None) -> str:

@@ -48,6 +48,8 @@ import httpx
 import yaml
 
 from aistack.runtime.local.ports import free_port
+from aistack.testing.processes import loadavg
+from aistack.testing.processes import stop_process as stop
 
 BODY = {"model": "demo-model",
         "messages": [{"role": "user", "content": "What does the gateway add? Contact me at a@b.co"}],
@@ -89,19 +91,6 @@ def start(cmd: list[str], *, health: str, env: dict[str, str] | None = None,
         time.sleep(0.3)
     stop(proc)
     raise RuntimeError(f"{cmd[:4]} did not become healthy")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server and whatever it started (mlflow's huey consumers ignore SIGTERM)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 async def load(url: str, *, model: str, concurrency: int, total: int, headers: dict[str, str],
@@ -335,10 +324,6 @@ def print_gc_freeze(results: list[Result], *, loads: list[tuple[str, str]]) -> N
                   f"{old.p99_ms - d.p99_ms:+.2f} / {new.p99_ms - d.p99_ms:+.2f} |")
 
 
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=600, help="requests per target and concurrency level")
@@ -366,7 +351,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     targets: list[Target] = []
     results: list[Result] = []
-    print(f"{os.cpu_count()} CPUs; load average at start: {_loadavg()}", flush=True)
+    print(f"{os.cpu_count()} CPUs; load average at start: {loadavg()}", flush=True)
     try:
         up_port = free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
@@ -429,10 +414,10 @@ def main() -> None:
                 time.sleep(1)
         tables = []
         for ms in latencies:
-            before = _loadavg()
+            before = loadavg()
             block = measure(targets, latency_ms=ms, levels=levels if ms == 0 else latency_levels,
                             requests=args.requests, rounds=args.rounds)
-            tables.append((ms, block, (before, _loadavg())))
+            tables.append((ms, block, (before, loadavg())))
             results += block
         if traced_port is not None:
             text = httpx.get(f"http://127.0.0.1:{traced_port}/metrics").text

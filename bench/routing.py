@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from aistack.api.manifests import load_stack
 from aistack.runtime.engine.locate import detect_build
@@ -51,8 +49,10 @@ from aistack.runtime.local.engine_model import EngineUnavailable, plan, usable_e
 from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
 from aistack.runtime.local.offline_weights import is_prepared, weights_folder
 from aistack.runtime.local.ports import free_port
+from aistack.testing import processes
 from aistack.testing.chat_load import StreamResult, percentile, stream_chat
 from aistack.testing.gateway import base_config
+from aistack.testing.processes import loadavg, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_STACK = REPO / "examples" / "rag.yaml"
@@ -60,10 +60,6 @@ POLICIES = ("round-robin", "prefix")
 TARGETS = {"ttft_ratio": 2.0, "hit_rate": 0.8}
 WORDS = ("refund", "shipment", "invoice", "warranty", "account", "billing", "address", "return", "order",
          "delivery", "support", "policy", "credit", "parcel", "exchange", "subscription")
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def context(policy: str, i: int, tokens: int) -> str:
@@ -98,37 +94,7 @@ def kv_cache_tokens(log: Path) -> int | None:
 def start_gateway(urls: list[str], policy: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     config = base_config(urls[0], model={"publicName": OFFLINE_MODEL_NAME, "primary": {
         "model": OFFLINE_MODEL_NAME, "timeoutSeconds": 600, "replicas": {"urls": urls, "policy": policy}}})
-    path = folder / f"gateway-{policy}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (folder / f"gateway-{policy}.log").open("wb")
-    command = [sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
-               "--config", str(path)]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited: see {folder / f'gateway-{policy}.log'}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the gateway did not start: see {folder / f'gateway-{policy}.log'}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=15)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    return processes.start_gateway(config, folder, name=f"gateway-{policy}")
 
 
 def prefix_counters(engines: Sequence[str]) -> list[tuple[float, float, float]]:
@@ -179,7 +145,7 @@ def phase(policy: str, engines: list[str], folder: Path, args: argparse.Namespac
         results = asyncio.run(drive(f"{url}/v1/chat/completions", bodies, args.concurrency))
         after = prefix_counters(engines)
     finally:
-        stop(gateway)
+        stop_process(gateway)
     hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
     queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     per_engine = [int(a[2] - b[2]) for a, b in zip(after, before, strict=True)]
