@@ -40,6 +40,11 @@ def promotable_config(spec: AIStackSpec) -> dict[str, Any]:
             "gpuMemoryUtilization": vllm["gpuMemoryUtilization"],
             "extraArgs": vllm.get("extraArgs", []),
         }
+        if spec.model.vllm.lora_enabled:  # absent without LoRA: the hashes of existing stacks stay
+            lora = spec.model.vllm.lora_settings
+            out["model"]["vllm"]["lora"] = {"maxRank": lora.max_rank, "maxAdapters": lora.max_adapters,
+                                            "maxAdaptersPerBatch": lora.adapters_per_batch}
+            out["model"]["vllm"]["adapters"] = vllm.get("adapters", [])
     if spec.retrieval is not None:
         r = wire["retrieval"]
         out["retrieval"] = {

@@ -11,7 +11,7 @@ its parser accepts are `aistack.api.vllm_flags` (generated from that release's r
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from aistack.api.vllm_flags import FLAGS
@@ -37,16 +37,31 @@ RESERVED_VLLM_FLAGS = {
     "--host": "(fixed at 0.0.0.0)",
     "--api-key": "(secrets go in Secrets)",
     "--hf-token": "hfTokenSecretRef",
+    "--enable-lora": "adapters (or lora)",
+    "--no-enable-lora": "adapters (or lora)",
+    "--max-lora-rank": "lora.maxRank",
+    "--max-cpu-loras": "lora.maxAdapters",
+    "--max-loras": "lora.maxAdaptersPerBatch",
+    "--lora-modules": "adapters (loaded at runtime by the adapter agent)",
 }
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+"""Set to `1` in an engine with LoRA on: its /v1/load_lora_adapter and /v1/unload_lora_adapter
+endpoints exist only then (the adapter agent calls them)."""
 # Spellings of reserved flags the parser also takes (`-tp`, `--max_model_len`): held to the same rule.
 _ALIASES = {"-tp": "--tensor-parallel-size"}
 
 
-def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str | None = None) -> list[str]:
+def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str | None = None,
+                adapter_dirs: Mapping[str, str] | None = None) -> list[str]:
     """The vLLM OpenAI-server flags for `model` (provider vllm): what to serve and under which name,
     then the caller's `placement` (host, port, parallelism, memory), then the behaviour the spec
     sets, the user's `extraArgs` last. `weights` replaces the model name where the weights are a
-    local folder (the local runner's prepared offline model)."""
+    local folder (the local runner's prepared offline model).
+
+    LoRA flags come from `vllm.lora` (its defaults with `adapters`), never from the adapter list,
+    so a list that changes leaves a pod template unchanged; the cluster's adapter agent loads the
+    adapters at runtime. `adapter_dirs` (name -> folder), for a runner without an agent (`aistack
+    up`), loads them at start with `--lora-modules`."""
     vllm = model.vllm
     if vllm is None:
         raise ValueError(f"model {model.name!r} has provider {model.provider!r}: no vLLM server to start")
@@ -57,6 +72,12 @@ def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str
         args += ["--dtype", vllm.dtype]
     if vllm.tool_call_parser is not None:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", vllm.tool_call_parser]
+    if vllm.lora_enabled:
+        lora = vllm.lora_settings
+        args += ["--enable-lora", "--max-lora-rank", str(lora.max_rank),
+                 "--max-cpu-loras", str(lora.max_adapters), "--max-loras", str(lora.adapters_per_batch)]
+        if adapter_dirs:
+            args += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapter_dirs.items())]
     return args + list(vllm.extra_args)
 
 

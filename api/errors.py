@@ -15,6 +15,7 @@ from pydantic_core import ErrorDetails
 
 from aistack.api.rules import Loc, RuleViolation
 from aistack.api.types import DNS1123_LABEL, DNS1123_SUBDOMAIN, models_in
+from aistack.api.v1alpha1.model import ADAPTER_NAME_PATTERN, ADAPTER_SOURCE_PATTERN
 from aistack.api.v1alpha1.stack import DNS1035_LABEL
 
 
@@ -22,6 +23,10 @@ _PATTERN_NAMES = {
     DNS1123_LABEL: "a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)",
     DNS1123_SUBDOMAIN: "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')",
     DNS1035_LABEL: "a DNS-1035 label (lower-case letters, digits and '-', starting with a letter)",
+    ADAPTER_NAME_PATTERN: "an adapter name (letters, digits, '.', '_' and '-', starting and ending "
+                          "alphanumeric)",
+    ADAPTER_SOURCE_PATTERN: "an adapter source: hf://org/repo[@revision], s3://bucket/prefix, or a relative "
+                            "path without '..' or hidden parts (in the model cache)",
 }
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
 from aistack.api.cel import cel_rules, rule
 from aistack.api.engine import DEFAULT_VLLM_IMAGE, check_extra_args
-from aistack.api.rules import RuleCollector
+from aistack.api.rules import RuleCollector, violation
 from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Toleration
 
 class OpenAIEndpoint(ApiModel):
@@ -148,10 +148,88 @@ class ModelAutoscaling(ApiModel):
         return self
 
 
+ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+ADAPTER_SOURCE_PATTERN = (
+    r"^(hf://[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?"
+    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+    rf"|{_SEGMENT}(/{_SEGMENT})*)$"
+)
+"""`hf://org/repo[@revision]`, `s3://bucket/prefix`, or a relative path (no `..`, no hidden
+segment): the regular expression is RE2-safe (no look-ahead) so the CRD's `pattern` is the same."""
+MAX_ADAPTERS = 64
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ranks vLLM 0.32's `--max-lora-rank` accepts."""
+DEFAULT_MAX_RANK: Final = 16
+DEFAULT_MAX_ADAPTERS = 8
+DEFAULT_ADAPTERS_PER_BATCH = 4
+
+
+class Adapter(ApiModel):
+    """A LoRA adapter of the base model, served under its own model name (`model` in a request)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=ADAPTER_NAME_PATTERN)]
+    """The model name clients use for this adapter; unique, and not the base's served name."""
+    source: Annotated[str, Field(min_length=1, max_length=1024, pattern=ADAPTER_SOURCE_PATTERN)]
+    """Where the adapter's files (peft's `adapter_config.json` and weights) come from:
+    `hf://org/repo[@revision]` (the Hugging Face Hub, with `hfTokenSecretRef`), `s3://bucket/prefix`
+    (read with the model pods' service account), or a path: in the cluster relative to the model
+    cache volume, with `aistack up` relative to the manifest's folder. Pulled into the model cache
+    by the same pull as the base weights."""
+    rank: Annotated[int, Field(ge=1, le=512)] | None = None
+    """The adapter's LoRA rank (`r` in `adapter_config.json`), when known: checked against
+    `lora.maxRank` before anything is pulled. Unset: read from the pulled files, and an adapter over
+    the maximum is reported Failed in `status.model.adapters`."""
+
+
+class LoraSpec(ApiModel):
+    """The engine's LoRA capacity. These settings, not the adapter list, make the engine's flags, so
+    adding or removing an adapter never restarts an engine; changing them does."""
+
+    model_config = cel_rules(
+        rule(f"!has(self.maxAdaptersPerBatch) || self.maxAdaptersPerBatch <= "
+             f"(has(self.maxAdapters) ? self.maxAdapters : {DEFAULT_MAX_ADAPTERS})",
+             "maxAdaptersPerBatch must not be greater than maxAdapters", ".maxAdaptersPerBatch"),
+    )
+
+    max_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] = DEFAULT_MAX_RANK
+    """The highest adapter rank the engine accepts (`--max-lora-rank`); memory is reserved for it."""
+    max_adapters: Annotated[int, Field(ge=1, le=MAX_ADAPTERS)] = DEFAULT_MAX_ADAPTERS
+    """Adapters each engine holds loaded at once (`--max-cpu-loras`): the slots. `adapters` may not
+    list more, so no adapter is ever evicted and read from disk again on a request."""
+    max_adapters_per_batch: Annotated[int, Field(ge=1, le=MAX_ADAPTERS)] | None = None
+    """Different adapters in one batch on the accelerator (`--max-loras`); at most `maxAdapters`.
+    Unset: 4, or `maxAdapters` when that is lower."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraSpec:
+        per_batch = self.max_adapters_per_batch
+        if per_batch is not None and per_batch > self.max_adapters:
+            raise violation(("maxAdaptersPerBatch",),
+                            f"{per_batch} is greater than maxAdapters ({self.max_adapters})")
+        return self
+
+    @property
+    def adapters_per_batch(self) -> int:
+        if self.max_adapters_per_batch is not None:
+            return self.max_adapters_per_batch
+        return min(DEFAULT_ADAPTERS_PER_BATCH, self.max_adapters)
+
+
+_RANK_LIMIT = f"(has(self.lora) && has(self.lora.maxRank) ? self.lora.maxRank : {DEFAULT_MAX_RANK})"
+_SLOTS = f"(has(self.lora) && has(self.lora.maxAdapters) ? self.lora.maxAdapters : {DEFAULT_MAX_ADAPTERS})"
+
+
 class VllmSpec(ApiModel):
     """How the self-hosted model is served by vLLM's OpenAI-compatible server."""
 
     model_config = cel_rules(
+        rule(f"!has(self.adapters) || size(self.adapters) <= {_SLOTS}",
+             "adapters lists more adapters than lora.maxAdapters (the engine's slots)", ".adapters"),
+        rule("!has(self.adapters) || self.adapters.all(a, self.adapters.exists_one(b, b.name == a.name))",
+             "adapter names must be unique", ".adapters"),
+        rule(f"!has(self.adapters) || self.adapters.all(a, !has(a.rank) || a.rank <= {_RANK_LIMIT})",
+             "an adapter's rank is greater than lora.maxRank", ".adapters"),
         rule("!has(self.autoscaling) || !has(self.replicas)",
              "replicas must be unset with autoscaling (the autoscaler owns the count, between "
              "autoscaling.minReplicas and maxReplicas)", ".replicas"),
@@ -196,6 +274,13 @@ class VllmSpec(ApiModel):
     pinned vLLM release (`aistack.api.vllm_flags`)."""
     routing: Routing = Field(default_factory=Routing)
     """How the gateway spreads requests over the replicas."""
+    adapters: Annotated[list[Adapter], Field(max_length=MAX_ADAPTERS)] = Field(default_factory=list)
+    """LoRA adapters served beside the base model, each under its own name. Pulled into the model
+    cache and loaded into the running engines by the adapter agent beside each engine: adding or
+    removing one restarts nothing (the first one turns LoRA on, which restarts the engines once)."""
+    lora: LoraSpec | None = None
+    """The engine's LoRA capacity (max rank, slots); defaults apply with `adapters`. Set it to keep
+    LoRA on with no adapters listed, so that adding the first one restarts nothing either."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory of the server container (GPUs come from `gpu.count`); unset keys default to
     requests `{cpu: 2, memory: 16Gi}` and limits `{memory: 32Gi}` (or the memory request, when
@@ -215,6 +300,7 @@ class VllmSpec(ApiModel):
             )
         for i, message in check_extra_args(self.extra_args):
             rules.add(("extraArgs", i), message)
+        self._check_adapters(rules)
         if self.autoscaling is not None and self.replicas is not None:
             scaling = self.autoscaling
             rules.add(("replicas",), f"must be unset with autoscaling (got {self.replicas}): the autoscaler "
@@ -222,6 +308,34 @@ class VllmSpec(ApiModel):
                                      f"maxReplicas ({scaling.max_replicas})")
         rules.raise_if_any()
         return self
+
+    def _check_adapters(self, rules: RuleCollector) -> None:
+        lora = self.lora_settings
+        if len(self.adapters) > lora.max_adapters:
+            rules.add(("adapters",), f"{len(self.adapters)} adapters, more than lora.maxAdapters "
+                                     f"({lora.max_adapters}, the adapters each engine holds loaded): raise "
+                                     f"lora.maxAdapters (up to {MAX_ADAPTERS}) or list fewer")
+        seen: dict[str, int] = {}
+        for i, adapter in enumerate(self.adapters):
+            if adapter.name in seen:
+                rules.add(("adapters", i, "name"), f"{adapter.name!r} is already the name of "
+                                                   f"adapters[{seen[adapter.name]}]; each adapter needs a "
+                                                   "name of its own")
+            seen.setdefault(adapter.name, i)
+            if adapter.rank is not None and adapter.rank > lora.max_rank:
+                allowed = [r for r in LORA_RANKS if r >= adapter.rank]
+                hint = f"raise lora.maxRank to {allowed[0]}" if allowed else "no engine setting takes it"
+                rules.add(("adapters", i, "rank"), f"{adapter.rank} is greater than lora.maxRank "
+                                                   f"({lora.max_rank}): {hint}")
+
+    @property
+    def lora_enabled(self) -> bool:
+        """The engine starts with LoRA on: an adapter is listed or `lora` is set."""
+        return bool(self.adapters) or self.lora is not None
+
+    @property
+    def lora_settings(self) -> LoraSpec:
+        return self.lora if self.lora is not None else LoraSpec()
 
     @property
     def fixed_replicas(self) -> int:
@@ -255,9 +369,15 @@ class ModelSpec(ApiModel):
     model_config = cel_rules(
         rule(
             "self.provider != 'openai' || !has(self.vllm)",
-            "vllm must not be set with provider 'openai' (no GPU, routing or autoscaling settings for an "
-            "API model: the API spreads its own load)",
+            "vllm must not be set with provider 'openai' (no GPU, routing, autoscaling or adapter settings "
+            "for an API model: the API spreads its own load, and LoRA adapters need a self-hosted vLLM)",
             '.vllm',
+        ),
+        rule(
+            "!has(self.vllm) || !has(self.vllm.adapters) || "
+            "self.vllm.adapters.all(a, a.name != (has(self.servedName) ? self.servedName : self.name))",
+            "an adapter's name must differ from the base model's served name (servedName, or name)",
+            '.vllm.adapters',
         ),
         rule(
             "self.provider != 'openai' || (has(self.openai) && has(self.openai.apiKeySecretRef))",
@@ -292,9 +412,11 @@ class ModelSpec(ApiModel):
         rules = RuleCollector()
         if self.provider == "openai":
             if self.vllm is not None:
+                what = "LoRA adapters need a self-hosted vLLM (provider 'vllm')" if self.vllm.adapters else \
+                    "the API spreads its own load"
                 rules.add(("vllm",),
-                          "must not be set with provider 'openai' (no GPU, routing or autoscaling settings "
-                          "for an API model: the API spreads its own load)")
+                          "must not be set with provider 'openai' (no GPU, routing, autoscaling or adapter "
+                          f"settings for an API model: {what})")
             if self.openai is None:
                 rules.add(("openai",), "required with provider 'openai': baseUrl and apiKeySecretRef")
             elif self.openai.api_key_secret_ref is None:
@@ -305,6 +427,11 @@ class ModelSpec(ApiModel):
                 rules.add(("openai",), "only with provider 'openai'; a vLLM model is served in the cluster")
             if self.vllm is None:
                 self.vllm = VllmSpec()
+            for i, adapter in enumerate(self.vllm.adapters):
+                if adapter.name == self.public_name:
+                    rules.add(("vllm", "adapters", i, "name"),
+                              f"{adapter.name!r} is the base model's served name; an adapter needs a name "
+                              "of its own (requests choose the base or an adapter by `model`)")
         if self.fallback is not None and self.fallback.model is None and self.provider == "vllm":
             rules.add(("fallback", "model"),
                       "required: the fallback API does not serve the self-hosted model's name")
