@@ -11,7 +11,7 @@ its parser accepts are `aistack.api.vllm_flags` (generated from that release's r
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aistack.api.vllm_flags import FLAGS
@@ -51,17 +51,16 @@ endpoints exist only then (the adapter agent calls them)."""
 _ALIASES = {"-tp": "--tensor-parallel-size"}
 
 
-def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str | None = None,
-                adapter_dirs: Mapping[str, str] | None = None) -> list[str]:
+def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str | None = None) -> list[str]:
     """The vLLM OpenAI-server flags for `model` (provider vllm): what to serve and under which name,
     then the caller's `placement` (host, port, parallelism, memory), then the behaviour the spec
     sets, the user's `extraArgs` last. `weights` replaces the model name where the weights are a
     local folder (the local runner's prepared offline model).
 
     LoRA flags come from `vllm.lora` (its defaults with `adapters`), never from the adapter list,
-    so a list that changes leaves a pod template unchanged; the cluster's adapter agent loads the
-    adapters at runtime. `adapter_dirs` (name -> folder), for a runner without an agent (`aistack
-    up`), loads them at start with `--lora-modules`."""
+    so a list that changes leaves a pod template unchanged: the adapter agent beside each engine
+    (`aistack.runtime.engine.adapter_agent`, in the cluster and with `aistack up`) loads the adapters
+    at runtime, with the engine's `RUNTIME_LORA_ENV` set."""
     vllm = model.vllm
     if vllm is None:
         raise ValueError(f"model {model.name!r} has provider {model.provider!r}: no vLLM server to start")
@@ -76,8 +75,6 @@ def server_args(model: ModelSpec, *, placement: Sequence[str] = (), weights: str
         lora = vllm.lora_settings
         args += ["--enable-lora", "--max-lora-rank", str(lora.max_rank),
                  "--max-cpu-loras", str(lora.max_adapters), "--max-loras", str(lora.adapters_per_batch)]
-        if adapter_dirs:
-            args += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapter_dirs.items())]
     return args + list(vllm.extra_args)
 
 

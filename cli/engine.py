@@ -1,5 +1,5 @@
-"""`aistack engine install|status|pull`: the vLLM engine's own environment, the offline weights, and
-the model cache's pull.
+"""`aistack engine install|status|pull|adapters`: the vLLM engine's own environment, the offline weights,
+the model cache's pull and the adapter agent.
 
 vLLM pins torch, transformers, fastapi and setuptools exactly, so it gets a virtualenv of its own
 (`aistack.runtime.engine`), never the project's; the offline model's weights are prepared once
@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
-from aistack.api.model_cache import DEST_FLAG, SOURCE_FLAG, TOKEN_ENV_FLAG
+from aistack.api.model_cache import CACHE_PATH, DEST_FLAG, SOURCE_FLAG, TOKEN_ENV_FLAG
 from aistack.cli.help import App
 from aistack.cli.progress import Stages
 
@@ -160,3 +160,42 @@ def pull_cmd(
     moved = f"moved {human(result.pulled_bytes)}" if result.pulled_bytes else "already current"
     out.print(f"{model}: {result.files} files, {human(result.bytes)} in {dest} ({moved}, "
               f"{time.monotonic() - started:.0f} s)", markup=False)
+
+
+@engine_app.command("adapters")
+def adapters_cmd(
+    config: Annotated[Path, typer.Option("--config", metavar="FILE",
+                                         help="The adapter list (JSON, aistack.api.adapters.AdapterList).")],
+    engine: Annotated[str, typer.Option("--engine", metavar="URL",
+                                        help="The engine's base URL with /v1, e.g. http://127.0.0.1:8000/v1.")],
+    root: Annotated[str, typer.Option("--root", metavar="DIR",
+                                      help="Where adapter paths are and remote adapters are pulled to: the "
+                                           "model cache.")] = CACHE_PATH,
+    report: Annotated[Path | None, typer.Option("--report", metavar="FILE",
+                                                help="Where to write each adapter's state (JSON).")] = None,
+    token_env: Annotated[str | None, typer.Option(
+        TOKEN_ENV_FLAG, metavar="VAR", help="The environment variable holding a Hugging Face token.")] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.5, help="Seconds between passes.")] = 5.0,
+    once: Annotated[bool, typer.Option("--once",
+                                       help="One pass, then exit (0: all Loaded, 1: not).")] = False,
+) -> None:
+    """Keep a running engine's LoRA adapters equal to a list: pull, check, load, unload (the adapter
+    agent beside each engine; the list file may change at any time)."""
+    import logging
+    import os
+
+    from aistack.runtime.engine.adapter_agent import AdapterAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    token = os.environ.get(token_env, "").strip() or None if token_env else None
+    agent = AdapterAgent(config=config, engine_url=engine, root=root, report=report, token=token)
+    try:
+        if once:
+            result = agent.sync()
+            ok = result is not None and all(s.phase == "Loaded" for s in result.adapters)
+            if result is not None:
+                out.print(result.model_dump_json(by_alias=True), markup=False)
+            raise typer.Exit(0 if ok else 1)
+        agent.run(interval_s=interval)
+    finally:
+        agent.close()

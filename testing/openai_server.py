@@ -101,6 +101,10 @@ class ServerOptions:
     """`Retry-After` sent with injected 429 and 503 answers (seconds or an HTTP date)."""
     completions: bool = True
     """Serve `POST /v1/completions`; False answers 404 as a chat-only provider does."""
+    loras: dict[str, str] = field(default_factory=dict)
+    """LoRA adapters loaded (name -> folder), as vLLM's runtime LoRA endpoints keep them
+    (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`); listed in /v1/models with the first
+    model as `parent`, and accepted as `model`."""
 
 
 CHAT_PARAMS = frozenset({
@@ -177,6 +181,8 @@ class OpenAIServer:
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/load_lora_adapter", self._load_lora, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", self._unload_lora, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -221,9 +227,34 @@ class OpenAIServer:
     async def _models(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:
             return denied
+        with self._lock:
+            loras = dict(self.options.loras)
         return JSONResponse({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "aistack-test"}
-            for m in self.options.models]})
+            *({"id": m, "object": "model", "created": 0, "owned_by": "aistack-test"}
+              for m in self.options.models),
+            *({"id": name, "object": "model", "created": 0, "owned_by": "aistack-test", "root": path,
+               "parent": self.options.models[0]} for name, path in loras.items())]})
+
+    async def _load_lora(self, request: Request) -> Response:
+        body = await request.json()
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            return self._error(400, "Both 'lora_name' and 'lora_path' must be provided.")
+        with self._lock:
+            self.requests.append({"load_lora_adapter": body})
+            if name in self.options.loras:
+                return self._error(400, f"The lora adapter '{name}' has already been loaded.")
+            self.options.loras[name] = path
+        return Response(f"Success: LoRA adapter '{name}' added successfully.", media_type="text/plain")
+
+    async def _unload_lora(self, request: Request) -> Response:
+        body = await request.json()
+        name = body.get("lora_name")
+        with self._lock:
+            self.requests.append({"unload_lora_adapter": body})
+            if self.options.loras.pop(name, None) is None:
+                return self._error(404, f"The lora adapter '{name}' cannot be found.", "not_found")
+        return Response(f"Success: LoRA adapter '{name}' removed successfully.", media_type="text/plain")
 
     async def _embeddings(self, request: Request) -> Response:
         if (denied := self._unauthorized(request)) is not None:
@@ -316,7 +347,7 @@ class OpenAIServer:
         if unknown:
             return self._error(400, f"Unrecognized request argument supplied: {unknown[0]}")
         model = body.get("model")
-        if model not in self.options.models:
+        if model not in self.options.models and model not in self.options.loras:
             return self._error(404, f"The model `{model}` does not exist.", "model_not_found")
         return body
 

@@ -55,11 +55,12 @@ def human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def pull(model: str, *, source: str, dest: Path, token: str | None = None,
+def pull(model: str, *, source: str, dest: Path, token: str | None = None, revision: str | None = None,
          progress: Callable[[str], None] = lambda _: None) -> PullResult:
     """Make `dest` hold exactly the files of `model` at `source` ("hub", "s3://bucket/prefix" or a
-    local folder); raises `PullError`."""
-    files, fetch = _listing(model, source=source, token=token)
+    local folder); raises `PullError`. `revision`: a branch, tag or commit on the hub (an adapter's
+    `hf://org/repo@rev`); the default branch when None."""
+    files, fetch = _listing(model, source=source, token=token, revision=revision)
     if not files:
         raise PullError(PullExit.NOT_FOUND, f"{_where(model, source)} has no files")
     total = sum(files.values())
@@ -134,9 +135,10 @@ def _remove_others(dest: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _listing(model: str, *, source: str, token: str | None) -> tuple[dict[str, int], Fetch]:
+def _listing(model: str, *, source: str, token: str | None,
+             revision: str | None = None) -> tuple[dict[str, int], Fetch]:
     if source == "hub":
-        return _hub(model, token=token)
+        return _hub(model, token=token, revision=revision)
     if source.startswith("s3://"):
         return _s3(source)
     folder = Path(source.removeprefix("file://"))
@@ -195,12 +197,12 @@ def _s3(uri: str) -> tuple[dict[str, int], Fetch]:
     return files, fetch
 
 
-def _hub(model: str, *, token: str | None) -> tuple[dict[str, int], Fetch]:
+def _hub(model: str, *, token: str | None, revision: str | None = None) -> tuple[dict[str, int], Fetch]:
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        info = HfApi().model_info(model, files_metadata=True, token=token)
+        info = HfApi().model_info(model, revision=revision, files_metadata=True, token=token)
     except (RepositoryNotFoundError, GatedRepoError) as err:
         raise PullError(PullExit.NOT_FOUND, f"{model}: {type(err).__name__} (a gated model needs "
                                             "hfTokenSecretRef with access to it)") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from aistack.api.engine import canonical_flag, server_args
+from aistack.api.engine import RUNTIME_LORA_ENV, canonical_flag, server_args
 from aistack.api.v1alpha1.model import ModelSpec
 from aistack.runtime.engine.locate import Build, EngineLocation
 
@@ -51,8 +51,12 @@ def local_command(engine: EngineLocation, model: ModelSpec, *, build: Build, hos
     return [str(engine.python), "-m", "vllm.entrypoints.openai.api_server", *args]
 
 
-def local_environ(build: Build, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def local_environ(build: Build, base: Mapping[str, str] | None = None, *,
+                  lora: bool = False) -> dict[str, str]:
+    """The engine's environment; `lora`: its runtime adapter endpoints on (the adapter agent's)."""
     env = dict(os.environ if base is None else base)
+    if lora:
+        env[RUNTIME_LORA_ENV] = "1"
     if build == "cpu":
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
     env.setdefault("HF_HUB_OFFLINE", "1")

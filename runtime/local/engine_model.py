@@ -59,7 +59,8 @@ def offline_model_spec(spec: ModelSpec) -> ModelSpec:
     return ModelSpec(provider="vllm", name=OFFLINE_MODEL_NAME, vllm=VllmSpec(
         max_model_len=min(vllm.max_model_len or CONTEXT_TOKENS, CONTEXT_TOKENS) if vllm else CONTEXT_TOKENS,
         tool_call_parser=TOOL_CALL_PARSER,
-        extra_args=list(vllm.extra_args) if vllm else []))
+        extra_args=list(vllm.extra_args) if vllm else [],
+        adapters=list(vllm.adapters) if vllm else [], lora=vllm.lora if vllm else None))
 
 
 def plan(stack: AIStack, build: Build, *, weights: Path) -> EnginePlan:

@@ -133,13 +133,6 @@ def test_engine_flags_come_from_lora_not_from_the_list() -> None:
     assert "--enable-lora" not in flags({})
 
 
-def test_a_runner_without_an_agent_loads_adapters_at_start() -> None:
-    model = AIStack.model_validate(manifest({"adapters": adapters("a", "b")})).spec.model
-    args = server_args(model, adapter_dirs={"a": "/w/a", "b": "/w/b"})
-    i = args.index("--lora-modules")
-    assert args[i:i + 3] == ["--lora-modules", "a=/w/a", "b=/w/b"]
-
-
 def test_adapters_are_behaviour_so_they_move_the_config_hash() -> None:
     def stack_hash(vllm: dict[str, Any]) -> str:
         return config_hash(AIStack.model_validate(manifest(vllm)).spec)
