@@ -105,7 +105,7 @@ def test_the_providers_variable_supplies_the_key_and_the_gateway_sends_it(tmp_pa
 def test_with_neither_variable_set_the_panel_names_both_and_the_offline_model_serves(tmp_path: Path,
                                                                                     provider: str) -> None:
     port = free_port()
-    # the in-process offline model, whose answers carry a notice beside the text (vLLM: tests/integration/engine)
+    # the in-process offline model: its answers say so in a header (vLLM: tests/integration/engine)
     proc = start_up(manifest(tmp_path, provider, max_tokens=4096), port, {}, "--engine", "transformers")
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
