@@ -1,6 +1,7 @@
 """The gateway in front of the real vLLM engine (conftest's `engine_server`: the offline model as
 `aistack up` serves it): the OpenAI surface passes through unchanged (JSON, SSE as generated,
-usage, stop, max_tokens and finish reasons, /v1/models), the engine's own refusals come back as
+usage, stop, max_tokens and finish reasons, /v1/models), as real clients see it too (the OpenAI SDK,
+LangChain's ChatOpenAI, LlamaIndex's OpenAILike), the engine's own refusals come back as
 OpenAI errors, the agent calls a tool through vLLM's Hermes tool-call parser, NeMo's self-check
 rails judge with the engine, `aistack eval` logs a run of the engine's answers to MLflow, and the
 gateway's `aistack_engine_*` gauges show the engine's own load and prefix-cache hits.
@@ -10,6 +11,7 @@ The model is SmolLM2-135M at temperature 0: what it says is checked against the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -24,8 +26,12 @@ import jsonschema
 import openai
 import pytest
 import yaml
+from langchain_openai import ChatOpenAI
+from llama_index.core.llms import ChatMessage
+from llama_index.llms.openai_like import OpenAILike
 from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -197,6 +203,54 @@ def test_completions_and_n_reach_the_engine(gateway: Gateway) -> None:
     assert text.object == "text_completion" and text.choices[0].text and text.usage.completion_tokens <= 4
     two = ask(gateway, FRANCE, n=2, max_tokens=8, temperature=0.8, seed=1)
     assert [c.index for c in two.choices] == [0, 1]
+
+
+# Real clients, unchanged (LangChain's ChatOpenAI, LlamaIndex's OpenAILike): the engine's own answers
+
+class Capital(BaseModel):
+    capital: str = Field(max_length=24)
+
+
+def test_langchain_chat_openai_gets_the_engines_answers(gateway: Gateway, direct: openai.OpenAI) -> None:
+    raw = direct.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=FRANCE, temperature=0,
+                                         max_tokens=24).choices[0].message.content
+    client = ChatOpenAI(model=PUBLIC, base_url=f"{gateway.url}/v1", api_key="none", max_retries=0,
+                        timeout=120, temperature=0, max_tokens=24)
+    question = FRANCE[0]["content"]
+    assert client.invoke(question).content == raw
+    pieces = [chunk.content for chunk in client.stream(question)]
+    assert "".join(pieces) == raw and len([p for p in pieces if p]) > 1  # token by token
+
+    async def streamed() -> list[str]:
+        return [str(chunk.content) async for chunk in client.astream(question)]
+
+    assert "".join(asyncio.run(streamed())) == raw
+    assert [a.content for a in client.batch([question, question])] == [raw, raw]
+
+
+def test_langchain_structured_output_and_bind_tools_on_the_engine(gateway: Gateway) -> None:
+    client = ChatOpenAI(model=PUBLIC, base_url=f"{gateway.url}/v1", api_key="none", max_retries=0,
+                        timeout=120, temperature=0, max_tokens=64)
+    answer = client.with_structured_output(Capital, method="json_schema").invoke(FRANCE[0]["content"])
+    assert isinstance(answer, Capital) and answer.capital  # parsed and validated by LangChain itself
+    # the tool as an OpenAI dict, with its bounds: the engine holds the call to the schema it is given
+    # (measured: LangChain's schema of a decorated function, unbounded, got {"city": {"type": "string"}})
+    message = client.bind_tools([WEATHER_TOOL], tool_choice="required").invoke("What is the weather in Paris?")
+    [call] = message.tool_calls
+    assert call["name"] == "get_weather"
+    jsonschema.validate(call["args"], WEATHER_TOOL["function"]["parameters"])
+
+
+def test_llamaindex_openai_like_chat_and_stream_chat_on_the_engine(gateway: Gateway,
+                                                                  direct: openai.OpenAI) -> None:
+    raw = direct.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=FRANCE, temperature=0,
+                                         max_tokens=24).choices[0].message.content
+    llm = OpenAILike(model=PUBLIC, api_base=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120,
+                     is_chat_model=True, temperature=0, max_tokens=24)
+    messages = [ChatMessage(role="user", content=FRANCE[0]["content"])]
+    assert llm.chat(messages).message.content == raw
+    deltas = [r.delta or "" for r in llm.stream_chat(messages)]
+    assert "".join(deltas) == raw and len([d for d in deltas if d]) > 1
 
 
 # The agent ------------------------------------------------------------------------------------------
