@@ -91,6 +91,8 @@ def _printer_columns() -> list[dict[str, Any]]:
          "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
         {"name": "Ingestion", "type": "string", "priority": 1, "jsonPath": ".status.ingestion.phase"},
+        {"name": "Canary", "type": "integer", "jsonPath": ".status.model.canary.weight"},
+        {"name": "Verdict", "type": "string", "jsonPath": ".status.model.canary.verdict"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

@@ -10,6 +10,7 @@ from aistack.api.cel import cel_rules, rule
 from aistack.api.engine import DEFAULT_VLLM_IMAGE, check_extra_args
 from aistack.api.rules import RuleCollector, violation
 from aistack.api.types import ApiModel, Quantity, Resources, SecretKeyRef, Toleration
+from aistack.api.v1alpha1.canary import CANARY_MODEL_RULES, CanarySpec, check_canary
 
 class OpenAIEndpoint(ApiModel):
     """An OpenAI-compatible HTTP API: a hosted provider, an existing vLLM, Ollama, TGI..."""
@@ -389,6 +390,7 @@ class ModelSpec(ApiModel):
             "openai is only for provider 'openai'",
             '.openai',
         ),
+        *CANARY_MODEL_RULES,
     )
 
     provider: Literal["vllm", "openai"]
@@ -406,6 +408,9 @@ class ModelSpec(ApiModel):
     """An OpenAI-compatible endpoint the gateway uses when the primary model fails."""
     defaults: GenerationDefaults = Field(default_factory=GenerationDefaults)
     """Sampling defaults."""
+    canary: CanarySpec | None = None
+    """A second version of the model taking a share of the requests, judged against this one
+    (`status.model.canary` holds the weight in force)."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -435,6 +440,7 @@ class ModelSpec(ApiModel):
         if self.fallback is not None and self.fallback.model is None and self.provider == "vllm":
             rules.add(("fallback", "model"),
                       "required: the fallback API does not serve the self-hosted model's name")
+        check_canary(self, rules)
         rules.raise_if_any()
         return self
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from aistack.api.cel import cel_rules, rule
 from aistack.api.rules import RuleCollector
 from aistack.api.types import DNS1123_LABEL, ApiModel, DnsLabel, DnsSubdomain, Resources, SecretKeyRef
+from aistack.api.v1alpha1.canary import STICKY_RULES, CanaryStatus, check_sticky
 from aistack.api.v1alpha1.guardrails import GuardrailsSpec
 from aistack.api.v1alpha1.mlops import EvaluationSpec, ObservabilitySpec
 from aistack.api.v1alpha1.model import ModelSpec
@@ -124,6 +125,7 @@ class AIStackSpec(ApiModel):
             'evaluation needs observability: runs are logged to MLflow for promotion',
             '.observability',
         ),
+        *STICKY_RULES,
     )
 
     stage: Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=63)] = "dev"
@@ -171,6 +173,9 @@ class AIStackSpec(ApiModel):
         if orch.prompt_template and "{context}" in orch.prompt_template and self.retrieval is None:
             rules.add(("orchestration", "promptTemplate"),
                       "uses {context} but the stack has no retrieval layer")
+        check_sticky(self.model.canary, api_keys=self.gateway.api_keys_secret_ref is not None,
+                     tenants=self.retrieval is not None and self.retrieval.tenant_field is not None,
+                     rules=rules)
         _check_size(self, rules)
         rules.raise_if_any()
         return self
@@ -273,6 +278,15 @@ class IngestionStatus(BaseModel):
     """What it is doing, or why it failed."""
 
 
+class ModelStatus(BaseModel):
+    """The model layer as the operator runs it."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    canary: CanaryStatus | None = None
+    """The canary in force (`spec.model.canary`): its weight and verdict."""
+
+
 class AIStackStatus(BaseModel):
     """Observed state, written by the operator only."""
 
@@ -296,6 +310,8 @@ class AIStackStatus(BaseModel):
     """The last in-cluster evaluation."""
     ingestion: IngestionStatus | None = None
     """The ingestion of the current sources, while it has a Job."""
+    model: ModelStatus | None = None
+    """The model layer: the canary in force."""
 
 
 class ObjectMeta(BaseModel):

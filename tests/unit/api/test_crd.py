@@ -110,6 +110,8 @@ def test_names_columns_and_subresources() -> None:
     assert {"Model", "Provider", "Stage", "Ready", "Endpoint", "Age"} <= set(columns)
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Ingestion"] == ".status.ingestion.phase"  # with -o wide
+    assert columns["Canary"] == ".status.model.canary.weight"
+    assert columns["Verdict"] == ".status.model.canary.verdict"
 
 
 # --- CEL: the API server refuses what pydantic refuses ------------------------------------
@@ -201,6 +203,13 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
         ("autoscaling-with-replicas", "replicas must be unset with autoscaling"),
         ("autoscaling-keda-without-prometheus", "engine 'keda' needs prometheusUrl"),
         ("routing-on-openai", "vllm must not be set with provider 'openai'"),
+        ("canary-sticky-api-key-without-keys", "stickyBy 'apiKey' needs gateway.apiKeysSecretRef"),
+        ("canary-sticky-tenant-without-tenants", "stickyBy 'tenant' needs retrieval.tenantField"),
+        ("canary-sticky-header-unnamed", "stickyBy 'header' needs stickyHeader"),
+        ("canary-identical", "the canary is identical to the stable model"),
+        ("canary-adapter-unknown", "canary.adapter must name an entry of vllm.adapters"),
+        ("canary-adapter-on-openai", "canary.adapter are for provider 'vllm'"),
+        ("canary-steps-falling", "steps must rise step by step"),
     ],
 )
 def test_cross_field_rules_are_enforced_by_cel_too(fixture: str, message: str) -> None:
@@ -227,7 +236,8 @@ def test_a_production_stage_is_known_by_its_role_in_models_and_cel(stage: str, o
 
 @pytest.mark.parametrize(
     "fixture",
-    ["bad-quantity", "bad-secret-name", "rail-on-wrong-side", "retrieval-without-embedder", "missing-model"],
+    ["bad-quantity", "bad-secret-name", "rail-on-wrong-side", "retrieval-without-embedder", "missing-model",
+     "canary-weight-over-100"],
 )
 def test_field_rules_are_enforced_by_the_openapi_schema(fixture: str) -> None:
     manifest = yaml.safe_load((INVALID / f"{fixture}.yaml").read_text())
