@@ -29,6 +29,8 @@ PROMOTABLE_PATHS: tuple[Path, ...] = (
     ("model", "vllm", "maxModelLen"),
     ("model", "vllm", "gpuMemoryUtilization"),
     ("model", "vllm", "extraArgs"),
+    ("model", "vllm", "adapters"),
+    ("model", "vllm", "lora"),
     ("orchestration", "mode"),
     ("orchestration", "systemPrompt"),
     ("orchestration", "promptTemplate"),

@@ -46,6 +46,8 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
+from aistack.operator.render.adapters import adapters_config_map, agent_container, engine_env
+from aistack.operator.render.adapters import config_volume as adapters_config_volume
 from aistack.operator.render.endpoints import model_name, model_replicas_name
 
 # Large weights download on first start: allow 30 minutes before liveness applies.
@@ -72,15 +74,19 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     vllm = ctx.stack.spec.model.vllm
     assert vllm is not None  # ModelSpec fills the defaults for provider vllm
     container = _container(ctx, vllm)
+    lora = vllm.lora_enabled
     pod_spec = {
+        # with LoRA the adapter agent may read S3 as the gateway's service account (the pull Job's)
+        **(service_account(ctx.stack.spec.gateway.service_account_name) if lora else {}),
         "securityContext": pod_security(),
-        "automountServiceAccountToken": False,  # vLLM never calls the Kubernetes API
+        "automountServiceAccountToken": False,  # neither vLLM nor the adapter agent calls the Kubernetes API
         **({"initContainers": init} if (init := pull_init_containers(ctx)) else {}),
-        "containers": [container],
+        "containers": [container, *([agent_container(ctx, vllm, cache_volume=VOLUME)] if lora else [])],
         "volumes": [
             cache_volume(ctx),
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             {"name": "tmp", "emptyDir": {}},
+            *([adapters_config_volume(ctx)] if lora else []),
         ],
         "nodeSelector": _node_selector(vllm),
         "tolerations": _tolerations(vllm),
@@ -112,6 +118,7 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     claim = cache_claim(ctx)
     return [
         *([claim] if claim is not None else []),
+        *([adapters_config_map(ctx)] if lora else []),
         service(ctx, name=name, component=COMPONENT_MODEL, ports=[("http", VLLM_PORT)]),
         _replicas_service(ctx),
         deployment,
@@ -139,6 +146,8 @@ def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the pull fetched every file
     elif vllm.hf_token_secret_ref is not None:
         env.append(secret_env("HF_TOKEN", vllm.hf_token_secret_ref))
+    if vllm.lora_enabled:
+        env += engine_env()
     return {
         "name": "vllm",
         "image": vllm.image,

@@ -198,6 +198,7 @@ class AdapterAgent:
     def _write(self, report: AdapterReport) -> None:
         if self.report_path is None:
             return
+        self.report_path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.report_path.with_name(f".{self.report_path.name}.tmp")
         staging.write_text(report.model_dump_json(by_alias=True))
         os.replace(staging, self.report_path)

@@ -31,6 +31,8 @@ PROBES: dict[tuple[str, ...], Any] = {
     ("model", "vllm", "image"): "vllm/vllm-openai:v9", ("model", "vllm", "gpu", "count"): 2,
     ("model", "vllm", "tensorParallelSize"): 2, ("model", "vllm", "maxModelLen"): 4096,
     ("model", "vllm", "gpuMemoryUtilization"): 0.5, ("model", "vllm", "extraArgs"): ["--enforce-eager"],
+    ("model", "vllm", "adapters"): [{"name": "probe", "source": "adapters/probe"}],
+    ("model", "vllm", "lora"): {"maxRank": 64},
     ("orchestration", "mode"): None,  # mode constrains tools; covered by the tools tests
     ("orchestration", "systemPrompt"): "Be brief.", ("orchestration", "promptTemplate"): "Q: {question}",
     ("orchestration", "maxSteps"): 9, ("orchestration", "timeouts"): {"requestSeconds": 33},
