@@ -57,6 +57,9 @@ class Upstream(ApiModel):
     """Whole-request timeout."""
     replicas: Replicas | None = None
     """Replicas to spread requests over; `baseUrl` alone (one Service) when unset."""
+    adapters: list[str] = Field(default_factory=list)
+    """LoRA adapters this upstream serves besides `model` (`spec.model.vllm.adapters`): a request
+    naming one is sent with that name, to a replica that holds it, and never to the fallback."""
 
 
 class ModelScaling(ApiModel):
@@ -247,7 +250,8 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
             replicas = Replicas(policy=m.vllm.routing.policy, dns_name=endpoints.model_replicas_dns,
                                 port=VLLM_PORT, urls=endpoints.model_replica_urls)
         primary = Upstream(base_url=endpoints.model_base_url, model=m.public_name,
-                           timeout_seconds=spec.orchestration.timeouts.model_seconds, replicas=replicas)
+                           timeout_seconds=spec.orchestration.timeouts.model_seconds, replicas=replicas,
+                           adapters=[a.name for a in m.vllm.adapters] if m.vllm is not None else [])
     fallback = None
     if m.fallback is not None:
         fallback = Upstream(base_url=str(m.fallback.base_url).rstrip("/"), model=m.fallback.model or m.name,

@@ -273,7 +273,9 @@ async def models(request: Request) -> Response:
     state: GatewayState = request.app.state["holder"].current
     authenticate(request, state)
     embedder: Embedder | None = request.app.state["embedder"]
-    data = [{"id": state.config.model.public_name, "object": "model", "created": 0, "owned_by": "aistack"}]
+    model = state.config.model
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "aistack"}
+            for name in (model.public_name, *model.primary.adapters)]
     if embedder is not None:
         data.append({"id": embedder.model, "object": "model", "created": 0, "owned_by": "aistack"})
     return json_response({"object": "list", "data": data})

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
 
+from aistack.api.gateway_config import ModelConfig
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
@@ -161,7 +162,17 @@ def _payload(turn: Turn, messages: list[dict[str, Any]]) -> dict[str, Any]:
     payload = model_defaults(turn.state, own_limit=turn.req.max_completion_tokens is not None)
     payload.update(turn.req.sampling())
     payload["messages"] = messages
+    if turn.req.model != turn.state.config.model.public_name:
+        payload["model"] = turn.req.model  # an adapter (checked in run_chat)
     return payload
+
+
+def check_model(name: str, model: ModelConfig) -> None:
+    """A request's `model`: the base's public name, or one of its LoRA adapters."""
+    if name != model.public_name and name not in model.primary.adapters:
+        served = ", ".join(f"`{n}`" for n in (model.public_name, *model.primary.adapters))
+        raise GatewayError(404, f"The model `{name}` does not exist; this gateway serves {served} (see "
+                                "GET /v1/models)", code="model_not_found", param="model")
 
 
 def model_defaults(state: GatewayState, *, own_limit: bool = False) -> dict[str, Any]:
@@ -228,7 +239,7 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
 async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
     """An extractive answer: the engine chooses one sentence of the cited passages."""
     assert turn.passages is not None
-    model = turn.state.config.model.public_name
+    model = turn.req.model
     choices = extractive.candidates(turn.passages)
     if not choices:
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
@@ -315,10 +326,7 @@ async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatReq
     tracing), short of encoding the answer: `/v1/chat/completions` and `/v1/responses` share it.
     `emit` and `end` write a stream's chunks and its end (`Turn.emit`)."""
     cfg = state.config
-    if req.model != cfg.model.public_name:
-        raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
-                                f"`{cfg.model.public_name}` (see GET /v1/models)", code="model_not_found",
-                           param="model")
+    check_model(req.model, cfg.model)
     _check_messages(req, templated=cfg.retrieval is not None or cfg.orchestration.prompt_template is not None)
     if cfg.orchestration.mode == "agent" and (req.tools or req.tool_choice):
         raise GatewayError(400, "this stack is an agent that runs its own tools in the gateway; a "
@@ -356,7 +364,7 @@ async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatReq
     except GatewayError as err:
         finish_trace(turn, answer=None, error=err.message)
         raise
-    response["model"] = cfg.model.public_name
+    response["model"] = req.model  # the base's public name or an adapter's (check_model)
     blocked = None
     for choice in response["choices"]:  # each of the `n` answers is judged on its own
         message = choice.get("message") or {}

@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
-from aistack.runtime.gateway.chat import model_defaults, output_rails
+from aistack.runtime.gateway.chat import check_model, model_defaults, output_rails
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import json_response, sse
 from aistack.runtime.gateway.schemas import CompletionRequest
@@ -34,10 +34,7 @@ from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req: CompletionRequest,
                             caller: Caller, tenant: str | None) -> Response:
     cfg = state.config
-    if req.model != cfg.model.public_name:
-        raise GatewayError(404, f"The model `{req.model}` does not exist; this gateway serves "
-                                f"`{cfg.model.public_name}` (see GET /v1/models)", code="model_not_found",
-                           param="model")
+    check_model(req.model, cfg.model)
     turn: Turn[CompletionRequest] = Turn(state=state, metrics=metrics, req=req, caller=caller, tenant=tenant,
                                          trace=state.tracer.start(name="completions", inputs=None))
     if cfg.model.notice:
@@ -52,7 +49,8 @@ async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req
                                              headers=turn.headers(SSE_HEADERS))
                 return json_response(refusal, headers=turn.headers())
             payload = {**model_defaults(state), **req.sampling(),
-                       "prompt": prompts[0] if isinstance(req.prompt, str) else prompts}
+                       "prompt": prompts[0] if isinstance(req.prompt, str) else prompts,
+                       **({"model": req.model} if req.model != cfg.model.public_name else {})}
             if req.stream:
                 return await start_stream(turn, payload)
             with turn.trace.span("generation", "LLM", inputs={"prompts": len(prompts)}) as span:
@@ -71,7 +69,7 @@ async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req
     except GatewayError as err:
         finish_trace(turn, answer=None, error=err.message)
         raise
-    response["model"] = cfg.model.public_name
+    response["model"] = req.model
     for choice in response.get("choices") or []:
         try:
             decision = await output_rails(turn, turn.question, choice.get("text") or "")
@@ -127,7 +125,7 @@ def _refusal(turn: Turn[CompletionRequest], *, side: str, rail: str | None,
              usage: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-        "model": turn.state.config.model.public_name,
+        "model": turn.req.model,
         "choices": [{"index": 0, "text": turn.state.guard.refusal if turn.state.guard else "",
                      "logprobs": None, "finish_reason": "content_filter"}],
         "aistack": {"blocked_by": rail, "side": side},

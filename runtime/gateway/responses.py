@@ -262,7 +262,7 @@ async def handle_responses(*, state: GatewayState, metrics: GatewayMetrics, req:
                            caller: Caller, tenant: str | None, retriever: Retriever | None,
                            embedder: Embedder | None = None) -> Response:
     chat = to_chat(req)
-    writer = EventWriter(req, model=state.config.model.public_name) if req.stream else None
+    writer = EventWriter(req, model=req.model) if req.stream else None
     answer = await run_chat(state=state, metrics=metrics, req=chat, caller=caller, tenant=tenant,
                             retriever=retriever, embedder=embedder, trace_name="responses",
                             emit=writer.emit if writer is not None else None,

@@ -20,7 +20,7 @@ import bisect
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Literal
 
 Policy = Literal["prefix", "least-busy", "round-robin"]
@@ -89,10 +89,16 @@ class Router:
         self._down[replica] = self.clock()
         self.update([*self.in_flight, *self._down])
 
-    def pick(self, key: bytes = b"", *, exclude: Iterable[str] = ()) -> str | None:
-        """The replica for a request with routing key `key` (None when none is left)."""
+    def pick(self, key: bytes = b"", *, exclude: Iterable[str] = (),
+             among: Collection[str] | None = None) -> str | None:
+        """The replica for a request with routing key `key` (None when none is left). `among`: the
+        replicas that can serve it (those holding its LoRA adapter), when any of them is left; the
+        bounded load still counts every replica, so a busy holder's spill goes to the next holder."""
         skip = set(exclude)
         candidates = [r for r in self.in_flight if r not in skip]
+        if among is not None and (held := [r for r in candidates if r in among]):
+            skip |= set(candidates) - set(held)
+            candidates = held
         if not candidates:
             return None
         if self.policy == "round-robin":

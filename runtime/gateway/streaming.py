@@ -222,7 +222,7 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
     `StreamGuard` per choice (`n` > 1 streams its answers interleaved, each judged on its own)."""
     state = turn.state
     emit = turn.emit or sse
-    public = state.config.model.public_name
+    public = turn.req.model  # the base's public name or an adapter's, as checked
     guard = state.guard
     rails_on = guard is not None and bool(guard.fast_output or guard.llm_output)
     guards: dict[int, StreamGuard] = {}

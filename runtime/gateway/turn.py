@@ -92,7 +92,7 @@ def refusal_completion(turn: Turn, *, side: str, rail: str | None,
                        usage: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": turn.state.config.model.public_name,
+        "model": turn.req.model,
         "choices": [{"index": 0,
                      "message": {"role": "assistant",
                                  "content": turn.state.guard.refusal if turn.state.guard else ""},

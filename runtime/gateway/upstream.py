@@ -48,6 +48,8 @@ HOLD_POLL_S = 0.25
 """How often a held request looks for a replica (discovery itself resolves at most every second)."""
 HOLD_MARGIN_S = 0.25
 HOLD_RETRY_AFTER_S = 30.0
+ADAPTERS_READ_S = 2.0
+"""How often a pool reads which LoRA adapters each replica holds (its `/models`), in the background."""
 """What a request that waited out the hold is told to wait before it tries again."""
 MAX_EVENT_BYTES = 2**19
 """The longest line of an upstream stream the gateway reads (aiohttp's own limit: 512 KiB)."""
@@ -168,6 +170,40 @@ class ReplicaPool:
         self.clock = clock
         self._resolved_at = -1e9
         self._resolving: asyncio.Task[None] | None = None
+        self.adapters: dict[str, frozenset[str]] = {}
+        """The LoRA adapters each replica serves, as its `/models` said at the last read."""
+        self._adapters_read_at = -1e9
+        self._reading: asyncio.Task[None] | None = None
+
+    def holders(self, adapter: str) -> set[str]:
+        """The listed replicas that hold `adapter` (each replica's adapter agent loads them all; one
+        that is still pulling or loading it does not hold it yet)."""
+        return {r for r, names in self.adapters.items() if adapter in names and r in self.router.in_flight}
+
+    async def read_adapters(self, http: HttpPool) -> None:
+        """Read each replica's adapters in the background, at most every `ADAPTERS_READ_S`; the first
+        time, wait for the answer (up to a couple of seconds) rather than route blind."""
+        if self.clock() - self._adapters_read_at >= ADAPTERS_READ_S and (
+                self._reading is None or self._reading.done()):
+            self._adapters_read_at = self.clock()
+            self._reading = asyncio.ensure_future(self._read_adapters(http))
+        if not self.adapters and self._reading is not None:
+            await asyncio.shield(self._reading)
+
+    async def _read_adapters(self, http: HttpPool) -> None:
+        async def one(replica: str) -> tuple[str, frozenset[str] | None]:
+            try:
+                async with http.session().get(f"{replica}/models",
+                                              timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    body = await resp.json() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return replica, None
+            if not isinstance(body, dict):
+                return replica, None
+            return replica, frozenset(str(m.get("id")) for m in body.get("data") or []
+                                      if isinstance(m, dict) and m.get("parent"))
+        read = await asyncio.gather(*(one(r) for r in self.router.replicas))
+        self.adapters = {replica: names for replica, names in read if names is not None}
 
     async def refresh(self) -> None:
         if self.spec.dns_name is None:
@@ -325,7 +361,10 @@ class ModelClient:
                             deadline: float | None) -> tuple[Any, Target]:
         last: UpstreamError | None = None
         began = time.perf_counter()
+        adapter = _adapter(self.targets[0], payload)
         for target in self.targets:
+            if adapter is not None and adapter not in target.upstream.adapters:
+                continue  # a fallback API does not serve the base's adapters
             breaker = self.breakers[target.role]
             if not breaker.allow():
                 self.metrics.upstream_errors.labels(target.role, "circuit_open").inc()
@@ -338,6 +377,8 @@ class ModelClient:
             pool = self.pools.get(target.role)
             key = prompt_key(payload.get("messages") or [{"content": payload.get("prompt")}]) \
                 if pool and pool.spec.policy == "prefix" else b""
+            if adapter is not None and key:
+                key = adapter.encode() + b"\0" + key  # an engine's prefix cache is per adapter
             tried: list[str] = []
             while True:
                 started = time.perf_counter()
@@ -377,7 +418,11 @@ class ModelClient:
                 return await self._open_stream(target, payload)
             return await self._post(target, payload, budget)
         await pool.refresh()
-        base = pool.router.pick(key, exclude=tried)
+        among: set[str] | None = None
+        if (adapter := _adapter(target, payload)) is not None:
+            await pool.read_adapters(self.http)
+            among = pool.holders(adapter) or None  # none known to hold it: any (it may have loaded since)
+        base = pool.router.pick(key, exclude=tried, among=among)
         holds = self.demand is not None and self.demand.scaling.hold_seconds is not None \
             and target.role == "primary"
         if base is None and holds and not tried and not pool.router.replicas:
@@ -466,7 +511,7 @@ class ModelClient:
             self.metrics.fallbacks.inc()
 
     def _body(self, target: Target, payload: dict[str, Any]) -> bytes:
-        return jsonio.dumps({**payload, "model": target.upstream.model})
+        return jsonio.dumps({**payload, "model": _adapter(target, payload) or target.upstream.model})
 
     async def _post(self, target: Target, payload: dict[str, Any], budget_s: float | None,
                     base: str | None = None) -> dict[str, Any]:
@@ -568,6 +613,12 @@ def _broken(target: Target, err: Exception) -> UpstreamError:
     """The connection dropped before an answer (often a pooled connection the server had closed)."""
     return UpstreamError(502, f"the {target.role} model's connection broke ({type(err).__name__})",
                          code="upstream_error", retryable=True, unhealthy=True)
+
+
+def _adapter(target: Target, payload: dict[str, Any]) -> str | None:
+    """The LoRA adapter a request names (`model`), where `target` serves it."""
+    name = payload.get("model")
+    return name if isinstance(name, str) and name in target.upstream.adapters else None
 
 
 def endpoint(payload: dict[str, Any]) -> str:
