@@ -75,6 +75,25 @@ class ModelScaling(ApiModel):
     for the operator's built-in autoscaler; None with KEDA (which reads the demand metric)."""
 
 
+class CanaryConfig(ApiModel):
+    """A second version of the model taking `weight` percent of the requests (`spec.model.canary`)."""
+
+    upstream: Upstream
+    """Where the canary's requests go (its own replicas, the stable's with an adapter's name, or
+    another model at the API); the stable's fallback stays the fallback."""
+    weight: Annotated[float, Field(ge=0, le=100)]
+    """The weight in force: the operator's (`status.model.canary.weight`), not always the spec's."""
+    sticky_by: Literal["apiKey", "tenant", "header"] | None = None
+    sticky_header: str | None = None
+    seed: int | None = None
+    """Seeds the draw for requests without a sticky key (tests); None: the system's randomness."""
+    window_seconds: float = 300.0
+    """The analysis window the gateway counts each version's calls over."""
+    report_lease: str | None = None
+    """The Lease the gateway writes its per-version window on (`aistack.api.canary_report`); None:
+    no analysis."""
+
+
 class ModelConfig(ApiModel):
     """The model the gateway serves under `public_name`."""
 
@@ -96,6 +115,8 @@ class ModelConfig(ApiModel):
     notice: str | None = None
     """Sent with every answer in the `x-aistack-notice` header, logged and traced, never in the
     answer's text: `aistack up` sets it for the offline model (which model answers instead)."""
+    canary: CanaryConfig | None = None
+    """A second version taking a share of the requests; None: the primary answers all."""
 
 
 class EmbedderConfig(ApiModel):
@@ -212,6 +233,11 @@ class Endpoints(ApiModel):
     """Fixed replicas of the self-hosted model (`aistack up`'s engines)."""
     model_load_lease: str | None = None
     """The Lease the gateway reports the model's load on (the operator's built-in autoscaler)."""
+    canary_base_url: str | None = None
+    """The vLLM canary's Service (`spec.model.canary` with its own Deployment); None where it does
+    not run (`aistack up`), and then the gateway config has no such canary."""
+    canary_replicas_dns: str | None = None
+    """The vLLM canary's headless Service (its ready pods)."""
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     tracking_uri: str | None = None
@@ -233,8 +259,34 @@ def _scaling(stack: AIStack, endpoints: Endpoints) -> ModelScaling | None:
                         report_lease=endpoints.model_load_lease if scaling.engine == "builtin" else None)
 
 
-def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
-    """Pure: the gateway config of `stack` wired to `endpoints`."""
+def _canary(stack: AIStack, endpoints: Endpoints, primary: Upstream,
+            weight: int | None) -> CanaryConfig | None:
+    """The canary's upstream and the weight in force (`weight`; the spec's when None)."""
+    m = stack.spec.model
+    canary = m.canary
+    if canary is None:
+        return None
+    if m.provider == "openai" or canary.adapter is not None:
+        upstream = primary.model_copy(update={"model": canary.adapter or canary.name or primary.model})
+    elif endpoints.canary_base_url is None:
+        return None  # its Deployment does not run here (aistack up serves the stable model only)
+    else:
+        replicas = None
+        if endpoints.canary_replicas_dns and m.vllm is not None:
+            replicas = Replicas(policy=m.vllm.routing.policy, dns_name=endpoints.canary_replicas_dns,
+                                port=VLLM_PORT)
+        upstream = primary.model_copy(update={"base_url": endpoints.canary_base_url, "replicas": replicas})
+    analysis = canary.analysis
+    return CanaryConfig(upstream=upstream, weight=canary.weight if weight is None else weight,
+                        sticky_by=canary.sticky_by, sticky_header=canary.sticky_header,
+                        window_seconds=analysis.window_seconds if analysis is not None else 300.0,
+                        report_lease=endpoints.model_load_lease if analysis is not None else None)
+
+
+def build_gateway_config(stack: AIStack, endpoints: Endpoints, *,
+                         canary_weight: int | None = None) -> GatewayConfig:
+    """Pure: the gateway config of `stack` wired to `endpoints`; `canary_weight` is the canary's
+    weight in force (the operator's), the spec's when None."""
     spec = stack.spec
     m = spec.model
     if m.provider == "openai":
@@ -305,7 +357,8 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints) -> GatewayConfig:
     return GatewayConfig(
         name=stack.name, namespace=stack.namespace, stage=spec.stage, config_hash=config_hash(spec),
         model=ModelConfig(public_name=m.public_name, primary=primary, fallback=fallback, defaults=m.defaults,
-                          scaling=_scaling(stack, endpoints)),
+                          scaling=_scaling(stack, endpoints),
+                          canary=_canary(stack, endpoints, primary, canary_weight)),
         retrieval=retrieval, orchestration=orchestration, guardrails=guardrails, tracing=tracing,
         server=ServerConfig(api_keys_env=_env(spec.gateway.api_keys_secret_ref),
                             api_keys_secret_ref=spec.gateway.api_keys_secret_ref,

@@ -57,6 +57,17 @@ class GatewayMetrics:
                                 "Requests held while the model has no ready replica (scaled to zero, "
                                 "starting).",
                                 ["stack", "stack_namespace"], registry=r)
+        # each version of the model under a canary split (runtime/gateway/canary.py); version is
+        # "stable" or "canary", so the label set stays two
+        self.version_requests = Counter("aistack_gateway_model_version_requests",
+                                        "Model calls per version of the model (stable, canary).",
+                                        ["version"], registry=r)
+        self.version_errors = Counter("aistack_gateway_model_version_errors",
+                                      "Model calls per version that failed (5xx, timeout, or the fallback "
+                                      "answered instead).", ["version"], registry=r)
+        self.version_latency = Histogram("aistack_gateway_model_version_seconds",
+                                         "Model call latency per version (a JSON answer whole, a stream "
+                                         "to its first event).", ["version"], buckets=_LATENCY, registry=r)
         # the model engine's own numbers (vLLM's /metrics), read by runtime/gateway/engine_metrics.py
         self.engine_available = Gauge("aistack_engine_metrics_available",
                                       "1 when the last read of the upstream engine's /metrics succeeded.",

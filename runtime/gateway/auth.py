@@ -28,6 +28,9 @@ class Caller:
 
     authenticated: bool
     tenant: str | None
+    sticky: str | None = None
+    """What keeps this caller's conversation on one version of a canary split (its API key, tenant
+    or header, as `spec.model.canary.stickyBy` says); None: no split, or the request has none."""
 
 
 class ApiKeys:
@@ -80,8 +83,10 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
     unknown key is answered 401 before any work is done.
     """
     header_tenant = request.headers.get(state.config.server.tenant_header) or None
+    split = state.canary.split if state.canary is not None else None
     if state.api_keys is None:
-        return Caller(authenticated=False, tenant=header_tenant), header_tenant
+        sticky = split.sticky_key(request, api_key=None, tenant=header_tenant) if split else None
+        return Caller(authenticated=False, tenant=header_tenant, sticky=sticky), header_tenant
     auth = request.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -90,7 +95,8 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
     if not ok:
         raise GatewayError(401, "invalid API key", code="invalid_api_key")
     tenant = key_tenant or header_tenant
-    return Caller(authenticated=True, tenant=tenant), tenant
+    sticky = split.sticky_key(request, api_key=key.strip(), tenant=tenant) if split else None
+    return Caller(authenticated=True, tenant=tenant, sticky=sticky), tenant
 
 
 def _unset_message(name: str, secret: SecretKeyRef | None) -> str:

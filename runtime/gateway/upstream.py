@@ -40,6 +40,7 @@ from aistack.api.gateway_config import Replicas, Upstream
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.core.retry import RETRY_STATUSES, Backoff, CircuitBreaker, retry_after_s
 from aistack.runtime.gateway import jsonio
+from aistack.runtime.gateway.canary import VersionWindow
 from aistack.runtime.gateway.demand import Demand
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.routing import Router, prompt_key
@@ -286,9 +287,12 @@ class ModelClient:
     def __init__(self, *, primary: Upstream, fallback: Upstream | None, http: HttpPool,
                  metrics: GatewayMetrics, retries: int = 2, backoff: Backoff | None = None,
                  breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
-                 demand: Demand | None = None) -> None:
+                 demand: Demand | None = None, version: str | None = None,
+                 window: VersionWindow | None = None) -> None:
         """`demand`: the self-hosted model autoscales; count its requests, and hold them while it has
-        no ready replica when `demand.scaling.hold_seconds` says so."""
+        no ready replica when `demand.scaling.hold_seconds` says so. `version`: this client is one
+        version of a canary split (`stable` or `canary`): each call is counted in the per-version
+        series and in `window`, the analysis window; None (no canary): nothing is counted."""
         self.targets = [Target.of("primary", primary)] + ([Target.of("fallback", fallback)] if fallback
                                                           else [])
         self.http = http
@@ -301,11 +305,41 @@ class ModelClient:
         for t in self.targets:
             metrics.upstream_circuit_open.labels(t.role).set(0)
         self.demand = demand
+        self.version = version
+        self.window = window
+        if version is not None:
+            self._calls = metrics.version_requests.labels(version)
+            self._failures = metrics.version_errors.labels(version)
+            self._latency = metrics.version_latency.labels(version)
 
     async def complete(self, payload: dict[str, Any], *,
                        deadline: float | None = None) -> tuple[dict[str, Any], Target]:
         """A non-streamed completion and the target that answered; `deadline` (`time.perf_counter()`
         seconds) is the end of the request's budget."""
+        if self.version is None:
+            return await self._complete(payload, deadline=deadline)
+        started = time.perf_counter()
+        try:
+            response, target = await self._complete(payload, deadline=deadline)
+        except UpstreamError as err:
+            self._observe(started, ok=err.status < 500 and err.status != 429)
+            raise
+        self._observe(started, ok=target.role == "primary")
+        return response, target
+
+    def _observe(self, started: float, *, ok: bool) -> None:
+        """One call of this version: a failure is a 5xx or 429, or the fallback answering for it."""
+        assert self.version is not None
+        seconds = time.perf_counter() - started
+        self._calls.inc()
+        if not ok:
+            self._failures.inc()
+        self._latency.observe(seconds)
+        if self.window is not None:
+            self.window.observe(self.version, seconds, ok=ok)
+
+    async def _complete(self, payload: dict[str, Any], *,
+                        deadline: float | None = None) -> tuple[dict[str, Any], Target]:
         if self.demand is None:
             return await self._with_retries(payload, stream=False, deadline=deadline)
         self.demand.started()
@@ -316,6 +350,18 @@ class ModelClient:
 
     async def stream(self, payload: dict[str, Any], *, deadline: float | None = None) -> UpstreamStream:
         """Open a stream; returns once the first event arrived (retries and fallback before that)."""
+        if self.version is None:
+            return await self._stream(payload, deadline=deadline)
+        started = time.perf_counter()
+        try:
+            result = await self._stream(payload, deadline=deadline)
+        except UpstreamError as err:
+            self._observe(started, ok=err.status < 500 and err.status != 429)
+            raise
+        self._observe(started, ok=result.target.role == "primary")
+        return result
+
+    async def _stream(self, payload: dict[str, Any], *, deadline: float | None = None) -> UpstreamStream:
         demand = self.demand
         if demand is None:
             result, _ = await self._with_retries({**payload, "stream": True}, stream=True, deadline=deadline)
