@@ -197,7 +197,7 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
         async def complete(body: dict[str, Any]) -> dict[str, Any]:
             with turn.trace.span("generation", "LLM", inputs={"messages": len(body["messages"])}) as span:
                 started = time.perf_counter()
-                response, target = await state.model.complete(body, deadline=turn.deadline)
+                response, target = await turn.model.complete(body, deadline=turn.deadline)
                 turn.step("generation", time.perf_counter() - started)
                 span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
                 answered_by(turn, target)
@@ -229,7 +229,7 @@ async def _generate(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
         return response
     with turn.trace.span("generation", "LLM", inputs={"messages": len(payload["messages"])}) as span:
         started = time.perf_counter()
-        response, target = await state.model.complete(payload, deadline=turn.deadline)
+        response, target = await turn.model.complete(payload, deadline=turn.deadline)
         turn.step("generation", time.perf_counter() - started)
         span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
     answered_by(turn, target)

@@ -55,7 +55,7 @@ async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req
                 return await start_stream(turn, payload)
             with turn.trace.span("generation", "LLM", inputs={"prompts": len(prompts)}) as span:
                 started = time.perf_counter()
-                response, target = await state.model.complete(payload, deadline=turn.deadline)
+                response, target = await turn.model.complete(payload, deadline=turn.deadline)
                 turn.step("generation", time.perf_counter() - started)
                 span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
             answered_by(turn, target)

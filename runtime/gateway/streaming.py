@@ -168,7 +168,7 @@ async def start_stream(turn: Turn, payload: dict[str, Any]) -> Response:
     span_cm = turn.trace.span("generation", "LLM", inputs=size)
     span = span_cm.__enter__()
     try:
-        upstream = await turn.state.model.stream(payload, deadline=turn.deadline)
+        upstream = await turn.model.stream(payload, deadline=turn.deadline)
     except BaseException as err:
         span_cm.__exit__(type(err), err, err.__traceback__)
         raise

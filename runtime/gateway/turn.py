@@ -15,7 +15,7 @@ from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.state import GatewayState
-from aistack.runtime.gateway.upstream import Target
+from aistack.runtime.gateway.upstream import ModelClient, Target
 from aistack.runtime.guardrails.fast import RailDecision, mask_pii
 from aistack.runtime.retrieval.contracts import Embedder, Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
@@ -28,6 +28,10 @@ NOTICE_HEADER = "x-aistack-notice"
 an extractive quotation) go in this header, the log and the trace: never in the answer's text,
 which a client may parse (JSON mode, tool arguments)."""
 
+
+MODEL_VERSION_TAG = "aistack.model_version"
+"""The trace tag naming the version of the model that answered (`stable` or `canary`), set where
+the stack has a canary."""
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -59,6 +63,23 @@ class Turn(Generic[R]):
     event. `/v1/responses` writes its own events from the chunks directly (no second parse)."""
     end: Callable[[], bytes] | None = None
     """What ends a stream written by `emit` (None: `data: [DONE]`)."""
+    version: str = "stable"
+    """The version of the model that answers (`canary` when the split sends the request there)."""
+
+    def __post_init__(self) -> None:
+        canary = self.state.canary
+        if canary is None:
+            return
+        self.version = canary.split.choose(self.caller.sticky)
+        if self.trace.enabled:
+            self.trace.tags[MODEL_VERSION_TAG] = self.version
+        if canary.reporter is not None:
+            canary.reporter.start()
+
+    @property
+    def model(self) -> ModelClient:
+        """The client of the version that answers this request."""
+        return self.state.client(self.version)
 
     def done(self) -> bytes:
         return self.end() if self.end is not None else DONE
