@@ -57,7 +57,7 @@ class Upstream(ApiModel):
     """Whole-request timeout."""
     replicas: Replicas | None = None
     """Replicas to spread requests over; `baseUrl` alone (one Service) when unset."""
-    adapters: list[str] = Field(default_factory=list)
+    adapters: list[str] | None = None
     """LoRA adapters this upstream serves besides `model` (`spec.model.vllm.adapters`): a request
     naming one is sent with that name, to a replica that holds it, and never to the fallback."""
 
@@ -303,7 +303,7 @@ def build_gateway_config(stack: AIStack, endpoints: Endpoints, *,
                                 port=VLLM_PORT, urls=endpoints.model_replica_urls)
         primary = Upstream(base_url=endpoints.model_base_url, model=m.public_name,
                            timeout_seconds=spec.orchestration.timeouts.model_seconds, replicas=replicas,
-                           adapters=[a.name for a in m.vllm.adapters] if m.vllm is not None else [])
+                           adapters=[a.name for a in m.vllm.adapters] if m.vllm and m.vllm.adapters else None)
     fallback = None
     if m.fallback is not None:
         fallback = Upstream(base_url=str(m.fallback.base_url).rstrip("/"), model=m.fallback.model or m.name,

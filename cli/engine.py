@@ -175,6 +175,9 @@ def adapters_cmd(
                                                 help="Where to write each adapter's state (JSON).")] = None,
     token_env: Annotated[str | None, typer.Option(
         TOKEN_ENV_FLAG, metavar="VAR", help="The environment variable holding a Hugging Face token.")] = None,
+    lease: Annotated[str | None, typer.Option(
+        "--lease", metavar="NAME", help="A Lease in the pod's namespace to write this pod's report on "
+                                        "(with the pod's service account token).")] = None,
     interval: Annotated[float, typer.Option("--interval", min=0.5, help="Seconds between passes.")] = 5.0,
     once: Annotated[bool, typer.Option("--once",
                                        help="One pass, then exit (0: all Loaded, 1: not).")] = False,
@@ -185,10 +188,23 @@ def adapters_cmd(
     import os
 
     from aistack.runtime.engine.adapter_agent import AdapterAgent
+    from aistack.runtime.engine.adapter_report import TOKEN_DIR, LeaseWriter, kube_api
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     token = os.environ.get(token_env, "").strip() or None if token_env else None
-    agent = AdapterAgent(config=config, engine_url=engine, root=root, report=report, token=token)
+    writer = None
+    if lease is not None:
+        api = kube_api()
+        if api is None:
+            err.print("--lease: no Kubernetes API here (KUBERNETES_SERVICE_HOST, or AISTACK_KUBE_API)",
+                      markup=False)
+            raise typer.Exit(2)
+        namespace_file = TOKEN_DIR / "namespace"
+        namespace = os.environ.get("POD_NAMESPACE") or (
+            namespace_file.read_text().strip() if namespace_file.is_file() else "default")
+        writer = LeaseWriter(api=api, namespace=namespace, lease=lease)
+    agent = AdapterAgent(config=config, engine_url=engine, root=root, report=report, token=token,
+                         publish=writer.publish if writer is not None else None)
     try:
         if once:
             result = agent.sync()
@@ -199,3 +215,5 @@ def adapters_cmd(
         agent.run(interval_s=interval)
     finally:
         agent.close()
+        if writer is not None:
+            writer.close()

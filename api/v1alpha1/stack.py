@@ -278,10 +278,30 @@ class IngestionStatus(BaseModel):
     """What it is doing, or why it failed."""
 
 
+class AdapterStatus(BaseModel):
+    """One LoRA adapter (`spec.model.vllm.adapters`) over the model's replicas, as their adapter
+    agents report it."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    name: str
+    """The adapter's name."""
+    phase: Literal["Pending", "Downloading", "Loaded", "Failed"]
+    """Loaded: on every replica that reports; Failed: on one at least (`reason` says why);
+    Downloading: being pulled into the model cache; Pending: no replica has reported it yet."""
+    replicas: int = 0
+    """Replicas that have it loaded."""
+    reason: str | None = None
+    """Why it failed, and on which pod."""
+
+
 class ModelStatus(BaseModel):
     """The model layer as the operator runs it."""
 
     model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    adapters: list[AdapterStatus] | None = None
+    """Each LoRA adapter's state (`spec.model.vllm.adapters`), as the adapter agents report it."""
 
     canary: CanaryStatus | None = None
     """The canary in force (`spec.model.canary`): its weight and verdict."""

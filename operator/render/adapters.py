@@ -6,24 +6,62 @@ refresh): a changed list reaches the running pods in a kubelet sync (about a min
 loads or unloads without a restart. Nothing of the list is in the pod template, so adding or
 removing an adapter rolls no pod. The agent pulls remote adapters into the model cache volume with
 the base weights' pull: a Hugging Face token from `hfTokenSecretRef`; S3 through the pod's service
-account (the gateway's, as the pull Job reads an S3 mirror), which model pods with LoRA run as.
+account (the gateway's where the spec names one, as the pull Job reads an S3 mirror; else the
+stack's own `<stack>-model`), which model pods with LoRA run as.
+
+Each agent reports its adapters' state on the Lease `<stack>-model-adapters` (`aistack.api.adapters`),
+the operator's source for `status.model.adapters`: the pods' only right is a Role with `patch` on that
+one Lease, and the token is projected into the agent's container alone (vLLM gets none).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aistack.api.adapters import ADAPTERS, ADAPTERS_CONFIG_DIR, ADAPTERS_FILE, adapter_list
+from aistack.api.adapters import ADAPTERS, ADAPTERS_CONFIG_DIR, ADAPTERS_FILE, LEASE_COMPONENT, adapter_list
 from aistack.api.conventions import COMPONENT_MODEL, VLLM_PORT
 from aistack.api.engine import RUNTIME_LORA_ENV
 from aistack.api.model_cache import CACHE_PATH, TOKEN_ENV_FLAG
 from aistack.api.v1alpha1 import VllmSpec
 from aistack.operator.render.common import Manifest, RenderContext, container_security, metadata, secret_env
+from aistack.operator.render.gateway import API_TOKEN_DIR, API_TOKEN_VOLUME, api_token_volume
 
 AGENT_CONTAINER = "adapters"
 CONFIG_VOLUME = "adapters"
 HF_TOKEN_ENV = "HF_TOKEN"
 REPORT_FILE = "/tmp/adapters/report.json"
+
+
+def adapters_lease_name(ctx: RenderContext) -> str:
+    return ctx.name(LEASE_COMPONENT)
+
+
+def model_account(ctx: RenderContext) -> str:
+    """The service account model pods with LoRA run as: the spec's gateway account (S3 access), or
+    the stack's own `<stack>-model`."""
+    return ctx.stack.spec.gateway.service_account_name or ctx.name("model")
+
+
+def adapters_report_rbac(ctx: RenderContext) -> list[Manifest]:
+    """The Lease the agents report on, and their right to write it (one verb on one object)."""
+    lease, account = adapters_lease_name(ctx), model_account(ctx)
+    out: list[Manifest] = [
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+         "metadata": metadata(ctx, name=lease, component=COMPONENT_MODEL), "spec": {}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": metadata(ctx, name=lease, component=COMPONENT_MODEL),
+         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease],
+                    "verbs": ["patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": metadata(ctx, name=lease, component=COMPONENT_MODEL),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ctx.stack.namespace}]},
+    ]
+    if ctx.stack.spec.gateway.service_account_name is None:  # the stack's own; a named one is the user's
+        out.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": metadata(ctx, name=account, component=COMPONENT_MODEL),
+                    "automountServiceAccountToken": False})
+    return out
 
 
 def adapters_config_map_name(ctx: RenderContext) -> str:
@@ -55,17 +93,19 @@ def agent_container(ctx: RenderContext, vllm: VllmSpec, *, cache_volume: str) ->
         "command": ["python", "-m", "aistack.cli"],
         "args": [*ADAPTERS, "--config", f"{ADAPTERS_CONFIG_DIR}/{ADAPTERS_FILE}",
                  "--engine", f"http://127.0.0.1:{VLLM_PORT}/v1", "--root", CACHE_PATH,
-                 "--report", REPORT_FILE,
+                 "--report", REPORT_FILE, "--lease", adapters_lease_name(ctx),
                  *([TOKEN_ENV_FLAG, HF_TOKEN_ENV] if token is not None else [])],
         "env": env,
         "volumeMounts": [{"name": cache_volume, "mountPath": CACHE_PATH},
                          {"name": CONFIG_VOLUME, "mountPath": ADAPTERS_CONFIG_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": API_TOKEN_VOLUME, "mountPath": API_TOKEN_DIR, "readOnly": True}],
         # pulls stream file by file; loading is the engine's work
         "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": container_security(),
     }
 
 
-def config_volume(ctx: RenderContext) -> dict[str, Any]:
-    return {"name": CONFIG_VOLUME, "configMap": {"name": adapters_config_map_name(ctx)}}
+def pod_volumes(ctx: RenderContext) -> list[dict[str, Any]]:
+    """The list's ConfigMap, and the agent's API token (the pod's service account's, projected)."""
+    return [{"name": CONFIG_VOLUME, "configMap": {"name": adapters_config_map_name(ctx)}}, api_token_volume()]

@@ -46,8 +46,14 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
-from aistack.operator.render.adapters import adapters_config_map, agent_container, engine_env
-from aistack.operator.render.adapters import config_volume as adapters_config_volume
+from aistack.operator.render.adapters import (
+    adapters_config_map,
+    adapters_report_rbac,
+    agent_container,
+    engine_env,
+    model_account,
+)
+from aistack.operator.render.adapters import pod_volumes as adapters_pod_volumes
 from aistack.operator.render.endpoints import model_name, model_replicas_name
 
 # Large weights download on first start: allow 30 minutes before liveness applies.
@@ -76,17 +82,18 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     container = _container(ctx, vllm)
     lora = vllm.lora_enabled
     pod_spec = {
-        # with LoRA the adapter agent may read S3 as the gateway's service account (the pull Job's)
-        **(service_account(ctx.stack.spec.gateway.service_account_name) if lora else {}),
+        # with LoRA the adapter agent reads S3 as the gateway's account (the pull Job's) or the stack's
+        # own, and reports on its Lease with that account's token, projected into its container alone
+        **(service_account(model_account(ctx)) if lora else {}),
         "securityContext": pod_security(),
-        "automountServiceAccountToken": False,  # neither vLLM nor the adapter agent calls the Kubernetes API
+        "automountServiceAccountToken": False,  # vLLM never calls the Kubernetes API
         **({"initContainers": init} if (init := pull_init_containers(ctx)) else {}),
         "containers": [container, *([agent_container(ctx, vllm, cache_volume=VOLUME)] if lora else [])],
         "volumes": [
             cache_volume(ctx),
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             {"name": "tmp", "emptyDir": {}},
-            *([adapters_config_volume(ctx)] if lora else []),
+            *(adapters_pod_volumes(ctx) if lora else []),
         ],
         "nodeSelector": _node_selector(vllm),
         "tolerations": _tolerations(vllm),
@@ -118,7 +125,7 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     claim = cache_claim(ctx)
     return [
         *([claim] if claim is not None else []),
-        *([adapters_config_map(ctx)] if lora else []),
+        *([adapters_config_map(ctx), *adapters_report_rbac(ctx)] if lora else []),
         service(ctx, name=name, component=COMPONENT_MODEL, ports=[("http", VLLM_PORT)]),
         _replicas_service(ctx),
         deployment,

@@ -65,13 +65,17 @@ class AdapterAgent:
 
     def __init__(self, *, config: Path, engine_url: str, root: str, report: Path | None = None,
                  token: str | None = None, pull_remote: bool = True, retry_s: float = RETRY_S,
-                 timeout_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 timeout_s: float = 120.0, clock: Callable[[], float] = time.monotonic,
+                 publish: Callable[[AdapterReport], None] | None = None) -> None:
+        """`publish`: called with the report after every pass the engine answered (the Lease writer,
+        which writes only changes and heartbeats)."""
         self.config = config
         self.engine_url = engine_url.rstrip("/")
         self.root = root
         self.report_path = report
         self.token = token
         self.pull_remote = pull_remote
+        self.publish = publish
         self.retry_s = retry_s
         self.clock = clock
         self.http = httpx.Client(timeout=timeout_s)
@@ -123,6 +127,8 @@ class AdapterAgent:
                              f" ({state.reason})" if state.reason else "")
             self.report = report
             self._write(report)
+        if self.publish is not None:
+            self.publish(report)
         return report
 
     def _ensure(self, entry: AdapterEntry, served: dict[str, str], max_rank: int | None) -> AdapterState:

@@ -275,7 +275,7 @@ async def models(request: Request) -> Response:
     embedder: Embedder | None = request.app.state["embedder"]
     model = state.config.model
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "aistack"}
-            for name in (model.public_name, *model.primary.adapters)]
+            for name in (model.public_name, *(model.primary.adapters or []))]
     if embedder is not None:
         data.append({"id": embedder.model, "object": "model", "created": 0, "owned_by": "aistack"})
     return json_response({"object": "list", "data": data})

@@ -169,8 +169,9 @@ def _payload(turn: Turn, messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 def check_model(name: str, model: ModelConfig) -> None:
     """A request's `model`: the base's public name, or one of its LoRA adapters."""
-    if name != model.public_name and name not in model.primary.adapters:
-        served = ", ".join(f"`{n}`" for n in (model.public_name, *model.primary.adapters))
+    adapters = model.primary.adapters or []
+    if name != model.public_name and name not in adapters:
+        served = ", ".join(f"`{n}`" for n in (model.public_name, *adapters))
         raise GatewayError(404, f"The model `{name}` does not exist; this gateway serves {served} (see "
                                 "GET /v1/models)", code="model_not_found", param="model")
 

@@ -409,7 +409,7 @@ class ModelClient:
         began = time.perf_counter()
         adapter = _adapter(self.targets[0], payload)
         for target in self.targets:
-            if adapter is not None and adapter not in target.upstream.adapters:
+            if adapter is not None and adapter not in (target.upstream.adapters or ()):
                 continue  # a fallback API does not serve the base's adapters
             breaker = self.breakers[target.role]
             if not breaker.allow():
@@ -664,7 +664,7 @@ def _broken(target: Target, err: Exception) -> UpstreamError:
 def _adapter(target: Target, payload: dict[str, Any]) -> str | None:
     """The LoRA adapter a request names (`model`), where `target` serves it."""
     name = payload.get("model")
-    return name if isinstance(name, str) and name in target.upstream.adapters else None
+    return name if isinstance(name, str) and name in (target.upstream.adapters or ()) else None
 
 
 def endpoint(payload: dict[str, Any]) -> str:

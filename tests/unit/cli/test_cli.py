@@ -21,9 +21,10 @@ def aistack(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 def test_validate_examples_exits_zero_with_a_summary() -> None:
-    result = aistack("validate", *sorted(str(p) for p in (ROOT / "examples").glob("*.yaml")))
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.yaml"))  # one stack each
+    result = aistack("validate", *examples)
     assert result.returncode == 0, result.stderr
-    assert "3 AIStack(s) valid" in result.stdout
+    assert f"{len(examples)} AIStack(s) valid" in result.stdout
     for name in ("quickstart", "docs-assistant", "support-copilot"):
         assert name in result.stdout
 

@@ -73,3 +73,25 @@ def test_model_pods_with_lora_read_s3_as_the_gateways_service_account() -> None:
     assert pod["serviceAccountName"] == "support-s3" and pod["automountServiceAccountToken"] is False
     plain = template(stack({}, gateway={"serviceAccountName": "support-s3"}))
     assert "serviceAccountName" not in plain["spec"]
+
+
+def test_the_agents_report_on_one_lease_with_one_verb_and_a_token_of_their_own() -> None:
+    rendered = manifests(stack({"adapters": ONE}))
+    assert rendered[("Lease", "s-model-adapters")]["spec"] == {}
+    role = rendered[("Role", "s-model-adapters")]
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "resourceNames": ["s-model-adapters"], "verbs": ["patch"]}]
+    binding = rendered[("RoleBinding", "s-model-adapters")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "s-model", "namespace": "ns"}]
+    assert rendered[("ServiceAccount", "s-model")]["automountServiceAccountToken"] is False
+    pod = rendered[("Deployment", "s-model")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "s-model" and pod["automountServiceAccountToken"] is False
+    vllm, agent = pod["containers"]
+    token = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert token in [m["mountPath"] for m in agent["volumeMounts"]]
+    assert token not in [m["mountPath"] for m in vllm["volumeMounts"]]  # the engine gets no token
+    assert agent["args"][agent["args"].index("--lease") + 1] == "s-model-adapters"
+    named = manifests(stack({"adapters": ONE}, gateway={"serviceAccountName": "support-s3"}))
+    assert named[("RoleBinding", "s-model-adapters")]["subjects"][0]["name"] == "support-s3"
+    assert ("ServiceAccount", "s-model") not in named  # the named account is the user's
+    assert not [k for k in manifests(stack({})) if k[0] in ("Role", "RoleBinding") and "adapters" in k[1]]
