@@ -22,7 +22,7 @@ from aistack.runtime.gateway.schemas import ChatRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.streaming import completion_as_stream, refusal_stream, start_stream
 from aistack.runtime.gateway.turn import (RAIL_FAILED_OPEN, SSE_HEADERS, Turn, answered_by, finish_trace,
-                                          question_of, rails_down, refusal_completion)
+                                          question_of, rails_down, refusal_completion, within_budget)
 from aistack.runtime.guardrails.fast import RailDecision
 from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.orchestration import extractive
@@ -266,6 +266,16 @@ async def _extract(turn: Turn, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def output_rails(turn: Turn, question: str, answer: str) -> RailDecision:
+    """A whole answer through the output rails; the guardrails engine down ends the trace and is
+    the 503 `rails_down()` (the client gets no unjudged answer)."""
+    try:
+        return await _judge_output(turn, question, answer)
+    except GuardrailsUnavailable:
+        finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise rails_down() from None
+
+
+async def _judge_output(turn: Turn, question: str, answer: str) -> RailDecision:
     guard = turn.state.guard
     decision = RailDecision("passed", answer, None)
     if guard is None:
@@ -340,40 +350,25 @@ async def run_chat(*, state: GatewayState, metrics: GatewayMetrics, req: ChatReq
                 embedder=embedder, emit=emit, end=end)
     if cfg.model.notice:
         turn.notice(cfg.model.notice)
-    try:
-        async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
-            messages, refusal = await _input_stage(turn, retriever)
-            if refusal is not None:
-                finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
-                return ChatAnswer(turn, completion=refusal, refused=True)
-            payload = _payload(turn, messages)
-            agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
-            if cfg.model.answers == "extractive" and turn.passages is not None and not agent \
-                    and not req.shapes_output():
-                response = await _extract(turn, payload)  # a quotation: sent whole, also when streamed
-            elif req.stream and not agent:
-                return ChatAnswer(turn, stream=await start_stream(turn, payload))
-            else:
-                response = await _generate(turn, payload)
-    except TimeoutError:
-        finish_trace(turn, answer=None, error="request budget exceeded")
-        raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s "
-                                "budget", code="request_timeout") from None
-    except GuardrailsUnavailable:
-        finish_trace(turn, answer=None, error="guardrails unavailable")
-        raise rails_down() from None
-    except GatewayError as err:
-        finish_trace(turn, answer=None, error=err.message)
-        raise
+    async with within_budget(turn):
+        messages, refusal = await _input_stage(turn, retriever)
+        if refusal is not None:
+            finish_trace(turn, answer=refusal["choices"][0]["message"]["content"], error=None)
+            return ChatAnswer(turn, completion=refusal, refused=True)
+        payload = _payload(turn, messages)
+        agent = cfg.orchestration.mode == "agent" and state.toolbox is not None
+        if cfg.model.answers == "extractive" and turn.passages is not None and not agent \
+                and not req.shapes_output():
+            response = await _extract(turn, payload)  # a quotation: sent whole, also when streamed
+        elif req.stream and not agent:
+            return ChatAnswer(turn, stream=await start_stream(turn, payload))
+        else:
+            response = await _generate(turn, payload)
     response["model"] = req.model  # the base's public name or an adapter's (check_model)
     blocked = None
     for choice in response["choices"]:  # each of the `n` answers is judged on its own
         message = choice.get("message") or {}
-        try:
-            decision = await output_rails(turn, question_of(turn), message.get("content") or "")
-        except GuardrailsUnavailable:
-            finish_trace(turn, answer=None, error="guardrails unavailable")
-            raise rails_down() from None
+        decision = await output_rails(turn, question_of(turn), message.get("content") or "")
         if decision.blocked:
             blocked = decision
             break

@@ -11,7 +11,6 @@ client gets as a 400 that says to use chat (`upstream.endpoint()`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -21,14 +20,12 @@ from fastapi.responses import Response, StreamingResponse
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import Caller
 from aistack.runtime.gateway.chat import check_model, model_defaults, output_rails
-from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.jsonio import json_response, sse
 from aistack.runtime.gateway.schemas import CompletionRequest
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.streaming import start_stream
 from aistack.runtime.gateway.turn import (DONE, RAIL_FAILED_OPEN, SSE_HEADERS, Turn, answered_by,
-                                          finish_trace, rails_down)
-from aistack.runtime.guardrails.guard import GuardrailsUnavailable
+                                          finish_trace, within_budget)
 
 
 async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req: CompletionRequest,
@@ -39,43 +36,28 @@ async def handle_completion(*, state: GatewayState, metrics: GatewayMetrics, req
                                          trace=state.tracer.start(name="completions", inputs=None))
     if cfg.model.notice:
         turn.notice(cfg.model.notice)
-    try:
-        async with asyncio.timeout(cfg.orchestration.timeouts.request_seconds):
-            prompts, refusal = await _screen(turn)
-            if refusal is not None:
-                finish_trace(turn, answer=refusal["choices"][0]["text"], error=None)
-                if req.stream:
-                    return StreamingResponse(_one_event(refusal), media_type="text/event-stream",
-                                             headers=turn.headers(SSE_HEADERS))
-                return json_response(refusal, headers=turn.headers())
-            payload = {**model_defaults(state), **req.sampling(),
-                       "prompt": prompts[0] if isinstance(req.prompt, str) else prompts,
-                       **({"model": req.model} if req.model != cfg.model.public_name else {})}
+    async with within_budget(turn):
+        prompts, refusal = await _screen(turn)
+        if refusal is not None:
+            finish_trace(turn, answer=refusal["choices"][0]["text"], error=None)
             if req.stream:
-                return await start_stream(turn, payload)
-            with turn.trace.span("generation", "LLM", inputs={"prompts": len(prompts)}) as span:
-                started = time.perf_counter()
-                response, target = await turn.model.complete(payload, deadline=turn.deadline)
-                turn.step("generation", time.perf_counter() - started)
-                span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
-            answered_by(turn, target)
-    except TimeoutError:
-        finish_trace(turn, answer=None, error="request budget exceeded")
-        raise GatewayError(504, f"the request exceeded its {cfg.orchestration.timeouts.request_seconds}s "
-                                "budget", code="request_timeout") from None
-    except GuardrailsUnavailable:
-        finish_trace(turn, answer=None, error="guardrails unavailable")
-        raise rails_down() from None
-    except GatewayError as err:
-        finish_trace(turn, answer=None, error=err.message)
-        raise
+                return StreamingResponse(_one_event(refusal), media_type="text/event-stream",
+                                         headers=turn.headers(SSE_HEADERS))
+            return json_response(refusal, headers=turn.headers())
+        payload = {**model_defaults(state), **req.sampling(),
+                   "prompt": prompts[0] if isinstance(req.prompt, str) else prompts,
+                   **({"model": req.model} if req.model != cfg.model.public_name else {})}
+        if req.stream:
+            return await start_stream(turn, payload)
+        with turn.trace.span("generation", "LLM", inputs={"prompts": len(prompts)}) as span:
+            started = time.perf_counter()
+            response, target = await turn.model.complete(payload, deadline=turn.deadline)
+            turn.step("generation", time.perf_counter() - started)
+            span.attributes.update({"upstream": target.role, "usage": response.get("usage")})
+        answered_by(turn, target)
     response["model"] = req.model
     for choice in response.get("choices") or []:
-        try:
-            decision = await output_rails(turn, turn.question, choice.get("text") or "")
-        except GuardrailsUnavailable:
-            finish_trace(turn, answer=None, error="guardrails unavailable")
-            raise rails_down() from None
+        decision = await output_rails(turn, turn.question, choice.get("text") or "")
         if decision.blocked:
             response = _refusal(turn, side="output", rail=decision.rail, usage=response.get("usage"))
             break

@@ -10,7 +10,7 @@ client gets; it is never silently dropped. The few that would undo the stack's o
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,9 +54,31 @@ GATEWAY_OWNED = {
 
 
 class _Forwarding(BaseModel):
-    """Typed fields strict; any other top-level parameter kept, to be forwarded to the model."""
+    """Typed fields strict; any other top-level parameter kept, to be forwarded to the model. The
+    fields here are those chat and text completions share, typed as the OpenAI API types them."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+    model: Annotated[str, Field(min_length=1)]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: str | list[str] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    user: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+    NOT_FORWARDED: ClassVar[set[str]] = {"model", "stream", "stream_options"}
+    """What the gateway itself turns into the upstream's request, or keeps to itself."""
+
+    def sampling(self) -> dict[str, Any]:
+        """Parameters forwarded upstream as given (all but `NOT_FORWARDED`), the ones the gateway
+        does not know included."""
+        return self.model_dump(exclude_none=True, exclude=self.NOT_FORWARDED)
 
     def model_post_init(self, context: Any) -> None:
         for name in self.__pydantic_extra__ or ():
@@ -66,34 +88,17 @@ class _Forwarding(BaseModel):
 
 
 class ChatRequest(_Forwarding):
-    model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    seed: int | None = None
-    user: str | None = None
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    logit_bias: dict[str, float] | None = None
     metadata: dict[str, str] | None = None
 
-    def sampling(self) -> dict[str, Any]:
-        """Parameters forwarded upstream as given (everything but model, messages, stream), the ones
-        the gateway does not know included."""
-        return self.model_dump(exclude_none=True,
-                               exclude={"model", "messages", "stream", "stream_options", "metadata"})
+    NOT_FORWARDED = _Forwarding.NOT_FORWARDED | {"messages", "metadata"}
 
     def shapes_output(self) -> bool:
         """The client asked for the output in a form of its own (JSON, a tool call, several
@@ -106,30 +111,15 @@ class CompletionRequest(_Forwarding):
     """`POST /v1/completions` (legacy text completions): the prompt is text, as the rails must read
     it (token-id prompts are refused)."""
 
-    model: Annotated[str, Field(min_length=1)]
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    seed: int | None = None
-    user: str | None = None
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool | None = None
     suffix: str | None = None
-    logit_bias: dict[str, float] | None = None
+
+    NOT_FORWARDED = _Forwarding.NOT_FORWARDED | {"prompt"}
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-    def sampling(self) -> dict[str, Any]:
-        """Parameters forwarded upstream as given (everything but model, prompt, stream)."""
-        return self.model_dump(exclude_none=True, exclude={"model", "prompt", "stream", "stream_options"})
 
 
 class EmbeddingsRequest(_Strict):

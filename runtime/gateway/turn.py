@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +19,7 @@ from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.state import GatewayState
 from aistack.runtime.gateway.upstream import ModelClient, Target
 from aistack.runtime.guardrails.fast import RailDecision, mask_pii
+from aistack.runtime.guardrails.guard import GuardrailsUnavailable
 from aistack.runtime.retrieval.contracts import Embedder, Passage
 from aistack.runtime.tracing import NullTrace, RequestTrace
 
@@ -158,3 +161,24 @@ def answered_by(turn: Turn, target: Target) -> None:
 def rails_down() -> GatewayError:
     return GatewayError(503, "the guardrails engine is unavailable, so the request was not served; "
                              "retry later", code="guardrails_unavailable")
+
+
+@contextlib.asynccontextmanager
+async def within_budget(turn: Turn) -> AsyncIterator[None]:
+    """The request's work up to its answer, within the request budget; a failure ends the trace
+    saying what went wrong and reaches the client as its OpenAI error: past the budget a 504, the
+    guardrails engine down a 503, any other `GatewayError` as it is."""
+    seconds = turn.state.config.orchestration.timeouts.request_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        finish_trace(turn, answer=None, error="request budget exceeded")
+        raise GatewayError(504, f"the request exceeded its {seconds}s budget",
+                           code="request_timeout") from None
+    except GuardrailsUnavailable:
+        finish_trace(turn, answer=None, error="guardrails unavailable")
+        raise rails_down() from None
+    except GatewayError as err:
+        finish_trace(turn, answer=None, error=err.message)
+        raise
