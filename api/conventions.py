@@ -30,6 +30,7 @@ CONFIG_HASH_ANNOTATION: Final = "aistack.dev/config-hash"
 
 # Components (value of LABEL_COMPONENT) and the layer conditions they feed.
 COMPONENT_MODEL: Final = "model"
+COMPONENT_MODEL_CANARY: Final = "model-canary"
 COMPONENT_VECTOR_STORE: Final = "vector-store"
 COMPONENT_GATEWAY: Final = "gateway"
 COMPONENT_TRACKING: Final = "tracking"

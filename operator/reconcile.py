@@ -14,11 +14,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
+from aistack.operator import canary as canary_analysis
 from aistack.operator import collection, status
 from aistack.operator.autoscale import ScaleMemory, autoscale
 from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync
@@ -70,7 +71,11 @@ def stack_document(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-Renderer = Callable[[dict[str, Any], str], Rendered]
+class Renderer(Protocol):
+    """Validates and renders a stack document (`canary_weight`: the canary's weight in force)."""
+
+    def __call__(self, document: dict[str, Any], version: str, *,
+                 canary_weight: int | None = None) -> Rendered: ...
 
 
 def document_key(document: Mapping[str, Any]) -> tuple[str, str]:
@@ -79,9 +84,11 @@ def document_key(document: Mapping[str, Any]) -> tuple[str, str]:
     return meta.get("namespace") or "default", meta.get("name", "")
 
 
-def parse_and_render(document: dict[str, Any], version: str) -> Rendered:
+def parse_and_render(document: dict[str, Any], version: str, *,
+                     canary_weight: int | None = None) -> Rendered:
     """The validated stack's render; raises `ManifestError` for an invalid spec."""
-    return render(parse_stack(document, source="/".join(document_key(document))), version=version)
+    return render(parse_stack(document, source="/".join(document_key(document))), version=version,
+                  canary_weight=canary_weight)
 
 
 class RenderMemo:
@@ -100,16 +107,18 @@ class RenderMemo:
         self.entries: OrderedDict[tuple[str, str], tuple[str, Rendered]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def __call__(self, document: dict[str, Any], version: str) -> Rendered:
+    def __call__(self, document: dict[str, Any], version: str, *,
+                 canary_weight: int | None = None) -> Rendered:
         key = document_key(document)
-        fingerprint = version + json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+        fingerprint = f"{version}/{canary_weight}" + json.dumps(document, sort_keys=True,
+                                                                separators=(",", ":"), default=str)
         entry = self.entries.get(key)
         if entry is not None and entry[0] == fingerprint:
             self.hits += 1
             self.entries.move_to_end(key)
             return entry[1]
         self.misses += 1
-        rendered = parse_and_render(document, version)
+        rendered = parse_and_render(document, version, canary_weight=canary_weight)
         self.entries[key] = (fingerprint, rendered)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
@@ -139,8 +148,9 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
     generation = meta.get("generation")
     previous = known_status if known_status is not None else (body.get("status") or {})
+    in_force = ((previous.get("model") or {}).get("canary") or {}).get("weight")
     try:
-        rendered = renderer(stack_document(body), version)
+        rendered = renderer(stack_document(body), version, canary_weight=in_force)
     except ManifestError as err:
         message = "; ".join(str(e) for e in err.errors)
         new = status.invalid_status(generation=generation, message=message, previous=previous, now=now())
@@ -151,6 +161,9 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
 
     if live is None:
         live = fetch_children(kube, name=name, namespace=namespace)
+    canary = _canary(rendered, live=live, previous=previous, clock=clock)
+    if canary is not None and canary.status["weight"] != in_force:  # the gateways' config changes
+        rendered = renderer(stack_document(body), version, canary_weight=canary.status["weight"])
     stack = rendered.stack
     applied = apply_children(kube, namespace=namespace, desired=_to_apply(rendered, live), live=live,
                              owner_uid=stack.metadata.uid, hold=_held(rendered, live))
@@ -158,6 +171,12 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     for key, message in applied.failed.items():
         outcome.events.append(("Warning", "ApplyFailed", f"{key[0]} {key[1]}: {message}"[:1000]))
     _autoscale(rendered, kube=kube, live=applied.live, outcome=outcome, memory=scale_memory, clock=clock)
+    if canary is not None:
+        if canary.event is not None:
+            outcome.events.append(canary.event)
+        if canary.recheck_at is not None:
+            wait = max(0.0, canary.recheck_at - clock())
+            outcome.recheck_in = wait if outcome.recheck_in is None else min(wait, outcome.recheck_in)
     collection_check = _collection(rendered, qdrant=qdrant, live=applied.live, outcome=outcome)
     checks = status.layer_checks(rendered, applied.live, collection=collection_check, failed=applied.failed)
     gateway = applied.live.get(rendered.gateway) or {}
@@ -170,6 +189,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
             config_hash=config_hash(stack.spec), previous=previous),
         ingestion=status.ingestion_status(
             applied.live.get(rendered.ingestion_job) if rendered.ingestion_job is not None else None),
+        model={"canary": canary.status} if canary is not None else None,
     )
     outcome.status_written = _write_status(kube, namespace, name, new, previous)
     outcome.status = new
@@ -218,6 +238,17 @@ def _autoscale(rendered: Rendered, *, kube: Kube, live: Mapping[ChildKey, Mappin
         log.info("scaled %s/%s to %d: %s", rendered.stack.namespace, model[1], decision.replicas,
                  decision.reason)
         outcome.events.append(("Normal", "Scaled", f"model scaled to {decision.replicas}: {decision.reason}"))
+
+
+def _canary(rendered: Rendered, *, live: Mapping[ChildKey, Mapping[str, Any]], previous: Mapping[str, Any],
+            clock: Callable[[], float]) -> canary_analysis.CanaryDecision | None:
+    """The canary's weight in force and verdict (None: the stack has no canary)."""
+    spec = rendered.stack.spec.model.canary
+    if spec is None:
+        return None
+    lease = live.get(rendered.load_lease) if rendered.load_lease is not None else None
+    return canary_analysis.decide(spec, previous=(previous.get("model") or {}).get("canary"), lease=lease,
+                                  now=clock())
 
 
 def _held(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> set[ChildKey]:

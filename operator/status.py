@@ -30,7 +30,7 @@ from aistack.operator.check import Check
 from aistack.operator.render import Rendered
 
 OWNED_KEYS = ("conditions", "observedGeneration", "phase", "endpoint", "configHash", "replicas", "selector",
-              "evaluation", "ingestion")
+              "evaluation", "ingestion", "model")
 _EXIT_CODE = re.compile(r"exit code (\d+)")
 
 
@@ -243,8 +243,10 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
 def build_status(rendered: Rendered, *, generation: int | None, checks: Mapping[str, Check],
                  gateway_ready_replicas: int, previous: Mapping[str, Any] | None, now: str,
                  evaluation: Mapping[str, Any] | None = None,
-                 ingestion: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The status the operator owns (the keys in OWNED_KEYS)."""
+                 ingestion: Mapping[str, Any] | None = None,
+                 model: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The status the operator owns (the keys in OWNED_KEYS); `model`: `status.model` (the canary
+    in force)."""
     not_ready = [t for t, c in checks.items() if not c.ok]
     ready = Check(ok=True, reason="AllLayersReady",
                   message="every declared layer is ready") if not not_ready else \
@@ -264,6 +266,7 @@ def build_status(rendered: Rendered, *, generation: int | None, checks: Mapping[
         "selector": ",".join(f"{k}={v}" for k, v in rendered.gateway_selector.items()),
         "evaluation": dict(evaluation) if evaluation else None,
         "ingestion": dict(ingestion) if ingestion else None,
+        "model": dict(model) if model else None,
     }
 
 
@@ -276,6 +279,8 @@ def invalid_status(*, generation: int | None, message: str, previous: Mapping[st
         "observedGeneration": generation,
         "phase": "Failed",
         "evaluation": (previous or {}).get("evaluation"),
+        # kept: a canary rolled back must not come back at its weight after a bad edit is fixed
+        "model": (previous or {}).get("model"),
     }
 
 
@@ -298,7 +303,8 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 
 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
-    if name.endswith(("-model", "-model-cache", "-model-replicas", "-model-load")) or \
+    if name.endswith(("-model", "-model-cache", "-model-replicas", "-model-load", "-model-canary",
+                      "-model-canary-replicas")) or \
             name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
     if name.endswith("-vector-store") or name.startswith((f"{stack.name}-ingest-", f"{stack.name}-coll-")):

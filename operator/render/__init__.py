@@ -16,8 +16,9 @@ from aistack.api.conventions import COMPONENT_GATEWAY
 from aistack.api.images import package_version
 from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render import endpoints, gateway, guardrails, jobs
+from aistack.operator.render.canary import render_canary
 from aistack.operator.render.common import Manifest, RenderContext, selector_labels
-from aistack.operator.render.model import pull_job, render_model
+from aistack.operator.render.model import pull_container, pull_job, render_model
 from aistack.operator.render.retrieval import render_retrieval
 from aistack.operator.render.scaling import render_scaling
 from aistack.operator.render.tracking import render_tracking
@@ -43,6 +44,8 @@ class Rendered:
     gateway: ChildKey
     model: ChildKey | None
     """The vLLM Deployment; None for an API model."""
+    canary: ChildKey | None
+    """The vLLM canary's Deployment (`<stack>-model-canary`); None without one."""
     store: ChildKey | None
     """The managed Qdrant's StatefulSet; None without retrieval or with an external store."""
     tracking: ChildKey | None
@@ -77,10 +80,11 @@ class Rendered:
         raise KeyError(key)
 
 
-def render(stack: AIStack, *, version: str | None = None) -> Rendered:
+def render(stack: AIStack, *, version: str | None = None, canary_weight: int | None = None) -> Rendered:
     """Every child object of `stack`, sorted by kind then name, and the keys and URLs the
-    operator reads (`version` picks the default images; the package's own by default)."""
-    ctx = RenderContext(stack=stack, version=version or package_version())
+    operator reads (`version` picks the default images; the package's own by default;
+    `canary_weight` is the canary's weight in force, the spec's when None)."""
+    ctx = RenderContext(stack=stack, version=version or package_version(), canary_weight=canary_weight)
     sidecar = guardrails.sidecar(ctx, gateway_volume=gateway.CONFIG_VOLUME,
                                  gateway_mount=gateway.CONFIG_DIR) \
         if guardrails.needs_sidecar(ctx) else None
@@ -89,8 +93,8 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
     collection = jobs.collection_job(ctx)
     runs = [job for job in (ingestion, evaluation, collection) if job is not None]
     manifests = [
-        *render_model(ctx), *render_scaling(ctx), *([pull] if pull else []), *render_retrieval(ctx),
-        *render_tracking(ctx),
+        *render_model(ctx), *render_canary(ctx, model=render_model, pull=pull_container),
+        *render_scaling(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
         *guardrails.render_guardrails(ctx),
         *gateway.render_gateway(ctx, sidecar=sidecar),
         *([jobs.manifest_config_map(ctx), *runs] if runs else []),  # the ConfigMap the Jobs read
@@ -100,6 +104,7 @@ def render(stack: AIStack, *, version: str | None = None) -> Rendered:
         stack=stack, manifests=manifests,
         gateway=("Deployment", endpoints.gateway_name(ctx)),
         model=_key("Deployment", endpoints.model_name(ctx)),
+        canary=_key("Deployment", endpoints.canary_name(ctx)),
         store=_key("StatefulSet", endpoints.store_name(ctx)),
         tracking=_key("Deployment", endpoints.tracking_name(ctx)),
         ingestion_job=_key("Job", ingestion["metadata"]["name"] if ingestion else None),

@@ -37,10 +37,14 @@ NON_ROOT_UID = IMAGE_UID  # the UID our images are built with (images/*/Dockerfi
 
 @dataclass(frozen=True, kw_only=True)
 class RenderContext:
-    """What a render needs besides the stack: the operator's version picks default images."""
+    """What a render needs besides the stack: the operator's version picks default images, and the
+    canary's weight in force (which the spec does not hold) goes into the gateway's config."""
 
     stack: AIStack
     version: str
+    canary_weight: int | None = None
+    """The canary's weight in force (the operator's, `status.model.canary.weight`); the spec's when
+    None (`aistack render`, a first reconcile)."""
 
     @property
     def runtime_image(self) -> str:

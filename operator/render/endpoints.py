@@ -12,6 +12,7 @@ from __future__ import annotations
 from aistack.api.conventions import (
     COMPONENT_GATEWAY,
     COMPONENT_MODEL,
+    COMPONENT_MODEL_CANARY,
     COMPONENT_VECTOR_STORE,
     GATEWAY_PORT,
     MLFLOW_PORT,
@@ -90,12 +91,38 @@ def _url(ctx: RenderContext, name: str, port: int, *, path: str = "") -> str:
 
 def model_load_lease(ctx: RenderContext) -> str | None:
     """The Lease the gateways report the model's load on (`aistack.api.model_load`), for the
-    operator's built-in autoscaler; None without it (no autoscaling, or KEDA's)."""
-    vllm = ctx.stack.spec.model.vllm
-    if model_name(ctx) is None or vllm is None or vllm.autoscaling is None or \
-            vllm.autoscaling.engine != "builtin":
+    operator's built-in autoscaler, and their canary windows (`aistack.api.canary_report`), for its
+    canary analysis; None without either (no autoscaling or KEDA's, and no analysed canary)."""
+    model = ctx.stack.spec.model
+    vllm = model.vllm
+    autoscaled = model_name(ctx) is not None and vllm is not None and vllm.autoscaling is not None and \
+        vllm.autoscaling.engine == "builtin"
+    analysed = model.canary is not None and model.canary.analysis is not None
+    return ctx.name(LOAD_COMPONENT) if autoscaled or analysed else None
+
+
+def canary_name(ctx: RenderContext) -> str | None:
+    """The vLLM canary's Deployment and Service (`<stack>-model-canary`); None without one: no
+    canary, an adapter canary (served by the stable pods) or an API model's."""
+    canary = ctx.stack.spec.model.canary
+    if model_name(ctx) is None or canary is None or canary.adapter is not None:
         return None
-    return ctx.name(LOAD_COMPONENT)
+    return ctx.name(COMPONENT_MODEL_CANARY)
+
+
+def canary_replicas_name(ctx: RenderContext) -> str | None:
+    name = canary_name(ctx)
+    return None if name is None else f"{name}-replicas"
+
+
+def canary_base_url(ctx: RenderContext) -> str | None:
+    name = canary_name(ctx)
+    return None if name is None else _url(ctx, name, VLLM_PORT, path="/v1")
+
+
+def canary_replicas_dns(ctx: RenderContext) -> str | None:
+    name = canary_replicas_name(ctx)
+    return None if name is None else f"{name}.{ctx.stack.namespace}.svc.cluster.local"
 
 
 def gateway_account(ctx: RenderContext) -> str | None:

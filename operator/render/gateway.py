@@ -39,6 +39,8 @@ from aistack.operator.render.common import (
     service_account,
 )
 from aistack.operator.render.endpoints import (
+    canary_base_url,
+    canary_replicas_dns,
     gateway_account,
     gateway_name,
     model_base_url,
@@ -71,16 +73,21 @@ def api_token_volume() -> dict[str, Any]:
     ]}}
 
 
-def gateway_config(ctx: RenderContext) -> GatewayConfig:
+def gateway_config(ctx: RenderContext, *, spec_weight: bool = False) -> GatewayConfig:
+    """The gateway's config; `spec_weight`: with the canary's weight of the spec, not the one in
+    force (what the pods' template hash is taken of, so that the operator moving the weight only
+    changes the ConfigMap, which the gateways reload, and restarts no pod)."""
     return build_gateway_config(ctx.stack, Endpoints(
         model_base_url=model_base_url(ctx),
         model_replicas_dns=model_replicas_dns(ctx),
+        canary_base_url=canary_base_url(ctx),
+        canary_replicas_dns=canary_replicas_dns(ctx),
         model_load_lease=model_load_lease(ctx),
         qdrant_url=qdrant_url(ctx),
         tracking_uri=tracking_uri(ctx),
         guardrails_engine="sidecar",
         guardrails_url=f"http://127.0.0.1:{GUARDRAILS_PORT}",
-    ))
+    ), canary_weight=None if spec_weight else ctx.canary_weight)
 
 
 def gateway_secrets(ctx: RenderContext) -> list[SecretKeyRef]:
@@ -147,6 +154,8 @@ def render_gateway(ctx: RenderContext, *, sidecar: Sidecar | None = None) -> lis
         containers.append(sidecar[0])
         volumes.extend(sidecar[1])
     config_data = [config_map["data"]]
+    if ctx.canary_weight is not None:  # the weight in force reaches the pods by reload, not restart
+        config_data = [{CONFIG_FILE: config_file(gateway_config(ctx, spec_weight=True).to_wire())}]
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(ctx.stack, COMPONENT_GATEWAY)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

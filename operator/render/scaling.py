@@ -2,7 +2,8 @@
 needs, or a KEDA ScaledObject.
 
 `builtin`: the Lease `<stack>-model-load` that the gateway pods write their load on
-(`aistack.api.model_load`), and the right to write it: a Role with one verb, `patch`, on that one
+(`aistack.api.model_load`; a canary's analysis reads their per-version windows there too,
+`aistack.api.canary_report`), and the right to write it: a Role with one verb, `patch`, on that one
 Lease, bound to the gateway pods' service account (the stack's own `<stack>-gateway` unless the
 spec names one). The operator hears of every write through its watch of the children and sets the
 model's replicas itself (`aistack.operator.autoscale`); no gateway is polled.
@@ -32,16 +33,19 @@ KEDA_POLLING_SECONDS = 15
 
 
 def render_scaling(ctx: RenderContext) -> list[Manifest]:
+    """The ScaledObject (KEDA), and the load Lease with the gateways' right to write it (the built-in
+    autoscaler, or a canary's analysis: both read what the gateways write there)."""
     vllm = ctx.stack.spec.model.vllm
-    if model_name(ctx) is None or vllm is None or vllm.autoscaling is None:
-        return []
-    if vllm.autoscaling.engine == "keda":
-        return [scaled_object(ctx)]
+    keda = model_name(ctx) is not None and vllm is not None and vllm.autoscaling is not None and \
+        vllm.autoscaling.engine == "keda"
     lease = model_load_lease(ctx)
+    if lease is None:
+        return [scaled_object(ctx)] if keda else []
     account = gateway_account(ctx)
-    assert lease is not None and account is not None
+    assert account is not None
     role = ctx.name("gateway-load")
     out: list[Manifest] = [
+        *([scaled_object(ctx)] if keda else []),
         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
          "metadata": metadata(ctx, name=lease, component=COMPONENT_MODEL), "spec": {}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
