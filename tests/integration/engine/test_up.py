@@ -1,5 +1,6 @@
 """`aistack up` on the real vLLM engine (copies of the examples, no MLflow): with retrieval, the offline
-model served by vLLM answers with a sentence of a cited document; without, it generates, and an
+model served by vLLM answers with a sentence of a cited document; without, it generates, serves the
+OpenAI API's calls (responses, completions, structured output, tools) with no model key, and an
 engine killed mid-stream gives the client a clean error and is restarted (the same greedy answer
 after), and Ctrl-C while it restarts leaves no engine; with `--replicas 2`, two engines, the gateway
 routing over them by prefix as over a cluster's replicas (each prefix on one engine, different
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import yaml
@@ -120,6 +122,64 @@ def test_up_serves_the_offline_model_on_vllm_with_an_extractive_answer(
         notice = raw.headers["x-aistack-notice"]
         assert "offline model" in notice and "quoted, not written" in notice
         assert "offline" not in text and "quoted" not in text
+
+
+CAPITAL = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 24}},
+           "required": ["capital"], "additionalProperties": False}
+WEATHER = {"name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                          "required": ["city"], "additionalProperties": False}}
+FRANCE = "What is the capital of France?"
+
+
+def test_the_openai_api_through_aistack_up_with_no_key(engine: EngineLocation, examples: Path,
+                                                       tmp_path: Path) -> None:
+    """Issue 21's client calls against `aistack up` with no model key (the offline model on vLLM),
+    through the OpenAI SDK: responses plain and streamed, completions, JSON mode and json_schema, a
+    tool call; nothing but the model's own text in the output (the notice is in the header)."""
+    with aistack_up(engine, examples / "quickstart.yaml", tmp_path) as up:
+        client = up.client
+        chat = client.chat.completions.create(model=OFFLINE_MODEL_NAME, temperature=0, max_tokens=24,
+                                              messages=[{"role": "user", "content": FRANCE}])
+        said = chat.choices[0].message.content or ""
+        assert "Paris" in said
+
+        raw = client.responses.with_raw_response.create(model=OFFLINE_MODEL_NAME, input=FRANCE,
+                                                         temperature=0, max_output_tokens=24)
+        assert "offline model" in raw.headers["x-aistack-notice"]
+        answer = raw.parse()
+        assert answer.status == "completed" and answer.output_text == said  # the engine's greedy answer
+        assert answer.usage is not None and answer.usage.output_tokens == chat.usage.completion_tokens
+
+        events = list(client.responses.create(model=OFFLINE_MODEL_NAME, input=FRANCE, temperature=0,
+                                              max_output_tokens=24, stream=True))
+        kinds = [e.type for e in events]
+        assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+        deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+        assert len(deltas) > 1 and "".join(deltas) == said == events[-1].response.output_text
+
+        text = client.completions.create(model=OFFLINE_MODEL_NAME, prompt="The capital of France is",
+                                         max_tokens=4, temperature=0)
+        assert text.object == "text_completion" and text.choices[0].text
+        assert text.usage is not None and 0 < text.usage.completion_tokens <= 4
+
+        shown = [{"role": "user", "content": "Give the capital of Italy as JSON."},
+                 {"role": "assistant", "content": '{"capital": "Rome"}'},
+                 {"role": "user", "content": "Give the capital of France as JSON."}]
+        mode = client.chat.completions.create(model=OFFLINE_MODEL_NAME, messages=shown, temperature=0,
+                                              max_tokens=200, response_format={"type": "json_object"})
+        assert isinstance(json.loads(mode.choices[0].message.content or ""), dict)
+        schema = client.responses.create(
+            model=OFFLINE_MODEL_NAME, input=FRANCE, temperature=0, max_output_tokens=64,
+            text={"format": {"type": "json_schema", "name": "capital", "schema": CAPITAL, "strict": True}})
+        jsonschema.validate(json.loads(schema.output_text), CAPITAL)
+
+        called = client.responses.create(model=OFFLINE_MODEL_NAME, input="What is the weather in Paris?",
+                                         temperature=0, max_output_tokens=64, tool_choice="required",
+                                         tools=[{"type": "function", **WEATHER}])
+        [call] = [item for item in called.output if item.type == "function_call"]
+        assert call.name == "get_weather"
+        jsonschema.validate(json.loads(call.arguments), WEATHER["parameters"])
 
 
 def test_an_engine_killed_mid_stream_fails_the_stream_cleanly_and_is_restarted(
