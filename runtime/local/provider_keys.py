@@ -72,6 +72,10 @@ def with_provider_keys(config: GatewayConfig, *, environ: Mapping[str, str],
                             provider_envs=provider_envs)
         return upstream.model_copy(update={"api_key_env": source.env}) if source.fallback else upstream
 
-    model = config.model.model_copy(update={"primary": local(config.model.primary),
-                                            "fallback": local(config.model.fallback)})
+    update: dict[str, object] = {"primary": local(config.model.primary),
+                                 "fallback": local(config.model.fallback)}
+    canary = config.model.canary
+    if canary is not None:  # an API canary: another model at the same endpoint, with the same key
+        update["canary"] = canary.model_copy(update={"upstream": local(canary.upstream)})
+    model = config.model.model_copy(update=update)
     return config.model_copy(update={"model": model})

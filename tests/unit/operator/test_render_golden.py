@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 VERSION = "0.0.0-golden"
 
 
-@pytest.mark.parametrize("name", ["quickstart", "rag", "production", "lora"])
+@pytest.mark.parametrize("name", ["quickstart", "rag", "production", "lora", "canary"])
 def test_render_matches_golden_file(name: str) -> None:
     rendered, warnings = render_yaml(EXAMPLES / f"{name}.yaml", version=VERSION)
     assert warnings == []  # every example's sources can be read in the cluster

@@ -78,3 +78,15 @@ def test_a_set_secret_or_the_cluster_config_keeps_the_secrets_variable(
     assert cluster.model.primary.api_key_env == SECRET
     unchanged = with_provider_keys(cluster, environ={}, provider_envs=PROVIDER_KEY_ENVS)
     assert unchanged == cluster
+
+
+def test_an_api_canary_reads_the_same_providers_variable(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    doc = stack(tmp_path).model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["model"]["canary"] = {"name": "gpt-4.1-mini", "weight": 10}
+    config = local_gateway_config(parse_stack(doc), state=tmp_path)
+    assert config.model.canary is not None
+    assert (config.model.canary.upstream.model, config.model.canary.upstream.api_key_env) == \
+        ("gpt-4.1-mini", "OPENAI_API_KEY")
