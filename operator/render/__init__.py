@@ -18,6 +18,7 @@ from aistack.api.v1alpha1 import AIStack
 from aistack.operator.render import endpoints, gateway, guardrails, jobs
 from aistack.operator.render.canary import render_canary
 from aistack.operator.render.common import Manifest, RenderContext, selector_labels
+from aistack.operator.render.adapters import with_adapters
 from aistack.operator.render.model import pull_container, pull_job, render_model
 from aistack.operator.render.retrieval import render_retrieval
 from aistack.operator.render.scaling import render_scaling
@@ -93,7 +94,7 @@ def render(stack: AIStack, *, version: str | None = None, canary_weight: int | N
     collection = jobs.collection_job(ctx)
     runs = [job for job in (ingestion, evaluation, collection) if job is not None]
     manifests = [
-        *render_model(ctx), *render_canary(ctx, model=render_model, pull=pull_container),
+        *with_adapters(ctx, render_model(ctx)), *render_canary(ctx, model=render_model, pull=pull_container),
         *render_scaling(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
         *guardrails.render_guardrails(ctx),
         *gateway.render_gateway(ctx, sidecar=sidecar),

@@ -16,6 +16,7 @@ one Lease, and the token is projected into the agent's container alone (vLLM get
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from aistack.api.adapters import ADAPTERS, ADAPTERS_CONFIG_DIR, ADAPTERS_FILE, LEASE_COMPONENT, adapter_list
@@ -23,13 +24,48 @@ from aistack.api.conventions import COMPONENT_MODEL, VLLM_PORT
 from aistack.api.engine import RUNTIME_LORA_ENV
 from aistack.api.model_cache import CACHE_PATH, TOKEN_ENV_FLAG
 from aistack.api.v1alpha1 import VllmSpec
-from aistack.operator.render.common import Manifest, RenderContext, container_security, metadata, secret_env
-from aistack.operator.render.gateway import API_TOKEN_DIR, API_TOKEN_VOLUME, api_token_volume
+from aistack.operator.render.common import (
+    API_TOKEN_DIR,
+    API_TOKEN_VOLUME,
+    Manifest,
+    RenderContext,
+    api_token_volume,
+    container_security,
+    metadata,
+    secret_env,
+    service_account,
+)
+from aistack.operator.render.endpoints import model_name
 
 AGENT_CONTAINER = "adapters"
 CONFIG_VOLUME = "adapters"
 HF_TOKEN_ENV = "HF_TOKEN"
 REPORT_FILE = "/tmp/adapters/report.json"
+
+
+def with_adapters(ctx: RenderContext, manifests: list[Manifest]) -> list[Manifest]:
+    """The model layer's manifests (`render_model`) with LoRA's parts where the spec turns it on: the
+    agent beside vLLM in the model's pods, the engine's runtime endpoints, the pods' account and
+    volumes, and the list's ConfigMap, the report Lease and its Role."""
+    vllm = ctx.stack.spec.model.vllm
+    name = model_name(ctx)
+    if name is None or vllm is None or not vllm.lora_enabled:
+        return manifests
+    out = []
+    for manifest in manifests:
+        if manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == name:
+            manifest = copy.deepcopy(manifest)
+            pod = manifest["spec"]["template"]["spec"]
+            engine = pod["containers"][0]
+            engine["env"] = [*engine["env"], *engine_env()]
+            cache = next(m["name"] for m in engine["volumeMounts"] if m["mountPath"] == CACHE_PATH)
+            pod["containers"] = [*pod["containers"], agent_container(ctx, vllm, cache_volume=cache)]
+            pod["volumes"] = [*pod["volumes"], *pod_volumes(ctx)]
+            # S3 as the gateway's account (the pull Job's) or the stack's own; the token is projected
+            # into the agent's container alone (automountServiceAccountToken stays false)
+            pod.update(service_account(model_account(ctx)))
+        out.append(manifest)
+    return [*out, adapters_config_map(ctx), *adapters_report_rbac(ctx)]
 
 
 def adapters_lease_name(ctx: RenderContext) -> str:

@@ -162,3 +162,20 @@ def pvc(ctx: RenderContext, *, name: str, component: str, size: str, storage_cla
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": metadata(ctx, name=name, component=component), "spec": spec,
     }
+
+
+API_TOKEN_VOLUME = "kube-api-access"
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_TOKEN_SECONDS = 3600
+
+
+def api_token_volume() -> dict[str, Any]:
+    """The service account's token (rotated by the kubelet), the cluster's CA and the namespace, as
+    the API server's own automount projects them; mounted into the one container that calls the
+    API (the gateway's, patching the load Lease; the adapter agent's, patching the adapters Lease),
+    never into its neighbours (the guardrails sidecar, vLLM)."""
+    return {"name": API_TOKEN_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": API_TOKEN_SECONDS}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}

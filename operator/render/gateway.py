@@ -23,8 +23,11 @@ from aistack.api.conventions import (
 from aistack.api.gateway_config import Endpoints, GatewayConfig, build_gateway_config
 from aistack.api.types import SecretKeyRef
 from aistack.operator.render.common import (
+    API_TOKEN_DIR,
+    API_TOKEN_VOLUME,
     Manifest,
     RenderContext,
+    api_token_volume,
     config_file,
     container_security,
     content_hash,
@@ -57,22 +60,6 @@ CONFIG_VOLUME = "config"
 
 Sidecar = tuple[dict[str, Any], list[dict[str, Any]]]
 """A container that joins the gateway pod, and the volumes it adds."""
-API_TOKEN_VOLUME = "kube-api-access"
-API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-API_TOKEN_SECONDS = 3600
-
-
-def api_token_volume() -> dict[str, Any]:
-    """The service account's token (rotated by the kubelet), the cluster's CA and the namespace, as
-    the API server's own automount projects them; mounted into the gateway container alone (the
-    guardrails sidecar gets none), which uses it for one call: patching the load Lease."""
-    return {"name": API_TOKEN_VOLUME, "projected": {"sources": [
-        {"serviceAccountToken": {"path": "token", "expirationSeconds": API_TOKEN_SECONDS}},
-        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-    ]}}
-
-
 def gateway_config(ctx: RenderContext, *, spec_weight: bool = False) -> GatewayConfig:
     """The gateway's config; `spec_weight`: with the canary's weight of the spec, not the one in
     force (what the pods' template hash is taken of, so that the operator moving the weight only

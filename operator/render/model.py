@@ -46,14 +46,6 @@ from aistack.operator.render.common import (
     service,
     service_account,
 )
-from aistack.operator.render.adapters import (
-    adapters_config_map,
-    adapters_report_rbac,
-    agent_container,
-    engine_env,
-    model_account,
-)
-from aistack.operator.render.adapters import pod_volumes as adapters_pod_volumes
 from aistack.operator.render.endpoints import model_name, model_replicas_name
 
 # Large weights download on first start: allow 30 minutes before liveness applies.
@@ -80,20 +72,15 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     vllm = ctx.stack.spec.model.vllm
     assert vllm is not None  # ModelSpec fills the defaults for provider vllm
     container = _container(ctx, vllm)
-    lora = vllm.lora_enabled
     pod_spec = {
-        # with LoRA the adapter agent reads S3 as the gateway's account (the pull Job's) or the stack's
-        # own, and reports on its Lease with that account's token, projected into its container alone
-        **(service_account(model_account(ctx)) if lora else {}),
         "securityContext": pod_security(),
         "automountServiceAccountToken": False,  # vLLM never calls the Kubernetes API
         **({"initContainers": init} if (init := pull_init_containers(ctx)) else {}),
-        "containers": [container, *([agent_container(ctx, vllm, cache_volume=VOLUME)] if lora else [])],
+        "containers": [container],
         "volumes": [
             cache_volume(ctx),
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             {"name": "tmp", "emptyDir": {}},
-            *(adapters_pod_volumes(ctx) if lora else []),
         ],
         "nodeSelector": _node_selector(vllm),
         "tolerations": _tolerations(vllm),
@@ -125,7 +112,6 @@ def render_model(ctx: RenderContext) -> list[Manifest]:
     claim = cache_claim(ctx)
     return [
         *([claim] if claim is not None else []),
-        *([adapters_config_map(ctx), *adapters_report_rbac(ctx)] if lora else []),
         service(ctx, name=name, component=COMPONENT_MODEL, ports=[("http", VLLM_PORT)]),
         _replicas_service(ctx),
         deployment,
@@ -153,8 +139,6 @@ def _container(ctx: RenderContext, vllm: VllmSpec) -> dict[str, Any]:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})  # the pull fetched every file
     elif vllm.hf_token_secret_ref is not None:
         env.append(secret_env("HF_TOKEN", vllm.hf_token_secret_ref))
-    if vllm.lora_enabled:
-        env += engine_env()
     return {
         "name": "vllm",
         "image": vllm.image,
