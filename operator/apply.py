@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aistack.api.conventions import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
+from aistack.api.adapters import ANNOTATION_PREFIX as ADAPTERS_PREFIX
 from aistack.api.canary_report import ANNOTATION_PREFIX as CANARY_PREFIX
 from aistack.api.model_load import ANNOTATION_PREFIX
 from aistack.operator.kube import CHILD_KINDS, ApiError, Kube
@@ -65,12 +66,13 @@ def summarize(obj: Mapping[str, Any]) -> dict[str, Any]:
     record = (meta.get("annotations") or {}).get(LAST_APPLIED)
     spec = obj.get("spec") or {}
     reports = {k: v for k, v in (meta.get("annotations") or {}).items()
-               if k.startswith((ANNOTATION_PREFIX, CANARY_PREFIX))} if obj.get("kind") == "Lease" else {}
+               if k.startswith((ANNOTATION_PREFIX, CANARY_PREFIX, ADAPTERS_PREFIX))} \
+        if obj.get("kind") == "Lease" else {}
     return {
         "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "generation",
                                           "labels", "ownerReferences") if k in meta}
-        | ({"annotations": reports} if reports else {}),  # the gateways' reports: load, canary windows
+        | ({"annotations": reports} if reports else {}),  # reports: load, canary windows, adapters
         "spec": {"replicas": spec["replicas"]} if "replicas" in spec else {},
         "status": {k: v for k, v in (obj.get("status") or {}).items() if k in (
             "replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "observedGeneration")}

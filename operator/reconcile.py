@@ -20,6 +20,7 @@ from aistack.api.collection import collection_spec
 from aistack.api.config_hash import config_hash
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.operator import canary as canary_analysis
+from aistack.operator.adapters import adapter_state
 from aistack.operator import collection, status
 from aistack.operator.autoscale import ScaleMemory, autoscale
 from aistack.operator.apply import ApplyResult, ChildKey, apply_children, fetch_children, in_sync
@@ -177,6 +178,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
         if canary.recheck_at is not None:
             wait = max(0.0, canary.recheck_at - clock())
             outcome.recheck_in = wait if outcome.recheck_in is None else min(wait, outcome.recheck_in)
+    adapters, adapter_events = adapter_state(stack, live=applied.live, previous=previous, now=clock())
+    outcome.events += adapter_events
     collection_check = _collection(rendered, qdrant=qdrant, live=applied.live, outcome=outcome)
     checks = status.layer_checks(rendered, applied.live, collection=collection_check, failed=applied.failed)
     gateway = applied.live.get(rendered.gateway) or {}
@@ -189,7 +192,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
             config_hash=config_hash(stack.spec), previous=previous),
         ingestion=status.ingestion_status(
             applied.live.get(rendered.ingestion_job) if rendered.ingestion_job is not None else None),
-        model={"canary": canary.status} if canary is not None else None,
+        model=_model_status(canary, adapters),
     )
     outcome.status_written = _write_status(kube, namespace, name, new, previous)
     outcome.status = new
@@ -249,6 +252,17 @@ def _canary(rendered: Rendered, *, live: Mapping[ChildKey, Mapping[str, Any]], p
     lease = live.get(rendered.load_lease) if rendered.load_lease is not None else None
     return canary_analysis.decide(spec, previous=(previous.get("model") or {}).get("canary"), lease=lease,
                                   now=clock())
+
+
+def _model_status(canary: canary_analysis.CanaryDecision | None,
+                  adapters: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """`status.model`: the canary in force and the adapters' state (None: neither applies)."""
+    out: dict[str, Any] = {}
+    if canary is not None:
+        out["canary"] = canary.status
+    if adapters is not None:
+        out["adapters"] = adapters
+    return out or None
 
 
 def _held(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> set[ChildKey]:

@@ -304,7 +304,7 @@ def status_patch(new: Mapping[str, Any], previous: Mapping[str, Any] | None) -> 
 
 def _layer_of(stack: AIStack, kind: str, name: str) -> str:
     if name.endswith(("-model", "-model-cache", "-model-replicas", "-model-load", "-model-canary",
-                      "-model-canary-replicas")) or \
+                      "-model-canary-replicas", "-model-adapters", "-adapters")) or \
             name.startswith(f"{stack.name}-model-pull-"):
         return CONDITION_MODEL
     if name.endswith("-vector-store") or name.startswith((f"{stack.name}-ingest-", f"{stack.name}-coll-")):
