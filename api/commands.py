@@ -25,6 +25,7 @@ MAX_FILE_SIZE_FLAG = "--max-file-size"
 ENDPOINT_FLAG = "--endpoint"
 TRACKING_URI_FLAG = "--tracking-uri"
 API_KEY_ENV_FLAG = "--api-key-env"
+MODEL_VERSION_FLAG = "--model-version"
 DEFAULT_API_KEY_ENV = "AISTACK_API_KEY"
 """Where `aistack eval` reads the gateway key when `--api-key-env` is not given."""
 

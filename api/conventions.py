@@ -90,6 +90,10 @@ RUN_TAG_STAGE: Final = "aistack.stage"
 RUN_TAG_STACK: Final = "aistack.stack"  # "<namespace>/<name>"
 RUN_TAG_MODEL: Final = "aistack.model"
 RUN_TAG_OFFLINE_MODEL: Final = "aistack.offline_model"  # "true" when `aistack up`'s offline model answered
+RUN_TAG_MODEL_VERSION: Final = "aistack.model_version"  # "stable" | "canary": the version pinned
+RUN_KIND_CANARY_EVALUATION: Final = "canary-evaluation"
+"""The run kind of an evaluation of a canary (`aistack eval --model-version canary`): never a
+promotion's evidence, which looks for `RUN_KIND_EVALUATION` runs only."""
 RUN_TAG_VERDICT: Final = "aistack.verdict"  # "passed" | "failed" against the spec's thresholds
 
 

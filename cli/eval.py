@@ -16,6 +16,7 @@ from aistack.api.commands import (
     API_KEY_ENV_FLAG,
     DEFAULT_API_KEY_ENV,
     ENDPOINT_FLAG,
+    MODEL_VERSION_FLAG,
     STATE_FLAG,
     TRACKING_URI_FLAG,
     EvalExit,
@@ -46,6 +47,11 @@ def eval_cmd(
              "key is used).")] = DEFAULT_API_KEY_ENV,
     state: Annotated[Path | None, typer.Option(
         STATE_FLAG, metavar="DIR", help="State folder (default: <manifest folder>/.aistack/<name>).")] = None,
+    model_version: Annotated[str | None, typer.Option(
+        MODEL_VERSION_FLAG, metavar="VERSION",
+        help="With a canary (spec.model.canary): ask only 'stable' or only 'canary' (the gateway's "
+             "x-aistack-model-version header). A canary's run is logged as kind canary-evaluation, "
+             "which promotion never counts.")] = None,
 ) -> None:
     """Evaluate the stack on a question set and log an MLflow run.
 
@@ -56,8 +62,12 @@ def eval_cmd(
     from aistack.runtime.evaluation.evaluate import EvaluationUnavailable
     from aistack.runtime.local.commands import EvaluationRequest, run_evaluation
 
+    if model_version not in (None, "stable", "canary"):
+        err.print(f"{MODEL_VERSION_FLAG} {model_version!r}: use 'stable' or 'canary'", markup=False)
+        raise typer.Exit(EvalExit.UNAVAILABLE)
     request = EvaluationRequest(manifest=manifest, dataset=dataset, endpoint=endpoint,
-                                tracking_uri=tracking_uri, api_key_env=api_key_env, state=state)
+                                tracking_uri=tracking_uri, api_key_env=api_key_env, state=state,
+                                model_version=model_version)
     try:
         with Stages(err) as stages:
             result = run_evaluation(request, progress=_Shown(stages))

@@ -35,6 +35,8 @@ from aistack.runtime.evaluation.runner import (
 if TYPE_CHECKING:
     from aistack.runtime.retrieval.retriever import QdrantRetriever
 
+MODEL_VERSION_HEADER = "x-aistack-model-version"
+"""The gateway's header that pins a version of a canary split (`aistack.runtime.gateway.canary`)."""
 SCORING_EMBEDDER = "all-MiniLM-L6-v2"
 """Scores answers against references and context, whatever the stack embeds with, so runs compare."""
 
@@ -62,6 +64,9 @@ class EvaluationPlan:
     tracking_uri: str
     retrieval: RetrievalConfig | None
     """The stack's own store, read for groundedness when the gateway has no retrieve route."""
+    model_version: str | None = None
+    """`stable` or `canary`: pin that version of the stack's canary split (`x-aistack-model-version`);
+    None: the split decides, as for any client."""
 
     @property
     def thresholds(self) -> dict[str, Threshold]:
@@ -110,7 +115,8 @@ async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> Eva
     progress.end()
     try:
         with progress.questions(len(plan.questions)) as on_question:
-            ask = openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key)
+            pin = {MODEL_VERSION_HEADER: plan.model_version} if plan.model_version else None
+            ask = openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key, headers=pin)
             outcomes = await run_questions(plan.questions, ask=ask, embedder=embedder, context_source=context,
                                            on_question=on_question)
     finally:
@@ -125,7 +131,7 @@ async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> Eva
         _, run_url = await asyncio.to_thread(
             log_run, tracking_uri=plan.tracking_uri, stack=plan.stack, values=values, outcomes=outcomes,
             verdict=verdict, dataset=plan.dataset, endpoint=plan.base_url, served_model=plan.model,
-            offline_model=plan.offline_model)
+            offline_model=plan.offline_model, model_version=plan.model_version)
     except Exception as exc:  # MLflow raises many types; the run is the point of `eval`
         raise EvaluationUnavailable(f"could not log the run to MLflow at {plan.tracking_uri}: {exc}") from exc
     progress.end()

@@ -79,11 +79,14 @@ class Answer:
 Ask = Callable[[Question], Awaitable[Answer]]
 
 
-def openai_asker(*, base_url: str, model: str, api_key: str | None, timeout_seconds: float = 120.0) -> Ask:
-    """Ask through the OpenAI SDK; `citations` is read from the gateway's extra field."""
+def openai_asker(*, base_url: str, model: str, api_key: str | None, timeout_seconds: float = 120.0,
+                 headers: dict[str, str] | None = None) -> Ask:
+    """Ask through the OpenAI SDK; `citations` is read from the gateway's extra field; `headers` go
+    with every question (the model version to pin)."""
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout_seconds, max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout_seconds, max_retries=0,
+                         default_headers=headers)
 
     async def ask(question: Question) -> Answer:
         response = await client.chat.completions.create(

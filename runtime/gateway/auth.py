@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from aistack.api.types import SecretKeyRef
+from aistack.runtime.gateway.canary import pinned_version
 from aistack.runtime.gateway.errors import GatewayError
 
 if TYPE_CHECKING:  # state.py builds ApiKeys, so it imports this module
@@ -31,6 +32,8 @@ class Caller:
     sticky: str | None = None
     """What keeps this caller's conversation on one version of a canary split (its API key, tenant
     or header, as `spec.model.canary.stickyBy` says); None: no split, or the request has none."""
+    pinned: str | None = None
+    """The version the request asks for (`x-aistack-model-version`), past the split."""
 
 
 class ApiKeys:
@@ -86,7 +89,9 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
     split = state.canary.split if state.canary is not None else None
     if state.api_keys is None:
         sticky = split.sticky_key(request, api_key=None, tenant=header_tenant) if split else None
-        return Caller(authenticated=False, tenant=header_tenant, sticky=sticky), header_tenant
+        pinned = pinned_version(request) if split else None
+        caller = Caller(authenticated=False, tenant=header_tenant, sticky=sticky, pinned=pinned)
+        return caller, header_tenant
     auth = request.headers.get("authorization", "")
     scheme, _, key = auth.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -96,7 +101,8 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
         raise GatewayError(401, "invalid API key", code="invalid_api_key")
     tenant = key_tenant or header_tenant
     sticky = split.sticky_key(request, api_key=key.strip(), tenant=tenant) if split else None
-    return Caller(authenticated=True, tenant=tenant, sticky=sticky), tenant
+    pinned = pinned_version(request) if split else None
+    return Caller(authenticated=True, tenant=tenant, sticky=sticky, pinned=pinned), tenant
 
 
 def _unset_message(name: str, secret: SecretKeyRef | None) -> str:

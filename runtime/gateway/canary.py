@@ -33,11 +33,29 @@ from starlette.requests import Request
 
 from aistack.api.canary_report import CanaryReport, VersionStats, canary_key, merged, report_interval
 from aistack.api.gateway_config import CanaryConfig
+from aistack.runtime.gateway.errors import GatewayError
 from aistack.runtime.gateway.demand import TOKEN_DIR
 
 log = logging.getLogger("aistack.gateway")
 Version = Literal["stable", "canary"]
 SLICES = 10
+VERSION_HEADER = "x-aistack-model-version"
+"""Pins a request to one version (`stable` or `canary`), past the split: what `aistack eval
+--model-version` sends to evaluate each version on the same questions. Any caller the gateway lets in
+may send it (both versions are the stack's own models); pinned calls count in the analysis too."""
+
+
+def pinned_version(request: Request) -> Version | None:
+    """The version `VERSION_HEADER` asks for; None without the header."""
+    value = request.headers.get(VERSION_HEADER)
+    if value is None:
+        return None
+    if value == "stable":
+        return "stable"
+    if value == "canary":
+        return "canary"
+    raise GatewayError(400, f"{VERSION_HEADER}: {value!r} is not a version of this stack's model; send "
+                            "'stable' or 'canary'", code="invalid_model_version")
 
 
 def point(key: str) -> float:

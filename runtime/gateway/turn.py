@@ -73,7 +73,7 @@ class Turn(Generic[R]):
         canary = self.state.canary
         if canary is None:
             return
-        self.version = canary.split.choose(self.caller.sticky)
+        self.version = self.caller.pinned or canary.split.choose(self.caller.sticky)
         if self.trace.enabled:
             self.trace.tags[MODEL_VERSION_TAG] = self.version
         if canary.reporter is not None:

@@ -46,6 +46,8 @@ class EvaluationRequest:
     tracking_uri: str | None = None
     api_key_env: str = DEFAULT_API_KEY_ENV
     state: Path | None = None
+    model_version: str | None = None
+    """`stable` or `canary`: only that version of a canary split answers."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +110,7 @@ def evaluation_plan(request: EvaluationRequest) -> EvaluationPlan:
         model=served.model if served else spec.model.public_name,
         offline_model=bool(served and served.offline_model),
         api_key=first_api_key(os.environ.get(request.api_key_env)), tracking_uri=tracking_uri,
-        retrieval=retrieval)
+        retrieval=retrieval, model_version=request.model_version)
 
 
 def run_ingestion(request: IngestionRequest, *, progress: IngestionProgress) -> IngestionResult:

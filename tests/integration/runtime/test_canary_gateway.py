@@ -118,3 +118,39 @@ def test_a_gateway_without_canary_has_no_version_series(two_versions) -> None:
             httpx.Client(base_url=gw.url, timeout=20) as client:
         assert chat(client, "x").status_code == 200
         assert 'version="stable"' not in gw.metrics()
+
+
+def test_a_pinned_request_reaches_the_version_it_names_and_a_bad_pin_is_a_400(two_versions) -> None:
+    config = canary_config(two_versions.base_url, weight=50, stickyBy="header", stickyHeader="X-Session-Id")
+    with run_gateway(config) as gw, httpx.Client(base_url=gw.url, timeout=20) as client:
+        for version, model in (("stable", STABLE), ("canary", CANARY)):
+            start = len(two_versions.requests)
+            for session in range(10):  # whatever the split would choose for each session
+                headers = {"X-Session-Id": f"s{session}", "x-aistack-model-version": version}
+                assert chat(client, "hi", headers).status_code == 200
+            assert set(versions_of(two_versions, start)) == {model}
+        resp = chat(client, "hi", {"x-aistack-model-version": "beta"})
+        assert resp.status_code == 400 and "'stable' or 'canary'" in resp.json()["error"]["message"]
+
+
+def test_the_evaluations_asker_pins_the_version_it_evaluates(two_versions) -> None:
+    """`aistack eval --model-version`: every question reaches the version asked for."""
+    import asyncio
+
+    from aistack.runtime.evaluation.dataset import Question
+    from aistack.runtime.evaluation.evaluate import MODEL_VERSION_HEADER
+    from aistack.runtime.evaluation.runner import openai_asker
+
+    config = canary_config(two_versions.base_url, weight=50)
+    with run_gateway(config) as gw:
+        for version, model in (("stable", STABLE), ("canary", CANARY)):
+            ask = openai_asker(base_url=f"{gw.url}/v1", model="demo-model", api_key=None,
+                               headers={MODEL_VERSION_HEADER: version})
+            start = len(two_versions.requests)
+
+            async def all_questions(ask=ask) -> list[str]:
+                return [(await ask(Question(question=f"q{i}"))).text for i in range(12)]
+
+            answers = asyncio.run(all_questions())
+            assert all(a.startswith("Echo: q") for a in answers)
+            assert set(versions_of(two_versions, start)) == {model}
