@@ -3,7 +3,9 @@
 The spec (`spec.model.canary`) is the user's, and GitOps': the operator never edits it. What it
 owns is the weight the gateways use, rendered into their config and shown in status:
 
-- a canary it has not seen (or whose spec changed: `specHash`) starts at the spec's `weight`;
+- a canary it has not seen (or whose spec changed: `specHash`) starts at the spec's `weight` once its
+  own Deployment has its pods available (until then its weight is 0: a canary still pulling its
+  weights would fail its share of the requests, and its analysis with them);
 - without `analysis` the weight is the spec's (`Manual`);
 - with `analysis`, each reconcile (every gateway report is a Lease write the operator's watch hears)
   judges the canary on the summed windows (`aistack.api.canary_report`): a failed check sets the
@@ -77,13 +79,21 @@ def judge(analysis: CanaryAnalysis, stable: VersionStats, canary: VersionStats) 
 
 
 def decide(canary: CanarySpec, *, previous: Mapping[str, Any] | None, lease: Mapping[str, Any] | None,
-           now: float) -> CanaryDecision:
+           now: float, ready: bool = True) -> CanaryDecision:
     """The canary's status after this reconcile; `previous` is `status.model.canary` as last
-    written, `lease` the load Lease as the watch cache holds it."""
+    written, `lease` the load Lease as the watch cache holds it, `ready` whether the canary's own
+    Deployment has its pods available (always, for an adapter or API canary)."""
     digest = spec_hash(canary)
     prev = dict(previous) if previous and previous.get("specHash") == digest else None
     analysis = canary.analysis
     steps = analysis.steps if analysis is not None else []
+    if prev is not None and prev.get("since") is None:
+        prev = None  # it was waiting for its pods
+    if prev is None and not ready:
+        status = {"weight": 0, "step": None, "verdict": "Progressing" if steps else "Manual",
+                  "reason": f"waiting for the canary's pods to be ready before it takes {canary.weight}%",
+                  "since": None, "specHash": digest}
+        return CanaryDecision(status, None, None)
     if prev is None:
         verdict = "Progressing" if steps else "Manual"
         status = {"weight": canary.weight, "step": None, "verdict": verdict,

@@ -250,8 +250,9 @@ def _canary(rendered: Rendered, *, live: Mapping[ChildKey, Mapping[str, Any]], p
     if spec is None:
         return None
     lease = live.get(rendered.load_lease) if rendered.load_lease is not None else None
+    ready = rendered.canary is None or status.workload_check(live, *rendered.canary).ok
     return canary_analysis.decide(spec, previous=(previous.get("model") or {}).get("canary"), lease=lease,
-                                  now=clock())
+                                  now=clock(), ready=ready)
 
 
 def _model_status(canary: canary_analysis.CanaryDecision | None,

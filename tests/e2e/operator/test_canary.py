@@ -57,9 +57,11 @@ def test_a_failing_canary_is_rolled_back_to_zero_with_status_and_event_its_pods_
     cluster.apply_stack(canary_stack(namespace, "shop", analysis))
     cluster.wait_phase(namespace, "shop", "Ready")
     assert cluster.emulator.find("deployments", namespace, "shop-model-canary") is not None
-    assert canary_status(cluster, namespace, "shop")["weight"] == 20
+    # 0 until the canary's own pods are available, then the spec's weight
+    wait_for(lambda: canary_status(cluster, namespace, "shop").get("weight") == 20, what="canary started")
+    wait_for(lambda: gateway_config(cluster, namespace, "shop")["model"]["canary"]["weight"] == 20,
+             what="the gateways' config at 20")
     config = gateway_config(cluster, namespace, "shop")
-    assert config["model"]["canary"]["weight"] == 20
     template = cluster.emulator.find("deployments", namespace, "shop-gateway")["spec"]["template"]
 
     with run_openai_server(models=[config["model"]["primary"]["model"]]) as stable, \
@@ -112,7 +114,8 @@ def test_a_passing_canary_follows_its_steps_to_promoted(cluster: Cluster, operat
     analysis = {"windowSeconds": 60, "minRequests": 10, "steps": [50, 100], "stepIntervalSeconds": 1}
     cluster.apply_stack(canary_stack(namespace, "steady", analysis))
     cluster.wait_phase(namespace, "steady", "Ready")
-    started = canary_status(cluster, namespace, "steady")
+    started = wait_for(lambda: (s := canary_status(cluster, namespace, "steady")).get("since") and s,
+                       what="canary started")
     assert (started["weight"], started["verdict"]) == (20, "Progressing")
     seen = []
 
@@ -137,5 +140,6 @@ def test_a_canary_without_analysis_keeps_the_specs_weight(cluster: Cluster, oper
     del doc["spec"]["model"]["canary"]["analysis"]
     cluster.apply_stack(doc)
     cluster.wait_phase(namespace, "manual", "Ready")
+    wait_for(lambda: canary_status(cluster, namespace, "manual").get("weight") == 20, what="canary started")
     assert printer_columns(cluster.stack(namespace, "manual")) == (20, "Manual")
     assert cluster.emulator.find("leases", namespace, "manual-model-load") is None

@@ -202,3 +202,17 @@ def test_an_api_canary_is_another_model_name_at_the_endpoint() -> None:
     canary = gateway_config(objects)["model"]["canary"]
     assert canary["upstream"]["model"] == "gpt-4.1-mini" and canary["upstream"]["apiKeyEnv"]
     assert not any(name.endswith("-canary") for _, name in objects)
+
+
+def test_a_canary_takes_no_traffic_until_its_pods_are_ready() -> None:
+    canary = spec(analysis=ANALYSIS)
+    waiting = decide(canary, previous=None, lease=None, now=T0, ready=False)
+    assert waiting.status["weight"] == 0 and waiting.status["since"] is None and waiting.event is None
+    assert "waiting for the canary's pods" in waiting.status["reason"]
+    still = decide(canary, previous=waiting.status, lease=lease(stable=(100, 0, 0.1), canary=(30, 30, 0.1),
+                                                                 at=T0 + 5), now=T0 + 5, ready=False)
+    assert still.status == waiting.status  # nothing judged before it started
+    started = decide(canary, previous=still.status, lease=None, now=T0 + 60, ready=True)
+    assert (started.status["weight"], started.status["verdict"]) == (10, "Progressing")
+    assert started.event is not None and started.event[1] == "CanaryStarted"
+    assert started.recheck_at == T0 + 60 + 30
