@@ -143,3 +143,20 @@ def test_a_canary_without_analysis_keeps_the_specs_weight(cluster: Cluster, oper
     wait_for(lambda: canary_status(cluster, namespace, "manual").get("weight") == 20, what="canary started")
     assert printer_columns(cluster.stack(namespace, "manual")) == (20, "Manual")
     assert cluster.emulator.find("leases", namespace, "manual-model-load") is None
+
+
+def test_a_removed_canary_leaves_no_deployment_status_or_split(cluster: Cluster, operator: Any,
+                                                               namespace: str) -> None:
+    cluster.apply_stack(canary_stack(namespace, "done", {"minRequests": 5}))
+    wait_for(lambda: canary_status(cluster, namespace, "done").get("weight") == 20, what="canary started")
+    cluster.kube.request("PATCH", f"/apis/aistack.dev/v1alpha1/namespaces/{namespace}/aistacks/done",
+                         body={"spec": {"model": {"canary": None}}}, content_type=MERGE_PATCH)
+    wait_for(lambda: cluster.emulator.find("deployments", namespace, "done-model-canary") is None,
+             what="the canary's Deployment pruned")
+    for plural, name in (("services", "done-model-canary"), ("services", "done-model-canary-replicas"),
+                         ("leases", "done-model-load")):
+        wait_for(lambda plural=plural, name=name: cluster.emulator.find(plural, namespace, name) is None,
+                 what=f"{plural} {name} pruned")
+    wait_for(lambda: "model" not in ((cluster.stack(namespace, "done") or {}).get("status") or {})
+             or cluster.stack(namespace, "done")["status"]["model"] is None, what="status.model cleared")
+    assert "canary" not in gateway_config(cluster, namespace, "done")["model"]
