@@ -121,7 +121,7 @@ class StatusPanel:
         key = (status.gateway_url, status.model, status.model_note, status.engine, status.chunks,
                status.ingest_note,
                status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes),
-               status.engine_load is not None)
+               status.engine_load is not None, status.adapters)
         if self._last is not None and (key == self._last or not out.is_terminal):
             return
         self._last = key
@@ -139,6 +139,8 @@ def _show(status: Any) -> None:
                   f"{status.model}  {status.model_note}")
     if status.engine:
         table.add_row("engine", status.engine)
+    if status.adapters:
+        table.add_row("adapters", status.adapters)
     if status.engine_load is not None:
         table.add_row("engine load", engine_load_text(status.engine_load))
     if status.collection is not None:

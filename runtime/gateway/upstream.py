@@ -577,7 +577,8 @@ class ModelClient:
         except aiohttp.ClientError as err:
             raise _broken(target, err) from None
         if status != 200:
-            raise _status_error(target, status, content, headers.get("Retry-After"), path=path)
+            raise _status_error(target, status, content, headers.get("Retry-After"), path=path,
+                                adapter=_adapter(target, payload))
         try:
             return jsonio.loads(content)
         except ValueError:
@@ -604,7 +605,8 @@ class ModelClient:
                     content = await resp.read()
                 except (aiohttp.ClientError, TimeoutError):
                     content = b""
-                raise _status_error(target, resp.status, content, resp.headers.get("Retry-After"), path=path)
+                raise _status_error(target, resp.status, content, resp.headers.get("Retry-After"), path=path,
+                                    adapter=_adapter(target, payload))
             lines = _lines(resp.content)
             first = await _next_event(lines, target)
             if first is None:
@@ -674,11 +676,17 @@ def endpoint(payload: dict[str, Any]) -> str:
 
 
 def _status_error(target: Target, status: int, content: bytes,
-                  retry_after: str | None = None, *, path: str = "/chat/completions") -> UpstreamError:
+                  retry_after: str | None = None, *, path: str = "/chat/completions",
+                  adapter: str | None = None) -> UpstreamError:
     try:
         detail = jsonio.loads(content)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         detail = content[:200].decode(errors="replace")
+    if status == 404 and adapter is not None:  # listed in the spec, not (yet) in this engine
+        return UpstreamError(503, f"the adapter `{adapter}` is not loaded in the model's engine: it is still "
+                                  "being pulled or loaded, or it failed (status.model.adapters, or `aistack "
+                                  "up`'s adapters row, says which); retry later", code="adapter_unavailable",
+                             retryable=False, fallback=False)
     if status in (404, 405) and path != "/chat/completions" and "model" not in detail.lower():
         return UpstreamError(400, f"the {target.role} model's provider does not serve /v1{path} (HTTP "
                                   f"{status}); use /v1/chat/completions", code="unsupported_endpoint",

@@ -105,7 +105,7 @@ def launch(engine: EngineLocation, build: Build, chosen: EnginePlan, *, log: Pat
     port = port or free_port()
     command = local_command(engine, chosen.model, build=build, host="127.0.0.1", port=port,
                             weights=chosen.weights)
-    env = local_environ(build)
+    env = local_environ(build, lora=chosen.model.vllm is not None and chosen.model.vllm.lora_enabled)
     if not chosen.offline:  # the spec's own model may need the hub; offline weights never do
         env.pop("HF_HUB_OFFLINE", None)
     log.parent.mkdir(parents=True, exist_ok=True)

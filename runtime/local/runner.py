@@ -34,6 +34,7 @@ from aistack.api.gateway_config import GatewayConfig, ModelConfig, Replicas, Ups
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.engine.server import EngineServer
+from aistack.runtime.local.adapters import LocalAdapters
 from aistack.runtime.local.engine_model import EngineChoice, EngineUnavailable, LocalEngine
 from aistack.runtime.local.loads import in_daemon_thread
 from aistack.runtime.local.mlflow_server import (DEFAULT_PORT, INSTALL_HINT, MlflowServer,
@@ -91,6 +92,8 @@ class Status:
     offline: bool = False
     engine: str = ""
     """What serves a local model (vLLM and its log, or transformers); '' for a remote endpoint."""
+    adapters: str = ""
+    """Each LoRA adapter's state over the engines (`LocalAdapters.describe()`); '' without adapters."""
     engine_load: EngineLoad | None = None
     """The model engine's load as the gateway last read it from its `/metrics`; None where the model
     has no vLLM metrics (the transformers fallback, a hosted API) or the engine is not answering."""
@@ -128,6 +131,7 @@ class LocalStack:
         self._stage = on_stage or (lambda text: None)
         self._detail = on_detail or (lambda text: None)
         self._engines: list[LocalEngine] = []
+        self._adapters: LocalAdapters | None = None
         self._engines_starting: list[EngineServer] = []
         """Engine servers while they start (stopped with the rest if Ctrl-C comes then)."""
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
@@ -201,6 +205,7 @@ class LocalStack:
             embedder = await self._open_retrieval(config)
         self.status.guardrails = "in-process" if config.guardrails is not None else "off"
         await self._start_gateway(config, embedder)
+        await self._sync_adapters()  # each engine's adapters, before the panel says ready
         await self._wait_for_mlflow()
         await self._read_engine_load(first=True)
         self._publish()  # before up.json: whoever waits for up.json prints after the panel
@@ -301,6 +306,7 @@ class LocalStack:
         engine = usable_engine(build)
         folder = weights_folder()
         chosen = plan(self.stack, build, weights=folder)
+        self._adapters = LocalAdapters(chosen.model, manifest_dir=self.manifest.parent, state=self.folder)
         if chosen.offline and not is_prepared(folder):
             self._stage("preparing the offline model's weights for vLLM (once, ~30 s)")
             await in_daemon_thread(prepare_weights, folder, stage=self._stage)
@@ -351,7 +357,8 @@ class LocalStack:
     def _upstream(self, urls: list[str], *, model: str) -> Upstream:
         """One engine's URL, or every engine's with the spec's routing policy."""
         replicas = Replicas(urls=urls, policy=self._routing_policy()) if len(urls) > 1 else None
-        return Upstream(base_url=urls[0], model=model, timeout_seconds=300.0, replicas=replicas)
+        return Upstream(base_url=urls[0], model=model, timeout_seconds=300.0, replicas=replicas,
+                        adapters=(self._adapters.names or None) if self._adapters is not None else None)
 
     def _describe_engines(self) -> str:
         if len(self._engines) == 1:
@@ -367,6 +374,9 @@ class LocalStack:
         model = await in_daemon_thread(OfflineModel)
         url = await self._serve(offline_app(model, instead_of=config.model.public_name), port=free_port())
         self.status.engine = "transformers, in-process (slow: ~10 tok/s, one request at a time)"
+        if (vllm := self.stack.spec.model.vllm) is not None and vllm.adapters:
+            self.status.notes.append("LoRA adapters are not served: only the vLLM engine serves them "
+                                     "(aistack engine install)")
         return self._offline_config(config, urls=[f"{url}/v1"], reason=reason)
 
     def _offline_config(self, config: GatewayConfig, *, urls: list[str], reason: str) -> GatewayConfig:
@@ -486,6 +496,7 @@ class LocalStack:
             await self._refresh_mlflow()
             changed = state != self.status.mlflow_state or await self._restart_engine_if_exited()
             changed = await self._read_engine_load() or changed
+            changed = await self._sync_adapters() or changed
             if self._retriever is not None:
 
                 chunks = await self._retriever.store.count()
@@ -495,6 +506,16 @@ class LocalStack:
                 self._publish()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+
+    async def _sync_adapters(self) -> bool:
+        """A pass of each running engine's adapter agent; True when the status line changed."""
+        if self._adapters is None or not self._adapters.enabled:
+            return False
+        urls = [f"{e.base_url}/v1" for e in self._engines if e.server.exit_code() is None]
+        line = await asyncio.to_thread(self._adapters.sync, urls)
+        changed = line != self.status.adapters
+        self.status.adapters = line
+        return changed
 
     async def _restart_engine_if_exited(self) -> bool:
         """An engine that exited (killed, crashed) is started again on the same port, so the gateway's
@@ -556,6 +577,8 @@ class LocalStack:
         MLflow, each bounded, so a stop takes seconds and leaves no child process behind."""
         if self._stop.is_set():
             self._stage("stopping (Ctrl-C again to force)")
+        if self._adapters is not None:
+            self._adapters.close()
         for server, _ in reversed(self._servers):
             server.should_exit = True
         for server, task in reversed(self._servers):

@@ -97,3 +97,13 @@ def test_an_adapter_request_is_never_answered_by_the_fallback() -> None:
             a.server.configure(fail_next=["500"] * 6)
             assert ask(gateway.url, "demo-model", "sys").status_code == 200  # the base may fall back
             assert [r["model"] for r in api.requests if "messages" in r] == ["gpt-4o-mini"]
+
+
+def test_an_adapter_no_replica_holds_is_a_503_saying_so_never_the_base() -> None:
+    with run_openai_server(models=[BASE]) as a, run_gateway(config(a)) as gateway:
+        for stream in (False, True):
+            reply = ask(gateway.url, "sql", "sys", stream=stream)
+            assert reply.status_code == 503, reply.text
+            error = reply.json()["error"]
+            assert error["code"] == "adapter_unavailable" and "`sql` is not loaded" in error["message"]
+        assert upstream_models(a) == ["sql", "sql"]  # asked for the adapter, never answered by the base
