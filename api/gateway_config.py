@@ -67,6 +67,9 @@ class ModelScaling(ApiModel):
 
     target_requests: int
     """Requests per replica the autoscaler aims for: how much demand is worth reporting."""
+    target_waiting: int | None = None
+    """Requests queued in the engines per replica the autoscaler aims for (`targetWaiting`): how much
+    of a change in the engines' queue is worth reporting; None: the queue is not reported."""
     hold_seconds: float | None = None
     """With `minReplicas: 0`: how long a request waits while the model has no ready replica (it is
     starting from zero) before a 503 with Retry-After; None: no hold."""
@@ -254,7 +257,7 @@ def _scaling(stack: AIStack, endpoints: Endpoints) -> ModelScaling | None:
     if stack.spec.model.provider != "vllm" or vllm is None or vllm.autoscaling is None:
         return None
     scaling = vllm.autoscaling
-    return ModelScaling(target_requests=scaling.target_requests,
+    return ModelScaling(target_requests=scaling.target_requests, target_waiting=scaling.target_waiting,
                         hold_seconds=scaling.hold_seconds if scaling.min_replicas == 0 else None,
                         report_lease=endpoints.model_load_lease if scaling.engine == "builtin" else None)
 

@@ -118,7 +118,8 @@ class StatusPanel:
         self._last: tuple[Any, ...] | None = None
 
     def show(self, status: Any) -> None:
-        key = (status.gateway_url, status.model, status.model_note, status.engine, status.chunks,
+        key = (status.gateway_url, status.model, status.model_note, status.engine, status.scaling,
+               status.chunks,
                status.ingest_note,
                status.guardrails, status.mlflow_url, status.mlflow_state, tuple(status.notes),
                status.engine_load is not None, status.adapters)
@@ -141,6 +142,8 @@ def _show(status: Any) -> None:
         table.add_row("engine", status.engine)
     if status.adapters:
         table.add_row("adapters", status.adapters)
+    if status.scaling:
+        table.add_row("scaling", status.scaling)
     if status.engine_load is not None:
         table.add_row("engine load", engine_load_text(status.engine_load))
     if status.collection is not None:

@@ -96,10 +96,11 @@ class ModelAutoscaling(ApiModel):
 
     `builtin`: the operator sets the count through the Deployment's scale subresource from the load
     the stack's gateways report (requests in flight to the model plus requests held while it has no
-    replica): up at once, down only after the load stayed below 80% of the target for
-    `scaleDownDelaySeconds`. `keda`: a KEDA ScaledObject does it instead, from the gateways' demand
-    metric in Prometheus. With `minReplicas: 0` the model stops after `idleSeconds` without a request,
-    and the gateway holds a request that arrives then for up to `holdSeconds` while it starts again.
+    replica, and with `targetWaiting` the requests the engines queue): up at once, down only after
+    the load stayed below 80% of the target for `scaleDownDelaySeconds`. `keda`: a KEDA ScaledObject
+    does it instead, from the gateways' demand metric in Prometheus. With `minReplicas: 0` the model
+    stops after `idleSeconds` without a request, and the gateway holds a request that arrives then
+    for up to `holdSeconds` while it starts again.
     """
 
     model_config = cel_rules(
@@ -110,6 +111,9 @@ class ModelAutoscaling(ApiModel):
              ".prometheusUrl"),
         rule("!has(self.prometheusUrl) || (has(self.engine) && self.engine == 'keda')",
              "prometheusUrl is only for engine 'keda'", ".prometheusUrl"),
+        rule("!has(self.targetWaiting) || !has(self.engine) || self.engine == 'builtin'",
+             "targetWaiting is only for engine 'builtin' (KEDA's trigger reads the gateways' demand)",
+             ".targetWaiting"),
     )
 
     engine: Literal["builtin", "keda"] = "builtin"
@@ -122,6 +126,11 @@ class ModelAutoscaling(ApiModel):
     target_requests: Annotated[int, Field(ge=1, le=10_000)] = 8
     """Requests per replica to aim for: in flight to the model or held for it, as the gateways count
     them (vLLM's running plus waiting requests). A replica count is `ceil(demand / targetRequests)`."""
+    target_waiting: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Requests waiting in the engines' queues per replica to aim for (vLLM's `num_requests_waiting`,
+    read by the gateways from each replica's `/metrics`): with it the count is also at least
+    `ceil(waiting / targetWaiting)`, so engines that queue (their batch or KV cache is full) get
+    replicas even while the request count stays under `targetRequests`. `builtin` only."""
     scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     """How long the load must stay low before a replica is removed (no flapping under noisy load)."""
     idle_seconds: Annotated[int, Field(ge=0, le=86_400)] = 900
@@ -145,6 +154,9 @@ class ModelAutoscaling(ApiModel):
         if self.engine != "keda" and self.prometheus_url is not None:
             rules.add(("prometheusUrl",), "only for engine 'keda' (the builtin autoscaler reads the load "
                                           "the gateways report)")
+        if self.engine != "builtin" and self.target_waiting is not None:
+            rules.add(("targetWaiting",), f"{self.target_waiting} is only for engine 'builtin' (KEDA's "
+                                          "trigger reads the gateways' demand metric; use targetRequests)")
         rules.raise_if_any()
         return self
 

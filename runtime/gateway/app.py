@@ -15,7 +15,7 @@ import functools
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from aistack.runtime.gateway.auth import authenticate
 from aistack.runtime.gateway.chat import handle_chat
 from aistack.runtime.gateway.completions import handle_completion
 from aistack.runtime.gateway.responses import ResponsesRequest, handle_responses
-from aistack.runtime.gateway.engine_metrics import SCRAPE_INTERVAL_S, EngineMetrics
+from aistack.runtime.gateway.engine_metrics import (SCRAPE_INTERVAL_S, EngineLoad, EngineMetrics,
+                                                   EngineSnapshot)
 from aistack.runtime.gateway.errors import INTERNAL_ERROR, GatewayError, error_response, install_handlers
 from aistack.runtime.gateway.heap import settle_heap
 from aistack.runtime.gateway.jsonio import json_response
@@ -164,6 +165,8 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
     app.state.watcher = None
     app.state.engine_metrics = EngineMetrics(http=client, metrics=metrics,
                                              targets=lambda: holder.current.model.targets,
+                                             replicas=functools.partial(_routed_replicas, holder),
+                                             on_read=functools.partial(_engines_read, holder),
                                              interval_s=engine_metrics_interval_s)
     if config_path is not None:
         app.state.watcher = ConfigWatcher(path=config_path, apply=functools.partial(_apply_config, app),
@@ -181,6 +184,24 @@ def create_app(config: GatewayConfig | None = None, *, config_path: Path | None 
         app.add_route(path, endpoint, methods=[method], include_in_schema=False)
     app.add_middleware(EdgeMiddleware, holder=holder, metrics=metrics)
     return app
+
+
+def _routed_replicas(holder: StateHolder, role: str) -> list[str] | None:
+    """The replicas the gateway routes `role` to now (None: the upstream has no replicas)."""
+    pool = holder.current.model.pools.get(role)
+    return None if pool is None else pool.router.replicas
+
+
+def _engines_read(holder: StateHolder, role: str, snapshot: EngineSnapshot,
+                  replicas: Mapping[str, EngineSnapshot]) -> None:
+    """The autoscaled model's engines were read: their queue and KV-cache usage go to `Demand`."""
+    demand = holder.current.model.demand
+    if role != "primary" or demand is None:
+        return
+    loads = [r for r in replicas.values() if isinstance(r, EngineLoad)] or \
+        ([snapshot] if isinstance(snapshot, EngineLoad) else [])
+    demand.engines(waiting=sum(load.waiting for load in loads),
+                   kv=max((load.kv_cache_usage for load in loads), default=None))
 
 
 async def _apply_config(app: FastAPI, new: GatewayConfig) -> None:

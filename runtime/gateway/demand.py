@@ -3,10 +3,12 @@ built-in autoscaler (`spec.model.vllm.autoscaling`).
 
 `Demand` counts the requests in flight to the model and those held while it has no ready replica
 (scaled to zero, starting), publishes both as `aistack_gateway_model_demand` and
-`aistack_gateway_model_held` (KEDA's trigger reads the first through Prometheus), and tells the
+`aistack_gateway_model_held` (KEDA's trigger reads the first through Prometheus), takes the engines'
+own queue and KV-cache usage from each round of `EngineMetrics` reads (`engines()`), and tells the
 `LeaseReporter`. The reporter merge-patches this pod's annotation of the load Lease
 (`aistack.api.model_load`) with the one right the pod has (`patch` on that Lease): only when the
-demand changed materially, at once when it goes from zero or a request starts waiting, at most once
+demand (or, with `targetWaiting`, the engines' queue) changed materially, at once when it goes
+from zero or a request starts waiting, at most once
 a second otherwise, and every `HEARTBEAT_SECONDS` while it is not zero (so a gone pod's report ages
 out). Writes run in the background, one at a time; the request path never waits on the API server.
 """
@@ -51,15 +53,17 @@ class LeaseReporter:
 
     def __init__(self, *, api: str, namespace: str, lease: str, target: int,
                  session: Callable[[], aiohttp.ClientSession], pod: str | None = None,
-                 token_dir: Path = TOKEN_DIR) -> None:
+                 token_dir: Path = TOKEN_DIR, target_waiting: int | None = None) -> None:
         """`session`: the gateway's HTTP session (made on first use, in the serving loop)."""
         self.url = f"{api}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
         self.key = report_key(pod or os.environ.get("HOSTNAME") or socket.gethostname())
         self.target = target
+        self.target_waiting = target_waiting
         self.session = session
         self.token_dir = token_dir
-        self.demand = self.held = 0
-        self.written: tuple[int, int] | None = None
+        self.demand = self.held = self.waiting = 0
+        self.kv: float | None = None
+        self.written: tuple[int, int, int] | None = None
         self.written_at = -1e9
         self.writes = 0
         self._task: asyncio.Task[None] | None = None
@@ -68,25 +72,28 @@ class LeaseReporter:
         self._failing = False
         self.closed = False
 
-    def update(self, demand: int, held: int) -> None:
+    def update(self, demand: int, held: int, waiting: int = 0, kv: float | None = None) -> None:
         """The counts changed: write now, later, or not at all."""
         if self.closed:
             return
-        self.demand, self.held = demand, held
+        self.demand, self.held, self.waiting, self.kv = demand, held, waiting, kv
         self._schedule()
 
     def _due(self) -> float | None:
         """Seconds until the next write is due; None: nothing to write."""
         if self.written is None:
             return 0.0
-        old_demand, old_held = self.written
+        old_demand, old_held, old_waiting = self.written
         since = time.monotonic() - self.written_at
         urgent = (old_held == 0 and self.held > 0) or (old_demand == 0 and self.demand > 0)
         if urgent or (self._failing and self.demand != old_demand):
             return 0.0
-        if material(old_demand, self.demand, target=self.target) or (self.held == 0) != (old_held == 0):
+        queue = self.target_waiting is not None and material(old_waiting, self.waiting,
+                                                              target=self.target_waiting, zero=False)
+        if material(old_demand, self.demand, target=self.target) or (self.held == 0) != (old_held == 0) \
+                or queue:
             return max(0.0, MIN_INTERVAL_S - since)
-        if self.demand > 0:
+        if self.demand > 0 or self.waiting > 0:
             return max(0.0, HEARTBEAT_SECONDS - since)
         return None
 
@@ -108,7 +115,8 @@ class LeaseReporter:
             self._timer = loop.call_later(due, self._schedule)
 
     async def _write(self) -> None:
-        report = LoadReport(demand=self.demand, held=self.held, at=time.time())
+        report = LoadReport(demand=self.demand, held=self.held, at=time.time(), waiting=self.waiting,
+                            kv=self.kv)
         body = {"metadata": {"annotations": {self.key: report.encode()}}}
         headers = {"Content-Type": "application/merge-patch+json"}
         token = self._read("token")
@@ -123,7 +131,7 @@ class LeaseReporter:
             ok, detail = False, f"{type(err).__name__}: {err}"
         self.written_at = time.monotonic()
         if ok:
-            self.written, self.writes = (report.demand, report.held), self.writes + 1
+            self.written, self.writes = (report.demand, report.held, report.waiting), self.writes + 1
             if self._failing:
                 log.info("reporting the model's load to the autoscaler works again")
             self._failing = False
@@ -159,8 +167,8 @@ class LeaseReporter:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 2)
-        if self.written is not None and self.written != (0, 0):
-            self.demand = self.held = 0
+        if self.written is not None and self.written != (0, 0, 0):
+            self.demand = self.held = self.waiting = 0
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._write(), 3)
         if self._timer is not None:
@@ -174,6 +182,10 @@ class Demand:
                  reporter: LeaseReporter | None = None) -> None:
         self.scaling = scaling
         self.in_flight = self.held = 0
+        self.waiting = 0
+        """Requests queued in the model's engines at the last read of their `/metrics`."""
+        self.kv: float | None = None
+        """The highest KV-cache usage among them; None: not read."""
         self.reporter = reporter
         self._demand = metrics.model_demand.labels(stack, namespace)
         self._held = metrics.model_held.labels(stack, namespace)
@@ -192,8 +204,14 @@ class Demand:
         self.held = max(0, self.held + delta)
         self._changed()
 
+    def engines(self, *, waiting: int, kv: float | None) -> None:
+        """A round of reads of the engines' `/metrics` (every replica the gateway routes to)."""
+        self.waiting, self.kv = waiting, kv
+        if self.reporter is not None:
+            self.reporter.update(self.in_flight, self.held, self.waiting, self.kv)
+
     def _changed(self) -> None:
         self._demand.set(self.in_flight)
         self._held.set(self.held)
         if self.reporter is not None:
-            self.reporter.update(self.in_flight, self.held)
+            self.reporter.update(self.in_flight, self.held, self.waiting, self.kv)

@@ -3,7 +3,10 @@ waiting, KV-cache usage, prefix-cache hits.
 
 `EngineMetrics` reads every model upstream's `/metrics` every few seconds, publishes the numbers as
 the gateway's `aistack_engine_*` gauges and keeps the latest `EngineLoad` per upstream, which the
-local panel (and later routing and autoscaling) read in-process. A background poll rather than a
+local panel reads in-process. An upstream with replicas has each replica the gateway routes to read
+(`replicas`), not whichever one its Service picks, summed into its `EngineLoad`; `on_read` hands each
+round's reads on (the autoscaler's report takes the engines' queued requests and KV-cache usage from
+them: `Demand.engines()`). A background poll rather than a
 read on each scrape of the gateway's `/metrics`: the numbers are wanted whether or not Prometheus
 scrapes, and a scrape of the gateway then never waits on an engine; each read is bounded
 (`SCRAPE_TIMEOUT_S`) so a dead engine only delays the next round.
@@ -22,8 +25,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client import Gauge
@@ -141,24 +144,52 @@ async def scrape(http: httpx.AsyncClient, url: str, *, headers: dict[str, str] |
     return result
 
 
+def combine(reads: Sequence[EngineSnapshot], *, scraped_at: float) -> EngineSnapshot:
+    """One model's load from its replicas' reads: counts summed, KV-cache usage averaged, the
+    replicas that did not answer left out (all failed: the first failure, absent if all were)."""
+    loads = [r for r in reads if isinstance(r, EngineLoad)]
+    if not loads:
+        failed = [r for r in reads if isinstance(r, MetricsUnavailable)]
+        if not failed:
+            return MetricsUnavailable("the model has no ready replica", scraped_at)
+        return MetricsUnavailable(failed[0].reason, scraped_at,
+                                  engine_absent=all(r.engine_absent for r in failed))
+    return EngineLoad(running=sum(x.running for x in loads), waiting=sum(x.waiting for x in loads),
+                      kv_cache_usage=sum(x.kv_cache_usage for x in loads) / len(loads),
+                      prefix_cache_queries=sum(x.prefix_cache_queries for x in loads),
+                      prefix_cache_hits=sum(x.prefix_cache_hits for x in loads), scraped_at=scraped_at)
+
+
 @dataclass
 class _Watch:
     url: str
     snapshot: EngineSnapshot | None = None
+    replicas: dict[str, EngineSnapshot] = field(default_factory=dict)
+    """Each replica's read, by its base URL (an upstream with replicas)."""
+
+
+Replicas = Callable[[str], Sequence[str] | None]
+"""The base URLs of the replicas the gateway routes a role's requests to now; None: the upstream
+has no replicas of its own (read its URL)."""
+OnRead = Callable[[str, EngineSnapshot, Mapping[str, EngineSnapshot]], None]
 
 
 class EngineMetrics:
     """The latest read of each upstream (`latest(role)`), kept in the gateway's gauges.
 
-    `targets` is asked every round, so a config reload's new upstreams are followed at once.
+    `targets` (and `replicas`) are asked every round, so a config reload's new upstreams and a
+    replica that came or went are followed at once.
     """
 
     def __init__(self, *, http: httpx.AsyncClient, metrics: GatewayMetrics,
                  targets: Callable[[], Sequence[Target]], interval_s: float = SCRAPE_INTERVAL_S,
-                 timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+                 timeout_s: float = SCRAPE_TIMEOUT_S, replicas: Replicas = lambda role: None,
+                 on_read: OnRead | None = None) -> None:
         self.http = http
         self.metrics = metrics
         self.targets = targets
+        self.replicas = replicas
+        self.on_read = on_read
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._watches: dict[str, _Watch] = {}
@@ -169,6 +200,11 @@ class EngineMetrics:
         """The last read of the `role` upstream; None before the first."""
         watch = self._watches.get(role)
         return watch.snapshot if watch is not None else None
+
+    def replica_reads(self, role: str = "primary") -> dict[str, EngineSnapshot]:
+        """The last read of each replica of the `role` upstream, by base URL ({} without replicas)."""
+        watch = self._watches.get(role)
+        return dict(watch.replicas) if watch is not None else {}
 
     async def first_round(self) -> None:
         """Return once every upstream has been read (or found due later) at least once."""
@@ -207,9 +243,21 @@ class EngineMetrics:
     async def _read(self, target: Target) -> None:
         watch = self._watches[target.role]
         auth = {k: v for k, v in target.headers.items() if k == "Authorization"}
-        snapshot = await scrape(self.http, watch.url, headers=auth, timeout_s=self.timeout_s)
+        listed = self.replicas(target.role)
+        if listed is None:
+            snapshot = await scrape(self.http, watch.url, headers=auth, timeout_s=self.timeout_s)
+        else:
+            reads = await asyncio.gather(*(scrape(self.http, metrics_url(url), headers=auth,
+                                                  timeout_s=self.timeout_s) for url in listed))
+            watch.replicas = dict(zip(listed, reads, strict=True))
+            snapshot = combine(reads, scraped_at=time.time())
         previous, watch.snapshot = watch.snapshot, snapshot
         role, m = target.role, self.metrics
+        if self.on_read is not None:
+            try:
+                self.on_read(role, snapshot, watch.replicas)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the reads
+                log.exception("handing on the engine metrics failed")
         if isinstance(snapshot, EngineLoad):
             if not isinstance(previous, EngineLoad):
                 log.info("reading the %s model's engine metrics from %s", role, watch.url)

@@ -75,7 +75,8 @@ def _demand(config: GatewayConfig, *, pool: HttpPool, metrics: GatewayMetrics) -
                         "known here (no KUBERNETES_SERVICE_HOST or %s): not reporting", KUBE_API_ENV)
         else:
             reporter = LeaseReporter(api=api, namespace=config.namespace, lease=scaling.report_lease,
-                                     target=scaling.target_requests, session=pool.session)
+                                     target=scaling.target_requests, session=pool.session,
+                                     target_waiting=scaling.target_waiting)
     return Demand(scaling=scaling, stack=config.name, namespace=config.namespace, metrics=metrics,
                   reporter=reporter)
 

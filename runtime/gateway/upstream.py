@@ -28,7 +28,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,6 +205,12 @@ class ReplicaPool:
                                       if isinstance(m, dict) and m.get("parent"))
         read = await asyncio.gather(*(one(r) for r in self.router.replicas))
         self.adapters = {replica: names for replica, names in read if names is not None}
+
+    def list_urls(self, urls: Sequence[str]) -> None:
+        """Fixed replicas listed anew, as discovery would list them: `aistack up` lists the engines
+        that serve as its autoscaler starts and stops them (none: a request is held)."""
+        self.spec = self.spec.model_copy(update={"urls": list(urls)})
+        self.router.update(self.spec.urls)
 
     async def refresh(self) -> None:
         if self.spec.dns_name is None:

@@ -90,6 +90,8 @@ class LocalEngine:
     build: Build
     plan: EnginePlan
     restarts: int = 0
+    index: int = 0
+    """Which of `aistack up`'s engines (its log: `engine_log_name(index)`)."""
 
     @property
     def base_url(self) -> str:

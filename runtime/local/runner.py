@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,11 +31,14 @@ import uvicorn
 
 from aistack.api.engine import VLLM_VERSION
 from aistack.api.gateway_config import GatewayConfig, ModelConfig, Replicas, Upstream
+from aistack.api.scale_policy import ScalePolicy
 from aistack.api.manifests import load_stack
 from aistack.api.v1alpha1 import AIStack
 from aistack.runtime.engine.server import EngineServer
 from aistack.runtime.local.adapters import LocalAdapters
-from aistack.runtime.local.engine_model import EngineChoice, EngineUnavailable, LocalEngine
+from aistack.runtime.engine.locate import Build
+from aistack.runtime.local.engine_model import EngineChoice, EnginePlan, EngineUnavailable, LocalEngine
+from aistack.runtime.local.engine_scaler import EngineScaler
 from aistack.runtime.local.loads import in_daemon_thread
 from aistack.runtime.local.mlflow_server import (DEFAULT_PORT, INSTALL_HINT, MlflowServer,
                                                  missing_server_packages)
@@ -94,6 +97,9 @@ class Status:
     """What serves a local model (vLLM and its log, or transformers); '' for a remote endpoint."""
     adapters: str = ""
     """Each LoRA adapter's state over the engines (`LocalAdapters.describe()`); '' without adapters."""
+    scaling: str = ""
+    """What the engines' autoscaler does (`spec.model.vllm.autoscaling`): scaled to zero, starting, ...;
+    '' without autoscaling."""
     engine_load: EngineLoad | None = None
     """The model engine's load as the gateway last read it from its `/metrics`; None where the model
     has no vLLM metrics (the transformers fallback, a hosted API) or the engine is not answering."""
@@ -131,8 +137,13 @@ class LocalStack:
         self._stage = on_stage or (lambda text: None)
         self._detail = on_detail or (lambda text: None)
         self._engines: list[LocalEngine] = []
+        self._scaler: EngineScaler | None = None
+        self._scaling: asyncio.Task[None] | None = None
+        self._holder: Any = None
         self._adapters: LocalAdapters | None = None
         self._engines_starting: list[EngineServer] = []
+        self._plan: tuple[Build, EnginePlan] | None = None
+        """What the engines run (for the autoscaler's new engines)."""
         """Engine servers while they start (stopped with the rest if Ctrl-C comes then)."""
         self._servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
         self._mlflow: MlflowServer | None = None
@@ -206,6 +217,7 @@ class LocalStack:
         self.status.guardrails = "in-process" if config.guardrails is not None else "off"
         await self._start_gateway(config, embedder)
         await self._sync_adapters()  # each engine's adapters, before the panel says ready
+        self._start_scaler()
         await self._wait_for_mlflow()
         await self._read_engine_load(first=True)
         self._publish()  # before up.json: whoever waits for up.json prints after the panel
@@ -316,6 +328,7 @@ class LocalStack:
                     f"{', each engine ~4 GB of memory' if count > 1 else ''})")
         servers = self._engines_starting = [
             launch(engine, build, chosen, log=self.folder / engine_log_name(i)) for i in range(count)]
+        self._plan = (build, chosen)
         try:
             async with asyncio.TaskGroup() as group:
                 waits = [group.create_task(wait_ready(server, progress=self._detail if i == 0 else _quiet))
@@ -323,10 +336,10 @@ class LocalStack:
         except BaseExceptionGroup as failed:  # the others were cancelled, and so stopped
             raise failed.exceptions[0] from None
         seconds = max(w.result() for w in waits)
-        self._engines = [LocalEngine(server, build, chosen) for server in servers]
+        self._engines = [LocalEngine(server, build, chosen, index=i) for i, server in enumerate(servers)]
         self._engines_starting = []
         self.status.engine = f"{self._describe_engines()}; ready in {seconds:.0f} s"
-        if count > 1:
+        if count > 1 and self._policy(build) is None:
             source = "--replicas" if self.options.replicas else "model.vllm.replicas"
             self.status.notes.append(f"{count} vLLM engines ({source}), each ~4 GB of memory; the gateway "
                                      f"routes over them (policy {self._routing_policy()}); --replicas 1 "
@@ -339,10 +352,13 @@ class LocalStack:
                 "primary": self._upstream(urls, model=chosen.model.public_name), "fallback": None})})
         return self._offline_config(config, urls=urls, reason=reason)
 
-    def _engine_count(self, build: str) -> int:
+    def _engine_count(self, build: Build) -> int:
         """`--replicas`, else the spec's vLLM replicas, else 1; one on a GPU host (each engine takes
-        most of a GPU's memory)."""
+        most of a GPU's memory). With autoscaling: `minReplicas`, at least 1 (it stops when idle)."""
         vllm = self.stack.spec.model.vllm
+        policy = self._policy(build)
+        if policy is not None:
+            return max(policy.min_replicas, 1)
         wanted = self.options.replicas or (vllm.replicas if vllm is not None and vllm.replicas else 1)
         if wanted > 1 and build == "cuda":
             self.status.notes.append(f"one vLLM engine instead of {wanted}: locally each would take most of "
@@ -350,17 +366,31 @@ class LocalStack:
             return 1
         return wanted
 
+    def _policy(self, build: Build) -> ScalePolicy | None:
+        """The spec's autoscaling for the local engines (one at most on the CUDA build); None without
+        it or with `--replicas`, which pins the count."""
+        vllm = self.stack.spec.model.vllm
+        if vllm is None or vllm.autoscaling is None or self.options.replicas:
+            return None
+        policy = ScalePolicy.of(vllm.autoscaling)
+        if build == "cuda" and policy.max_replicas > 1:
+            return replace(policy, min_replicas=min(policy.min_replicas, 1), max_replicas=1)
+        return policy
+
     def _routing_policy(self) -> Literal["prefix", "least-busy", "round-robin"]:
         vllm = self.stack.spec.model.vllm
         return vllm.routing.policy if vllm is not None else "prefix"
 
     def _upstream(self, urls: list[str], *, model: str) -> Upstream:
         """One engine's URL, or every engine's with the spec's routing policy."""
-        replicas = Replicas(urls=urls, policy=self._routing_policy()) if len(urls) > 1 else None
+        scaled = self._plan is not None and self._policy(self._plan[0]) is not None
+        replicas = Replicas(urls=urls, policy=self._routing_policy()) if len(urls) > 1 or scaled else None
         return Upstream(base_url=urls[0], model=model, timeout_seconds=300.0, replicas=replicas,
                         adapters=(self._adapters.names or None) if self._adapters is not None else None)
 
     def _describe_engines(self) -> str:
+        if not self._engines:
+            return f"vLLM {VLLM_VERSION}: no engine running"
         if len(self._engines) == 1:
             return self._engines[0].describe()
         pids = ", ".join(str(e.server.process.pid) for e in self._engines)
@@ -405,7 +435,7 @@ class LocalStack:
                                      "(fast rails still run)")
         return config.model_copy(update={"guardrails": guardrails, "model": ModelConfig(
             public_name=OFFLINE_MODEL_NAME, defaults=defaults, answers="extractive",
-            notice=notice(spec_model),
+            notice=notice(spec_model), scaling=config.model.scaling if self._engines else None,
             primary=self._upstream(urls, model=OFFLINE_MODEL_NAME))})
 
     async def _open_retrieval(self, config: GatewayConfig) -> Any:
@@ -457,6 +487,59 @@ class LocalStack:
 
         self.status.gateway_url = await self._serve(app, port=self.options.port)
         self._engine_metrics = app.state.engine_metrics
+        self._holder = app.state.holder
+
+    def _start_scaler(self) -> None:
+        """With autoscaling, the engines follow the gateway's load from now on (`EngineScaler`)."""
+        policy = self._policy(self._plan[0]) if self._plan is not None and self._engines else None
+        if policy is None:
+            return
+        self._scaler = EngineScaler(policy=policy, engines=self._engines, start=self._scale_up_engine,
+                                    stop=self._scale_down_engine, listed=self._list_engines,
+                                    load=self._model_load, busy=self._engine_busy,
+                                    on_change=self._scaling_changed)
+        self.status.scaling = self._scaler.state()
+        self._scaling = asyncio.create_task(self._scaler.run())
+
+    def _pool(self) -> Any:
+        return self._holder.current.model.pools.get("primary")
+
+    def _list_engines(self, urls: list[str]) -> None:
+        pool = self._pool()
+        if pool is not None:
+            pool.list_urls(urls)
+
+    def _engine_busy(self, url: str) -> int:
+        pool = self._pool()
+        return 0 if pool is None else pool.router.in_flight.get(url, 0)
+
+    def _model_load(self) -> tuple[int, int, int]:
+        """(requests in flight to the model or held, held, waiting in its engines), as the gateway
+        counts them."""
+        demand = self._holder.current.model.demand
+        return (0, 0, 0) if demand is None else (demand.in_flight, demand.held, demand.waiting)
+
+    async def _scale_up_engine(self, index: int) -> LocalEngine:
+        from aistack.runtime.local.engine_model import launch, usable_engine, wait_ready
+
+        assert self._plan is not None
+        build, chosen = self._plan
+        server = launch(usable_engine(build), build, chosen, log=self.folder / engine_log_name(index))
+        self._engines_starting.append(server)
+        try:
+            await wait_ready(server)
+        finally:
+            self._engines_starting.remove(server)
+        return LocalEngine(server, build, chosen, index=index)
+
+    async def _scale_down_engine(self, engine: LocalEngine) -> None:
+        await asyncio.to_thread(engine.server.stop, grace_s=10)
+
+    def _scaling_changed(self) -> None:
+        assert self._scaler is not None
+        self.status.scaling = self._scaler.state()
+        self.status.engine = self._describe_engines()
+        self._publish()
 
     async def _read_engine_load(self, *, first: bool = False) -> bool:
         """Take the engine's load from the gateway's own reads (no request of ours; `first`: wait for
@@ -577,6 +660,11 @@ class LocalStack:
         MLflow, each bounded, so a stop takes seconds and leaves no child process behind."""
         if self._stop.is_set():
             self._stage("stopping (Ctrl-C again to force)")
+        if self._scaling is not None:  # no engine starts or stops behind the stop
+            self._scaling.cancel()
+            with contextlib.suppress(BaseException):
+                await self._scaling
+            self._scaling = None
         if self._adapters is not None:
             self._adapters.close()
         for server, _ in reversed(self._servers):

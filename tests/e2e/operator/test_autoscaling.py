@@ -1,8 +1,9 @@
 """The built-in autoscaler on the emulator, with the real operator: a model's replicas follow the load
 its gateways report on the load Lease (written here as a gateway pod writes it), through the
 Deployment's scale subresource; down only after the delay, to zero after the idle window (status
-ScaledToZero, not failed), and back up at once for a held request. A model without autoscaling is
-never scaled.
+ScaledToZero, not failed), and back up at once for a held request; with `targetWaiting`, on the
+engines' own queue as the gateways read it from each replica's /metrics (a step load with noise,
+scale events counted). A model without autoscaling is never scaled.
 
 Not covered here: the API server's RBAC enforcement of the gateway's Role (the emulator enforces no
 RBAC; `test_rbac.py` checks the operator's own calls, the render test the Role's one rule).
@@ -10,6 +11,7 @@ RBAC; `test_rbac.py` checks the operator's own calls, the render test the Role's
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any
@@ -23,7 +25,7 @@ from aistack.operator.kube import CHILD_KINDS, MERGE_PATCH
 from aistack.runtime.gateway.demand import KUBE_API_ENV
 from aistack.testing.cluster import Cluster, wait_for
 from aistack.testing.gateway import run_gateway
-from aistack.testing.openai_server import ServerOptions
+from aistack.testing.openai_server import ServerOptions, run_openai_server
 from aistack.testing.starting_server import StartingReplica
 
 LEASE = CHILD_KINDS["Lease"]
@@ -36,10 +38,10 @@ def vllm_stack(namespace: str, name: str, vllm: dict[str, Any]) -> dict[str, Any
 
 
 def report(cluster: Cluster, namespace: str, stack: str, *, demand: int, held: int = 0,
-           pod: str = "gw-1") -> None:
+           pod: str = "gw-1", waiting: int = 0) -> None:
     """What one gateway pod writes: a merge patch of its own annotation on the load Lease."""
     body = {"metadata": {"annotations": {
-        report_key(pod): LoadReport(demand=demand, held=held, at=time.time()).encode()}}}
+        report_key(pod): LoadReport(demand=demand, held=held, at=time.time(), waiting=waiting).encode()}}}
     cluster.kube.request("PATCH", LEASE.path(namespace, f"{stack}-model-load"), body=body,
                          content_type=MERGE_PATCH)
 
@@ -179,3 +181,71 @@ def test_a_request_to_a_model_at_zero_wakes_it_through_the_gateways_report(
     # already be back at 0 by now, which the next line waits for)
     assert scaled_to == [1]
     wait_for(lambda: replicas(cluster, namespace, "wake-model") == 0, timeout=10, what="idle again, stopped")
+
+
+def engine_page(*, waiting: int, running: int = 4, kv: float = 0.9) -> str:
+    """The part of a vLLM 0.32 /metrics page the gateway reads."""
+    labels = '{engine="0",model_name="Qwen/Qwen2.5-0.5B-Instruct"}'
+    return (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{labels} {running}.0\n"
+            f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {waiting}.0\n"
+            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {kv}\n")
+
+
+def test_a_step_of_the_engines_queue_scales_up_and_down_once_despite_noise(
+        cluster: Cluster, operator: Any, namespace: str) -> None:
+    """targetWaiting 2, and a demand (8 in flight) that alone needs one replica: the queue's step to
+    ~5 (noisy: 4-6) asks for 3 replicas at once and holds them, its step back to 0 returns to 1
+    after the delay; two gateway pods reading the same replicas do not double the queue."""
+    scaling = {"minReplicas": 1, "maxReplicas": 6, "targetRequests": 100, "targetWaiting": 2,
+               "scaleDownDelaySeconds": 1, "idleSeconds": 60}
+    cluster.apply_stack(vllm_stack(namespace, "queue", {"autoscaling": scaling}))
+    model = "queue-model"
+    wait_for(lambda: replicas(cluster, namespace, model) == 1, what="scaled to minReplicas")
+    before = scale_calls(cluster, namespace, model)
+    rng = random.Random(5)
+    counts = []
+    for waiting in [0] * 5 + [6] + [rng.randint(4, 6) for _ in range(30)]:
+        for pod in ("gw-1", "gw-2"):  # each pod reads every replica: the same queue twice
+            report(cluster, namespace, "queue", demand=4, waiting=waiting, pod=pod)
+        time.sleep(0.05)
+        counts.append(replicas(cluster, namespace, model))
+    wait_for(lambda: replicas(cluster, namespace, model) == 3, what="scaled up to 3 on the queue")
+    assert max(c or 0 for c in counts) <= 3  # ceil(6 / 2), never the doubled queue's 6
+    for pod in ("gw-1", "gw-2"):
+        report(cluster, namespace, "queue", demand=4, waiting=0, pod=pod)
+    lowered = time.monotonic()
+    wait_for(lambda: replicas(cluster, namespace, model) == 1, timeout=10, what="back to 1")
+    assert time.monotonic() - lowered >= 0.9  # after scaleDownDelaySeconds
+    assert scale_calls(cluster, namespace, model) - before == 2  # up once, down once: no flapping
+    events = wait_for(lambda: len(e := cluster.events(namespace, "Scaled")) >= 2 and e, what="Scaled events")
+    assert any("waiting in the engines need 3 replicas" in e["message"] for e in events), events
+
+
+def test_the_gateway_reports_the_engines_queue_read_from_each_replica(
+        cluster: Cluster, operator: Any, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain on the engines' own load: the real gateway (the operator's rendered config, its
+    replicas two loopback servers serving vLLM's /metrics) reads each replica's queue, reports the
+    sum on the Lease, and the operator scales on it; the queue gone, back to minReplicas."""
+    scaling = {"minReplicas": 1, "maxReplicas": 4, "targetRequests": 100, "targetWaiting": 2,
+               "scaleDownDelaySeconds": 1}
+    cluster.apply_stack(vllm_stack(namespace, "engq", {"autoscaling": scaling}))
+    wait_for(lambda: replicas(cluster, namespace, "engq-model") == 1, what="scaled to minReplicas")
+    config_map = wait_for(lambda: cluster.emulator.find("configmaps", namespace, "engq-gateway-config"),
+                          what="gateway config")
+    config = yaml.safe_load(next(iter(config_map["data"].values())))
+    assert config["model"]["scaling"]["targetWaiting"] == 2
+    name = config["model"]["primary"]["model"]
+    with run_openai_server(models=[name], metrics_page=engine_page(waiting=3)) as a, \
+            run_openai_server(models=[name], metrics_page=engine_page(waiting=4, kv=0.95)) as b:
+        config["model"]["primary"]["replicas"] = {"urls": [a.base_url, b.base_url], "policy": "least-busy"}
+        monkeypatch.setenv(KUBE_API_ENV, cluster.thread.url)
+        with run_gateway(config, engine_metrics_interval_s=0.2):
+            wait_for(lambda: replicas(cluster, namespace, "engq-model") == 4, timeout=10,
+                     what="scaled on the engines' queue: ceil((3 + 4) / 2)")
+            lease = cluster.emulator.find("leases", namespace, "engq-model-load")
+            reports = [LoadReport.decode(v) for v in lease["metadata"]["annotations"].values()]
+            assert [(r.waiting, r.kv) for r in reports if r] == [(7, 0.95)]
+            a.configure(metrics_page=engine_page(waiting=0))
+            b.configure(metrics_page=engine_page(waiting=0))
+            wait_for(lambda: replicas(cluster, namespace, "engq-model") == 1, timeout=10,
+                     what="back to minReplicas once the queue is gone")

@@ -202,6 +202,7 @@ def test_examples_pass_schema_and_cel(path: Path) -> None:
         ("autoscaling-min-above-max", "minReplicas must not be greater than maxReplicas"),
         ("autoscaling-with-replicas", "replicas must be unset with autoscaling"),
         ("autoscaling-keda-without-prometheus", "engine 'keda' needs prometheusUrl"),
+        ("autoscaling-target-waiting-on-keda", "targetWaiting is only for engine 'builtin'"),
         ("routing-on-openai", "vllm must not be set with provider 'openai'"),
         ("canary-sticky-api-key-without-keys", "stickyBy 'apiKey' needs gateway.apiKeysSecretRef"),
         ("canary-sticky-tenant-without-tenants", "stickyBy 'tenant' needs retrieval.tenantField"),

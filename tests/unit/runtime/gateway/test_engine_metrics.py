@@ -258,3 +258,44 @@ def test_the_gateway_publishes_the_engines_numbers_and_its_metrics_never_wait_fo
             while 'aistack_engine_metrics_available{upstream="primary"} 0.0' not in gw.metrics():
                 assert time.monotonic() < deadline, gw.metrics()
                 time.sleep(0.05)
+
+
+def page_with(*, running: int, waiting: int, kv: float) -> str:
+    labels = '{engine="0",model_name="m"}'
+    return (f"vllm:num_requests_running{labels} {running}\nvllm:num_requests_waiting{labels} {waiting}\n"
+            f"vllm:kv_cache_usage_perc{labels} {kv}\n")
+
+
+async def test_each_replica_the_gateway_routes_to_is_read_and_summed(engine: FakeEngine) -> None:
+    """Behind a Service one replica at a time would answer; the replicas listed are read each."""
+    other = FakeEngine(page=page_with(running=2, waiting=5, kv=0.9))
+    engine.page = page_with(running=3, waiting=1, kv=0.5)
+    metrics = GatewayMetrics()
+    targets = [Target.of("primary", Upstream(base_url="http://model-service:8000/v1", model="m"))]
+    listed = [engine.base_url]
+    handed: list[tuple[str, object, dict[str, object]]] = []
+    with serve_in_thread(Starlette(routes=[Route("/metrics", other.metrics)])) as port:
+        other.port = port
+        listed.append(other.base_url)
+        async with httpx.AsyncClient() as http:
+            reader = EngineMetrics(http=http, metrics=metrics, targets=lambda: targets,
+                                   replicas=lambda role: listed if role == "primary" else None,
+                                   on_read=lambda role, snap, reps: handed.append((role, snap, dict(reps))))
+            await reader.refresh()
+            load = reader.latest()
+            assert isinstance(load, EngineLoad)
+            assert (load.running, load.waiting, load.kv_cache_usage) == (5, 6, pytest.approx(0.7))
+            assert samples(metrics)[("aistack_engine_requests_waiting", "primary")] == 6
+            per = reader.replica_reads()
+            assert {url: r.waiting for url, r in per.items() if isinstance(r, EngineLoad)} == {
+                engine.base_url: 1, other.base_url: 5}
+            assert handed[-1][0] == "primary" and handed[-1][1] == load and len(handed[-1][2]) == 2
+            other.status = 500  # one replica fails: the other's numbers stand
+            await reader.refresh()
+            load = reader.latest()
+            assert isinstance(load, EngineLoad) and load.waiting == 1
+            listed.clear()  # scaled to zero: no replica to read, and no stale numbers
+            await reader.refresh()
+            latest = reader.latest()
+            assert isinstance(latest, MetricsUnavailable) and "no ready replica" in latest.reason
+            assert samples(metrics) == {("aistack_engine_metrics_available", "primary"): 0}

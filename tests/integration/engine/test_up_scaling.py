@@ -1,0 +1,129 @@
+"""`aistack up` honours `spec.model.vllm.autoscaling` with the real vLLM engine (in this process, so
+the panel's status is read as it is published): with `minReplicas: 0` the idle engine stops after
+`idleSeconds` (its process group gone: its memory freed), then a plain request and a stream arrive
+together, both are held by the gateway while an engine starts (the stream gets SSE keep-alive
+comments meanwhile), and both are answered; the panel says `scaled to zero`, then `starting`, then
+serving. Idle windows are seconds here, not the spec's defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from aistack.runtime.engine.locate import EngineLocation
+from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
+from aistack.runtime.local.offline_weights import is_prepared, weights_folder
+from aistack.runtime.local.ports import free_port
+from aistack.runtime.local.runner import LocalStack, UpOptions
+
+pytestmark = pytest.mark.slow
+ENGINE_ARGV = "vllm.entrypoints.openai.api_server"
+IDLE_S = 6
+
+
+def engine_pids() -> list[int]:
+    """The vLLM API servers this process started (each leads its own process group)."""
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", ENGINE_ARGV], capture_output=True,
+                           text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_until(done: Callable[[], bool], timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not done():
+        assert time.monotonic() - started < timeout_s, what
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+def body(*, stream: bool = False) -> dict[str, object]:
+    return {"model": OFFLINE_MODEL_NAME, "temperature": 0, "max_tokens": 8, "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+async def read_stream(client: httpx.AsyncClient, url: str) -> list[tuple[float, str]]:
+    """Each line of a streamed answer with when it came (seconds after the request)."""
+    lines: list[tuple[float, str]] = []
+    started = time.monotonic()
+    async with client.stream("POST", url, json=body(stream=True)) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line:
+                lines.append((time.monotonic() - started, line))
+    return lines
+
+
+@pytest.mark.timeout(900)  # two engine starts (~25-60 s each on 2 cores) and the idle window
+async def test_an_idle_engine_stops_and_a_held_request_starts_it_again(
+        engine: EngineLocation, tmp_path: Path) -> None:
+    if not is_prepared(weights_folder()):
+        pytest.skip(f"the offline weights are not prepared in {weights_folder()}: "
+                    "run `aistack engine install`")
+    manifest = tmp_path / "scaling.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "apiVersion": "aistack.dev/v1alpha1", "kind": "AIStack", "metadata": {"name": "scaling"},
+        "spec": {"model": {"provider": "vllm", "name": "HuggingFaceTB/SmolLM2-135M-Instruct", "vllm": {
+            "gpu": {"count": 1}, "autoscaling": {"minReplicas": 0, "maxReplicas": 1, "idleSeconds": IDLE_S,
+                                                 "scaleDownDelaySeconds": 1, "holdSeconds": 280}}},
+                 "orchestration": {"timeouts": {"requestSeconds": 300, "modelSeconds": 300}}}}))
+    states: list[str] = []
+    local = LocalStack(manifest, UpOptions(port=free_port(), state=tmp_path / "state", engine="vllm"),
+                       on_status=lambda status: states.append(status.scaling))
+    running = asyncio.create_task(local.run())
+    seen: list[int] = []
+    try:
+        await wait_until(lambda: bool(states) or running.done(), 600, "aistack up did not get ready")
+        assert not running.done(), running.result()
+        assert states[0].startswith("1 engine serving (autoscaling 0-1"), states
+        seen += engine_pids()
+        assert len(seen) == 1
+        url = f"{local.status.gateway_url}/v1/chat/completions"
+        async with httpx.AsyncClient(timeout=300) as client:
+            first = await client.post(url, json=body())
+            assert first.status_code == 200, first.text
+
+            # idle: the engine stops, its whole process group (API server, EngineCore, worker) ends
+            idle = await wait_until(lambda: not engine_pids(), IDLE_S + 60,
+                                    f"the engine did not stop: {states}")
+            assert idle >= IDLE_S - 1
+            await wait_until(lambda: not group_alive(seen[0]), 30, "the engine's processes outlived it")
+            assert any(s.startswith("scaled to zero") for s in states), states
+
+            # a request and a stream arrive: both held while an engine starts, then answered
+            started = time.monotonic()
+            streamed, plain = await asyncio.gather(read_stream(client, url), client.post(url, json=body()))
+            took = time.monotonic() - started
+            assert plain.status_code == 200, plain.text
+            assert plain.json()["choices"][0]["message"]["content"]
+            comments = [at for at, line in streamed if line.startswith(":")]
+            data = [(at, line) for at, line in streamed if line.startswith("data:")]
+            assert comments and data and comments[0] < data[0][0], streamed  # kept alive while held
+            assert data[-1][1] == "data: [DONE]"
+            seen += engine_pids()
+            assert len(engine_pids()) == 1
+        assert any(s.startswith("starting 1 engine") for s in states), states
+        assert states[-1].startswith("1 engine serving"), states
+        print(f"\nidle engine stopped after {idle:.1f} s; held requests answered {took:.1f} s after they "
+              f"came (the engine's start); states: {states}")
+    finally:
+        local.request_stop()
+        await asyncio.wait_for(running, timeout=120)
+    # SIGKILL to each group at the stop: its processes are gone within moments
+    await wait_until(lambda: not any(group_alive(pid) for pid in seen), 15, "an engine outlived aistack up")
+
