@@ -1,13 +1,15 @@
-"""The gateway's CPU per `/v1/responses` request beside a `/v1/chat/completions` request of the same
-size (issue 21): the same question and the same answer, plain and streamed, through one gateway
-process without rails and one with the fast rails, against the deterministic test upstream.
+"""The gateway's CPU per `/v1/responses` request beside a `/v1/chat/completions` request of the
+same size (issue 21): the same question and the same answer, plain and streamed, without rails and
+with the fast rails, against the deterministic test upstream.
 
 `/v1/responses` is translated to a chat request and its answer back (`runtime/gateway/responses.py`),
-so the difference between the two rows of a pair is the translation's own cost. Each gateway is
-its own process; the cases take turns in interleaved rounds at one concurrency, and the server
-CPU per request is read from /proc (Linux only), apart from the load generator's.
+so the difference between the two columns is the translation's own cost. Measured in pairs: two
+identical gateway processes of each kind serve at once, one chat and the other responses, and swap
+roles every round, so both columns see the same background load at the same moments (one case
+after the other, a loaded 2-core machine's drift moved a row by 0.1-0.3 ms between batches). The
+server CPU per request is read from /proc (Linux only), apart from the load generator's.
 
-    .venv/bin/python bench/responses.py [--requests 1200] [--concurrency 8] [--rounds 4]
+    .venv/bin/python bench/responses.py [--requests 2400] [--concurrency 8] [--rounds 8]
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ async def run_batch(case: Case, *, total: int, concurrency: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1200, help="requests per case, over all rounds")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=2400, help="requests per case, over all rounds")
+    parser.add_argument("--concurrency", type=int, default=8, help="in flight per case")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="a multiple of 4: each process serves each side, each side starts first")
     args = parser.parse_args()
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench-responses-"))
@@ -116,29 +119,34 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}/v1"
         procs.append(bench_gateway.start([py, "-m", "aistack.testing.openai_server", "--port", str(up_port)],
                                          health=f"http://127.0.0.1:{up_port}/health"))
-        cases: list[Case] = []
+        pairs: list[tuple[Case, Case, list[tuple[int, int]]]] = []
         for name, rails in (("gateway", False), ("gateway+fast rails", True)):
             path = tmp / f"{len(procs)}.yaml"
             path.write_text(yaml.safe_dump(bench_gateway.gateway_config(upstream, rails=rails, tracing=None)))
-            port = free_port()
-            command = [py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port), "--config",
-                       str(path), "--workers", "1"]
-            proc = bench_gateway.start(command, health=f"http://127.0.0.1:{port}/healthz")
-            procs.append(proc)
+            servers = []
+            for _ in range(2):  # two identical processes, each side served by both in turn
+                port = free_port()
+                command = [py, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
+                           "--config", str(path), "--workers", "1"]
+                proc = bench_gateway.start(command, health=f"http://127.0.0.1:{port}/healthz")
+                procs.append(proc)
+                servers.append((port, proc.pid))
             for stream in (False, True):
-                for endpoint, route in (("chat", "chat/completions"), ("responses", "responses")):
-                    url = f"http://127.0.0.1:{port}/v1/{route}"
-                    cases.append(Case(name, endpoint, stream, url, proc.pid))
+                pairs.append((Case(name, "chat", stream, "", 0), Case(name, "responses", stream, "", 0),
+                              servers))
         per_round = max(args.requests // args.rounds, 1)
-        for _ in range(args.rounds):  # interleaved: drifting background load hits every case alike
-            for case in cases:
-                asyncio.run(run_batch(case, total=per_round, concurrency=args.concurrency))
-        print(f"\n{per_round * args.rounds} requests per case, concurrency {args.concurrency}; "
-              f"load average at end: {os.getloadavg()[0]:.1f}")
+        for round_ in range(args.rounds):
+            for chat, resp, servers in pairs:
+                (chat_port, chat_pid), (resp_port, resp_pid) = servers[round_ % 2], servers[1 - round_ % 2]
+                chat.url, chat.pid = f"http://127.0.0.1:{chat_port}/v1/chat/completions", chat_pid
+                resp.url, resp.pid = f"http://127.0.0.1:{resp_port}/v1/responses", resp_pid
+                order = [chat, resp] if round_ // 2 % 2 == 0 else [resp, chat]  # who starts first, too
+                asyncio.run(run_together(order, total=per_round, concurrency=args.concurrency))
+        print(f"\n{per_round * args.rounds} requests per case, concurrency {args.concurrency} per case, the "
+              f"two cases of a row at once; load average at end: {os.getloadavg()[0]:.1f}")
         print(f"{'gateway':<20} {'mode':<7} {'chat CPU ms/req':>16} {'responses CPU ms/req':>21} "
               f"{'difference ms':>14} {'chat p50 ms':>12} {'responses p50 ms':>17} {'errors':>7}")
-        for i in range(0, len(cases), 2):
-            chat, resp = cases[i], cases[i + 1]
+        for chat, resp, _ in pairs:
             chat_cpu = chat.cpu_s / max(len(chat.latencies or []), 1) * 1e3
             resp_cpu = resp.cpu_s / max(len(resp.latencies or []), 1) * 1e3
             print(f"{chat.gateway:<20} {'stream' if chat.stream else 'json':<7} {chat_cpu:>16.3f} "
@@ -148,6 +156,10 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             bench_gateway.stop(proc)
+
+
+async def run_together(cases: list[Case], *, total: int, concurrency: int) -> None:
+    await asyncio.gather(*(run_batch(case, total=total, concurrency=concurrency) for case in cases))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def _as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
 
 _DELTA_HEAD = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
                b'"sequence_number":')
+_DELTA_TAIL = b',"logprobs":[]}\n\n'
 
 
 class EventWriter:
@@ -135,34 +136,29 @@ class EventWriter:
 
     def emit(self, chunk: dict[str, Any]) -> bytes:
         """A chat chunk from the relay (`Turn.emit`), as the Responses events it makes (the first
-        call starts the stream with `response.created`)."""
-        if self.message is not None and (fast := self._text_only(chunk)) is not None:
-            return fast
+        call starts the stream with `response.created`).
+
+        The common chunk, one more piece of text of the open message, is written here without
+        building an event dict or another call (a stream has one per token: ~1.1 us each so, ~3 us
+        the general way); any other chunk goes through `feed`."""
+        message = self.message
+        if message is not None:
+            choices = chunk.get("choices")
+            if choices and len(choices) == 1:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if type(delta) is dict and len(delta) == 1 and (text := delta.get("content")) \
+                        and not (choice.get("finish_reason") or choice.get("logprobs") or choice.get("index")
+                                 or chunk.get("usage") or "citations" in chunk or "aistack" in chunk):
+                    message["parts"].append(text)
+                    sequence = self.sequence
+                    self.sequence = sequence + 1
+                    return b"".join((_DELTA_HEAD, b"%d" % sequence, message["delta_mid"], dumps(text),
+                                     _DELTA_TAIL))
         head = b"" if self.started else self.start()
         if "error" in chunk:
             return head + self.failed(chunk["error"])
         return head + b"".join(self.feed(chunk))
-
-    def _text_only(self, chunk: dict[str, Any]) -> bytes | None:
-        """The common chunk, one more piece of text of the open message, written without building
-        an event dict (a stream has one per token: measured 3 us each the general way, ~1 us so);
-        None for any other chunk."""
-        choices = chunk.get("choices")
-        if not choices or len(choices) != 1 or "usage" in chunk or "citations" in chunk or "aistack" in chunk:
-            return None
-        choice = choices[0]
-        delta = choice.get("delta")
-        if choice.get("finish_reason") or choice.get("logprobs") or choice.get("index", 0) != 0 \
-                or not isinstance(delta, dict) or len(delta) != 1:
-            return None
-        text = delta.get("content")
-        if not text or self.message is None:
-            return None
-        self.message["parts"].append(text)
-        sequence = self.sequence
-        self.sequence += 1
-        return b"".join((_DELTA_HEAD, str(sequence).encode(), self.message["delta_mid"], dumps(text),
-                         b',"logprobs":[]}\n\n'))
 
     def end(self) -> bytes:
         """The stream's last events (`Turn.end`); nothing after a failure."""
@@ -171,10 +167,15 @@ class EventWriter:
         return (b"" if self.started else self.start()) + self.finish()
 
     def start(self) -> bytes:
+        """`response.created` and `response.in_progress`, one encoding of the response for both."""
         self.started = True
-        response = self._response("in_progress", [])
-        return self._event("response.created", response=response) + \
-            self._event("response.in_progress", response=response)
+        response = dumps(self._response("in_progress", []))
+        out: list[bytes] = []
+        for kind in (b"response.created", b"response.in_progress"):
+            out += (b"event: ", kind, b'\ndata: {"type":"', kind, b'","sequence_number":',
+                    str(self.sequence).encode(), b',"response":', response, b"}\n\n")
+            self.sequence += 1
+        return b"".join(out)
 
     def feed(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []

@@ -245,8 +245,8 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
             if chunk.get("usage"):
                 usage = chunk["usage"]
             if not choices:
-                if wants_usage:
-                    yield emit(chunk)
+                if wants_usage and (data := emit(chunk)):
+                    yield data
                 continue
             if not wants_usage:
                 chunk.pop("usage", None)
@@ -255,7 +255,8 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                 if content:
                     answers.setdefault(choice.get("index", 0), []).append(content)
             if not rails_on:
-                yield emit(chunk)
+                if data := emit(chunk):  # a Responses writer has nothing to write for some chunks
+                    yield data
                 continue
             assert guard is not None
             kept = []
@@ -279,7 +280,8 @@ async def relay(turn: Turn, upstream: UpstreamStream, wants_usage: bool, span: A
                     kept.append(choice)
             if kept or "citations" in chunk:
                 chunk["choices"] = kept
-                yield emit(chunk)
+                if data := emit(chunk):
+                    yield data
         for index, sguard in sorted(guards.items()):
             if index in finished:
                 continue  # the upstream ended this answer without a finish_reason
