@@ -7,7 +7,9 @@ so the difference between the two columns is the translation's own cost. Measure
 identical gateway processes of each kind serve at once, one chat and the other responses, and swap
 roles every round, so both columns see the same background load at the same moments (one case
 after the other, a loaded 2-core machine's drift moved a row by 0.1-0.3 ms between batches). The
-server CPU per request is read from /proc (Linux only), apart from the load generator's.
+server CPU per request is read from /proc (Linux only), apart from the load generator's. Last, the
+same requests through the whole ASGI app in this process with the model's answer canned: the
+translation's own CPU, which no background load moves.
 
     .venv/bin/python bench/responses.py [--requests 2400] [--concurrency 8] [--rounds 8]
 """
@@ -156,6 +158,97 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             bench_gateway.stop(proc)
+    print("\nIn-process, the whole ASGI app with the model's answer canned (no sockets; the median of "
+          "6 interleaved rounds of 1000), CPU us per request:")
+    for name, rails in (("gateway", False), ("gateway+fast rails", True)):
+        costs = in_process_costs(rails=rails)
+        for mode in ("json", "stream"):
+            chat, resp = costs[f"chat {mode}"], costs[f"responses {mode}"]
+            print(f"{name:<20} {mode:<7} chat {chat:8.1f}  responses {resp:8.1f}  "
+                  f"difference {resp - chat:+8.1f}")
+
+
+def in_process_costs(*, rails: bool, requests: int = 1000, rounds: int = 6) -> dict[str, float]:
+    """Microseconds of CPU per request through the whole ASGI app in this process, the model's stream
+    and answer canned (no sockets, no other process): the translation's own cost, which the machine's
+    load does not move. Keys: `chat json`, `responses json`, `chat stream`, `responses stream`."""
+    from aistack.api.gateway_config import GatewayConfig
+    from aistack.runtime.gateway.app import create_app
+    from aistack.runtime.gateway.jsonio import dumps
+    from aistack.runtime.gateway.upstream import Target
+
+    config = GatewayConfig.model_validate(
+        bench_gateway.gateway_config("http://127.0.0.1:9/v1", rails=rails, tracing=None))
+    app = create_app(config)
+    target = Target.of("primary", config.model.primary)
+    head = {"id": "chatcmpl-0123456789abcdef", "created": 1796527960, "model": "test-model"}
+    words = ["word"] + [" word"] * 23
+    usage = {"prompt_tokens": 14, "completion_tokens": 24, "total_tokens": 38}
+
+    class Canned:
+        """The test upstream's answer to the bench's question, as `ModelClient.stream` hands it over."""
+
+        def __init__(self) -> None:
+            self.target = target
+
+        async def __aiter__(self) -> Any:
+            chunk = {**head, "object": "chat.completion.chunk"}
+            yield {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "finish_reason": None}]}
+            for word in words:
+                yield {**chunk, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+            yield {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield {**chunk, "choices": [], "usage": usage}
+
+        async def aclose(self) -> None:
+            return None
+
+    async def stream(payload: dict[str, Any], *, deadline: float | None = None) -> Any:
+        return Canned()
+
+    async def complete(payload: dict[str, Any], *, deadline: float | None = None) -> Any:
+        answer = {"role": "assistant", "content": "".join(words)}
+        return ({**head, "object": "chat.completion", "usage": usage,
+                 "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]}, target)
+
+    async def one(path: str, raw: bytes) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {},
+                 "headers": [(b"content-type", b"application/json"),
+                             (b"content-length", str(len(raw)).encode())]}
+        received = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if received:
+                await asyncio.sleep(3600)  # no disconnect while the answer is written
+            received = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        await app(scope, receive, send)
+
+    async def measure() -> dict[str, float]:
+        async with app.router.lifespan_context(app):
+            model = app.state["holder"].current.model
+            model.stream, model.complete = stream, complete
+            costs: dict[str, list[float]] = {}
+            pair = [("chat", "/v1/chat/completions"), ("responses", "/v1/responses")]
+            for round_ in range(rounds):
+                for streamed in (False, True):
+                    for endpoint, path in pair if round_ % 2 == 0 else pair[::-1]:
+                        raw = dumps(body(endpoint, stream=streamed))
+                        started = time.process_time()
+                        for _ in range(requests):
+                            await one(path, raw)
+                        key = f"{endpoint} {'stream' if streamed else 'json'}"
+                        costs.setdefault(key, []).append((time.process_time() - started) / requests * 1e6)
+            return {key: statistics.median(values) for key, values in costs.items()}
+
+    return asyncio.run(measure())
 
 
 async def run_together(cases: list[Case], *, total: int, concurrency: int) -> None:
