@@ -186,7 +186,9 @@ def ask(port: int, question: str) -> ChatCompletion:
 
 def traces_in(mlflow_url: str, experiment: str) -> int:
     found = httpx.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
-                      params={"experiment_name": experiment}, timeout=10).json()["experiment"]
+                      params={"experiment_name": experiment}, timeout=10).json().get("experiment")
+    if found is None:  # the exporter creates it with its first trace, off the request path
+        return 0
     listed = httpx.get(f"{mlflow_url}/api/2.0/mlflow/traces",
                        params={"experiment_ids": found["experiment_id"]},
                        timeout=10).json()
@@ -320,8 +322,9 @@ def processes_naming(text: str) -> list[str]:
 
 
 def wait_for_traces(mlflow_url: str) -> int:
-    """The exporter sends a trace off the request path: give it a moment to land."""
-    deadline = time.monotonic() + 30
+    """The exporter sends a trace off the request path: give it a moment to land (longer on a
+    loaded machine, where its child interpreter may still be starting)."""
+    deadline = time.monotonic() + 90
     while (count := traces_in(mlflow_url, EXPERIMENT)) == 0 and time.monotonic() < deadline:
         time.sleep(0.5)
     return count
