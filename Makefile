@@ -12,8 +12,9 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+AGENTS_VENV ?= .venv-agents
 
-.PHONY: demo test lint test-containers container-tools install crd operator-manifests gitops-example engine vllm-flags gpu-check clean
+.PHONY: demo test lint agents-client test-containers container-tools install crd operator-manifests gitops-example engine vllm-flags gpu-check clean
 
 install:
 	@$(PYTHON) tools/install.py --venv $(VENV) --extras dev
@@ -32,10 +33,19 @@ demo: install
 # installed: `make container-tools` first (CI does).
 # The engine's tests (tests/integration/engine) need it installed (once: ~3.5 GB, 2-8 minutes); where
 # it cannot be, they skip, each saying why.
-test: lint
+test: lint agents-client
 	@if [ "$(ENGINE)" != transformers ]; then $(BIN)/aistack engine install || echo "make test: the vLLM \
 	engine could not be installed (the error above); its tests skip"; fi
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 AISTACK_AGENTS_PYTHON=$${AISTACK_AGENTS_PYTHON:-$(AGENTS_VENV)/bin/python} $(BIN)/python -m pytest
+
+# The OpenAI Agents SDK needs openai>=3, which cannot share .venv: it gets an interpreter of its own
+# (pinned by constraints-agents.txt, ~1 min once) for tests/integration/runtime/test_agents_sdk.py.
+# Never fails: where it cannot be made, that test skips, saying why.
+agents-client:
+	@if ! $(AGENTS_VENV)/bin/python -c "import agents" 2>/dev/null; then \
+	  echo "making $(AGENTS_VENV) (the OpenAI Agents SDK's interpreter) ..."; \
+	  ($(PYTHON) -m venv $(AGENTS_VENV) && $(AGENTS_VENV)/bin/pip install -q -c constraints-agents.txt \
+	  openai-agents==0.24.0) || echo "make test: the Agents SDK could not be installed; its test skips"; fi
 
 # ruff (settings in pyproject.toml) and mypy through tools/typecheck.py, which lets mypy see the
 # folders as the aistack.* packages they are installed as; `make test` runs it before pytest.

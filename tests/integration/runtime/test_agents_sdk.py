@@ -3,8 +3,9 @@ completes a turn with a function-tool round trip, plain and streamed.
 
 `openai-agents` needs `openai>=3`, which cannot share the project's environment (the runtime pins
 openai 2.x, and llama-index's client pins `openai<3`), so the SDK runs in its own interpreter:
-set `AISTACK_AGENTS_PYTHON` to one with the `agents-client` extra's pin installed
-(`python3 -m venv V && V/bin/pip install openai-agents==0.24.0`); the test skips without it."""
+`AISTACK_AGENTS_PYTHON`, one with the `agents-client` extra's pin installed. `make test` makes it
+(`make agents-client`: `.venv-agents`, pinned by constraints-agents.txt) and sets the variable; the
+test skips, saying why, where it is unset or cannot import the SDK."""
 
 from __future__ import annotations
 
