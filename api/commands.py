@@ -120,9 +120,12 @@ class EvalCommand:
     state: str | None = None
     tracking_uri: str | None = None
     api_key_env: str | None = None
+    model_version: str | None = None
+    """`stable` or `canary`: only that version of a canary split answers."""
 
     def args(self) -> list[str]:
         """The arguments after the program (`python -m aistack.cli`)."""
         return [EVAL, self.manifest, *([] if self.dataset is None else [self.dataset]),
                 *_option(ENDPOINT_FLAG, self.endpoint), *_option(STATE_FLAG, self.state),
-                *_option(TRACKING_URI_FLAG, self.tracking_uri), *_option(API_KEY_ENV_FLAG, self.api_key_env)]
+                *_option(TRACKING_URI_FLAG, self.tracking_uri), *_option(API_KEY_ENV_FLAG, self.api_key_env),
+                *_option(MODEL_VERSION_FLAG, self.model_version)]

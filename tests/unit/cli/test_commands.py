@@ -40,10 +40,11 @@ def test_a_full_ingest_line_parses_to_the_values_it_was_built_from() -> None:
 
 def test_a_full_eval_line_parses_to_the_values_it_was_built_from() -> None:
     line = EvalCommand(manifest="m.yaml", dataset="q.jsonl", endpoint="http://gw:8080/v1", state="/tmp/state",
-                       tracking_uri="http://mlflow:5000", api_key_env="KEYS")
+                       tracking_uri="http://mlflow:5000", api_key_env="KEYS", model_version="canary")
     assert parsed(line.args()) == {
         "manifest": Path("m.yaml"), "dataset": Path("q.jsonl"), "endpoint": "http://gw:8080/v1",
-        "state": Path("/tmp/state"), "tracking_uri": "http://mlflow:5000", "api_key_env": "KEYS"}
+        "state": Path("/tmp/state"), "tracking_uri": "http://mlflow:5000", "api_key_env": "KEYS",
+        "model_version": "canary"}
 
 
 def test_options_left_out_take_the_cli_defaults() -> None:
