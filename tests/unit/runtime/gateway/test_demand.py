@@ -122,11 +122,16 @@ async def test_a_failing_api_is_retried_and_logged_once(tmp_path: Path,
         await session.close()
 
 
-async def test_the_engines_queue_is_reported_when_it_changes_by_half_a_target(api, tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("target_waiting", [4, None])
+async def test_the_engines_queue_is_written_when_it_moves_by_half_a_target_waiting(
+        api, tmp_path: Path, target_waiting: int | None) -> None:
+    """With targetWaiting a queue change of half of it is written (the KV usage rides along);
+    without, the queue rides along in the demand's writes but is never a write of its own."""
     url, writes = api
     session = aiohttp.ClientSession()
     reporter = LeaseReporter(api=url, namespace="ns", lease="s-model-load", target=8, session=lambda: session,
-                             pod="gw-0", token_dir=tmp_path, target_waiting=4)
+                             pod="gw-0", token_dir=tmp_path, target_waiting=target_waiting)
     try:
         reporter.update(3, 0, 0, 0.2)
         await asyncio.sleep(0.1)
@@ -136,23 +141,11 @@ async def test_the_engines_queue_is_reported_when_it_changes_by_half_a_target(ap
         reporter.update(3, 0, 6, 0.97)
         await asyncio.sleep(0.2)
         last = LoadReport.decode(writes[-1][1]["metadata"]["annotations"][report_key("gw-0")])
-        assert last is not None and (last.demand, last.waiting, last.kv) == (3, 6, 0.97)
-    finally:
-        await reporter.aclose()
-        await session.close()
-
-
-async def test_without_target_waiting_the_queue_rides_along_but_writes_nothing(api, tmp_path: Path) -> None:
-    url, writes = api
-    session = aiohttp.ClientSession()
-    reporter = LeaseReporter(api=url, namespace="ns", lease="s-model-load", target=8, session=lambda: session,
-                             pod="gw-0", token_dir=tmp_path)
-    try:
-        reporter.update(3, 0, 0, None)
-        await asyncio.sleep(0.1)
-        reporter.update(3, 0, 20, 0.99)
-        await asyncio.sleep(1.2)
-        assert len(writes) == 1
+        assert last is not None
+        if target_waiting is None:
+            assert len(writes) == 1
+        else:
+            assert (last.demand, last.waiting, last.kv) == (3, 6, 0.97)
     finally:
         await reporter.aclose()
         await session.close()
