@@ -235,7 +235,8 @@ def test_langchain_structured_output_and_bind_tools_on_the_engine(gateway: Gatew
     assert isinstance(answer, Capital) and answer.capital  # parsed and validated by LangChain itself
     # the tool as an OpenAI dict, with its bounds: the engine holds the call to the schema it is given
     # (measured: LangChain's schema of a decorated function, unbounded, got {"city": {"type": "string"}})
-    message = client.bind_tools([WEATHER_TOOL], tool_choice="required").invoke("What is the weather in Paris?")
+    message = client.bind_tools([WEATHER_TOOL], tool_choice="required").invoke(
+        "What is the weather in Paris?")
     [call] = message.tool_calls
     assert call["name"] == "get_weather"
     jsonschema.validate(call["args"], WEATHER_TOOL["function"]["parameters"])
