@@ -33,7 +33,8 @@ demo: install
 # installed: `make container-tools` first (CI does).
 # The engine's tests (tests/integration/engine) need it installed (once: ~3.5 GB, 2-8 minutes); where
 # it cannot be, they skip, each saying why.
-test: lint agents-client
+test: lint
+	@$(MAKE) --no-print-directory agents-client
 	@if [ "$(ENGINE)" != transformers ]; then $(BIN)/aistack engine install || echo "make test: the vLLM \
 	engine could not be installed (the error above); its tests skip"; fi
 	HF_HUB_OFFLINE=1 AISTACK_AGENTS_PYTHON=$${AISTACK_AGENTS_PYTHON:-$(AGENTS_VENV)/bin/python} $(BIN)/python -m pytest
@@ -42,10 +43,8 @@ test: lint agents-client
 # (pinned by constraints-agents.txt, ~1 min once) for tests/integration/runtime/test_agents_sdk.py.
 # Never fails: where it cannot be made, that test skips, saying why.
 agents-client:
-	@if ! $(AGENTS_VENV)/bin/python -c "import agents" 2>/dev/null; then \
-	  echo "making $(AGENTS_VENV) (the OpenAI Agents SDK's interpreter) ..."; \
-	  ($(PYTHON) -m venv $(AGENTS_VENV) && $(AGENTS_VENV)/bin/pip install -q -c constraints-agents.txt \
-	  openai-agents==0.24.0) || echo "make test: the Agents SDK could not be installed; its test skips"; fi
+	@$(PYTHON) tools/install.py --agents-client --venv $(AGENTS_VENV) || echo "make test: the Agents SDK \
+	could not be installed (the error above); its test skips"
 
 # ruff (settings in pyproject.toml) and mypy through tools/typecheck.py, which lets mypy see the
 # folders as the aistack.* packages they are installed as; `make test` runs it before pytest.

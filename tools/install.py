@@ -225,11 +225,40 @@ def install(*, venv: Path, extras: str, interactive: bool) -> Path:
     return stamp
 
 
+def install_agents_client(*, venv: Path, interactive: bool) -> Path:
+    """Make `venv` the OpenAI Agents SDK's interpreter (tests/integration/runtime/test_agents_sdk.py):
+    the `agents-client` extra's pin under constraints-agents.txt, alone, since the SDK needs openai>=3
+    and the project's environment pins openai 2.x. Returns the stamp written on success."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    constraints = REPO / "constraints-agents.txt"
+    digest = hashlib.sha256(constraints.read_bytes() + " ".join(declared["agents-client"]).encode())
+    digest.update(f"{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}".encode())
+    stamp = venv / f".installed-agents-{digest.hexdigest()[:12]}"
+    if stamp.exists():
+        return stamp
+    if venv.exists():
+        shutil.rmtree(venv)
+    print(f"creating {venv} (the OpenAI Agents SDK's interpreter)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    runner = Runner(venv=venv, log=venv / "install.log", interactive=interactive)
+    for step in (Step(f"upgrading pip to {PIP.split('==')[1]}", ("install", PIP)),
+                 Step("installing the OpenAI Agents SDK (pinned by constraints-agents.txt)",
+                      ("install", "-c", str(constraints), *declared["agents-client"]))):
+        if not runner.run(step):
+            raise InstallError(f"{step.title} failed (full log: {venv / 'install.log'})")
+    stamp.touch()
+    return stamp
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--venv", type=Path, default=REPO / ".venv")
     parser.add_argument("--extras", default="dev")
     parser.add_argument("--check-python", action="store_true", help="only check this interpreter")
+    parser.add_argument("--agents-client", action="store_true",
+                        help="make --venv the OpenAI Agents SDK's own interpreter (it needs openai>=3)")
     parser.add_argument("--print-plan", choices=("local", "index"),
                         help="print the pip commands for a machine with/without a local torch wheel, "
                              "run nothing")
@@ -244,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             problem = python_problem(sys.version_info, sys.executable)
             if problem:
                 raise InstallError(problem)
+            return 0
+        if args.agents_client:
+            install_agents_client(venv=args.venv.resolve(), interactive=sys.stdout.isatty())
             return 0
         install(venv=args.venv.resolve(), extras=args.extras, interactive=sys.stdout.isatty())
     except InstallError as error:

@@ -325,4 +325,8 @@ def test_readme_says_what_make_test_skips_without_container_tools_and_how_to_inc
     test_recipe = makefile[makefile.index("\ntest: lint\n"):].split("\n\n", 1)[0]
     # the engine is installed before pytest, and a failed install only skips the engine's tests
     assert test_recipe.index("aistack engine install ||") < test_recipe.index("-m pytest")
+    # and the Agents SDK's interpreter, through the installer, its path handed to the tests
+    order = [test_recipe.index(part) for part in ("agents-client", "AISTACK_AGENTS_PYTHON=", "-m pytest")]
+    assert order == sorted(order)
+    assert "tools/install.py --agents-client --venv $(AGENTS_VENV) ||" in makefile
     assert "\nlint: install\n" in makefile
