@@ -81,8 +81,8 @@ class LeaseReporter:
 
     def _due(self) -> float | None:
         """Seconds until the next write is due; None: nothing to write."""
-        if self.written is None:
-            return 0.0
+        if self.written is None:  # a pod that never had load has nothing to say (a missing report is 0)
+            return 0.0 if self.demand or self.held or self.waiting else None
         old_demand, old_held, old_waiting = self.written
         since = time.monotonic() - self.written_at
         urgent = (old_held == 0 and self.held > 0) or (old_demand == 0 and self.demand > 0)
