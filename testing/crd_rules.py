@@ -18,14 +18,20 @@ def schema() -> dict[str, Any]:
     return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def _walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     yield path, node
     for name, child in node.get("properties", {}).items():
-        yield from _walk(child, f"{path}.{name}")
+        yield from walk(child, f"{path}.{name}")
     if isinstance(node.get("items"), dict):
-        yield from _walk(node["items"], f"{path}[*]")
+        yield from walk(node["items"], f"{path}[*]")
     if isinstance(node.get("additionalProperties"), dict):
-        yield from _walk(node["additionalProperties"], f"{path}{{*}}")
+        yield from walk(node["additionalProperties"], f"{path}{{*}}")
+
+
+def cel_rules(root: dict[str, Any] | None = None) -> list[tuple[str, dict[str, str]]]:
+    """Every `x-kubernetes-validations` rule of the schema, with the path of the value it judges."""
+    return [(p, r) for p, node in walk(schema() if root is None else root)
+            for r in node.get("x-kubernetes-validations", [])]
 
 
 def _defaults(node: dict[str, Any], value: Any) -> Any:
@@ -71,10 +77,9 @@ def failed_cel_messages(manifest: dict[str, Any]) -> list[str]:
     env = celpy.Environment()
     obj = _defaults(root, copy.deepcopy(manifest))
     failed = []
-    for path, node in _walk(root):
-        for rule in node.get("x-kubernetes-validations", []):
-            program = env.program(env.compile(rule["rule"]))
-            for value in _values_at(obj, path):
-                if not program.evaluate({"self": celpy.json_to_cel(value)}):
-                    failed.append(rule["message"])
+    for path, rule in cel_rules(root):
+        program = env.program(env.compile(rule["rule"]))
+        for value in _values_at(obj, path):
+            if not program.evaluate({"self": celpy.json_to_cel(value)}):
+                failed.append(rule["message"])
     return failed

@@ -11,7 +11,6 @@ server's CEL cost estimation and RE2 quirks in patterns.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,11 @@ from aistack.api.crd import CRD_FILE, build_crd, crd_yaml
 from aistack.api.errors import field_errors
 from aistack.api.manifests import ManifestError, parse_stack
 from aistack.api.v1alpha1 import AIStack
+from aistack.testing.crd_rules import cel_rules, failed_cel_messages, schema, walk
 
 ROOT = Path(__file__).resolve().parents[3]
 INVALID = Path(__file__).parent / "invalid"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-
-
-def schema() -> dict[str, Any]:
-    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def test_committed_crd_matches_the_models() -> None:
@@ -53,16 +49,6 @@ def test_validity_check_can_fail_on_a_json_schema_2020_number_bound() -> None:
     node["properties"]["stage"]["exclusiveMinimum"] = 0
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.32", strict=True)
-
-
-def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    yield path, node
-    for name, child in node.get("properties", {}).items():
-        yield from walk(child, f"{path}.{name}")
-    if isinstance(node.get("items"), dict):
-        yield from walk(node["items"], f"{path}[*]")
-    if isinstance(node.get("additionalProperties"), dict):
-        yield from walk(node["additionalProperties"], f"{path}{{*}}")
 
 
 def test_schema_is_structural() -> None:
@@ -115,60 +101,6 @@ def test_names_columns_and_subresources() -> None:
 
 
 # --- CEL: the API server refuses what pydantic refuses ------------------------------------
-
-def cel_rules() -> list[tuple[str, dict[str, str]]]:
-    return [(p, r) for p, node in walk(schema()) for r in node.get("x-kubernetes-validations", [])]
-
-
-def apply_defaults(node: dict[str, Any], value: Any) -> Any:
-    """Structural defaulting as the API server does it: only under objects that exist."""
-    if isinstance(value, dict) and node.get("type") == "object":
-        for name, child in node.get("properties", {}).items():
-            if name not in value and "default" in child:
-                value[name] = copy.deepcopy(child["default"])
-            if name in value:
-                value[name] = apply_defaults(child, value[name])
-        if isinstance(node.get("additionalProperties"), dict):
-            for key in value:
-                value[key] = apply_defaults(node["additionalProperties"], value[key])
-    elif isinstance(value, list) and isinstance(node.get("items"), dict):
-        return [apply_defaults(node["items"], v) for v in value]
-    return value
-
-
-def values_at(obj: Any, path: str) -> Iterator[Any]:
-    if not path:
-        yield obj
-        return
-    head, _, rest = path.lstrip(".").partition(".")
-    parts = head.split("[*]")
-    key = parts[0]
-    if key.endswith("{*}"):
-        if isinstance(obj, dict) and isinstance(obj.get(key[:-3]), dict):
-            for v in obj[key[:-3]].values():
-                yield from values_at(v, rest and "." + rest)
-        return
-    if not isinstance(obj, dict) or key not in obj:
-        return
-    value = obj[key]
-    if len(parts) > 1:
-        for item in value if isinstance(value, list) else []:
-            yield from values_at(item, rest and "." + rest)
-    else:
-        yield from values_at(value, rest and "." + rest)
-
-
-def failed_cel_messages(manifest: dict[str, Any]) -> list[str]:
-    env = celpy.Environment()
-    obj = apply_defaults(schema(), copy.deepcopy(manifest))
-    failed = []
-    for path, rule in cel_rules():
-        program = env.program(env.compile(rule["rule"]))
-        for value in values_at(obj, path):
-            if not program.evaluate({"self": celpy.json_to_cel(value)}):
-                failed.append(rule["message"])
-    return failed
-
 
 def test_every_cel_rule_compiles() -> None:
     env = celpy.Environment()
