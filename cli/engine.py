@@ -188,7 +188,8 @@ def adapters_cmd(
     import os
 
     from aistack.runtime.engine.adapter_agent import AdapterAgent
-    from aistack.runtime.engine.adapter_report import TOKEN_DIR, LeaseWriter, kube_api
+    from aistack.runtime.core.kube_api import TOKEN_DIR, kube_api
+    from aistack.runtime.engine.adapter_report import LeaseWriter
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     token = os.environ.get(token_env, "").strip() or None if token_env else None

@@ -20,20 +20,9 @@ from pathlib import Path
 import httpx
 
 from aistack.api.adapters import HEARTBEAT_SECONDS, AdapterReport, encode_report, report_key
+from aistack.runtime.core.kube_api import TOKEN_DIR
 
 log = logging.getLogger("aistack.adapters")
-TOKEN_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-KUBE_API_ENV = "AISTACK_KUBE_API"
-"""The API server's URL where not in a pod (tests); in a pod the service's environment names it."""
-
-
-def kube_api() -> str | None:
-    if url := os.environ.get(KUBE_API_ENV):
-        return url.rstrip("/")
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        return None
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class LeaseWriter:

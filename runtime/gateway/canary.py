@@ -34,7 +34,7 @@ from starlette.requests import Request
 from aistack.api.canary_report import CanaryReport, VersionStats, canary_key, merged, report_interval
 from aistack.api.gateway_config import CanaryConfig
 from aistack.runtime.gateway.errors import GatewayError
-from aistack.runtime.gateway.demand import TOKEN_DIR
+from aistack.runtime.core.kube_api import TOKEN_DIR
 
 log = logging.getLogger("aistack.gateway")
 Version = Literal["stable", "canary"]

@@ -30,22 +30,10 @@ import aiohttp
 from aistack.api.gateway_config import ModelScaling
 from aistack.api.model_load import HEARTBEAT_SECONDS, LoadReport, material, report_key
 from aistack.runtime.core.metrics import GatewayMetrics
+from aistack.runtime.core.kube_api import TOKEN_DIR
 
 log = logging.getLogger("aistack.gateway")
-TOKEN_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-KUBE_API_ENV = "AISTACK_KUBE_API"
-"""The API server's URL, where not in a pod (tests); in a pod the service's environment names it."""
 MIN_INTERVAL_S = 1.0
-
-
-def kube_api() -> str | None:
-    """The Kubernetes API's base URL: `AISTACK_KUBE_API`, else the in-cluster service; None outside."""
-    if url := os.environ.get(KUBE_API_ENV):
-        return url.rstrip("/")
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        return None
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class LeaseReporter:

@@ -12,7 +12,8 @@ from aistack.api.gateway_config import GatewayConfig
 from aistack.runtime.core.metrics import GatewayMetrics
 from aistack.runtime.gateway.auth import ApiKeys
 from aistack.runtime.gateway.canary import CanaryReporter, Split, VersionWindow
-from aistack.runtime.gateway.demand import KUBE_API_ENV, Demand, LeaseReporter, kube_api
+from aistack.runtime.core.kube_api import KUBE_API_ENV, kube_api
+from aistack.runtime.gateway.demand import Demand, LeaseReporter
 from aistack.runtime.gateway.upstream import HttpPool, ModelClient
 from aistack.runtime.guardrails.guard import Guard
 from aistack.runtime.orchestration.agent import Toolbox

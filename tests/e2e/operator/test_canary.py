@@ -17,7 +17,7 @@ import yaml
 
 from aistack.api.canary_report import CanaryReport, VersionStats, canary_key
 from aistack.operator.kube import CHILD_KINDS, MERGE_PATCH
-from aistack.runtime.gateway.demand import KUBE_API_ENV
+from aistack.runtime.core.kube_api import KUBE_API_ENV
 from aistack.testing.cluster import Cluster, wait_for
 from aistack.testing.gateway import run_gateway
 from aistack.testing.openai_server import run_openai_server

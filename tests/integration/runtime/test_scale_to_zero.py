@@ -18,7 +18,7 @@ import pytest
 
 from aistack.api.model_load import LoadReport, report_key
 from aistack.operator.kube import CHILD_KINDS
-from aistack.runtime.gateway.demand import KUBE_API_ENV
+from aistack.runtime.core.kube_api import KUBE_API_ENV
 from aistack.testing.cluster import Cluster, wait_for
 from aistack.testing.emulator import EmulatorThread
 from aistack.testing.gateway import base_config, run_gateway
