@@ -11,16 +11,13 @@ agent is synchronous, and runtime layers keep the engine's code out of the gatew
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import ssl
 import time
 from pathlib import Path
 
 import httpx
 
 from aistack.api.adapters import HEARTBEAT_SECONDS, AdapterReport, encode_report, report_key
-from aistack.runtime.core.kube_api import TOKEN_DIR
+from aistack.runtime.core.kube_api import TOKEN_DIR, LeasePatch, pod_name
 
 log = logging.getLogger("aistack.adapters")
 
@@ -30,31 +27,22 @@ class LeaseWriter:
 
     def __init__(self, *, api: str, namespace: str, lease: str, pod: str | None = None,
                  token_dir: Path = TOKEN_DIR, heartbeat_s: float = HEARTBEAT_SECONDS) -> None:
-        self.url = f"{api}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
-        self.key = report_key(pod or os.environ.get("HOSTNAME") or socket.gethostname())
-        self.token_dir = token_dir
+        self.lease = LeasePatch(api=api, namespace=namespace, lease=lease, token_dir=token_dir)
+        self.url = self.lease.url
+        self.key = report_key(pod_name(pod))
         self.heartbeat_s = heartbeat_s
         self.written: AdapterReport | None = None
         self.written_at = -1e18
         self.failing = False
-        ca = token_dir / "ca.crt"
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca.is_file() else True
-        self.http = httpx.Client(timeout=5.0, verify=verify if self.url.startswith("https://") else False)
+        self.http = httpx.Client(timeout=5.0, verify=self.lease.tls())
 
     def publish(self, report: AdapterReport) -> None:
         """Write `report` if it changed, or the heartbeat is due."""
         if report == self.written and time.monotonic() - self.written_at < self.heartbeat_s:
             return
-        body = {"metadata": {"annotations": {self.key: encode_report(report, at=time.time())}}}
-        headers = {"Content-Type": "application/merge-patch+json"}
+        body = self.lease.body(self.key, encode_report(report, at=time.time()))
         try:
-            token = (self.token_dir / "token").read_text(encoding="utf-8").strip()
-        except OSError:
-            token = ""
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = self.http.patch(self.url, json=body, headers=headers)
+            response = self.http.patch(self.url, json=body, headers=self.lease.headers())
             ok, detail = response.status_code < 300, response.text[:200]
         except httpx.HTTPError as err:
             ok, detail = False, f"{type(err).__name__}: {err}"

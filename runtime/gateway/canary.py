@@ -18,10 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import random
-import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +31,7 @@ from starlette.requests import Request
 from aistack.api.canary_report import CanaryReport, VersionStats, canary_key, merged, report_interval
 from aistack.api.gateway_config import CanaryConfig
 from aistack.runtime.gateway.errors import GatewayError
-from aistack.runtime.core.kube_api import TOKEN_DIR
+from aistack.runtime.core.kube_api import TOKEN_DIR, LeasePatch, pod_name
 
 log = logging.getLogger("aistack.gateway")
 Version = Literal["stable", "canary"]
@@ -132,15 +129,14 @@ class CanaryReporter:
     def __init__(self, *, api: str, namespace: str, lease: str, window: VersionWindow,
                  session: Callable[[], aiohttp.ClientSession], pod: str | None = None,
                  token_dir: Path | None = None) -> None:
-        self.url = f"{api}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
-        self.key = canary_key(pod or os.environ.get("HOSTNAME") or socket.gethostname())
+        self.lease = LeasePatch(api=api, namespace=namespace, lease=lease, token_dir=token_dir or TOKEN_DIR)
+        self.url = self.lease.url
+        self.key = canary_key(pod_name(pod))
         self.window = window
         self.session = session
-        self.token_dir = token_dir or TOKEN_DIR
         self.interval_s = report_interval(window.window_s)
         self.writes = 0
         self._task: asyncio.Task[None] | None = None
-        self._ssl: ssl.SSLContext | None = None
         self._failing = False
         self._idle_written = True
 
@@ -158,12 +154,10 @@ class CanaryReporter:
 
     async def write(self) -> bool:
         report = CanaryReport(at=time.time(), window=self.window.window_s, versions=self.window.totals())
-        body = {"metadata": {"annotations": {self.key: report.encode()}}}
-        headers = {"Content-Type": "application/merge-patch+json"}
-        with contextlib.suppress(OSError):
-            headers["Authorization"] = f"Bearer {(self.token_dir / 'token').read_text().strip()}"
+        body = self.lease.body(self.key, report.encode())
         try:
-            async with self.session().patch(self.url, json=body, headers=headers, ssl=self._context(),
+            async with self.session().patch(self.url, json=body, headers=self.lease.headers(),
+                                            ssl=self.lease.tls(),
                                             timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 ok, detail = resp.status < 300, "" if resp.status < 300 else (await resp.text())[:200]
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
@@ -174,14 +168,6 @@ class CanaryReporter:
             log.warning("could not report the canary's window to the operator (%s); retrying", detail)
         self._failing = not ok
         return ok
-
-    def _context(self) -> ssl.SSLContext | bool:
-        if not self.url.startswith("https://"):
-            return False
-        if self._ssl is None:
-            ca = self.token_dir / "ca.crt"
-            self._ssl = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
-        return self._ssl
 
     async def aclose(self) -> None:
         if self._task is not None:

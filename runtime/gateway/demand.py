@@ -18,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +27,7 @@ import aiohttp
 from aistack.api.gateway_config import ModelScaling
 from aistack.api.model_load import HEARTBEAT_SECONDS, LoadReport, material, report_key
 from aistack.runtime.core.metrics import GatewayMetrics
-from aistack.runtime.core.kube_api import TOKEN_DIR
+from aistack.runtime.core.kube_api import TOKEN_DIR, LeasePatch, pod_name
 
 log = logging.getLogger("aistack.gateway")
 MIN_INTERVAL_S = 1.0
@@ -43,12 +40,12 @@ class LeaseReporter:
                  session: Callable[[], aiohttp.ClientSession], pod: str | None = None,
                  token_dir: Path = TOKEN_DIR, target_waiting: int | None = None) -> None:
         """`session`: the gateway's HTTP session (made on first use, in the serving loop)."""
-        self.url = f"{api}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}"
-        self.key = report_key(pod or os.environ.get("HOSTNAME") or socket.gethostname())
+        self.lease = LeasePatch(api=api, namespace=namespace, lease=lease, token_dir=token_dir)
+        self.url = self.lease.url
+        self.key = report_key(pod_name(pod))
         self.target = target
         self.target_waiting = target_waiting
         self.session = session
-        self.token_dir = token_dir
         self.demand = self.held = self.waiting = 0
         self.kv: float | None = None
         self.written: tuple[int, int, int] | None = None
@@ -56,7 +53,6 @@ class LeaseReporter:
         self.writes = 0
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._ssl: ssl.SSLContext | None = None
         self._failing = False
         self.closed = False
 
@@ -105,13 +101,10 @@ class LeaseReporter:
     async def _write(self) -> None:
         report = LoadReport(demand=self.demand, held=self.held, at=time.time(), waiting=self.waiting,
                             kv=self.kv)
-        body = {"metadata": {"annotations": {self.key: report.encode()}}}
-        headers = {"Content-Type": "application/merge-patch+json"}
-        token = self._read("token")
-        if token:
-            headers["Authorization"] = f"Bearer {token.strip()}"
+        body = self.lease.body(self.key, report.encode())
         try:
-            async with self.session().patch(self.url, json=body, headers=headers, ssl=self._context(),
+            async with self.session().patch(self.url, json=body, headers=self.lease.headers(),
+                                            ssl=self.lease.tls(),
                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 ok = resp.status < 300
                 detail = "" if ok else (await resp.text())[:200]
@@ -131,20 +124,6 @@ class LeaseReporter:
         if not self.closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(MIN_INTERVAL_S if not ok else 0.0, self._schedule)
-
-    def _read(self, name: str) -> str | None:
-        try:
-            return (self.token_dir / name).read_text(encoding="utf-8")  # re-read: the kubelet rotates it
-        except OSError:
-            return None
-
-    def _context(self) -> ssl.SSLContext | bool:
-        if not self.url.startswith("https://"):
-            return False
-        if self._ssl is None:
-            ca = self.token_dir / "ca.crt"
-            self._ssl = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
-        return self._ssl
 
     async def aclose(self) -> None:
         """The pod stops (or its config is replaced): report nothing left, or its last report would
