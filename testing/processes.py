@@ -70,3 +70,15 @@ def start_gateway(config: dict[str, Any], folder: Path, *, name: str = "gateway"
     command = [*prefix, sys.executable, "-m", "aistack.runtime", "--host", "127.0.0.1", "--port", str(port),
                "--config", str(path)]
     return start_server(command, port=port, log=folder / f"{name}.log", name=name)
+
+
+def wait_alive_until(predicate: Any, proc: subprocess.Popen[str], *, timeout_s: float, what: str,
+                     poll_s: float = 0.3) -> None:
+    """Wait for `predicate()` while `proc` (a started `aistack up`, say, its stdout piped) runs;
+    if it exits or `timeout_s` passes first, kill it and fail with `what` and all it printed."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{what}:\n{proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(poll_s)

@@ -32,6 +32,7 @@ from aistack.runtime.engine.locate import EngineLocation
 from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
 from aistack.runtime.local.offline_weights import is_prepared, weights_folder
 from aistack.runtime.local.ports import free_port
+from aistack.testing.processes import wait_alive_until
 
 pytestmark = pytest.mark.slow
 QUESTION = "How do I remove the chunks of deleted files from the collection?"
@@ -39,12 +40,7 @@ ENGINE_ARGV = "vllm.entrypoints.openai.api_server"
 
 
 def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"{what}:\n{proc.stdout.read() if proc.stdout else ''}")
-        time.sleep(0.5)
+    wait_alive_until(predicate, proc, timeout_s=timeout_s, what=what, poll_s=0.5)
 
 
 def engines_of(proc: subprocess.Popen[str]) -> list[str]:

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from aistack.runtime.engine.locate import EngineLocation
 from aistack.runtime.local.offline_model import OFFLINE_MODEL_NAME
 from aistack.runtime.local.offline_weights import is_prepared, weights_folder
 from aistack.runtime.local.ports import free_port
+from aistack.testing.processes import wait_alive_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ENGINE_ARGV = "vllm.entrypoints.openai.api_server"
@@ -63,12 +63,7 @@ def test_up_serves_path_adapters_and_reports_a_remote_one_failed(engine: EngineL
     url = f"http://127.0.0.1:{port}"
     engines: list[str] = []
     try:
-        deadline = time.monotonic() + 600
-        while not (state / "up.json").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(proc.stdout.read() if proc.stdout else "aistack up did not start")
-            time.sleep(0.5)
+        wait_alive_until((state / "up.json").exists, proc, timeout_s=600, what="aistack up did not start")
         engines = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", ENGINE_ARGV], capture_output=True,
                                  text=True).stdout.split()
         listed = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]

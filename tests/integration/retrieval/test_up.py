@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from aistack.cli.main import app
 from aistack.runtime.local.ports import free_port
 from aistack.testing.documents import make_damaged_pdf
 from aistack.testing.openai_server import run_openai_server
+from aistack.testing.processes import wait_alive_until
 
 KEYS_ENV = "AISTACK_SECRET_GW_KEYS_KEYS"
 MODEL_KEY_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
@@ -40,12 +40,7 @@ def start_up(manifest: Path, port: int, *extra: str) -> subprocess.Popen[str]:
                              *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = manifest.parent / ".aistack" / "docs-assistant" / "up.json"
-    deadline = time.monotonic() + 180
-    while not running.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"aistack up did not start:\n{proc.stdout.read() if proc.stdout else ''}")
-        time.sleep(0.3)
+    wait_alive_until(running.exists, proc, timeout_s=180, what="aistack up did not start")
     return proc
 
 

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from openai import OpenAI
 
 from aistack.runtime.local.ports import free_port
 from aistack.testing.openai_server import run_openai_server
+from aistack.testing.processes import wait_alive_until
 
 SECRET_ENV = "AISTACK_SECRET_OPENAI_API_KEY"
 PROVIDER_ENV = "LOOPBACK_PROVIDER_API_KEY"
@@ -66,12 +66,7 @@ def start_up(path: Path, port: int, env: dict[str, str], *extra: str) -> subproc
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "up", str(path), "--port", str(port), *extra],
                             env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     running = path.parent / ".aistack" / "keyed" / "up.json"
-    deadline = time.monotonic() + 180
-    while not running.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"aistack up did not start:\n{proc.stdout.read() if proc.stdout else ''}")
-        time.sleep(0.3)
+    wait_alive_until(running.exists, proc, timeout_s=180, what="aistack up did not start")
     return proc
 
 
