@@ -26,6 +26,7 @@ ENDPOINT_FLAG = "--endpoint"
 TRACKING_URI_FLAG = "--tracking-uri"
 API_KEY_ENV_FLAG = "--api-key-env"
 MODEL_VERSION_FLAG = "--model-version"
+COMPARE_STABLE_FLAG = "--compare-stable"
 DEFAULT_API_KEY_ENV = "AISTACK_API_KEY"
 """Where `aistack eval` reads the gateway key when `--api-key-env` is not given."""
 
@@ -65,7 +66,9 @@ class EvalExit(IntEnum):
     completes, verdict Passed."""
     FAILED = 1
     """The thresholds are not met: the Job fails at once on its first FailJob rule, verdict
-    Failed, and the config may not be promoted."""
+    Failed, and the config may not be promoted. With `--compare-stable`: the canary misses them,
+    or scores worse than the stable version by more than `analysis.maxEvaluationRegression`; the
+    canary's evaluation Job fails and the operator rolls the canary back."""
     UNAVAILABLE = 2
     """The evaluation could not run (bad manifest or dataset, no gateway, no MLflow): the Job
     fails at once (any code but 0 and 1), verdict Error: the config has no verdict."""
@@ -122,10 +125,14 @@ class EvalCommand:
     api_key_env: str | None = None
     model_version: str | None = None
     """`stable` or `canary`: only that version of a canary split answers."""
+    compare_stable: bool = False
+    """Ask the canary and the stable version the same questions and judge the canary against both
+    the thresholds and the stable's scores (the canary's evaluation Job)."""
 
     def args(self) -> list[str]:
         """The arguments after the program (`python -m aistack.cli`)."""
         return [EVAL, self.manifest, *([] if self.dataset is None else [self.dataset]),
                 *_option(ENDPOINT_FLAG, self.endpoint), *_option(STATE_FLAG, self.state),
                 *_option(TRACKING_URI_FLAG, self.tracking_uri), *_option(API_KEY_ENV_FLAG, self.api_key_env),
-                *_option(MODEL_VERSION_FLAG, self.model_version)]
+                *_option(MODEL_VERSION_FLAG, self.model_version),
+                *([COMPARE_STABLE_FLAG] if self.compare_stable else [])]

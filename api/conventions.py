@@ -36,11 +36,12 @@ COMPONENT_GATEWAY: Final = "gateway"
 COMPONENT_TRACKING: Final = "tracking"
 COMPONENT_INGESTION: Final = "ingestion"
 COMPONENT_EVALUATION: Final = "evaluation"
+COMPONENT_CANARY_EVALUATION: Final = "canary-evaluation"
 COMPONENT_COLLECTION: Final = "collection"
 
 # Children of an AIStack are named `<stack>-<component>` (`child_name`); the longest suffix
 # plus the API's cap on AIStack names fits a DNS label (a test keeps it so).
-LONGEST_CHILD_SUFFIX: Final = "-guardrails-config"
+LONGEST_CHILD_SUFFIX: Final = "-eval-canary-0123456789"  # the canary's evaluation Job, hash included
 DNS_LABEL_MAX: Final = 63
 
 CONDITION_READY: Final = "Ready"
@@ -92,8 +93,10 @@ RUN_TAG_MODEL: Final = "aistack.model"
 RUN_TAG_OFFLINE_MODEL: Final = "aistack.offline_model"  # "true" when `aistack up`'s offline model answered
 RUN_TAG_MODEL_VERSION: Final = "aistack.model_version"  # "stable" | "canary": the version pinned
 RUN_KIND_CANARY_EVALUATION: Final = "canary-evaluation"
-"""The run kind of an evaluation of a canary (`aistack eval --model-version canary`): never a
-promotion's evidence, which looks for `RUN_KIND_EVALUATION` runs only."""
+"""The run kind of an evaluation of a canary (`aistack eval --model-version canary`), and of both
+runs of a comparison (`aistack eval --compare-stable`): never a promotion's evidence, which looks
+for `RUN_KIND_EVALUATION` runs only."""
+RUN_TAG_COMPARED_WITH: Final = "aistack.compared_with"  # on a compared canary run: the stable run id
 RUN_TAG_VERDICT: Final = "aistack.verdict"  # "passed" | "failed" against the spec's thresholds
 
 

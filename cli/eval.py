@@ -14,6 +14,7 @@ from rich.table import Table
 
 from aistack.api.commands import (
     API_KEY_ENV_FLAG,
+    COMPARE_STABLE_FLAG,
     DEFAULT_API_KEY_ENV,
     ENDPOINT_FLAG,
     MODEL_VERSION_FLAG,
@@ -25,6 +26,7 @@ from aistack.cli.progress import Stages
 
 if TYPE_CHECKING:
     from aistack.api.v1alpha1.mlops import Threshold
+    from aistack.runtime.local.commands import EvaluationRequest
     from aistack.runtime.evaluation.runner import OnQuestion, Outcome
 
 out = Console(highlight=False, soft_wrap=True)
@@ -52,6 +54,12 @@ def eval_cmd(
         help="With a canary (spec.model.canary): ask only 'stable' or only 'canary' (the gateway's "
              "x-aistack-model-version header). A canary's run is logged as kind canary-evaluation, "
              "which promotion never counts.")] = None,
+    compare_stable: Annotated[bool, typer.Option(
+        COMPARE_STABLE_FLAG,
+        help="With a canary: ask both versions the same questions and fail (exit 1) when the canary misses "
+             "the thresholds or scores worse than stable by more than "
+             "spec.model.canary.analysis.maxEvaluationRegression on any thresholded metric. Both runs are "
+             "logged as kind canary-evaluation (never promotion evidence).")] = False,
 ) -> None:
     """Evaluate the stack on a question set and log an MLflow run.
 
@@ -65,9 +73,15 @@ def eval_cmd(
     if model_version not in (None, "stable", "canary"):
         err.print(f"{MODEL_VERSION_FLAG} {model_version!r}: use 'stable' or 'canary'", markup=False)
         raise typer.Exit(EvalExit.UNAVAILABLE)
+    if compare_stable and model_version is not None:
+        err.print(f"{COMPARE_STABLE_FLAG} asks both versions: leave out {MODEL_VERSION_FLAG}", markup=False)
+        raise typer.Exit(EvalExit.UNAVAILABLE)
     request = EvaluationRequest(manifest=manifest, dataset=dataset, endpoint=endpoint,
                                 tracking_uri=tracking_uri, api_key_env=api_key_env, state=state,
                                 model_version=model_version)
+    if compare_stable:
+        _compare(request)
+        return
     try:
         with Stages(err) as stages:
             result = run_evaluation(request, progress=_Shown(stages))
@@ -85,6 +99,34 @@ def eval_cmd(
     out.print("thresholds met" if passed else "thresholds NOT met", style="green" if passed else "bold red")
     if not passed:
         raise typer.Exit(EvalExit.FAILED)
+
+
+def _compare(request: EvaluationRequest) -> None:
+    from aistack.runtime.evaluation.evaluate import EvaluationUnavailable
+    from aistack.runtime.local.commands import run_comparison
+
+    try:
+        with Stages(err) as stages:
+            result = run_comparison(request, progress=_Shown(stages))
+    except EvaluationUnavailable as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EvalExit.UNAVAILABLE) from None
+    canary = result.canary
+    out.print(comparison_table(result.stable.values, canary.values, canary.thresholds,
+                               regressed={r.split(":", 1)[0] for r in result.regressions}))
+    out.print(f"{len(canary.outcomes)} questions to each version; MLflow runs: "
+              f"stable {result.stable.run_url}, canary {canary.run_url}", markup=False)
+    if not canary.thresholds:
+        out.print("no thresholds defined (spec.evaluation.thresholds): nothing gated", markup=False)
+        return
+    for failure in canary.verdict.failures:
+        err.print(f"[red]canary: {'regressed' if failure in result.regressions else 'threshold not met'}"
+                  f"[/red] {failure}")
+    if result.passed:
+        out.print(f"canary meets the thresholds and is within {result.tolerance:g} of stable", style="green")
+        return
+    out.print("canary FAILED against the thresholds or the stable version", style="bold red")
+    raise typer.Exit(EvalExit.FAILED)
 
 
 class _Shown:
@@ -148,13 +190,42 @@ def metrics_table(values: Mapping[str, float], thresholds: Mapping[str, Threshol
     for name in EVAL_METRICS:
         bound = thresholds.get(name)
         value = values.get(name)
-        limit = ""
+        status = "" if bound is None else "[green]ok[/green]" if _within(value, bound) else "[red]FAIL[/red]"
+        table.add_row(name, _shown(value), _limit(bound), status)
+    return table
+
+
+def comparison_table(stable: Mapping[str, float], canary: Mapping[str, float],
+                     thresholds: Mapping[str, Threshold], *, regressed: set[str]) -> Table:
+    """Both versions side by side; the status is the canary's (threshold, then regression)."""
+    from aistack.api.v1alpha1.mlops import EVAL_METRICS
+
+    table = Table(title="canary against stable")
+    for column in ("metric", "stable", "canary", "threshold", ""):
+        table.add_column(column)
+    for name in EVAL_METRICS:
+        bound = thresholds.get(name)
         status = ""
         if bound is not None:
-            limit = " ".join(x for x in (f">= {bound.min:g}" if bound.min is not None else "",
-                                         f"<= {bound.max:g}" if bound.max is not None else "") if x)
-            ok = value is not None and (bound.min is None or value >= bound.min) and (bound.max is None
-                                                                                      or value <= bound.max)
-            status = "[green]ok[/green]" if ok else "[red]FAIL[/red]"
-        table.add_row(name, "-" if value is None else f"{value:.4g}", limit, status)
+            value = canary.get(name)
+            ok = _within(value, bound)
+            status = "[red]FAIL[/red]" if not ok else "[red]REGRESSED[/red]" if name in regressed else \
+                "[green]ok[/green]"
+        table.add_row(name, _shown(stable.get(name)), _shown(canary.get(name)), _limit(bound), status)
     return table
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _limit(bound: Threshold | None) -> str:
+    if bound is None:
+        return ""
+    return " ".join(x for x in (f">= {bound.min:g}" if bound.min is not None else "",
+                                f"<= {bound.max:g}" if bound.max is not None else "") if x)
+
+
+def _within(value: float | None, bound: Threshold) -> bool:
+    return value is not None and (bound.min is None or value >= bound.min) and (bound.max is None
+                                                                             or value <= bound.max)

@@ -14,8 +14,14 @@ owns is the weight the gateways use, rendered into their config and shown in sta
   passed for `stepIntervalSeconds` moves to the next step (`Progressing`, then `Promoted` at the
   last one, after which nothing is judged: make the canary the stable model in the spec).
 
-`decide()` is pure (the clock and the reports are passed in). What it remembers lives in the status
-it writes, so a restarted operator continues where the last one stopped.
+With `analysis` in a stack that declares `evaluation` on a ConfigMap dataset, the canary's evaluation
+Job (`aistack eval --compare-stable`, created once the canary has started) gates it too: no step is
+taken while it runs, nor after it could not run (`Error`: the canary is not shown bad, so it is not
+rolled back either), a failed one rolls the canary back, and a passed one leaves the stepping to the
+gateways' reports. Its outcome is in `status.model.canary.evaluation`.
+
+`decide()` is pure (the clock, the reports and the Job's outcome are passed in). What it remembers
+lives in the status it writes, so a restarted operator continues where the last one stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aistack.api.canary_report import VersionStats, total_stats
 from aistack.api.v1alpha1.canary import CanaryAnalysis, CanarySpec
@@ -39,6 +45,15 @@ class CanaryDecision:
     """(type, reason, message) when the weight or verdict changed."""
     recheck_at: float | None
     """When to look again though no report arrives (the next step is due)."""
+
+
+@dataclass(frozen=True)
+class CanaryEvaluation:
+    """The canary's evaluation Job as the operator's watch cache holds it."""
+
+    job: str
+    verdict: Literal["Running", "Passed", "Failed", "Error"] | None
+    """None: the Job does not exist (not created yet, or deleted)."""
 
 
 def spec_hash(canary: CanarySpec) -> str:
@@ -78,35 +93,62 @@ def judge(analysis: CanaryAnalysis, stable: VersionStats, canary: VersionStats) 
     return True, f"{errors}; {latency}"
 
 
+def evaluation_status(evaluation: CanaryEvaluation | None,
+                      previous: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """`status.model.canary.evaluation`: the Job's verdict, `Running` until it has one; a Job gone
+    after it passed or failed keeps its verdict (the status remembers it, the Job is not re-run),
+    one gone after an error runs again."""
+    if evaluation is None:
+        return None
+    kept = dict((previous or {}).get("evaluation") or {})
+    if evaluation.verdict is None and kept.get("job") == evaluation.job and kept.get("verdict") in (
+            "Passed", "Failed"):
+        return kept
+    return {"job": evaluation.job, "verdict": evaluation.verdict or "Running"}
+
+
 def decide(canary: CanarySpec, *, previous: Mapping[str, Any] | None, lease: Mapping[str, Any] | None,
-           now: float, ready: bool = True) -> CanaryDecision:
+           now: float, ready: bool = True, evaluation: CanaryEvaluation | None = None) -> CanaryDecision:
     """The canary's status after this reconcile; `previous` is `status.model.canary` as last
     written, `lease` the load Lease as the watch cache holds it, `ready` whether the canary's own
-    Deployment has its pods available (always, for an adapter or API canary)."""
+    Deployment has its pods available (always, for an adapter or API canary), `evaluation` the
+    canary's evaluation Job (None: the stack has none)."""
     digest = spec_hash(canary)
     prev = dict(previous) if previous and previous.get("specHash") == digest else None
     analysis = canary.analysis
     steps = analysis.steps if analysis is not None else []
     if prev is not None and prev.get("since") is None:
         prev = None  # it was waiting for its pods
+    status: dict[str, Any]
     if prev is None and not ready:
         status = {"weight": 0, "step": None, "verdict": "Progressing" if steps else "Manual",
                   "reason": f"waiting for the canary's pods to be ready before it takes {canary.weight}%",
-                  "since": None, "specHash": digest}
+                  "since": None, "specHash": digest, "evaluation": None}
         return CanaryDecision(status, None, None)
     if prev is None:
-        verdict = "Progressing" if steps else "Manual"
-        status = {"weight": canary.weight, "step": None, "verdict": verdict,
+        status = {"weight": canary.weight, "step": None, "verdict": "Progressing" if steps else "Manual",
                   "reason": f"started at weight {canary.weight}" + (
                       f", analysed against stable, then steps {steps}" if steps else
                       ", analysed against stable" if analysis is not None else ""),
-                  "since": _rfc3339(now), "specHash": digest}
+                  "since": _rfc3339(now), "specHash": digest,
+                  "evaluation": evaluation_status(evaluation, None) if analysis is not None else None}
         due = now + analysis.step_interval_seconds if steps and analysis is not None else None
         what = canary.name or canary.adapter or "a new image or flags"
         event = ("Normal", "CanaryStarted", f"canary at weight {canary.weight}: {what}")
         return CanaryDecision(status, event, due)
     if analysis is None or prev.get("verdict") in ("RolledBack", "Promoted"):
         return CanaryDecision(prev, None, None)
+    was = (prev.get("evaluation") or {}).get("verdict")
+    prev = {**prev, "evaluation": evaluation_status(evaluation, prev)}
+    verdict = (prev["evaluation"] or {}).get("verdict")
+    job = (prev["evaluation"] or {}).get("job")
+    if verdict == "Failed":
+        failed = (f"the canary's evaluation (job {job}) failed: it missed evaluation.thresholds or scored "
+                  f"worse than stable by more than {analysis.max_evaluation_regression:g}; "
+                  f"`kubectl logs job/{job}` has both versions' metrics")
+        status = {**prev, "weight": 0, "verdict": "RolledBack", "reason": failed, "since": _rfc3339(now)}
+        return CanaryDecision(status, ("Warning", "CanaryRolledBack",
+                                       f"canary weight {prev.get('weight')} -> 0: {failed}"), None)
     annotations = ((lease or {}).get("metadata") or {}).get("annotations") or {}
     stats = total_stats(annotations, now=now, window_s=analysis.window_seconds)
     passed, why = judge(analysis, stats["stable"], stats["canary"])
@@ -114,14 +156,23 @@ def decide(canary: CanarySpec, *, previous: Mapping[str, Any] | None, lease: Map
         status = {**prev, "weight": 0, "verdict": "RolledBack", "reason": why, "since": _rfc3339(now)}
         return CanaryDecision(status, ("Warning", "CanaryRolledBack",
                                        f"canary weight {prev.get('weight')} -> 0: {why}"), None)
+    if verdict in ("Running", "Error"):  # no step before the canary's evaluation has passed
+        held = f"waiting for the canary's evaluation (job {job})" if verdict == "Running" else (
+            f"the canary's evaluation (job {job}) could not run, so no step is taken (not a rollback: the "
+            f"canary is not shown worse); `kubectl logs job/{job}` says why, `kubectl delete job {job}` "
+            "runs it again")
+        error = ("Warning", "CanaryEvaluationError", held) if verdict == "Error" and was != "Error" else None
+        return CanaryDecision({**prev, "reason": held}, error, None)
     since = _parse(prev.get("since")) or now
     due = since + analysis.step_interval_seconds
+    evaluated = ("Normal", "CanaryEvaluationPassed", f"the canary's evaluation (job {job}) passed") \
+        if verdict == "Passed" and was != "Passed" else None
     if passed is None or not steps or now < due:
         # a new reason only when the kind of verdict changes: a status write per report is not worth
         # fresher numbers (the gateways' /metrics have them)
-        same = str(prev.get("reason", "")).split(" ", 1)[0] == why.split(" ", 1)[0]
+        same = str(prev.get("reason", "")).split(" ", 1)[0] == why.split(" ", 1)[0] and evaluated is None
         status = prev if same else {**prev, "reason": why}
-        return CanaryDecision(status, None, due if steps else None)
+        return CanaryDecision(status, evaluated, due if steps else None)
     step = prev.get("step")
     index = 0 if step is None else int(step) + 1
     weight = steps[index]

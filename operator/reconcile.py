@@ -166,7 +166,7 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     if canary is not None and canary.status["weight"] != in_force:  # the gateways' config changes
         rendered = renderer(stack_document(body), version, canary_weight=canary.status["weight"])
     stack = rendered.stack
-    applied = apply_children(kube, namespace=namespace, desired=_to_apply(rendered, live), live=live,
+    applied = apply_children(kube, namespace=namespace, desired=_to_apply(rendered, live, canary), live=live,
                              owner_uid=stack.metadata.uid, hold=_held(rendered, live))
     outcome = Outcome(applied=applied)
     for key, message in applied.failed.items():
@@ -209,18 +209,28 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, qdrant: QdrantFactory, ver
     return outcome
 
 
-def _to_apply(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]]) -> list[Manifest]:
+def _to_apply(rendered: Rendered, live: Mapping[ChildKey, Mapping[str, Any]],
+              canary: canary_analysis.CanaryDecision | None = None) -> list[Manifest]:
     """The rendered children, less an evaluation Job not created yet while the gateway does not
     serve the current config (its Deployment holds what this render applies and its pods are
-    available). A Job already created stays (it is not pruned when the gateway has a bad
+    available), and less the canary's evaluation Job not created yet while the canary has not
+    started (its pods first; none for a canary already rolled back or promoted, or whose verdict
+    the status keeps). A Job already created stays (it is not pruned when the gateway has a bad
     moment, nor re-run)."""
-    job = rendered.evaluation_job
-    if job is None or job in live:
+    held = [job for job in (rendered.evaluation_job, rendered.canary_evaluation_job)
+            if job is not None and job not in live]
+    if not held:
         return rendered.manifests
     key = rendered.gateway
-    if in_sync(live.get(key), rendered.manifest(key)) and status.workload_check(live, *key).ok:
-        return rendered.manifests
-    return rendered.without(job)
+    serving = in_sync(live.get(key), rendered.manifest(key)) and status.workload_check(live, *key).ok
+    wait = [] if serving else held
+    if rendered.canary_evaluation_job in held and rendered.canary_evaluation_job not in wait:
+        state = canary.status if canary is not None else {}
+        kept = (state.get("evaluation") or {}).get("verdict")
+        if state.get("since") is None or state.get("verdict") in ("RolledBack", "Promoted") or \
+                kept in ("Passed", "Failed"):
+            wait.append(rendered.canary_evaluation_job)
+    return rendered.without(*wait) if wait else rendered.manifests
 
 
 def _autoscale(rendered: Rendered, *, kube: Kube, live: Mapping[ChildKey, Mapping[str, Any]],
@@ -251,8 +261,11 @@ def _canary(rendered: Rendered, *, live: Mapping[ChildKey, Mapping[str, Any]], p
         return None
     lease = live.get(rendered.load_lease) if rendered.load_lease is not None else None
     ready = rendered.canary is None or status.workload_check(live, *rendered.canary).ok
+    job = rendered.canary_evaluation_job
+    evaluation = None if job is None else canary_analysis.CanaryEvaluation(
+        job[1], (status.evaluation_verdict(live[job]) or "Running") if job in live else None)
     return canary_analysis.decide(spec, previous=(previous.get("model") or {}).get("canary"), lease=lease,
-                                  now=clock(), ready=ready)
+                                  now=clock(), ready=ready, evaluation=evaluation)
 
 
 def _model_status(canary: canary_analysis.CanaryDecision | None,

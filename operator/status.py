@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aistack.api.commands import CollectionExit, EvalExit, IngestExit
 from aistack.api.model_cache import PullExit
@@ -225,19 +225,22 @@ def evaluation_status(job: Mapping[str, Any] | None, *, config_hash: str,
     watched kind and RBAC for pods; `aistack promote` finds the run by config hash anyway.
     """
     kept = (previous or {}).get("evaluation")
-    if job is None:
-        return kept
-    for cond in (job.get("status") or {}).get("conditions") or []:
+    verdict = evaluation_verdict(job)
+    return kept if verdict is None else {"configHash": config_hash, "verdict": verdict}
+
+
+def evaluation_verdict(job: Mapping[str, Any] | None) -> Literal["Passed", "Failed", "Error"] | None:
+    """An evaluation Job's outcome (the stack's or the canary's): None while it runs (or is absent)."""
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
         if cond.get("status") != "True":
             continue
         if cond.get("type") == "Complete":
-            return {"configHash": config_hash, "verdict": "Passed"}
+            return "Passed"
         if cond.get("type") == "Failed":
             code = _EXIT_CODE.search(
                 str(cond.get("message", ""))) if cond.get("reason") == "PodFailurePolicy" else None
-            verdict = "Failed" if code is not None and int(code.group(1)) == EvalExit.FAILED else "Error"
-            return {"configHash": config_hash, "verdict": verdict}
-    return kept
+            return "Failed" if code is not None and int(code.group(1)) == EvalExit.FAILED else "Error"
+    return None
 
 
 def build_status(rendered: Rendered, *, generation: int | None, checks: Mapping[str, Check],

@@ -52,6 +52,15 @@ class CanaryAnalysis(ApiModel):
     stable version's by at most this much (0.02: two points)."""
     max_latency_ratio: Annotated[float, Field(ge=1, le=100)] = 1.5
     """The canary's p95 latency (whole request) may be at most this multiple of the stable's."""
+    max_evaluation_regression: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """When the stack declares `evaluation` with a `configMapKeyRef` dataset: how much worse than the
+    stable version the canary may score on each metric of `evaluation.thresholds` (it must meet the
+    thresholds too). The operator runs one canary evaluation Job asking both versions the same
+    questions (`aistack eval --compare-stable`); a miss rolls the canary back, and no step is taken
+    before it has passed. Scores and shares (0-1) compare in points (0.05: F1 0.80 -> 0.75 passes,
+    0.74 fails; error rate 0.02 -> 0.07 passes), latencies as a fraction of the stable's (0.05: 5%
+    slower). Without such an `evaluation` it has no effect: the canary is judged on the gateways'
+    reports alone."""
     steps: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(max_length=MAX_STEPS)] = \
         Field(default_factory=list)
     """Weights to move to, in order, each after `stepIntervalSeconds` of passing checks, e.g.
@@ -256,6 +265,21 @@ STICKY_RULES = (
 """The sticky key's rules (`AIStackSpec`'s CEL)."""
 
 
+class CanaryEvaluationStatus(BaseModel):
+    """The canary's evaluation (`status.model.canary.evaluation`): `aistack eval --compare-stable`
+    in a Job, which the canary must pass before its first step."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    job: str
+    """The Job (`kubectl logs job/<job>` prints both versions' metrics side by side)."""
+    verdict: Literal["Running", "Passed", "Failed", "Error"]
+    """`Running`: not finished (or not created yet: the canary's pods start first); `Passed`: it met
+    the thresholds and is not worse than stable by more than `maxEvaluationRegression`; `Failed`: it
+    is (the canary is rolled back); `Error`: the evaluation could not run (no step is taken; delete
+    the Job to run it again)."""
+
+
 class CanaryStatus(BaseModel):
     """The canary as the operator runs it (`status.model.canary`)."""
 
@@ -274,3 +298,6 @@ class CanaryStatus(BaseModel):
     """When the weight in force was set (RFC 3339): the step interval counts from here."""
     specHash: str | None = None  # noqa: N815 - wire name
     """Hash of the `spec.model.canary` judged: a changed canary starts again from its weight."""
+    evaluation: CanaryEvaluationStatus | None = None
+    """The canary's evaluation Job against the stable version (with `analysis` and a stack
+    `evaluation` on a ConfigMap dataset); None without one."""

@@ -25,6 +25,10 @@ EVAL_METRICS: dict[str, str] = {
     "latency_p95_ms": "95th percentile end-to-end latency (lower is better)",
     "error_rate": "share of questions that failed (lower is better)",
 }
+LOWER_IS_BETTER = frozenset({"latency_p50_ms", "latency_p95_ms", "error_rate"})
+"""The metrics where less is better (the others are shares or scores where more is)."""
+LATENCY_METRICS = frozenset({"latency_p50_ms", "latency_p95_ms"})
+"""Milliseconds, compared as ratios; the other metrics are shares or scores in [0, 1]."""
 
 
 class ManagedMlflow(ApiModel):

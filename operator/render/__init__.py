@@ -53,6 +53,9 @@ class Rendered:
     """The managed MLflow's Deployment; None without observability or with an external MLflow."""
     ingestion_job: ChildKey | None
     evaluation_job: ChildKey | None
+    canary_evaluation_job: ChildKey | None
+    """`aistack eval --compare-stable` for a canary with `analysis` (and a ConfigMap dataset): the
+    operator creates it once the canary has started, and its outcome gates the canary."""
     load_lease: ChildKey | None
     """The Lease the gateways report the model's load on (the built-in autoscaler's); None without."""
     pull_job: ChildKey | None
@@ -69,9 +72,9 @@ class Rendered:
     local_only_sources: tuple[str, ...]
     """Retrieval sources the cluster cannot read (paths without a volume): left to `aistack ingest`."""
 
-    def without(self, key: ChildKey) -> list[Manifest]:
-        """The manifests less one child (the evaluation Job, until the gateway serves this render)."""
-        return [m for m in self.manifests if (m["kind"], m["metadata"]["name"]) != key]
+    def without(self, *keys: ChildKey) -> list[Manifest]:
+        """The manifests less some children (an evaluation Job, until the gateway serves this render)."""
+        return [m for m in self.manifests if (m["kind"], m["metadata"]["name"]) not in keys]
 
     def manifest(self, key: ChildKey) -> Manifest:
         """The child `key`; KeyError when the render has none (as for an API model's Deployment)."""
@@ -90,9 +93,10 @@ def render(stack: AIStack, *, version: str | None = None, canary_weight: int | N
                                  gateway_mount=gateway.CONFIG_DIR) \
         if guardrails.needs_sidecar(ctx) else None
     ingestion, evaluation = jobs.ingestion_job(ctx), jobs.evaluation_job(ctx)
+    canary_evaluation = jobs.canary_evaluation_job(ctx)
     pull = pull_job(ctx)
     collection = jobs.collection_job(ctx)
-    runs = [job for job in (ingestion, evaluation, collection) if job is not None]
+    runs = [job for job in (ingestion, evaluation, canary_evaluation, collection) if job is not None]
     manifests = [
         *with_adapters(ctx, render_model(ctx)), *render_canary(ctx, model=render_model, pull=pull_container),
         *render_scaling(ctx), *([pull] if pull else []), *render_retrieval(ctx), *render_tracking(ctx),
@@ -111,6 +115,8 @@ def render(stack: AIStack, *, version: str | None = None, canary_weight: int | N
         ingestion_job=_key("Job", ingestion["metadata"]["name"] if ingestion else None),
         collection_job=_key("Job", collection["metadata"]["name"] if collection else None),
         evaluation_job=_key("Job", evaluation["metadata"]["name"] if evaluation else None),
+        canary_evaluation_job=_key("Job", canary_evaluation["metadata"]["name"] if canary_evaluation
+                                   else None),
         pull_job=_key("Job", pull["metadata"]["name"] if pull else None),
         load_lease=_key("Lease", endpoints.model_load_lease(ctx)),
         endpoint=endpoints.gateway_endpoint(ctx),

@@ -1,10 +1,11 @@
 """Run-to-completion work of a stack: the ingestion Job (`aistack ingest` of
 `retrieval.sources` into the in-cluster Qdrant), the evaluation Job (`aistack eval` against
-the gateway Service) and the collection Job (`aistack collection` on an external Qdrant with a
+the gateway Service), the canary's evaluation Job (`aistack eval --compare-stable`) and the
+collection Job (`aistack collection` on an external Qdrant with a
 key: the Job holds the key, so the operator reads no Secret), plus the ConfigMap holding the
 stack's manifest that they read.
 
-Both Jobs are named by a short hash of what they depend on, so a change of their inputs is a
+The Jobs are named by a short hash of what they depend on, so a change of their inputs is a
 new Job (a new run) and an unchanged stack keeps its finished Job (no re-run on resync). Their
 pod templates are immutable in Kubernetes; a name per content hash means the operator never
 has to patch one.
@@ -38,6 +39,7 @@ from aistack.api.commands import (
 from aistack.api.config_hash import config_hash
 from aistack.api import resources as default_resources
 from aistack.api.conventions import (
+    COMPONENT_CANARY_EVALUATION,
     COMPONENT_COLLECTION,
     COMPONENT_EVALUATION,
     COMPONENT_INGESTION,
@@ -82,6 +84,10 @@ def ingestion_job_name(ctx: RenderContext, suffix: str) -> str:
 
 def evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
     return ctx.name(f"eval-{suffix}")
+
+
+def canary_evaluation_job_name(ctx: RenderContext, suffix: str) -> str:
+    return ctx.name(f"eval-canary-{suffix}")
 
 
 def collection_job_name(ctx: RenderContext, suffix: str) -> str:
@@ -202,6 +208,49 @@ def evaluation_job(ctx: RenderContext) -> Manifest | None:
     dataset is for `aistack eval`."""
     spec_model = ctx.stack.spec
     evaluation, observability = spec_model.evaluation, spec_model.observability
+    spec = _evaluation_spec(ctx, component=COMPONENT_EVALUATION)
+    if spec is None or evaluation is None:
+        return None
+    hash_ = config_hash(spec_model)
+    # a new run per promotable config, and when the thresholds, the experiment or how the run
+    # is done (image, dataset, endpoints) change
+    suffix = content_hash(hash_, evaluation.to_wire(), observability.to_wire() if observability else None,
+                          spec_model.stage, spec)[:SUFFIX_LENGTH]
+    return _job(ctx, name=evaluation_job_name(ctx, suffix), component=COMPONENT_EVALUATION, spec=spec,
+                annotations={CONFIG_HASH_ANNOTATION: hash_})
+
+
+def canary_evaluation_job(ctx: RenderContext) -> Manifest | None:
+    """`aistack eval --compare-stable`: the canary and the stable version asked the same questions
+    through the gateway (each pinned by its header), failing when the canary misses the thresholds or
+    regresses past `analysis.maxEvaluationRegression`. Rendered for a canary with `analysis` in a
+    stack whose evaluation Job can run (a ConfigMap dataset); the operator creates it once the canary
+    has started and reads its outcome into `status.model.canary.evaluation`. The same Job as the
+    stack's evaluation (container, hardening, secrets by env refs, podFailurePolicy) but for the
+    flag, named by the canary and the evaluation: a changed canary is evaluated again, a weight step
+    is not."""
+    spec_model = ctx.stack.spec
+    canary, evaluation, observability = (spec_model.model.canary, spec_model.evaluation,
+                                         spec_model.observability)
+    if canary is None or canary.analysis is None or evaluation is None:
+        return None
+    spec = _evaluation_spec(ctx, component=COMPONENT_CANARY_EVALUATION, compare_stable=True)
+    if spec is None:
+        return None
+    suffix = content_hash(canary.to_wire(), evaluation.to_wire(),
+                          observability.to_wire() if observability else None, spec_model.stage,
+                          spec)[:SUFFIX_LENGTH]
+    return _job(ctx, name=canary_evaluation_job_name(ctx, suffix), component=COMPONENT_CANARY_EVALUATION,
+                spec=spec, annotations={})
+
+
+def _evaluation_spec(ctx: RenderContext, *, component: str,
+                     compare_stable: bool = False) -> dict[str, Any] | None:
+    """The Job spec of an `aistack eval` against the gateway Service (None without a ConfigMap
+    dataset): the gateway key and the MLflow token by env refs only, the dataset mounted read-only, ended on
+    its first exit code."""
+    spec_model = ctx.stack.spec
+    evaluation, observability = spec_model.evaluation, spec_model.observability
     if evaluation is None or evaluation.dataset.config_map_key_ref is None:
         return None
     dataset = evaluation.dataset.config_map_key_ref
@@ -218,26 +267,21 @@ def evaluation_job(ctx: RenderContext) -> Manifest | None:
     keys = spec_model.gateway.api_keys_secret_ref
     args = EvalCommand(manifest=f"{MANIFEST_DIR}/{MANIFEST_FILE}", dataset=f"{DATASET_DIR}/{DATASET_FILE}",
                        endpoint=gateway_endpoint(ctx), state=STATE_DIR, tracking_uri=uri,
-                       api_key_env=keys.env_name() if keys is not None else None).args()
+                       api_key_env=keys.env_name() if keys is not None else None,
+                       compare_stable=compare_stable).args()
     container = _container(ctx, name=EVAL_CONTAINER, args=args, env=env,
                            mounts=[{"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True}],
                            resources=resources(evaluation.resources, default_resources.EVALUATION_JOB))
     volumes = [{"name": "dataset", "configMap": {"name": dataset.name,
                                                  "items": [{"key": dataset.key, "path": DATASET_FILE}]}}]
-    spec = _job_spec(ctx, component=COMPONENT_EVALUATION, container=container, volumes=volumes)
+    spec = _job_spec(ctx, component=component, container=container, volumes=volumes)
     spec["podFailurePolicy"] = {"rules": [
         {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "In",
                                               "values": [int(EvalExit.FAILED)]}},
         {"action": "FailJob", "onExitCodes": {"containerName": EVAL_CONTAINER, "operator": "NotIn",
                                               "values": [int(EvalExit.PASSED), int(EvalExit.FAILED)]}},
     ]}
-    hash_ = config_hash(spec_model)
-    # a new run per promotable config, and when the thresholds, the experiment or how the run
-    # is done (image, dataset, endpoints) change
-    suffix = content_hash(hash_, evaluation.to_wire(), observability.to_wire() if observability else None,
-                          spec_model.stage, spec)[:SUFFIX_LENGTH]
-    return _job(ctx, name=evaluation_job_name(ctx, suffix), component=COMPONENT_EVALUATION, spec=spec,
-                annotations={CONFIG_HASH_ANNOTATION: hash_})
+    return spec
 
 
 def _secret_envs(refs: list[SecretKeyRef | None]) -> list[dict[str, Any]]:

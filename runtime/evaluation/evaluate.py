@@ -10,7 +10,7 @@ does it from the manifest, the flags and a running `aistack up`), shows progress
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -102,7 +102,25 @@ class EvaluationProgress(Protocol):
 async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> EvaluationResult:
     """Raises EvaluationUnavailable when the gateway does not answer, every question failed,
     or the run cannot be logged."""
-    from aistack.runtime.evaluation.tracking import log_run
+    outcomes = (await ask_versions(plan, versions=[plan.model_version], progress=progress))[0]
+    if all(o.error for o in outcomes):
+        raise EvaluationUnavailable(f"every question failed against {plan.base_url}; "
+                                    f"first error: {outcomes[0].error}")
+    values = aggregate(outcomes)
+    verdict = check_thresholds(values, plan.thresholds)
+    progress.begin(f"logging the run to MLflow at {plan.tracking_uri}")
+    _, run_url = await logged(plan, values=values, outcomes=outcomes, verdict=verdict,
+                              model_version=plan.model_version)
+    progress.end()
+    return EvaluationResult(values=values, outcomes=outcomes, verdict=verdict, thresholds=plan.thresholds,
+                            run_url=run_url)
+
+
+async def ask_versions(plan: EvaluationPlan, *, versions: Sequence[str | None],
+                       progress: EvaluationProgress) -> list[list[Outcome]]:
+    """Every question asked of each version (None: whichever the split chooses), one question of
+    every version after the other, so a version is never asked while the gateway is busier, and
+    scored; the outcomes per version, in `versions`' order."""
     from aistack.runtime.retrieval.embedders import LocalEmbedder
 
     progress.begin(f"checking the gateway at {plan.base_url}")
@@ -113,30 +131,37 @@ async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> Eva
         progress.begin("finding the stack's passages (for groundedness)")
     context, close = _context_source(plan)
     progress.end()
+    asks = [openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key,
+                         headers={MODEL_VERSION_HEADER: version} if version else None)
+            for version in versions]
+    outcomes: list[list[Outcome]] = [[] for _ in versions]
     try:
-        with progress.questions(len(plan.questions)) as on_question:
-            pin = {MODEL_VERSION_HEADER: plan.model_version} if plan.model_version else None
-            ask = openai_asker(base_url=plan.base_url, model=plan.model, api_key=plan.api_key, headers=pin)
-            outcomes = await run_questions(plan.questions, ask=ask, embedder=embedder, context_source=context,
-                                           on_question=on_question)
+        with progress.questions(len(plan.questions) * len(versions)) as on_question:
+            for question in plan.questions:
+                for ask, done in zip(asks, outcomes, strict=True):
+                    [outcome] = await run_questions([question], ask=ask, embedder=embedder,
+                                                    context_source=context)
+                    done.append(outcome)
+                    on_question(sum(len(o) for o in outcomes), outcome)
     finally:
         await close()
-    if all(o.error for o in outcomes):
-        raise EvaluationUnavailable(f"every question failed against {plan.base_url}; "
-                                    f"first error: {outcomes[0].error}")
-    values = aggregate(outcomes)
-    verdict = check_thresholds(values, plan.thresholds)
-    progress.begin(f"logging the run to MLflow at {plan.tracking_uri}")
+    return outcomes
+
+
+async def logged(plan: EvaluationPlan, *, values: dict[str, float], outcomes: list[Outcome], verdict: Verdict,
+                 model_version: str | None, comparison: bool = False,
+                 compared_with: str | None = None) -> tuple[str, str]:
+    """The run logged to MLflow: (run id, URL); EvaluationUnavailable when it cannot be."""
+    from aistack.runtime.evaluation.tracking import log_run
+
     try:
-        _, run_url = await asyncio.to_thread(
+        return await asyncio.to_thread(
             log_run, tracking_uri=plan.tracking_uri, stack=plan.stack, values=values, outcomes=outcomes,
             verdict=verdict, dataset=plan.dataset, endpoint=plan.base_url, served_model=plan.model,
-            offline_model=plan.offline_model, model_version=plan.model_version)
+            offline_model=plan.offline_model, model_version=model_version, comparison=comparison,
+            compared_with=compared_with)
     except Exception as exc:  # MLflow raises many types; the run is the point of `eval`
         raise EvaluationUnavailable(f"could not log the run to MLflow at {plan.tracking_uri}: {exc}") from exc
-    progress.end()
-    return EvaluationResult(values=values, outcomes=outcomes, verdict=verdict, thresholds=plan.thresholds,
-                            run_url=run_url)
 
 
 def _probe_gateway(base_url: str) -> None:

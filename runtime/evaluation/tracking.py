@@ -22,13 +22,16 @@ OFFLINE_MODEL_TAG = c.RUN_TAG_OFFLINE_MODEL
 
 def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outcomes: Sequence[Outcome],
             verdict: Verdict, dataset: str, endpoint: str, served_model: str | None = None,
-            offline_model: bool = False, model_version: str | None = None) -> tuple[str, str]:
+            offline_model: bool = False, model_version: str | None = None, comparison: bool = False,
+            compared_with: str | None = None) -> tuple[str, str]:
     """Log one run; returns (run id, run URL in the MLflow UI).
 
     `served_model` is what answered (the offline model of `aistack up` serves under its own
     name); such a run is tagged `aistack.offline_model=true` so promotion can refuse it.
     `model_version` (a pinned version of a canary split) is tagged too; a canary's run is of kind
-    `canary-evaluation`, so promotion, which reads `evaluation` runs, never takes it as evidence.
+    `canary-evaluation`, so promotion, which reads `evaluation` runs, never takes it as evidence;
+    so are both runs of a `comparison` (`aistack eval --compare-stable`: the canary's gate, not the
+    stable config's evidence), the canary's tagged with the stable run it was `compared_with`.
     """
     import mlflow
     from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
@@ -44,13 +47,14 @@ def log_run(*, tracking_uri: str, stack: AIStack, values: dict[str, float], outc
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     digest = config_hash(spec)
-    kind = c.RUN_KIND_CANARY_EVALUATION if model_version == "canary" else c.RUN_KIND_EVALUATION
+    kind = c.RUN_KIND_CANARY_EVALUATION if model_version == "canary" or comparison else c.RUN_KIND_EVALUATION
     tags = {
         c.RUN_TAG_KIND: kind, c.RUN_TAG_CONFIG_HASH: digest, c.RUN_TAG_STAGE: spec.stage,
         c.RUN_TAG_STACK: f"{stack.namespace}/{stack.name}", c.RUN_TAG_MODEL: spec.model.public_name,
         c.RUN_TAG_VERDICT: "passed" if verdict.passed else "failed",
         OFFLINE_MODEL_TAG: "true" if offline_model else "false",
         **({c.RUN_TAG_MODEL_VERSION: model_version} if model_version else {}),
+        **({c.RUN_TAG_COMPARED_WITH: compared_with} if compared_with else {}),
     }
     version = f"-{model_version}" if model_version else ""
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{spec.stage}-{digest}{version}",

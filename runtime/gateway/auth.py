@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from aistack.api.types import SecretKeyRef
-from aistack.runtime.gateway.canary import pinned_version
+from aistack.runtime.gateway.canary import VERSION_HEADER, Split, pinned_version
 from aistack.runtime.gateway.errors import GatewayError
 
 if TYPE_CHECKING:  # state.py builds ApiKeys, so it imports this module
@@ -89,7 +89,7 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
     split = state.canary.split if state.canary is not None else None
     if state.api_keys is None:
         sticky = split.sticky_key(request, api_key=None, tenant=header_tenant) if split else None
-        pinned = pinned_version(request) if split else None
+        pinned = _pinned(request, split)
         caller = Caller(authenticated=False, tenant=header_tenant, sticky=sticky, pinned=pinned)
         return caller, header_tenant
     auth = request.headers.get("authorization", "")
@@ -101,8 +101,20 @@ def authenticate(request: Request, state: GatewayState) -> tuple[Caller, str | N
         raise GatewayError(401, "invalid API key", code="invalid_api_key")
     tenant = key_tenant or header_tenant
     sticky = split.sticky_key(request, api_key=key.strip(), tenant=tenant) if split else None
-    pinned = pinned_version(request) if split else None
+    pinned = _pinned(request, split)
     return Caller(authenticated=True, tenant=tenant, sticky=sticky, pinned=pinned), tenant
+
+
+def _pinned(request: Request, split: Split | None) -> str | None:
+    """The version pinned by `VERSION_HEADER`; without a split only 'canary' matters, and is refused:
+    answered by the stable model, an evaluation of "the canary" would compare stable with itself."""
+    if split is not None:
+        return pinned_version(request)
+    if request.headers.get(VERSION_HEADER) == "canary":
+        raise GatewayError(409, f"{VERSION_HEADER}: 'canary', but this gateway serves no canary (none in "
+                                "spec.model.canary, or its config has not reached this gateway yet)",
+                           code="canary_not_served")
+    return None
 
 
 def _unset_message(name: str, secret: SecretKeyRef | None) -> str:

@@ -18,6 +18,7 @@ from aistack.api.commands import DEFAULT_API_KEY_ENV
 from aistack.api.manifests import ManifestError, load_stack
 from aistack.api.types import quantity_value
 from aistack.api.v1alpha1 import AIStack
+from aistack.runtime.evaluation.compare import ComparisonResult, compare
 from aistack.runtime.evaluation.evaluate import (
     EvaluationPlan,
     EvaluationProgress,
@@ -67,6 +68,11 @@ class IngestionRequest:
 
 def run_evaluation(request: EvaluationRequest, *, progress: EvaluationProgress) -> EvaluationResult:
     return asyncio.run(evaluate(evaluation_plan(request), progress=progress))
+
+
+def run_comparison(request: EvaluationRequest, *, progress: EvaluationProgress) -> ComparisonResult:
+    """`aistack eval --compare-stable`: the canary and the stable version on the same questions."""
+    return asyncio.run(compare(evaluation_plan(request), progress=progress))
 
 
 def evaluation_plan(request: EvaluationRequest) -> EvaluationPlan:

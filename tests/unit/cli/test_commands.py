@@ -40,11 +40,12 @@ def test_a_full_ingest_line_parses_to_the_values_it_was_built_from() -> None:
 
 def test_a_full_eval_line_parses_to_the_values_it_was_built_from() -> None:
     line = EvalCommand(manifest="m.yaml", dataset="q.jsonl", endpoint="http://gw:8080/v1", state="/tmp/state",
-                       tracking_uri="http://mlflow:5000", api_key_env="KEYS", model_version="canary")
+                       tracking_uri="http://mlflow:5000", api_key_env="KEYS", model_version="canary",
+                       compare_stable=True)
     assert parsed(line.args()) == {
         "manifest": Path("m.yaml"), "dataset": Path("q.jsonl"), "endpoint": "http://gw:8080/v1",
         "state": Path("/tmp/state"), "tracking_uri": "http://mlflow:5000", "api_key_env": "KEYS",
-        "model_version": "canary"}
+        "model_version": "canary", "compare_stable": True}
 
 
 def test_options_left_out_take_the_cli_defaults() -> None:
@@ -54,7 +55,7 @@ def test_options_left_out_take_the_cli_defaults() -> None:
     assert parsed(EvalCommand(manifest="m.yaml").args())["api_key_env"] == "AISTACK_API_KEY"
 
 
-@pytest.mark.parametrize("example", ["rag", "production"])
+@pytest.mark.parametrize("example", ["rag", "production", "canary"])
 def test_every_rendered_job_runs_a_command_line_the_cli_accepts(example: str) -> None:
     stack = parse_stack(yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text(encoding="utf-8")))
     jobs = [m for m in render(stack, version="9.9.9").manifests if m["kind"] == "Job"]
