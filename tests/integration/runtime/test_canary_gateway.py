@@ -120,6 +120,17 @@ def test_a_gateway_without_canary_has_no_version_series(two_versions) -> None:
         assert 'version="stable"' not in gw.metrics()
 
 
+def test_a_gateway_without_canary_refuses_a_canary_pin_rather_than_answer_with_stable(two_versions) -> None:
+    """An evaluation of "the canary" answered by the stable model would compare stable with itself."""
+    with run_gateway(base_config(two_versions.base_url)) as gw, \
+            httpx.Client(base_url=gw.url, timeout=20) as client:
+        start = len(two_versions.requests)
+        resp = chat(client, "hi", {"x-aistack-model-version": "canary"})
+        assert resp.status_code == 409 and resp.json()["error"]["code"] == "canary_not_served"
+        assert len(two_versions.requests) == start
+        assert chat(client, "hi", {"x-aistack-model-version": "stable"}).status_code == 200
+
+
 def test_a_pinned_request_reaches_the_version_it_names_and_a_bad_pin_is_a_400(two_versions) -> None:
     config = canary_config(two_versions.base_url, weight=50, stickyBy="header", stickyHeader="X-Session-Id")
     with run_gateway(config) as gw, httpx.Client(base_url=gw.url, timeout=20) as client:

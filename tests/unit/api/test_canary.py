@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from aistack.api.errors import field_errors
 from aistack.api.v1alpha1 import AIStack
 from aistack.api.v1alpha1.canary import canary_model
-from aistack.testing.crd_rules import failed_cel_messages
+from aistack.testing.crd_rules import failed_cel_messages, schema, walk
 
 
 def stack(model: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -55,13 +55,19 @@ def test_a_consistent_canary_is_accepted_by_both(model: dict[str, Any], spec: di
     ({"adapter": "support", "name": "org/v2", "weight": 10}, "spec.model.canary.name"),
     ({"weight": 10}, "spec.model.canary.name"),
     ({"name": "org/v2", "weight": -1}, "spec.model.canary.weight"),
+    ({"name": "org/v2", "weight": 10, "analysis": {"maxEvaluationRegression": 1.5}},
+     "spec.model.canary.analysis.maxEvaluationRegression"),
 ])
 def test_contradictory_canaries_name_the_field_in_both(canary: dict[str, Any], field: str) -> None:
     adapters = [{"name": "support", "source": "hf://acme/support"}]
     doc = stack({"vllm": {"adapters": adapters}, "canary": canary})
     errors = pydantic_errors(doc)
     assert any(e.startswith(field + ":") for e in errors), errors
-    if field != "spec.model.canary.weight":  # a bound: the OpenAPI schema refuses it, not a rule
+    if field in ("spec.model.canary.weight", "spec.model.canary.analysis.maxEvaluationRegression"):
+        # a bound: the OpenAPI schema refuses it, not a rule
+        bounds = dict(walk(schema()))["." + field]
+        assert (bounds["minimum"], bounds["maximum"]) == ((0, 100) if field.endswith("weight") else (0, 1))
+    else:
         assert failed_cel_messages(doc), doc
 
 
