@@ -31,7 +31,7 @@ What it answers (first rule that applies, looking at the **last user message** u
   calls that tool (the first for `"required"`) with arguments built from its parameters' schema.
 - `response_format` `json_object`: answers `{"answer": <last user message>}`; `json_schema`: an
   instance of the schema (required properties, the first enum value, `"x"`, 1, true).
-- otherwise: `Echo: <last user message>`.
+- otherwise: `Echo: <last user message>`, or the model's entry of `answers_by_model`.
 
 Completions read the prompt (the strings of a list joined) where chat reads the last user message:
 the `[[fail:...]]`, `[[sleep:...]]`, `[[say:...]]` and `[[params]]` markers work the same.
@@ -101,6 +101,9 @@ class ServerOptions:
     """`Retry-After` sent with injected 429 and 503 answers (seconds or an HTTP date)."""
     completions: bool = True
     """Serve `POST /v1/completions`; False answers 404 as a chat-only provider does."""
+    answers_by_model: dict[str, str] = field(default_factory=dict)
+    """What these models answer where the others echo (the last rule), `{last}` standing for the last
+    user message: two versions of a model that answer differently."""
     loras: dict[str, str] = field(default_factory=dict)
     """LoRA adapters loaded (name -> folder), as vLLM's runtime LoRA endpoints keep them
     (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`); listed in /v1/models with the first
@@ -315,7 +318,8 @@ class OpenAIServer:
         choices = (body.get("structured_outputs") or {}).get("choice")
         if choices:  # vLLM's structured outputs: one of the choices, the first (`[[say:...]]` overrides)
             return failure, str(choices[0]), None, delay
-        return failure, f"Echo: {last}", None, delay
+        template = self.options.answers_by_model.get(str(body.get("model")))
+        return failure, template.replace("{last}", last) if template else f"Echo: {last}", None, delay
 
     @staticmethod
     def _forced_call(body: dict[str, Any]) -> dict[str, Any] | None:

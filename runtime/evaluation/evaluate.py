@@ -118,9 +118,9 @@ async def evaluate(plan: EvaluationPlan, *, progress: EvaluationProgress) -> Eva
 
 async def ask_versions(plan: EvaluationPlan, *, versions: Sequence[str | None],
                        progress: EvaluationProgress) -> list[list[Outcome]]:
-    """Every question asked of each version (None: whichever the split chooses), one question of
-    every version after the other, so a version is never asked while the gateway is busier, and
-    scored; the outcomes per version, in `versions`' order."""
+    """Every question asked of each version (None: whichever the split chooses), each question of
+    every version in turn (who goes first alternating), so no version is asked while the gateway is
+    busier or colder, and scored; the outcomes per version, in `versions`' order."""
     from aistack.runtime.retrieval.embedders import LocalEmbedder
 
     progress.begin(f"checking the gateway at {plan.base_url}")
@@ -137,15 +137,20 @@ async def ask_versions(plan: EvaluationPlan, *, versions: Sequence[str | None],
     outcomes: list[list[Outcome]] = [[] for _ in versions]
     try:
         with progress.questions(len(plan.questions) * len(versions)) as on_question:
-            for question in plan.questions:
-                for ask, done in zip(asks, outcomes, strict=True):
-                    [outcome] = await run_questions([question], ask=ask, embedder=embedder,
+            for number, question in enumerate(plan.questions):
+                for index in _turns(number, len(versions)):
+                    [outcome] = await run_questions([question], ask=asks[index], embedder=embedder,
                                                     context_source=context)
-                    done.append(outcome)
+                    outcomes[index].append(outcome)
                     on_question(sum(len(o) for o in outcomes), outcome)
     finally:
         await close()
     return outcomes
+
+
+def _turns(number: int, versions: int) -> list[int]:
+    """Which version goes first takes turns, so none always pays for a cold connection."""
+    return [(number + i) % versions for i in range(versions)]
 
 
 async def logged(plan: EvaluationPlan, *, values: dict[str, float], outcomes: list[Outcome], verdict: Verdict,
