@@ -58,12 +58,13 @@ def validate_cmd(
 ) -> None:
     """Check AIStack manifests, one line per error.
 
-    Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise.
+    Each error reads file[document]: field: message. Exits 0 when every AIStack is valid, 1 otherwise;
+    warnings (what is valid but will not act as it may seem) do not fail it.
     Documents of other kinds are skipped, but a file with no AIStack at all is an error. The summary
     shows each stack's config hash, the one `aistack promote` looks for on evaluation runs. With -,
     reads standard input: `kubectl kustomize deploy/stages/prod | aistack validate -`.
     """
-    from aistack.cli.render import read_input
+    from aistack.cli.render import canary_warnings, read_input
 
     stacks: list[tuple[str, AIStack]] = []
     failures = 0
@@ -79,6 +80,8 @@ def validate_cmd(
                 err.print(f"{doc.where}: {error}", markup=False)
             if doc.stack is not None:
                 stacks.append((doc.where, doc.stack))
+                for warning in canary_warnings(doc.stack):  # accepted, but not what it may seem
+                    err.print(f"warning: {doc.where}: {warning}", markup=False)
     if not quiet and stacks:
         out.print(summary_table(stacks))
         for where, stack in stacks:

@@ -107,3 +107,23 @@ def test_render_config_hash_prints_the_hash_promote_looks_for(tmp_path: Path) ->
     assert from_file.stdout == piped.stdout, "the stage's hash is the behaviour's: same as its source"
     empty = CliRunner().invoke(app, ["render", "--config-hash", "-"], input="")
     assert empty.exit_code == 1 and "no AIStack found in <stdin>" in empty.stderr
+
+
+def test_a_canary_the_cluster_cannot_judge_on_the_evaluation_is_a_warning_not_an_error(
+        tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "canary.yaml").read_text())
+    doc["spec"]["evaluation"]["dataset"] = {"path": "eval.jsonl"}
+    path = tmp_path / "canary.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    for command in (["render"], ["validate"]):
+        result = CliRunner().invoke(app, [*command, str(path)])
+        assert result.exit_code == 0, result.output
+        assert "model.canary.analysis: the cluster judges the canary on the gateways' numbers only" in \
+            result.stderr
+    del doc["spec"]["evaluation"]
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0 and "maxEvaluationRegression does nothing" in result.stderr
+    # the example as it is: judged on both, nothing to warn about
+    result = CliRunner().invoke(app, ["validate", str(EXAMPLES / "canary.yaml")])
+    assert result.exit_code == 0 and "warning" not in result.stderr
